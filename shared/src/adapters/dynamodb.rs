@@ -1,0 +1,359 @@
+//! The bulk-change store on DynamoDB.
+//!
+//! Tables (keys as in template.yaml):
+//! - bulk changes: `tenantId` / `bulkChangeId`, GSI `ByStatus` on `statusKey` (`tenant#status`) / `bulkChangeId`
+//! - device changes: `bulkChangeKey` (`tenant#bulkChangeId`) / `seq`
+//! - audit log: `bulkChangeKey` / `entryId` (time-ordered UUID)
+//! - idempotency keys: `idempotencyKey` (`tenant#key`), expiring through the `expiresAt` TTL attribute
+
+use super::cursor::{self, AfterId, AfterSeq};
+use super::sdk_message;
+use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
+use crate::ports::{BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use futures::{stream, StreamExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use time::{Duration, OffsetDateTime};
+
+/// How long an idempotency key keeps returning the bulk change it created.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+/// Conditional puts in flight at once while writing device changes.
+const WRITE_CONCURRENCY: usize = 32;
+const STATUS_INDEX: &str = "ByStatus";
+
+#[derive(Debug, Clone)]
+pub struct TableNames {
+    pub bulk_changes: String,
+    pub device_changes: String,
+    pub audit_log: String,
+    pub idempotency: String,
+}
+
+impl TableNames {
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::required_env;
+        Ok(Self {
+            bulk_changes: required_env("BULK_CHANGES_TABLE")?,
+            device_changes: required_env("DEVICE_CHANGES_TABLE")?,
+            audit_log: required_env("AUDIT_LOG_TABLE")?,
+            idempotency: required_env("IDEMPOTENCY_TABLE")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn status_key(tenant: &TenantId, status: BulkChangeStatus) -> String {
+    format!("{tenant}#{}", status.as_str())
+}
+
+fn bulk_change_key(tenant: &TenantId, id: &str) -> String {
+    format!("{tenant}#{id}")
+}
+
+fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn backend<E: std::error::Error>(error: E) -> StoreError {
+    StoreError::Backend(sdk_message(error))
+}
+
+impl DynamoStore {
+    /// True when the device change was written, false when it already existed.
+    async fn insert_device_change(&self, tenant: &TenantId, change: &DeviceChange) -> Result<bool, StoreError> {
+        let mut item = to_item(change)?;
+        item.insert("bulkChangeKey".into(), s(bulk_change_key(tenant, &change.bulk_change_id)));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.device_changes)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(seq)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if matches!(error.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+                Ok(false)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    pub fn new(client: Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    fn bulk_change_item(&self, change: &BulkChange) -> Result<Item, StoreError> {
+        let mut item = to_item(change)?;
+        item.insert("statusKey".into(), s(status_key(&change.tenant_id, change.status)));
+        Ok(item)
+    }
+
+    async fn read_claim(&self, tenant: &TenantId, claim: &IdempotencyClaim) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.idempotency)
+            .key("idempotencyKey", s(format!("{tenant}#{}", claim.key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(output.item)
+    }
+
+    async fn replay(&self, tenant: &TenantId, claim: &IdempotencyClaim) -> Result<Option<CreateOutcome>, StoreError> {
+        let Some(stored) = self.read_claim(tenant, claim).await? else {
+            return Ok(None);
+        };
+        let text = |name: &str| stored.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let id = text("bulkChangeId").ok_or_else(|| StoreError::Corrupt("idempotency record without id".into()))?;
+        let existing = self
+            .get_bulk_change(tenant, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record points at missing bulk change {id}")))?;
+        Ok(Some(CreateOutcome::Replayed {
+            existing: Box::new(existing),
+            same_request: text("requestDigest").as_deref() == Some(claim.request_digest.as_str()),
+        }))
+    }
+}
+
+#[async_trait]
+impl BulkChangeStore for DynamoStore {
+    async fn create_bulk_change(
+        &self,
+        change: &BulkChange,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let item = self.bulk_change_item(change)?;
+        let Some(claim) = claim else {
+            self.client
+                .put_item()
+                .table_name(&self.tables.bulk_changes)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(bulkChangeId)")
+                .send()
+                .await
+                .map_err(backend)?;
+            return Ok(CreateOutcome::Created);
+        };
+        let expires_at = (change.created_at + IDEMPOTENCY_WINDOW).unix_timestamp();
+        let claim_item: Item = HashMap::from([
+            ("idempotencyKey".to_owned(), s(format!("{}#{}", change.tenant_id, claim.key))),
+            ("bulkChangeId".to_owned(), s(&change.bulk_change_id)),
+            ("requestDigest".to_owned(), s(&claim.request_digest)),
+            ("expiresAt".to_owned(), n(expires_at)),
+        ]);
+        let put_change = Put::builder()
+            .table_name(&self.tables.bulk_changes)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(bulkChangeId)")
+            .build()
+            .map_err(backend)?;
+        // An expired claim may still be stored (TTL deletes lazily); it no longer binds the key.
+        let put_claim = Put::builder()
+            .table_name(&self.tables.idempotency)
+            .set_item(Some(claim_item))
+            .condition_expression("attribute_not_exists(idempotencyKey) OR expiresAt < :now")
+            .expression_attribute_values(":now", n(change.created_at.unix_timestamp()))
+            .build()
+            .map_err(backend)?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_change).build())
+            .transact_items(TransactWriteItem::builder().put(put_claim).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(CreateOutcome::Created),
+            // A cancelled transaction is a used key when the claim exists; anything else is a failure.
+            Err(error) => match self.replay(&change.tenant_id, claim).await? {
+                Some(outcome) => Ok(outcome),
+                None => Err(backend(error)),
+            },
+        }
+    }
+
+    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        output.item.map(from_item).transpose()
+    }
+
+    async fn list_bulk_changes(
+        &self,
+        tenant: &TenantId,
+        status: Option<BulkChangeStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<BulkChange>, StoreError> {
+        let after = page.cursor.as_deref().map(cursor::decode_after_id).transpose()?;
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.tables.bulk_changes)
+            .scan_index_forward(false)
+            .limit(page.limit as i32);
+        query = match status {
+            Some(status) => query
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("statusKey = :pk")
+                .expression_attribute_values(":pk", s(status_key(tenant, status))),
+            None => query
+                .key_condition_expression("tenantId = :pk")
+                .expression_attribute_values(":pk", s(tenant.as_str())),
+        };
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("tenantId", s(tenant.as_str()))
+                .exclusive_start_key("bulkChangeId", s(&after.after));
+            if let Some(status) = status {
+                query = query.exclusive_start_key("statusKey", s(status_key(tenant, status)));
+            }
+        }
+        let output = query.send().await.map_err(backend)?;
+        let items: Vec<BulkChange> = output.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let next_cursor = output
+            .last_evaluated_key
+            .and(items.last())
+            .map(|last| cursor::encode(&AfterId { after: last.bulk_change_id.clone() }));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        from: BulkChangeStatus,
+        to: BulkChangeStatus,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            .update_expression("SET #status = :to, statusKey = :toKey, updatedAt = :now")
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":toKey", s(status_key(tenant, to)))
+            .expression_attribute_values(":from", s(from.as_str()))
+            .expression_attribute_values(":now", s(crate::clock::rfc3339(OffsetDateTime::now_utc())))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if matches!(error.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                Ok(false)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError> {
+        // Futures are created up front: a lazily mapping closure trips the compiler's Send analysis
+        // inside async_trait (rust-lang/rust#102211).
+        let writes: Vec<_> = changes.iter().map(|change| self.insert_device_change(tenant, change)).collect();
+        let mut results = stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY);
+        let mut new = 0;
+        while let Some(written) = results.next().await {
+            new += usize::from(written?);
+        }
+        Ok(new)
+    }
+
+    async fn list_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceChange>, StoreError> {
+        let after = page.cursor.as_deref().map(cursor::decode::<AfterSeq>).transpose()?;
+        let key = bulk_change_key(tenant, bulk_change_id);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.tables.device_changes)
+            .key_condition_expression("bulkChangeKey = :pk")
+            .expression_attribute_values(":pk", s(&key))
+            .limit(page.limit as i32);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("bulkChangeKey", s(&key))
+                .exclusive_start_key("seq", n(after.after));
+        }
+        let output = query.send().await.map_err(backend)?;
+        let items: Vec<DeviceChange> = output.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let next_cursor = output
+            .last_evaluated_key
+            .and(items.last())
+            .map(|last| cursor::encode(&AfterSeq { after: last.seq }));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut item = to_item(entry)?;
+        item.insert("bulkChangeKey".into(), s(bulk_change_key(tenant, &entry.bulk_change_id)));
+        item.insert("entryId".into(), s(uuid::Uuid::now_v7().to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.tables.audit_log)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.tables.audit_log)
+            .key_condition_expression("bulkChangeKey = :pk")
+            .expression_attribute_values(":pk", s(bulk_change_key(tenant, bulk_change_id)))
+            .into_paginator()
+            .items()
+            .send();
+        let mut entries = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(backend)? {
+            entries.push(from_item(item)?);
+        }
+        Ok(entries)
+    }
+}

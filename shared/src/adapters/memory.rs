@@ -1,0 +1,213 @@
+//! In-memory ports for unit tests of handlers: same contracts as the AWS adapters, no network.
+
+use super::cursor::{self, AfterId, AfterSeq};
+use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
+use crate::messages::{PlanMessage, WorkMessage};
+use crate::ports::*;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    bulk_changes: Mutex<BTreeMap<(TenantId, String), BulkChange>>,
+    claims: Mutex<HashMap<(TenantId, String), (String, String)>>,
+    device_changes: Mutex<BTreeMap<(TenantId, String, u32), DeviceChange>>,
+    audit: Mutex<Vec<(TenantId, AuditEntry)>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking test thread must not hide the state from the assertions that follow.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryStore {
+    pub fn bulk_change_count(&self) -> usize {
+        locked(&self.bulk_changes).len()
+    }
+
+    pub fn device_change_count(&self) -> usize {
+        locked(&self.device_changes).len()
+    }
+}
+
+#[async_trait]
+impl BulkChangeStore for MemoryStore {
+    async fn create_bulk_change(
+        &self,
+        change: &BulkChange,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let mut claims = locked(&self.claims);
+        if let Some(claim) = claim {
+            let key = (change.tenant_id.clone(), claim.key.clone());
+            if let Some((id, digest)) = claims.get(&key) {
+                let existing = locked(&self.bulk_changes)
+                    .get(&(change.tenant_id.clone(), id.clone()))
+                    .cloned()
+                    .ok_or_else(|| StoreError::Corrupt("claim without bulk change".into()))?;
+                return Ok(CreateOutcome::Replayed {
+                    existing: Box::new(existing),
+                    same_request: *digest == claim.request_digest,
+                });
+            }
+            claims.insert(key, (change.bulk_change_id.clone(), claim.request_digest.clone()));
+        }
+        locked(&self.bulk_changes).insert((change.tenant_id.clone(), change.bulk_change_id.clone()), change.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError> {
+        Ok(locked(&self.bulk_changes).get(&(tenant.clone(), id.to_owned())).cloned())
+    }
+
+    async fn list_bulk_changes(
+        &self,
+        tenant: &TenantId,
+        status: Option<BulkChangeStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<BulkChange>, StoreError> {
+        let after = page.cursor.as_deref().map(cursor::decode_after_id).transpose()?;
+        let all = locked(&self.bulk_changes);
+        let mut matching = all
+            .values()
+            .rev()
+            .filter(|c| &c.tenant_id == tenant && status.is_none_or(|s| c.status == s))
+            .filter(|c| after.as_ref().is_none_or(|a| c.bulk_change_id < a.after));
+        let items: Vec<BulkChange> = matching.by_ref().take(page.limit as usize).cloned().collect();
+        let next_cursor = (matching.next().is_some())
+            .then(|| items.last().map(|c| cursor::encode(&AfterId { after: c.bulk_change_id.clone() })))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        from: BulkChangeStatus,
+        to: BulkChangeStatus,
+    ) -> Result<bool, StoreError> {
+        let mut all = locked(&self.bulk_changes);
+        match all.get_mut(&(tenant.clone(), id.to_owned())) {
+            Some(change) if change.status == from => {
+                change.status = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError> {
+        let mut all = locked(&self.device_changes);
+        let mut new = 0;
+        for change in changes {
+            let key = (tenant.clone(), change.bulk_change_id.clone(), change.seq);
+            if !all.contains_key(&key) {
+                all.insert(key, change.clone());
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    async fn list_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceChange>, StoreError> {
+        let after = page.cursor.as_deref().map(cursor::decode::<AfterSeq>).transpose()?;
+        let start = after.map_or(0, |a| a.after + 1);
+        let all = locked(&self.device_changes);
+        let mut matching = all
+            .range((tenant.clone(), bulk_change_id.to_owned(), start)..=(tenant.clone(), bulk_change_id.to_owned(), u32::MAX))
+            .map(|(_, change)| change);
+        let items: Vec<DeviceChange> = matching.by_ref().take(page.limit as usize).cloned().collect();
+        let next_cursor = (matching.next().is_some())
+            .then(|| items.last().map(|c| cursor::encode(&AfterSeq { after: c.seq })))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {
+        locked(&self.audit).push((tenant.clone(), entry.clone()));
+        Ok(())
+    }
+
+    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(locked(&self.audit)
+            .iter()
+            .filter(|(t, e)| t == tenant && e.bulk_change_id == bulk_change_id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryQueues {
+    pub plans: Mutex<Vec<PlanMessage>>,
+    pub work: Mutex<Vec<WorkMessage>>,
+    /// When set, every enqueue fails: for testing what a handler leaves behind.
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryQueues {
+    fn check(&self) -> Result<(), QueueError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(QueueError("queue unavailable (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn plans(&self) -> Vec<PlanMessage> {
+        locked(&self.plans).clone()
+    }
+
+    pub fn work(&self) -> Vec<WorkMessage> {
+        locked(&self.work).clone()
+    }
+}
+
+#[async_trait]
+impl WorkQueues for MemoryQueues {
+    async fn enqueue_plan(&self, message: &PlanMessage) -> Result<(), QueueError> {
+        self.check()?;
+        locked(&self.plans).push(message.clone());
+        Ok(())
+    }
+
+    async fn enqueue_work(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+        self.check()?;
+        locked(&self.work).extend_from_slice(messages);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryPayloads {
+    objects: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryPayloads {
+    pub fn len(&self) -> usize {
+        locked(&self.objects).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl PayloadStore for MemoryPayloads {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PayloadError> {
+        locked(&self.objects).insert(key.to_owned(), body);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError> {
+        locked(&self.objects).get(key).cloned().ok_or_else(|| PayloadError::Missing(key.to_owned()))
+    }
+}

@@ -1,0 +1,24 @@
+//! The HTTP edge: problem responses, caller identity, paging parameters and response bodies.
+
+pub mod caller;
+pub mod paging;
+pub mod problem;
+pub mod views;
+
+pub use caller::{caller, Caller};
+pub use problem::Problem;
+
+use lambda_http::{http::StatusCode, Body, Response};
+
+/// A JSON response. Serializing our own view types cannot fail; if it somehow did, the caller
+/// gets a 500 problem rather than a panic.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::Text(body))
+            .unwrap_or_default(),
+        Err(e) => Problem::internal(&e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,198 @@
+//! A bulk change, its per-device changes and its audit trail.
+
+use super::change::{Carrier, ChangeSpec, DeviceRequest};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use time::OffsetDateTime;
+
+/// The tenant a record belongs to. Comes from the verified caller, never from a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Tenant ids become part of storage keys, so they are restricted to a key-safe alphabet.
+    pub fn parse(value: &str) -> Option<Self> {
+        let valid = (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BulkChangeStatus {
+    /// Accepted and stored; the planner has not yet written its device changes.
+    New,
+    /// Device changes written and queued for the carriers.
+    Processing,
+    /// Validated and recorded only (`processChanges: false`); no carrier is called.
+    Recorded,
+    Completed,
+    CompletedWithErrors,
+}
+
+impl BulkChangeStatus {
+    pub const ALL: [BulkChangeStatus; 5] = [
+        BulkChangeStatus::New,
+        BulkChangeStatus::Processing,
+        BulkChangeStatus::Recorded,
+        BulkChangeStatus::Completed,
+        BulkChangeStatus::CompletedWithErrors,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkChangeStatus::New => "new",
+            BulkChangeStatus::Processing => "processing",
+            BulkChangeStatus::Recorded => "recorded",
+            BulkChangeStatus::Completed => "completed",
+            BulkChangeStatus::CompletedWithErrors => "completedWithErrors",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// The status a planned bulk change moves to.
+    pub fn after_planning(process_changes: bool) -> Self {
+        if process_changes {
+            BulkChangeStatus::Processing
+        } else {
+            BulkChangeStatus::Recorded
+        }
+    }
+}
+
+/// Device counts of a bulk change; `pending` is derived so the invariant
+/// total = pending + succeeded + failed cannot be broken by a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCounts {
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+}
+
+impl DeviceCounts {
+    pub fn pending(&self) -> u32 {
+        self.total.saturating_sub(self.succeeded + self.failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkChange {
+    pub tenant_id: TenantId,
+    pub bulk_change_id: String,
+    pub carrier: Carrier,
+    pub change: ChangeSpec,
+    pub process_changes: bool,
+    pub status: BulkChangeStatus,
+    #[serde(flatten)]
+    pub counts: DeviceCounts,
+    /// Where the validated device list is kept (it can exceed a queue message or table item).
+    pub payload_key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceChangeStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChange {
+    pub bulk_change_id: String,
+    /// Position of the device in the request; stable across redeliveries.
+    pub seq: u32,
+    #[serde(flatten)]
+    pub request: DeviceRequest,
+    pub status: DeviceChangeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl DeviceChange {
+    pub fn pending(bulk_change_id: &str, seq: u32, request: DeviceRequest, now: OffsetDateTime) -> Self {
+        Self {
+            bulk_change_id: bulk_change_id.to_owned(),
+            seq,
+            request,
+            status: DeviceChangeStatus::Pending,
+            status_reason: None,
+            attempts: 0,
+            updated_at: now,
+        }
+    }
+}
+
+/// One line of a bulk change's audit trail. Request and response texts must already be free of secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub bulk_change_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_seq: Option<u32>,
+    pub description: String,
+    pub processed_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_text: Option<String>,
+    pub has_errors: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_is_what_is_neither_succeeded_nor_failed() {
+        let counts = DeviceCounts { total: 10, succeeded: 3, failed: 2 };
+        assert_eq!(counts.pending(), 5);
+        assert_eq!(counts.pending() + counts.succeeded + counts.failed, counts.total);
+    }
+
+    #[test]
+    fn tenant_ids_are_key_safe() {
+        assert!(TenantId::parse("acme-01_x").is_some());
+        assert!(TenantId::parse("").is_none());
+        assert!(TenantId::parse("a#b").is_none());
+        assert!(TenantId::parse(&"a".repeat(65)).is_none());
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in BulkChangeStatus::ALL {
+            assert_eq!(BulkChangeStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+}

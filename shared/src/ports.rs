@@ -1,0 +1,112 @@
+//! The ports handlers depend on. Adapters (DynamoDB, SQS, S3, in-memory) implement them.
+
+use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
+use crate::messages::{PlanMessage, WorkMessage};
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the pagination cursor is not one this API issued")]
+    InvalidCursor,
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+    #[error("the store failed: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the queue failed: {0}")]
+pub struct QueueError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload {0} does not exist")]
+    Missing(String),
+    #[error("the payload store failed: {0}")]
+    Backend(String),
+}
+
+/// A page of results and the opaque cursor of the next one, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// Binds an idempotency key to the request it first came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// Digest of the request body, to tell a retry from a different request reusing the key.
+    pub request_digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was already used; this is the bulk change it created.
+    Replayed { existing: Box<BulkChange>, same_request: bool },
+}
+
+#[async_trait]
+pub trait BulkChangeStore: Send + Sync {
+    /// Writes a new bulk change, atomically with its idempotency claim when there is one.
+    async fn create_bulk_change(
+        &self,
+        change: &BulkChange,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError>;
+
+    async fn list_bulk_changes(
+        &self,
+        tenant: &TenantId,
+        status: Option<BulkChangeStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<BulkChange>, StoreError>;
+
+    /// Moves a bulk change out of `from`; false when it was no longer in `from` (a redelivery).
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        from: BulkChangeStatus,
+        to: BulkChangeStatus,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes device changes that do not exist yet; existing ones are left untouched so a
+    /// redelivered plan never resets work already done. Returns how many were new.
+    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError>;
+
+    async fn list_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceChange>, StoreError>;
+
+    async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[async_trait]
+pub trait WorkQueues: Send + Sync {
+    async fn enqueue_plan(&self, message: &PlanMessage) -> Result<(), QueueError>;
+    /// Sends in batches; all messages are sent or an error names what was not.
+    async fn enqueue_work(&self, messages: &[WorkMessage]) -> Result<(), QueueError>;
+}
+
+/// Large request bodies (a 10,000-device list) live here, not in queue messages or table items.
+#[async_trait]
+pub trait PayloadStore: Send + Sync {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PayloadError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError>;
+}
