@@ -20,7 +20,7 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
 pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
     let mut builder = aws_sdk_s3::config::Builder::from(config);
-    if std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+    if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
         builder = builder
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)

@@ -1,0 +1,90 @@
+//! The project-local virtualenv holding moto, cargo-lambda and cfn-lint, pinned in
+//! `infra/requirements.txt`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub venv: PathBuf,
+}
+
+/// The workspace root, from this crate's location (infra/devstack).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Tools {
+    pub fn at(root: &Path) -> Self {
+        Self { venv: root.join(".venv") }
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.venv.join("bin").join(name)
+    }
+
+    pub fn moto_server(&self) -> PathBuf {
+        self.bin("moto_server")
+    }
+
+    pub fn cargo_lambda(&self) -> PathBuf {
+        self.bin("cargo-lambda")
+    }
+
+    pub fn cfn_lint(&self) -> PathBuf {
+        self.bin("cfn-lint")
+    }
+
+    fn stamp(&self) -> PathBuf {
+        self.venv.join("requirements.installed")
+    }
+
+    /// True when the venv holds exactly what `requirements` pins.
+    pub fn is_current(&self, requirements: &Path) -> bool {
+        let wanted = std::fs::read_to_string(requirements).ok();
+        let installed = std::fs::read_to_string(self.stamp()).ok();
+        wanted.is_some() && wanted == installed && self.moto_server().exists() && self.cargo_lambda().exists()
+    }
+
+    /// Fails with the command to run when the tools are missing.
+    pub fn require(&self) -> Result<()> {
+        if !self.moto_server().exists() || !self.cargo_lambda().exists() {
+            bail!(
+                "the local tools are not installed in {}: run `cargo xtask setup` (or `cargo xtask test`, which runs it)",
+                self.venv.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates or refreshes the venv from `requirements`; a no-op when it is current.
+    pub fn install(&self, requirements: &Path) -> Result<bool> {
+        if self.is_current(requirements) {
+            return Ok(false);
+        }
+        if !self.bin("pip").exists() {
+            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+            run(Command::new(&python).args(["-m", "venv"]).arg(&self.venv))
+                .with_context(|| format!("creating a virtualenv needs Python 3 with venv (`{python} -m venv`)"))?;
+        }
+        run(Command::new(self.bin("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(requirements))
+        .context("installing the pinned Python tools failed; check the network access to PyPI")?;
+        std::fs::copy(requirements, self.stamp())?;
+        Ok(true)
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
