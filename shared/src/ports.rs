@@ -110,3 +110,11 @@ pub trait PayloadStore: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PayloadError>;
     async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError>;
 }
+
+/// The ports of the bulk-change flows, shared by the functions that need them.
+#[derive(Clone)]
+pub struct BulkChangePorts {
+    pub store: std::sync::Arc<dyn BulkChangeStore>,
+    pub queues: std::sync::Arc<dyn WorkQueues>,
+    pub payloads: std::sync::Arc<dyn PayloadStore>,
+}

@@ -1,1 +1,13 @@
-fn main() {}
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cellbridge::lambda::init_tracing();
+    let config = cellbridge::aws::load_config().await;
+    let ports = cellbridge::aws::bulk_change_ports(&config)?;
+    lambda_http::run(service_fn(|request: Request| {
+        let ports = &ports;
+        async move { Ok::<_, Error>(bulk_intake::handle(ports, request, time::OffsetDateTime::now_utc()).await) }
+    }))
+    .await
+}

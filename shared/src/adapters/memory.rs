@@ -211,3 +211,21 @@ impl PayloadStore for MemoryPayloads {
         locked(&self.objects).get(key).cloned().ok_or_else(|| PayloadError::Missing(key.to_owned()))
     }
 }
+
+/// Memory-backed bulk-change ports, with typed handles for assertions.
+#[derive(Default, Clone)]
+pub struct MemoryPorts {
+    pub store: std::sync::Arc<MemoryStore>,
+    pub queues: std::sync::Arc<MemoryQueues>,
+    pub payloads: std::sync::Arc<MemoryPayloads>,
+}
+
+impl MemoryPorts {
+    pub fn ports(&self) -> BulkChangePorts {
+        BulkChangePorts {
+            store: self.store.clone(),
+            queues: self.queues.clone(),
+            payloads: self.payloads.clone(),
+        }
+    }
+}
