@@ -14,3 +14,4 @@ pub mod domain;
 pub mod lambda;
 pub mod messages;
 pub mod ports;
+pub mod testing;

@@ -129,3 +129,126 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
         created_at: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge::adapters::memory::MemoryPorts;
+    use cellbridge::testing::sample_bulk_change;
+    use cellbridge::ports::{BulkChangeStore, CreateOutcome, PageRequest, PayloadStore};
+
+    const PLAN_EVENT: &str = include_str!("../../../events/bulk-planner/plan.json");
+    const POISON_EVENT: &str = include_str!("../../../events/bulk-planner/plan-with-poison.json");
+    /// The bulk change the sample events name.
+    const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
+
+    fn tenant() -> TenantId {
+        TenantId::parse("demo").unwrap()
+    }
+
+    /// Stores a bulk change of `devices` devices the way the intake function leaves it.
+    async fn seed(memory: &MemoryPorts, id: &str, devices: u32, process_changes: bool) -> BulkChange {
+        let (change, requests) = sample_bulk_change("demo", id, devices, process_changes);
+        assert_eq!(memory.store.create_bulk_change(&change, None).await.unwrap(), CreateOutcome::Created);
+        memory.payloads.put(&change.payload_key, serde_json::to_vec(&requests).unwrap()).await.unwrap();
+        change
+    }
+
+    fn message(id: &str) -> PlanMessage {
+        PlanMessage { tenant_id: tenant(), bulk_change_id: id.to_owned() }
+    }
+
+    #[tokio::test]
+    async fn planning_writes_every_device_change_and_queues_it_once() {
+        let memory = MemoryPorts::default();
+        seed(&memory, SAMPLE_ID, 1_234, true).await;
+        let outcome = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(outcome, PlanOutcome::Planned { devices: 1_234, newly_written: 1_234 });
+        assert_eq!(memory.store.device_change_count(), 1_234);
+        let work = memory.queues.work();
+        assert_eq!(work.len(), 1_234);
+        let mut seqs: Vec<u32> = work.iter().map(|w| w.device_seq).collect();
+        seqs.dedup();
+        assert_eq!(seqs, (0..1_234).collect::<Vec<_>>());
+        let stored = memory.store.get_bulk_change(&tenant(), SAMPLE_ID).await.unwrap().unwrap();
+        assert_eq!(stored.status, BulkChangeStatus::Processing);
+        let audit = memory.store.list_audit(&tenant(), SAMPLE_ID).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].processed_by, "bulk-planner");
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_plan_changes_nothing() {
+        let memory = MemoryPorts::default();
+        seed(&memory, SAMPLE_ID, 20, true).await;
+        plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        let again = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(again, PlanOutcome::AlreadyPlanned);
+        assert_eq!(memory.queues.work().len(), 20);
+        assert_eq!(memory.store.device_change_count(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_plan_interrupted_midway_completes_without_overwriting() {
+        let memory = MemoryPorts::default();
+        let change = seed(&memory, SAMPLE_ID, 30, true).await;
+        // A first delivery that died after writing ten device changes, one of them already done.
+        let devices: Vec<DeviceRequest> = serde_json::from_slice(&memory.payloads.get(&change.payload_key).await.unwrap()).unwrap();
+        let mut early: Vec<DeviceChange> = devices[..10]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DeviceChange::pending(SAMPLE_ID, i as u32, d.clone(), OffsetDateTime::now_utc()))
+            .collect();
+        early[3].status = cellbridge::domain::DeviceChangeStatus::Succeeded;
+        memory.store.insert_device_changes(&tenant(), &early).await.unwrap();
+
+        let outcome = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(outcome, PlanOutcome::Planned { devices: 30, newly_written: 20 });
+        let page = memory
+            .store
+            .list_device_changes(&tenant(), SAMPLE_ID, &PageRequest { limit: 100, cursor: None })
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 30);
+        assert_eq!(page.items[3].status, cellbridge::domain::DeviceChangeStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn record_only_bulk_changes_are_planned_without_work() {
+        let memory = MemoryPorts::default();
+        seed(&memory, SAMPLE_ID, 5, false).await;
+        plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        assert!(memory.queues.work().is_empty());
+        assert_eq!(memory.store.device_change_count(), 5);
+        let stored = memory.store.get_bulk_change(&tenant(), SAMPLE_ID).await.unwrap().unwrap();
+        assert_eq!(stored.status, BulkChangeStatus::Recorded);
+    }
+
+    #[tokio::test]
+    async fn the_sample_event_plans_its_bulk_change() {
+        let memory = MemoryPorts::default();
+        seed(&memory, SAMPLE_ID, 3, true).await;
+        let event: SqsEvent = serde_json::from_str(PLAN_EVENT).unwrap();
+        let response = handle(&memory.ports(), event).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(memory.queues.work().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_fails_alone() {
+        let memory = MemoryPorts::default();
+        seed(&memory, SAMPLE_ID, 3, true).await;
+        let event: SqsEvent = serde_json::from_str(POISON_EVENT).unwrap();
+        let response = handle(&memory.ports(), event).await;
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, vec!["9d2b7c1e-0000-4000-8000-000000000001"]);
+        assert_eq!(memory.queues.work().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_plan_for_an_unknown_bulk_change_fails_for_the_dead_letter_queue() {
+        let memory = MemoryPorts::default();
+        let error = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap_err();
+        assert!(matches!(error, PlanError::UnknownBulkChange(_)));
+    }
+}

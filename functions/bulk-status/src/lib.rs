@@ -104,3 +104,134 @@ async fn find(store: &dyn BulkChangeStore, caller: &Caller, request: &Request) -
         .await?
         .ok_or_else(|| Problem::not_found("this bulk change"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge::adapters::memory::MemoryStore;
+    use cellbridge::domain::{DeviceChange, TenantId};
+    use cellbridge::testing::sample_bulk_change;
+    use lambda_http::request::from_str;
+    use serde_json::Value;
+    use time::OffsetDateTime;
+
+    const GET: &str = include_str!("../../../events/bulk-status/get-bulk-change.json");
+    const LIST: &str = include_str!("../../../events/bulk-status/list-bulk-changes.json");
+    const DEVICES: &str = include_str!("../../../events/bulk-status/list-device-changes.json");
+    const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
+
+    async fn store_with(tenant: &str, id: &str, devices: u32, status: BulkChangeStatus) -> MemoryStore {
+        let store = MemoryStore::default();
+        add(&store, tenant, id, devices, status).await;
+        store
+    }
+
+    async fn add(store: &MemoryStore, tenant: &str, id: &str, devices: u32, status: BulkChangeStatus) {
+        let (mut change, requests) = sample_bulk_change(tenant, id, devices, true);
+        change.status = status;
+        store.create_bulk_change(&change, None).await.unwrap();
+        let changes: Vec<DeviceChange> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| DeviceChange::pending(id, i as u32, r, OffsetDateTime::now_utc()))
+            .collect();
+        store.insert_device_changes(&change.tenant_id, &changes).await.unwrap();
+    }
+
+    /// The sample event, with its query string replaced and its tenant set.
+    fn event(sample: &str, tenant: &str, query: &[(&str, &str)]) -> Request {
+        let mut value: Value = serde_json::from_str(sample).unwrap();
+        value["headers"]["x-cellbridge-tenant"] = tenant.into();
+        let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        value["rawQueryString"] = raw.join("&").into();
+        value["queryStringParameters"] = query.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>().into();
+        from_str(&value.to_string()).unwrap()
+    }
+
+    async fn call(store: &MemoryStore, request: Request) -> (StatusCode, Value) {
+        let response = handle(store, request).await;
+        let body = serde_json::from_slice(response.body().as_ref()).unwrap();
+        (response.status(), body)
+    }
+
+    #[tokio::test]
+    async fn the_sample_get_shows_status_and_counts() {
+        let store = store_with("demo", SAMPLE_ID, 3, BulkChangeStatus::Processing).await;
+        let (status, body) = call(&store, from_str(GET).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["id"], SAMPLE_ID);
+        assert_eq!(body["status"], "processing");
+        assert_eq!(body["counts"], serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0}));
+    }
+
+    #[tokio::test]
+    async fn another_tenants_bulk_change_does_not_exist() {
+        let store = store_with("other", SAMPLE_ID, 3, BulkChangeStatus::Processing).await;
+        for sample in [GET, DEVICES] {
+            let (status, body) = call(&store, event(sample, "demo", &[])).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body["status"], 404);
+        }
+        let (_, list) = call(&store, event(LIST, "demo", &[])).await;
+        assert_eq!(list["items"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn device_pages_follow_the_cursor_to_the_end() {
+        let store = store_with("demo", SAMPLE_ID, 5, BulkChangeStatus::Processing).await;
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "2")];
+            if let Some(c) = cursor.as_deref() {
+                query.push(("cursor", c));
+            }
+            let (status, body) = call(&store, event(DEVICES, "demo", &query)).await;
+            assert_eq!(status, StatusCode::OK);
+            seen.extend(body["items"].as_array().unwrap().iter().map(|d| d["seq"].as_u64().unwrap()));
+            match body["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn listing_filters_by_status() {
+        let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
+        add(&store, "demo", "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e81", 1, BulkChangeStatus::Recorded).await;
+        let (_, all) = call(&store, event(LIST, "demo", &[])).await;
+        assert_eq!(all["items"].as_array().unwrap().len(), 2);
+        let (status, processing) = call(&store, from_str(LIST).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let ids: Vec<&str> = processing["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec![SAMPLE_ID]);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_named() {
+        let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
+        let cases: [(&str, &[(&str, &str)], &str); 5] = [
+            (LIST, &[("status", "done")], "status"),
+            (LIST, &[("limit", "0")], "limit"),
+            (LIST, &[("limit", "many")], "limit"),
+            (DEVICES, &[("cursor", "bm90IGEgY3Vyc29y")], "cursor"),
+            (GET, &[("expand", "devices")], "expand"),
+        ];
+        for (sample, query, field) in cases {
+            let (status, body) = call(&store, event(sample, "demo", query)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}");
+            assert_eq!(body["errors"][0]["field"], field);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_tenant_is_unauthorized() {
+        let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
+        let mut request: Request = from_str(GET).unwrap();
+        request.headers_mut().remove(cellbridge::api::caller::TENANT_HEADER);
+        assert_eq!(handle(&store, request).await.status(), StatusCode::UNAUTHORIZED);
+        assert!(TenantId::parse("demo").is_some());
+    }
+}

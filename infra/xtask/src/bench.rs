@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -78,11 +78,18 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
 
     let mut benches = Vec::new();
     for target in &targets {
-        let Some(exe) = executables.get(&target.package) else { continue };
+        let Some(exe) = executables.get(&target.package) else {
+            continue;
+        };
         let size = std::fs::metadata(exe)
             .with_context(|| format!("reading the size of {}", exe.display()))?
             .len();
-        benches.push(Bench { name: target.package.clone(), exe: exe.clone(), size, samples: vec![] });
+        benches.push(Bench {
+            name: target.package.clone(),
+            exe: exe.clone(),
+            size,
+            samples: vec![],
+        });
     }
 
     measure(&mut benches, args.runs, &mut skipped).await?;
@@ -101,3 +108,971 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Workspace discovery and build
+
+struct Workspace {
+    root: PathBuf,
+    target_dir: PathBuf,
+    packages: Vec<Package>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    workspace_root: PathBuf,
+    target_directory: PathBuf,
+    packages: Vec<Package>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    manifest_path: PathBuf,
+    targets: Vec<CargoTarget>,
+}
+
+#[derive(Deserialize)]
+struct CargoTarget {
+    name: String,
+    kind: Vec<String>,
+}
+
+/// A package to benchmark and the binary target that is its Lambda bootstrap.
+struct Target {
+    package: String,
+    bin: String,
+    manifest_path: PathBuf,
+}
+
+fn cargo() -> String {
+    // Under `cargo xtask` this is the cargo (and so the toolchain) that is running us.
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+impl Workspace {
+    async fn load() -> Result<Self> {
+        let output = Command::new(cargo())
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .stderr(Stdio::inherit())
+            .output()
+            .await
+            .context("running `cargo metadata`; is cargo on PATH?")?;
+        if !output.status.success() {
+            bail!(
+                "`cargo metadata` failed ({}); fix the manifest error it printed",
+                output.status
+            );
+        }
+        let metadata: Metadata =
+            serde_json::from_slice(&output.stdout).context("parsing `cargo metadata` output")?;
+        Ok(Self {
+            root: metadata.workspace_root,
+            target_dir: metadata.target_directory,
+            packages: metadata.packages,
+        })
+    }
+
+    /// The baseline first, then every package under functions/ that has a binary.
+    fn targets(&self) -> Result<Vec<Target>> {
+        let functions = self.root.join("functions");
+        let mut targets = Vec::new();
+        let mut found_baseline = false;
+        for package in &self.packages {
+            let is_baseline = package.name == BASELINE;
+            if !is_baseline && !package.manifest_path.starts_with(&functions) {
+                continue;
+            }
+            let bins: Vec<&CargoTarget> = package
+                .targets
+                .iter()
+                .filter(|t| t.kind.iter().any(|k| k == "bin"))
+                .collect();
+            // Several binaries: the bootstrap is the one named after the package.
+            let bin = match bins.as_slice() {
+                [] => continue,
+                [only] => only,
+                several => match several.iter().find(|t| t.name == package.name) {
+                    Some(named) => named,
+                    None => bail!(
+                        "{} has several binaries and none is named after the package; \
+                         name the Lambda bootstrap binary `{}`",
+                        package.name,
+                        package.name
+                    ),
+                },
+            };
+            let target = Target {
+                package: package.name.clone(),
+                bin: bin.name.clone(),
+                manifest_path: package.manifest_path.clone(),
+            };
+            if is_baseline {
+                found_baseline = true;
+                targets.insert(0, target);
+            } else {
+                targets.push(target);
+            }
+        }
+        if !found_baseline {
+            bail!("the baseline package {BASELINE} (infra/hello-lambda) is not a workspace member with a binary; add it back to the workspace members");
+        }
+        if targets.len() == 1 {
+            bail!(
+                "no binary packages under {}; nothing to compare with the baseline",
+                functions.display()
+            );
+        }
+        Ok(targets)
+    }
+}
+
+/// What `--no-build` measures: whatever release binaries are already there.
+fn existing_executables(
+    workspace: &Workspace,
+    targets: &[Target],
+    skipped: &mut Vec<(String, String)>,
+) -> BTreeMap<String, PathBuf> {
+    let release = workspace.target_dir.join("release");
+    let mut found = BTreeMap::new();
+    for target in targets {
+        let exe = release.join(&target.bin);
+        if exe.is_file() {
+            found.insert(target.package.clone(), exe);
+        } else {
+            let why = format!(
+                "no release binary at {} (run without --no-build)",
+                exe.display()
+            );
+            skipped.push((target.package.clone(), why));
+        }
+    }
+    found
+}
+
+/// The subset of cargo's `--message-format=json` lines this needs.
+#[derive(Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum BuildMessage {
+    CompilerArtifact {
+        manifest_path: PathBuf,
+        target: CargoTarget,
+        executable: Option<PathBuf>,
+    },
+    CompilerMessage {
+        manifest_path: PathBuf,
+        message: Diagnostic,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Diagnostic {
+    level: String,
+    rendered: Option<String>,
+}
+
+/// Builds all targets in one `cargo build --release` and returns the executables it produced.
+/// `--keep-going` so a function that does not compile yet costs only itself, and executables
+/// come from cargo's artifact messages so a stale binary from an older build is never measured.
+async fn build(
+    workspace: &Workspace,
+    targets: &[Target],
+    skipped: &mut Vec<(String, String)>,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let mut command = Command::new(cargo());
+    command.current_dir(&workspace.root).args([
+        "build",
+        "--release",
+        "--keep-going",
+        "--message-format=json",
+    ]);
+    for target in targets {
+        command.args(["-p", &target.package]);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting `cargo build --release`; is cargo on PATH?")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo build stdout was not captured")?;
+    let stderr = child
+        .stderr
+        .take()
+        .context("cargo build stderr was not captured")?;
+
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
+            .context("progress template")?,
+    );
+    spinner.set_prefix(format!(
+        "cargo build --release of {} binaries (fat LTO: 10+ min when cold)",
+        targets.len()
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+
+    // Cargo's stderr carries the "Compiling x" / "Blocking waiting for file lock" status lines:
+    // show the latest, keep a tail in case the build fails for a reason other than a compile error.
+    let status_lines = tokio::spawn({
+        let spinner = spinner.clone();
+        async move {
+            let mut tail: Vec<String> = Vec::new();
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                spinner.set_message(line.trim().to_string());
+                if tail.len() == 40 {
+                    tail.remove(0);
+                }
+                tail.push(line);
+            }
+            tail
+        }
+    });
+
+    let mut artifacts: Vec<(PathBuf, String, PathBuf)> = Vec::new();
+    let mut errors: Vec<(PathBuf, String)> = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .context("reading cargo build output")?
+    {
+        // Not every stdout line has to be ours to understand; skip what does not parse.
+        match serde_json::from_str::<BuildMessage>(&line) {
+            Ok(BuildMessage::CompilerArtifact {
+                manifest_path,
+                target,
+                executable,
+            }) => {
+                if let Some(exe) = executable {
+                    artifacts.push((manifest_path, target.name, exe));
+                }
+            }
+            Ok(BuildMessage::CompilerMessage {
+                manifest_path,
+                message,
+            }) if message.level == "error" => {
+                errors.push((manifest_path, message.rendered.unwrap_or_default()));
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().await.context("waiting for cargo build")?;
+    let tail = status_lines.await.unwrap_or_default();
+    let elapsed = spinner.elapsed();
+    spinner.finish_and_clear();
+    println!(
+        "cargo build --release finished in {:.0?} ({status})",
+        elapsed
+    );
+
+    if !status.success() {
+        if errors.is_empty() {
+            eprintln!("{}", tail.join("\n"));
+        } else {
+            eprintln!(
+                "compile errors (first {} of {}):",
+                errors.len().min(5),
+                errors.len()
+            );
+            for (_, rendered) in errors.iter().take(5) {
+                eprintln!("{rendered}");
+            }
+        }
+    }
+
+    let mut found = BTreeMap::new();
+    for target in targets {
+        let built = artifacts
+            .iter()
+            .find(|(manifest, bin, _)| *manifest == target.manifest_path && *bin == target.bin);
+        match built {
+            Some((_, _, exe)) => {
+                found.insert(target.package.clone(), exe.clone());
+            }
+            None => {
+                let own_errors = errors
+                    .iter()
+                    .filter(|(m, _)| *m == target.manifest_path)
+                    .count();
+                let why = if own_errors > 0 {
+                    format!("does not compile yet ({own_errors} errors in the package)")
+                } else {
+                    "not built: cargo build failed before reaching it (errors above)".to_string()
+                };
+                skipped.push((target.package.clone(), why));
+            }
+        }
+    }
+    if !found.contains_key(BASELINE) {
+        bail!(
+            "cargo build --release failed for the baseline {BASELINE} ({status}); fix the errors \
+             above and rerun"
+        );
+    }
+    Ok(found)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+struct Bench {
+    name: String,
+    exe: PathBuf,
+    size: u64,
+    samples: Vec<Sample>,
+}
+
+struct Sample {
+    init: Duration,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// One unrecorded warm-up start per binary (loads it into the page cache and weeds out binaries
+/// that are not Lambda functions yet), then `runs` rounds, each starting every binary once in a
+/// rotated order so drift in machine load spreads over all of them alike.
+async fn measure(
+    benches: &mut Vec<Bench>,
+    runs: usize,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let progress = ProgressBar::new((benches.len() * (runs + 1)) as u64);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] cold starts {bar:30} {pos}/{len} {msg}",
+        )
+        .context("progress template")?,
+    );
+    progress.enable_steady_tick(Duration::from_millis(120));
+
+    let mut failed = Vec::new();
+    for (index, bench) in benches.iter().enumerate() {
+        progress.set_message(format!("warm-up {}", bench.name));
+        if let Err(error) = cold_start_once(&bench.name, &bench.exe).await {
+            failed.push((index, format!("{error:#}")));
+        }
+        progress.inc(1);
+    }
+    for (index, why) in failed.into_iter().rev() {
+        let bench = benches.remove(index);
+        if bench.name == BASELINE {
+            progress.finish_and_clear();
+            bail!("the baseline {BASELINE} did not start: {why}");
+        }
+        progress.inc(runs as u64);
+        skipped.push((bench.name, why));
+    }
+
+    let count = benches.len();
+    for round in 0..runs {
+        progress.set_message(format!("round {}/{runs}", round + 1));
+        for offset in 0..count {
+            let bench = &mut benches[(offset + round) % count];
+            let sample = cold_start_once(&bench.name, &bench.exe)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} failed in round {} after a good warm-up; rerun",
+                        bench.name,
+                        round + 1
+                    )
+                })?;
+            bench.samples.push(sample);
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// The environment Lambda gives a `provided.al2023` function, plus the configuration the
+/// cellbridge functions read at init. `env_clear` first, so the developer's own AWS profile,
+/// region or credentials cannot change what init does.
+fn lambda_env(name: &str, port: u16) -> Vec<(&'static str, String)> {
+    let fixed = [
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+        ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDCOLDSTARTBENCH00"),
+        ("AWS_SECRET_ACCESS_KEY", "cold-start-bench-not-a-secret"),
+        ("AWS_SESSION_TOKEN", "cold-start-bench-token"),
+        // Nothing may be called during init; a closed port makes any call fail fast and visibly.
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        // No profile files on Lambda: keep the SDK from finding the developer's ~/.aws.
+        ("AWS_CONFIG_FILE", "/nonexistent/cold-start-bench/config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/cold-start-bench/credentials",
+        ),
+        ("BULK_CHANGES_TABLE", "bench-bulk-changes"),
+        ("DEVICE_CHANGES_TABLE", "bench-device-changes"),
+        ("AUDIT_LOG_TABLE", "bench-audit-log"),
+        ("IDEMPOTENCY_TABLE", "bench-idempotency"),
+        (
+            "PLAN_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/bench-plan",
+        ),
+        (
+            "WORK_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/bench-work",
+        ),
+        ("PAYLOAD_BUCKET", "bench-payloads"),
+        ("RUST_LOG", "error"),
+        ("TZ", ":UTC"),
+    ];
+    let mut env: Vec<(&'static str, String)> =
+        fixed.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    env.push(("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}")));
+    env.push(("AWS_LAMBDA_FUNCTION_NAME", format!("cellbridge-{name}")));
+    env.push((
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        format!("/aws/lambda/cellbridge-{name}"),
+    ));
+    env.push((
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "2000/01/01/[$LATEST]coldstartbench".to_string(),
+    ));
+    env
+}
+
+/// Starts `exe` once and times it to its first poll for an event. The poll is never answered,
+/// so no handler code runs; the process is killed once its memory has been read.
+async fn cold_start_once(name: &str, exe: &Path) -> Result<Sample> {
+    // A fresh listener per start: a connection can only come from this child.
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("binding the fake Runtime API on 127.0.0.1")?;
+    let port = listener
+        .local_addr()
+        .context("fake Runtime API address")?
+        .port();
+
+    let mut command = Command::new(exe);
+    command
+        .env_clear()
+        .envs(lambda_env(name, port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let pid = child.id().context("the child exited before it had a pid")?;
+    let stdout = tokio::spawn(capture(child.stdout.take()));
+    let stderr = tokio::spawn(capture(child.stderr.take()));
+
+    let outcome = tokio::time::timeout(RUN_TIMEOUT, async {
+        tokio::select! {
+            polled = wait_for_next(&listener) => Ok(polled),
+            exited = child.wait() => Err(exited),
+        }
+    })
+    .await;
+
+    // Read memory while the process is alive and idle in its poll, before killing it.
+    let memory = match &outcome {
+        Ok(Ok(Ok(_))) => Some(read_memory(pid)),
+        _ => None,
+    };
+    // Ignoring the error: the child may already have exited; the wait below reaps it either way.
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let output = || async {
+        let mut text = String::new();
+        for task in [stdout, stderr] {
+            if let Ok(Ok(Ok(bytes))) = tokio::time::timeout(Duration::from_secs(2), task).await {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        let text = text.trim();
+        if text.is_empty() {
+            "(no output)".to_string()
+        } else {
+            text.to_string()
+        }
+    };
+
+    match outcome {
+        Ok(Ok(Ok((polled_at, _held_connection)))) => {
+            let (rss_kib, hwm_kib) =
+                memory.unwrap_or_else(|| Err(anyhow!("memory was not read")))?;
+            Ok(Sample {
+                init: polled_at.duration_since(started),
+                rss_kib,
+                hwm_kib,
+            })
+        }
+        Ok(Ok(Err(error))) => Err(error.context(format!("output: {}", output().await))),
+        Ok(Err(exited)) => {
+            let status = exited.map_or_else(|e| e.to_string(), |s: ExitStatus| s.to_string());
+            bail!(
+                "exited ({status}) without polling the Runtime API: not a Lambda function yet, or \
+                 init failed; output: {}",
+                output().await
+            )
+        }
+        Err(_) => bail!(
+            "did not poll the Runtime API within {RUN_TIMEOUT:?}; is it calling something during \
+             init? output: {}",
+            output().await
+        ),
+    }
+}
+
+/// Reads a child's stdout or stderr to the end, keeping the last 16 KiB for error messages.
+/// Draining it all keeps a chatty child from blocking on a full pipe.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    const KEEP: usize = 16 * 1024;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return Ok(kept);
+    };
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = pipe.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(kept);
+        }
+        kept.extend_from_slice(&chunk[..read]);
+        if kept.len() > KEEP {
+            kept.drain(..kept.len() - KEEP);
+        }
+    }
+}
+
+/// Serves the fake Runtime API until the first `GET .../invocation/next`, returning when its
+/// first bytes arrived and the connection, which the caller holds open without answering.
+async fn wait_for_next(listener: &TcpListener) -> Result<(Instant, TcpStream)> {
+    loop {
+        let (mut stream, _) = listener
+            .accept()
+            .await
+            .context("accepting on the fake Runtime API")?;
+        let Some((first_bytes_at, head, body_start)) = read_head(&mut stream).await? else {
+            continue; // connected and closed without a request
+        };
+        let request_line = head.lines().next().unwrap_or_default();
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        if method == "GET" && path == NEXT_PATH {
+            return Ok((first_bytes_at, stream));
+        }
+        if path.ends_with("/init/error") {
+            let body = read_body(&mut stream, &head, body_start).await;
+            bail!("init failed and was reported to the Runtime API: {body}");
+        }
+        bail!(
+            "made an unexpected Runtime API request `{request_line}` before polling for an event"
+        );
+    }
+}
+
+/// Reads an HTTP/1.1 request head. Returns when its first bytes arrived, the head, and whatever
+/// body bytes came with it; `None` when the peer closed without sending anything.
+async fn read_head(stream: &mut TcpStream) -> Result<Option<(Instant, String, Vec<u8>)>> {
+    const MAX_HEAD: usize = 64 * 1024;
+    let mut buffer = Vec::new();
+    let mut first_bytes_at = None;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .context("reading a Runtime API request")?;
+        if read == 0 {
+            if buffer.is_empty() {
+                return Ok(None);
+            }
+            bail!("the Runtime API client closed the connection in the middle of a request");
+        }
+        first_bytes_at.get_or_insert_with(Instant::now);
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let body = buffer[end + 4..].to_vec();
+            let at = first_bytes_at.unwrap_or_else(Instant::now);
+            return Ok(Some((at, head, body)));
+        }
+        if buffer.len() > MAX_HEAD {
+            bail!("a Runtime API request head exceeded {MAX_HEAD} bytes");
+        }
+    }
+}
+
+/// Best-effort read of a small request body (an init error report), for the error message.
+async fn read_body(stream: &mut TcpStream, head: &str, mut body: Vec<u8>) -> String {
+    const MAX_BODY: usize = 8 * 1024;
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_BODY);
+    let mut chunk = [0u8; 4096];
+    while body.len() < length {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut chunk)).await {
+            Ok(Ok(read)) if read > 0 => body.extend_from_slice(&chunk[..read]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// VmRSS (resident now) and VmHWM (peak resident) of a process, in KiB.
+fn read_memory(pid: u32) -> Result<(u64, u64)> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} line in {path}"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+struct Row {
+    name: String,
+    median_ms: f64,
+    p90_ms: f64,
+    min_ms: f64,
+    ratio: f64,
+    rss_mib: f64,
+    hwm_mib: f64,
+    size_mib: f64,
+}
+
+struct Report {
+    rows: Vec<Row>,
+    skipped: Vec<(String, String)>,
+    runs: usize,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Median of sorted values; the mean of the middle two for an even count.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile of sorted values: the smallest value with at least `p` of them at or
+/// below it.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+impl Report {
+    fn new(benches: &[Bench], skipped: &[(String, String)], runs: usize) -> Result<Self> {
+        let mut rows = Vec::new();
+        for bench in benches.iter().filter(|b| !b.samples.is_empty()) {
+            let init = sorted(bench.samples.iter().map(|s| s.init.as_secs_f64() * 1000.0));
+            let rss = sorted(bench.samples.iter().map(|s| s.rss_kib as f64 / 1024.0));
+            let hwm = sorted(bench.samples.iter().map(|s| s.hwm_kib as f64 / 1024.0));
+            rows.push(Row {
+                name: bench.name.clone(),
+                median_ms: median(&init),
+                p90_ms: percentile(&init, 0.9),
+                min_ms: init[0],
+                ratio: 0.0,
+                rss_mib: median(&rss),
+                hwm_mib: median(&hwm),
+                size_mib: bench.size as f64 / MIB,
+            });
+        }
+        let baseline = rows
+            .iter()
+            .find(|r| r.name == BASELINE)
+            .map(|r| r.median_ms)
+            .context("no measurements of the baseline; rerun")?;
+        for row in &mut rows {
+            row.ratio = row.median_ms / baseline;
+        }
+        Ok(Self {
+            rows,
+            skipped: skipped.to_vec(),
+            runs,
+        })
+    }
+
+    fn verdict(row: &Row) -> &'static str {
+        if row.name == BASELINE {
+            "baseline"
+        } else if row.ratio <= GOAL_RATIO {
+            "yes"
+        } else {
+            "NO"
+        }
+    }
+
+    fn cells(row: &Row) -> [String; 9] {
+        [
+            row.name.clone(),
+            format!("{:.2}", row.median_ms),
+            format!("{:.2}", row.p90_ms),
+            format!("{:.2}", row.min_ms),
+            format!("{:.2}x", row.ratio),
+            Self::verdict(row).to_string(),
+            format!("{:.1}", row.rss_mib),
+            format!("{:.1}", row.hwm_mib),
+            format!("{:.2}", row.size_mib),
+        ]
+    }
+
+    fn header() -> [String; 9] {
+        [
+            "binary",
+            "init median ms",
+            "init p90 ms",
+            "init min ms",
+            "vs hello",
+            &format!("within {GOAL_RATIO}x"),
+            "RSS median MiB",
+            "peak RSS MiB",
+            "size MiB",
+        ]
+        .map(str::to_string)
+    }
+
+    fn text_table(&self) -> String {
+        let mut lines = vec![Self::header()];
+        lines.extend(self.rows.iter().map(Self::cells));
+        let widths: Vec<usize> = (0..9)
+            .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "cold start, {} runs per binary (median of init ms, ratio of medians)\n",
+            self.runs
+        );
+        for line in &lines {
+            for (c, cell) in line.iter().enumerate() {
+                // Names left-aligned, numbers right-aligned.
+                if c == 0 {
+                    let _ = write!(out, "{cell:<w$}", w = widths[c]);
+                } else {
+                    let _ = write!(out, "  {cell:>w$}", w = widths[c]);
+                }
+            }
+            out.push('\n');
+        }
+        out.trim_end().to_string()
+    }
+
+    fn markdown(&self, machine: &Machine) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Measured {} with `cargo xtask bench cold-start --runs {}` at {}.\n",
+            machine.date, self.runs, machine.commit
+        );
+        let header = Self::header();
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(out, "|:--|{}", "--:|".repeat(header.len() - 1));
+        for row in &self.rows {
+            let mut cells = Self::cells(row);
+            cells[0] = format!("`{}`", cells[0]);
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        out.push('\n');
+
+        let functions: Vec<&Row> = self.rows.iter().filter(|r| r.name != BASELINE).collect();
+        let over: Vec<String> = functions
+            .iter()
+            .filter(|r| r.ratio > GOAL_RATIO)
+            .map(|r| format!("`{}`", r.name))
+            .collect();
+        let _ = write!(
+            out,
+            "**Goal:** every function's median init within {GOAL_RATIO}x that of `{BASELINE}`, the \
+             smallest `lambda_runtime` function built with the same release profile. "
+        );
+        let _ = writeln!(
+            out,
+            "{}\n",
+            match (functions.len(), over.is_empty()) {
+                (0, _) => "No function could be measured in this run.".to_string(),
+                (_, true) => format!("Met by all {} measured functions.", functions.len()),
+                (_, false) => format!("Missed by {}.", over.join(", ")),
+            }
+        );
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "**Skipped** in this run:\n");
+            for (name, why) in &self.skipped {
+                // The reason can hold a child's multi-line output: keep the list item on one line.
+                let why: String = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                let why = if why.chars().count() > 300 {
+                    format!("{}...", why.chars().take(300).collect::<String>())
+                } else {
+                    why
+                };
+                let _ = writeln!(out, "- `{name}`: {why}");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "**Machine:** {} CPUs (`nproc`), {}, Linux {}, {}. No CPU or memory limit was applied.\n",
+            machine.nproc, machine.cpu, machine.kernel, machine.rustc
+        );
+        let _ = writeln!(
+            out,
+            "**Method:** each release binary (workspace `[profile.release]`: fat LTO, one codegen \
+             unit, stripped) is started as a child process with a clean environment holding the \
+             variables Lambda sets and the functions' configuration, pointed at a minimal Lambda \
+             Runtime API that the xtask serves on loopback. Init is the time from spawn to the \
+             first `GET /2018-06-01/runtime/invocation/next`, which is where Lambda ends the Init \
+             phase, so like the `Init Duration` of a REPORT line it covers process start, the Tokio \
+             runtime, configuration and building the SDK clients; the poll is never answered, so \
+             no handler runs, and VmRSS/VmHWM are read from `/proc/<pid>/status` at that moment \
+             before the process is killed. Each binary gets one unrecorded warm-up start, then the \
+             runs are interleaved across binaries to spread machine noise; median and p90 are of \
+             the per-run times. Lambda adds what this leaves out (fetching the package, the \
+             micro-VM, a CPU share that scales with the memory setting), so absolute times there \
+             are higher: the ratio to `{BASELINE}` is the number that carries over."
+        );
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine facts and docs
+
+struct Machine {
+    date: String,
+    commit: String,
+    nproc: String,
+    cpu: String,
+    kernel: String,
+    rustc: String,
+}
+
+/// Runs a small command for a fact; `None` when it is missing or fails.
+async fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (output.status.success() && !text.is_empty()).then_some(text)
+}
+
+impl Machine {
+    async fn detect() -> Self {
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let unknown = || "unknown".to_string();
+        let commit = match command_output("git", &["rev-parse", "--short", "HEAD"], &here).await {
+            Some(hash) => {
+                // --no-optional-locks: a read must not take the index lock from a concurrent commit.
+                let dirty = command_output(
+                    "git",
+                    &[
+                        "--no-optional-locks",
+                        "status",
+                        "--porcelain",
+                        "--untracked-files=no",
+                    ],
+                    &here,
+                )
+                .await
+                .is_some();
+                if dirty {
+                    format!("commit `{hash}` plus uncommitted changes")
+                } else {
+                    format!("commit `{hash}`")
+                }
+            }
+            None => "an unknown commit".to_string(),
+        };
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_string())
+            })
+            .unwrap_or_else(unknown);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_string())
+            .unwrap_or_else(|_| unknown());
+        // RUSTC if cargo set one, so the version is that of the compiler that built the binaries.
+        let rustc_program = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        Self {
+            date: command_output("date", &["-u", "+%Y-%m-%d"], &here)
+                .await
+                .unwrap_or_else(unknown),
+            commit,
+            nproc: command_output("nproc", &[], &here)
+                .await
+                .unwrap_or_else(unknown),
+            cpu,
+            kernel,
+            rustc: command_output(&rustc_program, &["--version"], &here)
+                .await
+                .unwrap_or_else(unknown),
+        }
+    }
+}
+
+/// Rewrites the cold-start section of docs/benchmarks.md between its markers, keeping every other
+/// section; creates the file, or appends the section, when there is none yet.
+fn write_docs(path: &Path, section: &str) -> Result<()> {
+    let block = format!("{MARK_BEGIN}\n{}\n{MARK_END}\n", section.trim_end());
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    let new = match (old.find(MARK_BEGIN), old.find(MARK_END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let rest = old[end + MARK_END.len()..]
+                .strip_prefix('\n')
+                .unwrap_or(&old[end + MARK_END.len()..]);
+            format!("{}{block}{rest}", &old[..begin])
+        }
+        (None, None) if old.trim().is_empty() => format!("{DOCS_INTRO}\n## Cold start\n\n{block}"),
+        (None, None) => format!("{}\n\n## Cold start\n\n{block}", old.trim_end()),
+        _ => bail!(
+            "{} has a broken cold-start section: expected `{MARK_BEGIN}` followed by `{MARK_END}`; \
+             restore the markers (or delete the section) and rerun",
+            path.display()
+        ),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}

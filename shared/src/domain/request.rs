@@ -346,14 +346,9 @@ fn identifier<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::luhn_check_digit;
+    use crate::testing::iccid;
     use proptest::prelude::*;
     use serde_json::json;
-
-    fn iccid(n: u32) -> String {
-        let payload = format!("8901260{n:011}");
-        format!("{payload}{}", luhn_check_digit(&payload))
-    }
 
     fn parse(value: Value) -> Result<BulkChangeRequest, ValidationErrors> {
         parse_bulk_change_request(value.to_string().as_bytes())
