@@ -30,12 +30,17 @@ pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
 }
 
 /// The AWS-backed bulk-change ports, configured from the environment template.yaml sets.
-pub fn bulk_change_ports(config: &SdkConfig) -> Result<crate::ports::BulkChangePorts, crate::config::ConfigError> {
+pub fn bulk_change_ports(
+    config: &SdkConfig,
+) -> Result<crate::ports::BulkChangePorts, crate::config::ConfigError> {
     use crate::adapters::{s3::S3Payloads, sqs};
     use std::sync::Arc;
     Ok(crate::ports::BulkChangePorts {
         store: bulk_change_store(config)?,
-        queues: Arc::new(sqs::SqsQueues::new(sqs(config), sqs::QueueUrls::from_env()?)),
+        queues: Arc::new(sqs::SqsQueues::new(
+            sqs(config),
+            sqs::QueueUrls::from_env()?,
+        )),
         payloads: Arc::new(S3Payloads::from_env(s3(config))?),
     })
 }
@@ -45,5 +50,8 @@ pub fn bulk_change_store(
     config: &SdkConfig,
 ) -> Result<std::sync::Arc<dyn crate::ports::BulkChangeStore>, crate::config::ConfigError> {
     use crate::adapters::dynamodb::{DynamoStore, TableNames};
-    Ok(std::sync::Arc::new(DynamoStore::new(dynamodb(config), TableNames::from_env()?)))
+    Ok(std::sync::Arc::new(DynamoStore::new(
+        dynamodb(config),
+        TableNames::from_env()?,
+    )))
 }

@@ -5,5 +5,8 @@
 pub struct ConfigError(pub &'static str);
 
 pub fn required_env(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError(name))
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError(name))
 }

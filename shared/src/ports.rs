@@ -51,7 +51,10 @@ pub struct IdempotencyClaim {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was already used; this is the bulk change it created.
-    Replayed { existing: Box<BulkChange>, same_request: bool },
+    Replayed {
+        existing: Box<BulkChange>,
+        same_request: bool,
+    },
 }
 
 #[async_trait]
@@ -63,7 +66,11 @@ pub trait BulkChangeStore: Send + Sync {
         claim: Option<&IdempotencyClaim>,
     ) -> Result<CreateOutcome, StoreError>;
 
-    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError>;
+    async fn get_bulk_change(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<BulkChange>, StoreError>;
 
     async fn list_bulk_changes(
         &self,
@@ -83,7 +90,11 @@ pub trait BulkChangeStore: Send + Sync {
 
     /// Writes device changes that do not exist yet; existing ones are left untouched so a
     /// redelivered plan never resets work already done. Returns how many were new.
-    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError>;
+    async fn insert_device_changes(
+        &self,
+        tenant: &TenantId,
+        changes: &[DeviceChange],
+    ) -> Result<usize, StoreError>;
 
     async fn list_device_changes(
         &self,
@@ -94,7 +105,11 @@ pub trait BulkChangeStore: Send + Sync {
 
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError>;
 
-    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 #[async_trait]

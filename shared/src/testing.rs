@@ -2,8 +2,8 @@
 
 use crate::domain::ids::luhn_check_digit;
 use crate::domain::{
-    parse_bulk_change_request, BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceCounts, DeviceRequest,
-    StatusAction, TenantId,
+    parse_bulk_change_request, BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceCounts,
+    DeviceRequest, StatusAction, TenantId,
 };
 use time::OffsetDateTime;
 
@@ -24,18 +24,30 @@ pub fn suspend_request(devices: u32, process_changes: bool) -> serde_json::Value
 }
 
 /// A bulk change as the intake function stores it, with the device list for its payload.
-pub fn sample_bulk_change(tenant: &str, id: &str, devices: u32, process_changes: bool) -> (BulkChange, Vec<DeviceRequest>) {
+pub fn sample_bulk_change(
+    tenant: &str,
+    id: &str,
+    devices: u32,
+    process_changes: bool,
+) -> (BulkChange, Vec<DeviceRequest>) {
     let body = suspend_request(devices, process_changes).to_string();
-    let request = parse_bulk_change_request(body.as_bytes()).unwrap_or_else(|e| panic!("sample request invalid: {e:?}"));
+    let request = parse_bulk_change_request(body.as_bytes())
+        .unwrap_or_else(|e| panic!("sample request invalid: {e:?}"));
     let now = OffsetDateTime::now_utc();
     let change = BulkChange {
         tenant_id: TenantId::parse(tenant).unwrap_or_else(|| panic!("bad sample tenant {tenant}")),
         bulk_change_id: id.to_owned(),
         carrier: Carrier::Jasper,
-        change: ChangeSpec::StatusUpdate { action: StatusAction::Suspend },
+        change: ChangeSpec::StatusUpdate {
+            action: StatusAction::Suspend,
+        },
         process_changes,
         status: BulkChangeStatus::New,
-        counts: DeviceCounts { total: devices, succeeded: 0, failed: 0 },
+        counts: DeviceCounts {
+            total: devices,
+            succeeded: 0,
+            failed: 0,
+        },
         payload_key: format!("bulk-changes/{tenant}/{id}/devices.json"),
         created_at: now,
         updated_at: now,

@@ -4,7 +4,8 @@
 use cellbridge::api::views::{bulk_change_location, BulkChangeView};
 use cellbridge::api::{caller, json_response, Caller, Problem};
 use cellbridge::domain::{
-    parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus, DeviceCounts,
+    parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus,
+    DeviceCounts,
 };
 use cellbridge::messages::PlanMessage;
 use cellbridge::ports::{BulkChangePorts, CreateOutcome, IdempotencyClaim};
@@ -18,14 +19,22 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
-pub async fn handle(ports: &BulkChangePorts, request: Request, now: OffsetDateTime) -> Response<Body> {
+pub async fn handle(
+    ports: &BulkChangePorts,
+    request: Request,
+    now: OffsetDateTime,
+) -> Response<Body> {
     match create(ports, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn create(ports: &BulkChangePorts, request: &Request, now: OffsetDateTime) -> Result<Response<Body>, Problem> {
+async fn create(
+    ports: &BulkChangePorts,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
     check_content_type(request)?;
     let body: &[u8] = request.body().as_ref();
@@ -41,17 +50,28 @@ async fn create(ports: &BulkChangePorts, request: &Request, now: OffsetDateTime)
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant, bulk_change_id = %change.bulk_change_id);
     let _entered = span.enter();
 
-    match ports.store.create_bulk_change(&change, claim.as_ref()).await? {
+    match ports
+        .store
+        .create_bulk_change(&change, claim.as_ref())
+        .await?
+    {
         CreateOutcome::Created => {
             ports
                 .store
                 .append_audit(&caller.tenant, &accepted_entry(&change, &caller, now))
                 .await?;
             hand_to_planner(ports, &change, &parsed).await?;
-            tracing::info!(devices = change.counts.total, change_type = change.change.type_name(), "bulk change accepted");
+            tracing::info!(
+                devices = change.counts.total,
+                change_type = change.change.type_name(),
+                "bulk change accepted"
+            );
             Ok(accepted(&change, false))
         }
-        CreateOutcome::Replayed { same_request: false, .. } => Err(Problem::idempotency_key_reused()),
+        CreateOutcome::Replayed {
+            same_request: false,
+            ..
+        } => Err(Problem::idempotency_key_reused()),
         CreateOutcome::Replayed { existing, .. } => {
             // A retry after a failure between storing and enqueueing finishes the hand-over;
             // the planner ignores a second plan message for a planned bulk change.
@@ -67,7 +87,14 @@ fn check_content_type(request: &Request) -> Result<(), Problem> {
     let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence == "application/json" || essence.ends_with("+json") {
         Ok(())
     } else {
@@ -81,7 +108,9 @@ fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
     };
     let key = value.to_str().unwrap_or("");
     let valid = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if !valid {
         return Err(Problem::bad_parameter(
             "Idempotency-Key",
@@ -92,10 +121,17 @@ fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
 }
 
 fn hex_digest(body: &[u8]) -> String {
-    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-fn new_bulk_change(caller: &Caller, request: &BulkChangeRequest, now: OffsetDateTime) -> BulkChange {
+fn new_bulk_change(
+    caller: &Caller,
+    request: &BulkChangeRequest,
+    now: OffsetDateTime,
+) -> BulkChange {
     let id = uuid::Uuid::now_v7().to_string();
     BulkChange {
         payload_key: format!("bulk-changes/{}/{id}/devices.json", caller.tenant),
@@ -126,7 +162,11 @@ fn accepted_entry(change: &BulkChange, caller: &Caller, now: OffsetDateTime) -> 
             change.change.type_name(),
             change.counts.total,
             change.carrier.as_str(),
-            if change.process_changes { "" } else { " (record only)" }
+            if change.process_changes {
+                ""
+            } else {
+                " (record only)"
+            }
         ),
         processed_by: caller.principal.clone(),
         request_text: None,
@@ -137,8 +177,13 @@ fn accepted_entry(change: &BulkChange, caller: &Caller, now: OffsetDateTime) -> 
 }
 
 /// Stores the device list where the planner reads it, then asks for planning.
-async fn hand_to_planner(ports: &BulkChangePorts, change: &BulkChange, request: &BulkChangeRequest) -> Result<(), Problem> {
-    let devices = serde_json::to_vec(&request.devices).map_err(|e| Problem::internal(&e.to_string()))?;
+async fn hand_to_planner(
+    ports: &BulkChangePorts,
+    change: &BulkChange,
+    request: &BulkChangeRequest,
+) -> Result<(), Problem> {
+    let devices =
+        serde_json::to_vec(&request.devices).map_err(|e| Problem::internal(&e.to_string()))?;
     ports
         .payloads
         .put(&change.payload_key, devices)
@@ -161,7 +206,10 @@ fn accepted(change: &BulkChange, replayed: bool) -> Response<Body> {
         headers.insert(header::LOCATION, location);
     }
     if replayed {
-        headers.insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+        headers.insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
     }
     response
 }
@@ -176,7 +224,8 @@ mod tests {
     use serde_json::Value;
 
     const CREATE: &str = include_str!("../../../events/bulk-intake/create-status-update.json");
-    const RECORD_ONLY: &str = include_str!("../../../events/bulk-intake/create-customer-rate-plan-change.json");
+    const RECORD_ONLY: &str =
+        include_str!("../../../events/bulk-intake/create-customer-rate-plan-change.json");
     const INVALID: &str = include_str!("../../../events/bulk-intake/create-invalid.json");
 
     fn request(event: &str) -> Request {
@@ -210,22 +259,49 @@ mod tests {
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         let body = json(&response);
         let id = body["id"].as_str().unwrap().to_owned();
-        assert_eq!(response.headers()[header::LOCATION], format!("/bulk-changes/{id}").as_str());
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            format!("/bulk-changes/{id}").as_str()
+        );
         assert_eq!(body["status"], "new");
-        assert_eq!(body["counts"], serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0}));
+        assert_eq!(
+            body["counts"],
+            serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0})
+        );
 
-        let stored = memory.store.get_bulk_change(&demo(), &id).await.unwrap().expect("stored");
-        let payload: Vec<Value> = serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap()).unwrap();
+        let stored = memory
+            .store
+            .get_bulk_change(&demo(), &id)
+            .await
+            .unwrap()
+            .expect("stored");
+        let payload: Vec<Value> =
+            serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap())
+                .unwrap();
         assert_eq!(payload.len(), 3);
-        assert_eq!(memory.queues.plans(), vec![PlanMessage { tenant_id: demo(), bulk_change_id: id.clone() }]);
-        assert_eq!(memory.store.list_audit(&demo(), &id).await.unwrap().len(), 1);
-        assert_eq!(memory.store.device_change_count(), 0, "device changes are the planner's job");
+        assert_eq!(
+            memory.queues.plans(),
+            vec![PlanMessage {
+                tenant_id: demo(),
+                bulk_change_id: id.clone()
+            }]
+        );
+        assert_eq!(
+            memory.store.list_audit(&demo(), &id).await.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            memory.store.device_change_count(),
+            0,
+            "device changes are the planner's job"
+        );
     }
 
     #[tokio::test]
     async fn a_retry_with_the_same_idempotency_key_returns_the_same_bulk_change() {
         let memory = MemoryPorts::default();
-        let first = json(&handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await);
+        let first =
+            json(&handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await);
         let retry = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
         assert_eq!(retry.status(), StatusCode::ACCEPTED);
         assert_eq!(retry.headers()["idempotent-replayed"], "true");
@@ -238,9 +314,17 @@ mod tests {
         let memory = MemoryPorts::default();
         handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
         let mut other: Value = serde_json::from_str(CREATE).unwrap();
-        let body = other["body"].as_str().unwrap().replace("suspend", "restore");
+        let body = other["body"]
+            .as_str()
+            .unwrap()
+            .replace("suspend", "restore");
         other["body"] = Value::String(body);
-        let response = handle(&memory.ports(), request(&other.to_string()), OffsetDateTime::now_utc()).await;
+        let response = handle(
+            &memory.ports(),
+            request(&other.to_string()),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(json(&response)["errors"][0]["field"], "Idempotency-Key");
         assert_eq!(memory.store.bulk_change_count(), 1);
@@ -251,14 +335,25 @@ mod tests {
         let memory = MemoryPorts::default();
         let response = handle(&memory.ports(), request(INVALID), OffsetDateTime::now_utc()).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         let fields: Vec<String> = json(&response)["errors"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| e["field"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(fields, vec!["carrier", "change.action", "devices[1].iccid", "devices[2].iccid"]);
+        assert_eq!(
+            fields,
+            vec![
+                "carrier",
+                "change.action",
+                "devices[1].iccid",
+                "devices[2].iccid"
+            ]
+        );
         assert_nothing_written(&memory);
     }
 
@@ -267,34 +362,70 @@ mod tests {
         let memory = MemoryPorts::default();
         let cases = [
             (with_body(CREATE, "{\"carrier\": "), StatusCode::BAD_REQUEST),
-            (with_body(CREATE, &format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES))), StatusCode::PAYLOAD_TOO_LARGE),
+            (
+                with_body(
+                    CREATE,
+                    &format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES)),
+                ),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
         ];
         for (request, status) in cases {
             let response = handle(&memory.ports(), request, OffsetDateTime::now_utc()).await;
             assert_eq!(response.status(), status);
-            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
         }
         let mut no_tenant = request(CREATE);
-        no_tenant.headers_mut().remove(cellbridge::api::caller::TENANT_HEADER);
-        assert_eq!(handle(&memory.ports(), no_tenant, OffsetDateTime::now_utc()).await.status(), StatusCode::UNAUTHORIZED);
+        no_tenant
+            .headers_mut()
+            .remove(cellbridge::api::caller::TENANT_HEADER);
+        assert_eq!(
+            handle(&memory.ports(), no_tenant, OffsetDateTime::now_utc())
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
         let mut text = request(CREATE);
-        text.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        assert_eq!(handle(&memory.ports(), text, OffsetDateTime::now_utc()).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        text.headers_mut()
+            .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(
+            handle(&memory.ports(), text, OffsetDateTime::now_utc())
+                .await
+                .status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         let mut bad_key = request(CREATE);
-        bad_key.headers_mut().insert(IDEMPOTENCY_HEADER, "spaces are not allowed".parse().unwrap());
-        assert_eq!(handle(&memory.ports(), bad_key, OffsetDateTime::now_utc()).await.status(), StatusCode::BAD_REQUEST);
+        bad_key.headers_mut().insert(
+            IDEMPOTENCY_HEADER,
+            "spaces are not allowed".parse().unwrap(),
+        );
+        assert_eq!(
+            handle(&memory.ports(), bad_key, OffsetDateTime::now_utc())
+                .await
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
         assert_nothing_written(&memory);
     }
 
     #[tokio::test]
     async fn a_queue_outage_is_finished_by_retrying_with_the_same_key() {
         let memory = MemoryPorts::default();
-        memory.queues.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        memory
+            .queues
+            .fail
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let failed = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
         assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(memory.queues.plans().is_empty());
 
-        memory.queues.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        memory
+            .queues
+            .fail
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let retried = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
         assert_eq!(retried.status(), StatusCode::ACCEPTED);
         assert_eq!(memory.queues.plans().len(), 1);
@@ -304,7 +435,14 @@ mod tests {
     #[tokio::test]
     async fn record_only_requests_keep_their_flag() {
         let memory = MemoryPorts::default();
-        let body = json(&handle(&memory.ports(), request(RECORD_ONLY), OffsetDateTime::now_utc()).await);
+        let body = json(
+            &handle(
+                &memory.ports(),
+                request(RECORD_ONLY),
+                OffsetDateTime::now_utc(),
+            )
+            .await,
+        );
         assert_eq!(body["processChanges"], false);
         assert_eq!(body["change"]["type"], "customerRatePlanChange");
         assert_eq!(body["change"]["effectiveDate"], "2027-01-01T00:00:00Z");

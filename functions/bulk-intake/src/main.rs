@@ -7,7 +7,11 @@ async fn main() -> Result<(), Error> {
     let ports = cellbridge::aws::bulk_change_ports(&config)?;
     lambda_http::run(service_fn(|request: Request| {
         let ports = &ports;
-        async move { Ok::<_, Error>(bulk_intake::handle(ports, request, time::OffsetDateTime::now_utc()).await) }
+        async move {
+            Ok::<_, Error>(
+                bulk_intake::handle(ports, request, time::OffsetDateTime::now_utc()).await,
+            )
+        }
     }))
     .await
 }

@@ -4,7 +4,9 @@
 //! ignore.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use cellbridge::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest, TenantId};
+use cellbridge::domain::{
+    AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest, TenantId,
+};
 use cellbridge::lambda::sqs_batch::process_batch;
 use cellbridge::messages::{PlanMessage, WorkMessage};
 use cellbridge::ports::{BulkChangePorts, PayloadError, QueueError, StoreError};
@@ -34,7 +36,10 @@ pub enum PlanError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanOutcome {
-    Planned { devices: usize, newly_written: usize },
+    Planned {
+        devices: usize,
+        newly_written: usize,
+    },
     AlreadyPlanned,
 }
 
@@ -42,12 +47,18 @@ pub async fn handle(ports: &BulkChangePorts, event: SqsEvent) -> SqsBatchRespons
     process_batch(event, |record: SqsMessage| async move {
         let message: PlanMessage = serde_json::from_str(record.body.as_deref().unwrap_or(""))
             .map_err(|e| PlanError::Malformed(e.to_string()))?;
-        plan(ports, &message, OffsetDateTime::now_utc()).await.map(|_| ())
+        plan(ports, &message, OffsetDateTime::now_utc())
+            .await
+            .map(|_| ())
     })
     .await
 }
 
-pub async fn plan(ports: &BulkChangePorts, message: &PlanMessage, now: OffsetDateTime) -> Result<PlanOutcome, PlanError> {
+pub async fn plan(
+    ports: &BulkChangePorts,
+    message: &PlanMessage,
+    now: OffsetDateTime,
+) -> Result<PlanOutcome, PlanError> {
     let span = tracing::info_span!("plan", tenant = %message.tenant_id, bulk_change_id = %message.bulk_change_id);
     let _entered = span.enter();
     let tenant = &message.tenant_id;
@@ -57,7 +68,10 @@ pub async fn plan(ports: &BulkChangePorts, message: &PlanMessage, now: OffsetDat
         .await?
         .ok_or_else(|| PlanError::UnknownBulkChange(message.bulk_change_id.clone()))?;
     if change.status != BulkChangeStatus::New {
-        tracing::info!(status = change.status.as_str(), "already planned; redelivery ignored");
+        tracing::info!(
+            status = change.status.as_str(),
+            "already planned; redelivery ignored"
+        );
         return Ok(PlanOutcome::AlreadyPlanned);
     }
     let devices = read_devices(ports, &change).await?;
@@ -68,7 +82,14 @@ pub async fn plan(ports: &BulkChangePorts, message: &PlanMessage, now: OffsetDat
         let changes: Vec<DeviceChange> = chunk
             .iter()
             .enumerate()
-            .map(|(i, request)| DeviceChange::pending(&change.bulk_change_id, (first_seq + i) as u32, request.clone(), now))
+            .map(|(i, request)| {
+                DeviceChange::pending(
+                    &change.bulk_change_id,
+                    (first_seq + i) as u32,
+                    request.clone(),
+                    now,
+                )
+            })
             .collect();
         newly_written += ports.store.insert_device_changes(tenant, &changes).await?;
         if change.process_changes {
@@ -78,18 +99,32 @@ pub async fn plan(ports: &BulkChangePorts, message: &PlanMessage, now: OffsetDat
     }
 
     let next = BulkChangeStatus::after_planning(change.process_changes);
-    let moved = ports.store.transition(tenant, &change.bulk_change_id, BulkChangeStatus::New, next).await?;
+    let moved = ports
+        .store
+        .transition(tenant, &change.bulk_change_id, BulkChangeStatus::New, next)
+        .await?;
     if moved {
-        ports.store.append_audit(tenant, &planned_entry(&change, devices.len(), now)).await?;
+        ports
+            .store
+            .append_audit(tenant, &planned_entry(&change, devices.len(), now))
+            .await?;
     }
-    tracing::info!(devices = devices.len(), newly_written, status = next.as_str(), "planned");
+    tracing::info!(
+        devices = devices.len(),
+        newly_written,
+        status = next.as_str(),
+        "planned"
+    );
     Ok(PlanOutcome::Planned {
         devices: devices.len(),
         newly_written,
     })
 }
 
-async fn read_devices(ports: &BulkChangePorts, change: &BulkChange) -> Result<Vec<DeviceRequest>, PlanError> {
+async fn read_devices(
+    ports: &BulkChangePorts,
+    change: &BulkChange,
+) -> Result<Vec<DeviceRequest>, PlanError> {
     let body = ports.payloads.get(&change.payload_key).await?;
     let devices: Vec<DeviceRequest> =
         serde_json::from_slice(&body).map_err(|e| PlanError::PayloadUnreadable(e.to_string()))?;
@@ -134,8 +169,8 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
 mod tests {
     use super::*;
     use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::testing::sample_bulk_change;
     use cellbridge::ports::{BulkChangeStore, CreateOutcome, PageRequest, PayloadStore};
+    use cellbridge::testing::sample_bulk_change;
 
     const PLAN_EVENT: &str = include_str!("../../../events/bulk-planner/plan.json");
     const POISON_EVENT: &str = include_str!("../../../events/bulk-planner/plan-with-poison.json");
@@ -147,30 +182,66 @@ mod tests {
     }
 
     /// Stores a bulk change of `devices` devices the way the intake function leaves it.
-    async fn seed(memory: &MemoryPorts, id: &str, devices: u32, process_changes: bool) -> BulkChange {
+    async fn seed(
+        memory: &MemoryPorts,
+        id: &str,
+        devices: u32,
+        process_changes: bool,
+    ) -> BulkChange {
         let (change, requests) = sample_bulk_change("demo", id, devices, process_changes);
-        assert_eq!(memory.store.create_bulk_change(&change, None).await.unwrap(), CreateOutcome::Created);
-        memory.payloads.put(&change.payload_key, serde_json::to_vec(&requests).unwrap()).await.unwrap();
+        assert_eq!(
+            memory
+                .store
+                .create_bulk_change(&change, None)
+                .await
+                .unwrap(),
+            CreateOutcome::Created
+        );
+        memory
+            .payloads
+            .put(&change.payload_key, serde_json::to_vec(&requests).unwrap())
+            .await
+            .unwrap();
         change
     }
 
     fn message(id: &str) -> PlanMessage {
-        PlanMessage { tenant_id: tenant(), bulk_change_id: id.to_owned() }
+        PlanMessage {
+            tenant_id: tenant(),
+            bulk_change_id: id.to_owned(),
+        }
     }
 
     #[tokio::test]
     async fn planning_writes_every_device_change_and_queues_it_once() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 1_234, true).await;
-        let outcome = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
-        assert_eq!(outcome, PlanOutcome::Planned { devices: 1_234, newly_written: 1_234 });
+        let outcome = plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome,
+            PlanOutcome::Planned {
+                devices: 1_234,
+                newly_written: 1_234
+            }
+        );
         assert_eq!(memory.store.device_change_count(), 1_234);
         let work = memory.queues.work();
         assert_eq!(work.len(), 1_234);
         let mut seqs: Vec<u32> = work.iter().map(|w| w.device_seq).collect();
         seqs.dedup();
         assert_eq!(seqs, (0..1_234).collect::<Vec<_>>());
-        let stored = memory.store.get_bulk_change(&tenant(), SAMPLE_ID).await.unwrap().unwrap();
+        let stored = memory
+            .store
+            .get_bulk_change(&tenant(), SAMPLE_ID)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.status, BulkChangeStatus::Processing);
         let audit = memory.store.list_audit(&tenant(), SAMPLE_ID).await.unwrap();
         assert_eq!(audit.len(), 1);
@@ -181,8 +252,20 @@ mod tests {
     async fn a_redelivered_plan_changes_nothing() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 20, true).await;
-        plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
-        let again = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        let again = plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
         assert_eq!(again, PlanOutcome::AlreadyPlanned);
         assert_eq!(memory.queues.work().len(), 20);
         assert_eq!(memory.store.device_change_count(), 20);
@@ -193,34 +276,75 @@ mod tests {
         let memory = MemoryPorts::default();
         let change = seed(&memory, SAMPLE_ID, 30, true).await;
         // A first delivery that died after writing ten device changes, one of them already done.
-        let devices: Vec<DeviceRequest> = serde_json::from_slice(&memory.payloads.get(&change.payload_key).await.unwrap()).unwrap();
+        let devices: Vec<DeviceRequest> =
+            serde_json::from_slice(&memory.payloads.get(&change.payload_key).await.unwrap())
+                .unwrap();
         let mut early: Vec<DeviceChange> = devices[..10]
             .iter()
             .enumerate()
-            .map(|(i, d)| DeviceChange::pending(SAMPLE_ID, i as u32, d.clone(), OffsetDateTime::now_utc()))
+            .map(|(i, d)| {
+                DeviceChange::pending(SAMPLE_ID, i as u32, d.clone(), OffsetDateTime::now_utc())
+            })
             .collect();
         early[3].status = cellbridge::domain::DeviceChangeStatus::Succeeded;
-        memory.store.insert_device_changes(&tenant(), &early).await.unwrap();
+        memory
+            .store
+            .insert_device_changes(&tenant(), &early)
+            .await
+            .unwrap();
 
-        let outcome = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
-        assert_eq!(outcome, PlanOutcome::Planned { devices: 30, newly_written: 20 });
+        let outcome = plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome,
+            PlanOutcome::Planned {
+                devices: 30,
+                newly_written: 20
+            }
+        );
         let page = memory
             .store
-            .list_device_changes(&tenant(), SAMPLE_ID, &PageRequest { limit: 100, cursor: None })
+            .list_device_changes(
+                &tenant(),
+                SAMPLE_ID,
+                &PageRequest {
+                    limit: 100,
+                    cursor: None,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(page.items.len(), 30);
-        assert_eq!(page.items[3].status, cellbridge::domain::DeviceChangeStatus::Succeeded);
+        assert_eq!(
+            page.items[3].status,
+            cellbridge::domain::DeviceChangeStatus::Succeeded
+        );
     }
 
     #[tokio::test]
     async fn record_only_bulk_changes_are_planned_without_work() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 5, false).await;
-        plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap();
+        plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
         assert!(memory.queues.work().is_empty());
         assert_eq!(memory.store.device_change_count(), 5);
-        let stored = memory.store.get_bulk_change(&tenant(), SAMPLE_ID).await.unwrap().unwrap();
+        let stored = memory
+            .store
+            .get_bulk_change(&tenant(), SAMPLE_ID)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.status, BulkChangeStatus::Recorded);
     }
 
@@ -240,7 +364,11 @@ mod tests {
         seed(&memory, SAMPLE_ID, 3, true).await;
         let event: SqsEvent = serde_json::from_str(POISON_EVENT).unwrap();
         let response = handle(&memory.ports(), event).await;
-        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         assert_eq!(failed, vec!["9d2b7c1e-0000-4000-8000-000000000001"]);
         assert_eq!(memory.queues.work().len(), 3);
     }
@@ -248,7 +376,13 @@ mod tests {
     #[tokio::test]
     async fn a_plan_for_an_unknown_bulk_change_fails_for_the_dead_letter_queue() {
         let memory = MemoryPorts::default();
-        let error = plan(&memory.ports(), &message(SAMPLE_ID), OffsetDateTime::now_utc()).await.unwrap_err();
+        let error = plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, PlanError::UnknownBulkChange(_)));
     }
 }

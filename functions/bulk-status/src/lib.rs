@@ -26,7 +26,10 @@ pub async fn handle(store: &dyn BulkChangeStore, request: Request) -> Response<B
     }
 }
 
-async fn respond(store: &dyn BulkChangeStore, request: &Request) -> Result<Response<Body>, Problem> {
+async fn respond(
+    store: &dyn BulkChangeStore,
+    request: &Request,
+) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
     match route(request)? {
         Route::List => {
@@ -34,25 +37,44 @@ async fn respond(store: &dyn BulkChangeStore, request: &Request) -> Result<Respo
             let status = match request.query_string_parameters().first("status") {
                 None => None,
                 Some(raw) => Some(BulkChangeStatus::parse(raw).ok_or_else(|| {
-                    let names: Vec<&str> = BulkChangeStatus::ALL.iter().map(|s| s.as_str()).collect();
-                    Problem::bad_parameter("status", &format!("must be one of: {}", names.join(", ")))
+                    let names: Vec<&str> =
+                        BulkChangeStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    Problem::bad_parameter(
+                        "status",
+                        &format!("must be one of: {}", names.join(", ")),
+                    )
                 })?),
             };
-            let page = store.list_bulk_changes(&caller.tenant, status, &page_request(request)?).await?;
-            Ok(json_response(StatusCode::OK, &PageView::from_page(&page, BulkChangeView::from)))
+            let page = store
+                .list_bulk_changes(&caller.tenant, status, &page_request(request)?)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, BulkChangeView::from),
+            ))
         }
         Route::Get => {
             allow_query(request, &[])?;
             let change = find(store, &caller, request).await?;
-            Ok(json_response(StatusCode::OK, &BulkChangeView::from(&change)))
+            Ok(json_response(
+                StatusCode::OK,
+                &BulkChangeView::from(&change),
+            ))
         }
         Route::Devices => {
             allow_query(request, &["limit", "cursor"])?;
             let change = find(store, &caller, request).await?;
             let page = store
-                .list_device_changes(&caller.tenant, &change.bulk_change_id, &page_request(request)?)
+                .list_device_changes(
+                    &caller.tenant,
+                    &change.bulk_change_id,
+                    &page_request(request)?,
+                )
                 .await?;
-            Ok(json_response(StatusCode::OK, &PageView::from_page(&page, DeviceChangeView::from)))
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, DeviceChangeView::from),
+            ))
         }
     }
 }
@@ -61,7 +83,9 @@ async fn respond(store: &dyn BulkChangeStore, request: &Request) -> Result<Respo
 /// that carry none.
 fn route(request: &Request) -> Result<Route, Problem> {
     let route_key = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext { route_key, .. })) => route_key.clone(),
+        Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext {
+            route_key, ..
+        })) => route_key.clone(),
         _ => None,
     };
     let key = route_key.unwrap_or_else(|| {
@@ -85,14 +109,25 @@ fn allow_query(request: &Request, allowed: &[&str]) -> Result<(), Problem> {
     let query = request.query_string_parameters();
     for (name, _) in query.iter() {
         if !allowed.contains(&name) {
-            let expected = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
-            return Err(Problem::bad_parameter(name, &format!("unknown query parameter; expected: {expected}")));
+            let expected = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(Problem::bad_parameter(
+                name,
+                &format!("unknown query parameter; expected: {expected}"),
+            ));
         }
     }
     Ok(())
 }
 
-async fn find(store: &dyn BulkChangeStore, caller: &Caller, request: &Request) -> Result<BulkChange, Problem> {
+async fn find(
+    store: &dyn BulkChangeStore,
+    caller: &Caller,
+    request: &Request,
+) -> Result<BulkChange, Problem> {
     let params = request.path_parameters();
     let id = params.first("id").unwrap_or_default();
     // Ids are UUIDs; anything else cannot exist, and is not worth a store round trip.
@@ -120,13 +155,24 @@ mod tests {
     const DEVICES: &str = include_str!("../../../events/bulk-status/list-device-changes.json");
     const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
 
-    async fn store_with(tenant: &str, id: &str, devices: u32, status: BulkChangeStatus) -> MemoryStore {
+    async fn store_with(
+        tenant: &str,
+        id: &str,
+        devices: u32,
+        status: BulkChangeStatus,
+    ) -> MemoryStore {
         let store = MemoryStore::default();
         add(&store, tenant, id, devices, status).await;
         store
     }
 
-    async fn add(store: &MemoryStore, tenant: &str, id: &str, devices: u32, status: BulkChangeStatus) {
+    async fn add(
+        store: &MemoryStore,
+        tenant: &str,
+        id: &str,
+        devices: u32,
+        status: BulkChangeStatus,
+    ) {
         let (mut change, requests) = sample_bulk_change(tenant, id, devices, true);
         change.status = status;
         store.create_bulk_change(&change, None).await.unwrap();
@@ -135,7 +181,10 @@ mod tests {
             .enumerate()
             .map(|(i, r)| DeviceChange::pending(id, i as u32, r, OffsetDateTime::now_utc()))
             .collect();
-        store.insert_device_changes(&change.tenant_id, &changes).await.unwrap();
+        store
+            .insert_device_changes(&change.tenant_id, &changes)
+            .await
+            .unwrap();
     }
 
     /// The sample event, with its query string replaced and its tenant set.
@@ -144,7 +193,11 @@ mod tests {
         value["headers"]["x-cellbridge-tenant"] = tenant.into();
         let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         value["rawQueryString"] = raw.join("&").into();
-        value["queryStringParameters"] = query.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>().into();
+        value["queryStringParameters"] = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         from_str(&value.to_string()).unwrap()
     }
 
@@ -161,7 +214,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["id"], SAMPLE_ID);
         assert_eq!(body["status"], "processing");
-        assert_eq!(body["counts"], serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0}));
+        assert_eq!(
+            body["counts"],
+            serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0})
+        );
     }
 
     #[tokio::test]
@@ -188,7 +244,13 @@ mod tests {
             }
             let (status, body) = call(&store, event(DEVICES, "demo", &query)).await;
             assert_eq!(status, StatusCode::OK);
-            seen.extend(body["items"].as_array().unwrap().iter().map(|d| d["seq"].as_u64().unwrap()));
+            seen.extend(
+                body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["seq"].as_u64().unwrap()),
+            );
             match body["nextCursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
                 None => break,
@@ -200,19 +262,32 @@ mod tests {
     #[tokio::test]
     async fn listing_filters_by_status() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
-        add(&store, "demo", "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e81", 1, BulkChangeStatus::Recorded).await;
+        add(
+            &store,
+            "demo",
+            "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e81",
+            1,
+            BulkChangeStatus::Recorded,
+        )
+        .await;
         let (_, all) = call(&store, event(LIST, "demo", &[])).await;
         assert_eq!(all["items"].as_array().unwrap().len(), 2);
         let (status, processing) = call(&store, from_str(LIST).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
-        let ids: Vec<&str> = processing["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = processing["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, vec![SAMPLE_ID]);
     }
 
     #[tokio::test]
     async fn bad_parameters_are_named() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
-        let cases: [(&str, &[(&str, &str)], &str); 5] = [
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 5] = [
             (LIST, &[("status", "done")], "status"),
             (LIST, &[("limit", "0")], "limit"),
             (LIST, &[("limit", "many")], "limit"),
@@ -230,8 +305,13 @@ mod tests {
     async fn a_request_without_a_tenant_is_unauthorized() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
         let mut request: Request = from_str(GET).unwrap();
-        request.headers_mut().remove(cellbridge::api::caller::TENANT_HEADER);
-        assert_eq!(handle(&store, request).await.status(), StatusCode::UNAUTHORIZED);
+        request
+            .headers_mut()
+            .remove(cellbridge::api::caller::TENANT_HEADER);
+        assert_eq!(
+            handle(&store, request).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
         assert!(TenantId::parse("demo").is_some());
     }
 }

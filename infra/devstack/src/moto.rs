@@ -43,14 +43,20 @@ impl MotoServer {
         let url = format!("{}/moto-api/", self.endpoint());
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait()? {
-                bail!("moto_server exited during start-up ({status}); is port {} free?", self.port);
+                bail!(
+                    "moto_server exited during start-up ({status}); is port {} free?",
+                    self.port
+                );
             }
             if client.get(&url).send().await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("moto_server did not answer on port {} within 30 s", self.port)
+        bail!(
+            "moto_server did not answer on port {} within 30 s",
+            self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -82,7 +88,9 @@ impl MotoServer {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(self.endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "moto"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
             .load()
             .await
     }

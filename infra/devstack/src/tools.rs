@@ -21,7 +21,9 @@ pub fn workspace_root() -> PathBuf {
 
 impl Tools {
     pub fn at(root: &Path) -> Self {
-        Self { venv: root.join(".venv") }
+        Self {
+            venv: root.join(".venv"),
+        }
     }
 
     pub fn bin(&self, name: &str) -> PathBuf {
@@ -48,7 +50,10 @@ impl Tools {
     pub fn is_current(&self, requirements: &Path) -> bool {
         let wanted = std::fs::read_to_string(requirements).ok();
         let installed = std::fs::read_to_string(self.stamp()).ok();
-        wanted.is_some() && wanted == installed && self.moto_server().exists() && self.cargo_lambda().exists()
+        wanted.is_some()
+            && wanted == installed
+            && self.moto_server().exists()
+            && self.cargo_lambda().exists()
     }
 
     /// Fails with the command to run when the tools are missing.
@@ -69,8 +74,9 @@ impl Tools {
         }
         if !self.bin("pip").exists() {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-            run(Command::new(&python).args(["-m", "venv"]).arg(&self.venv))
-                .with_context(|| format!("creating a virtualenv needs Python 3 with venv (`{python} -m venv`)"))?;
+            run(Command::new(&python).args(["-m", "venv"]).arg(&self.venv)).with_context(|| {
+                format!("creating a virtualenv needs Python 3 with venv (`{python} -m venv`)")
+            })?;
         }
         run(Command::new(self.bin("pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
@@ -82,7 +88,9 @@ impl Tools {
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("could not start {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }

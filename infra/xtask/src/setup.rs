@@ -12,8 +12,11 @@ pub fn run() -> Result<Tools> {
     if tools.is_current(&requirements) {
         return Ok(tools);
     }
-    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
-    spinner.set_message("installing moto, cargo-lambda and cfn-lint into .venv (pinned in infra/requirements.txt)");
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
+    spinner.set_message(
+        "installing moto, cargo-lambda and cfn-lint into .venv (pinned in infra/requirements.txt)",
+    );
     spinner.enable_steady_tick(Duration::from_millis(120));
     let result = tools.install(&requirements);
     spinner.finish_and_clear();

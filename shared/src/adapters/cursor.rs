@@ -13,7 +13,9 @@ pub fn encode<T: Serialize>(position: &T) -> String {
 }
 
 pub fn decode<T: DeserializeOwned>(cursor: &str) -> Result<T, StoreError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::InvalidCursor)?;
     serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)
 }
 
@@ -42,7 +44,15 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_rejected() {
         let cursor = encode(&AfterSeq { after: 42 });
         assert_eq!(decode::<AfterSeq>(&cursor).unwrap(), AfterSeq { after: 42 });
-        assert!(matches!(decode::<AfterSeq>("%%%"), Err(StoreError::InvalidCursor)));
-        assert!(matches!(decode_after_id(&encode(&AfterId { after: "x#y".into() })), Err(StoreError::InvalidCursor)));
+        assert!(matches!(
+            decode::<AfterSeq>("%%%"),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            decode_after_id(&encode(&AfterId {
+                after: "x#y".into()
+            })),
+            Err(StoreError::InvalidCursor)
+        ));
     }
 }

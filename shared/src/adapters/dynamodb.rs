@@ -9,7 +9,9 @@
 use super::cursor::{self, AfterId, AfterSeq};
 use super::sdk_message;
 use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
-use crate::ports::{BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError};
+use crate::ports::{
+    BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -84,9 +86,16 @@ fn backend<E: std::error::Error>(error: E) -> StoreError {
 
 impl DynamoStore {
     /// True when the device change was written, false when it already existed.
-    async fn insert_device_change(&self, tenant: &TenantId, change: &DeviceChange) -> Result<bool, StoreError> {
+    async fn insert_device_change(
+        &self,
+        tenant: &TenantId,
+        change: &DeviceChange,
+    ) -> Result<bool, StoreError> {
         let mut item = to_item(change)?;
-        item.insert("bulkChangeKey".into(), s(bulk_change_key(tenant, &change.bulk_change_id)));
+        item.insert(
+            "bulkChangeKey".into(),
+            s(bulk_change_key(tenant, &change.bulk_change_id)),
+        );
         let result = self
             .client
             .put_item()
@@ -97,7 +106,12 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(error) if matches!(error.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(false)
             }
             Err(error) => Err(backend(error)),
@@ -110,11 +124,18 @@ impl DynamoStore {
 
     fn bulk_change_item(&self, change: &BulkChange) -> Result<Item, StoreError> {
         let mut item = to_item(change)?;
-        item.insert("statusKey".into(), s(status_key(&change.tenant_id, change.status)));
+        item.insert(
+            "statusKey".into(),
+            s(status_key(&change.tenant_id, change.status)),
+        );
         Ok(item)
     }
 
-    async fn read_claim(&self, tenant: &TenantId, claim: &IdempotencyClaim) -> Result<Option<Item>, StoreError> {
+    async fn read_claim(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+    ) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -127,16 +148,22 @@ impl DynamoStore {
         Ok(output.item)
     }
 
-    async fn replay(&self, tenant: &TenantId, claim: &IdempotencyClaim) -> Result<Option<CreateOutcome>, StoreError> {
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+    ) -> Result<Option<CreateOutcome>, StoreError> {
         let Some(stored) = self.read_claim(tenant, claim).await? else {
             return Ok(None);
         };
         let text = |name: &str| stored.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let id = text("bulkChangeId").ok_or_else(|| StoreError::Corrupt("idempotency record without id".into()))?;
-        let existing = self
-            .get_bulk_change(tenant, &id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record points at missing bulk change {id}")))?;
+        let id = text("bulkChangeId")
+            .ok_or_else(|| StoreError::Corrupt("idempotency record without id".into()))?;
+        let existing = self.get_bulk_change(tenant, &id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "idempotency record points at missing bulk change {id}"
+            ))
+        })?;
         Ok(Some(CreateOutcome::Replayed {
             existing: Box::new(existing),
             same_request: text("requestDigest").as_deref() == Some(claim.request_digest.as_str()),
@@ -165,7 +192,10 @@ impl BulkChangeStore for DynamoStore {
         };
         let expires_at = (change.created_at + IDEMPOTENCY_WINDOW).unix_timestamp();
         let claim_item: Item = HashMap::from([
-            ("idempotencyKey".to_owned(), s(format!("{}#{}", change.tenant_id, claim.key))),
+            (
+                "idempotencyKey".to_owned(),
+                s(format!("{}#{}", change.tenant_id, claim.key)),
+            ),
             ("bulkChangeId".to_owned(), s(&change.bulk_change_id)),
             ("requestDigest".to_owned(), s(&claim.request_digest)),
             ("expiresAt".to_owned(), n(expires_at)),
@@ -201,7 +231,11 @@ impl BulkChangeStore for DynamoStore {
         }
     }
 
-    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError> {
+    async fn get_bulk_change(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<BulkChange>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -221,7 +255,11 @@ impl BulkChangeStore for DynamoStore {
         status: Option<BulkChangeStatus>,
         page: &PageRequest,
     ) -> Result<Page<BulkChange>, StoreError> {
-        let after = page.cursor.as_deref().map(cursor::decode_after_id).transpose()?;
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_id)
+            .transpose()?;
         let mut query = self
             .client
             .query()
@@ -246,11 +284,17 @@ impl BulkChangeStore for DynamoStore {
             }
         }
         let output = query.send().await.map_err(backend)?;
-        let items: Vec<BulkChange> = output.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
-        let next_cursor = output
-            .last_evaluated_key
-            .and(items.last())
-            .map(|last| cursor::encode(&AfterId { after: last.bulk_change_id.clone() }));
+        let items: Vec<BulkChange> = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?;
+        let next_cursor = output.last_evaluated_key.and(items.last()).map(|last| {
+            cursor::encode(&AfterId {
+                after: last.bulk_change_id.clone(),
+            })
+        });
         Ok(Page { items, next_cursor })
     }
 
@@ -273,22 +317,37 @@ impl BulkChangeStore for DynamoStore {
             .expression_attribute_values(":to", s(to.as_str()))
             .expression_attribute_values(":toKey", s(status_key(tenant, to)))
             .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(":now", s(crate::clock::rfc3339(OffsetDateTime::now_utc())))
+            .expression_attribute_values(
+                ":now",
+                s(crate::clock::rfc3339(OffsetDateTime::now_utc())),
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(error) if matches!(error.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(false)
             }
             Err(error) => Err(backend(error)),
         }
     }
 
-    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError> {
+    async fn insert_device_changes(
+        &self,
+        tenant: &TenantId,
+        changes: &[DeviceChange],
+    ) -> Result<usize, StoreError> {
         // Futures are created up front: a lazily mapping closure trips the compiler's Send analysis
         // inside async_trait (rust-lang/rust#102211).
-        let writes: Vec<_> = changes.iter().map(|change| self.insert_device_change(tenant, change)).collect();
+        let writes: Vec<_> = changes
+            .iter()
+            .map(|change| self.insert_device_change(tenant, change))
+            .collect();
         let mut results = stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY);
         let mut new = 0;
         while let Some(written) = results.next().await {
@@ -303,7 +362,11 @@ impl BulkChangeStore for DynamoStore {
         bulk_change_id: &str,
         page: &PageRequest,
     ) -> Result<Page<DeviceChange>, StoreError> {
-        let after = page.cursor.as_deref().map(cursor::decode::<AfterSeq>).transpose()?;
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode::<AfterSeq>)
+            .transpose()?;
         let key = bulk_change_key(tenant, bulk_change_id);
         let mut query = self
             .client
@@ -318,7 +381,12 @@ impl BulkChangeStore for DynamoStore {
                 .exclusive_start_key("seq", n(after.after));
         }
         let output = query.send().await.map_err(backend)?;
-        let items: Vec<DeviceChange> = output.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let items: Vec<DeviceChange> = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?;
         let next_cursor = output
             .last_evaluated_key
             .and(items.last())
@@ -328,7 +396,10 @@ impl BulkChangeStore for DynamoStore {
 
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {
         let mut item = to_item(entry)?;
-        item.insert("bulkChangeKey".into(), s(bulk_change_key(tenant, &entry.bulk_change_id)));
+        item.insert(
+            "bulkChangeKey".into(),
+            s(bulk_change_key(tenant, &entry.bulk_change_id)),
+        );
         item.insert("entryId".into(), s(uuid::Uuid::now_v7().to_string()));
         self.client
             .put_item()
@@ -340,7 +411,11 @@ impl BulkChangeStore for DynamoStore {
         Ok(())
     }
 
-    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut items = self
             .client
             .query()

@@ -18,7 +18,9 @@ pub struct MemoryStore {
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking test thread must not hide the state from the assertions that follow.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryStore {
@@ -51,14 +53,26 @@ impl BulkChangeStore for MemoryStore {
                     same_request: *digest == claim.request_digest,
                 });
             }
-            claims.insert(key, (change.bulk_change_id.clone(), claim.request_digest.clone()));
+            claims.insert(
+                key,
+                (change.bulk_change_id.clone(), claim.request_digest.clone()),
+            );
         }
-        locked(&self.bulk_changes).insert((change.tenant_id.clone(), change.bulk_change_id.clone()), change.clone());
+        locked(&self.bulk_changes).insert(
+            (change.tenant_id.clone(), change.bulk_change_id.clone()),
+            change.clone(),
+        );
         Ok(CreateOutcome::Created)
     }
 
-    async fn get_bulk_change(&self, tenant: &TenantId, id: &str) -> Result<Option<BulkChange>, StoreError> {
-        Ok(locked(&self.bulk_changes).get(&(tenant.clone(), id.to_owned())).cloned())
+    async fn get_bulk_change(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<BulkChange>, StoreError> {
+        Ok(locked(&self.bulk_changes)
+            .get(&(tenant.clone(), id.to_owned()))
+            .cloned())
     }
 
     async fn list_bulk_changes(
@@ -67,16 +81,30 @@ impl BulkChangeStore for MemoryStore {
         status: Option<BulkChangeStatus>,
         page: &PageRequest,
     ) -> Result<Page<BulkChange>, StoreError> {
-        let after = page.cursor.as_deref().map(cursor::decode_after_id).transpose()?;
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_id)
+            .transpose()?;
         let all = locked(&self.bulk_changes);
         let mut matching = all
             .values()
             .rev()
             .filter(|c| &c.tenant_id == tenant && status.is_none_or(|s| c.status == s))
             .filter(|c| after.as_ref().is_none_or(|a| c.bulk_change_id < a.after));
-        let items: Vec<BulkChange> = matching.by_ref().take(page.limit as usize).cloned().collect();
+        let items: Vec<BulkChange> = matching
+            .by_ref()
+            .take(page.limit as usize)
+            .cloned()
+            .collect();
         let next_cursor = (matching.next().is_some())
-            .then(|| items.last().map(|c| cursor::encode(&AfterId { after: c.bulk_change_id.clone() })))
+            .then(|| {
+                items.last().map(|c| {
+                    cursor::encode(&AfterId {
+                        after: c.bulk_change_id.clone(),
+                    })
+                })
+            })
             .flatten();
         Ok(Page { items, next_cursor })
     }
@@ -98,13 +126,17 @@ impl BulkChangeStore for MemoryStore {
         }
     }
 
-    async fn insert_device_changes(&self, tenant: &TenantId, changes: &[DeviceChange]) -> Result<usize, StoreError> {
+    async fn insert_device_changes(
+        &self,
+        tenant: &TenantId,
+        changes: &[DeviceChange],
+    ) -> Result<usize, StoreError> {
         let mut all = locked(&self.device_changes);
         let mut new = 0;
         for change in changes {
             let key = (tenant.clone(), change.bulk_change_id.clone(), change.seq);
-            if !all.contains_key(&key) {
-                all.insert(key, change.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = all.entry(key) {
+                slot.insert(change.clone());
                 new += 1;
             }
         }
@@ -117,15 +149,30 @@ impl BulkChangeStore for MemoryStore {
         bulk_change_id: &str,
         page: &PageRequest,
     ) -> Result<Page<DeviceChange>, StoreError> {
-        let after = page.cursor.as_deref().map(cursor::decode::<AfterSeq>).transpose()?;
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode::<AfterSeq>)
+            .transpose()?;
         let start = after.map_or(0, |a| a.after + 1);
         let all = locked(&self.device_changes);
         let mut matching = all
-            .range((tenant.clone(), bulk_change_id.to_owned(), start)..=(tenant.clone(), bulk_change_id.to_owned(), u32::MAX))
+            .range(
+                (tenant.clone(), bulk_change_id.to_owned(), start)
+                    ..=(tenant.clone(), bulk_change_id.to_owned(), u32::MAX),
+            )
             .map(|(_, change)| change);
-        let items: Vec<DeviceChange> = matching.by_ref().take(page.limit as usize).cloned().collect();
+        let items: Vec<DeviceChange> = matching
+            .by_ref()
+            .take(page.limit as usize)
+            .cloned()
+            .collect();
         let next_cursor = (matching.next().is_some())
-            .then(|| items.last().map(|c| cursor::encode(&AfterSeq { after: c.seq })))
+            .then(|| {
+                items
+                    .last()
+                    .map(|c| cursor::encode(&AfterSeq { after: c.seq }))
+            })
             .flatten();
         Ok(Page { items, next_cursor })
     }
@@ -135,7 +182,11 @@ impl BulkChangeStore for MemoryStore {
         Ok(())
     }
 
-    async fn list_audit(&self, tenant: &TenantId, bulk_change_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(locked(&self.audit)
             .iter()
             .filter(|(t, e)| t == tenant && e.bulk_change_id == bulk_change_id)
@@ -208,7 +259,10 @@ impl PayloadStore for MemoryPayloads {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError> {
-        locked(&self.objects).get(key).cloned().ok_or_else(|| PayloadError::Missing(key.to_owned()))
+        locked(&self.objects)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| PayloadError::Missing(key.to_owned()))
     }
 }
 

@@ -19,7 +19,10 @@ impl S3Payloads {
     }
 
     pub fn from_env(client: Client) -> Result<Self, crate::config::ConfigError> {
-        Ok(Self::new(client, crate::config::required_env("PAYLOAD_BUCKET")?))
+        Ok(Self::new(
+            client,
+            crate::config::required_env("PAYLOAD_BUCKET")?,
+        ))
     }
 }
 
@@ -39,9 +42,18 @@ impl PayloadStore for S3Payloads {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError> {
-        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => output,
-            Err(error) if matches!(error.as_service_error(), Some(GetObjectError::NoSuchKey(_))) => {
+            Err(error)
+                if matches!(error.as_service_error(), Some(GetObjectError::NoSuchKey(_))) =>
+            {
                 return Err(PayloadError::Missing(key.to_owned()))
             }
             Err(error) => return Err(PayloadError::Backend(sdk_message(error))),

@@ -46,7 +46,10 @@ impl SqsQueues {
     }
 
     /// Sends one batch; returns the entries SQS refused.
-    async fn send_once(&self, batch: Vec<SendMessageBatchRequestEntry>) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
+    async fn send_once(
+        &self,
+        batch: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
         let output = self
             .client
             .send_message_batch()
@@ -62,18 +65,28 @@ impl SqsQueues {
     }
 
     /// Sends one batch, resending only what SQS refused, with backoff on transport errors.
-    async fn send_batch(&self, entries: Vec<SendMessageBatchRequestEntry>) -> Result<(), QueueError> {
+    async fn send_batch(
+        &self,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<(), QueueError> {
         let mut pending = entries;
         for _ in 0..4 {
             let batch = pending;
             pending = (|| self.send_once(batch.clone()))
-                .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(3))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(50))
+                        .with_max_times(3),
+                )
                 .await?;
             if pending.is_empty() {
                 return Ok(());
             }
         }
-        Err(QueueError(format!("{} messages were refused by SQS after retries", pending.len())))
+        Err(QueueError(format!(
+            "{} messages were refused by SQS after retries",
+            pending.len()
+        )))
     }
 }
 

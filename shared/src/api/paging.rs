@@ -22,8 +22,14 @@ pub fn page_request(request: &Request) -> Result<PageRequest, Problem> {
         },
     };
     let cursor = query.first("cursor").map(str::to_owned);
-    if cursor.as_ref().is_some_and(|c| c.is_empty() || c.len() > 512) {
-        return Err(Problem::bad_parameter("cursor", "not a cursor this API issued; start from the first page"));
+    if cursor
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 512)
+    {
+        return Err(Problem::bad_parameter(
+            "cursor",
+            "not a cursor this API issued; start from the first page",
+        ));
     }
     Ok(PageRequest { limit, cursor })
 }

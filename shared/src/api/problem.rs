@@ -31,9 +31,17 @@ impl Problem {
     pub fn invalid(errors: ValidationErrors) -> Self {
         let malformed = errors.errors.iter().any(|e| e.field.is_empty());
         let (status, kind, title) = if malformed {
-            (StatusCode::BAD_REQUEST, "malformed-request", "The request body could not be read")
+            (
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "The request body could not be read",
+            )
         } else {
-            (StatusCode::UNPROCESSABLE_ENTITY, "validation", "The request has invalid fields")
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "The request has invalid fields",
+            )
         };
         let detail = match errors.errors.as_slice() {
             [only] if only.field.is_empty() => only.message.clone(),
@@ -47,10 +55,22 @@ impl Problem {
     }
 
     pub fn bad_parameter(field: &str, message: &str) -> Self {
-        Self::invalid_field(StatusCode::BAD_REQUEST, "bad-parameter", "A query or header parameter is invalid", field, message)
+        Self::invalid_field(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "A query or header parameter is invalid",
+            field,
+            message,
+        )
     }
 
-    fn invalid_field(status: StatusCode, kind: &str, title: &str, field: &str, message: &str) -> Self {
+    fn invalid_field(
+        status: StatusCode,
+        kind: &str,
+        title: &str,
+        field: &str,
+        message: &str,
+    ) -> Self {
         Self {
             errors: vec![FieldError {
                 field: field.to_owned(),
@@ -61,7 +81,12 @@ impl Problem {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} does not exist"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} does not exist"),
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -78,7 +103,9 @@ impl Problem {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "The request body is too large",
-            format!("bodies are limited to {limit} bytes; split the devices into several bulk changes"),
+            format!(
+                "bodies are limited to {limit} bytes; split the devices into several bulk changes"
+            ),
         )
     }
 
@@ -136,7 +163,10 @@ impl Problem {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::InvalidCursor => Self::bad_parameter("cursor", "not a cursor this API issued; start from the first page"),
+            StoreError::InvalidCursor => Self::bad_parameter(
+                "cursor",
+                "not a cursor this API issued; start from the first page",
+            ),
             StoreError::Corrupt(detail) => Self::internal(&detail),
             StoreError::Backend(detail) => Self::unavailable(&detail),
         }

@@ -1,6 +1,9 @@
 //! Response bodies: what a caller sees of a bulk change and its device changes.
 
-use crate::domain::{BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceChange, DeviceChangeStatus, DeviceRequest};
+use crate::domain::{
+    BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceChange, DeviceChangeStatus,
+    DeviceRequest,
+};
 use crate::ports::Page;
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -138,7 +138,12 @@ pub struct DeviceChange {
 }
 
 impl DeviceChange {
-    pub fn pending(bulk_change_id: &str, seq: u32, request: DeviceRequest, now: OffsetDateTime) -> Self {
+    pub fn pending(
+        bulk_change_id: &str,
+        seq: u32,
+        request: DeviceRequest,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             bulk_change_id: bulk_change_id.to_owned(),
             seq,
@@ -175,9 +180,16 @@ mod tests {
 
     #[test]
     fn pending_is_what_is_neither_succeeded_nor_failed() {
-        let counts = DeviceCounts { total: 10, succeeded: 3, failed: 2 };
+        let counts = DeviceCounts {
+            total: 10,
+            succeeded: 3,
+            failed: 2,
+        };
         assert_eq!(counts.pending(), 5);
-        assert_eq!(counts.pending() + counts.succeeded + counts.failed, counts.total);
+        assert_eq!(
+            counts.pending() + counts.succeeded + counts.failed,
+            counts.total
+        );
     }
 
     #[test]

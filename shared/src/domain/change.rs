@@ -53,7 +53,11 @@ impl StatusAction {
 
 /// The change applied to every device of a bulk change, with its change-wide parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ChangeSpec {
     StatusUpdate {
         action: StatusAction,
@@ -74,7 +78,11 @@ pub enum ChangeSpec {
         data_allocation_mb: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool_id: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
         effective_date: Option<OffsetDateTime>,
     },
     CustomerAssignment {
@@ -123,7 +131,11 @@ pub struct DeviceRef {
 
 /// The per-device part of a change, for the change types that carry one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum DeviceEdit {
     None,
     IdentifierSwap {

@@ -10,12 +10,17 @@ pub enum IdError {
     #[error("must contain only digits")]
     NotDigits,
     #[error("must be {expected} digits long, got {actual}")]
-    Length { expected: &'static str, actual: usize },
+    Length {
+        expected: &'static str,
+        actual: usize,
+    },
     #[error("must start with 89 (the telecom industry identifier)")]
     IccidPrefix,
     #[error("check digit is wrong (Luhn)")]
     CheckDigit,
-    #[error("must be in E.164 form: '+' then up to 15 digits, the first not 0 (e.g. +14155550123)")]
+    #[error(
+        "must be in E.164 form: '+' then up to 15 digits, the first not 0 (e.g. +14155550123)"
+    )]
     NotE164,
 }
 
@@ -154,7 +159,10 @@ mod tests {
         // ICCID and IMEI examples with correct Luhn digits (IMEI from 3GPP's published example).
         assert!(Iccid::parse("8901260882296135418").is_ok());
         assert!(Iccid::parse("89014103211118510720").is_ok());
-        assert_eq!(Imei::parse("490154203237518").map(|i| i.0), Ok("490154203237518".into()));
+        assert_eq!(
+            Imei::parse("490154203237518").map(|i| i.0),
+            Ok("490154203237518".into())
+        );
         assert!(Msisdn::parse("+14155550123").is_ok());
     }
 
@@ -163,9 +171,15 @@ mod tests {
         assert_eq!(Iccid::parse("89012608822961354a"), Err(IdError::NotDigits));
         assert_eq!(
             Iccid::parse("890126088229"),
-            Err(IdError::Length { expected: "19 or 20", actual: 12 })
+            Err(IdError::Length {
+                expected: "19 or 20",
+                actual: 12
+            })
         );
-        assert_eq!(Iccid::parse("1101260882296135418"), Err(IdError::IccidPrefix));
+        assert_eq!(
+            Iccid::parse("1101260882296135418"),
+            Err(IdError::IccidPrefix)
+        );
         assert_eq!(Imei::parse("490154203237519"), Err(IdError::CheckDigit));
         assert_eq!(Msisdn::parse("14155550123"), Err(IdError::NotE164));
         assert_eq!(Msisdn::parse("+04155550123"), Err(IdError::NotE164));

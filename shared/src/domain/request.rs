@@ -35,13 +35,24 @@ pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, Valid
         errors.push("", "body must be a JSON object");
         return Err(errors);
     };
-    reject_unknown(object, "", &["carrier", "change", "processChanges", "devices"], &mut errors);
+    reject_unknown(
+        object,
+        "",
+        &["carrier", "change", "processChanges", "devices"],
+        &mut errors,
+    );
 
     let carrier = required(object, "", "carrier", &mut errors).and_then(|v| {
-        one_of(v, "carrier", &Carrier::ALL.map(Carrier::as_str), &mut errors)
-            .map(|i| Carrier::ALL[i])
+        one_of(
+            v,
+            "carrier",
+            &Carrier::ALL.map(Carrier::as_str),
+            &mut errors,
+        )
+        .map(|i| Carrier::ALL[i])
     });
-    let change = required(object, "", "change", &mut errors).and_then(|v| parse_change(v, &mut errors));
+    let change =
+        required(object, "", "change", &mut errors).and_then(|v| parse_change(v, &mut errors));
     let process_changes = match object.get("processChanges") {
         None | Some(Value::Null) => Some(true),
         Some(Value::Bool(b)) => Some(*b),
@@ -54,7 +65,9 @@ pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, Valid
         .and_then(|v| parse_devices(v, change.as_ref(), &mut errors));
 
     match (carrier, change, process_changes, devices) {
-        (Some(carrier), Some(change), Some(process_changes), Some(devices)) if errors.is_empty() => {
+        (Some(carrier), Some(change), Some(process_changes), Some(devices))
+            if errors.is_empty() =>
+        {
             Ok(BulkChangeRequest {
                 carrier,
                 change,
@@ -74,9 +87,17 @@ fn path(parent: &str, field: &str) -> String {
     }
 }
 
-fn reject_unknown(object: &Map<String, Value>, parent: &str, allowed: &[&str], errors: &mut ValidationErrors) {
+fn reject_unknown(
+    object: &Map<String, Value>,
+    parent: &str,
+    allowed: &[&str],
+    errors: &mut ValidationErrors,
+) {
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        errors.push(path(parent, key), format!("unknown field; expected one of: {}", allowed.join(", ")));
+        errors.push(
+            path(parent, key),
+            format!("unknown field; expected one of: {}", allowed.join(", ")),
+        );
     }
 }
 
@@ -95,15 +116,27 @@ fn required<'a>(
     }
 }
 
-fn one_of(value: &Value, field: &str, names: &[&str], errors: &mut ValidationErrors) -> Option<usize> {
-    let found = value.as_str().and_then(|s| names.iter().position(|n| *n == s));
+fn one_of(
+    value: &Value,
+    field: &str,
+    names: &[&str],
+    errors: &mut ValidationErrors,
+) -> Option<usize> {
+    let found = value
+        .as_str()
+        .and_then(|s| names.iter().position(|n| *n == s));
     if found.is_none() {
         errors.push(field, format!("must be one of: {}", names.join(", ")));
     }
     found
 }
 
-fn text(value: Option<&Value>, field: &str, required: bool, errors: &mut ValidationErrors) -> Option<Option<String>> {
+fn text(
+    value: Option<&Value>,
+    field: &str,
+    required: bool,
+    errors: &mut ValidationErrors,
+) -> Option<Option<String>> {
     match value {
         None | Some(Value::Null) if required => {
             errors.push(field, "is required");
@@ -143,8 +176,13 @@ fn parse_change(value: &Value, errors: &mut ValidationErrors) -> Option<ChangeSp
         "statusUpdate" => {
             reject_unknown(object, "change", &["type", "action"], errors);
             let action = required(object, "change", "action", errors).and_then(|v| {
-                one_of(v, "change.action", &StatusAction::ALL.map(StatusAction::as_str), errors)
-                    .map(|i| StatusAction::ALL[i])
+                one_of(
+                    v,
+                    "change.action",
+                    &StatusAction::ALL.map(StatusAction::as_str),
+                    errors,
+                )
+                .map(|i| StatusAction::ALL[i])
             })?;
             ChangeSpec::StatusUpdate { action }
         }
@@ -175,10 +213,21 @@ fn parse_change(value: &Value, errors: &mut ValidationErrors) -> Option<ChangeSp
             reject_unknown(
                 object,
                 "change",
-                &["type", "customerRatePlanId", "dataAllocationMb", "poolId", "effectiveDate"],
+                &[
+                    "type",
+                    "customerRatePlanId",
+                    "dataAllocationMb",
+                    "poolId",
+                    "effectiveDate",
+                ],
                 errors,
             );
-            let plan = text(field("customerRatePlanId"), "change.customerRatePlanId", true, errors);
+            let plan = text(
+                field("customerRatePlanId"),
+                "change.customerRatePlanId",
+                true,
+                errors,
+            );
             let pool = text(field("poolId"), "change.poolId", false, errors);
             let allocation = match field("dataAllocationMb") {
                 None | Some(Value::Null) => Some(None),
@@ -252,7 +301,10 @@ fn parse_devices(
     if entries.len() > MAX_DEVICES {
         errors.push(
             "devices",
-            format!("at most {MAX_DEVICES} devices per bulk change, got {}", entries.len()),
+            format!(
+                "at most {MAX_DEVICES} devices per bulk change, got {}",
+                entries.len()
+            ),
         );
         return None;
     }
@@ -285,27 +337,55 @@ fn parse_devices(
                 let new_iccid = identifier(object, &at, "newIccid", false, Iccid::parse, errors);
                 let new_imei = identifier(object, &at, "newImei", false, Imei::parse, errors);
                 if matches!((&new_iccid, &new_imei), (Some(None), Some(None))) {
-                    errors.push(at.clone(), "an iccidImeiChange needs newIccid, newImei or both");
+                    errors.push(
+                        at.clone(),
+                        "an iccidImeiChange needs newIccid, newImei or both",
+                    );
                 }
                 new_iccid
                     .zip(new_imei)
-                    .map(|(new_iccid, new_imei)| DeviceEdit::IdentifierSwap { new_iccid, new_imei })
+                    .map(|(new_iccid, new_imei)| DeviceEdit::IdentifierSwap {
+                        new_iccid,
+                        new_imei,
+                    })
             }
             Some(ChangeSpec::UsernameCostCenterEdit) => {
-                let username = text(object.get("username"), &path(&at, "username"), false, errors);
-                let cost_center = text(object.get("costCenter"), &path(&at, "costCenter"), false, errors);
+                let username = text(
+                    object.get("username"),
+                    &path(&at, "username"),
+                    false,
+                    errors,
+                );
+                let cost_center = text(
+                    object.get("costCenter"),
+                    &path(&at, "costCenter"),
+                    false,
+                    errors,
+                );
                 if matches!((&username, &cost_center), (Some(None), Some(None))) {
-                    errors.push(at.clone(), "a usernameCostCenterEdit needs username, costCenter or both");
+                    errors.push(
+                        at.clone(),
+                        "a usernameCostCenterEdit needs username, costCenter or both",
+                    );
                 }
                 username
                     .zip(cost_center)
-                    .map(|(username, cost_center)| DeviceEdit::Labels { username, cost_center })
+                    .map(|(username, cost_center)| DeviceEdit::Labels {
+                        username,
+                        cost_center,
+                    })
             }
             _ => Some(DeviceEdit::None),
         };
-        if let (Some(Some(iccid)), Some(msisdn), Some(imei), Some(edit)) = (iccid, msisdn, imei, edit) {
+        if let (Some(Some(iccid)), Some(msisdn), Some(imei), Some(edit)) =
+            (iccid, msisdn, imei, edit)
+        {
             devices.push(DeviceRequest {
-                device: DeviceRef { iccid, msisdn, imei },
+                device: DeviceRef {
+                    iccid,
+                    msisdn,
+                    imei,
+                },
                 edit,
             });
         }
@@ -355,7 +435,12 @@ mod tests {
     }
 
     fn fields(result: Result<BulkChangeRequest, ValidationErrors>) -> Vec<String> {
-        result.expect_err("expected validation errors").errors.into_iter().map(|e| e.field).collect()
+        result
+            .expect_err("expected validation errors")
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -367,7 +452,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(request.carrier, Carrier::Jasper);
-        assert_eq!(request.change, ChangeSpec::StatusUpdate { action: StatusAction::Suspend });
+        assert_eq!(
+            request.change,
+            ChangeSpec::StatusUpdate {
+                action: StatusAction::Suspend
+            }
+        );
         assert!(request.process_changes);
         assert_eq!(request.devices.len(), 1);
         assert_eq!(request.devices[0].edit, DeviceEdit::None);
@@ -383,19 +473,34 @@ mod tests {
             json!({"type": "customerAssignment", "customerId": "CUST-9"}),
         ];
         for change in cases {
-            let request = parse(json!({"carrier": "thingSpace", "change": change, "devices": [{"iccid": iccid(2)}]}));
+            let request = parse(
+                json!({"carrier": "thingSpace", "change": change, "devices": [{"iccid": iccid(2)}]}),
+            );
             assert!(request.is_ok(), "{request:?}");
         }
-        let swap = parse(json!({"carrier": "telegence", "change": {"type": "iccidImeiChange"},
-            "devices": [{"iccid": iccid(3), "newIccid": iccid(4), "newImei": "490154203237518"}]}))
+        let swap = parse(
+            json!({"carrier": "telegence", "change": {"type": "iccidImeiChange"},
+            "devices": [{"iccid": iccid(3), "newIccid": iccid(4), "newImei": "490154203237518"}]}),
+        )
         .unwrap();
-        assert!(matches!(swap.devices[0].edit, DeviceEdit::IdentifierSwap { new_iccid: Some(_), new_imei: Some(_) }));
-        let labels = parse(json!({"carrier": "jasper", "change": {"type": "usernameCostCenterEdit"},
-            "devices": [{"iccid": iccid(5), "costCenter": "CC-12"}]}))
+        assert!(matches!(
+            swap.devices[0].edit,
+            DeviceEdit::IdentifierSwap {
+                new_iccid: Some(_),
+                new_imei: Some(_)
+            }
+        ));
+        let labels = parse(
+            json!({"carrier": "jasper", "change": {"type": "usernameCostCenterEdit"},
+            "devices": [{"iccid": iccid(5), "costCenter": "CC-12"}]}),
+        )
         .unwrap();
         assert_eq!(
             labels.devices[0].edit,
-            DeviceEdit::Labels { username: None, cost_center: Some("CC-12".into()) }
+            DeviceEdit::Labels {
+                username: None,
+                cost_center: Some("CC-12".into())
+            }
         );
     }
 
@@ -433,39 +538,61 @@ mod tests {
 
     #[test]
     fn malformed_and_wrong_shapes_are_reported_on_the_document() {
-        assert_eq!(fields(parse_bulk_change_request(b"{\"carrier\": ")), vec![""]);
+        assert_eq!(
+            fields(parse_bulk_change_request(b"{\"carrier\": ")),
+            vec![""]
+        );
         assert_eq!(fields(parse(json!([1, 2]))), vec![""]);
-        assert_eq!(fields(parse(json!({}))), vec!["carrier", "change", "devices"]);
+        assert_eq!(
+            fields(parse(json!({}))),
+            vec!["carrier", "change", "devices"]
+        );
     }
 
     #[test]
     fn unknown_change_types_and_misplaced_fields_are_named() {
-        let result = parse(json!({"carrier": "jasper", "change": {"type": "teleport"}, "devices": [{"iccid": iccid(1)}]}));
+        let result = parse(
+            json!({"carrier": "jasper", "change": {"type": "teleport"}, "devices": [{"iccid": iccid(1)}]}),
+        );
         assert_eq!(fields(result), vec!["change.type"]);
-        let result = parse(json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "suspend"},
-            "devices": [{"iccid": iccid(1), "newIccid": iccid(2)}]}));
+        let result = parse(
+            json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "suspend"},
+            "devices": [{"iccid": iccid(1), "newIccid": iccid(2)}]}),
+        );
         assert_eq!(fields(result), vec!["devices[0].newIccid"]);
-        let result = parse(json!({"carrier": "jasper", "change": {"type": "iccidImeiChange"},
-            "devices": [{"iccid": iccid(1)}]}));
+        let result = parse(
+            json!({"carrier": "jasper", "change": {"type": "iccidImeiChange"},
+            "devices": [{"iccid": iccid(1)}]}),
+        );
         assert_eq!(fields(result), vec!["devices[0]"]);
     }
 
     #[test]
     fn device_count_is_bounded() {
-        let devices: Vec<Value> = (0..=MAX_DEVICES as u32).map(|n| json!({"iccid": iccid(n)})).collect();
-        let result = parse(json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
-            "devices": devices}));
+        let devices: Vec<Value> = (0..=MAX_DEVICES as u32)
+            .map(|n| json!({"iccid": iccid(n)}))
+            .collect();
+        let result = parse(
+            json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
+            "devices": devices}),
+        );
         assert_eq!(fields(result), vec!["devices"]);
-        let result = parse(json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
-            "devices": []}));
+        let result = parse(
+            json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
+            "devices": []}),
+        );
         assert_eq!(fields(result), vec!["devices"]);
     }
 
     #[test]
     fn the_maximum_device_count_is_accepted() {
-        let devices: Vec<Value> = (0..MAX_DEVICES as u32).map(|n| json!({"iccid": iccid(n)})).collect();
-        let request = parse(json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
-            "devices": devices}))
+        let devices: Vec<Value> = (0..MAX_DEVICES as u32)
+            .map(|n| json!({"iccid": iccid(n)}))
+            .collect();
+        let request = parse(
+            json!({"carrier": "jasper", "change": {"type": "statusUpdate", "action": "restore"},
+            "devices": devices}),
+        )
         .unwrap();
         assert_eq!(request.devices.len(), MAX_DEVICES);
     }
