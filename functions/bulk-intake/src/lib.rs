@@ -7,6 +7,7 @@ use cellbridge::domain::{
     parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus,
     DeviceCounts,
 };
+use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::messages::PlanMessage;
 use cellbridge::ports::{BulkChangePorts, CreateOutcome, IdempotencyClaim};
 use lambda_http::http::{header, StatusCode};
@@ -45,7 +46,10 @@ async fn create(
         key,
         request_digest: hex_digest(body),
     });
-    let parsed = parse_bulk_change_request(body).map_err(Problem::invalid)?;
+    let parsed = parse_bulk_change_request(body).map_err(|errors| {
+        tracing::info!(tenant = %caller.tenant, invalid_fields = errors.errors.len(), "bulk change rejected");
+        Problem::invalid(errors)
+    })?;
     let change = new_bulk_change(&caller, &parsed, now);
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant, bulk_change_id = %change.bulk_change_id);
     let _entered = span.enter();
@@ -65,6 +69,17 @@ async fn create(
                 devices = change.counts.total,
                 change_type = change.change.type_name(),
                 "bulk change accepted"
+            );
+            metrics::emit(
+                &[("Carrier", change.carrier.as_str())],
+                &[
+                    ("BulkChangesAccepted", 1.0, Unit::Count),
+                    (
+                        "DevicesAccepted",
+                        f64::from(change.counts.total),
+                        Unit::Count,
+                    ),
+                ],
             );
             Ok(accepted(&change, false))
         }

@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use cellbridge::domain::{
     AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest, TenantId,
 };
+use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::lambda::sqs_batch::process_batch;
 use cellbridge::messages::{PlanMessage, WorkMessage};
 use cellbridge::ports::{BulkChangePorts, PayloadError, QueueError, StoreError};
@@ -61,6 +62,7 @@ pub async fn plan(
 ) -> Result<PlanOutcome, PlanError> {
     let span = tracing::info_span!("plan", tenant = %message.tenant_id, bulk_change_id = %message.bulk_change_id);
     let _entered = span.enter();
+    let started = std::time::Instant::now();
     let tenant = &message.tenant_id;
     let change = ports
         .store
@@ -114,6 +116,17 @@ pub async fn plan(
         newly_written,
         status = next.as_str(),
         "planned"
+    );
+    metrics::emit(
+        &[("Carrier", change.carrier.as_str())],
+        &[
+            ("DeviceChangesPlanned", newly_written as f64, Unit::Count),
+            (
+                "PlanMilliseconds",
+                started.elapsed().as_secs_f64() * 1000.0,
+                Unit::Milliseconds,
+            ),
+        ],
     );
     Ok(PlanOutcome::Planned {
         devices: devices.len(),

@@ -1,5 +1,6 @@
 //! Helpers every function's `main` and handler share.
 
+pub mod metrics;
 pub mod sqs_batch;
 
 /// JSON logs to stdout, level from `RUST_LOG` (default info). Called once at cold start.
@@ -11,7 +12,7 @@ pub fn init_tracing() {
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(true)
         .with_target(false)
         .without_time()
         .try_init();
