@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub struct MotoStack {
     pub moto: MotoServer,
     pub config: SdkConfig,
-    pub resources: devstack::provision::Resources,
+    pub resources: devstack::template::Resources,
 }
 
 impl MotoStack {
@@ -25,8 +25,12 @@ impl MotoStack {
         let moto = MotoServer::start(&Tools::at(&root), 0).await?;
         let config = moto.sdk_config().await;
         let template = devstack::template::Template::load(&root.join("template.yaml"))?;
-        let resources = devstack::provision::provision(&config, &template).await?;
-        Ok(Self { moto, config, resources })
+        let resources = devstack::provision::provision(&template, &config).await?;
+        Ok(Self {
+            moto,
+            config,
+            resources,
+        })
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
@@ -42,11 +46,20 @@ impl MotoStack {
     }
 
     pub fn queue_url(&self, logical_id: &str) -> Result<String> {
-        self.resources.queue_url(logical_id).map(str::to_owned).with_context(|| format!("no queue {logical_id}"))
+        self.resources
+            .queue_url(logical_id)
+            .map(str::to_owned)
+            .with_context(|| format!("no queue {logical_id}"))
     }
 
     pub fn name(&self, logical_id: &str) -> Result<String> {
-        self.resources.name(logical_id).map(str::to_owned).with_context(|| format!("no resource {logical_id}"))
+        let resources = &self.resources;
+        resources
+            .table_name(logical_id)
+            .or_else(|| resources.bucket_name(logical_id))
+            .or_else(|| resources.queue_name(logical_id))
+            .map(str::to_owned)
+            .with_context(|| format!("no resource {logical_id}"))
     }
 
     /// The real adapters, wired to this stack's resources.
@@ -57,7 +70,10 @@ impl MotoStack {
             audit_log: self.name("AuditLogTable")?,
             idempotency: self.name("IdempotencyTable")?,
         };
-        let queues = QueueUrls { plan: self.queue_url("PlanQueue")?, work: self.queue_url("WorkQueue")? };
+        let queues = QueueUrls {
+            plan: self.queue_url("PlanQueue")?,
+            work: self.queue_url("WorkQueue")?,
+        };
         Ok(BulkChangePorts {
             store: Arc::new(DynamoStore::new(self.dynamodb(), tables)),
             queues: Arc::new(SqsQueues::new(self.sqs(), queues)),
@@ -68,7 +84,13 @@ impl MotoStack {
     /// Number of items in a table (scans every page).
     pub async fn item_count(&self, table_logical_id: &str) -> Result<usize> {
         let table = self.name(table_logical_id)?;
-        let mut pages = self.dynamodb().scan().table_name(table).select(aws_sdk_dynamodb::types::Select::Count).into_paginator().send();
+        let mut pages = self
+            .dynamodb()
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .into_paginator()
+            .send();
         let mut count = 0;
         while let Some(page) = pages.next().await {
             count += page?.count as usize;
@@ -78,7 +100,9 @@ impl MotoStack {
 
     /// Messages visible plus in flight on a queue.
     pub async fn queue_depth(&self, queue_logical_id: &str) -> Result<usize> {
-        use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible};
+        use aws_sdk_sqs::types::QueueAttributeName::{
+            ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible,
+        };
         let attributes = self
             .sqs()
             .get_queue_attributes()
@@ -98,13 +122,22 @@ impl MotoStack {
     }
 
     pub async fn object_count(&self, bucket_logical_id: &str) -> Result<usize> {
-        let listed = self.s3().list_objects_v2().bucket(self.name(bucket_logical_id)?).send().await?;
+        let listed = self
+            .s3()
+            .list_objects_v2()
+            .bucket(self.name(bucket_logical_id)?)
+            .send()
+            .await?;
         Ok(listed.key_count.unwrap_or(0) as usize)
     }
 
     /// Receives up to ten messages as the SQS event Lambda would deliver, hiding them for
     /// `visibility_seconds`.
-    pub async fn receive_event(&self, queue_logical_id: &str, visibility_seconds: i32) -> Result<(SqsEvent, Vec<String>)> {
+    pub async fn receive_event(
+        &self,
+        queue_logical_id: &str,
+        visibility_seconds: i32,
+    ) -> Result<(SqsEvent, Vec<String>)> {
         let output = self
             .sqs()
             .receive_message()
@@ -129,7 +162,12 @@ impl MotoStack {
     }
 
     pub async fn delete(&self, queue_logical_id: &str, receipt: &str) -> Result<()> {
-        self.sqs().delete_message().queue_url(self.queue_url(queue_logical_id)?).receipt_handle(receipt).send().await?;
+        self.sqs()
+            .delete_message()
+            .queue_url(self.queue_url(queue_logical_id)?)
+            .receipt_handle(receipt)
+            .send()
+            .await?;
         Ok(())
     }
 }

@@ -1,5 +1,17 @@
 //! The local stack: moto for AWS, `cargo lambda watch` for the functions, and what neither
 //! provides (API Gateway routes, SQS event sources), all derived from `template.yaml`.
+//!
+//! [`Devstack::start`] runs the lot; the modules can also be used one by one (the moto-backed
+//! tests only [`provision`] a moto server).
 
+pub mod api_gateway;
+mod children;
+pub mod lambda_watch;
 pub mod moto;
+pub mod provision;
+pub mod sqs_source;
+pub mod stack;
+pub mod template;
 pub mod tools;
+
+pub use stack::{Devstack, DevstackOptions};

@@ -25,12 +25,15 @@ impl MotoServer {
     pub async fn start(tools: &Tools, port: u16) -> Result<Self> {
         tools.require()?;
         let port = if port == 0 { free_port()? } else { port };
-        let child = Command::new(tools.moto_server())
+        let mut command = Command::new(tools.moto_server());
+        command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        crate::children::die_with_parent(&mut command);
+        let child = command
             .spawn()
             .with_context(|| format!("could not start {}", tools.moto_server().display()))?;
         let mut server = Self { child, port };

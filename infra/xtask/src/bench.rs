@@ -92,6 +92,14 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
         });
     }
 
+    // Before measuring, so the load average is the machine's, not ours.
+    let machine = Machine::detect(&workspace.root).await;
+    println!(
+        "measuring {} binaries x {} cold starts (1-min load average {}; other work adds noise)",
+        benches.len(),
+        args.runs,
+        machine.load
+    );
     measure(&mut benches, args.runs, &mut skipped).await?;
     let report = Report::new(&benches, &skipped, args.runs)?;
     println!("\n{}", report.text_table());
@@ -101,7 +109,6 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
 
     if !args.no_write {
         let path = workspace.root.join("docs/benchmarks.md");
-        let machine = Machine::detect().await;
         write_docs(&path, &report.markdown(&machine))?;
         println!("\nwrote {}", path.display());
     }
@@ -348,12 +355,8 @@ async fn build(
             Ok(BuildMessage::CompilerArtifact {
                 manifest_path,
                 target,
-                executable,
-            }) => {
-                if let Some(exe) = executable {
-                    artifacts.push((manifest_path, target.name, exe));
-                }
-            }
+                executable: Some(exe),
+            }) => artifacts.push((manifest_path, target.name, exe)),
             Ok(BuildMessage::CompilerMessage {
                 manifest_path,
                 message,
@@ -382,7 +385,7 @@ async fn build(
                 errors.len()
             );
             for (_, rendered) in errors.iter().take(5) {
-                eprintln!("{rendered}");
+                eprintln!("{}", rendered.trim_end());
             }
         }
     }
@@ -402,7 +405,7 @@ async fn build(
                     .filter(|(m, _)| *m == target.manifest_path)
                     .count();
                 let why = if own_errors > 0 {
-                    format!("does not compile yet ({own_errors} errors in the package)")
+                    format!("does not compile yet ({own_errors} compile error(s) in the package)")
                 } else {
                     "not built: cargo build failed before reaching it (errors above)".to_string()
                 };
@@ -614,7 +617,7 @@ async fn cold_start_once(name: &str, exe: &Path) -> Result<Sample> {
                 hwm_kib,
             })
         }
-        Ok(Ok(Err(error))) => Err(error.context(format!("output: {}", output().await))),
+        Ok(Ok(Err(error))) => bail!("{error:#}; output: {}", output().await),
         Ok(Err(exited)) => {
             let status = exited.map_or_else(|e| e.to_string(), |s: ExitStatus| s.to_string());
             bail!(
@@ -922,7 +925,8 @@ impl Report {
             "{}\n",
             match (functions.len(), over.is_empty()) {
                 (0, _) => "No function could be measured in this run.".to_string(),
-                (_, true) => format!("Met by all {} measured functions.", functions.len()),
+                (1, true) => "Met by the one function measured.".to_string(),
+                (_, true) => format!("Met by all {} functions measured.", functions.len()),
                 (_, false) => format!("Missed by {}.", over.join(", ")),
             }
         );
@@ -942,24 +946,25 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "**Machine:** {} CPUs (`nproc`), {}, Linux {}, {}. No CPU or memory limit was applied.\n",
-            machine.nproc, machine.cpu, machine.kernel, machine.rustc
+            "**Machine:** {} CPUs (`nproc`), {}, Linux {}, {}; load average {} when the runs \
+             started. No CPU or memory limit was applied.\n",
+            machine.nproc, machine.cpu, machine.kernel, machine.rustc, machine.load
         );
         let _ = writeln!(
             out,
-            "**Method:** each release binary (workspace `[profile.release]`: fat LTO, one codegen \
-             unit, stripped) is started as a child process with a clean environment holding the \
-             variables Lambda sets and the functions' configuration, pointed at a minimal Lambda \
+            "**Method:** each release binary (workspace `[profile.release]`) is started as a child \
+             process with a clean environment (the variables Lambda sets, the functions' \
+             configuration, fake credentials, no AWS profile files) against a minimal Lambda \
              Runtime API that the xtask serves on loopback. Init is the time from spawn to the \
-             first `GET /2018-06-01/runtime/invocation/next`, which is where Lambda ends the Init \
-             phase, so like the `Init Duration` of a REPORT line it covers process start, the Tokio \
-             runtime, configuration and building the SDK clients; the poll is never answered, so \
-             no handler runs, and VmRSS/VmHWM are read from `/proc/<pid>/status` at that moment \
-             before the process is killed. Each binary gets one unrecorded warm-up start, then the \
-             runs are interleaved across binaries to spread machine noise; median and p90 are of \
-             the per-run times. Lambda adds what this leaves out (fetching the package, the \
-             micro-VM, a CPU share that scales with the memory setting), so absolute times there \
-             are higher: the ratio to `{BASELINE}` is the number that carries over."
+             first `GET /2018-06-01/runtime/invocation/next`: Lambda ends the Init phase at that \
+             request, so like `Init Duration` in a REPORT line it covers exec and loading, the Tokio \
+             runtime, reading configuration and building the SDK clients, while the poll is never \
+             answered so no handler runs. VmRSS/VmHWM come from `/proc/<pid>/status` at that \
+             moment; each binary has one unrecorded warm-up start, and the runs are interleaved \
+             across binaries so page-cache and load noise fall on all of them alike. Lambda adds \
+             what this leaves out (fetching the package, the micro-VM, a CPU share that scales with \
+             the memory size), so absolute times there are typically higher; the ratio to \
+             `{BASELINE}` is the figure that carries over."
         );
         out
     }
@@ -975,6 +980,7 @@ struct Machine {
     cpu: String,
     kernel: String,
     rustc: String,
+    load: String,
 }
 
 /// Runs a small command for a fact; `None` when it is missing or fails.
@@ -990,10 +996,9 @@ async fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<Stri
 }
 
 impl Machine {
-    async fn detect() -> Self {
-        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    async fn detect(here: &Path) -> Self {
         let unknown = || "unknown".to_string();
-        let commit = match command_output("git", &["rev-parse", "--short", "HEAD"], &here).await {
+        let commit = match command_output("git", &["rev-parse", "--short", "HEAD"], here).await {
             Some(hash) => {
                 // --no-optional-locks: a read must not take the index lock from a concurrent commit.
                 let dirty = command_output(
@@ -1004,7 +1009,7 @@ impl Machine {
                         "--porcelain",
                         "--untracked-files=no",
                     ],
-                    &here,
+                    here,
                 )
                 .await
                 .is_some();
@@ -1030,17 +1035,23 @@ impl Machine {
             .unwrap_or_else(|_| unknown());
         // RUSTC if cargo set one, so the version is that of the compiler that built the binaries.
         let rustc_program = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        // The 1-minute load average: other work on the machine is the main source of noise.
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(unknown);
         Self {
-            date: command_output("date", &["-u", "+%Y-%m-%d"], &here)
+            load,
+            date: command_output("date", &["-u", "+%Y-%m-%d"], here)
                 .await
                 .unwrap_or_else(unknown),
             commit,
-            nproc: command_output("nproc", &[], &here)
+            nproc: command_output("nproc", &[], here)
                 .await
                 .unwrap_or_else(unknown),
             cpu,
             kernel,
-            rustc: command_output(&rustc_program, &["--version"], &here)
+            rustc: command_output(&rustc_program, &["--version"], here)
                 .await
                 .unwrap_or_else(unknown),
         }
@@ -1050,29 +1061,87 @@ impl Machine {
 /// Rewrites the cold-start section of docs/benchmarks.md between its markers, keeping every other
 /// section; creates the file, or appends the section, when there is none yet.
 fn write_docs(path: &Path, section: &str) -> Result<()> {
-    let block = format!("{MARK_BEGIN}\n{}\n{MARK_END}\n", section.trim_end());
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
-    let new = match (old.find(MARK_BEGIN), old.find(MARK_END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let rest = old[end + MARK_END.len()..]
-                .strip_prefix('\n')
-                .unwrap_or(&old[end + MARK_END.len()..]);
-            format!("{}{block}{rest}", &old[..begin])
-        }
-        (None, None) if old.trim().is_empty() => format!("{DOCS_INTRO}\n## Cold start\n\n{block}"),
-        (None, None) => format!("{}\n\n## Cold start\n\n{block}", old.trim_end()),
-        _ => bail!(
-            "{} has a broken cold-start section: expected `{MARK_BEGIN}` followed by `{MARK_END}`; \
-             restore the markers (or delete the section) and rerun",
-            path.display()
-        ),
-    };
+    let new =
+        splice_section(&old, section).with_context(|| format!("updating {}", path.display()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `old` with its cold-start block replaced by `section` (see [`write_docs`]).
+fn splice_section(old: &str, section: &str) -> Result<String> {
+    let block = format!("{MARK_BEGIN}\n{}\n{MARK_END}\n", section.trim_end());
+    Ok(match (old.find(MARK_BEGIN), old.find(MARK_END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let after = &old[end + MARK_END.len()..];
+            let after = after.strip_prefix('\n').unwrap_or(after);
+            format!("{}{block}{after}", &old[..begin])
+        }
+        (None, None) if old.trim().is_empty() => format!("{DOCS_INTRO}\n## Cold start\n\n{block}"),
+        (None, None) => format!("{}\n\n## Cold start\n\n{block}", old.trim_end()),
+        _ => bail!(
+            "the cold-start section is broken: expected `{MARK_BEGIN}` followed by `{MARK_END}`; \
+             restore the markers (or delete the section) and rerun"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p90_of_sorted_values() {
+        let odd = [1.0, 2.0, 3.0];
+        let even = [1.0, 2.0, 3.0, 10.0];
+        assert_eq!(median(&odd), 2.0);
+        assert_eq!(median(&even), 2.5);
+        let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&twenty, 0.9), 18.0);
+        assert_eq!(percentile(&[7.0], 0.9), 7.0);
+    }
+
+    #[test]
+    fn docs_section_is_created_then_rewritten_in_place() {
+        let created = splice_section("", "first").expect("new file");
+        assert!(created.starts_with("# Benchmarks"));
+        assert!(created.contains("## Cold start\n\n<!-- cold-start:begin"));
+
+        let with_more = format!("{created}\n## Later section\n\nkept\n");
+        let rewritten = splice_section(&with_more, "second").expect("rewrite");
+        assert!(rewritten.contains("second") && !rewritten.contains("first"));
+        assert!(rewritten.ends_with("## Later section\n\nkept\n"));
+        assert_eq!(rewritten.matches("## Cold start").count(), 1);
+        assert_eq!(
+            splice_section(&rewritten, "second").expect("idempotent"),
+            rewritten
+        );
+    }
+
+    #[test]
+    fn docs_section_is_appended_to_a_file_without_one() {
+        let appended =
+            splice_section("# Benchmarks\n\n## Throughput\n\nx\n", "cold").expect("append");
+        assert!(appended.starts_with("# Benchmarks\n\n## Throughput\n\nx\n\n## Cold start\n\n"));
+        assert!(appended.contains("cold"));
+    }
+
+    #[test]
+    fn a_broken_marker_pair_is_refused() {
+        let broken = format!("# Benchmarks\n\n{MARK_BEGIN}\nhalf a section\n");
+        assert!(splice_section(&broken, "cold").is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn memory_fields_of_proc_status() {
+        let (rss, hwm) = read_memory(std::process::id()).expect("own /proc status");
+        assert!(rss > 0 && hwm >= rss);
+    }
 }

@@ -13,6 +13,9 @@ pub struct DevArgs {
     /// Port of the local API (API Gateway stand-in).
     #[arg(long, default_value_t = 3000, env = "CELLBRIDGE_API_PORT")]
     port: u16,
+    /// Port of `cargo lambda watch` (where `cargo lambda invoke` sends events).
+    #[arg(long, default_value_t = 9000)]
+    lambda_port: u16,
     /// Tenant the local API assumes when a request names none.
     #[arg(long, default_value = "demo")]
     tenant: String,
@@ -34,6 +37,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let mut options = DevstackOptions::new(root);
     options.api_port = args.port;
     options.default_tenant = args.tenant.clone();
+    // A fixed port, so `cargo lambda invoke` (default port 9000) reaches these functions.
+    options.lambda_port = args.lambda_port;
+    // cargo lambda watch applies one concurrency to every function; two instances each keep
+    // a laptop responsive and still show overlapping invocations.
+    options.lambda_concurrency = Some(2);
     let started = Devstack::start(options).await;
     spinner.finish_and_clear();
     let stack =

@@ -1,0 +1,238 @@
+//! Creates the template's tables, queues and buckets in moto. Safe to re-run against the same
+//! moto: what exists is kept (queue attributes are brought up to date).
+
+pub use crate::template::Resources;
+use crate::template::{QueueSpec, TableSpec, Template};
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types as ddb;
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::HashMap;
+
+/// Provisions everything the template declares that the local stack emulates, and returns the
+/// local name, ARN and URL of each resource by logical id.
+pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources> {
+    let mut resources = Resources::planned(template);
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    for table in template.tables(&resources)? {
+        create_table(&dynamodb, &table)
+            .await
+            .with_context(|| format!("creating table {}", table.logical_id))?;
+    }
+
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    // Dead-letter queues first, so a RedrivePolicy names the ARN moto gave the created queue.
+    for id in template.queue_order()? {
+        let spec = template.queue(&id, &resources)?;
+        let (url, arn) = create_queue(&sqs, &spec)
+            .await
+            .with_context(|| format!("creating queue {id}"))?;
+        resources.set_queue(&id, url, arn);
+    }
+
+    let s3 = cellbridge::aws::s3(sdk);
+    for bucket in template.buckets(&resources) {
+        match s3.create_bucket().bucket(&bucket.name).send().await {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_bucket_already_owned_by_you()) => {}
+            Err(e) => {
+                return Err(aws_sdk_s3::Error::from(e)).with_context(|| {
+                    format!("creating bucket {} ({})", bucket.name, bucket.logical_id)
+                })
+            }
+        }
+    }
+    Ok(resources)
+}
+
+fn key_schema(
+    elements: &[crate::template::KeySchemaElement],
+) -> Result<Vec<ddb::KeySchemaElement>> {
+    elements
+        .iter()
+        .map(|k| {
+            Ok(ddb::KeySchemaElement::builder()
+                .attribute_name(&k.attribute_name)
+                .key_type(ddb::KeyType::from(k.key_type.as_str()))
+                .build()?)
+        })
+        .collect()
+}
+
+fn throughput(
+    t: &Option<crate::template::Throughput>,
+) -> Result<Option<ddb::ProvisionedThroughput>> {
+    let Some(t) = t else { return Ok(None) };
+    Ok(Some(
+        ddb::ProvisionedThroughput::builder()
+            .read_capacity_units(i64::try_from(t.read_capacity_units)?)
+            .write_capacity_units(i64::try_from(t.write_capacity_units)?)
+            .build()?,
+    ))
+}
+
+fn projection(p: &crate::template::Projection) -> ddb::Projection {
+    ddb::Projection::builder()
+        .set_projection_type(p.projection_type.as_deref().map(ddb::ProjectionType::from))
+        .set_non_key_attributes(
+            (!p.non_key_attributes.is_empty()).then(|| p.non_key_attributes.clone()),
+        )
+        .build()
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> Result<()> {
+    let attributes = table
+        .attribute_definitions
+        .iter()
+        .map(|a| {
+            Ok(ddb::AttributeDefinition::builder()
+                .attribute_name(&a.attribute_name)
+                .attribute_type(ddb::ScalarAttributeType::from(a.attribute_type.as_str()))
+                .build()?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let gsis = table
+        .global_secondary_indexes
+        .iter()
+        .map(|i| {
+            Ok(ddb::GlobalSecondaryIndex::builder()
+                .index_name(&i.index_name)
+                .set_key_schema(Some(key_schema(&i.key_schema)?))
+                .projection(projection(&i.projection))
+                .set_provisioned_throughput(throughput(&i.provisioned_throughput)?)
+                .build()?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lsis = table
+        .local_secondary_indexes
+        .iter()
+        .map(|i| {
+            Ok(ddb::LocalSecondaryIndex::builder()
+                .index_name(&i.index_name)
+                .set_key_schema(Some(key_schema(&i.key_schema)?))
+                .projection(projection(&i.projection))
+                .build()?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let stream = match &table.stream_specification {
+        Some(s) => Some(
+            ddb::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(ddb::StreamViewType::from(s.stream_view_type.as_str()))
+                .build()?,
+        ),
+        None => None,
+    };
+    let created = client
+        .create_table()
+        .table_name(&table.name)
+        .set_attribute_definitions(Some(attributes))
+        .set_key_schema(Some(key_schema(&table.key_schema)?))
+        .set_billing_mode(table.billing_mode.as_deref().map(ddb::BillingMode::from))
+        .set_provisioned_throughput(throughput(&table.provisioned_throughput)?)
+        .set_global_secondary_indexes((!gsis.is_empty()).then_some(gsis))
+        .set_local_secondary_indexes((!lsis.is_empty()).then_some(lsis))
+        .set_stream_specification(stream)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        // Already there from an earlier run against this moto: keep it and its data.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(aws_sdk_dynamodb::Error::from(e).into()),
+    }
+
+    if let Some(ttl) = &table.time_to_live_specification {
+        let current = client
+            .describe_time_to_live()
+            .table_name(&table.name)
+            .send()
+            .await?;
+        let desc = current.time_to_live_description();
+        let enabled = matches!(
+            desc.and_then(|d| d.time_to_live_status()),
+            Some(ddb::TimeToLiveStatus::Enabled | ddb::TimeToLiveStatus::Enabling)
+        );
+        let same_attribute =
+            desc.and_then(|d| d.attribute_name()) == Some(ttl.attribute_name.as_str());
+        if enabled != ttl.enabled || (ttl.enabled && !same_attribute) {
+            client
+                .update_time_to_live()
+                .table_name(&table.name)
+                .time_to_live_specification(
+                    ddb::TimeToLiveSpecification::builder()
+                        .attribute_name(&ttl.attribute_name)
+                        .enabled(ttl.enabled)
+                        .build()?,
+                )
+                .send()
+                .await
+                .map_err(aws_sdk_dynamodb::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the queue (or updates an existing one) and returns its URL and ARN.
+async fn create_queue(client: &aws_sdk_sqs::Client, spec: &QueueSpec) -> Result<(String, String)> {
+    let attributes: HashMap<QueueAttributeName, String> = spec
+        .attributes
+        .iter()
+        .map(|(k, v)| (QueueAttributeName::from(k.as_str()), v.clone()))
+        .collect();
+    let url = match client
+        .create_queue()
+        .queue_name(&spec.name)
+        .set_attributes(Some(attributes.clone()))
+        .send()
+        .await
+    {
+        Ok(out) => out.queue_url().map(str::to_owned),
+        // Exists with other attributes (the template changed since): update what SQS lets change.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_queue_name_exists()) =>
+        {
+            let url = client
+                .get_queue_url()
+                .queue_name(&spec.name)
+                .send()
+                .await
+                .map_err(aws_sdk_sqs::Error::from)?
+                .queue_url()
+                .map(str::to_owned)
+                .context("GetQueueUrl answered without a URL")?;
+            let mutable: HashMap<_, _> = attributes
+                .into_iter()
+                .filter(|(k, _)| *k != QueueAttributeName::FifoQueue)
+                .collect();
+            client
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(mutable))
+                .send()
+                .await
+                .map_err(aws_sdk_sqs::Error::from)?;
+            Some(url)
+        }
+        Err(e) => return Err(aws_sdk_sqs::Error::from(e).into()),
+    };
+    let url = url.context("CreateQueue answered without a queue URL")?;
+    let arn = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(aws_sdk_sqs::Error::from)?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .context("GetQueueAttributes answered without QueueArn")?;
+    Ok((url, arn))
+}

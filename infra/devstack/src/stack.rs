@@ -1,0 +1,351 @@
+//! The whole local stack, started in order: moto, the template's resources, the function builds,
+//! `cargo lambda watch`, the SQS pollers and the API.
+
+use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
+use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
+use crate::moto::MotoServer;
+use crate::sqs_source::{SqsPollers, SqsSourceOptions};
+use crate::template::{FunctionSpec, ResourceKind, Resources, Template};
+use crate::tools::Tools;
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct DevstackOptions {
+    /// Workspace root: template.yaml, the functions and .venv live here.
+    pub root: PathBuf,
+    /// Defaults to `<root>/template.yaml`.
+    pub template: Option<PathBuf>,
+    /// Port of the local API; 0 picks a free one.
+    pub api_port: u16,
+    /// 0 picks a free one.
+    pub moto_port: u16,
+    /// Port `cargo lambda watch` takes invocations on; 0 picks a free one.
+    pub lambda_port: u16,
+    /// Tenant header value for requests that carry none (stand-in for the authorizer); empty: none.
+    pub default_tenant: String,
+    /// Generated env file and logs; defaults to `<root>/.devstack` (gitignored).
+    pub log_dir: PathBuf,
+    /// Output of cargo-lambda, cargo and the functions; `None` is `<log_dir>/cargo-lambda.log`.
+    pub function_output: Option<ChildOutput>,
+    /// Build the function binaries before starting, so first invocations do not compile.
+    pub prebuild: bool,
+    /// Rebuild and restart functions when their sources change.
+    pub reload: bool,
+    /// Instances per function (`cargo lambda watch --concurrency`), also capping every SQS
+    /// source's concurrency. `None`: the largest concurrency of any SQS source (at least 2), so
+    /// the template's MaximumConcurrency holds. cargo-lambda 1.9 starts instances up to this
+    /// number on a function's first request, so a lower cap saves memory on small machines.
+    pub lambda_concurrency: Option<usize>,
+    pub sqs: SqsSourceOptions,
+    /// Extra time a function's first invocation may take to compile it.
+    pub compile_allowance: Duration,
+    /// `CARGO_TARGET_DIR` for the function builds; `None` keeps the inherited one.
+    pub target_dir: Option<PathBuf>,
+}
+
+impl DevstackOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            template: None,
+            api_port: 3000,
+            moto_port: 0,
+            lambda_port: 0,
+            default_tenant: "demo".to_owned(),
+            log_dir: root.join(".devstack"),
+            function_output: None,
+            prebuild: true,
+            reload: false,
+            lambda_concurrency: None,
+            sqs: SqsSourceOptions::default(),
+            compile_allowance: Duration::from_secs(20 * 60),
+            target_dir: None,
+            root,
+        }
+    }
+
+    fn output(&self) -> ChildOutput {
+        self.function_output
+            .clone()
+            .unwrap_or_else(|| ChildOutput::LogFile(self.log_dir.join("cargo-lambda.log")))
+    }
+}
+
+impl Default for DevstackOptions {
+    fn default() -> Self {
+        Self::new(crate::tools::workspace_root())
+    }
+}
+
+pub struct Devstack {
+    template: Template,
+    moto: MotoServer,
+    sdk: SdkConfig,
+    resources: Resources,
+    functions: Vec<FunctionSpec>,
+    routes: Vec<ApiRoute>,
+    lambda: LambdaWatch,
+    pollers: SqsPollers,
+    api: ApiGateway,
+    output: ChildOutput,
+    default_tenant: String,
+}
+
+impl Devstack {
+    /// Starts everything; on error, what was started is stopped again.
+    pub async fn start(opts: DevstackOptions) -> Result<Self> {
+        let tools = Tools::at(&opts.root);
+        tools.require()?;
+        let template_path = opts
+            .template
+            .clone()
+            .unwrap_or_else(|| opts.root.join("template.yaml"));
+        // Runs `cargo metadata`: keep it off the async workers.
+        let template =
+            tokio::task::spawn_blocking(move || Template::load(&template_path)).await??;
+        let output = opts.output();
+        std::fs::create_dir_all(&opts.log_dir).with_context(|| {
+            format!("creating the devstack directory {}", opts.log_dir.display())
+        })?;
+
+        let binaries = template.function_binaries()?;
+
+        // The build and moto are independent: run them side by side.
+        let build = async {
+            if opts.prebuild {
+                prebuild(&opts.root, &binaries, &output, opts.target_dir.as_deref())
+                    .await
+                    .context("building the functions")?;
+            }
+            anyhow::Ok(())
+        };
+        let aws = async {
+            let moto = MotoServer::start(&tools, opts.moto_port)
+                .await
+                .context("starting moto")?;
+            let sdk = moto.sdk_config().await;
+            let resources = crate::provision::provision(&template, &sdk)
+                .await
+                .context("provisioning the template's resources in moto")?;
+            anyhow::Ok((moto, sdk, resources))
+        };
+        let ((), (moto, sdk, resources)) = tokio::try_join!(build, aws)?;
+
+        let functions = template.functions(&resources)?;
+        let env = function_env(&functions, &moto);
+        let concurrency = opts.lambda_concurrency.unwrap_or_else(|| {
+            let sources = functions.iter().flat_map(|f| &f.sqs_sources);
+            let widest = sources
+                .map(|s| {
+                    s.maximum_concurrency
+                        .unwrap_or(opts.sqs.default_max_concurrency)
+                })
+                .max();
+            usize::try_from(widest.unwrap_or(2).max(2)).unwrap_or(2)
+        });
+        let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));
+        lambda_opts.port = opts.lambda_port;
+        lambda_opts.env = env;
+        lambda_opts.output = output.clone();
+        lambda_opts.reload = opts.reload;
+        lambda_opts.concurrency = concurrency;
+        lambda_opts.compile_allowance = opts.compile_allowance;
+        lambda_opts.target_dir = opts.target_dir.clone();
+        let lambda = LambdaWatch::start(&tools, lambda_opts)
+            .await
+            .context("starting cargo lambda watch")?;
+
+        let mut sqs_opts = opts.sqs.clone();
+        if let Some(cap) = opts.lambda_concurrency {
+            sqs_opts.concurrency_cap = Some(u32::try_from(cap).unwrap_or(u32::MAX));
+        }
+        let pollers = SqsPollers::start(
+            aws_sdk_sqs::Client::new(&sdk),
+            &functions,
+            &resources,
+            lambda.invoker(),
+            &sqs_opts,
+        )?;
+        let routes = routes_of(&functions);
+        let api_opts = ApiGatewayOptions {
+            port: opts.api_port,
+            default_tenant: (!opts.default_tenant.is_empty()).then(|| opts.default_tenant.clone()),
+        };
+        let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
+        Ok(Self {
+            template,
+            moto,
+            sdk,
+            resources,
+            functions,
+            routes,
+            lambda,
+            pollers,
+            api,
+            output,
+            default_tenant: opts.default_tenant,
+        })
+    }
+
+    /// Base URL of the local API, without a trailing slash.
+    pub fn api_url(&self) -> String {
+        self.api.url()
+    }
+
+    pub fn moto(&self) -> &MotoServer {
+        &self.moto
+    }
+
+    /// SDK configuration for the stack's moto.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// Names, ARNs and queue URLs by logical id.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    pub fn functions(&self) -> &[FunctionSpec] {
+        &self.functions
+    }
+
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// Invokes functions directly, as `aws lambda invoke` would.
+    pub fn invoker(&self) -> Invoker {
+        self.lambda.invoker()
+    }
+
+    pub fn lambda_port(&self) -> u16 {
+        self.lambda.port()
+    }
+
+    /// The last lines printed by cargo-lambda and the functions.
+    pub fn function_output_tail(&self) -> String {
+        self.lambda.output_tail()
+    }
+
+    /// Messages waiting in a queue (visible ones), by logical id.
+    pub async fn queue_depth(&self, logical_id: &str) -> Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let url = self
+            .resources
+            .queue_url(logical_id)
+            .with_context(|| format!("the template has no queue {logical_id}"))?;
+        let out = aws_sdk_sqs::Client::new(&self.sdk)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(aws_sdk_sqs::Error::from)?;
+        let depth = out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages));
+        Ok(depth.and_then(|d| d.parse().ok()).unwrap_or(0))
+    }
+
+    /// Where everything listens, for people.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "cellbridge devstack ({})", self.template.path.display());
+        let tenant = if self.default_tenant.is_empty() {
+            "no default tenant".to_owned()
+        } else {
+            format!(
+                "{} defaults to {:?}",
+                cellbridge::api::caller::TENANT_HEADER,
+                self.default_tenant
+            )
+        };
+        let _ = writeln!(s, "  API          {}  ({tenant})", self.api_url());
+        for r in &self.routes {
+            let _ = writeln!(
+                s,
+                "                 {:<34} -> {}",
+                r.route_key(),
+                r.function
+            );
+        }
+        let log = match &self.output {
+            ChildOutput::LogFile(p) => format!("log {}", p.display()),
+            ChildOutput::Prefixed(prefix) => format!("output prefixed [{prefix}]"),
+            ChildOutput::Discard => "output discarded".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "  Functions    cargo lambda watch on http://127.0.0.1:{}  ({log})",
+            self.lambda.port()
+        );
+        for f in &self.functions {
+            let _ = writeln!(
+                s,
+                "                 {:<34} ({}, timeout {:?})",
+                f.binary, f.logical_id, f.timeout
+            );
+        }
+        for line in self.pollers.summary() {
+            let _ = writeln!(s, "  SQS source   {line}");
+        }
+        let _ = writeln!(
+            s,
+            "  moto         {}  (AWS_ENDPOINT_URL; any credentials, region {})",
+            self.moto.endpoint(),
+            crate::moto::REGION
+        );
+        let names = |kind| {
+            self.resources
+                .of_kind(kind)
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(s, "  Tables       {}", names(ResourceKind::Table));
+        for q in self.resources.of_kind(ResourceKind::Queue) {
+            let _ = writeln!(
+                s,
+                "  Queue        {:<20} {}",
+                q.logical_id,
+                q.url.as_deref().unwrap_or("-")
+            );
+        }
+        let _ = write!(s, "  Buckets      {}", names(ResourceKind::Bucket));
+        s
+    }
+
+    /// Stops the API, the pollers, cargo-lambda with its functions, and moto.
+    pub async fn shutdown(self) {
+        self.api.shutdown().await;
+        self.pollers.shutdown().await;
+        self.lambda.shutdown().await;
+        self.moto.stop().await;
+    }
+}
+
+/// What every function process gets: the union of the functions' template environments (one
+/// cargo-lambda serves them all) and moto's endpoint and credentials.
+fn function_env(functions: &[FunctionSpec], moto: &MotoServer) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for f in functions {
+        for (k, v) in &f.environment {
+            if let Some(old) = env.insert(k.clone(), v.clone()) {
+                if old != *v {
+                    tracing::warn!(
+                        "{k} differs between functions ({old:?} vs {v:?} in {}); cargo lambda watch gives all of them {v:?}",
+                        f.logical_id
+                    );
+                }
+            }
+        }
+    }
+    env.extend(moto.client_env());
+    env
+}

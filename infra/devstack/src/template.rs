@@ -1,0 +1,1431 @@
+//! `template.yaml` as the local stack sees it: the resources it emulates, with CloudFormation
+//! intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, short or long form) resolved to local
+//! names. Locally, tables and queues are named by their logical id, buckets by the lowercased
+//! logical id, so every name and ARN is known before anything is created; only queue URLs come
+//! from moto.
+
+use crate::moto::{ACCOUNT_ID, REGION};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The stack name `${AWS::StackName}` resolves to.
+pub const STACK_NAME: &str = "cellbridge-local";
+pub const URL_SUFFIX: &str = "amazonaws.com";
+/// `!Ref` of an HTTP API and `requestContext.apiId` in API events.
+pub const LOCAL_API_ID: &str = "local";
+
+/// SAM's own defaults, used when neither the function nor Globals set them.
+const DEFAULT_TIMEOUT_SECS: u64 = 3;
+const DEFAULT_MEMORY_MB: u64 = 128;
+/// Lambda's default for SQS event sources.
+const DEFAULT_SQS_BATCH_SIZE: u32 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ResourceKind {
+    Table,
+    Queue,
+    Bucket,
+    Function,
+    HttpApi,
+    /// Present in the template, not emulated locally (alarms, topics...).
+    Other,
+}
+
+impl ResourceKind {
+    fn of(type_name: &str) -> Self {
+        match type_name {
+            "AWS::DynamoDB::Table" => Self::Table,
+            "AWS::SQS::Queue" => Self::Queue,
+            "AWS::S3::Bucket" => Self::Bucket,
+            "AWS::Serverless::Function" => Self::Function,
+            "AWS::Serverless::HttpApi" => Self::HttpApi,
+            _ => Self::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub logical_id: String,
+    pub type_name: String,
+    pub kind: ResourceKind,
+    pub properties: Yaml,
+    pub metadata: Yaml,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub path: PathBuf,
+    /// Directory `CodeUri` is relative to.
+    pub base_dir: PathBuf,
+    pub parameters: BTreeMap<String, Parameter>,
+    /// `Globals.Function`, unresolved.
+    pub function_globals: Yaml,
+    pub resources: BTreeMap<String, Resource>,
+    /// Cargo package and binary per function logical id, filled by [`Template::load`].
+    binaries: BTreeMap<String, (String, String)>,
+}
+
+/// Name, ARN and (for queues, once created) URL of each emulated resource, by logical id.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalResource {
+    pub logical_id: String,
+    pub kind: ResourceKind,
+    pub name: String,
+    pub arn: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resources {
+    by_id: BTreeMap<String, LocalResource>,
+}
+
+impl Resources {
+    /// Names and ARNs as they will be once provisioned; queue URLs are unknown until then.
+    pub fn planned(template: &Template) -> Self {
+        let mut by_id = BTreeMap::new();
+        for r in template.resources.values() {
+            let id = r.logical_id.clone();
+            let (name, arn) = match r.kind {
+                ResourceKind::Table => (
+                    id.clone(),
+                    format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{id}"),
+                ),
+                ResourceKind::Queue => {
+                    let name = queue_name(r);
+                    let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}");
+                    (name, arn)
+                }
+                ResourceKind::Bucket => {
+                    let name = id.to_lowercase();
+                    let arn = format!("arn:aws:s3:::{name}");
+                    (name, arn)
+                }
+                ResourceKind::Function => (
+                    id.clone(),
+                    format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{id}"),
+                ),
+                ResourceKind::HttpApi => (
+                    LOCAL_API_ID.to_owned(),
+                    format!("arn:aws:apigateway:{REGION}::/apis/{LOCAL_API_ID}"),
+                ),
+                ResourceKind::Other => continue,
+            };
+            by_id.insert(
+                id.clone(),
+                LocalResource {
+                    logical_id: id,
+                    kind: r.kind,
+                    name,
+                    arn,
+                    url: None,
+                },
+            );
+        }
+        Self { by_id }
+    }
+
+    pub fn get(&self, logical_id: &str) -> Option<&LocalResource> {
+        self.by_id.get(logical_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &LocalResource> {
+        self.by_id.values()
+    }
+
+    pub fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &LocalResource> {
+        self.by_id.values().filter(move |r| r.kind == kind)
+    }
+
+    fn name_of(&self, logical_id: &str, kind: ResourceKind) -> Option<&str> {
+        self.get(logical_id)
+            .filter(|r| r.kind == kind)
+            .map(|r| r.name.as_str())
+    }
+
+    pub fn table_name(&self, logical_id: &str) -> Option<&str> {
+        self.name_of(logical_id, ResourceKind::Table)
+    }
+
+    pub fn queue_name(&self, logical_id: &str) -> Option<&str> {
+        self.name_of(logical_id, ResourceKind::Queue)
+    }
+
+    pub fn bucket_name(&self, logical_id: &str) -> Option<&str> {
+        self.name_of(logical_id, ResourceKind::Bucket)
+    }
+
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        self.get(logical_id)
+            .filter(|r| r.kind == ResourceKind::Queue)
+            .and_then(|r| r.url.as_deref())
+    }
+
+    pub fn arn(&self, logical_id: &str) -> Option<&str> {
+        self.get(logical_id).map(|r| r.arn.as_str())
+    }
+
+    /// The resource an ARN designates (event sources name their queue by ARN).
+    pub fn by_arn(&self, arn: &str) -> Option<&LocalResource> {
+        self.by_id.values().find(|r| r.arn == arn)
+    }
+
+    /// Records what moto answered for a created queue.
+    pub fn set_queue(&mut self, logical_id: &str, url: String, arn: String) {
+        if let Some(r) = self.by_id.get_mut(logical_id) {
+            r.url = Some(url);
+            r.arn = arn;
+        }
+    }
+}
+
+fn queue_name(r: &Resource) -> String {
+    // SQS insists FIFO queue names end in ".fifo".
+    let fifo = matches!(r.properties.get("FifoQueue"), Some(Yaml::Bool(true)))
+        || matches!(r.properties.get("FifoQueue"), Some(Yaml::String(s)) if s == "true");
+    if fifo {
+        format!("{}.fifo", r.logical_id)
+    } else {
+        r.logical_id.clone()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Typed views of the emulated resources.
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDefinition {
+    pub attribute_name: String,
+    pub attribute_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeySchemaElement {
+    pub attribute_name: String,
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Projection {
+    pub projection_type: Option<String>,
+    #[serde(default)]
+    pub non_key_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Throughput {
+    #[serde(deserialize_with = "flex_u64")]
+    pub read_capacity_units: u64,
+    #[serde(deserialize_with = "flex_u64")]
+    pub write_capacity_units: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SecondaryIndex {
+    pub index_name: String,
+    pub key_schema: Vec<KeySchemaElement>,
+    pub projection: Projection,
+    pub provisioned_throughput: Option<Throughput>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TimeToLive {
+    pub attribute_name: String,
+    #[serde(deserialize_with = "flex_bool")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamSpecification {
+    pub stream_view_type: String,
+}
+
+/// An `AWS::DynamoDB::Table`, properties resolved.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TableSpec {
+    #[serde(skip_deserializing)]
+    pub logical_id: String,
+    #[serde(skip_deserializing)]
+    pub name: String,
+    pub attribute_definitions: Vec<AttributeDefinition>,
+    pub key_schema: Vec<KeySchemaElement>,
+    pub billing_mode: Option<String>,
+    pub provisioned_throughput: Option<Throughput>,
+    #[serde(default)]
+    pub global_secondary_indexes: Vec<SecondaryIndex>,
+    #[serde(default)]
+    pub local_secondary_indexes: Vec<SecondaryIndex>,
+    pub time_to_live_specification: Option<TimeToLive>,
+    pub stream_specification: Option<StreamSpecification>,
+}
+
+/// An `AWS::SQS::Queue`: its name and the SQS attributes to create it with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// SQS attribute name → value, as CreateQueue takes them (RedrivePolicy as JSON text).
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSpec {
+    pub logical_id: String,
+    pub name: String,
+}
+
+/// An `HttpApi` event of a function: one API Gateway route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpRoute {
+    pub event_id: String,
+    /// Upper case; `ANY` matches every method.
+    pub method: String,
+    /// API Gateway syntax (`/bulk-changes/{id}`); `None` is the `$default` route.
+    pub path: Option<String>,
+}
+
+impl HttpRoute {
+    /// `POST /bulk-changes`, or `$default`.
+    pub fn route_key(&self) -> String {
+        match &self.path {
+            Some(path) => format!("{} {}", self.method, path),
+            None => "$default".to_owned(),
+        }
+    }
+}
+
+/// An `SQS` event of a function: one event source mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SqsSource {
+    pub event_id: String,
+    pub queue_logical_id: String,
+    pub queue_arn: String,
+    pub batch_size: u32,
+    pub maximum_batching_window: Duration,
+    pub report_batch_item_failures: bool,
+    pub maximum_concurrency: Option<u32>,
+    pub enabled: bool,
+}
+
+/// An `AWS::Serverless::Function` with Globals applied and its environment resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub code_uri: PathBuf,
+    /// Cargo package holding the binary (what `cargo build -p` takes).
+    pub package: String,
+    /// The binary `cargo lambda watch` runs and invokes by name.
+    pub binary: String,
+    pub timeout: Duration,
+    pub memory_size_mb: u64,
+    pub environment: BTreeMap<String, String>,
+    pub http_routes: Vec<HttpRoute>,
+    pub sqs_sources: Vec<SqsSource>,
+}
+
+// ------------------------------------------------------------------------------------------------
+
+impl Template {
+    /// Reads and parses `path`, then finds each function's Cargo binary with `cargo metadata`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the SAM template {}", path.display()))?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut template = Self::parse(&text, &base_dir)?;
+        template.path = path.to_path_buf();
+        template.locate_binaries()?;
+        Ok(template)
+    }
+
+    /// Parses template text; functions need a `Metadata.BuildProperties.Binary` or a later
+    /// [`Template::load`] to know their binary.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self> {
+        let doc: Yaml = serde_yaml::from_str(text).context("template.yaml is not valid YAML")?;
+        let mut parameters = BTreeMap::new();
+        if let Some(params) = doc.get("Parameters").and_then(Yaml::as_mapping) {
+            for (name, body) in params {
+                let name = key_str(name)?;
+                let default = match body.get("Default") {
+                    None | Some(Yaml::Null) => None,
+                    Some(v) => Some(scalar_to_string(v).with_context(|| {
+                        format!("parameter {name}: Default must be a scalar for the local stack")
+                    })?),
+                };
+                parameters.insert(name, Parameter { default });
+            }
+        }
+        let function_globals = doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .cloned()
+            .unwrap_or(Yaml::Null);
+        let mut resources = BTreeMap::new();
+        let Some(res) = doc.get("Resources").and_then(Yaml::as_mapping) else {
+            bail!("template.yaml has no Resources section");
+        };
+        for (id, body) in res {
+            let logical_id = key_str(id)?;
+            let type_name = body
+                .get("Type")
+                .and_then(Yaml::as_str)
+                .with_context(|| format!("resource {logical_id} has no Type"))?
+                .to_owned();
+            resources.insert(
+                logical_id.clone(),
+                Resource {
+                    kind: ResourceKind::of(&type_name),
+                    logical_id,
+                    type_name,
+                    properties: body.get("Properties").cloned().unwrap_or(Yaml::Null),
+                    metadata: body.get("Metadata").cloned().unwrap_or(Yaml::Null),
+                },
+            );
+        }
+        Ok(Self {
+            path: base_dir.join("template.yaml"),
+            base_dir: base_dir.to_path_buf(),
+            parameters,
+            function_globals,
+            resources,
+            binaries: BTreeMap::new(),
+        })
+    }
+
+    pub fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &Resource> {
+        self.resources.values().filter(move |r| r.kind == kind)
+    }
+
+    fn code_uri(&self, r: &Resource) -> Result<PathBuf> {
+        let uri = r
+            .properties
+            .get("CodeUri")
+            .or_else(|| self.function_globals.get("CodeUri"))
+            .and_then(Yaml::as_str)
+            .with_context(|| {
+                format!(
+                    "function {} needs a local CodeUri (a directory)",
+                    r.logical_id
+                )
+            })?;
+        Ok(self.base_dir.join(uri))
+    }
+
+    /// Binary named in `Metadata.BuildProperties.Binary`, as SAM's cargo-lambda builder takes it.
+    fn binary_override(r: &Resource) -> Option<String> {
+        r.metadata
+            .get("BuildProperties")
+            .and_then(|b| b.get("Binary"))
+            .and_then(Yaml::as_str)
+            .map(str::to_owned)
+    }
+
+    fn locate_binaries(&mut self) -> Result<()> {
+        let mut wanted = Vec::new();
+        for r in self.of_kind(ResourceKind::Function) {
+            wanted.push((
+                r.logical_id.clone(),
+                self.code_uri(r)?,
+                Self::binary_override(r),
+            ));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut packages = cargo_packages(&self.base_dir.join("Cargo.toml")).unwrap_or_default();
+        for (id, code_uri, binary) in wanted {
+            let manifest = code_uri.join("Cargo.toml");
+            let canonical = manifest.canonicalize().with_context(|| {
+                format!(
+                    "function {id}: {} does not exist; CodeUri must be a Cargo package",
+                    manifest.display()
+                )
+            })?;
+            if !packages.iter().any(|p| p.manifest_path == canonical) {
+                // Not a member of the template's workspace: ask its own manifest.
+                packages.extend(cargo_packages(&manifest)?);
+            }
+            let package = packages
+                .iter()
+                .find(|p| p.manifest_path == canonical)
+                .with_context(|| {
+                    format!(
+                        "function {id}: cargo metadata does not list {}",
+                        canonical.display()
+                    )
+                })?;
+            let binary = match binary {
+                Some(b) => b,
+                None if package.bins.contains(&package.name) => package.name.clone(),
+                None => match package.bins.as_slice() {
+                    [only] => only.clone(),
+                    [] => bail!("function {id}: package {} has no binary target", package.name),
+                    many => bail!(
+                        "function {id}: package {} has several binaries ({}); name one in Metadata.BuildProperties.Binary",
+                        package.name,
+                        many.join(", ")
+                    ),
+                },
+            };
+            self.binaries.insert(id, (package.name.clone(), binary));
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Intrinsics.
+
+    /// Resolves every intrinsic in `value` against the local resources, giving plain JSON.
+    pub fn resolve(&self, value: &Yaml, resources: &Resources) -> Result<Json> {
+        Ok(match value {
+            Yaml::Null => Json::Null,
+            Yaml::Bool(b) => Json::Bool(*b),
+            Yaml::Number(n) => serde_json::to_value(n)?,
+            Yaml::String(s) => Json::String(s.clone()),
+            Yaml::Sequence(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|v| self.resolve(v, resources))
+                    .collect::<Result<_>>()?,
+            ),
+            Yaml::Tagged(tagged) => {
+                let tag = tagged.tag.to_string();
+                let name = tag.trim_start_matches('!');
+                let long = match name {
+                    "Ref" | "Condition" => name.to_owned(),
+                    other => format!("Fn::{other}"),
+                };
+                self.intrinsic(&long, &tagged.value, resources)?
+            }
+            Yaml::Mapping(map) => {
+                if map.len() == 1 {
+                    if let Some((Yaml::String(k), v)) = map.iter().next() {
+                        if k == "Ref" || k.starts_with("Fn::") {
+                            return self.intrinsic(k, v, resources);
+                        }
+                    }
+                }
+                let mut out = serde_json::Map::new();
+                for (k, v) in map {
+                    out.insert(key_str(k)?, self.resolve(v, resources)?);
+                }
+                Json::Object(out)
+            }
+        })
+    }
+
+    /// Resolves to text, as environment variables and attributes need (numbers and booleans too).
+    pub fn resolve_string(&self, value: &Yaml, resources: &Resources) -> Result<String> {
+        match self.resolve(value, resources)? {
+            Json::String(s) => Ok(s),
+            Json::Number(n) => Ok(n.to_string()),
+            Json::Bool(b) => Ok(b.to_string()),
+            other => bail!("expected a scalar, found {other}"),
+        }
+    }
+
+    fn intrinsic(&self, name: &str, arg: &Yaml, resources: &Resources) -> Result<Json> {
+        match name {
+            "Ref" => {
+                let target = arg.as_str().context("Ref takes a logical id or parameter name")?;
+                Ok(Json::String(self.reference(target, resources)?))
+            }
+            "Fn::GetAtt" => {
+                let (target, attr) = match self.resolve(arg, resources)? {
+                    Json::String(s) => {
+                        let (t, a) = s.split_once('.').with_context(|| format!("GetAtt {s}: expected Name.Attribute"))?;
+                        (t.to_owned(), a.to_owned())
+                    }
+                    Json::Array(parts) => match parts.as_slice() {
+                        [Json::String(t), Json::String(a)] => (t.clone(), a.clone()),
+                        _ => bail!("GetAtt takes [Name, Attribute]"),
+                    },
+                    other => bail!("GetAtt takes Name.Attribute, found {other}"),
+                };
+                Ok(Json::String(self.attribute(&target, &attr, resources)?))
+            }
+            "Fn::Sub" => {
+                let (text, vars) = match arg {
+                    Yaml::Sequence(items) => match items.as_slice() {
+                        [text, Yaml::Mapping(vars)] => {
+                            let mut resolved = BTreeMap::new();
+                            for (k, v) in vars {
+                                resolved.insert(key_str(k)?, self.resolve_string(v, resources)?);
+                            }
+                            (text, resolved)
+                        }
+                        _ => bail!("Sub takes a string or [string, {{variables}}]"),
+                    },
+                    text => (text, BTreeMap::new()),
+                };
+                let text = text.as_str().context("Sub's template must be a string")?;
+                Ok(Json::String(self.substitute(text, &vars, resources)?))
+            }
+            "Fn::Join" => {
+                let Yaml::Sequence(items) = arg else { bail!("Join takes [delimiter, [values]]") };
+                let [delimiter, values] = items.as_slice() else { bail!("Join takes [delimiter, [values]]") };
+                let delimiter = delimiter.as_str().context("Join's delimiter must be a string")?;
+                let parts = match self.resolve(values, resources)? {
+                    Json::Array(parts) => parts,
+                    other => bail!("Join's values must be a list, found {other}"),
+                };
+                let parts = parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Json::String(s) => Ok(s),
+                        Json::Number(n) => Ok(n.to_string()),
+                        other => Err(anyhow!("Join can only join scalars, found {other}")),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Json::String(parts.join(delimiter)))
+            }
+            other => bail!("the local stack does not support the intrinsic {other}; use Ref, GetAtt, Sub or Join"),
+        }
+    }
+
+    fn substitute(
+        &self,
+        text: &str,
+        vars: &BTreeMap<String, String>,
+        resources: &Resources,
+    ) -> Result<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .with_context(|| format!("Sub {text:?}: unclosed ${{"))?;
+            let name = &after[..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                // `${!Literal}` stands for the text `${Literal}`.
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(value) = vars.get(name) {
+                out.push_str(value);
+            } else if let Some((target, attr)) = name.split_once('.') {
+                out.push_str(&self.attribute(target, attr, resources)?);
+            } else {
+                out.push_str(&self.reference(name, resources)?);
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn reference(&self, target: &str, resources: &Resources) -> Result<String> {
+        match target {
+            "AWS::Region" => return Ok(REGION.to_owned()),
+            "AWS::AccountId" => return Ok(ACCOUNT_ID.to_owned()),
+            "AWS::StackName" => return Ok(STACK_NAME.to_owned()),
+            "AWS::URLSuffix" => return Ok(URL_SUFFIX.to_owned()),
+            "AWS::Partition" => return Ok("aws".to_owned()),
+            "AWS::StackId" => {
+                return Ok(format!(
+                    "arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local"
+                ))
+            }
+            _ => {}
+        }
+        if let Some(p) = self.parameters.get(target) {
+            return p.default.clone().with_context(|| {
+                format!("parameter {target} has no Default; the local stack needs one")
+            });
+        }
+        let r = self.resource(target)?;
+        let local = resources.get(target).with_context(|| {
+            format!(
+                "Ref {target}: {} is not emulated by the local stack",
+                r.type_name
+            )
+        })?;
+        match local.kind {
+            ResourceKind::Queue => local.url.clone().with_context(|| {
+                format!("Ref {target}: the queue URL is known once moto created the queue; provision first")
+            }),
+            _ => Ok(local.name.clone()),
+        }
+    }
+
+    fn attribute(&self, target: &str, attr: &str, resources: &Resources) -> Result<String> {
+        let r = self.resource(target)?;
+        let local = resources.get(target).with_context(|| {
+            format!(
+                "GetAtt {target}.{attr}: {} is not emulated locally",
+                r.type_name
+            )
+        })?;
+        match (local.kind, attr) {
+            (_, "Arn") => Ok(local.arn.clone()),
+            (ResourceKind::Queue, "QueueName") => Ok(local.name.clone()),
+            (ResourceKind::Queue, "QueueUrl") => self.reference(target, resources),
+            (ResourceKind::Bucket, "DomainName" | "RegionalDomainName") => {
+                Ok(format!("{}.s3.{REGION}.{URL_SUFFIX}", local.name))
+            }
+            _ => bail!("GetAtt {target}.{attr} is not supported by the local stack"),
+        }
+    }
+
+    fn resource(&self, logical_id: &str) -> Result<&Resource> {
+        self.resources.get(logical_id).with_context(|| {
+            format!("{logical_id} is neither a parameter nor a resource of the template")
+        })
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Typed views.
+
+    pub fn tables(&self, resources: &Resources) -> Result<Vec<TableSpec>> {
+        self.of_kind(ResourceKind::Table)
+            .map(|r| {
+                let props = self.resolve(&r.properties, resources)?;
+                let mut spec: TableSpec = serde_json::from_value(props)
+                    .with_context(|| format!("table {}: unexpected properties", r.logical_id))?;
+                spec.logical_id = r.logical_id.clone();
+                spec.name = resources
+                    .table_name(&r.logical_id)
+                    .unwrap_or(&r.logical_id)
+                    .to_owned();
+                Ok(spec)
+            })
+            .collect()
+    }
+
+    pub fn buckets(&self, resources: &Resources) -> Vec<BucketSpec> {
+        self.of_kind(ResourceKind::Bucket)
+            .map(|r| BucketSpec {
+                logical_id: r.logical_id.clone(),
+                name: resources
+                    .bucket_name(&r.logical_id)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| r.logical_id.to_lowercase()),
+            })
+            .collect()
+    }
+
+    /// Queues in an order where every queue comes after the queues its properties refer to (dead
+    /// letter queues first).
+    pub fn queue_order(&self) -> Result<Vec<String>> {
+        let queues: BTreeMap<&str, BTreeSet<String>> = self
+            .of_kind(ResourceKind::Queue)
+            .map(|r| {
+                let mut refs = BTreeSet::new();
+                collect_references(&r.properties, &mut refs);
+                refs.retain(|id| {
+                    self.resources
+                        .get(id)
+                        .is_some_and(|t| t.kind == ResourceKind::Queue)
+                });
+                (r.logical_id.as_str(), refs)
+            })
+            .collect();
+        let mut order: Vec<String> = Vec::new();
+        while order.len() < queues.len() {
+            let ready: Vec<&str> = queues
+                .iter()
+                .filter(|(id, deps)| {
+                    !order.iter().any(|o| o == *id) && deps.iter().all(|d| order.contains(d))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if ready.is_empty() {
+                bail!("the queues' RedrivePolicy references form a cycle; a dead-letter queue cannot redrive to its source");
+            }
+            order.extend(ready.into_iter().map(str::to_owned));
+        }
+        Ok(order)
+    }
+
+    /// The queue's CreateQueue attributes; referenced queues must be in `resources` already.
+    pub fn queue(&self, logical_id: &str, resources: &Resources) -> Result<QueueSpec> {
+        let r = self.resource(logical_id)?;
+        if r.kind != ResourceKind::Queue {
+            bail!("{logical_id} is not an AWS::SQS::Queue");
+        }
+        let props = match self.resolve(&r.properties, resources)? {
+            Json::Object(map) => map,
+            Json::Null => serde_json::Map::new(),
+            other => bail!("queue {logical_id}: Properties must be a mapping, found {other}"),
+        };
+        let mut attributes = BTreeMap::new();
+        for (key, value) in props {
+            // CloudFormation property names are SQS attribute names, except the JSON policies,
+            // which CreateQueue wants as text, and the name itself.
+            let text = match (key.as_str(), value) {
+                ("QueueName" | "Tags", _) => continue,
+                ("RedrivePolicy" | "RedriveAllowPolicy", Json::String(s)) => s,
+                ("RedrivePolicy" | "RedriveAllowPolicy", v) => serde_json::to_string(&v)?,
+                (_, Json::String(s)) => s,
+                (_, Json::Number(n)) => n.to_string(),
+                (_, Json::Bool(b)) => b.to_string(),
+                (k, v) => bail!("queue {logical_id}: property {k} = {v} is not a scalar"),
+            };
+            attributes.insert(key, text);
+        }
+        let name = resources
+            .queue_name(logical_id)
+            .map(str::to_owned)
+            .unwrap_or_else(|| queue_name(r));
+        Ok(QueueSpec {
+            logical_id: logical_id.to_owned(),
+            name,
+            attributes,
+        })
+    }
+
+    /// Every function with Globals applied; queue URLs in its environment come from `resources`.
+    pub fn functions(&self, resources: &Resources) -> Result<Vec<FunctionSpec>> {
+        self.of_kind(ResourceKind::Function)
+            .map(|r| {
+                self.function(r, resources)
+                    .with_context(|| format!("function {}", r.logical_id))
+            })
+            .collect()
+    }
+
+    /// The Cargo binary of every function (what `cargo build --bin` and cargo-lambda take).
+    pub fn function_binaries(&self) -> Result<Vec<String>> {
+        self.of_kind(ResourceKind::Function)
+            .map(|r| {
+                self.binary_of(r)
+                    .map(|(_, binary)| binary)
+                    .with_context(|| format!("function {}", r.logical_id))
+            })
+            .collect()
+    }
+
+    fn binary_of(&self, r: &Resource) -> Result<(String, String)> {
+        match (self.binaries.get(&r.logical_id), Self::binary_override(r)) {
+            (Some((p, b)), _) => Ok((p.clone(), b.clone())),
+            (None, Some(b)) => Ok((b.clone(), b)),
+            (None, None) => bail!("its binary is unknown: load the template with Template::load (runs cargo metadata)"),
+        }
+    }
+
+    fn function(&self, r: &Resource, resources: &Resources) -> Result<FunctionSpec> {
+        let props = &r.properties;
+        let globals = &self.function_globals;
+        let code_uri = self.code_uri(r)?;
+        let (package, binary) = self.binary_of(r)?;
+        let number = |key: &str, default: u64| -> Result<u64> {
+            match props.get(key).or_else(|| globals.get(key)) {
+                None => Ok(default),
+                Some(v) => {
+                    let text = self.resolve_string(v, resources)?;
+                    text.parse()
+                        .with_context(|| format!("{key} = {text:?} is not a whole number"))
+                }
+            }
+        };
+        let timeout = Duration::from_secs(number("Timeout", DEFAULT_TIMEOUT_SECS)?);
+        let memory_size_mb = number("MemorySize", DEFAULT_MEMORY_MB)?;
+
+        let mut environment = BTreeMap::new();
+        for source in [globals, props] {
+            if let Some(vars) = source
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Yaml::as_mapping)
+            {
+                for (k, v) in vars {
+                    let k = key_str(k)?;
+                    let value = self
+                        .resolve_string(v, resources)
+                        .with_context(|| format!("environment variable {k}"))?;
+                    environment.insert(k, value);
+                }
+            }
+        }
+
+        let mut http_routes = Vec::new();
+        let mut sqs_sources = Vec::new();
+        if let Some(events) = props.get("Events").and_then(Yaml::as_mapping) {
+            for (event_id, event) in events {
+                let event_id = key_str(event_id)?;
+                let ep = event.get("Properties").cloned().unwrap_or(Yaml::Null);
+                let ep = match self
+                    .resolve(&ep, resources)
+                    .with_context(|| format!("event {event_id}"))?
+                {
+                    Json::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                match event.get("Type").and_then(Yaml::as_str) {
+                    Some("HttpApi") => {
+                        let method = ep
+                            .get("Method")
+                            .and_then(Json::as_str)
+                            .unwrap_or("ANY")
+                            .to_uppercase();
+                        let path = ep.get("Path").and_then(Json::as_str).map(str::to_owned);
+                        http_routes.push(HttpRoute {
+                            event_id,
+                            method,
+                            path,
+                        });
+                    }
+                    Some("SQS") => sqs_sources.push(Self::sqs_source(event_id, &ep, resources)?),
+                    Some(other) => {
+                        tracing::debug!(function = %r.logical_id, %event_id, "event type {other} is not emulated locally")
+                    }
+                    None => bail!("event {event_id} has no Type"),
+                }
+            }
+        }
+        Ok(FunctionSpec {
+            logical_id: r.logical_id.clone(),
+            code_uri,
+            package,
+            binary,
+            timeout,
+            memory_size_mb,
+            environment,
+            http_routes,
+            sqs_sources,
+        })
+    }
+
+    fn sqs_source(
+        event_id: String,
+        ep: &serde_json::Map<String, Json>,
+        resources: &Resources,
+    ) -> Result<SqsSource> {
+        let queue_arn = ep
+            .get("Queue")
+            .and_then(Json::as_str)
+            .with_context(|| format!("SQS event {event_id} needs Queue (the queue's ARN)"))?
+            .to_owned();
+        let queue = resources
+            .by_arn(&queue_arn)
+            .filter(|r| r.kind == ResourceKind::Queue)
+            .with_context(|| {
+                format!("SQS event {event_id}: {queue_arn} is not a queue of this template")
+            })?;
+        let int = |v: Option<&Json>| -> Result<Option<u64>> {
+            match v {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::Number(n)) => n
+                    .as_u64()
+                    .map(Some)
+                    .with_context(|| format!("{n} is not a whole number")),
+                Some(Json::String(s)) => s
+                    .parse()
+                    .map(Some)
+                    .with_context(|| format!("{s:?} is not a whole number")),
+                Some(other) => bail!("{other} is not a whole number"),
+            }
+        };
+        let batch_size =
+            int(ep.get("BatchSize")).with_context(|| format!("SQS event {event_id}: BatchSize"))?;
+        let batch_size = batch_size.map_or(Ok(DEFAULT_SQS_BATCH_SIZE), u32::try_from)?;
+        if batch_size == 0 {
+            bail!("SQS event {event_id}: BatchSize must be at least 1");
+        }
+        let window = int(ep.get("MaximumBatchingWindowInSeconds"))?.unwrap_or(0);
+        let report_batch_item_failures = ep
+            .get("FunctionResponseTypes")
+            .and_then(Json::as_array)
+            .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures"));
+        let maximum_concurrency = int(ep
+            .get("ScalingConfig")
+            .and_then(|s| s.get("MaximumConcurrency")))?
+        .map(u32::try_from)
+        .transpose()?;
+        let enabled = !matches!(ep.get("Enabled"), Some(Json::Bool(false)));
+        Ok(SqsSource {
+            event_id,
+            queue_logical_id: queue.logical_id.clone(),
+            queue_arn: queue.arn.clone(),
+            batch_size,
+            maximum_batching_window: Duration::from_secs(window),
+            report_batch_item_failures,
+            maximum_concurrency,
+            enabled,
+        })
+    }
+}
+
+/// Names a `Sub` template refers to (`${Name}`, `${Name.Attr}`; not `${!Literal}`).
+fn sub_references(text: &str, out: &mut BTreeSet<String>) {
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        if !name.starts_with('!') {
+            out.insert(name.split('.').next().unwrap_or(name).to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+}
+
+/// Logical ids named by `Ref`/`GetAtt`/`Sub` anywhere in `value`.
+fn collect_references(value: &Yaml, out: &mut BTreeSet<String>) {
+    match value {
+        Yaml::Tagged(t) => {
+            let tag = t.tag.to_string();
+            match (tag.trim_start_matches('!'), &t.value) {
+                ("Ref", Yaml::String(s)) => {
+                    out.insert(s.clone());
+                }
+                ("GetAtt", Yaml::String(s)) => {
+                    out.insert(s.split('.').next().unwrap_or(s).to_owned());
+                }
+                ("Sub", Yaml::String(s)) => sub_references(s, out),
+                _ => {}
+            }
+            collect_references(&t.value, out);
+        }
+        Yaml::Mapping(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    (Some("Ref"), Yaml::String(s)) => {
+                        out.insert(s.clone());
+                    }
+                    (Some("Fn::GetAtt"), Yaml::String(s)) => {
+                        out.insert(s.split('.').next().unwrap_or(s).to_owned());
+                    }
+                    (Some("Fn::GetAtt"), Yaml::Sequence(items)) => {
+                        if let Some(Yaml::String(s)) = items.first() {
+                            out.insert(s.clone());
+                        }
+                    }
+                    (Some("Fn::Sub"), Yaml::String(s)) => sub_references(s, out),
+                    _ => {}
+                }
+                collect_references(v, out);
+            }
+        }
+        Yaml::Sequence(items) => {
+            for item in items {
+                collect_references(item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn key_str(key: &Yaml) -> Result<String> {
+    key.as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("expected a string key, found {key:?}"))
+}
+
+fn scalar_to_string(v: &Yaml) -> Result<String> {
+    match v {
+        Yaml::String(s) => Ok(s.clone()),
+        Yaml::Number(n) => Ok(n.to_string()),
+        Yaml::Bool(b) => Ok(b.to_string()),
+        other => bail!("not a scalar: {other:?}"),
+    }
+}
+
+/// CloudFormation accepts numbers written as strings.
+fn flex_u64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    use serde::de::Error;
+    match Json::deserialize(d)? {
+        Json::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number"))),
+        Json::String(s) => s
+            .parse()
+            .map_err(|_| D::Error::custom(format!("{s:?} is not a whole number"))),
+        other => Err(D::Error::custom(format!("{other} is not a number"))),
+    }
+}
+
+fn flex_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    use serde::de::Error;
+    match Json::deserialize(d)? {
+        Json::Bool(b) => Ok(b),
+        Json::String(s) if s == "true" => Ok(true),
+        Json::String(s) if s == "false" => Ok(false),
+        other => Err(D::Error::custom(format!("{other} is not a boolean"))),
+    }
+}
+
+#[derive(Debug)]
+struct CargoPackage {
+    name: String,
+    manifest_path: PathBuf,
+    bins: Vec<String>,
+}
+
+/// Packages (and their binary targets) of the workspace `manifest` belongs to.
+fn cargo_packages(manifest: &Path) -> Result<Vec<CargoPackage>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(&cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "could not run `cargo metadata` ({}); is cargo on PATH?",
+                Path::new(&cargo).display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "`cargo metadata --manifest-path {}` failed: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let meta: Json = serde_json::from_slice(&output.stdout)
+        .context("cargo metadata printed something other than JSON")?;
+    let packages = meta
+        .get("packages")
+        .and_then(Json::as_array)
+        .context("cargo metadata lists no packages")?;
+    Ok(packages
+        .iter()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?.to_owned();
+            let manifest_path = PathBuf::from(p.get("manifest_path")?.as_str()?);
+            let manifest_path = manifest_path.canonicalize().unwrap_or(manifest_path);
+            let bins = p
+                .get("targets")?
+                .as_array()?
+                .iter()
+                .filter(|t| {
+                    t.get("kind")
+                        .and_then(Json::as_array)
+                        .is_some_and(|k| k.iter().any(|k| k == "bin"))
+                })
+                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .collect();
+            Some(CargoPackage {
+                name,
+                manifest_path,
+                bins,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::workspace_root;
+
+    fn real() -> Template {
+        Template::load(&workspace_root().join("template.yaml")).expect("template.yaml loads")
+    }
+
+    /// Resources as after provisioning: moto's URL shape for every queue.
+    fn provisioned(t: &Template) -> Resources {
+        let mut res = Resources::planned(t);
+        let queues: Vec<(String, String, String)> = res
+            .of_kind(ResourceKind::Queue)
+            .map(|q| {
+                (
+                    q.logical_id.clone(),
+                    format!("http://localhost:5000/{ACCOUNT_ID}/{}", q.name),
+                    q.arn.clone(),
+                )
+            })
+            .collect();
+        for (id, url, arn) in queues {
+            res.set_queue(&id, url, arn);
+        }
+        res
+    }
+
+    fn assert_no_tags(value: &Json, at: &str) {
+        match value {
+            Json::Object(map) => {
+                for (k, v) in map {
+                    assert!(
+                        k != "Ref" && !k.starts_with("Fn::"),
+                        "unresolved {k} at {at}"
+                    );
+                    assert_no_tags(v, &format!("{at}.{k}"));
+                }
+            }
+            Json::Array(items) => items.iter().for_each(|v| assert_no_tags(v, at)),
+            Json::String(s) => assert!(!s.contains("${"), "unresolved Sub at {at}: {s}"),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_function_of_the_real_template_is_found_and_resolved() {
+        let t = real();
+        let res = provisioned(&t);
+        let functions = t.functions(&res).expect("functions resolve");
+        let by_id: BTreeMap<_, _> = functions
+            .iter()
+            .map(|f| (f.logical_id.as_str(), f))
+            .collect();
+        let declared: Vec<_> = t
+            .of_kind(ResourceKind::Function)
+            .map(|r| r.logical_id.as_str())
+            .collect();
+        assert_eq!(by_id.keys().copied().collect::<Vec<_>>(), declared);
+        assert!(
+            declared.len() >= 3,
+            "expected the intake, status and planner functions"
+        );
+
+        for f in &functions {
+            assert!(
+                !f.binary.is_empty() && !f.package.is_empty(),
+                "{}: binary",
+                f.logical_id
+            );
+            assert!(
+                f.code_uri.join("Cargo.toml").exists(),
+                "{}: CodeUri",
+                f.logical_id
+            );
+            // Globals reach every function, resolved to local names.
+            assert_eq!(
+                f.environment.get("BULK_CHANGES_TABLE").map(String::as_str),
+                Some("BulkChangesTable")
+            );
+            assert_eq!(
+                f.environment.get("PAYLOAD_BUCKET").map(String::as_str),
+                Some("payloadbucket")
+            );
+            assert_eq!(
+                f.environment.get("PLAN_QUEUE_URL").map(String::as_str),
+                Some(format!("http://localhost:5000/{ACCOUNT_ID}/PlanQueue").as_str())
+            );
+            assert_eq!(
+                f.environment.get("RUST_LOG").map(String::as_str),
+                Some("info")
+            );
+            for (k, v) in &f.environment {
+                assert!(
+                    !v.contains("${") && !v.is_empty(),
+                    "{}: {k}={v}",
+                    f.logical_id
+                );
+            }
+        }
+
+        let intake = by_id["BulkIntakeFunction"];
+        assert_eq!(intake.binary, "bulk-intake");
+        assert_eq!(intake.timeout, Duration::from_secs(30));
+        assert_eq!(intake.memory_size_mb, 256);
+        assert_eq!(intake.http_routes.len(), 1);
+        assert_eq!(intake.http_routes[0].route_key(), "POST /bulk-changes");
+
+        let status = by_id["BulkStatusFunction"];
+        let keys: BTreeSet<_> = status
+            .http_routes
+            .iter()
+            .map(HttpRoute::route_key)
+            .collect();
+        assert!(keys.contains("GET /bulk-changes/{id}"), "{keys:?}");
+        assert!(keys.contains("GET /bulk-changes"), "{keys:?}");
+
+        let planner = by_id["BulkPlannerFunction"];
+        assert_eq!(planner.timeout, Duration::from_secs(300));
+        assert_eq!(planner.memory_size_mb, 512);
+        assert!(planner.http_routes.is_empty());
+        let [plan] = planner.sqs_sources.as_slice() else {
+            panic!("planner has one SQS source")
+        };
+        assert_eq!(plan.queue_logical_id, "PlanQueue");
+        assert_eq!(
+            plan.queue_arn,
+            format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:PlanQueue")
+        );
+        assert_eq!(plan.batch_size, 1);
+        assert!(plan.report_batch_item_failures);
+        assert_eq!(plan.maximum_concurrency, Some(10));
+        assert!(plan.enabled);
+    }
+
+    #[test]
+    fn storage_of_the_real_template_resolves_without_a_tag_left() {
+        let t = real();
+        let res = provisioned(&t);
+        for r in t
+            .resources
+            .values()
+            .filter(|r| r.kind != ResourceKind::Other)
+        {
+            let props = t
+                .resolve(&r.properties, &res)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", r.logical_id));
+            assert_no_tags(&props, &r.logical_id);
+        }
+
+        let tables = t.tables(&res).expect("tables");
+        assert_eq!(tables.len(), 4);
+        let bulk = tables
+            .iter()
+            .find(|t| t.logical_id == "BulkChangesTable")
+            .expect("BulkChangesTable");
+        assert_eq!(bulk.name, "BulkChangesTable");
+        assert_eq!(bulk.billing_mode.as_deref(), Some("PAY_PER_REQUEST"));
+        assert_eq!(bulk.global_secondary_indexes[0].index_name, "ByStatus");
+        assert_eq!(
+            bulk.global_secondary_indexes[0]
+                .projection
+                .projection_type
+                .as_deref(),
+            Some("ALL")
+        );
+        let idem = tables
+            .iter()
+            .find(|t| t.logical_id == "IdempotencyTable")
+            .expect("IdempotencyTable");
+        assert_eq!(
+            idem.time_to_live_specification,
+            Some(TimeToLive {
+                attribute_name: "expiresAt".into(),
+                enabled: true
+            })
+        );
+
+        let order = t.queue_order().expect("queue order");
+        let pos = |id: &str| order.iter().position(|q| q == id).expect(id);
+        assert!(pos("PlanDeadLetterQueue") < pos("PlanQueue"));
+        assert!(pos("WorkDeadLetterQueue") < pos("WorkQueue"));
+
+        let plan = t.queue("PlanQueue", &res).expect("PlanQueue");
+        assert_eq!(plan.attributes["VisibilityTimeout"], "1800");
+        let redrive: Json = serde_json::from_str(&plan.attributes["RedrivePolicy"]).expect("JSON");
+        assert_eq!(
+            redrive["deadLetterTargetArn"],
+            format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:PlanDeadLetterQueue")
+        );
+        assert_eq!(redrive["maxReceiveCount"], 5);
+
+        assert_eq!(
+            t.buckets(&res),
+            vec![BucketSpec {
+                logical_id: "PayloadBucket".into(),
+                name: "payloadbucket".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn intrinsics_in_short_and_long_form() {
+        let text = r#"
+Parameters:
+  Stage: { Type: String, Default: dev }
+  Size: { Type: Number, Default: 3 }
+Resources:
+  Q: { Type: AWS::SQS::Queue }
+  F: { Type: AWS::SQS::Queue, Properties: { FifoQueue: true } }
+  T: { Type: AWS::DynamoDB::Table }
+  B: { Type: AWS::S3::Bucket }
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: fn-bin } }
+    Properties:
+      CodeUri: somewhere
+      Environment:
+        Variables:
+          A: !Sub "${AWS::StackName}-${Stage}-${T}-${Q.Arn}-${!Literal}"
+          B: { "Fn::Sub": ["${X}/${AWS::Region}/${AWS::AccountId}.${AWS::URLSuffix}", { X: !Ref B }] }
+          C: { "Fn::Join": [",", [{ Ref: Q }, { "Fn::GetAtt": [F, QueueName] }, !GetAtt T.Arn, !Ref Size]] }
+          D: { "Fn::GetAtt": "B.Arn" }
+          E: 42
+      Events:
+        Any: { Type: HttpApi }
+        Fifo: { Type: SQS, Properties: { Queue: !GetAtt F.Arn, MaximumBatchingWindowInSeconds: 5 } }
+"#;
+        let t = Template::parse(text, Path::new("/nowhere")).expect("parses");
+        let mut res = Resources::planned(&t);
+        res.set_queue(
+            "Q",
+            "http://moto/123456789012/Q".into(),
+            format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:Q"),
+        );
+        let [f] = t
+            .functions(&res)
+            .expect("resolves")
+            .try_into()
+            .expect("one function");
+        assert_eq!(f.binary, "fn-bin");
+        assert_eq!(f.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+        let env = &f.environment;
+        assert_eq!(
+            env["A"],
+            format!("cellbridge-local-dev-T-arn:aws:sqs:{REGION}:{ACCOUNT_ID}:Q-${{Literal}}")
+        );
+        assert_eq!(env["B"], format!("b/{REGION}/{ACCOUNT_ID}.amazonaws.com"));
+        assert_eq!(env["C"], format!("http://moto/123456789012/Q,F.fifo,arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/T,3"));
+        assert_eq!(env["D"], "arn:aws:s3:::b");
+        assert_eq!(env["E"], "42");
+        assert_eq!(
+            f.http_routes,
+            vec![HttpRoute {
+                event_id: "Any".into(),
+                method: "ANY".into(),
+                path: None
+            }]
+        );
+        let [fifo] = f.sqs_sources.as_slice() else {
+            panic!("one SQS source")
+        };
+        assert_eq!(fifo.queue_logical_id, "F");
+        assert_eq!(fifo.batch_size, DEFAULT_SQS_BATCH_SIZE);
+        assert_eq!(fifo.maximum_batching_window, Duration::from_secs(5));
+        assert!(!fifo.report_batch_item_failures);
+    }
+
+    #[test]
+    fn unresolvable_references_say_what_is_missing() {
+        let text = "Resources:\n  Q: { Type: AWS::SQS::Queue }\n  X: { Type: AWS::SNS::Topic }\n";
+        let t = Template::parse(text, Path::new(".")).expect("parses");
+        let res = Resources::planned(&t);
+        let err = t
+            .resolve(&serde_yaml::from_str("!Ref Q").expect("yaml"), &res)
+            .expect_err("no URL yet");
+        assert!(err.to_string().contains("provision first"), "{err}");
+        let err = t
+            .resolve(&serde_yaml::from_str("!Ref Nope").expect("yaml"), &res)
+            .expect_err("unknown");
+        assert!(
+            err.to_string()
+                .contains("neither a parameter nor a resource"),
+            "{err}"
+        );
+        let err = t
+            .resolve(&serde_yaml::from_str("!Ref X").expect("yaml"), &res)
+            .expect_err("not emulated");
+        assert!(err.to_string().contains("not emulated"), "{err}");
+        let err = t
+            .resolve(&serde_yaml::from_str("!If [a, b, c]").expect("yaml"), &res)
+            .expect_err("unsupported");
+        assert!(err.to_string().contains("Fn::If"), "{err}");
+    }
+}

@@ -1,0 +1,346 @@
+//! The whole local stack from template.yaml: moto provisioned, the API routes, and a bulk change
+//! going from `POST /bulk-changes` through the plan queue to the planner.
+//!
+//! The first run builds the function binaries (minutes on a small machine); later runs reuse them.
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_sqs::types::QueueAttributeName;
+use devstack::template::ResourceKind;
+use devstack::{Devstack, DevstackOptions};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const TENANT: &str = "tenant-a";
+
+/// Devices in the end-to-end bulk change.
+const DEVICES: u32 = 25;
+
+fn valid_request() -> Value {
+    cellbridge::testing::suspend_request(DEVICES, true)
+}
+
+async fn start(log_dir: &std::path::Path) -> Result<Devstack> {
+    let mut opts = DevstackOptions::new(devstack::tools::workspace_root());
+    opts.api_port = 0;
+    opts.log_dir = log_dir.to_path_buf();
+    Devstack::start(opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devstack_serves_the_template() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let stack = start(dir.path()).await?;
+    eprintln!("{}", stack.summary());
+    let outcome = check(&stack).await;
+    if outcome.is_err() {
+        eprintln!(
+            "--- function output (tail) ---\n{}",
+            stack.function_output_tail()
+        );
+    }
+    stack.shutdown().await;
+    outcome
+}
+
+async fn check(stack: &Devstack) -> Result<()> {
+    resources_come_from_the_template(stack)
+        .await
+        .context("resources")?;
+    unknown_routes_are_problems(stack)
+        .await
+        .context("routing")?;
+    a_bulk_change_is_accepted_and_planned(stack)
+        .await
+        .context("bulk change")?;
+    a_poison_message_ends_in_the_dead_letter_queue(stack)
+        .await
+        .context("poison message")?;
+    Ok(())
+}
+
+async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
+    let sdk = stack.sdk_config();
+    let resources = stack.resources();
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let listed = dynamodb
+        .list_tables()
+        .send()
+        .await?
+        .table_names
+        .unwrap_or_default();
+    let declared: Vec<_> = stack
+        .template()
+        .of_kind(ResourceKind::Table)
+        .map(|r| r.logical_id.clone())
+        .collect();
+    assert_eq!(declared.len(), 4, "{declared:?}");
+    for id in &declared {
+        let name = resources.table_name(id).context("table name")?;
+        assert!(
+            listed.iter().any(|t| t == name),
+            "table {name} missing from {listed:?}"
+        );
+    }
+    let bulk = dynamodb
+        .describe_table()
+        .table_name("BulkChangesTable")
+        .send()
+        .await?;
+    let gsis = bulk
+        .table()
+        .map(|t| t.global_secondary_indexes())
+        .unwrap_or_default();
+    assert!(
+        gsis.iter().any(|g| g.index_name() == Some("ByStatus")),
+        "{gsis:?}"
+    );
+    let ttl = dynamodb
+        .describe_time_to_live()
+        .table_name("IdempotencyTable")
+        .send()
+        .await?;
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some("expiresAt")
+    );
+
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    for (queue, dlq, max) in [
+        ("PlanQueue", "PlanDeadLetterQueue", 5),
+        ("WorkQueue", "WorkDeadLetterQueue", 8),
+    ] {
+        let url = resources.queue_url(queue).context("queue URL")?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await?
+            .attributes
+            .unwrap_or_default();
+        let redrive: Value = serde_json::from_str(
+            attrs
+                .get(&QueueAttributeName::RedrivePolicy)
+                .context("redrive policy")?,
+        )?;
+        assert_eq!(
+            redrive["deadLetterTargetArn"],
+            resources.arn(dlq).context("DLQ ARN")?,
+            "{queue}"
+        );
+        assert_eq!(
+            redrive["maxReceiveCount"].to_string().trim_matches('"'),
+            max.to_string(),
+            "{queue}"
+        );
+    }
+    let plan_visibility = sqs
+        .get_queue_attributes()
+        .queue_url(resources.queue_url("PlanQueue").context("PlanQueue")?)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await?;
+    assert_eq!(
+        plan_visibility
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .map(String::as_str),
+        Some("1800")
+    );
+
+    let s3 = cellbridge::aws::s3(sdk);
+    let bucket = resources.bucket_name("PayloadBucket").context("bucket")?;
+    s3.head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .context("the payload bucket exists")?;
+    Ok(())
+}
+
+async fn unknown_routes_are_problems(stack: &Devstack) -> Result<()> {
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+
+    let response = client.get(format!("{api}/no-such-route")).send().await?;
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["status"], 404);
+
+    let response = client.delete(format!("{api}/bulk-changes")).send().await?;
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let allow = response
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+
+    // Lambda's 6 MB payload limit, enforced before any function runs.
+    let response = client
+        .post(format!("{api}/bulk-changes"))
+        .body(vec![b' '; 7 * 1024 * 1024])
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 413);
+    Ok(())
+}
+
+async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+    let response = client
+        .post(format!("{api}/bulk-changes"))
+        .header("content-type", "application/json")
+        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+        .body(valid_request().to_string())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.text().await?;
+    if status != 202 {
+        bail!("POST /bulk-changes answered {status}: {body}");
+    }
+    let created: Value = serde_json::from_str(&body)?;
+    let id = created["id"]
+        .as_str()
+        .with_context(|| format!("no id in {created}"))?
+        .to_owned();
+
+    // The planner's SQS source takes the plan message off the queue and plans the change.
+    let started = Instant::now();
+    let view = loop {
+        let response = client
+            .get(format!("{api}/bulk-changes/{id}"))
+            .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let view: Value = response.json().await?;
+        assert_eq!(status, 200, "{view}");
+        let in_flight = queue_messages(stack, "PlanQueue").await?;
+        if view["status"] != "new" && in_flight == 0 {
+            break view;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            bail!("not planned after 3 minutes: {view}, {in_flight} messages on the plan queue");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(view["id"], id.as_str(), "{view}");
+    assert_eq!(view["status"], "processing", "{view}");
+    assert_eq!(
+        view["counts"],
+        json!({"total": DEVICES, "pending": DEVICES, "succeeded": 0, "failed": 0})
+    );
+    assert_eq!(
+        queue_messages(stack, "PlanDeadLetterQueue").await?,
+        0,
+        "nothing dead-lettered"
+    );
+    // One device change per device in DynamoDB, one worker message per device on the work queue.
+    let stored = cellbridge::aws::dynamodb(stack.sdk_config())
+        .scan()
+        .table_name(
+            stack
+                .resources()
+                .table_name("DeviceChangesTable")
+                .context("no table")?,
+        )
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await?;
+    assert_eq!(stored.count, DEVICES as i32);
+    assert_eq!(stack.queue_depth("WorkQueue").await?, u64::from(DEVICES));
+    let devices: Value = client
+        .get(format!("{api}/bulk-changes/{id}/devices?limit=1000"))
+        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        devices["items"].as_array().map(Vec::len),
+        Some(DEVICES as usize),
+        "{devices}"
+    );
+
+    // Without the header the devstack's default tenant ("demo") applies: another tenant's change
+    // is not found.
+    let response = client
+        .get(format!("{api}/bulk-changes/{id}"))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 404);
+    Ok(())
+}
+
+/// The planner reports the unreadable message as a batch item failure; the poller leaves it on
+/// the queue, and after maxReceiveCount receives moto moves it to the dead-letter queue.
+async fn a_poison_message_ends_in_the_dead_letter_queue(stack: &Devstack) -> Result<()> {
+    let sqs = aws_sdk_sqs::Client::new(stack.sdk_config());
+    let plan_queue = stack
+        .resources()
+        .queue_url("PlanQueue")
+        .context("PlanQueue")?;
+    // 1800 s in the template: shorten it so the retries happen within the test.
+    sqs.set_queue_attributes()
+        .queue_url(plan_queue)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .send()
+        .await?;
+    // A receive already waiting applies the visibility timeout it started with: let the
+    // pollers' long polls (1 s) begin afresh before the message arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sqs.send_message()
+        .queue_url(plan_queue)
+        .message_body("this is not a plan message")
+        .send()
+        .await?;
+    let started = Instant::now();
+    while queue_messages(stack, "PlanDeadLetterQueue").await? == 0 {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("the poison message is not in the dead-letter queue after 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dlq = stack
+        .resources()
+        .queue_url("PlanDeadLetterQueue")
+        .context("PlanDeadLetterQueue")?;
+    let dead = sqs.receive_message().queue_url(dlq).send().await?;
+    let bodies: Vec<_> = dead.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies, ["this is not a plan message"]);
+    assert_eq!(queue_messages(stack, "PlanQueue").await?, 0);
+    Ok(())
+}
+
+/// Visible plus in-flight messages.
+async fn queue_messages(stack: &Devstack, logical_id: &str) -> Result<u64> {
+    let sqs = aws_sdk_sqs::Client::new(stack.sdk_config());
+    let url = stack
+        .resources()
+        .queue_url(logical_id)
+        .context("queue URL")?;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?
+        .attributes
+        .unwrap_or_default();
+    Ok(attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+}
