@@ -218,6 +218,15 @@ mod tests {
         change
     }
 
+    async fn plan_sample(memory: &MemoryPorts) -> Result<PlanOutcome, PlanError> {
+        plan(
+            &memory.ports(),
+            &message(SAMPLE_ID),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+    }
+
     fn message(id: &str) -> PlanMessage {
         PlanMessage {
             tenant_id: tenant(),
@@ -229,13 +238,7 @@ mod tests {
     async fn planning_writes_every_device_change_and_queues_it_once() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 1_234, true).await;
-        let outcome = plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        let outcome = plan_sample(&memory).await.unwrap();
         assert_eq!(
             outcome,
             PlanOutcome::Planned {
@@ -265,20 +268,8 @@ mod tests {
     async fn a_redelivered_plan_changes_nothing() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 20, true).await;
-        plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
-        let again = plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        plan_sample(&memory).await.unwrap();
+        let again = plan_sample(&memory).await.unwrap();
         assert_eq!(again, PlanOutcome::AlreadyPlanned);
         assert_eq!(memory.queues.work().len(), 20);
         assert_eq!(memory.store.device_change_count(), 20);
@@ -306,13 +297,7 @@ mod tests {
             .await
             .unwrap();
 
-        let outcome = plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        let outcome = plan_sample(&memory).await.unwrap();
         assert_eq!(
             outcome,
             PlanOutcome::Planned {
@@ -343,13 +328,7 @@ mod tests {
     async fn record_only_bulk_changes_are_planned_without_work() {
         let memory = MemoryPorts::default();
         seed(&memory, SAMPLE_ID, 5, false).await;
-        plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        plan_sample(&memory).await.unwrap();
         assert!(memory.queues.work().is_empty());
         assert_eq!(memory.store.device_change_count(), 5);
         let stored = memory
@@ -389,13 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_plan_for_an_unknown_bulk_change_fails_for_the_dead_letter_queue() {
         let memory = MemoryPorts::default();
-        let error = plan(
-            &memory.ports(),
-            &message(SAMPLE_ID),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap_err();
+        let error = plan_sample(&memory).await.unwrap_err();
         assert!(matches!(error, PlanError::UnknownBulkChange(_)));
     }
 }

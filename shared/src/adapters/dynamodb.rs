@@ -13,6 +13,7 @@ use crate::ports::{
     BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError,
 };
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
@@ -84,6 +85,21 @@ fn backend<E: std::error::Error>(error: E) -> StoreError {
     StoreError::Backend(sdk_message(error))
 }
 
+/// `Ok(true)` when a conditional write happened, `Ok(false)` when its condition did not hold.
+fn written_unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    condition_failed: impl Fn(&E) -> bool,
+) -> Result<bool, StoreError>
+where
+    SdkError<E, R>: std::error::Error,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if error.as_service_error().is_some_and(&condition_failed) => Ok(false),
+        Err(error) => Err(backend(error)),
+    }
+}
+
 impl DynamoStore {
     /// True when the device change was written, false when it already existed.
     async fn insert_device_change(
@@ -104,18 +120,9 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(seq)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend(error)),
-        }
+        written_unless_condition_failed(result, |e| {
+            matches!(e, PutItemError::ConditionalCheckFailedException(_))
+        })
     }
 
     pub fn new(client: Client, tables: TableNames) -> Self {
@@ -323,18 +330,9 @@ impl BulkChangeStore for DynamoStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend(error)),
-        }
+        written_unless_condition_failed(result, |e| {
+            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+        })
     }
 
     async fn insert_device_changes(

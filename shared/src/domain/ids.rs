@@ -24,35 +24,31 @@ pub enum IdError {
     NotE164,
 }
 
+/// The Luhn sum of `digits`: every second digit from the right doubled (digits past 9 reduced).
+fn luhn_sum(digits: &str) -> u32 {
+    digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(position, byte)| {
+            let digit = u32::from(byte - b'0');
+            match position % 2 {
+                0 => digit,
+                _ if digit * 2 > 9 => digit * 2 - 9,
+                _ => digit * 2,
+            }
+        })
+        .sum()
+}
+
 /// True when the last digit of `digits` is the Luhn check digit of the rest.
 pub fn luhn_valid(digits: &str) -> bool {
-    let mut sum = 0u32;
-    for (position, byte) in digits.bytes().rev().enumerate() {
-        let mut digit = u32::from(byte - b'0');
-        if position % 2 == 1 {
-            digit *= 2;
-            if digit > 9 {
-                digit -= 9;
-            }
-        }
-        sum += digit;
-    }
-    sum % 10 == 0
+    luhn_sum(digits) % 10 == 0
 }
 
 /// The Luhn check digit that completes `payload`.
 pub fn luhn_check_digit(payload: &str) -> char {
-    let mut sum = 0u32;
-    for (position, byte) in payload.bytes().rev().enumerate() {
-        let mut digit = u32::from(byte - b'0');
-        if position % 2 == 0 {
-            digit *= 2;
-            if digit > 9 {
-                digit -= 9;
-            }
-        }
-        sum += digit;
-    }
+    let sum = luhn_sum(&format!("{payload}0"));
     char::from(b'0' + ((10 - sum % 10) % 10) as u8)
 }
 
