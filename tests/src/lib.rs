@@ -4,13 +4,9 @@
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use cellbridge::adapters::dynamodb::{DynamoStore, TableNames};
-use cellbridge::adapters::s3::S3Payloads;
-use cellbridge::adapters::sqs::{QueueUrls, SqsQueues};
 use cellbridge::ports::BulkChangePorts;
 use devstack::moto::MotoServer;
 use devstack::tools::{workspace_root, Tools};
-use std::sync::Arc;
 
 pub struct MotoStack {
     pub moto: MotoServer,
@@ -64,21 +60,7 @@ impl MotoStack {
 
     /// The real adapters, wired to this stack's resources.
     pub fn ports(&self) -> Result<BulkChangePorts> {
-        let tables = TableNames {
-            bulk_changes: self.name("BulkChangesTable")?,
-            device_changes: self.name("DeviceChangesTable")?,
-            audit_log: self.name("AuditLogTable")?,
-            idempotency: self.name("IdempotencyTable")?,
-        };
-        let queues = QueueUrls {
-            plan: self.queue_url("PlanQueue")?,
-            work: self.queue_url("WorkQueue")?,
-        };
-        Ok(BulkChangePorts {
-            store: Arc::new(DynamoStore::new(self.dynamodb(), tables)),
-            queues: Arc::new(SqsQueues::new(self.sqs(), queues)),
-            payloads: Arc::new(S3Payloads::new(self.s3(), self.name("PayloadBucket")?)),
-        })
+        devstack::ports::bulk_change_ports(&self.config, &self.resources)
     }
 
     /// Number of items in a table (scans every page).

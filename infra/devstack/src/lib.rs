@@ -8,6 +8,7 @@ pub mod api_gateway;
 mod children;
 pub mod lambda_watch;
 pub mod moto;
+pub mod ports;
 pub mod provision;
 pub mod sqs_source;
 pub mod stack;

@@ -47,6 +47,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let stack =
         started.context("the local stack did not start; the log files under .devstack/ say why")?;
     println!("{}", stack.summary());
+    seed_sample_bulk_change(&stack, &args.tenant).await?;
 
     if !args.no_demo {
         if let Err(error) = demonstrate(&stack, args.demo_devices).await {
@@ -57,6 +58,23 @@ pub async fn run(args: DevArgs) -> Result<()> {
     tokio::signal::ctrl_c().await?;
     println!("stopping...");
     stack.shutdown().await;
+    Ok(())
+}
+
+/// The bulk change that the sample events in events/ name, stored as the intake function would
+/// leave it, so `cargo lambda invoke ... --data-file events/...` finds it.
+const SAMPLE_BULK_CHANGE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
+
+async fn seed_sample_bulk_change(stack: &Devstack, tenant: &str) -> Result<()> {
+    let ports = devstack::ports::bulk_change_ports(stack.sdk_config(), stack.resources())?;
+    let (change, devices) =
+        cellbridge::testing::sample_bulk_change(tenant, SAMPLE_BULK_CHANGE_ID, 3, true);
+    ports
+        .payloads
+        .put(&change.payload_key, serde_json::to_vec(&devices)?)
+        .await?;
+    ports.store.create_bulk_change(&change, None).await?;
+    println!("  Sample       bulk change {SAMPLE_BULK_CHANGE_ID} (tenant {tenant}), named by the events in events/");
     Ok(())
 }
 
