@@ -1,9 +1,11 @@
 //! Pure domain: identifiers, change types, bulk changes and their validation. No SDK, no I/O.
 
 pub mod bulk_change;
+pub mod carrier_error;
 pub mod change;
 pub mod ids;
 pub mod request;
+pub mod retry;
 pub mod validation;
 
 pub use bulk_change::*;
