@@ -133,3 +133,37 @@ pub struct BulkChangePorts {
     pub queues: std::sync::Arc<dyn WorkQueues>,
     pub payloads: std::sync::Arc<dyn PayloadStore>,
 }
+
+/// What a carrier says about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierDevice {
+    pub iccid: String,
+    /// The carrier's own status name (e.g. Jasper's `ACTIVATED`).
+    pub status: String,
+    pub rate_plan: Option<String>,
+}
+
+/// How a carrier took a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarrierOutcome {
+    /// Done when the call returned.
+    Completed,
+    /// Accepted for later (a future effective date, or an asynchronous carrier); `request_id`
+    /// tracks it when the carrier gives one.
+    Accepted { request_id: Option<String> },
+}
+
+/// One carrier account, as a bulk change needs it.
+#[async_trait]
+pub trait CarrierPort: Send + Sync {
+    async fn read_device(
+        &self,
+        device: &crate::domain::DeviceRef,
+    ) -> Result<CarrierDevice, crate::domain::carrier_error::CarrierError>;
+
+    async fn apply(
+        &self,
+        change: &crate::domain::ChangeSpec,
+        request: &crate::domain::DeviceRequest,
+    ) -> Result<CarrierOutcome, crate::domain::carrier_error::CarrierError>;
+}

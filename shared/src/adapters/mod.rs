@@ -1,5 +1,6 @@
 //! Implementations of the ports: AWS services through the SDK, and in-memory ones for unit tests.
 
+pub mod carriers;
 pub mod cursor;
 pub mod dynamodb;
 pub mod memory;

@@ -1,0 +1,115 @@
+//! Carrier API simulators for local runs and tests: one HTTP server, a path prefix per carrier.
+//!
+//! Jasper (Cisco Control Center) is modelled after `../shared/reference/carriers.md` section 9:
+//! Basic auth, a per-account rate limit with one call in flight, transient faults and slow answers
+//! at a configurable rate, unknown ICCIDs, a transition matrix, and a request log for tests.
+
+pub mod jasper;
+mod random;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One request as the simulator saw it. Credentials are never recorded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedRequest {
+    pub carrier: &'static str,
+    pub method: String,
+    pub path: String,
+    /// The account the credentials named, when they were valid.
+    pub account: Option<String>,
+    pub status: u16,
+    /// Milliseconds since the simulator started.
+    pub at_ms: u64,
+}
+
+#[derive(Default)]
+pub struct RequestLog {
+    entries: Mutex<Vec<LoggedRequest>>,
+}
+
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RequestLog {
+    pub fn push(&self, entry: LoggedRequest) {
+        locked(&self.entries).push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        locked(&self.entries).clone()
+    }
+}
+
+pub struct Simulators {
+    pub jasper: Arc<jasper::Jasper>,
+    pub log: Arc<RequestLog>,
+}
+
+impl Simulators {
+    pub fn new(jasper: jasper::JasperConfig) -> Self {
+        let log = Arc::new(RequestLog::default());
+        Self {
+            jasper: Arc::new(jasper::Jasper::new(jasper, log.clone())),
+            log,
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .nest("/jasper", jasper::router(self.jasper.clone()))
+            .route("/_sim/requests", get(requests).with_state(self.log.clone()))
+    }
+}
+
+async fn requests(State(log): State<Arc<RequestLog>>) -> Json<Vec<LoggedRequest>> {
+    Json(log.entries())
+}
+
+/// A running simulator server.
+pub struct SimServer {
+    pub addr: SocketAddr,
+    pub sims: Simulators,
+    task: JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Serves the simulators on `addr` (port 0 picks a free one).
+    pub async fn start(addr: SocketAddr, jasper: jasper::JasperConfig) -> anyhow::Result<Self> {
+        let sims = Simulators::new(jasper);
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = sims.router();
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "carrier simulator stopped");
+            }
+        });
+        Ok(Self { addr, sims, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Base URL of the Jasper REST API, as an adapter is configured with it.
+    pub fn jasper_url(&self) -> String {
+        format!("{}/jasper/rws/api/v1", self.url())
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,162 @@
+//! The Jasper adapter against the Jasper simulator: every carrier answer becomes the right
+//! `CarrierError`, and nothing secret reaches the simulator's log.
+
+use carrier_sim::jasper::{JasperConfig, RateLimitAnswer};
+use carrier_sim::SimServer;
+use cellbridge::adapters::carriers::http_client;
+use cellbridge::adapters::carriers::jasper::{JasperClient, JasperCredentials};
+use cellbridge::domain::carrier_error::CarrierError;
+use cellbridge::domain::{parse_bulk_change_request, ChangeSpec, StatusAction};
+use cellbridge::ports::{CarrierOutcome, CarrierPort};
+use cellbridge::testing::{iccid, suspend_request};
+use serde_json::json;
+
+const API_KEY: &str = "local-jasper-api-key";
+
+async fn simulator(config: JasperConfig) -> anyhow::Result<SimServer> {
+    let server = SimServer::start("127.0.0.1:0".parse()?, config).await?;
+    let iccids: Vec<String> = (0..5).map(iccid).collect();
+    server
+        .sims
+        .jasper
+        .seed_devices(iccids.iter().map(String::as_str), "ACTIVATED");
+    Ok(server)
+}
+
+fn client(server: &SimServer, api_key: &str) -> anyhow::Result<JasperClient> {
+    let credentials = JasperCredentials {
+        username: "cellbridge".into(),
+        api_key: api_key.into(),
+    };
+    Ok(JasperClient::new(
+        http_client()?,
+        server.jasper_url(),
+        credentials,
+    ))
+}
+
+#[tokio::test]
+async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyhow::Result<()> {
+    let server = simulator(JasperConfig::default()).await?;
+    let jasper = client(&server, API_KEY)?;
+    let request = parse_bulk_change_request(suspend_request(1, true).to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let device = &request.devices[0];
+
+    assert_eq!(
+        jasper.read_device(&device.device).await?.status,
+        "ACTIVATED"
+    );
+    let suspend = ChangeSpec::StatusUpdate {
+        action: StatusAction::Suspend,
+    };
+    assert_eq!(
+        jasper.apply(&suspend, device).await?,
+        CarrierOutcome::Completed
+    );
+    assert_eq!(
+        server.sims.jasper.device(&iccid(0)).map(|d| d.status),
+        Some("DEACTIVATED".into())
+    );
+
+    // A purged SIM cannot come back: the carrier's refusal is permanent, with its code.
+    server
+        .sims
+        .jasper
+        .seed_devices([iccid(0).as_str()], "PURGED");
+    let restore = ChangeSpec::StatusUpdate {
+        action: StatusAction::Restore,
+    };
+    match jasper.apply(&restore, device).await {
+        Err(CarrierError::Permanent { code, message }) => {
+            assert_eq!(code, "10000003");
+            assert!(message.contains("PURGED"), "{message}");
+        }
+        other => panic!("expected a permanent refusal, got {other:?}"),
+    }
+
+    let future = json!({"ratePlan": "RP-5GB", "effectiveDate": "2027-01-01T00:00:00+00:00"});
+    assert_eq!(
+        jasper.edit_device(&iccid(1), &future).await?,
+        CarrierOutcome::Accepted { request_id: None }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_devices_and_bad_credentials_are_told_apart() -> anyhow::Result<()> {
+    let server = simulator(JasperConfig::default()).await?;
+    assert_eq!(
+        client(&server, API_KEY)?.get_device(&iccid(99)).await,
+        Err(CarrierError::NotFound)
+    );
+    assert_eq!(
+        client(&server, "wrong-key")?.get_device(&iccid(0)).await,
+        Err(CarrierError::AuthFailed)
+    );
+    // The log names the account of valid calls only, and never holds a credential.
+    let log = serde_json::to_string(&server.sims.log.entries())?;
+    assert!(
+        !log.contains(API_KEY) && !log.contains("wrong-key"),
+        "{log}"
+    );
+    assert_eq!(
+        server
+            .sims
+            .log
+            .entries()
+            .iter()
+            .filter(|e| e.account.is_some())
+            .count(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_rate_limit_answers_are_rate_limits() -> anyhow::Result<()> {
+    for answer in [RateLimitAnswer::Http429, RateLimitAnswer::ErrorCode] {
+        let config = JasperConfig {
+            rate_limit_answer: answer,
+            ..JasperConfig::default()
+        };
+        let server = simulator(config).await?;
+        let jasper = client(&server, API_KEY)?;
+        // Ten calls at once: one call in flight and 5 a second are Jasper's limits.
+        let calls = (0..10).map(|n| {
+            let jasper = jasper.clone();
+            async move { jasper.get_device(&iccid(n % 5)).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        let limited = results
+            .iter()
+            .filter(|r| matches!(r, Err(CarrierError::RateLimited { .. })))
+            .count();
+        let served = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(limited + served, 10, "{answer:?}: {results:?}");
+        assert!(
+            limited >= 5 && served >= 1,
+            "{answer:?}: {limited} limited, {served} served"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_faults_are_transient() -> anyhow::Result<()> {
+    let config = JasperConfig {
+        transient_fault_rate: 1.0,
+        ..JasperConfig::default()
+    };
+    let server = simulator(config).await?;
+    let result = client(&server, API_KEY)?.get_device(&iccid(0)).await;
+    assert!(
+        matches!(result, Err(CarrierError::Transient(_))),
+        "{result:?}"
+    );
+    assert!(result
+        .as_ref()
+        .err()
+        .is_some_and(CarrierError::is_retryable));
+    Ok(())
+}
