@@ -218,6 +218,15 @@ mod tests {
         change
     }
 
+    async fn stored_status(memory: &MemoryPorts) -> BulkChangeStatus {
+        let stored = memory.store.get_bulk_change(&tenant(), SAMPLE_ID).await;
+        stored
+            .ok()
+            .flatten()
+            .map(|c| c.status)
+            .expect("the sample bulk change is stored")
+    }
+
     async fn plan_sample(memory: &MemoryPorts) -> Result<PlanOutcome, PlanError> {
         plan(
             &memory.ports(),
@@ -252,13 +261,7 @@ mod tests {
         let mut seqs: Vec<u32> = work.iter().map(|w| w.device_seq).collect();
         seqs.dedup();
         assert_eq!(seqs, (0..1_234).collect::<Vec<_>>());
-        let stored = memory
-            .store
-            .get_bulk_change(&tenant(), SAMPLE_ID)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.status, BulkChangeStatus::Processing);
+        assert_eq!(stored_status(&memory).await, BulkChangeStatus::Processing);
         let audit = memory.store.list_audit(&tenant(), SAMPLE_ID).await.unwrap();
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].processed_by, "bulk-planner");
@@ -331,13 +334,7 @@ mod tests {
         plan_sample(&memory).await.unwrap();
         assert!(memory.queues.work().is_empty());
         assert_eq!(memory.store.device_change_count(), 5);
-        let stored = memory
-            .store
-            .get_bulk_change(&tenant(), SAMPLE_ID)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.status, BulkChangeStatus::Recorded);
+        assert_eq!(stored_status(&memory).await, BulkChangeStatus::Recorded);
     }
 
     #[tokio::test]
