@@ -143,6 +143,25 @@ async fn both_rate_limit_answers_are_rate_limits() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn devices_can_be_added_over_http() -> anyhow::Result<()> {
+    let server = simulator(JasperConfig::default()).await?;
+    let seeded = reqwest::Client::new()
+        .post(format!("{}/jasper/_sim/devices", server.url()))
+        .json(&json!({"iccids": [iccid(42)], "status": "INVENTORY"}))
+        .send()
+        .await?;
+    assert_eq!(seeded.status().as_u16(), 200);
+    assert_eq!(
+        client(&server, API_KEY)?
+            .get_device(&iccid(42))
+            .await?
+            .status,
+        "INVENTORY"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn server_faults_are_transient() -> anyhow::Result<()> {
     let config = JasperConfig {
         transient_fault_rate: 1.0,

@@ -377,12 +377,33 @@ async fn device_route(
     response
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRequest {
+    iccids: Vec<String>,
+    status: String,
+}
+
+/// Test and demo hook: adds (or resets) devices.
+async fn seed_route(State(jasper): State<Arc<Jasper>>, Json(seed): Json<SeedRequest>) -> Response {
+    if !STATUSES.contains(&seed.status.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &format!("unknown status {}", seed.status),
+        );
+    }
+    jasper.seed_devices(seed.iccids.iter().map(String::as_str), &seed.status);
+    (StatusCode::OK, Json(json!({"seeded": seed.iccids.len()}))).into_response()
+}
+
 pub fn router(jasper: Arc<Jasper>) -> Router {
     Router::new()
         .route(
             "/rws/api/v1/devices/{iccid}",
             get(device_route).put(device_route),
         )
+        .route("/_sim/devices", axum::routing::post(seed_route))
         .with_state(jasper)
 }
 
