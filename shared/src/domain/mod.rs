@@ -4,6 +4,8 @@ pub mod bulk_change;
 pub mod carrier_error;
 pub mod change;
 pub mod ids;
+pub mod rate_limit;
+pub mod redact;
 pub mod request;
 pub mod retry;
 pub mod validation;
