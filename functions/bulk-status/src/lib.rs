@@ -257,6 +257,14 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        let (_, first) = call(&store, event(DEVICES, "demo", &[("limit", "1")])).await;
+        let device = &first["items"][0];
+        assert_eq!(device["iccid"], cellbridge::testing::iccid(0));
+        assert_eq!(device["status"], "pending");
+        assert!(
+            device.get("edit").is_none(),
+            "status updates carry no per-device edit: {device}"
+        );
     }
 
     #[tokio::test]

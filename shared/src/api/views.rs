@@ -2,7 +2,7 @@
 
 use crate::domain::{
     BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceChange, DeviceChangeStatus,
-    DeviceRequest,
+    DeviceEdit, DeviceRef,
 };
 use crate::ports::Page;
 use serde::Serialize;
@@ -73,8 +73,12 @@ impl<'a> From<&'a BulkChange> for BulkChangeView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceChangeView<'a> {
     pub seq: u32,
+    /// `iccid`, and `msisdn` / `imei` when given, at the top level.
     #[serde(flatten)]
-    pub request: &'a DeviceRequest,
+    pub device: &'a DeviceRef,
+    /// The per-device part of the change, for the change types that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit: Option<&'a DeviceEdit>,
     pub status: DeviceChangeStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<&'a str>,
@@ -87,7 +91,11 @@ impl<'a> From<&'a DeviceChange> for DeviceChangeView<'a> {
     fn from(change: &'a DeviceChange) -> Self {
         Self {
             seq: change.seq,
-            request: &change.request,
+            device: &change.request.device,
+            edit: match &change.request.edit {
+                DeviceEdit::None => None,
+                edit => Some(edit),
+            },
             status: change.status,
             status_reason: change.status_reason.as_deref(),
             attempts: change.attempts,
