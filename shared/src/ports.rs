@@ -1,6 +1,10 @@
 //! The ports handlers depend on. Adapters (DynamoDB, SQS, S3, in-memory) implement them.
 
-use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
+use crate::domain::carrier_error::CarrierError;
+use crate::domain::{
+    AuditEntry, BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceChange, DeviceRef,
+    DeviceRequest, TenantId,
+};
 use crate::messages::{PlanMessage, WorkMessage};
 use async_trait::async_trait;
 
@@ -149,21 +153,97 @@ pub enum CarrierOutcome {
     /// Done when the call returned.
     Completed,
     /// Accepted for later (a future effective date, or an asynchronous carrier); `request_id`
-    /// tracks it when the carrier gives one.
+    /// tracks it when the carrier gives one, and [`CarrierPort::check`] follows it up.
     Accepted { request_id: Option<String> },
+}
+
+/// Where an accepted request stands for one of its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestProgress {
+    Pending,
+    Succeeded,
+    Failed(CarrierError),
+}
+
+/// One HTTP exchange with a carrier, with secrets already removed: it becomes an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierExchange {
+    pub method: String,
+    pub url: String,
+    pub request_body: Option<String>,
+    /// `None` when no answer came (timeout, connection failure).
+    pub status: Option<u16>,
+    pub response_body: Option<String>,
+    pub duration: std::time::Duration,
+}
+
+/// Collects the exchanges of one operation, so the caller can audit every carrier call, including
+/// the ones an adapter makes on its own (token renewals, retries of a stale session).
+#[derive(Debug, Default)]
+pub struct CallJournal {
+    exchanges: std::sync::Mutex<Vec<CarrierExchange>>,
+}
+
+impl CallJournal {
+    pub fn record(&self, exchange: CarrierExchange) {
+        self.exchanges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(exchange);
+    }
+
+    pub fn take(&self) -> Vec<CarrierExchange> {
+        std::mem::take(
+            &mut *self
+                .exchanges
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// One carrier account, as a bulk change needs it.
 #[async_trait]
 pub trait CarrierPort: Send + Sync {
+    fn carrier(&self) -> Carrier;
+
+    /// Devices one [`CarrierPort::apply`] call may carry for this change: 1 for per-device APIs,
+    /// up to 10,000 for ThingSpace's batch actions.
+    fn batch_limit(&self, _change: &ChangeSpec) -> usize {
+        1
+    }
+
     async fn read_device(
         &self,
-        device: &crate::domain::DeviceRef,
-    ) -> Result<CarrierDevice, crate::domain::carrier_error::CarrierError>;
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError>;
 
+    /// Applies `change` to `requests` (at most [`CarrierPort::batch_limit`] of them) in one
+    /// carrier request.
     async fn apply(
         &self,
-        change: &crate::domain::ChangeSpec,
-        request: &crate::domain::DeviceRequest,
-    ) -> Result<CarrierOutcome, crate::domain::carrier_error::CarrierError>;
+        change: &ChangeSpec,
+        requests: &[DeviceRequest],
+        journal: &CallJournal,
+    ) -> Result<CarrierOutcome, CarrierError>;
+
+    /// Follows up an accepted request for one of its devices (polling, for when a callback never
+    /// comes or the carrier has none).
+    async fn check(
+        &self,
+        change: &ChangeSpec,
+        request_id: &str,
+        request: &DeviceRequest,
+        journal: &CallJournal,
+    ) -> Result<RequestProgress, CarrierError> {
+        let _ = (change, request, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!(
+                "{} requests cannot be polled (request {request_id})",
+                self.carrier().as_str()
+            ),
+        })
+    }
 }

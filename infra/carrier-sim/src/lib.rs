@@ -6,6 +6,8 @@
 
 pub mod jasper;
 mod random;
+pub mod telegence;
+pub mod thingspace;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -51,16 +53,40 @@ impl RequestLog {
     }
 }
 
+/// How each simulated carrier behaves.
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    pub jasper: jasper::JasperConfig,
+    pub thingspace: thingspace::ThingSpaceConfig,
+    pub telegence: telegence::TelegenceConfig,
+}
+
+impl From<jasper::JasperConfig> for SimConfig {
+    fn from(jasper: jasper::JasperConfig) -> Self {
+        Self {
+            jasper,
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Simulators {
     pub jasper: Arc<jasper::Jasper>,
+    pub thingspace: Arc<thingspace::ThingSpace>,
+    pub telegence: Arc<telegence::Telegence>,
     pub log: Arc<RequestLog>,
 }
 
 impl Simulators {
-    pub fn new(jasper: jasper::JasperConfig) -> Self {
+    pub fn new(config: SimConfig) -> Self {
         let log = Arc::new(RequestLog::default());
         Self {
-            jasper: Arc::new(jasper::Jasper::new(jasper, log.clone())),
+            jasper: Arc::new(jasper::Jasper::new(config.jasper, log.clone())),
+            thingspace: Arc::new(thingspace::ThingSpace::new(
+                config.thingspace,
+                log.clone(),
+            )),
+            telegence: Arc::new(telegence::Telegence::new(config.telegence, log.clone())),
             log,
         }
     }
@@ -68,6 +94,8 @@ impl Simulators {
     pub fn router(&self) -> Router {
         Router::new()
             .nest("/jasper", jasper::router(self.jasper.clone()))
+            .nest("/thingspace", thingspace::router(self.thingspace.clone()))
+            .nest("/telegence", telegence::router(self.telegence.clone()))
             .route("/_sim/requests", get(requests).with_state(self.log.clone()))
     }
 }
@@ -85,8 +113,8 @@ pub struct SimServer {
 
 impl SimServer {
     /// Serves the simulators on `addr` (port 0 picks a free one).
-    pub async fn start(addr: SocketAddr, jasper: jasper::JasperConfig) -> anyhow::Result<Self> {
-        let sims = Simulators::new(jasper);
+    pub async fn start(addr: SocketAddr, config: impl Into<SimConfig>) -> anyhow::Result<Self> {
+        let sims = Simulators::new(config.into());
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = sims.router();

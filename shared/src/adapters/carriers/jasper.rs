@@ -4,10 +4,10 @@
 //! suspend and deactivate → `DEACTIVATED` (Jasper has no separate suspended state at account
 //! level; retiring and purging a SIM are lifecycle steps outside bulk status changes).
 
-use super::{retry_after, transport};
+use super::{retry_after, send_recorded, CarrierResponse};
 use crate::domain::carrier_error::CarrierError;
-use crate::domain::{ChangeSpec, DeviceRef, DeviceRequest, StatusAction};
-use crate::ports::{CarrierDevice, CarrierOutcome, CarrierPort};
+use crate::domain::{Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction};
+use crate::ports::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -82,49 +82,33 @@ impl JasperClient {
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, CarrierError> {
-        let response = request
+        journal: &CallJournal,
+    ) -> Result<CarrierResponse, CarrierError> {
+        let request = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.api_key))
-            .send()
-            .await
-            .map_err(transport)?;
-        if response.status().is_success() {
+            .build()
+            .map_err(super::transport)?;
+        let response = send_recorded(
+            &self.http,
+            request,
+            &[self.credentials.api_key.as_str()],
+            journal,
+        )
+        .await?;
+        if response.status.is_success() {
             return Ok(response);
         }
-        Err(self.error(response).await)
+        Err(error(&response))
     }
 
-    async fn error(&self, response: reqwest::Response) -> CarrierError {
-        let status = response.status();
-        let wait = retry_after(response.headers());
-        let body: ErrorBody = response.json().await.unwrap_or_default();
-        let code = body.error_code.unwrap_or_default();
-        let message = body.error_message.unwrap_or_default();
-        match status {
-            _ if code == RATE_LIMIT_CODE || status == StatusCode::TOO_MANY_REQUESTS => {
-                CarrierError::RateLimited { retry_after: wait }
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CarrierError::AuthFailed,
-            StatusCode::NOT_FOUND => CarrierError::NotFound,
-            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                CarrierError::Transient(format!("HTTP {}", s.as_u16()))
-            }
-            s => CarrierError::Permanent {
-                code: if code.is_empty() {
-                    s.as_u16().to_string()
-                } else {
-                    code
-                },
-                message,
-            },
-        }
-    }
-
-    pub async fn get_device(&self, iccid: &str) -> Result<CarrierDevice, CarrierError> {
-        let response = self.send(self.http.get(self.url(iccid))).await?;
+    pub async fn get_device(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError> {
+        let response = self.send(self.http.get(self.url(iccid)), journal).await?;
         let details: DeviceDetails = response
             .json()
-            .await
             .map_err(|e| CarrierError::Transient(format!("unreadable device details: {e}")))?;
         Ok(CarrierDevice {
             iccid: details.iccid,
@@ -138,10 +122,13 @@ impl JasperClient {
         &self,
         iccid: &str,
         edit: &Value,
+        journal: &CallJournal,
     ) -> Result<CarrierOutcome, CarrierError> {
-        let response = self.send(self.http.put(self.url(iccid)).json(edit)).await?;
-        let accepted = response.status() == StatusCode::ACCEPTED;
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let response = self
+            .send(self.http.put(self.url(iccid)).json(edit), journal)
+            .await?;
+        let accepted = response.status == StatusCode::ACCEPTED;
+        let body: Value = response.json().unwrap_or(Value::Null);
         // Real clients treat a 2xx without the ICCID echoed back as a failure.
         if body.get("iccid").and_then(Value::as_str) != Some(iccid) {
             return Err(CarrierError::Transient(
@@ -153,6 +140,32 @@ impl JasperClient {
         } else {
             CarrierOutcome::Completed
         })
+    }
+}
+
+fn error(response: &CarrierResponse) -> CarrierError {
+    let status = response.status;
+    let wait = retry_after(&response.headers);
+    let body: ErrorBody = response.json().unwrap_or_default();
+    let code = body.error_code.unwrap_or_default();
+    let message = body.error_message.unwrap_or_default();
+    match status {
+        _ if code == RATE_LIMIT_CODE || status == StatusCode::TOO_MANY_REQUESTS => {
+            CarrierError::RateLimited { retry_after: wait }
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CarrierError::AuthFailed,
+        StatusCode::NOT_FOUND => CarrierError::NotFound,
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+            CarrierError::Transient(format!("HTTP {}", s.as_u16()))
+        }
+        s => CarrierError::Permanent {
+            code: if code.is_empty() {
+                s.as_u16().to_string()
+            } else {
+                code
+            },
+            message,
+        },
     }
 }
 
@@ -185,17 +198,33 @@ pub fn edit_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
 
 #[async_trait]
 impl CarrierPort for JasperClient {
-    async fn read_device(&self, device: &DeviceRef) -> Result<CarrierDevice, CarrierError> {
-        self.get_device(device.iccid.as_str()).await
+    fn carrier(&self) -> Carrier {
+        Carrier::Jasper
+    }
+
+    async fn read_device(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError> {
+        self.get_device(device.iccid.as_str(), journal).await
     }
 
     async fn apply(
         &self,
         change: &ChangeSpec,
-        request: &DeviceRequest,
+        requests: &[DeviceRequest],
+        journal: &CallJournal,
     ) -> Result<CarrierOutcome, CarrierError> {
+        let [request] = requests else {
+            return Err(CarrierError::Permanent {
+                code: "batch".into(),
+                message: format!("Jasper edits one device a call, not {}", requests.len()),
+            });
+        };
         let edit = edit_for(change)?;
-        self.edit_device(request.device.iccid.as_str(), &edit).await
+        self.edit_device(request.device.iccid.as_str(), &edit, journal)
+            .await
     }
 }
 

@@ -1,9 +1,14 @@
-//! Carrier adapters over reqwest. Each maps its carrier's answers to [`CarrierError`].
+//! Carrier adapters over reqwest. Each maps its carrier's answers to [`CarrierError`] and records
+//! every HTTP exchange, secrets removed, in the caller's [`CallJournal`].
 
 pub mod jasper;
+pub mod telegence;
+pub mod thingspace;
 
 use crate::domain::carrier_error::CarrierError;
-use std::time::Duration;
+use crate::domain::redact::redact;
+use crate::ports::{CallJournal, CarrierExchange};
+use std::time::{Duration, Instant};
 
 /// Connection and whole-call limits: a carrier that does not answer in time is a transient failure,
 /// retried under the retry budget rather than holding the function.
@@ -32,4 +37,64 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+/// A carrier's answer, read whole so it can be both audited and parsed.
+#[derive(Debug)]
+pub struct CarrierResponse {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl CarrierResponse {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Sends `request` and records the exchange in `journal` with `secrets` (and every secret-named
+/// field or header value) removed from the URL and both bodies. Headers are not recorded: that is
+/// where credentials travel.
+pub async fn send_recorded(
+    http: &reqwest::Client,
+    request: reqwest::Request,
+    secrets: &[&str],
+    journal: &CallJournal,
+) -> Result<CarrierResponse, CarrierError> {
+    let method = request.method().to_string();
+    let url = redact(request.url().as_str(), secrets);
+    let request_body = request
+        .body()
+        .and_then(reqwest::Body::as_bytes)
+        .map(|bytes| redact(&String::from_utf8_lossy(bytes), secrets));
+    let started = Instant::now();
+    let answer = async {
+        let response = http.execute(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>(CarrierResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+    .await;
+    let (status, response_body) = match &answer {
+        Ok(response) => (
+            Some(response.status.as_u16()),
+            Some(redact(&String::from_utf8_lossy(&response.body), secrets)),
+        ),
+        Err(error) => (None, Some(redact(&error.to_string(), secrets))),
+    };
+    journal.record(CarrierExchange {
+        method,
+        url,
+        request_body,
+        status,
+        response_body,
+        duration: started.elapsed(),
+    });
+    answer.map_err(transport)
 }

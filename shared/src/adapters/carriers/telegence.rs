@@ -1,0 +1,1 @@
+//! AT&T Telegence adapter (being written).

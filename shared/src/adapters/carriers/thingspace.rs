@@ -1,0 +1,1 @@
+//! Verizon ThingSpace Connectivity Management adapter (being written).
