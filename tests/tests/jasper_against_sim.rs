@@ -44,14 +44,23 @@ async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyho
     let device = &request.devices[0];
 
     assert_eq!(
-        jasper.read_device(&device.device, &CallJournal::default()).await?.status,
+        jasper
+            .read_device(&device.device, &CallJournal::default())
+            .await?
+            .status,
         "ACTIVATED"
     );
     let suspend = ChangeSpec::StatusUpdate {
         action: StatusAction::Suspend,
     };
     assert_eq!(
-        jasper.apply(&suspend, std::slice::from_ref(device), &CallJournal::default()).await?,
+        jasper
+            .apply(
+                &suspend,
+                std::slice::from_ref(device),
+                &CallJournal::default()
+            )
+            .await?,
         CarrierOutcome::Completed
     );
     assert_eq!(
@@ -67,7 +76,14 @@ async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyho
     let restore = ChangeSpec::StatusUpdate {
         action: StatusAction::Restore,
     };
-    match jasper.apply(&restore, std::slice::from_ref(device), &CallJournal::default()).await {
+    match jasper
+        .apply(
+            &restore,
+            std::slice::from_ref(device),
+            &CallJournal::default(),
+        )
+        .await
+    {
         Err(CarrierError::Permanent { code, message }) => {
             assert_eq!(code, "10000003");
             assert!(message.contains("PURGED"), "{message}");
@@ -77,7 +93,9 @@ async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyho
 
     let future = json!({"ratePlan": "RP-5GB", "effectiveDate": "2027-01-01T00:00:00+00:00"});
     assert_eq!(
-        jasper.edit_device(&iccid(1), &future, &CallJournal::default()).await?,
+        jasper
+            .edit_device(&iccid(1), &future, &CallJournal::default())
+            .await?,
         CarrierOutcome::Accepted { request_id: None }
     );
     Ok(())
@@ -87,11 +105,15 @@ async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyho
 async fn unknown_devices_and_bad_credentials_are_told_apart() -> anyhow::Result<()> {
     let server = simulator(JasperConfig::default()).await?;
     assert_eq!(
-        client(&server, API_KEY)?.get_device(&iccid(99), &CallJournal::default()).await,
+        client(&server, API_KEY)?
+            .get_device(&iccid(99), &CallJournal::default())
+            .await,
         Err(CarrierError::NotFound)
     );
     assert_eq!(
-        client(&server, "wrong-key")?.get_device(&iccid(0), &CallJournal::default()).await,
+        client(&server, "wrong-key")?
+            .get_device(&iccid(0), &CallJournal::default())
+            .await,
         Err(CarrierError::AuthFailed)
     );
     // The log names the account of valid calls only, and never holds a credential.
@@ -125,7 +147,11 @@ async fn both_rate_limit_answers_are_rate_limits() -> anyhow::Result<()> {
         // Ten calls at once: one call in flight and 5 a second are Jasper's limits.
         let calls = (0..10).map(|n| {
             let jasper = jasper.clone();
-            async move { jasper.get_device(&iccid(n % 5), &CallJournal::default()).await }
+            async move {
+                jasper
+                    .get_device(&iccid(n % 5), &CallJournal::default())
+                    .await
+            }
         });
         let results = futures::future::join_all(calls).await;
         let limited = results
@@ -168,7 +194,9 @@ async fn server_faults_are_transient() -> anyhow::Result<()> {
         ..JasperConfig::default()
     };
     let server = simulator(config).await?;
-    let result = client(&server, API_KEY)?.get_device(&iccid(0), &CallJournal::default()).await;
+    let result = client(&server, API_KEY)?
+        .get_device(&iccid(0), &CallJournal::default())
+        .await;
     assert!(
         matches!(result, Err(CarrierError::Transient(_))),
         "{result:?}"

@@ -82,10 +82,7 @@ impl Simulators {
         let log = Arc::new(RequestLog::default());
         Self {
             jasper: Arc::new(jasper::Jasper::new(config.jasper, log.clone())),
-            thingspace: Arc::new(thingspace::ThingSpace::new(
-                config.thingspace,
-                log.clone(),
-            )),
+            thingspace: Arc::new(thingspace::ThingSpace::new(config.thingspace, log.clone())),
             telegence: Arc::new(telegence::Telegence::new(config.telegence, log.clone())),
             log,
         }
