@@ -65,16 +65,24 @@ pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
 pub fn bulk_change_ports(
     config: &SdkConfig,
 ) -> Result<crate::ports::BulkChangePorts, crate::config::ConfigError> {
-    use crate::adapters::{s3::S3Payloads, sqs};
+    use crate::adapters::s3::S3Payloads;
     use std::sync::Arc;
     Ok(crate::ports::BulkChangePorts {
         store: bulk_change_store(config)?,
-        queues: Arc::new(sqs::SqsQueues::new(
-            sqs(config),
-            sqs::QueueUrls::from_env()?,
-        )),
+        queues: work_queues(config)?,
         payloads: Arc::new(S3Payloads::from_env(s3(config))?),
     })
+}
+
+/// The SQS work queues alone, for the worker that requeues.
+pub fn work_queues(
+    config: &SdkConfig,
+) -> Result<std::sync::Arc<dyn crate::ports::WorkQueues>, crate::config::ConfigError> {
+    use crate::adapters::sqs;
+    Ok(std::sync::Arc::new(sqs::SqsQueues::new(
+        sqs(config),
+        sqs::QueueUrls::from_env()?,
+    )))
 }
 
 /// The DynamoDB bulk-change store alone, for the functions that only read.

@@ -8,7 +8,10 @@
 pub mod adapters;
 pub mod api;
 pub mod aws;
+pub mod carrier_account;
+pub mod carrier_config;
 pub mod clock;
+pub mod completion;
 pub mod config;
 pub mod domain;
 pub mod lambda;

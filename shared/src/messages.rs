@@ -23,4 +23,45 @@ pub struct WorkMessage {
     pub retry_number: u32,
     /// Stable per device change, so a carrier sees retries of one request as one request.
     pub request_id: String,
+    /// Device changes covered, from `device_seq` on: more than one for carriers that take a
+    /// batch in one request (ThingSpace, Telegence activations).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub device_count: u32,
+    /// Set when this message follows up a request the carrier accepted for later, instead of
+    /// sending the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_request: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(count: &u32) -> bool {
+    *count == 1
+}
+
+impl WorkMessage {
+    /// The first message for `device_count` device changes from `device_seq`.
+    pub fn first(
+        tenant_id: TenantId,
+        bulk_change_id: &str,
+        device_seq: u32,
+        device_count: u32,
+    ) -> Self {
+        Self {
+            tenant_id,
+            bulk_change_id: bulk_change_id.to_owned(),
+            device_seq,
+            retry_number: 0,
+            request_id: format!("{bulk_change_id}:{device_seq}"),
+            device_count,
+            check_request: None,
+        }
+    }
+
+    /// The sequence numbers this message covers.
+    pub fn seqs(&self) -> std::ops::Range<u32> {
+        self.device_seq..self.device_seq.saturating_add(self.device_count.max(1))
+    }
 }

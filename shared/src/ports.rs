@@ -7,6 +7,7 @@ use crate::domain::{
 };
 use crate::messages::{PlanMessage, WorkMessage};
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +42,33 @@ pub struct Page<T> {
 pub struct PageRequest {
     pub limit: u32,
     pub cursor: Option<String>,
+}
+
+/// Whether a worker may go ahead with a unit of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Go ahead. `resumed`: an earlier holder of the same retry stopped without finishing (its
+    /// call may have reached the carrier), so check the device before sending again.
+    Granted { resumed: bool },
+    /// Another delivery holds it, or a later retry replaced this message.
+    Refused,
+}
+
+/// How a device change ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOutcome {
+    pub succeeded: bool,
+    pub reason: Option<String>,
+    /// Carrier calls made for it so far.
+    pub attempts: u32,
+}
+
+/// Where a submitted device change lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmittedRef {
+    pub tenant: TenantId,
+    pub bulk_change_id: String,
+    pub seq: u32,
 }
 
 /// Binds an idempotency key to the request it first came with.
@@ -107,6 +135,57 @@ pub trait BulkChangeStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<DeviceChange>, StoreError>;
 
+    /// The device changes with sequence numbers in `seqs`, in order.
+    async fn get_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seqs: std::ops::Range<u32>,
+    ) -> Result<Vec<DeviceChange>, StoreError>;
+
+    /// Claims the work unit `unit` (one message's device changes) for retry `retry_number` until `now + lease`,
+    /// so a duplicate delivery never calls the carrier while the first is at it, and a message
+    /// from an earlier retry never runs after a later one was queued.
+    async fn claim_work(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        unit: &str,
+        retry_number: u32,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// Notes that the carrier accepted a pending device change as part of request
+    /// `carrier_request_id`; false when it was no longer pending.
+    async fn record_submitted(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        iccid: &str,
+        carrier_request_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The device change a carrier request covers for `iccid` (for callbacks, which name only
+    /// the carrier's request id and the device).
+    async fn find_submitted(
+        &self,
+        carrier_request_id: &str,
+        iccid: &str,
+    ) -> Result<Option<SubmittedRef>, StoreError>;
+
+    /// Moves a pending device change to its outcome and counts it on the bulk change, in one
+    /// atomic write; false when it was already finished (a duplicate).
+    async fn finish_device_change(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        outcome: &DeviceOutcome,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError>;
 
     async fn list_audit(
@@ -119,8 +198,14 @@ pub trait BulkChangeStore: Send + Sync {
 #[async_trait]
 pub trait WorkQueues: Send + Sync {
     async fn enqueue_plan(&self, message: &PlanMessage) -> Result<(), QueueError>;
-    /// Sends in batches; all messages are sent or an error names what was not.
-    async fn enqueue_work(&self, messages: &[WorkMessage]) -> Result<(), QueueError>;
+    /// Sends to `carrier`'s work queue in batches, each message held back `delay` (at most
+    /// 15 minutes); all messages are sent or an error names what was not.
+    async fn enqueue_work(
+        &self,
+        carrier: Carrier,
+        messages: &[WorkMessage],
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError>;
 }
 
 /// Large request bodies (a 10,000-device list) live here, not in queue messages or table items.
@@ -227,6 +312,13 @@ pub trait CarrierPort: Send + Sync {
         requests: &[DeviceRequest],
         journal: &CallJournal,
     ) -> Result<CarrierOutcome, CarrierError>;
+
+    /// Whether `device`, as the carrier reports it, already shows `change` done: lets a worker
+    /// that resumes after a crash skip a call that had reached the carrier.
+    fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
+        let _ = (change, device);
+        false
+    }
 
     /// Follows up an accepted request for one of its devices (polling, for when a callback never
     /// comes or the carrier has none).

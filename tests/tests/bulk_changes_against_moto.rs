@@ -119,7 +119,7 @@ async fn a_bulk_change_is_accepted_planned_and_reported() -> Result<()> {
 
     run_planner(&stack, &ports).await?;
     assert_eq!(stack.item_count("DeviceChangesTable").await?, 250);
-    assert_eq!(stack.queue_depth("WorkQueue").await?, 250);
+    assert_eq!(stack.queue_depth("JasperWorkQueue").await?, 250);
     assert_eq!(
         stack.item_count("AuditLogTable").await?,
         2,
@@ -339,7 +339,7 @@ async fn ten_thousand_devices_are_planned_not_written_inline() -> Result<()> {
     assert_eq!(stack.item_count("DeviceChangesTable").await?, 0);
     run_planner(&stack, &ports).await?;
     assert_eq!(stack.item_count("DeviceChangesTable").await?, 10_000);
-    assert_eq!(stack.queue_depth("WorkQueue").await?, 0);
+    assert_eq!(stack.queue_depth("JasperWorkQueue").await?, 0);
     stack.moto.stop().await;
     Ok(())
 }

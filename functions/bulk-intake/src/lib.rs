@@ -187,6 +187,8 @@ fn accepted_entry(change: &BulkChange, caller: &Caller, now: OffsetDateTime) -> 
         request_text: None,
         response_text: None,
         has_errors: false,
+        http_status: None,
+        duration_ms: None,
         created_at: now,
     }
 }

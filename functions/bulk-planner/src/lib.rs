@@ -4,9 +4,8 @@
 //! ignore.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use cellbridge::domain::{
-    AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest, TenantId,
-};
+use cellbridge::domain::retry::MAX_QUEUE_DELAY;
+use cellbridge::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest};
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::lambda::sqs_batch::process_batch;
 use cellbridge::messages::{PlanMessage, WorkMessage};
@@ -94,9 +93,15 @@ pub async fn plan(
             })
             .collect();
         newly_written += ports.store.insert_device_changes(tenant, &changes).await?;
-        if change.process_changes {
-            let work: Vec<WorkMessage> = changes.iter().map(|c| work_message(tenant, c)).collect();
-            ports.queues.enqueue_work(&work).await?;
+    }
+    if change.process_changes {
+        let work = work_messages(&change);
+        let delay = release_delay(&change, now);
+        for slice in work.chunks(CHUNK) {
+            ports
+                .queues
+                .enqueue_work(change.carrier, slice, delay)
+                .await?;
         }
     }
 
@@ -110,6 +115,16 @@ pub async fn plan(
             .store
             .append_audit(tenant, &planned_entry(&change, devices.len(), now))
             .await?;
+        // Workers may have finished every device change before the move to processing, when no
+        // finisher could complete the bulk change yet.
+        cellbridge::completion::complete_if_done(
+            ports.store.as_ref(),
+            tenant,
+            &change.bulk_change_id,
+            PROCESSED_BY,
+            now,
+        )
+        .await?;
     }
     tracing::info!(
         devices = devices.len(),
@@ -150,14 +165,34 @@ async fn read_devices(
     Ok(devices)
 }
 
-fn work_message(tenant: &TenantId, change: &DeviceChange) -> WorkMessage {
-    WorkMessage {
-        tenant_id: tenant.clone(),
-        bulk_change_id: change.bulk_change_id.clone(),
-        device_seq: change.seq,
-        retry_number: 0,
-        request_id: format!("{}:{}", change.bulk_change_id, change.seq),
-    }
+/// One message per carrier request: a device each, or a batch where the carrier takes one.
+fn work_messages(change: &BulkChange) -> Vec<WorkMessage> {
+    let limit = change.carrier.batch_limit(&change.change).max(1);
+    (0..change.counts.total)
+        .step_by(limit as usize)
+        .map(|first| {
+            WorkMessage::first(
+                change.tenant_id.clone(),
+                &change.bulk_change_id,
+                first,
+                limit.min(change.counts.total - first),
+            )
+        })
+        .collect()
+}
+
+/// Work for a change effective later is held back until then (up to SQS's 15-minute limit;
+/// the worker holds it again if it arrives early).
+fn release_delay(change: &BulkChange, now: OffsetDateTime) -> std::time::Duration {
+    change
+        .change
+        .effective_date()
+        .map(|at| at - now)
+        .filter(|wait| wait.is_positive())
+        .map_or(std::time::Duration::ZERO, |wait| {
+            std::time::Duration::from_secs(wait.whole_seconds().unsigned_abs())
+                .min(MAX_QUEUE_DELAY)
+        })
 }
 
 fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> AuditEntry {
@@ -174,6 +209,8 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
         request_text: None,
         response_text: None,
         has_errors: false,
+        http_status: None,
+        duration_ms: None,
         created_at: now,
     }
 }
@@ -182,6 +219,7 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
 mod tests {
     use super::*;
     use cellbridge::adapters::memory::MemoryPorts;
+    use cellbridge::domain::TenantId;
     use cellbridge::ports::{BulkChangeStore, CreateOutcome, PageRequest, PayloadStore};
     use cellbridge::testing::sample_bulk_change;
 

@@ -26,7 +26,15 @@ pub fn bulk_change_ports(config: &SdkConfig, resources: &Resources) -> Result<Bu
     };
     let queues = QueueUrls {
         plan: named(resources.queue_url("PlanQueue"), "PlanQueue")?,
-        work: named(resources.queue_url("WorkQueue"), "WorkQueue")?,
+        jasper_work: named(resources.queue_url("JasperWorkQueue"), "JasperWorkQueue")?,
+        thingspace_work: named(
+            resources.queue_url("ThingSpaceWorkQueue"),
+            "ThingSpaceWorkQueue",
+        )?,
+        telegence_work: named(
+            resources.queue_url("TelegenceWorkQueue"),
+            "TelegenceWorkQueue",
+        )?,
     };
     Ok(BulkChangePorts {
         store: Arc::new(DynamoStore::new(cellbridge::aws::dynamodb(config), tables)),

@@ -526,8 +526,16 @@ fn lambda_env(name: &str, port: u16) -> Vec<(&'static str, String)> {
             "http://127.0.0.1:9/000000000000/bench-plan",
         ),
         (
-            "WORK_QUEUE_URL",
-            "http://127.0.0.1:9/000000000000/bench-work",
+            "JASPER_WORK_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/bench-jasper-work",
+        ),
+        (
+            "THINGSPACE_WORK_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/bench-thingspace-work",
+        ),
+        (
+            "TELEGENCE_WORK_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/bench-telegence-work",
         ),
         ("PAYLOAD_BUCKET", "bench-payloads"),
         ("RUST_LOG", "error"),

@@ -124,7 +124,7 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     bar.finish();
-    let queued = stack.queue_depth("WorkQueue").await?;
+    let queued = stack.queue_depth("JasperWorkQueue").await?;
     println!(
         "  planned in {:.1?}: status {}, counts {}, {queued} messages waiting for the carrier worker",
         started.elapsed(),

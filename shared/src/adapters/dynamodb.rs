@@ -3,20 +3,24 @@
 //! Tables (keys as in template.yaml):
 //! - bulk changes: `tenantId` / `bulkChangeId`, GSI `ByStatus` on `statusKey` (`tenant#status`) / `bulkChangeId`
 //! - device changes: `bulkChangeKey` (`tenant#bulkChangeId`) / `seq`
+//!   with GSI `ByCarrierRef` on `carrierRef` (`carrierRequestId#iccid`), set once a carrier accepts it
 //! - audit log: `bulkChangeKey` / `entryId` (time-ordered UUID)
-//! - idempotency keys: `idempotencyKey` (`tenant#key`), expiring through the `expiresAt` TTL attribute
+//! - idempotency keys: `idempotencyKey` (`tenant#key`), expiring through the `expiresAt` TTL attribute;
+//!   worker claims live there too, as `tenant#work#bulkChangeId#unit`
 
 use super::cursor::{self, AfterId, AfterSeq};
 use super::sdk_message;
 use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
 use crate::ports::{
-    BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError,
+    BulkChangeStore, Claim, CreateOutcome, DeviceOutcome, IdempotencyClaim, Page, PageRequest,
+    StoreError, SubmittedRef,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use futures::{stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -28,6 +32,10 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 /// Conditional puts in flight at once while writing device changes.
 const WRITE_CONCURRENCY: usize = 32;
 const STATUS_INDEX: &str = "ByStatus";
+/// Device changes by `carrierRef` (`carrierRequestId#iccid`), for carrier callbacks.
+const CARRIER_REF_INDEX: &str = "ByCarrierRef";
+/// Work claims outlive any redelivery of the message they guard.
+const WORK_CLAIM_RETENTION: Duration = Duration::days(14);
 
 #[derive(Debug, Clone)]
 pub struct TableNames {
@@ -71,6 +79,10 @@ fn status_key(tenant: &TenantId, status: BulkChangeStatus) -> String {
 
 fn bulk_change_key(tenant: &TenantId, id: &str) -> String {
     format!("{tenant}#{id}")
+}
+
+fn carrier_ref(carrier_request_id: &str, iccid: &str) -> String {
+    format!("{carrier_request_id}#{iccid}")
 }
 
 fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
@@ -390,6 +402,236 @@ impl BulkChangeStore for DynamoStore {
             .and(items.last())
             .map(|last| cursor::encode(&AfterSeq { after: last.seq }));
         Ok(Page { items, next_cursor })
+    }
+
+    async fn get_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seqs: std::ops::Range<u32>,
+    ) -> Result<Vec<DeviceChange>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.tables.device_changes)
+            .key_condition_expression("bulkChangeKey = :pk AND seq BETWEEN :first AND :last")
+            .expression_attribute_values(":pk", s(bulk_change_key(tenant, bulk_change_id)))
+            .expression_attribute_values(":first", n(seqs.start))
+            .expression_attribute_values(":last", n(seqs.end - 1))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut changes = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(backend)? {
+            changes.push(from_item(item)?);
+        }
+        Ok(changes)
+    }
+
+    async fn claim_work(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        unit: &str,
+        retry_number: u32,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let until_ms = now_ms + lease.as_millis() as i64;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.idempotency)
+            .key(
+                "idempotencyKey",
+                s(format!("{tenant}#work#{bulk_change_id}#{unit}")),
+            )
+            .update_expression("SET claimedRetry = :r, leaseUntil = :until, expiresAt = :expires")
+            .condition_expression(
+                "attribute_not_exists(idempotencyKey) OR claimedRetry < :r \
+                 OR (claimedRetry = :r AND leaseUntil < :now)",
+            )
+            .expression_attribute_values(":r", n(retry_number))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(
+                ":expires",
+                n((now + WORK_CLAIM_RETENTION).unix_timestamp()),
+            )
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let earlier = output
+                    .attributes
+                    .as_ref()
+                    .and_then(|old| old.get("claimedRetry"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u32>().ok());
+                Ok(Claim::Granted {
+                    resumed: earlier == Some(retry_number),
+                })
+            }
+            Err(error)
+                if error.as_service_error().is_some_and(|e| {
+                    matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+                }) =>
+            {
+                Ok(Claim::Refused)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn record_submitted(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        iccid: &str,
+        carrier_request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.device_changes)
+            .key("bulkChangeKey", s(bulk_change_key(tenant, bulk_change_id)))
+            .key("seq", n(seq))
+            .update_expression("SET carrierRequestId = :request, carrierRef = :ref")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":request", s(carrier_request_id))
+            .expression_attribute_values(":ref", s(carrier_ref(carrier_request_id, iccid)))
+            .expression_attribute_values(":pending", s("pending"))
+            .send()
+            .await;
+        written_unless_condition_failed(result, |e| {
+            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+        })
+    }
+
+    async fn find_submitted(
+        &self,
+        carrier_request_id: &str,
+        iccid: &str,
+    ) -> Result<Option<SubmittedRef>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.device_changes)
+            .index_name(CARRIER_REF_INDEX)
+            .key_condition_expression("carrierRef = :ref")
+            .expression_attribute_values(":ref", s(carrier_ref(carrier_request_id, iccid)))
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = output.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let key = item
+            .get("bulkChangeKey")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt("index entry without bulkChangeKey".into()))?;
+        let seq = item
+            .get("seq")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| StoreError::Corrupt("index entry without seq".into()))?;
+        let (tenant, bulk_change_id) = key
+            .split_once('#')
+            .and_then(|(t, id)| TenantId::parse(t).map(|t| (t, id.to_owned())))
+            .ok_or_else(|| StoreError::Corrupt(format!("bad bulkChangeKey {key}")))?;
+        Ok(Some(SubmittedRef {
+            tenant,
+            bulk_change_id,
+            seq,
+        }))
+    }
+
+    async fn finish_device_change(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        outcome: &DeviceOutcome,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_text = crate::clock::rfc3339(now);
+        let (status, counter) = if outcome.succeeded {
+            ("succeeded", "succeeded")
+        } else {
+            ("failed", "failed")
+        };
+        let mut device = Update::builder()
+            .table_name(&self.tables.device_changes)
+            .key("bulkChangeKey", s(bulk_change_key(tenant, bulk_change_id)))
+            .key("seq", n(seq))
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":final", s(status))
+            .expression_attribute_values(":attempts", n(outcome.attempts))
+            .expression_attribute_values(":now", s(&now_text));
+        device = match &outcome.reason {
+            Some(reason) => device
+                .update_expression(
+                    "SET #status = :final, attempts = :attempts, updatedAt = :now, statusReason = :reason",
+                )
+                .expression_attribute_values(":reason", s(reason)),
+            None => device.update_expression(
+                "SET #status = :final, attempts = :attempts, updatedAt = :now",
+            ),
+        };
+        let count = Update::builder()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(bulk_change_id))
+            .update_expression("ADD #counter :one SET updatedAt = :now")
+            .condition_expression("attribute_exists(bulkChangeId)")
+            .expression_attribute_names("#counter", counter)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", s(&now_text));
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(device.build().map_err(backend)?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(count.build().map_err(backend)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) => {
+                let already_finished = error
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                            cancelled.cancellation_reasons().first()
+                        }
+                        _ => None,
+                    })
+                    .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
+                if already_finished {
+                    Ok(false)
+                } else {
+                    Err(backend(error))
+                }
+            }
+        }
     }
 
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {

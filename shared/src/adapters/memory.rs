@@ -1,12 +1,15 @@
 //! In-memory ports for unit tests of handlers: same contracts as the AWS adapters, no network.
 
 use super::cursor::{self, AfterId, AfterSeq};
-use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
+use crate::domain::{
+    AuditEntry, BulkChange, BulkChangeStatus, Carrier, DeviceChange, DeviceChangeStatus, TenantId,
+};
 use crate::messages::{PlanMessage, WorkMessage};
 use crate::ports::*;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use time::OffsetDateTime;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -14,6 +17,9 @@ pub struct MemoryStore {
     claims: Mutex<HashMap<(TenantId, String), (String, String)>>,
     device_changes: Mutex<BTreeMap<(TenantId, String, u32), DeviceChange>>,
     audit: Mutex<Vec<(TenantId, AuditEntry)>>,
+    /// (tenant, bulk change, unit) to (retry claimed, lease end).
+    work_claims: Mutex<HashMap<(TenantId, String, String), (u32, OffsetDateTime)>>,
+    submitted: Mutex<HashMap<(String, String), SubmittedRef>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,6 +183,122 @@ impl BulkChangeStore for MemoryStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn get_device_changes(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seqs: std::ops::Range<u32>,
+    ) -> Result<Vec<DeviceChange>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(locked(&self.device_changes)
+            .range(
+                (tenant.clone(), bulk_change_id.to_owned(), seqs.start)
+                    ..(tenant.clone(), bulk_change_id.to_owned(), seqs.end),
+            )
+            .map(|(_, change)| change.clone())
+            .collect())
+    }
+
+    async fn claim_work(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        unit: &str,
+        retry_number: u32,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut claims = locked(&self.work_claims);
+        let key = (tenant.clone(), bulk_change_id.to_owned(), unit.to_owned());
+        let until = now + lease;
+        let claim = match claims.get(&key) {
+            None => Claim::Granted { resumed: false },
+            Some((claimed, _)) if *claimed < retry_number => Claim::Granted { resumed: false },
+            Some((claimed, lease_end)) if *claimed == retry_number && *lease_end < now => {
+                Claim::Granted { resumed: true }
+            }
+            Some(_) => Claim::Refused,
+        };
+        if matches!(claim, Claim::Granted { .. }) {
+            claims.insert(key, (retry_number, until));
+        }
+        Ok(claim)
+    }
+
+    async fn record_submitted(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        iccid: &str,
+        carrier_request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut all = locked(&self.device_changes);
+        let Some(change) = all.get_mut(&(tenant.clone(), bulk_change_id.to_owned(), seq)) else {
+            return Ok(false);
+        };
+        if change.status != DeviceChangeStatus::Pending {
+            return Ok(false);
+        }
+        change.carrier_request_id = Some(carrier_request_id.to_owned());
+        locked(&self.submitted).insert(
+            (carrier_request_id.to_owned(), iccid.to_owned()),
+            SubmittedRef {
+                tenant: tenant.clone(),
+                bulk_change_id: bulk_change_id.to_owned(),
+                seq,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn find_submitted(
+        &self,
+        carrier_request_id: &str,
+        iccid: &str,
+    ) -> Result<Option<SubmittedRef>, StoreError> {
+        Ok(locked(&self.submitted)
+            .get(&(carrier_request_id.to_owned(), iccid.to_owned()))
+            .cloned())
+    }
+
+    async fn finish_device_change(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        seq: u32,
+        outcome: &DeviceOutcome,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // Both maps are locked for the whole write, as the DynamoDB adapter's transaction.
+        let mut changes = locked(&self.bulk_changes);
+        let mut devices = locked(&self.device_changes);
+        let Some(device) = devices.get_mut(&(tenant.clone(), bulk_change_id.to_owned(), seq))
+        else {
+            return Ok(false);
+        };
+        if device.status != DeviceChangeStatus::Pending {
+            return Ok(false);
+        }
+        let bulk = changes
+            .get_mut(&(tenant.clone(), bulk_change_id.to_owned()))
+            .ok_or_else(|| StoreError::Corrupt(format!("no bulk change {bulk_change_id}")))?;
+        device.status = if outcome.succeeded {
+            bulk.counts.succeeded += 1;
+            DeviceChangeStatus::Succeeded
+        } else {
+            bulk.counts.failed += 1;
+            DeviceChangeStatus::Failed
+        };
+        device.status_reason = outcome.reason.clone();
+        device.attempts = outcome.attempts;
+        device.updated_at = now;
+        bulk.updated_at = now;
+        Ok(true)
+    }
+
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {
         locked(&self.audit).push((tenant.clone(), entry.clone()));
         Ok(())
@@ -195,10 +317,18 @@ impl BulkChangeStore for MemoryStore {
     }
 }
 
+/// A work message as it was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedWork {
+    pub carrier: Carrier,
+    pub delay: std::time::Duration,
+    pub message: WorkMessage,
+}
+
 #[derive(Default)]
 pub struct MemoryQueues {
     pub plans: Mutex<Vec<PlanMessage>>,
-    pub work: Mutex<Vec<WorkMessage>>,
+    pub work: Mutex<Vec<QueuedWork>>,
     /// When set, every enqueue fails: for testing what a handler leaves behind.
     pub fail: std::sync::atomic::AtomicBool,
 }
@@ -217,7 +347,16 @@ impl MemoryQueues {
     }
 
     pub fn work(&self) -> Vec<WorkMessage> {
+        locked(&self.work).iter().map(|w| w.message.clone()).collect()
+    }
+
+    pub fn queued_work(&self) -> Vec<QueuedWork> {
         locked(&self.work).clone()
+    }
+
+    /// Removes and returns everything queued for the worker so far.
+    pub fn drain_work(&self) -> Vec<QueuedWork> {
+        std::mem::take(&mut *locked(&self.work))
     }
 }
 
@@ -229,9 +368,18 @@ impl WorkQueues for MemoryQueues {
         Ok(())
     }
 
-    async fn enqueue_work(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+    async fn enqueue_work(
+        &self,
+        carrier: Carrier,
+        messages: &[WorkMessage],
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         self.check()?;
-        locked(&self.work).extend_from_slice(messages);
+        locked(&self.work).extend(messages.iter().map(|message| QueuedWork {
+            carrier,
+            delay,
+            message: message.clone(),
+        }));
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The work queues on SQS.
 
 use super::sdk_message;
+use crate::domain::Carrier;
 use crate::messages::{PlanMessage, WorkMessage};
 use crate::ports::{QueueError, WorkQueues};
 use async_trait::async_trait;
@@ -13,11 +14,16 @@ use std::time::Duration;
 /// SendMessageBatch takes at most 10 entries.
 const BATCH_SIZE: usize = 10;
 const BATCHES_IN_FLIGHT: usize = 8;
+/// SQS's longest per-message delay.
+const MAX_DELAY_SECONDS: u64 = 900;
 
+/// One work queue per carrier, so each carrier's worker concurrency can match its limits.
 #[derive(Debug, Clone)]
 pub struct QueueUrls {
     pub plan: String,
-    pub work: String,
+    pub jasper_work: String,
+    pub thingspace_work: String,
+    pub telegence_work: String,
 }
 
 impl QueueUrls {
@@ -25,8 +31,18 @@ impl QueueUrls {
         use crate::config::required_env;
         Ok(Self {
             plan: required_env("PLAN_QUEUE_URL")?,
-            work: required_env("WORK_QUEUE_URL")?,
+            jasper_work: required_env("JASPER_WORK_QUEUE_URL")?,
+            thingspace_work: required_env("THINGSPACE_WORK_QUEUE_URL")?,
+            telegence_work: required_env("TELEGENCE_WORK_QUEUE_URL")?,
         })
+    }
+
+    pub fn work(&self, carrier: Carrier) -> &str {
+        match carrier {
+            Carrier::Jasper => &self.jasper_work,
+            Carrier::ThingSpace => &self.thingspace_work,
+            Carrier::Telegence => &self.telegence_work,
+        }
     }
 }
 
@@ -48,12 +64,13 @@ impl SqsQueues {
     /// Sends one batch; returns the entries SQS refused.
     async fn send_once(
         &self,
+        queue_url: &str,
         batch: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
         let output = self
             .client
             .send_message_batch()
-            .queue_url(&self.urls.work)
+            .queue_url(queue_url)
             .set_entries(Some(batch.clone()))
             .send()
             .await
@@ -67,12 +84,13 @@ impl SqsQueues {
     /// Sends one batch, resending only what SQS refused, with backoff on transport errors.
     async fn send_batch(
         &self,
+        queue_url: &str,
         entries: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<(), QueueError> {
         let mut pending = entries;
         for _ in 0..4 {
             let batch = pending;
-            pending = (|| self.send_once(batch.clone()))
+            pending = (|| self.send_once(queue_url, batch.clone()))
                 .retry(
                     ExponentialBuilder::default()
                         .with_min_delay(Duration::from_millis(50))
@@ -103,7 +121,14 @@ impl WorkQueues for SqsQueues {
         Ok(())
     }
 
-    async fn enqueue_work(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+    async fn enqueue_work(
+        &self,
+        carrier: Carrier,
+        messages: &[WorkMessage],
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let queue_url = self.urls.work(carrier);
+        let delay_seconds = delay.as_secs().min(MAX_DELAY_SECONDS) as i32;
         let batches = messages
             .chunks(BATCH_SIZE)
             .map(|chunk| {
@@ -114,6 +139,7 @@ impl WorkQueues for SqsQueues {
                         SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
                             .message_body(to_json(message)?)
+                            .delay_seconds(delay_seconds)
                             .build()
                             .map_err(|e| QueueError(e.to_string()))
                     })
@@ -121,7 +147,7 @@ impl WorkQueues for SqsQueues {
             })
             .collect::<Result<Vec<_>, _>>()?;
         stream::iter(batches)
-            .map(|batch| self.send_batch(batch))
+            .map(|batch| self.send_batch(queue_url, batch))
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .try_collect::<()>()
             .await

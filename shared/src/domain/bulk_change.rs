@@ -133,6 +133,10 @@ pub struct DeviceChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
     pub attempts: u32,
+    /// The carrier's id for the request that carries this change, once an asynchronous carrier
+    /// accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_request_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -151,6 +155,7 @@ impl DeviceChange {
             status: DeviceChangeStatus::Pending,
             status_reason: None,
             attempts: 0,
+            carrier_request_id: None,
             updated_at: now,
         }
     }
@@ -170,6 +175,11 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_text: Option<String>,
     pub has_errors: bool,
+    /// The carrier's HTTP status, for entries that record a carrier call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }

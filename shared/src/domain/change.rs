@@ -15,6 +15,21 @@ pub enum Carrier {
 impl Carrier {
     pub const ALL: [Carrier; 3] = [Carrier::Jasper, Carrier::ThingSpace, Carrier::Telegence];
 
+    /// Device changes one carrier request may carry for `change`: ThingSpace's actions take up to
+    /// 10,000 devices, Telegence activates up to 200 services a request; the rest go one by one.
+    pub fn batch_limit(self, change: &ChangeSpec) -> u32 {
+        match (self, change) {
+            (
+                Carrier::ThingSpace,
+                ChangeSpec::StatusUpdate { .. }
+                | ChangeSpec::CarrierRatePlanChange { .. }
+                | ChangeSpec::ActivateNewService { .. },
+            ) => 10_000,
+            (Carrier::Telegence, ChangeSpec::ActivateNewService { .. }) => 200,
+            _ => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Carrier::Jasper => "jasper",
@@ -104,6 +119,19 @@ impl ChangeSpec {
             ChangeSpec::CustomerAssignment { .. } => "customerAssignment",
             ChangeSpec::IccidImeiChange => "iccidImeiChange",
             ChangeSpec::UsernameCostCenterEdit => "usernameCostCenterEdit",
+        }
+    }
+
+    /// Changes kept by cellbridge itself (the customer's own plan), with no carrier call.
+    pub fn is_platform_only(&self) -> bool {
+        matches!(self, ChangeSpec::CustomerRatePlanChange { .. })
+    }
+
+    /// When the change takes effect, if it was asked for later.
+    pub fn effective_date(&self) -> Option<OffsetDateTime> {
+        match self {
+            ChangeSpec::CustomerRatePlanChange { effective_date, .. } => *effective_date,
+            _ => None,
         }
     }
 

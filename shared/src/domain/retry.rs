@@ -44,6 +44,21 @@ impl RetryPolicy {
         backoff: Backoff::Fixed(Duration::from_secs(300)),
     };
 
+    /// Following up a request a carrier accepted for later (callbacks that never came, batch
+    /// activations): every 5 minutes for up to 2 hours.
+    pub const ACCEPTED_CHECK: Self = Self {
+        max_retries: 24,
+        backoff: Backoff::Fixed(Duration::from_secs(300)),
+    };
+
+    /// The same policy with another fixed interval (operators and local runs shorten checks).
+    pub fn every(self, interval: Duration) -> Self {
+        Self {
+            backoff: Backoff::Fixed(interval),
+            ..self
+        }
+    }
+
     /// The wait before retry number `retry` (1-based), or `None` when the policy is spent.
     pub fn delay(&self, retry: u32) -> Option<Duration> {
         if retry == 0 || retry > self.max_retries {

@@ -210,6 +210,16 @@ impl CarrierPort for JasperClient {
         self.get_device(device.iccid.as_str(), journal).await
     }
 
+    fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
+        match change {
+            ChangeSpec::StatusUpdate { action } => device.status == jasper_status(*action),
+            ChangeSpec::CarrierRatePlanChange { rate_plan, .. } => {
+                device.rate_plan.as_deref() == Some(rate_plan.as_str())
+            }
+            _ => false,
+        }
+    }
+
     async fn apply(
         &self,
         change: &ChangeSpec,

@@ -1,0 +1,129 @@
+//! The carrier accounts a deployment uses, read once at cold start from `CARRIER_ACCOUNTS`: a
+//! JSON document that template.yaml fills from Secrets Manager, so credentials never sit in the
+//! template or the code.
+
+use crate::adapters::carriers::http_client;
+use crate::adapters::carriers::jasper::{JasperClient, JasperCredentials};
+use crate::carrier_account::{AccountLimits, CarrierAccount, SharedAccounts};
+use crate::domain::Carrier;
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub const ENV_NAME: &str = "CARRIER_ACCOUNTS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierConfigError {
+    #[error("{ENV_NAME} is not valid JSON for carrier accounts: {0}; see docs/carriers.md for the shape")]
+    Invalid(String),
+    #[error("the HTTP client for carrier calls could not be built: {0}")]
+    Http(String),
+}
+
+/// Limits that override a carrier's documented ones (a contract with higher limits, a simulator).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsOverride {
+    pub calls_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    pub max_in_flight: Option<u32>,
+}
+
+fn limits(carrier: Carrier, overrides: Option<LimitsOverride>) -> AccountLimits {
+    let documented = AccountLimits::documented(carrier);
+    let Some(o) = overrides else {
+        return documented;
+    };
+    AccountLimits {
+        calls_per_second: o.calls_per_second.unwrap_or(documented.calls_per_second),
+        burst: o.burst.unwrap_or(documented.burst),
+        max_in_flight: o.max_in_flight.unwrap_or(documented.max_in_flight),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JasperAccount {
+    base_url: String,
+    username: String,
+    api_key: String,
+    limits: Option<LimitsOverride>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AccountsDocument {
+    jasper: Option<JasperAccount>,
+}
+
+/// Builds the accounts `document` describes; carriers it leaves out have no account, and their
+/// device changes fail with that reason.
+pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfigError> {
+    // serde_json's messages can quote the offending value, which may be a credential: report
+    // only where and what kind of problem it is.
+    let parsed: AccountsDocument = serde_json::from_str(document).map_err(|e| {
+        CarrierConfigError::Invalid(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
+    let mut accounts = SharedAccounts::default();
+    if let Some(jasper) = parsed.jasper {
+        let secrets = vec![jasper.api_key.clone()];
+        let client = JasperClient::new(
+            http.clone(),
+            jasper.base_url,
+            JasperCredentials {
+                username: jasper.username,
+                api_key: jasper.api_key,
+            },
+        );
+        accounts = accounts.with(
+            Carrier::Jasper,
+            CarrierAccount::new(
+                Arc::new(client),
+                limits(Carrier::Jasper, jasper.limits),
+                secrets,
+            ),
+        );
+    }
+    Ok(accounts)
+}
+
+/// The accounts of `CARRIER_ACCOUNTS`; none when it is unset.
+pub fn accounts_from_env() -> Result<SharedAccounts, CarrierConfigError> {
+    match std::env::var(ENV_NAME) {
+        Ok(document) if !document.trim().is_empty() => accounts_from_json(&document),
+        _ => {
+            tracing::warn!("{ENV_NAME} is not set: every carrier call will fail for want of an account");
+            Ok(SharedAccounts::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carrier_account::CarrierAccounts;
+    use crate::domain::TenantId;
+
+    #[test]
+    fn a_document_names_the_accounts_and_errors_never_echo_values() {
+        let accounts = accounts_from_json(
+            r#"{"jasper": {"baseUrl": "http://127.0.0.1:4010/jasper/rws/api/v1", "username": "u", "apiKey": "k-123456"}}"#,
+        )
+        .expect("valid document");
+        let tenant = TenantId::parse("demo").expect("tenant");
+        assert!(accounts.account(&tenant, Carrier::Jasper).is_some());
+        assert!(accounts.account(&tenant, Carrier::ThingSpace).is_none());
+
+        let error = accounts_from_json(r#"{"jasper": {"baseUrl": 7, "username": "u", "apiKey": "k", "limits": "s3cr3t-value"}}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("CARRIER_ACCOUNTS"), "{error}");
+        assert!(!error.contains("s3cr3t-value"), "{error}");
+    }
+}
