@@ -66,6 +66,14 @@ impl CarrierAccount {
         }
     }
 
+    /// Replaces the default budget (20 % of first attempts, 10 a minute at least).
+    pub fn with_retry_budget(self, budget: RetryBudget) -> Self {
+        Self {
+            budget: Mutex::new(budget),
+            ..self
+        }
+    }
+
     pub fn secrets(&self) -> Vec<&str> {
         self.secrets.iter().map(String::as_str).collect()
     }
@@ -183,6 +191,10 @@ mod tests {
             call.await.expect("call task");
         }
         // Six calls at 5 a second: the last starts a second after the first.
-        assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -97,7 +97,9 @@ pub fn accounts_from_env() -> Result<SharedAccounts, CarrierConfigError> {
     match std::env::var(ENV_NAME) {
         Ok(document) if !document.trim().is_empty() => accounts_from_json(&document),
         _ => {
-            tracing::warn!("{ENV_NAME} is not set: every carrier call will fail for want of an account");
+            tracing::warn!(
+                "{ENV_NAME} is not set: every carrier call will fail for want of an account"
+            );
             Ok(SharedAccounts::default())
         }
     }

@@ -50,8 +50,11 @@ pub enum Claim {
     /// Go ahead. `resumed`: an earlier holder of the same retry stopped without finishing (its
     /// call may have reached the carrier), so check the device before sending again.
     Granted { resumed: bool },
-    /// Another delivery holds it, or a later retry replaced this message.
-    Refused,
+    /// Another delivery of the same retry holds it: try again once its lease is over, in case
+    /// that holder dies.
+    Held,
+    /// A later retry replaced this message: nothing left for it to do.
+    Superseded,
 }
 
 /// How a device change ended.

@@ -190,8 +190,7 @@ fn release_delay(change: &BulkChange, now: OffsetDateTime) -> std::time::Duratio
         .map(|at| at - now)
         .filter(|wait| wait.is_positive())
         .map_or(std::time::Duration::ZERO, |wait| {
-            std::time::Duration::from_secs(wait.whole_seconds().unsigned_abs())
-                .min(MAX_QUEUE_DELAY)
+            std::time::Duration::from_secs(wait.whole_seconds().unsigned_abs()).min(MAX_QUEUE_DELAY)
         })
 }
 

@@ -78,6 +78,10 @@ pub enum WorkError {
     Malformed(String),
     #[error("bulk change {0} does not exist")]
     UnknownBulkChange(String),
+    #[error(
+        "another delivery of this message is at work; it comes back after the visibility timeout"
+    )]
+    Held,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -154,6 +158,24 @@ pub async fn work(
         return Ok(WorkOutcome::Skipped("already finished or submitted"));
     }
 
+    // A retry that comes back from the queue still needs the account's retry budget; without
+    // it the retry waits again, off the carrier, before anything is claimed.
+    if message.retry_number > 0 && message.check_request.is_none() {
+        if let Some(account) = ports.accounts.account(tenant, change.carrier) {
+            if !account.with_budget(|budget, now| budget.try_retry(now)) {
+                let delay = RetryPolicy::HTTP.delay(1).unwrap_or(Duration::from_secs(2));
+                ports
+                    .queues
+                    .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
+                    .await?;
+                return Ok(WorkOutcome::Requeued {
+                    delay,
+                    retry_number: message.retry_number,
+                });
+            }
+        }
+    }
+
     let unit = match &message.check_request {
         Some(_) => format!("check-{}", message.device_seq),
         None => format!("apply-{}", message.device_seq),
@@ -169,9 +191,12 @@ pub async fn work(
             LEASE,
         )
         .await?;
-    let Claim::Granted { resumed } = claim else {
-        tracing::info!("another delivery holds this work or a later retry replaced it");
-        return Ok(WorkOutcome::Skipped("claimed by another delivery"));
+    let resumed = match claim {
+        Claim::Granted { resumed } => resumed,
+        Claim::Superseded => return Ok(WorkOutcome::Skipped("a later retry replaced it")),
+        // Failing the record brings it back after the visibility timeout: done by then, or
+        // taken over if the holder died.
+        Claim::Held => return Err(WorkError::Held),
     };
 
     let job = Job {
@@ -830,11 +855,12 @@ mod tests {
                     return outcomes;
                 }
                 for item in queued {
-                    outcomes.push(
-                        work(&self.ports, &item.message, OffsetDateTime::now_utc())
-                            .await
-                            .unwrap(),
-                    );
+                    match work(&self.ports, &item.message, OffsetDateTime::now_utc()).await {
+                        Ok(outcome) => outcomes.push(outcome),
+                        // A duplicate of work in hand: SQS would bring it back later.
+                        Err(WorkError::Held) => {}
+                        Err(error) => panic!("work failed: {error}"),
+                    }
                 }
             }
         }

@@ -18,9 +18,12 @@ use crate::ports::{
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use aws_sdk_dynamodb::Client;
 use futures::{stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -464,6 +467,7 @@ impl BulkChangeStore for DynamoStore {
                 n((now + WORK_CLAIM_RETENTION).unix_timestamp()),
             )
             .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
@@ -478,14 +482,21 @@ impl BulkChangeStore for DynamoStore {
                     resumed: earlier == Some(retry_number),
                 })
             }
-            Err(error)
-                if error.as_service_error().is_some_and(|e| {
-                    matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
-                }) =>
-            {
-                Ok(Claim::Refused)
-            }
-            Err(error) => Err(backend(error)),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                    let claimed = refused
+                        .item()
+                        .and_then(|item| item.get("claimedRetry"))
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<u32>().ok());
+                    Ok(if claimed == Some(retry_number) {
+                        Claim::Held
+                    } else {
+                        Claim::Superseded
+                    })
+                }
+                _ => Err(backend(error)),
+            },
         }
     }
 

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use time::OffsetDateTime;
 
+/// (tenant, bulk change, unit of work).
+type WorkUnit = (TenantId, String, String);
+
 #[derive(Default)]
 pub struct MemoryStore {
     bulk_changes: Mutex<BTreeMap<(TenantId, String), BulkChange>>,
@@ -18,7 +21,7 @@ pub struct MemoryStore {
     device_changes: Mutex<BTreeMap<(TenantId, String, u32), DeviceChange>>,
     audit: Mutex<Vec<(TenantId, AuditEntry)>>,
     /// (tenant, bulk change, unit) to (retry claimed, lease end).
-    work_claims: Mutex<HashMap<(TenantId, String, String), (u32, OffsetDateTime)>>,
+    work_claims: Mutex<HashMap<WorkUnit, (u32, OffsetDateTime)>>,
     submitted: Mutex<HashMap<(String, String), SubmittedRef>>,
 }
 
@@ -219,7 +222,8 @@ impl BulkChangeStore for MemoryStore {
             Some((claimed, lease_end)) if *claimed == retry_number && *lease_end < now => {
                 Claim::Granted { resumed: true }
             }
-            Some(_) => Claim::Refused,
+            Some((claimed, _)) if *claimed == retry_number => Claim::Held,
+            Some(_) => Claim::Superseded,
         };
         if matches!(claim, Claim::Granted { .. }) {
             claims.insert(key, (retry_number, until));
@@ -347,7 +351,10 @@ impl MemoryQueues {
     }
 
     pub fn work(&self) -> Vec<WorkMessage> {
-        locked(&self.work).iter().map(|w| w.message.clone()).collect()
+        locked(&self.work)
+            .iter()
+            .map(|w| w.message.clone())
+            .collect()
     }
 
     pub fn queued_work(&self) -> Vec<QueuedWork> {

@@ -22,7 +22,9 @@ impl Carrier {
             (
                 Carrier::ThingSpace,
                 ChangeSpec::StatusUpdate { .. }
-                | ChangeSpec::CarrierRatePlanChange { .. }
+                | ChangeSpec::CarrierRatePlanChange {
+                    comm_plan: None, ..
+                }
                 | ChangeSpec::ActivateNewService { .. },
             ) => 10_000,
             (Carrier::Telegence, ChangeSpec::ActivateNewService { .. }) => 200,
