@@ -4,6 +4,8 @@
 
 use crate::adapters::carriers::http_client;
 use crate::adapters::carriers::jasper::{JasperClient, JasperCredentials};
+use crate::adapters::carriers::telegence::{TelegenceClient, TelegenceCredentials};
+use crate::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 use crate::carrier_account::{AccountLimits, CarrierAccount, SharedAccounts};
 use crate::domain::Carrier;
 use serde::Deserialize;
@@ -49,25 +51,73 @@ struct JasperAccount {
     limits: Option<LimitsOverride>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ThingSpaceAccount {
+    /// e.g. `https://thingspace.verizon.com/api`
+    base_url: String,
+    app_key: String,
+    app_secret: String,
+    username: String,
+    password: String,
+    account_name: String,
+    /// Service plan and ZIP code for activations whose change names none.
+    default_service_plan: Option<String>,
+    default_zip_code: Option<String>,
+    /// What ThingSpace sends back in every callback, registered with the listener.
+    callback: Option<CallbackCredentials>,
+    limits: Option<LimitsOverride>,
+}
+
+/// The username and password a carrier echoes in its callbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallbackCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TelegenceAccount {
+    base_url: String,
+    app_id: String,
+    app_secret: String,
+    limits: Option<LimitsOverride>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AccountsDocument {
     jasper: Option<JasperAccount>,
+    thing_space: Option<ThingSpaceAccount>,
+    telegence: Option<TelegenceAccount>,
 }
 
-/// Builds the accounts `document` describes; carriers it leaves out have no account, and their
-/// device changes fail with that reason.
-pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfigError> {
+fn parse(document: &str) -> Result<AccountsDocument, CarrierConfigError> {
     // serde_json's messages can quote the offending value, which may be a credential: report
     // only where and what kind of problem it is.
-    let parsed: AccountsDocument = serde_json::from_str(document).map_err(|e| {
+    serde_json::from_str(document).map_err(|e| {
         CarrierConfigError::Invalid(format!(
             "{:?} error at line {} column {}",
             e.classify(),
             e.line(),
             e.column()
         ))
-    })?;
+    })
+}
+
+/// The ThingSpace callback credentials of `document`, for the callback function.
+pub fn thingspace_callback_from_json(
+    document: &str,
+) -> Result<Option<CallbackCredentials>, CarrierConfigError> {
+    Ok(parse(document)?.thing_space.and_then(|t| t.callback))
+}
+
+/// Builds the accounts `document` describes; carriers it leaves out have no account, and their
+/// device changes fail with that reason.
+pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfigError> {
+    let parsed = parse(document)?;
     let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
     let mut accounts = SharedAccounts::default();
     if let Some(jasper) = parsed.jasper {
@@ -85,6 +135,53 @@ pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfi
             CarrierAccount::new(
                 Arc::new(client),
                 limits(Carrier::Jasper, jasper.limits),
+                secrets,
+            ),
+        );
+    }
+    if let Some(ts) = parsed.thing_space {
+        let mut secrets = vec![ts.app_secret.clone(), ts.password.clone()];
+        if let Some(callback) = &ts.callback {
+            secrets.push(callback.password.clone());
+        }
+        let mut client = ThingSpaceClient::new(
+            http.clone(),
+            ts.base_url,
+            ThingSpaceCredentials {
+                app_key: ts.app_key,
+                app_secret: ts.app_secret,
+                username: ts.username,
+                password: ts.password,
+                account_name: ts.account_name,
+            },
+        );
+        if let (Some(plan), Some(zip)) = (ts.default_service_plan, ts.default_zip_code) {
+            client = client.with_activation_defaults(plan, zip);
+        }
+        accounts = accounts.with(
+            Carrier::ThingSpace,
+            CarrierAccount::new(
+                Arc::new(client),
+                limits(Carrier::ThingSpace, ts.limits),
+                secrets,
+            ),
+        );
+    }
+    if let Some(telegence) = parsed.telegence {
+        let secrets = vec![telegence.app_secret.clone()];
+        let client = TelegenceClient::new(
+            http,
+            telegence.base_url,
+            TelegenceCredentials {
+                app_id: telegence.app_id,
+                app_secret: telegence.app_secret,
+            },
+        );
+        accounts = accounts.with(
+            Carrier::Telegence,
+            CarrierAccount::new(
+                Arc::new(client),
+                limits(Carrier::Telegence, telegence.limits),
                 secrets,
             ),
         );

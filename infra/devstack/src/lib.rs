@@ -5,6 +5,7 @@
 //! tests only [`provision`] a moto server).
 
 pub mod api_gateway;
+pub mod carriers;
 mod children;
 pub mod lambda_watch;
 pub mod moto;

@@ -2,6 +2,7 @@
 //! `cargo lambda watch`, the SQS pollers and the API.
 
 use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
+use crate::carriers::LocalCarriers;
 use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
 use crate::moto::MotoServer;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
@@ -46,6 +47,12 @@ pub struct DevstackOptions {
     pub compile_allowance: Duration,
     /// `CARGO_TARGET_DIR` for the function builds; `None` keeps the inherited one.
     pub target_dir: Option<PathBuf>,
+    /// The carrier simulators the functions talk to; `None` runs without carriers.
+    pub carriers: Option<carrier_sim::SimConfig>,
+    /// Port of the carrier simulators; 0 picks a free one.
+    pub carrier_port: u16,
+    /// How often the worker follows up requests a carrier accepted for later.
+    pub accepted_check_interval: Duration,
 }
 
 impl DevstackOptions {
@@ -65,6 +72,9 @@ impl DevstackOptions {
             sqs: SqsSourceOptions::default(),
             compile_allowance: Duration::from_secs(20 * 60),
             target_dir: None,
+            carriers: Some(carrier_sim::SimConfig::default()),
+            carrier_port: 0,
+            accepted_check_interval: Duration::from_secs(20),
             root,
         }
     }
@@ -94,6 +104,7 @@ pub struct Devstack {
     api: ApiGateway,
     output: ChildOutput,
     default_tenant: String,
+    carriers: Option<LocalCarriers>,
 }
 
 impl Devstack {
@@ -137,7 +148,11 @@ impl Devstack {
         let ((), (moto, sdk, resources)) = tokio::try_join!(build, aws)?;
 
         let functions = template.functions(&resources)?;
-        let env = function_env(&functions, &moto);
+        let mut env = function_env(&functions, &moto);
+        let carriers = match &opts.carriers {
+            Some(config) => Some(LocalCarriers::start(opts.carrier_port, config.clone()).await?),
+            None => None,
+        };
         let concurrency = opts.lambda_concurrency.unwrap_or_else(|| {
             let sources = functions.iter().flat_map(|f| &f.sqs_sources);
             let widest = sources
@@ -148,6 +163,18 @@ impl Devstack {
                 .max();
             usize::try_from(widest.unwrap_or(2).max(2)).unwrap_or(2)
         });
+        if let Some(carriers) = &carriers {
+            // Stands in for the Secrets Manager reference template.yaml resolves at deploy time.
+            let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
+            env.insert(
+                cellbridge::carrier_config::ENV_NAME.to_owned(),
+                carriers.accounts_document(instances)?.to_string(),
+            );
+        }
+        env.insert(
+            "ACCEPTED_CHECK_INTERVAL_SECONDS".to_owned(),
+            opts.accepted_check_interval.as_secs().max(1).to_string(),
+        );
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));
         lambda_opts.port = opts.lambda_port;
         lambda_opts.env = env;
@@ -177,6 +204,9 @@ impl Devstack {
             default_tenant: (!opts.default_tenant.is_empty()).then(|| opts.default_tenant.clone()),
         };
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
+        if let Some(carriers) = &carriers {
+            carriers.register_callbacks(&api.url()).await?;
+        }
         Ok(Self {
             template,
             moto,
@@ -189,12 +219,18 @@ impl Devstack {
             api,
             output,
             default_tenant: opts.default_tenant,
+            carriers,
         })
     }
 
     /// Base URL of the local API, without a trailing slash.
     pub fn api_url(&self) -> String {
         self.api.url()
+    }
+
+    /// The carrier simulators, when the stack runs them.
+    pub fn carriers(&self) -> Option<&LocalCarriers> {
+        self.carriers.as_ref()
     }
 
     pub fn moto(&self) -> &MotoServer {
@@ -317,7 +353,23 @@ impl Devstack {
                 q.url.as_deref().unwrap_or("-")
             );
         }
-        let _ = write!(s, "  Buckets      {}", names(ResourceKind::Bucket));
+        let _ = writeln!(s, "  Buckets      {}", names(ResourceKind::Bucket));
+        match &self.carriers {
+            Some(c) => {
+                let _ = write!(
+                    s,
+                    "  Carriers     {}  (Jasper {}, ThingSpace {}, Telegence {}; request log {}/_sim/requests)",
+                    c.url(),
+                    c.server.jasper_url(),
+                    c.thingspace_url(),
+                    c.telegence_url(),
+                    c.url()
+                );
+            }
+            None => {
+                let _ = write!(s, "  Carriers     none (CARRIER_ACCOUNTS unset)");
+            }
+        }
         s
     }
 

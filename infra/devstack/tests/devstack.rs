@@ -1,5 +1,6 @@
-//! The whole local stack from template.yaml: moto provisioned, the API routes, and a bulk change
-//! going from `POST /bulk-changes` through the plan queue to the planner.
+//! The whole local stack from template.yaml: moto provisioned, the API routes, and bulk changes
+//! going from `POST /bulk-changes` through the planner and the carrier worker to the carrier
+//! simulators, ThingSpace's answers coming back through the callback route.
 //!
 //! The first run builds the function binaries (minutes on a small machine); later runs reuse them.
 
@@ -49,9 +50,17 @@ async fn check(stack: &Devstack) -> Result<()> {
     unknown_routes_are_problems(stack)
         .await
         .context("routing")?;
+    let carriers = stack
+        .carriers()
+        .context("the devstack runs the carrier simulators")?;
+    let iccids: Vec<String> = (0..DEVICES).map(cellbridge::testing::iccid).collect();
+    carriers.seed_active(iccids.iter().map(String::as_str));
     a_bulk_change_is_accepted_and_planned(stack)
         .await
         .context("bulk change")?;
+    a_thingspace_bulk_change_completes_through_callbacks(stack)
+        .await
+        .context("ThingSpace bulk change")?;
     a_poison_message_ends_in_the_dead_letter_queue(stack)
         .await
         .context("poison message")?;
@@ -109,7 +118,9 @@ async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
     for (queue, dlq, max) in [
         ("PlanQueue", "PlanDeadLetterQueue", 5),
-        ("WorkQueue", "WorkDeadLetterQueue", 8),
+        ("JasperWorkQueue", "JasperWorkDeadLetterQueue", 8),
+        ("ThingSpaceWorkQueue", "ThingSpaceWorkDeadLetterQueue", 8),
+        ("TelegenceWorkQueue", "TelegenceWorkDeadLetterQueue", 8),
     ] {
         let url = resources.queue_url(queue).context("queue URL")?;
         let attrs = sqs
@@ -218,38 +229,18 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         .with_context(|| format!("no id in {created}"))?
         .to_owned();
 
-    // The planner's SQS source takes the plan message off the queue and plans the change.
-    let started = Instant::now();
-    let view = loop {
-        let response = client
-            .get(format!("{api}/bulk-changes/{id}"))
-            .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let view: Value = response.json().await?;
-        assert_eq!(status, 200, "{view}");
-        let in_flight = queue_messages(stack, "PlanQueue").await?;
-        if view["status"] != "new" && in_flight == 0 {
-            break view;
-        }
-        if started.elapsed() > Duration::from_secs(180) {
-            bail!("not planned after 3 minutes: {view}, {in_flight} messages on the plan queue");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    // The planner plans it, the worker's SQS source hands the device changes to the worker, and
+    // the worker takes them to the Jasper simulator.
+    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
     assert_eq!(view["id"], id.as_str(), "{view}");
-    assert_eq!(view["status"], "processing", "{view}");
+    assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(
         view["counts"],
-        json!({"total": DEVICES, "pending": DEVICES, "succeeded": 0, "failed": 0})
+        json!({"total": DEVICES, "pending": 0, "succeeded": DEVICES, "failed": 0})
     );
-    assert_eq!(
-        queue_messages(stack, "PlanDeadLetterQueue").await?,
-        0,
-        "nothing dead-lettered"
-    );
-    // One device change per device in DynamoDB, one worker message per device on the work queue.
+    for queue in ["PlanDeadLetterQueue", "JasperWorkDeadLetterQueue"] {
+        assert_eq!(queue_messages(stack, queue).await?, 0, "{queue}");
+    }
     let stored = cellbridge::aws::dynamodb(stack.sdk_config())
         .scan()
         .table_name(
@@ -262,7 +253,20 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         .send()
         .await?;
     assert_eq!(stored.count, DEVICES as i32);
-    assert_eq!(stack.queue_depth("WorkQueue").await?, u64::from(DEVICES));
+    let sims = &stack.carriers().context("carriers")?.server.sims;
+    let puts = sims
+        .log
+        .entries()
+        .into_iter()
+        .filter(|e| e.carrier == "jasper" && e.method == "PUT" && e.status == 200)
+        .count();
+    assert_eq!(puts, DEVICES as usize, "one carrier call per device");
+    assert_eq!(
+        sims.jasper
+            .device(&cellbridge::testing::iccid(0))
+            .map(|d| d.status),
+        Some("DEACTIVATED".to_owned())
+    );
     let devices: Value = client
         .get(format!("{api}/bulk-changes/{id}/devices?limit=1000"))
         .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
@@ -283,6 +287,63 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 404);
+    Ok(())
+}
+
+/// Polls a bulk change until it is completed or completed with errors.
+async fn wait_until_final(
+    stack: &Devstack,
+    client: &reqwest::Client,
+    id: &str,
+    limit: Duration,
+) -> Result<Value> {
+    let api = stack.api_url();
+    let started = Instant::now();
+    loop {
+        let response = client
+            .get(format!("{api}/bulk-changes/{id}"))
+            .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let view: Value = response.json().await?;
+        assert_eq!(status, 200, "{view}");
+        if view["status"] == "completed" || view["status"] == "completedWithErrors" {
+            return Ok(view);
+        }
+        if started.elapsed() > limit {
+            bail!("not final after {limit:?}: {view}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One ThingSpace request for the whole bulk change; the simulator calls the callback route back
+/// once per device, and those callbacks finish the device changes.
+async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) -> Result<()> {
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+    let mut request = valid_request();
+    request["carrier"] = json!("thingSpace");
+    let response = client
+        .post(format!("{api}/bulk-changes"))
+        .header("content-type", "application/json")
+        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+        .body(request.to_string())
+        .send()
+        .await?;
+    let created: Value = response.json().await?;
+    let id = created["id"].as_str().context("id")?.to_owned();
+    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
+    assert_eq!(view["status"], "completed", "{view}");
+    let sims = &stack.carriers().context("carriers")?.server.sims;
+    let actions = sims
+        .log
+        .entries()
+        .into_iter()
+        .filter(|e| e.carrier == "thingspace" && e.path.contains("/devices/actions/suspend"))
+        .count();
+    assert_eq!(actions, 1, "one carrier request for {DEVICES} devices");
     Ok(())
 }
 

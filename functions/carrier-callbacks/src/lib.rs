@@ -1,0 +1,328 @@
+//! `POST /carriers/thingspace/callbacks`: ThingSpace's per-device CarrierService callbacks.
+//!
+//! Authenticated by the username and password registered with the listener (ThingSpace echoes
+//! them in the body), idempotent (a repeated callback finds its device change finished and
+//! changes nothing), and always answered 2xx once understood, so ThingSpace stops resending.
+
+use cellbridge::adapters::carriers::thingspace::{parse_callback, CallbackReport};
+use cellbridge::api::{json_response, Problem};
+use cellbridge::carrier_config::{self, CallbackCredentials, CarrierConfigError};
+use cellbridge::completion::{self, Finished};
+use cellbridge::domain::redact::redact;
+use cellbridge::domain::AuditEntry;
+use cellbridge::lambda::metrics::{self, Unit};
+use cellbridge::ports::{BulkChangeStore, DeviceOutcome, RequestProgress};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// A CarrierService callback is a few hundred bytes; anything near this is not one.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const PROCESSED_BY: &str = "carrier-callbacks";
+
+pub struct CallbackPorts {
+    pub store: Arc<dyn BulkChangeStore>,
+    /// `None`: no callback credentials configured, so every callback is refused.
+    pub credentials: Option<CallbackCredentials>,
+}
+
+/// The callback credentials from `CARRIER_ACCOUNTS`.
+pub fn credentials_from_env() -> Result<Option<CallbackCredentials>, CarrierConfigError> {
+    match std::env::var(carrier_config::ENV_NAME) {
+        Ok(document) if !document.trim().is_empty() => {
+            carrier_config::thingspace_callback_from_json(&document)
+        }
+        _ => Ok(None),
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Acknowledgement {
+    /// `recorded`, `duplicate` or `unknown` (a request this platform does not track).
+    pub result: &'static str,
+}
+
+pub async fn handle(
+    ports: &CallbackPorts,
+    request: Request,
+    now: OffsetDateTime,
+) -> Response<Body> {
+    match receive(ports, &request, now).await {
+        Ok(ack) => json_response(StatusCode::OK, &ack),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn receive(
+    ports: &CallbackPorts,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Acknowledgement, Problem> {
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Problem::payload_too_large(MAX_BODY_BYTES));
+    }
+    let report = parse_callback(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-callback",
+            "Not a CarrierService callback",
+            e.to_string(),
+        )
+    })?;
+    authenticate(ports.credentials.as_ref(), &report)?;
+    let span = tracing::info_span!("callback", request_id = %report.request_id);
+    let _entered = span.enter();
+
+    let Some(found) = ports
+        .store
+        .find_submitted(&report.request_id, &report.iccid)
+        .await?
+    else {
+        tracing::warn!("callback for a request or device this platform did not submit");
+        return Ok(Acknowledgement { result: "unknown" });
+    };
+    let (succeeded, reason) = match &report.progress {
+        RequestProgress::Succeeded => (true, None),
+        RequestProgress::Failed(error) => (false, Some(error.to_string())),
+        // A callback reports an end state; a pending one carries nothing to record.
+        RequestProgress::Pending => return Ok(Acknowledgement { result: "recorded" }),
+    };
+    let outcome = DeviceOutcome {
+        succeeded,
+        reason: reason.clone(),
+        attempts: 1,
+    };
+    let finished = completion::finish_device_change(
+        ports.store.as_ref(),
+        &found.tenant,
+        &found.bulk_change_id,
+        found.seq,
+        &outcome,
+        PROCESSED_BY,
+        now,
+    )
+    .await?;
+    if finished == Finished::AlreadyFinished {
+        tracing::info!(seq = found.seq, "repeated callback; nothing changed");
+        return Ok(Acknowledgement {
+            result: "duplicate",
+        });
+    }
+    let secrets: Vec<&str> = ports
+        .credentials
+        .iter()
+        .map(|c| c.password.as_str())
+        .collect();
+    let entry = AuditEntry {
+        bulk_change_id: found.bulk_change_id.clone(),
+        device_seq: Some(found.seq),
+        description: format!(
+            "thingSpace callback for request {}: {}",
+            report.request_id,
+            if succeeded { "succeeded" } else { "failed" }
+        ),
+        processed_by: PROCESSED_BY.to_owned(),
+        request_text: Some(redact(&String::from_utf8_lossy(body), &secrets)),
+        response_text: reason,
+        has_errors: !succeeded,
+        http_status: None,
+        duration_ms: None,
+        created_at: now,
+    };
+    ports.store.append_audit(&found.tenant, &entry).await?;
+    metrics::emit(
+        &[("Carrier", "thingSpace")],
+        &[("CallbacksRecorded", 1.0, Unit::Count)],
+    );
+    Ok(Acknowledgement { result: "recorded" })
+}
+
+fn authenticate(
+    expected: Option<&CallbackCredentials>,
+    report: &CallbackReport,
+) -> Result<(), Problem> {
+    let matches = expected.is_some_and(|expected| {
+        // Both compared in full whatever the first says, so timing tells nothing.
+        let user = same(
+            report.username.as_deref().unwrap_or_default(),
+            &expected.username,
+        );
+        let password = same(
+            report.password.as_deref().unwrap_or_default(),
+            &expected.password,
+        );
+        user & password
+    });
+    if matches {
+        Ok(())
+    } else {
+        tracing::warn!("callback with wrong or missing credentials refused");
+        Err(Problem::unauthorized())
+    }
+}
+
+/// Compares in time that depends only on the lengths.
+fn same(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = u8::from(given.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= byte ^ given.get(i).copied().unwrap_or(!byte);
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge::adapters::memory::MemoryPorts;
+    use cellbridge::domain::{BulkChangeStatus, DeviceChange, DeviceChangeStatus, TenantId};
+    use cellbridge::ports::CreateOutcome;
+    use cellbridge::testing::sample_bulk_change;
+
+    const SUCCESS: &str = include_str!("../../../events/carrier-callbacks/success.json");
+    const FAILURE: &str = include_str!("../../../events/carrier-callbacks/failure.json");
+    const REQUEST_ID: &str = "5f0c7a3e-8d2b-4c1a-9e6f-0a1b2c3d4e5f";
+    const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
+
+    fn credentials() -> CallbackCredentials {
+        CallbackCredentials {
+            username: "cellbridge-callbacks".into(),
+            password: "local-callback-password".into(),
+        }
+    }
+
+    /// Two device changes of a processing bulk change, both submitted as `REQUEST_ID`.
+    async fn submitted() -> (MemoryPorts, CallbackPorts) {
+        let memory = MemoryPorts::default();
+        let tenant = TenantId::parse("demo").unwrap();
+        let (mut bulk, requests) = sample_bulk_change("demo", SAMPLE_ID, 2, true);
+        bulk.status = BulkChangeStatus::Processing;
+        assert_eq!(
+            memory.store.create_bulk_change(&bulk, None).await.unwrap(),
+            CreateOutcome::Created
+        );
+        let now = OffsetDateTime::now_utc();
+        let changes: Vec<DeviceChange> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| DeviceChange::pending(SAMPLE_ID, i as u32, r, now))
+            .collect();
+        memory
+            .store
+            .insert_device_changes(&tenant, &changes)
+            .await
+            .unwrap();
+        for change in &changes {
+            memory
+                .store
+                .record_submitted(
+                    &tenant,
+                    SAMPLE_ID,
+                    change.seq,
+                    change.request.device.iccid.as_str(),
+                    REQUEST_ID,
+                )
+                .await
+                .unwrap();
+        }
+        let ports = CallbackPorts {
+            store: memory.store.clone(),
+            credentials: Some(credentials()),
+        };
+        (memory, ports)
+    }
+
+    async fn post(ports: &CallbackPorts, event: &str) -> Response<Body> {
+        let request = lambda_http::request::from_str(event).expect("sample event parses");
+        handle(ports, request, OffsetDateTime::now_utc()).await
+    }
+
+    fn body_text(response: &Response<Body>) -> String {
+        String::from_utf8_lossy(response.body().as_ref()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn callbacks_complete_device_changes_once() {
+        let (memory, ports) = submitted().await;
+        let first = post(&ports, SUCCESS).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(body_text(&first).contains("recorded"));
+        let again = post(&ports, SUCCESS).await;
+        assert!(body_text(&again).contains("duplicate"));
+        assert_eq!(post(&ports, FAILURE).await.status(), StatusCode::OK);
+
+        let tenant = TenantId::parse("demo").unwrap();
+        let bulk = memory
+            .store
+            .get_bulk_change(&tenant, SAMPLE_ID)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((bulk.counts.succeeded, bulk.counts.failed), (1, 1));
+        assert_eq!(bulk.status, BulkChangeStatus::CompletedWithErrors);
+        let devices = memory
+            .store
+            .get_device_changes(&tenant, SAMPLE_ID, 0..2)
+            .await
+            .unwrap();
+        assert_eq!(devices[1].status, DeviceChangeStatus::Failed);
+        assert!(devices[1]
+            .status_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("DeviceState.Invalid") || r.contains("cannot go")));
+        let audit = memory.store.list_audit(&tenant, SAMPLE_ID).await.unwrap();
+        let text = serde_json::to_string(&audit).unwrap();
+        assert!(!text.contains("local-callback-password"), "{text}");
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|e| e.description.contains("callback"))
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_and_garbage_are_refused_without_changes() {
+        let (memory, mut ports) = submitted().await;
+        ports.credentials = Some(CallbackCredentials {
+            password: "something-else".into(),
+            ..credentials()
+        });
+        let refused = post(&ports, SUCCESS).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        ports.credentials = None;
+        assert_eq!(
+            post(&ports, SUCCESS).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+
+        let garbage = SUCCESS.replace("\\\"requestId\\\"", "\\\"nothing\\\"");
+        ports.credentials = Some(credentials());
+        assert_eq!(
+            post(&ports, &garbage).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+        let tenant = TenantId::parse("demo").unwrap();
+        let bulk = memory
+            .store
+            .get_bulk_change(&tenant, SAMPLE_ID)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bulk.counts.pending(), 2);
+    }
+
+    #[test]
+    fn comparison_needs_every_byte() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abd", "abc"));
+        assert!(!same("ab", "abc"));
+        assert!(!same("abcd", "abc"));
+        assert!(!same("", "abc"));
+    }
+}

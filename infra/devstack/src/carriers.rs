@@ -1,0 +1,143 @@
+//! The carrier simulators as the local stack runs them: one server for the three carriers, the
+//! `CARRIER_ACCOUNTS` document that points the functions at it, and the ThingSpace callback
+//! listener registered on the local API.
+
+use anyhow::{Context, Result};
+use carrier_sim::telegence::{Subscriber, SubscriberStatus};
+use carrier_sim::thingspace::DeviceState;
+use carrier_sim::{SimConfig, SimServer};
+use cellbridge::adapters::carriers::http_client;
+use cellbridge::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+use cellbridge::ports::CallJournal;
+use serde_json::{json, Value};
+
+/// What the local ThingSpace echoes in its callbacks; the callback function checks it.
+pub const CALLBACK_USERNAME: &str = "cellbridge-callbacks";
+pub const CALLBACK_PASSWORD: &str = "local-callback-password";
+/// Route of the callback function in template.yaml.
+pub const CALLBACK_PATH: &str = "/carriers/thingspace/callbacks";
+
+pub struct LocalCarriers {
+    pub server: SimServer,
+    config: SimConfig,
+}
+
+fn first<K: Clone, V: Clone>(map: &std::collections::BTreeMap<K, V>, what: &str) -> Result<(K, V)> {
+    map.iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .with_context(|| format!("the simulator configuration has no {what}"))
+}
+
+impl LocalCarriers {
+    /// Serves the simulators on `port` (0 picks a free one) on loopback.
+    pub async fn start(port: u16, config: SimConfig) -> Result<Self> {
+        let server = SimServer::start(([127, 0, 0, 1], port).into(), config.clone())
+            .await
+            .with_context(|| format!("starting the carrier simulators on port {port}"))?;
+        Ok(Self { server, config })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn thingspace_url(&self) -> String {
+        format!("{}/thingspace/api", self.url())
+    }
+
+    pub fn telegence_url(&self) -> String {
+        format!("{}/telegence/api/v1", self.url())
+    }
+
+    fn thingspace_credentials(&self) -> Result<ThingSpaceCredentials> {
+        let (app_key, app_secret) = first(&self.config.thingspace.apps, "ThingSpace app")?;
+        let (username, user) = first(&self.config.thingspace.users, "ThingSpace user")?;
+        Ok(ThingSpaceCredentials {
+            app_key,
+            app_secret,
+            username,
+            password: user.password,
+            account_name: user.account_name,
+        })
+    }
+
+    /// The `CARRIER_ACCOUNTS` document for the functions, with the simulators' own limits shared
+    /// out between `worker_instances` instances, so the workers together stay under them.
+    pub fn accounts_document(&self, worker_instances: u32) -> Result<Value> {
+        let instances = worker_instances.max(1);
+        let (jasper_user, jasper_key) = first(&self.config.jasper.accounts, "Jasper account")?;
+        let (telegence_id, telegence_secret) =
+            first(&self.config.telegence.accounts, "Telegence account")?;
+        let ts = self.thingspace_credentials()?;
+        let default_plan = self
+            .config
+            .thingspace
+            .service_plans
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "M2M4G1GB".to_owned());
+        Ok(json!({
+            "jasper": {
+                "baseUrl": self.server.jasper_url(),
+                "username": jasper_user,
+                "apiKey": jasper_key,
+                "limits": {
+                    "callsPerSecond": (self.config.jasper.calls_per_second / instances).max(1),
+                    "maxInFlight": 1
+                }
+            },
+            "thingSpace": {
+                "baseUrl": self.thingspace_url(),
+                "appKey": ts.app_key,
+                "appSecret": ts.app_secret,
+                "username": ts.username,
+                "password": ts.password,
+                "accountName": ts.account_name,
+                "defaultServicePlan": default_plan,
+                "defaultZipCode": "94105",
+                "callback": {"username": CALLBACK_USERNAME, "password": CALLBACK_PASSWORD}
+            },
+            "telegence": {
+                "baseUrl": self.telegence_url(),
+                "appId": telegence_id,
+                "appSecret": telegence_secret,
+                "limits": {
+                    "callsPerSecond": ((self.config.telegence.requests_per_second / f64::from(instances)).floor() as u32).max(1)
+                }
+            }
+        }))
+    }
+
+    /// Registers the local API's callback route as ThingSpace's CarrierService listener.
+    pub async fn register_callbacks(&self, api_url: &str) -> Result<()> {
+        let client = ThingSpaceClient::new(
+            http_client()?,
+            self.thingspace_url(),
+            self.thingspace_credentials()?,
+        );
+        client
+            .register_callback(
+                &format!("{}{CALLBACK_PATH}", api_url.trim_end_matches('/')),
+                Some(CALLBACK_USERNAME),
+                Some(CALLBACK_PASSWORD),
+                &CallJournal::default(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the ThingSpace callback listener: {e}"))
+    }
+
+    /// Puts the same devices, active, at every carrier (Telegence keys them by a subscriber
+    /// number derived from the ICCID).
+    pub fn seed_active<'a>(&self, iccids: impl IntoIterator<Item = &'a str> + Clone) {
+        let sims = &self.server.sims;
+        sims.jasper.seed_devices(iccids.clone(), "ACTIVATED");
+        sims.thingspace
+            .seed_devices(iccids.clone(), DeviceState::Active);
+        sims.telegence
+            .seed_subscribers(iccids.into_iter().map(|iccid| {
+                let number = format!("555{}", &iccid[iccid.len().saturating_sub(7)..]);
+                Subscriber::new(&number, iccid, SubscriberStatus::Active)
+            }));
+    }
+}
