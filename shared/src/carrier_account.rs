@@ -162,13 +162,14 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn calls_are_paced_and_never_overlap() {
-        let account = Arc::new(CarrierAccount::new(
-            Arc::new(Idle),
-            AccountLimits::documented(Carrier::Jasper),
-            Vec::new(),
-        ));
+        let limits = AccountLimits {
+            calls_per_second: 50,
+            burst: 1,
+            max_in_flight: 1,
+        };
+        let account = Arc::new(CarrierAccount::new(Arc::new(Idle), limits, Vec::new()));
         let overlapping = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let started = tokio::time::Instant::now();
         let calls: Vec<_> = (0..6)
@@ -180,7 +181,7 @@ mod tests {
                         .paced(async {
                             let now = overlapping.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             assert_eq!(now, 0, "two calls in flight");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                             overlapping.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                         })
                         .await
@@ -190,9 +191,9 @@ mod tests {
         for call in calls {
             call.await.expect("call task");
         }
-        // Six calls at 5 a second: the last starts a second after the first.
+        // Six calls at 50 a second: the last starts 100 ms after the first.
         assert!(
-            started.elapsed() >= Duration::from_secs(1),
+            started.elapsed() >= Duration::from_millis(100),
             "{:?}",
             started.elapsed()
         );

@@ -65,3 +65,34 @@ impl WorkMessage {
         self.device_seq..self.device_seq.saturating_add(self.device_count.max(1))
     }
 }
+
+/// One work message per carrier request: a device each, or a batch where the carrier takes one.
+pub fn work_for(change: &crate::domain::BulkChange) -> Vec<WorkMessage> {
+    let limit = change.carrier.batch_limit(&change.change).max(1);
+    (0..change.counts.total)
+        .step_by(limit as usize)
+        .map(|first| {
+            WorkMessage::first(
+                change.tenant_id.clone(),
+                &change.bulk_change_id,
+                first,
+                limit.min(change.counts.total - first),
+            )
+        })
+        .collect()
+}
+
+/// How long until `change` takes effect (zero when it already has or has no effective date).
+pub fn until_effective(
+    change: &crate::domain::BulkChange,
+    now: time::OffsetDateTime,
+) -> std::time::Duration {
+    change
+        .change
+        .effective_date()
+        .map(|at| at - now)
+        .filter(|wait| wait.is_positive())
+        .map_or(std::time::Duration::ZERO, |wait| {
+            std::time::Duration::from_secs(wait.whole_seconds().unsigned_abs())
+        })
+}

@@ -50,9 +50,9 @@ pub enum Claim {
     /// Go ahead. `resumed`: an earlier holder of the same retry stopped without finishing (its
     /// call may have reached the carrier), so check the device before sending again.
     Granted { resumed: bool },
-    /// Another delivery of the same retry holds it: try again once its lease is over, in case
+    /// Another delivery of the same retry holds it until `until`: try again after that, in case
     /// that holder dies.
-    Held,
+    Held { until: OffsetDateTime },
     /// A later retry replaced this message: nothing left for it to do.
     Superseded,
 }
@@ -122,6 +122,22 @@ pub trait BulkChangeStore: Send + Sync {
         from: BulkChangeStatus,
         to: BulkChangeStatus,
     ) -> Result<bool, StoreError>;
+
+    /// Moves a new bulk change to `scheduled`, to be released at `release_at`; false when it was
+    /// no longer new.
+    async fn schedule(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        release_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Scheduled bulk changes of every tenant whose release time is at or before `now`.
+    async fn due_for_release(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
 
     /// Writes device changes that do not exist yet; existing ones are left untouched so a
     /// redelivered plan never resets work already done. Returns how many were new.

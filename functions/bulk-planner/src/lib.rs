@@ -8,7 +8,7 @@ use cellbridge::domain::retry::MAX_QUEUE_DELAY;
 use cellbridge::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest};
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::lambda::sqs_batch::process_batch;
-use cellbridge::messages::{PlanMessage, WorkMessage};
+use cellbridge::messages::{until_effective, work_for, PlanMessage};
 use cellbridge::ports::{BulkChangePorts, PayloadError, QueueError, StoreError};
 use time::OffsetDateTime;
 
@@ -94,13 +94,31 @@ pub async fn plan(
             .collect();
         newly_written += ports.store.insert_device_changes(tenant, &changes).await?;
     }
+    let wait = until_effective(&change, now);
+    // Beyond SQS's longest delay the scheduler releases the work when it is due.
+    if change.process_changes && wait > MAX_QUEUE_DELAY {
+        let release_at = now + wait;
+        if ports
+            .store
+            .schedule(tenant, &change.bulk_change_id, release_at)
+            .await?
+        {
+            ports
+                .store
+                .append_audit(tenant, &scheduled_entry(&change, release_at, now))
+                .await?;
+        }
+        tracing::info!(devices = devices.len(), newly_written, %release_at, "planned and scheduled");
+        return Ok(PlanOutcome::Planned {
+            devices: devices.len(),
+            newly_written,
+        });
+    }
     if change.process_changes {
-        let work = work_messages(&change);
-        let delay = release_delay(&change, now);
-        for slice in work.chunks(CHUNK) {
+        for slice in work_for(&change).chunks(CHUNK) {
             ports
                 .queues
-                .enqueue_work(change.carrier, slice, delay)
+                .enqueue_work(change.carrier, slice, wait)
                 .await?;
         }
     }
@@ -165,33 +183,27 @@ async fn read_devices(
     Ok(devices)
 }
 
-/// One message per carrier request: a device each, or a batch where the carrier takes one.
-fn work_messages(change: &BulkChange) -> Vec<WorkMessage> {
-    let limit = change.carrier.batch_limit(&change.change).max(1);
-    (0..change.counts.total)
-        .step_by(limit as usize)
-        .map(|first| {
-            WorkMessage::first(
-                change.tenant_id.clone(),
-                &change.bulk_change_id,
-                first,
-                limit.min(change.counts.total - first),
-            )
-        })
-        .collect()
-}
-
-/// Work for a change effective later is held back until then (up to SQS's 15-minute limit;
-/// the worker holds it again if it arrives early).
-fn release_delay(change: &BulkChange, now: OffsetDateTime) -> std::time::Duration {
-    change
-        .change
-        .effective_date()
-        .map(|at| at - now)
-        .filter(|wait| wait.is_positive())
-        .map_or(std::time::Duration::ZERO, |wait| {
-            std::time::Duration::from_secs(wait.whole_seconds().unsigned_abs()).min(MAX_QUEUE_DELAY)
-        })
+fn scheduled_entry(
+    change: &BulkChange,
+    release_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> AuditEntry {
+    AuditEntry {
+        bulk_change_id: change.bulk_change_id.clone(),
+        device_seq: None,
+        description: format!(
+            "planned {} device change(s), held until {}",
+            change.counts.total,
+            cellbridge::clock::rfc3339(release_at)
+        ),
+        processed_by: PROCESSED_BY.to_owned(),
+        request_text: None,
+        response_text: None,
+        has_errors: false,
+        http_status: None,
+        duration_ms: None,
+        created_at: now,
+    }
 }
 
 fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> AuditEntry {

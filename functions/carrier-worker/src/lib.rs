@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub processed_by: String,
     /// How a request the carrier accepted for later is followed up.
     pub check_policy: RetryPolicy,
+    /// How failed carrier calls are retried.
+    pub call_policy: RetryPolicy,
 }
 
 impl WorkerSettings {
@@ -51,6 +53,7 @@ impl WorkerSettings {
         Ok(Self {
             processed_by,
             check_policy,
+            call_policy: RetryPolicy::HTTP,
         })
     }
 }
@@ -60,6 +63,7 @@ impl Default for WorkerSettings {
         Self {
             processed_by: "carrier-worker".to_owned(),
             check_policy: RetryPolicy::ACCEPTED_CHECK,
+            call_policy: RetryPolicy::HTTP,
         }
     }
 }
@@ -78,10 +82,6 @@ pub enum WorkError {
     Malformed(String),
     #[error("bulk change {0} does not exist")]
     UnknownBulkChange(String),
-    #[error(
-        "another delivery of this message is at work; it comes back after the visibility timeout"
-    )]
-    Held,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -194,9 +194,21 @@ pub async fn work(
     let resumed = match claim {
         Claim::Granted { resumed } => resumed,
         Claim::Superseded => return Ok(WorkOutcome::Skipped("a later retry replaced it")),
-        // Failing the record brings it back after the visibility timeout: done by then, or
-        // taken over if the holder died.
-        Claim::Held => return Err(WorkError::Held),
+        // Back on the queue for when the holder's lease ends: done by then, or taken over if the
+        // holder died. Requeued rather than failed, so it neither waits out the visibility
+        // timeout nor counts towards the dead-letter queue.
+        Claim::Held { until } => {
+            let wait = until - now;
+            let delay = Duration::from_secs(wait.whole_seconds().clamp(1, 900).unsigned_abs() + 1);
+            ports
+                .queues
+                .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
+                .await?;
+            return Ok(WorkOutcome::Requeued {
+                delay,
+                retry_number: message.retry_number,
+            });
+        }
     };
 
     let job = Job {
@@ -855,12 +867,11 @@ mod tests {
                     return outcomes;
                 }
                 for item in queued {
-                    match work(&self.ports, &item.message, OffsetDateTime::now_utc()).await {
-                        Ok(outcome) => outcomes.push(outcome),
-                        // A duplicate of work in hand: SQS would bring it back later.
-                        Err(WorkError::Held) => {}
-                        Err(error) => panic!("work failed: {error}"),
-                    }
+                    outcomes.push(
+                        work(&self.ports, &item.message, OffsetDateTime::now_utc())
+                            .await
+                            .unwrap(),
+                    );
                 }
             }
         }
@@ -1038,14 +1049,15 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_carrier_that_keeps_failing_ends_in_a_failure_with_the_reason() {
         let carrier = FakeCarrier::answering(
             (0..10)
                 .map(|_| Err(CarrierError::Transient("HTTP 503".into())))
                 .collect(),
         );
-        let h = harness(1, carrier, None).await;
+        let mut h = harness(1, carrier, None).await;
+        h.ports.settings.call_policy = RetryPolicy::HTTP.every(Duration::from_millis(5));
         work(&h.ports, &message(0), OffsetDateTime::now_utc())
             .await
             .unwrap();

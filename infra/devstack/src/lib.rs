@@ -11,6 +11,7 @@ pub mod lambda_watch;
 pub mod moto;
 pub mod ports;
 pub mod provision;
+pub mod schedules;
 pub mod sqs_source;
 pub mod stack;
 pub mod template;

@@ -11,6 +11,8 @@ use tokio::process::{Child, Command};
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "123456789012";
 
+const SERIALIZED_MOTO: &str = include_str!("moto_server.py");
+
 pub struct MotoServer {
     child: Child,
     port: u16,
@@ -25,8 +27,19 @@ impl MotoServer {
     pub async fn start(tools: &Tools, port: u16) -> Result<Self> {
         tools.require()?;
         let port = if port == 0 { free_port()? } else { port };
-        let mut command = Command::new(tools.moto_server());
+        // moto_server with DynamoDB made atomic per operation (see the script).
+        // Written aside and renamed: servers starting side by side never read a partial file.
+        let script = tools.venv().join("cellbridge_moto_server.py");
+        let partial = tools.venv().join(format!(
+            "cellbridge_moto_server.{}.tmp",
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::write(&partial, SERIALIZED_MOTO)
+            .and_then(|()| std::fs::rename(&partial, &script))
+            .with_context(|| format!("writing {}", script.display()))?;
+        let mut command = Command::new(tools.python());
         command
+            .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -5,6 +5,7 @@ use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
 use crate::carriers::LocalCarriers;
 use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
 use crate::moto::MotoServer;
+use crate::schedules::Schedules;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
 use crate::template::{FunctionSpec, ResourceKind, Resources, Template};
 use crate::tools::Tools;
@@ -53,6 +54,8 @@ pub struct DevstackOptions {
     pub carrier_port: u16,
     /// How often the worker follows up requests a carrier accepted for later.
     pub accepted_check_interval: Duration,
+    /// Replaces the period of every `rate(...)` schedule locally; `None` keeps the template's.
+    pub schedule_period: Option<Duration>,
 }
 
 impl DevstackOptions {
@@ -75,6 +78,7 @@ impl DevstackOptions {
             carriers: Some(carrier_sim::SimConfig::default()),
             carrier_port: 0,
             accepted_check_interval: Duration::from_secs(20),
+            schedule_period: Some(Duration::from_secs(15)),
             root,
         }
     }
@@ -101,6 +105,7 @@ pub struct Devstack {
     routes: Vec<ApiRoute>,
     lambda: LambdaWatch,
     pollers: SqsPollers,
+    schedules: Schedules,
     api: ApiGateway,
     output: ChildOutput,
     default_tenant: String,
@@ -198,6 +203,7 @@ impl Devstack {
             lambda.invoker(),
             &sqs_opts,
         )?;
+        let schedules = Schedules::start(&functions, lambda.invoker(), opts.schedule_period);
         let routes = routes_of(&functions);
         let api_opts = ApiGatewayOptions {
             port: opts.api_port,
@@ -216,6 +222,7 @@ impl Devstack {
             routes,
             lambda,
             pollers,
+            schedules,
             api,
             output,
             default_tenant: opts.default_tenant,
@@ -331,6 +338,9 @@ impl Devstack {
         for line in self.pollers.summary() {
             let _ = writeln!(s, "  SQS source   {line}");
         }
+        for line in self.schedules.summary() {
+            let _ = writeln!(s, "  Schedule     {line}");
+        }
         let _ = writeln!(
             s,
             "  moto         {}  (AWS_ENDPOINT_URL; any credentials, region {})",
@@ -376,6 +386,7 @@ impl Devstack {
     /// Stops the API, the pollers, cargo-lambda with its functions, and moto.
     pub async fn shutdown(self) {
         self.api.shutdown().await;
+        self.schedules.shutdown();
         self.pollers.shutdown().await;
         self.lambda.shutdown().await;
         self.moto.stop().await;

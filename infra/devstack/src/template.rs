@@ -326,6 +326,29 @@ pub struct SqsSource {
     pub enabled: bool,
 }
 
+/// A `Schedule` or `ScheduleV2` event of a function: EventBridge invoking it on a timer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleSource {
+    pub event_id: String,
+    pub expression: String,
+    /// The period of a `rate(...)` expression; `None` for cron expressions, which run only in AWS.
+    pub every: Option<Duration>,
+}
+
+/// The period of an EventBridge `rate(value unit)` expression.
+pub fn rate_period(expression: &str) -> Option<Duration> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (value, unit) = inner.trim().split_once(' ')?;
+    let value: u64 = value.parse().ok()?;
+    let seconds = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3_600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(value * seconds))
+}
+
 /// An `AWS::Serverless::Function` with Globals applied and its environment resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionSpec {
@@ -340,6 +363,7 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     pub http_routes: Vec<HttpRoute>,
     pub sqs_sources: Vec<SqsSource>,
+    pub schedules: Vec<ScheduleSource>,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -863,6 +887,7 @@ impl Template {
 
         let mut http_routes = Vec::new();
         let mut sqs_sources = Vec::new();
+        let mut schedules = Vec::new();
         if let Some(events) = props.get("Events").and_then(Yaml::as_mapping) {
             for (event_id, event) in events {
                 let event_id = key_str(event_id)?;
@@ -889,6 +914,21 @@ impl Template {
                         });
                     }
                     Some("SQS") => sqs_sources.push(Self::sqs_source(event_id, &ep, resources)?),
+                    Some("Schedule" | "ScheduleV2") => {
+                        let expression = ep
+                            .get("Schedule")
+                            .or_else(|| ep.get("ScheduleExpression"))
+                            .and_then(Json::as_str)
+                            .with_context(|| {
+                                format!("schedule event {event_id} has no expression")
+                            })?
+                            .to_owned();
+                        schedules.push(ScheduleSource {
+                            event_id,
+                            every: rate_period(&expression),
+                            expression,
+                        });
+                    }
                     Some(other) => {
                         tracing::debug!(function = %r.logical_id, %event_id, "event type {other} is not emulated locally")
                     }
@@ -906,6 +946,7 @@ impl Template {
             environment,
             http_routes,
             sqs_sources,
+            schedules,
         })
     }
 
@@ -1137,6 +1178,17 @@ fn cargo_packages(manifest: &Path) -> Result<Vec<CargoPackage>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_expressions_become_periods() {
+        assert_eq!(
+            rate_period("rate(5 minutes)"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(rate_period("rate(1 hour)"), Some(Duration::from_secs(3600)));
+        assert_eq!(rate_period("cron(0 12 * * ? *)"), None);
+        assert_eq!(rate_period("rate(five minutes)"), None);
+    }
     use crate::tools::workspace_root;
 
     fn real() -> Template {

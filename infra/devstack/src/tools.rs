@@ -30,6 +30,14 @@ impl Tools {
         self.venv.join("bin").join(name)
     }
 
+    pub fn python(&self) -> PathBuf {
+        self.bin("python")
+    }
+
+    pub fn venv(&self) -> &Path {
+        &self.venv
+    }
+
     pub fn moto_server(&self) -> PathBuf {
         self.bin("moto_server")
     }

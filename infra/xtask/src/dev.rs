@@ -1,5 +1,6 @@
-//! `cargo xtask dev`: the whole platform on this machine. Starts the devstack, pushes a
-//! 1,000-device bulk change through it to show the flow, then keeps serving until Ctrl-C.
+//! `cargo xtask dev`: the whole platform on this machine. Starts the devstack with the carrier
+//! simulators, suspends 1,000 devices across the three carriers through the API to show the
+//! flow end to end, then keeps serving until Ctrl-C.
 
 use crate::setup;
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,10 @@ pub struct DevArgs {
     /// Tenant the local API assumes when a request names none.
     #[arg(long, default_value = "demo")]
     tenant: String,
-    /// Devices in the demonstration bulk change.
+    /// Port of the carrier simulators.
+    #[arg(long, default_value_t = 4010)]
+    carrier_port: u16,
+    /// Devices in the demonstration, split across the three carriers.
     #[arg(long, default_value_t = 1000)]
     demo_devices: u32,
     /// Start serving without the demonstration.
@@ -39,6 +43,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     options.default_tenant = args.tenant.clone();
     // A fixed port, so `cargo lambda invoke` (default port 9000) reaches these functions.
     options.lambda_port = args.lambda_port;
+    options.carrier_port = args.carrier_port;
     // cargo lambda watch applies one concurrency to every function; two instances each keep
     // a laptop responsive and still show overlapping invocations.
     options.lambda_concurrency = Some(2);
@@ -78,83 +83,143 @@ async fn seed_sample_bulk_change(stack: &Devstack, tenant: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates a bulk change through the API like a portal user would and follows it to planned.
+/// The demonstration's share of devices per carrier (of `--demo-devices`).
+const DEMO_SPLIT: [(&str, u32); 3] = [("jasper", 40), ("thingSpace", 30), ("telegence", 30)];
+
+/// Suspends `devices` devices across the three carriers through the API, like a portal user,
+/// and follows the bulk changes to completion at the carrier simulators.
 async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
     let client = reqwest::Client::new();
     let api = stack.api_url();
-    let body = cellbridge::testing::suspend_request(devices, true);
-    println!("\nDemonstration: POST {api}/bulk-changes suspending {devices} Jasper devices");
-    let response = client
-        .post(format!("{api}/bulk-changes"))
-        .header("content-type", "application/json")
-        .header("idempotency-key", uuid_like())
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = response.status();
-    let created: Value = response.json().await?;
-    if status.as_u16() != 202 {
-        bail!("the API answered {status}: {created}");
+    let carriers = stack
+        .carriers()
+        .context("the devstack runs without carrier simulators")?;
+    let iccids: Vec<String> = (0..devices).map(cellbridge::testing::iccid).collect();
+    carriers.seed_active(iccids.iter().map(String::as_str));
+    println!(
+        "\nDemonstration: suspending {devices} devices across Jasper, ThingSpace and Telegence"
+    );
+
+    let mut changes = Vec::new();
+    let mut first = 0;
+    for (i, (carrier, percent)) in DEMO_SPLIT.iter().enumerate() {
+        let count = if i + 1 == DEMO_SPLIT.len() {
+            devices - first
+        } else {
+            devices * percent / 100
+        };
+        let body = serde_json::json!({
+            "carrier": carrier,
+            "change": {"type": "statusUpdate", "action": "suspend"},
+            "processChanges": true,
+            "devices": iccids[first as usize..(first + count) as usize]
+                .iter()
+                .map(|iccid| serde_json::json!({"iccid": iccid}))
+                .collect::<Vec<_>>(),
+        });
+        let response = client
+            .post(format!("{api}/bulk-changes"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", uuid_like())
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let created: Value = response.json().await?;
+        if status.as_u16() != 202 {
+            bail!("the API answered {status}: {created}");
+        }
+        let id = created["id"]
+            .as_str()
+            .context("no id in the response")?
+            .to_owned();
+        println!(
+            "  POST {api}/bulk-changes  {count:>5} {carrier:<10} devices -> 202, bulk change {id}"
+        );
+        changes.push((*carrier, id));
+        first += count;
     }
-    let id = created["id"]
-        .as_str()
-        .context("no id in the response")?
-        .to_owned();
-    println!("  202 Accepted, bulk change {id}");
 
     let bar = ProgressBar::new(u64::from(devices)).with_style(ProgressStyle::with_template(
-        "  planning {bar:40} {pos}/{len} device changes {elapsed}",
+        "  {bar:40} {pos}/{len} device changes done {elapsed} {msg}",
     )?);
     let started = Instant::now();
-    let view = loop {
-        let view: Value = client
-            .get(format!("{api}/bulk-changes/{id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let planned = count_device_changes(&client, &api, &id).await?;
-        bar.set_position(planned);
-        if view["status"] != "new" && planned == u64::from(devices) {
-            break view;
+    let views = loop {
+        let mut views = Vec::new();
+        for (_, id) in &changes {
+            let view: Value = client
+                .get(format!("{api}/bulk-changes/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            views.push(view);
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("not planned after 10 minutes; see .devstack/cargo-lambda.log");
+        let done: u64 = views
+            .iter()
+            .map(|v| {
+                v["counts"]["succeeded"].as_u64().unwrap_or(0)
+                    + v["counts"]["failed"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        bar.set_position(done);
+        let statuses: Vec<String> = changes
+            .iter()
+            .zip(&views)
+            .map(|((carrier, _), v)| format!("{carrier} {}", v["status"].as_str().unwrap_or("?")))
+            .collect();
+        bar.set_message(statuses.join(", "));
+        let finished = views.iter().all(|v| {
+            matches!(
+                v["status"].as_str(),
+                Some("completed" | "completedWithErrors")
+            )
+        });
+        if finished {
+            break views;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("not finished after 15 minutes; see .devstack/cargo-lambda.log");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     bar.finish();
-    let queued = stack.queue_depth("JasperWorkQueue").await?;
-    println!(
-        "  planned in {:.1?}: status {}, counts {}, {queued} messages waiting for the carrier worker",
-        started.elapsed(),
-        view["status"],
-        view["counts"]
-    );
-    println!("\nTry it yourself:");
-    println!("  curl -s {api}/bulk-changes/{id}");
-    println!("  curl -s '{api}/bulk-changes/{id}/devices?limit=5'");
-    println!("  curl -s '{api}/bulk-changes?status=processing'");
-    Ok(())
-}
 
-async fn count_device_changes(client: &reqwest::Client, api: &str, id: &str) -> Result<u64> {
-    let mut count = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{api}/bulk-changes/{id}/devices?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = client.get(url).send().await?.json().await?;
-        count += page["items"]
-            .as_array()
-            .map_or(0, |items| items.len() as u64);
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(count),
-        }
+    let log: Value = client
+        .get(format!("{}/_sim/requests", carriers.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let entries = log.as_array().cloned().unwrap_or_default();
+    println!(
+        "\n  {:<11} {:<20} {:>9} {:>7} {:>16} {:>5}",
+        "carrier", "status", "succeeded", "failed", "carrier requests", "429s"
+    );
+    for ((carrier, _), view) in changes.iter().zip(&views) {
+        let sim_name = carrier.to_ascii_lowercase();
+        let mine = entries.iter().filter(|e| e["carrier"] == sim_name.as_str());
+        let (requests, limited) = mine.fold((0, 0), |(n, l), e| {
+            (n + 1, l + usize::from(e["status"] == 429))
+        });
+        println!(
+            "  {:<11} {:<20} {:>9} {:>7} {:>16} {:>5}",
+            carrier,
+            view["status"].as_str().unwrap_or("?"),
+            view["counts"]["succeeded"],
+            view["counts"]["failed"],
+            requests,
+            limited
+        );
     }
+    println!("  finished in {:.1?}", started.elapsed());
+    let (_, jasper_id) = &changes[0];
+    println!("\nTry it yourself:");
+    println!("  curl -s {api}/bulk-changes/{jasper_id}");
+    println!("  curl -s '{api}/bulk-changes/{jasper_id}/devices?limit=5'");
+    println!("  curl -s '{api}/bulk-changes?status=completed'");
+    println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());
+    Ok(())
 }
 
 fn uuid_like() -> String {

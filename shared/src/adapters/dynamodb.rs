@@ -1,7 +1,8 @@
 //! The bulk-change store on DynamoDB.
 //!
 //! Tables (keys as in template.yaml):
-//! - bulk changes: `tenantId` / `bulkChangeId`, GSI `ByStatus` on `statusKey` (`tenant#status`) / `bulkChangeId`
+//! - bulk changes: `tenantId` / `bulkChangeId`, GSI `ByStatus` on `statusKey` (`tenant#status`) / `bulkChangeId`,
+//!   sparse GSI `ByRelease` on `scheduleBucket` / `releaseAt` for the scheduler
 //! - device changes: `bulkChangeKey` (`tenant#bulkChangeId`) / `seq`
 //!   with GSI `ByCarrierRef` on `carrierRef` (`carrierRequestId#iccid`), set once a carrier accepts it
 //! - audit log: `bulkChangeKey` / `entryId` (time-ordered UUID)
@@ -35,6 +36,9 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 /// Conditional puts in flight at once while writing device changes.
 const WRITE_CONCURRENCY: usize = 32;
 const STATUS_INDEX: &str = "ByStatus";
+/// Scheduled bulk changes of every tenant by `releaseAt`: a sparse index holding only them.
+const RELEASE_INDEX: &str = "ByRelease";
+const SCHEDULE_BUCKET: &str = "scheduled";
 /// Device changes by `carrierRef` (`carrierRequestId#iccid`), for carrier callbacks.
 const CARRIER_REF_INDEX: &str = "ByCarrierRef";
 /// Work claims outlive any redelivery of the message they guard.
@@ -333,7 +337,10 @@ impl BulkChangeStore for DynamoStore {
             .table_name(&self.tables.bulk_changes)
             .key("tenantId", s(tenant.as_str()))
             .key("bulkChangeId", s(id))
-            .update_expression("SET #status = :to, statusKey = :toKey, updatedAt = :now")
+            // Leaving `scheduled` drops the change from the release index.
+            .update_expression(
+                "SET #status = :to, statusKey = :toKey, updatedAt = :now REMOVE scheduleBucket",
+            )
             .condition_expression("#status = :from")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", s(to.as_str()))
@@ -348,6 +355,75 @@ impl BulkChangeStore for DynamoStore {
         written_unless_condition_failed(result, |e| {
             matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
         })
+    }
+
+    async fn schedule(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        release_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let scheduled = BulkChangeStatus::Scheduled;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            .update_expression(
+                "SET #status = :to, statusKey = :toKey, updatedAt = :now, \
+                 scheduleBucket = :bucket, releaseAt = :release",
+            )
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(scheduled.as_str()))
+            .expression_attribute_values(":toKey", s(status_key(tenant, scheduled)))
+            .expression_attribute_values(":from", s(BulkChangeStatus::New.as_str()))
+            .expression_attribute_values(
+                ":now",
+                s(crate::clock::rfc3339(OffsetDateTime::now_utc())),
+            )
+            .expression_attribute_values(":bucket", s(SCHEDULE_BUCKET))
+            .expression_attribute_values(":release", n(release_at.unix_timestamp()))
+            .send()
+            .await;
+        written_unless_condition_failed(result, |e| {
+            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+        })
+    }
+
+    async fn due_for_release(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.bulk_changes)
+            .index_name(RELEASE_INDEX)
+            .key_condition_expression("scheduleBucket = :bucket AND releaseAt <= :now")
+            .expression_attribute_values(":bucket", s(SCHEDULE_BUCKET))
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                let tenant = text("tenantId").and_then(|t| TenantId::parse(&t));
+                match (tenant, text("bulkChangeId")) {
+                    (Some(tenant), Some(id)) => Ok((tenant, id)),
+                    _ => Err(StoreError::Corrupt(
+                        "release index entry without keys".into(),
+                    )),
+                }
+            })
+            .collect()
     }
 
     async fn insert_device_changes(
@@ -484,13 +560,21 @@ impl BulkChangeStore for DynamoStore {
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
-                    let claimed = refused
-                        .item()
-                        .and_then(|item| item.get("claimedRetry"))
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|v| v.parse::<u32>().ok());
-                    Ok(if claimed == Some(retry_number) {
-                        Claim::Held
+                    let number = |name: &str| {
+                        refused
+                            .item()
+                            .and_then(|item| item.get(name))
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok())
+                    };
+                    Ok(if number("claimedRetry") == Some(i64::from(retry_number)) {
+                        let lease_ms = number("leaseUntil").unwrap_or(until_ms);
+                        Claim::Held {
+                            until: OffsetDateTime::from_unix_timestamp_nanos(
+                                i128::from(lease_ms) * 1_000_000,
+                            )
+                            .unwrap_or(now + lease),
+                        }
                     } else {
                         Claim::Superseded
                     })

@@ -23,6 +23,7 @@ pub struct MemoryStore {
     /// (tenant, bulk change, unit) to (retry claimed, lease end).
     work_claims: Mutex<HashMap<WorkUnit, (u32, OffsetDateTime)>>,
     submitted: Mutex<HashMap<(String, String), SubmittedRef>>,
+    releases: Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -186,6 +187,50 @@ impl BulkChangeStore for MemoryStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn schedule(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        release_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let moved = self
+            .transition(
+                tenant,
+                id,
+                BulkChangeStatus::New,
+                BulkChangeStatus::Scheduled,
+            )
+            .await?;
+        if moved {
+            locked(&self.releases).insert((tenant.clone(), id.to_owned()), release_at);
+        }
+        Ok(moved)
+    }
+
+    async fn due_for_release(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let changes = locked(&self.bulk_changes);
+        let mut due: Vec<((TenantId, String), OffsetDateTime)> = locked(&self.releases)
+            .iter()
+            .filter(|(key, at)| {
+                **at <= now
+                    && changes
+                        .get(key)
+                        .is_some_and(|c| c.status == BulkChangeStatus::Scheduled)
+            })
+            .map(|(key, at)| (key.clone(), *at))
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|(key, _)| key)
+            .collect())
+    }
+
     async fn get_device_changes(
         &self,
         tenant: &TenantId,
@@ -222,7 +267,9 @@ impl BulkChangeStore for MemoryStore {
             Some((claimed, lease_end)) if *claimed == retry_number && *lease_end < now => {
                 Claim::Granted { resumed: true }
             }
-            Some((claimed, _)) if *claimed == retry_number => Claim::Held,
+            Some((claimed, lease_end)) if *claimed == retry_number => {
+                Claim::Held { until: *lease_end }
+            }
             Some(_) => Claim::Superseded,
         };
         if matches!(claim, Claim::Granted { .. }) {

@@ -40,15 +40,19 @@ pub enum BulkChangeStatus {
     Processing,
     /// Validated and recorded only (`processChanges: false`); no carrier is called.
     Recorded,
+    /// Device changes written; held until the change's effective date, when the scheduler
+    /// releases it to the carriers.
+    Scheduled,
     Completed,
     CompletedWithErrors,
 }
 
 impl BulkChangeStatus {
-    pub const ALL: [BulkChangeStatus; 5] = [
+    pub const ALL: [BulkChangeStatus; 6] = [
         BulkChangeStatus::New,
         BulkChangeStatus::Processing,
         BulkChangeStatus::Recorded,
+        BulkChangeStatus::Scheduled,
         BulkChangeStatus::Completed,
         BulkChangeStatus::CompletedWithErrors,
     ];
@@ -58,6 +62,7 @@ impl BulkChangeStatus {
             BulkChangeStatus::New => "new",
             BulkChangeStatus::Processing => "processing",
             BulkChangeStatus::Recorded => "recorded",
+            BulkChangeStatus::Scheduled => "scheduled",
             BulkChangeStatus::Completed => "completed",
             BulkChangeStatus::CompletedWithErrors => "completedWithErrors",
         }

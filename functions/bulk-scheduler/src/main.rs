@@ -1,0 +1,18 @@
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cellbridge::lambda::init_tracing();
+    let config = cellbridge::aws::load_config().await;
+    let ports = cellbridge::aws::bulk_change_ports(&config)?;
+    lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
+        let ports = &ports;
+        async move {
+            let released =
+                bulk_scheduler::release_due(ports, time::OffsetDateTime::now_utc()).await?;
+            Ok::<_, Error>(released)
+        }
+    }))
+    .await
+}
