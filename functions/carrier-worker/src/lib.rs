@@ -163,7 +163,11 @@ pub async fn work(
     if message.retry_number > 0 && message.check_request.is_none() {
         if let Some(account) = ports.accounts.account(tenant, change.carrier) {
             if !account.with_budget(|budget, now| budget.try_retry(now)) {
-                let delay = RetryPolicy::HTTP.delay(1).unwrap_or(Duration::from_secs(2));
+                let delay = ports
+                    .settings
+                    .call_policy
+                    .delay(1)
+                    .unwrap_or(Duration::from_secs(2));
                 ports
                     .queues
                     .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
@@ -456,7 +460,13 @@ impl Job<'_> {
                     .await;
             }
             let decision = account.with_budget(|budget, now| {
-                decide(&RetryPolicy::HTTP, retry, error.carrier_wait(), budget, now)
+                decide(
+                    &self.ports.settings.call_policy,
+                    retry,
+                    error.carrier_wait(),
+                    budget,
+                    now,
+                )
             });
             match decision {
                 RetryDecision::RetryAfter(wait) => {
@@ -585,8 +595,15 @@ impl Job<'_> {
                             .await?,
                     );
                 }
-                Ok(RequestProgress::Pending) => still_pending += 1,
-                Err(error) if error.is_retryable() => still_pending += 1,
+                // The request as a whole is still open: ask again later, not device by device.
+                Ok(RequestProgress::Pending) => {
+                    still_pending += 1;
+                    break;
+                }
+                Err(error) if error.is_retryable() => {
+                    still_pending += 1;
+                    break;
+                }
                 Err(error) => {
                     failed += u32::from(
                         self.finish(device, false, Some(error.to_string()), 1)

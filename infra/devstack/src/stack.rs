@@ -77,7 +77,8 @@ impl DevstackOptions {
             target_dir: None,
             carriers: Some(carrier_sim::SimConfig::default()),
             carrier_port: 0,
-            accepted_check_interval: Duration::from_secs(20),
+            // Callbacks normally finish the work first; a minute leaves them time on a busy laptop.
+            accepted_check_interval: Duration::from_secs(60),
             schedule_period: Some(Duration::from_secs(15)),
             root,
         }

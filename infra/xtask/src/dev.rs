@@ -206,8 +206,8 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
             "  {:<11} {:<20} {:>9} {:>7} {:>16} {:>5}",
             carrier,
             view["status"].as_str().unwrap_or("?"),
-            view["counts"]["succeeded"],
-            view["counts"]["failed"],
+            view["counts"]["succeeded"].as_u64().unwrap_or(0),
+            view["counts"]["failed"].as_u64().unwrap_or(0),
             requests,
             limited
         );

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,7 +99,13 @@ pub struct ThingSpaceClient {
     default_service_plan: Option<String>,
     default_zip_code: Option<String>,
     auth: Arc<tokio::sync::Mutex<AuthState>>,
+    /// Requests known to be finished: their status never changes again, so checking the devices
+    /// of a 10,000-device request asks ThingSpace once, not once per device.
+    settled: Arc<std::sync::Mutex<HashMap<String, ThingSpaceRequestStatus>>>,
 }
+
+/// Settled request statuses remembered per client; past this the memo starts afresh.
+const SETTLED_MEMO: usize = 1_000;
 
 impl fmt::Debug for ThingSpaceClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -405,6 +412,7 @@ impl ThingSpaceClient {
             default_service_plan: None,
             default_zip_code: None,
             auth: Arc::default(),
+            settled: Arc::default(),
         }
     }
 
@@ -696,6 +704,34 @@ impl ThingSpaceClient {
     }
 
     pub async fn request_status(
+        &self,
+        request_id: &str,
+        journal: &CallJournal,
+    ) -> Result<ThingSpaceRequestStatus, CarrierError> {
+        let remembered = self
+            .settled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(request_id)
+            .copied();
+        if let Some(status) = remembered {
+            return Ok(status);
+        }
+        let status = self.fetch_request_status(request_id, journal).await?;
+        if status != ThingSpaceRequestStatus::Pending {
+            let mut settled = self
+                .settled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if settled.len() >= SETTLED_MEMO {
+                settled.clear();
+            }
+            settled.insert(request_id.to_owned(), status);
+        }
+        Ok(status)
+    }
+
+    async fn fetch_request_status(
         &self,
         request_id: &str,
         journal: &CallJournal,
