@@ -85,6 +85,28 @@ pub fn work_queues(
     )))
 }
 
+/// The account gate every worker instance shares, on the idempotency table.
+pub fn account_gate(
+    config: &SdkConfig,
+) -> Result<std::sync::Arc<dyn crate::ports::AccountGate>, crate::config::ConfigError> {
+    use crate::adapters::dynamodb::{DynamoGate, TableNames};
+    Ok(std::sync::Arc::new(DynamoGate::new(
+        dynamodb(config),
+        &TableNames::from_env()?,
+    )))
+}
+
+/// The account gate on a named table (for tools and tests outside a function's environment).
+pub fn account_gate_for(
+    config: &SdkConfig,
+    idempotency_table: &str,
+) -> std::sync::Arc<dyn crate::ports::AccountGate> {
+    std::sync::Arc::new(crate::adapters::dynamodb::DynamoGate::on_table(
+        dynamodb(config),
+        idempotency_table,
+    ))
+}
+
 /// The DynamoDB bulk-change store alone, for the functions that only read.
 pub fn bulk_change_store(
     config: &SdkConfig,

@@ -4,7 +4,7 @@
 use crate::domain::rate_limit::RateLimiter;
 use crate::domain::retry::RetryBudget;
 use crate::domain::{Carrier, TenantId};
-use crate::ports::CarrierPort;
+use crate::ports::{AccountGate, CarrierPort};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -52,7 +52,19 @@ pub struct CarrierAccount {
     in_flight: Semaphore,
     budget: Mutex<RetryBudget>,
     origin: Instant,
+    gate: Option<SharedGate>,
 }
+
+/// The gate every instance passes before calling an account, with the account's spacing.
+struct SharedGate {
+    gate: Arc<dyn AccountGate>,
+    account: String,
+    spacing: Duration,
+}
+
+/// Longest a gate is held: a whole carrier call and then some, so a holder that dies mid-call
+/// blocks the account for no longer.
+const GATE_HOLD: Duration = Duration::from_secs(20);
 
 impl CarrierAccount {
     pub fn new(port: Arc<dyn CarrierPort>, limits: AccountLimits, secrets: Vec<String>) -> Self {
@@ -63,7 +75,32 @@ impl CarrierAccount {
             in_flight: Semaphore::new(limits.max_in_flight.max(1) as usize),
             budget: Mutex::new(RetryBudget::for_carrier_account()),
             origin: Instant::now(),
+            gate: None,
         }
+    }
+
+    /// Paces this account across instances too: every call first passes `gate` under the name
+    /// `account`, at most `calls_per_second` a second, one at a time.
+    pub fn with_gate(
+        self,
+        gate: Arc<dyn AccountGate>,
+        account: impl Into<String>,
+        calls_per_second: u32,
+    ) -> Self {
+        let spacing =
+            Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(calls_per_second.max(1))));
+        Self {
+            gate: Some(SharedGate {
+                gate,
+                account: account.into(),
+                spacing,
+            }),
+            ..self
+        }
+    }
+
+    pub fn is_gated(&self) -> bool {
+        self.gate.is_some()
     }
 
     /// Replaces the default budget (20 % of first attempts, 10 a minute at least).
@@ -95,7 +132,30 @@ impl CarrierAccount {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        call.await
+        let Some(shared) = &self.gate else {
+            return call.await;
+        };
+        // If the gate's store fails, calling anyway risks a rate-limit answer (which is retried);
+        // stopping would risk nothing but would stall every bulk change on this account.
+        let ticket = match shared
+            .gate
+            .enter(&shared.account, shared.spacing, GATE_HOLD)
+            .await
+        {
+            Ok(ticket) => Some(ticket),
+            Err(error) => {
+                tracing::warn!(%error, account = %shared.account, "account gate unavailable; calling ungated");
+                None
+            }
+        };
+        let started = time::OffsetDateTime::now_utc();
+        let outcome = call.await;
+        if let Some(ticket) = ticket {
+            if let Err(error) = shared.gate.leave(&ticket, started, shared.spacing).await {
+                tracing::warn!(%error, account = %shared.account, "could not leave the account gate; it frees itself");
+            }
+        }
+        outcome
     }
 
     pub fn with_budget<T>(&self, use_budget: impl FnOnce(&mut RetryBudget, Duration) -> T) -> T {
@@ -160,6 +220,52 @@ mod tests {
         ) -> Result<CarrierOutcome, CarrierError> {
             Ok(CarrierOutcome::Completed)
         }
+    }
+
+    #[tokio::test]
+    async fn a_shared_gate_keeps_two_instances_to_one_call_at_a_time() {
+        let gate: Arc<dyn AccountGate> = Arc::new(crate::adapters::memory::MemoryGate::default());
+        let limits = AccountLimits {
+            calls_per_second: 100,
+            burst: 1,
+            max_in_flight: 1,
+        };
+        // Two Lambda instances: each its own account object, one gate between them.
+        let instances: Vec<Arc<CarrierAccount>> = (0..2)
+            .map(|_| {
+                Arc::new(
+                    CarrierAccount::new(Arc::new(Idle), limits, Vec::new()).with_gate(
+                        gate.clone(),
+                        "jasper:test",
+                        100,
+                    ),
+                )
+            })
+            .collect();
+        let in_flight = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let account = instances[i % 2].clone();
+                let (in_flight, most) = (in_flight.clone(), most.clone());
+                tokio::spawn(async move {
+                    account
+                        .paced(async {
+                            let now =
+                                in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                            in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("call task");
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(instances[0].is_gated());
     }
 
     #[tokio::test]

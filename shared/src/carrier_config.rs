@@ -8,6 +8,7 @@ use crate::adapters::carriers::telegence::{TelegenceClient, TelegenceCredentials
 use crate::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 use crate::carrier_account::{AccountLimits, CarrierAccount, SharedAccounts};
 use crate::domain::Carrier;
+use crate::ports::AccountGate;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -117,11 +118,22 @@ pub fn thingspace_callback_from_json(
 /// Builds the accounts `document` describes; carriers it leaves out have no account, and their
 /// device changes fail with that reason.
 pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfigError> {
+    gated_accounts_from_json(document, None)
+}
+
+/// As [`accounts_from_json`], with the accounts that allow one call in flight (Jasper) passing
+/// `gate`, so that holds across worker instances, not just within one.
+pub fn gated_accounts_from_json(
+    document: &str,
+    gate: Option<Arc<dyn AccountGate>>,
+) -> Result<SharedAccounts, CarrierConfigError> {
     let parsed = parse(document)?;
     let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
     let mut accounts = SharedAccounts::default();
     if let Some(jasper) = parsed.jasper {
         let secrets = vec![jasper.api_key.clone()];
+        let account_name = format!("jasper:{}", jasper.username);
+        let jasper_limits = limits(Carrier::Jasper, jasper.limits);
         let client = JasperClient::new(
             http.clone(),
             jasper.base_url,
@@ -130,14 +142,11 @@ pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfi
                 api_key: jasper.api_key,
             },
         );
-        accounts = accounts.with(
-            Carrier::Jasper,
-            CarrierAccount::new(
-                Arc::new(client),
-                limits(Carrier::Jasper, jasper.limits),
-                secrets,
-            ),
-        );
+        let mut account = CarrierAccount::new(Arc::new(client), jasper_limits, secrets);
+        if let (Some(gate), 1) = (&gate, jasper_limits.max_in_flight) {
+            account = account.with_gate(gate.clone(), account_name, jasper_limits.calls_per_second);
+        }
+        accounts = accounts.with(Carrier::Jasper, account);
     }
     if let Some(ts) = parsed.thing_space {
         let mut secrets = vec![ts.app_secret.clone(), ts.password.clone()];
@@ -190,9 +199,11 @@ pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfi
 }
 
 /// The accounts of `CARRIER_ACCOUNTS`; none when it is unset.
-pub fn accounts_from_env() -> Result<SharedAccounts, CarrierConfigError> {
+pub fn accounts_from_env(
+    gate: Option<Arc<dyn AccountGate>>,
+) -> Result<SharedAccounts, CarrierConfigError> {
     match std::env::var(ENV_NAME) {
-        Ok(document) if !document.trim().is_empty() => accounts_from_json(&document),
+        Ok(document) if !document.trim().is_empty() => gated_accounts_from_json(&document, gate),
         _ => {
             tracing::warn!(
                 "{ENV_NAME} is not set: every carrier call will fail for want of an account"

@@ -306,6 +306,36 @@ impl CallJournal {
     }
 }
 
+/// Admission to call one carrier account, shared by every worker instance: Jasper allows one call
+/// in flight per account, and Lambda runs at least two instances of a queue's consumer.
+#[async_trait]
+pub trait AccountGate: Send + Sync {
+    /// Waits until no other caller holds `account` and `spacing` has passed since the last call
+    /// began, then holds it for at most `hold` (a holder that dies frees it by then).
+    async fn enter(
+        &self,
+        account: &str,
+        spacing: std::time::Duration,
+        hold: std::time::Duration,
+    ) -> Result<GateTicket, StoreError>;
+
+    /// Frees the account; the next call may begin `spacing` after `started`, when this call
+    /// actually went out (entering can take a while, and the carrier counts what arrives).
+    async fn leave(
+        &self,
+        ticket: &GateTicket,
+        started: OffsetDateTime,
+        spacing: std::time::Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// Proof of holding an account's gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateTicket {
+    pub account: String,
+    pub holder: String,
+}
+
 /// One carrier account, as a bulk change needs it.
 #[async_trait]
 pub trait CarrierPort: Send + Sync {

@@ -479,3 +479,50 @@ async fn secrets_never_reach_logs_or_audit_entries() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn two_worker_instances_share_the_jasper_limits_through_the_gate() -> Result<()> {
+    // The documented limits: 5 calls a second, one in flight, answered with 429 otherwise.
+    let config = JasperConfig {
+        calls_per_second: 5,
+        one_call_in_flight: true,
+        ..jasper_config()
+    };
+    let devices = 12;
+    let rig = rig(config, devices).await?;
+    planned(&rig, "gate-0001", devices).await?;
+    let gate =
+        cellbridge::aws::account_gate_for(&rig.stack.config, &rig.stack.name("IdempotencyTable")?);
+    let document = serde_json::json!({
+        "jasper": {"baseUrl": rig.sim.jasper_url(), "username": "cellbridge", "apiKey": API_KEY}
+    })
+    .to_string();
+    // Two instances as Lambda runs them for the Jasper queue, each with its own pacer.
+    let instance = || -> Result<WorkerPorts> {
+        Ok(WorkerPorts {
+            store: rig.ports.store.clone(),
+            queues: rig.ports.queues.clone(),
+            accounts: Arc::new(cellbridge::carrier_config::gated_accounts_from_json(
+                &document,
+                Some(gate.clone()),
+            )?),
+            settings: WorkerSettings::default(),
+        })
+    };
+    let (first, second) = (instance()?, instance()?);
+    let (a, b) = tokio::join!(
+        run_queue(&rig, &first, "gate-0001", 1, 1),
+        run_queue(&rig, &second, "gate-0001", 1, 1)
+    );
+    let done = a?;
+    b?;
+    assert_eq!(done.counts.succeeded, devices);
+    let log = rig.sim.sims.log.entries();
+    let limited = log.iter().filter(|e| e.status == 429).count();
+    assert_eq!(limited, 0, "the gate kept both instances under the limit");
+    assert_eq!(
+        log.iter().filter(|e| e.method == "PUT").count(),
+        devices as usize
+    );
+    Ok(())
+}

@@ -8,7 +8,9 @@ async fn main() -> Result<(), Error> {
     let ports = carrier_worker::WorkerPorts {
         store: cellbridge::aws::bulk_change_store(&config)?,
         queues: cellbridge::aws::work_queues(&config)?,
-        accounts: std::sync::Arc::new(cellbridge::carrier_config::accounts_from_env()?),
+        accounts: std::sync::Arc::new(cellbridge::carrier_config::accounts_from_env(Some(
+            cellbridge::aws::account_gate(&config)?,
+        ))?),
         settings: carrier_worker::WorkerSettings::from_env()?,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {

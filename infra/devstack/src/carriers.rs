@@ -62,8 +62,9 @@ impl LocalCarriers {
         })
     }
 
-    /// The `CARRIER_ACCOUNTS` document for the functions, with the simulators' own limits shared
-    /// out between `worker_instances` instances, so the workers together stay under them.
+    /// The `CARRIER_ACCOUNTS` document for the functions, with the simulators' own limits: Jasper's
+    /// whole (the account gate spaces its calls across instances), Telegence's shared out between
+    /// `worker_instances` instances, so the workers together stay under them.
     pub fn accounts_document(&self, worker_instances: u32) -> Result<Value> {
         let instances = worker_instances.max(1);
         let (jasper_user, jasper_key) = first(&self.config.jasper.accounts, "Jasper account")?;
@@ -83,7 +84,8 @@ impl LocalCarriers {
                 "username": jasper_user,
                 "apiKey": jasper_key,
                 "limits": {
-                    "callsPerSecond": (self.config.jasper.calls_per_second / instances).max(1),
+                    // Not shared out: the worker's account gate holds it across instances.
+                    "callsPerSecond": self.config.jasper.calls_per_second,
                     "maxInFlight": 1
                 }
             },

@@ -485,3 +485,66 @@ impl MemoryPorts {
         }
     }
 }
+
+/// One process's account gate, for tests: the same contract as the DynamoDB one.
+#[derive(Default)]
+pub struct MemoryGate {
+    /// Account to (holder, held until, next call allowed at).
+    accounts: Mutex<HashMap<String, (String, std::time::Instant, std::time::Instant)>>,
+}
+
+#[async_trait]
+impl AccountGate for MemoryGate {
+    async fn enter(
+        &self,
+        account: &str,
+        spacing: std::time::Duration,
+        hold: std::time::Duration,
+    ) -> Result<GateTicket, StoreError> {
+        let holder = uuid::Uuid::new_v4().to_string();
+        loop {
+            let now = std::time::Instant::now();
+            let wait = {
+                let mut accounts = locked(&self.accounts);
+                match accounts.get(account) {
+                    Some((_, held_until, next_free)) if *held_until > now || *next_free > now => {
+                        (*next_free).max((*held_until).min(now + GATE_POLL)) - now
+                    }
+                    _ => {
+                        accounts.insert(
+                            account.to_owned(),
+                            (holder.clone(), now + hold, now + spacing),
+                        );
+                        return Ok(GateTicket {
+                            account: account.to_owned(),
+                            holder,
+                        });
+                    }
+                }
+            };
+            tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+        }
+    }
+
+    async fn leave(
+        &self,
+        ticket: &GateTicket,
+        started: OffsetDateTime,
+        spacing: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let now = std::time::Instant::now();
+        let since_start = (OffsetDateTime::now_utc() - started)
+            .try_into()
+            .unwrap_or(std::time::Duration::ZERO);
+        if let Some(entry) = locked(&self.accounts).get_mut(&ticket.account) {
+            if entry.0 == ticket.holder {
+                entry.1 = now;
+                entry.2 = (now + spacing).checked_sub(since_start).unwrap_or(now);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often a waiter looks again while another caller holds the gate.
+pub const GATE_POLL: std::time::Duration = std::time::Duration::from_millis(20);

@@ -464,6 +464,23 @@ impl CarrierPort for TelegenceClient {
         })
     }
 
+    fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
+        match change {
+            ChangeSpec::StatusUpdate { action } => {
+                let target = match action {
+                    StatusAction::Suspend => "Suspended",
+                    StatusAction::Activate | StatusAction::Restore => "Active",
+                    StatusAction::Deactivate => "Cancelled",
+                };
+                device.status.eq_ignore_ascii_case(target)
+            }
+            ChangeSpec::CarrierRatePlanChange { rate_plan, .. } => {
+                device.rate_plan.as_deref() == Some(rate_plan.as_str())
+            }
+            _ => false,
+        }
+    }
+
     async fn apply(
         &self,
         change: &ChangeSpec,
@@ -535,6 +552,33 @@ mod tests {
 
     fn plain(status: u16, body: Value) -> CarrierError {
         error(&response(status, HeaderMap::new(), body))
+    }
+
+    #[test]
+    fn a_subscriber_already_in_the_target_state_needs_no_call() {
+        let client = TelegenceClient::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:1/api/v1",
+            TelegenceCredentials {
+                app_id: "a".into(),
+                app_secret: "s".into(),
+            },
+        );
+        let device = |status: &str| CarrierDevice {
+            iccid: "8901260000000000006".into(),
+            status: status.into(),
+            rate_plan: Some("SOC-1GB".into()),
+        };
+        let suspend = ChangeSpec::StatusUpdate {
+            action: StatusAction::Suspend,
+        };
+        assert!(client.already_applied(&suspend, &device("Suspended")));
+        assert!(!client.already_applied(&suspend, &device("Active")));
+        let plan = ChangeSpec::CarrierRatePlanChange {
+            rate_plan: "SOC-1GB".into(),
+            comm_plan: None,
+        };
+        assert!(client.already_applied(&plan, &device("Active")));
     }
 
     #[test]
