@@ -61,6 +61,9 @@ async fn check(stack: &Devstack) -> Result<()> {
     a_thingspace_bulk_change_completes_through_callbacks(stack)
         .await
         .context("ThingSpace bulk change")?;
+    a_telegence_bulk_change_completes(stack)
+        .await
+        .context("Telegence bulk change")?;
     a_poison_message_ends_in_the_dead_letter_queue(stack)
         .await
         .context("poison message")?;
@@ -344,6 +347,39 @@ async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) 
         .filter(|e| e.carrier == "thingspace" && e.path.contains("/devices/actions/suspend"))
         .count();
     assert_eq!(actions, 1, "one carrier request for {DEVICES} devices");
+    Ok(())
+}
+
+/// Telegence changes one subscriber a call, found by ICCID when the request names no MSISDN.
+async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+    let mut request = valid_request();
+    request["carrier"] = json!("telegence");
+    let response = client
+        .post(format!("{api}/bulk-changes"))
+        .header("content-type", "application/json")
+        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
+        .body(request.to_string())
+        .send()
+        .await?;
+    let created: Value = response.json().await?;
+    let id = created["id"].as_str().context("id")?.to_owned();
+    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
+    assert_eq!(view["status"], "completed", "{view}");
+    let sims = &stack.carriers().context("carriers")?.server.sims;
+    let patches = sims
+        .log
+        .entries()
+        .into_iter()
+        .filter(|e| e.carrier == "telegence" && e.method == "PATCH" && e.status == 200)
+        .count();
+    assert_eq!(patches, DEVICES as usize);
+    let suspended = sims
+        .telegence
+        .subscriber_by_iccid(&cellbridge::testing::iccid(3))
+        .map(|s| format!("{:?}", s.status));
+    assert_eq!(suspended.as_deref(), Some("Suspended"));
     Ok(())
 }
 
