@@ -21,6 +21,7 @@ use cellbridge::ports::{
     BulkChangeStore, CallJournal, CarrierExchange, CarrierOutcome, Claim, DeviceOutcome,
     QueueError, RequestProgress, StoreError, WorkQueues,
 };
+use backon::Retryable;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -37,6 +38,8 @@ pub struct WorkerSettings {
     pub check_policy: RetryPolicy,
     /// How failed carrier calls are retried.
     pub call_policy: RetryPolicy,
+    /// How a failed write of an outcome is retried.
+    pub store_policy: RetryPolicy,
 }
 
 impl WorkerSettings {
@@ -54,6 +57,7 @@ impl WorkerSettings {
             processed_by,
             check_policy,
             call_policy: RetryPolicy::HTTP,
+            store_policy: RetryPolicy::STORE_TRANSIENT,
         })
     }
 }
@@ -64,6 +68,7 @@ impl Default for WorkerSettings {
             processed_by: "carrier-worker".to_owned(),
             check_policy: RetryPolicy::ACCEPTED_CHECK,
             call_policy: RetryPolicy::HTTP,
+            store_policy: RetryPolicy::STORE_TRANSIENT,
         }
     }
 }
@@ -266,16 +271,24 @@ impl Job<'_> {
             reason,
             attempts: device.attempts.max(attempts),
         };
-        let finished = completion::finish_device_change(
-            self.ports.store.as_ref(),
-            self.tenant(),
-            &self.change.bulk_change_id,
-            device.seq,
-            &outcome,
-            &self.ports.settings.processed_by,
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
+        // After a carrier call the outcome must not be lost to a passing store failure: the
+        // seed's store policy (3 retries, 2, 4, 8 s) before the message fails and comes back.
+        let record = || {
+            completion::finish_device_change(
+                self.ports.store.as_ref(),
+                self.tenant(),
+                &self.change.bulk_change_id,
+                device.seq,
+                &outcome,
+                &self.ports.settings.processed_by,
+                OffsetDateTime::now_utc(),
+            )
+        };
+        let finished = record
+            .retry(self.ports.settings.store_policy.schedule())
+            .when(|error| matches!(error, StoreError::Backend(_)))
+            .notify(|error, wait| tracing::warn!(%error, ?wait, "store failed; retrying"))
+            .await?;
         Ok(finished == Finished::Recorded)
     }
 

@@ -59,6 +59,14 @@ impl RetryPolicy {
         }
     }
 
+    /// Every wait of the policy in order, as a backoff schedule (for `backon`).
+    pub fn schedule(&self) -> std::vec::IntoIter<Duration> {
+        (1..=self.max_retries)
+            .filter_map(|retry| self.delay(retry))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
     /// The wait before retry number `retry` (1-based), or `None` when the policy is spent.
     pub fn delay(&self, retry: u32) -> Option<Duration> {
         if retry == 0 || retry > self.max_retries {
@@ -211,6 +219,12 @@ mod tests {
         );
         assert_eq!(RetryPolicy::NEW_ACTIVATION.delay(6), Some(300 * SECOND));
         assert_eq!(RetryPolicy::NEW_ACTIVATION.delay(7), None);
+    }
+
+    #[test]
+    fn a_schedule_lists_every_wait_of_the_policy() {
+        let waits: Vec<Duration> = RetryPolicy::STORE_TRANSIENT.schedule().collect();
+        assert_eq!(waits, vec![2 * SECOND, 4 * SECOND, 8 * SECOND]);
     }
 
     #[test]
