@@ -6,6 +6,7 @@
 //! call becomes an audit entry with credentials removed.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use backon::Retryable;
 use cellbridge::carrier_account::{CarrierAccount, CarrierAccounts};
 use cellbridge::completion::{self, Finished};
 use cellbridge::domain::carrier_error::CarrierError;
@@ -21,7 +22,6 @@ use cellbridge::ports::{
     BulkChangeStore, CallJournal, CarrierExchange, CarrierOutcome, Claim, DeviceOutcome,
     QueueError, RequestProgress, StoreError, WorkQueues,
 };
-use backon::Retryable;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
