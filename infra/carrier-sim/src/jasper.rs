@@ -27,7 +27,7 @@ pub enum RateLimitAnswer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct JasperConfig {
     /// Username to API key.
     pub accounts: BTreeMap<String, String>,

@@ -12,7 +12,7 @@ pub mod thingspace;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
@@ -53,8 +53,10 @@ impl RequestLog {
     }
 }
 
-/// How each simulated carrier behaves.
-#[derive(Debug, Clone, Default)]
+/// How each simulated carrier behaves. As JSON (`carrier-sim --config`), every field may be left
+/// out and keeps its default; durations are `{"secs": 1, "nanos": 0}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     pub jasper: jasper::JasperConfig,
     pub thingspace: thingspace::ThingSpaceConfig,

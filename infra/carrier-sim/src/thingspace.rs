@@ -113,7 +113,7 @@ impl RateLimits {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ThingSpaceConfig {
     /// OAuth app key to app secret.
     pub apps: BTreeMap<String, String>,

@@ -3,6 +3,11 @@
 //! `cold-start` builds every function's release binary next to a hello-world `lambda_runtime`
 //! function, starts each one many times against a fake Lambda Runtime API on loopback and times
 //! spawn -> first `GET /runtime/invocation/next`: the point where Lambda ends the Init phase.
+//!
+//! `bulk-change` (in [`bulk_change`]) sends a 10,000-device status change per carrier through the
+//! carrier worker against the carrier simulators and compares its time with the simulators' limits.
+
+mod bulk_change;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +27,9 @@ use tokio::process::Command;
 pub enum BenchCommand {
     /// Init time, resident memory and size of every function's release binary vs a hello-world.
     ColdStart(ColdStartArgs),
+    /// A 10,000-device status change per carrier through the worker against the simulators:
+    /// time vs the simulators' rate limits, carrier requests, 429s, CPU per device change.
+    BulkChange(bulk_change::BulkChangeArgs),
 }
 
 #[derive(Args)]
@@ -40,6 +48,7 @@ pub struct ColdStartArgs {
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::ColdStart(args) => cold_start(args).await,
+        BenchCommand::BulkChange(args) => bulk_change::run(args).await,
     }
 }
 
@@ -50,8 +59,12 @@ const GOAL_RATIO: f64 = 1.5;
 /// A healthy init takes milliseconds; this only stops a hung binary from stalling the benchmark.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const NEXT_PATH: &str = "/2018-06-01/runtime/invocation/next";
-const MARK_BEGIN: &str = "<!-- cold-start:begin (written by `cargo xtask bench cold-start`) -->";
-const MARK_END: &str = "<!-- cold-start:end -->";
+const COLD_START_SECTION: DocSection = DocSection {
+    name: "cold-start",
+    heading: "Cold start",
+    begin: "<!-- cold-start:begin (written by `cargo xtask bench cold-start`) -->",
+    end: "<!-- cold-start:end -->",
+};
 const DOCS_INTRO: &str = "# Benchmarks\n\n\
 Measured with `cargo xtask bench <name>`. Each command rewrites only its own section, between its \
 marker comments; everything outside the markers is kept, so notes can go around them.\n";
@@ -1066,16 +1079,29 @@ impl Machine {
     }
 }
 
-/// Rewrites the cold-start section of docs/benchmarks.md between its markers, keeping every other
-/// section; creates the file, or appends the section, when there is none yet.
+/// The part of docs/benchmarks.md one benchmark owns: everything between its two markers.
+struct DocSection {
+    name: &'static str,
+    heading: &'static str,
+    begin: &'static str,
+    end: &'static str,
+}
+
+/// Rewrites the cold-start section of docs/benchmarks.md (see [`write_section`]).
 fn write_docs(path: &Path, section: &str) -> Result<()> {
+    write_section(path, &COLD_START_SECTION, section)
+}
+
+/// Rewrites one benchmark's section of docs/benchmarks.md between its markers, keeping every
+/// other section; creates the file, or appends the section, when there is none yet.
+fn write_section(path: &Path, marks: &DocSection, section: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
     let new =
-        splice_section(&old, section).with_context(|| format!("updating {}", path.display()))?;
+        splice(marks, &old, section).with_context(|| format!("updating {}", path.display()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -1083,18 +1109,30 @@ fn write_docs(path: &Path, section: &str) -> Result<()> {
 }
 
 /// `old` with its cold-start block replaced by `section` (see [`write_docs`]).
+#[cfg(test)]
 fn splice_section(old: &str, section: &str) -> Result<String> {
-    let block = format!("{MARK_BEGIN}\n{}\n{MARK_END}\n", section.trim_end());
-    Ok(match (old.find(MARK_BEGIN), old.find(MARK_END)) {
+    splice(&COLD_START_SECTION, old, section)
+}
+
+/// `old` with the block between `marks` replaced by `section` (see [`write_section`]).
+fn splice(marks: &DocSection, old: &str, section: &str) -> Result<String> {
+    let DocSection {
+        name,
+        heading,
+        begin: mark_begin,
+        end: mark_end,
+    } = marks;
+    let block = format!("{mark_begin}\n{}\n{mark_end}\n", section.trim_end());
+    Ok(match (old.find(mark_begin), old.find(mark_end)) {
         (Some(begin), Some(end)) if begin < end => {
-            let after = &old[end + MARK_END.len()..];
+            let after = &old[end + mark_end.len()..];
             let after = after.strip_prefix('\n').unwrap_or(after);
             format!("{}{block}{after}", &old[..begin])
         }
-        (None, None) if old.trim().is_empty() => format!("{DOCS_INTRO}\n## Cold start\n\n{block}"),
-        (None, None) => format!("{}\n\n## Cold start\n\n{block}", old.trim_end()),
+        (None, None) if old.trim().is_empty() => format!("{DOCS_INTRO}\n## {heading}\n\n{block}"),
+        (None, None) => format!("{}\n\n## {heading}\n\n{block}", old.trim_end()),
         _ => bail!(
-            "the cold-start section is broken: expected `{MARK_BEGIN}` followed by `{MARK_END}`; \
+            "the {name} section is broken: expected `{mark_begin}` followed by `{mark_end}`; \
              restore the markers (or delete the section) and rerun"
         ),
     })
@@ -1142,7 +1180,10 @@ mod tests {
 
     #[test]
     fn a_broken_marker_pair_is_refused() {
-        let broken = format!("# Benchmarks\n\n{MARK_BEGIN}\nhalf a section\n");
+        let broken = format!(
+            "# Benchmarks\n\n{}\nhalf a section\n",
+            COLD_START_SECTION.begin
+        );
         assert!(splice_section(&broken, "cold").is_err());
     }
 
