@@ -110,10 +110,10 @@ pub struct BulkChangeArgs {
     /// internet does (loopback answers in well under one).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Keep Jasper's one-call-in-flight rule with scaled limits too (by default it is lifted
-    /// there, since two worker instances each keep a call in flight).
+    /// Lift Jasper's one-call-in-flight rule with scaled limits (kept by default: the account
+    /// gate holds it across instances, and a 429 would show where it does not).
     #[arg(long)]
-    pub scaled_one_call_in_flight: bool,
+    pub scaled_without_in_flight_rule: bool,
     /// Use the release binaries already in the target directory instead of building them.
     #[arg(long)]
     pub no_build: bool,
@@ -209,8 +209,8 @@ impl BulkChangeArgs {
         if self.telegence_iccid_only {
             out.push("--telegence-iccid-only".into());
         }
-        if self.scaled_one_call_in_flight {
-            out.push("--scaled-one-call-in-flight".into());
+        if self.scaled_without_in_flight_rule {
+            out.push("--scaled-without-in-flight-rule".into());
         }
         out
     }
@@ -803,7 +803,7 @@ fn scenarios(args: &BulkChangeArgs) -> Vec<Scenario> {
     if matches!(args.scenario, ScenarioChoice::Both | ScenarioChoice::Scaled) {
         let mut sim = base_config(args);
         sim.jasper.calls_per_second = 500;
-        sim.jasper.one_call_in_flight = args.scaled_one_call_in_flight;
+        sim.jasper.one_call_in_flight = !args.scaled_without_in_flight_rule;
         sim.telegence.requests_per_second = 500.0;
         out.push(Scenario {
             name: "scaled",
@@ -1903,7 +1903,7 @@ mod tests {
             check_interval: 300,
             telegence_iccid_only: false,
             latency_ms: 0,
-            scaled_one_call_in_flight: false,
+            scaled_without_in_flight_rule: false,
             no_build: false,
             no_write: false,
             runner: None,
