@@ -1367,7 +1367,7 @@ mod tests {
         let order = t.queue_order().expect("queue order");
         let pos = |id: &str| order.iter().position(|q| q == id).expect(id);
         assert!(pos("PlanDeadLetterQueue") < pos("PlanQueue"));
-        assert!(pos("WorkDeadLetterQueue") < pos("WorkQueue"));
+        assert!(pos("JasperWorkDeadLetterQueue") < pos("JasperWorkQueue"));
 
         let plan = t.queue("PlanQueue", &res).expect("PlanQueue");
         assert_eq!(plan.attributes["VisibilityTimeout"], "1800");

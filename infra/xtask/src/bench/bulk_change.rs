@@ -734,8 +734,11 @@ impl Results {
              `carrier_worker::handle` as Lambda's SQS poller does, with the template's shape per \
              carrier: Jasper 2 instances x batch 10, ThingSpace 2 x 1, Telegence 4 x 10. Each \
              instance has its own `CARRIER_ACCOUNTS` accounts (own HTTP client, pacer and retry \
-             budget, as each Lambda instance has) with the carrier's limits shared out between \
-             the instances, as the local stack does. Delayed messages (retries, follow-up checks \
+             budget, as each Lambda instance has), configured as the local stack does: \
+             Telegence's limit shared out between the instances, Jasper's whole behind one \
+             account gate that all instances pass (the in-memory `MemoryGate` standing in for \
+             the DynamoDB item, so the gate's own DynamoDB writes are not in these numbers). \
+             Delayed messages (retries, follow-up checks \
              every {} s) are held until due, failed records for the visibility timeout (720 s). \
              ThingSpace's callbacks reach a listener in the runner that hands them to \
              `carrier_callbacks::handle`, as API Gateway would. Elapsed runs from the first \
@@ -978,9 +981,10 @@ async fn run_carrier(
                     ""
                 }
             );
-            // The account gate spaces calls across instances: the whole rate, one in flight.
+            // The account gate spaces calls across instances: the whole rate (spacing 1/rate from
+            // one call's start to the next, no margin), one in flight.
             let pacing = format!(
-                "{instances} x batch {batch}, one account gate: {rate} calls/s (+2 %), 1 in flight"
+                "{instances} x batch {batch}, one account gate: {rate} calls/s, 1 in flight"
             );
             let floor = f64::from(devices) / f64::from(rate);
             (
@@ -988,7 +992,7 @@ async fn run_carrier(
                 pacing,
                 floor,
                 format!("{devices} calls / {rate} calls/s"),
-                Some(floor * 1.02),
+                Some(floor),
             )
         }
         Carrier::Telegence => {
