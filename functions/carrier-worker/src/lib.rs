@@ -17,7 +17,7 @@ use cellbridge::domain::{
 };
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::lambda::sqs_batch::process_batch;
-use cellbridge::messages::WorkMessage;
+use cellbridge::messages::{until_effective, WorkMessage};
 use cellbridge::ports::{
     BulkChangeStore, CallJournal, CarrierExchange, CarrierOutcome, Claim, DeviceOutcome,
     QueueError, RequestProgress, StoreError, WorkQueues,
@@ -138,7 +138,8 @@ pub async fn work(
         .await?
         .ok_or_else(|| WorkError::UnknownBulkChange(message.bulk_change_id.clone()))?;
 
-    if let Some(wait) = not_yet_due(&change, now) {
+    let wait = until_effective(&change, now);
+    if !wait.is_zero() {
         let delay = wait.min(MAX_QUEUE_DELAY);
         ports
             .queues
@@ -239,13 +240,6 @@ pub async fn work(
         Some(request_id) => job.check(&account, request_id, open).await,
         None => job.apply(&account, open, resumed).await,
     }
-}
-
-/// How long until the change may be sent, when it is not due yet.
-fn not_yet_due(change: &BulkChange, now: OffsetDateTime) -> Option<Duration> {
-    let wait = change.change.effective_date()? - now;
-    wait.is_positive()
-        .then(|| Duration::from_secs(wait.whole_seconds().unsigned_abs().max(1)))
 }
 
 struct Job<'a> {

@@ -119,6 +119,18 @@ where
     }
 }
 
+/// [`written_unless_condition_failed`] for conditional `UpdateItem` calls.
+fn updated_unless_condition_failed<T, R>(
+    result: Result<T, SdkError<UpdateItemError, R>>,
+) -> Result<bool, StoreError>
+where
+    SdkError<UpdateItemError, R>: std::error::Error,
+{
+    written_unless_condition_failed(result, |e| {
+        matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+    })
+}
+
 impl DynamoStore {
     /// True when the device change was written, false when it already existed.
     async fn insert_device_change(
@@ -352,9 +364,7 @@ impl BulkChangeStore for DynamoStore {
             )
             .send()
             .await;
-        written_unless_condition_failed(result, |e| {
-            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
-        })
+        updated_unless_condition_failed(result)
     }
 
     async fn schedule(
@@ -387,9 +397,7 @@ impl BulkChangeStore for DynamoStore {
             .expression_attribute_values(":release", n(release_at.unix_timestamp()))
             .send()
             .await;
-        written_unless_condition_failed(result, |e| {
-            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
-        })
+        updated_unless_condition_failed(result)
     }
 
     async fn due_for_release(
@@ -606,9 +614,7 @@ impl BulkChangeStore for DynamoStore {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await;
-        written_unless_condition_failed(result, |e| {
-            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
-        })
+        updated_unless_condition_failed(result)
     }
 
     async fn find_submitted(
@@ -877,9 +883,6 @@ impl crate::ports::AccountGate for DynamoGate {
             .send()
             .await;
         // Someone else holding it means this holder's time ran out already: nothing to free.
-        written_unless_condition_failed(result, |e| {
-            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
-        })
-        .map(|_| ())
+        updated_unless_condition_failed(result).map(|_| ())
     }
 }
