@@ -43,6 +43,19 @@ pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }
 
+pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(config)
+}
+
+/// Tenants and users, on the table template.yaml names.
+pub fn account_store(
+    config: &SdkConfig,
+) -> Result<std::sync::Arc<dyn crate::ports::AccountStore>, crate::config::ConfigError> {
+    Ok(std::sync::Arc::new(
+        crate::adapters::accounts::DynamoAccounts::from_env(dynamodb(config))?,
+    ))
+}
+
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }

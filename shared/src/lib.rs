@@ -6,6 +6,7 @@
 //! - [`lambda`]: runtime helpers (tracing, SQS partial batch responses).
 
 pub mod adapters;
+pub mod auth;
 pub mod api;
 pub mod aws;
 pub mod carrier_account;

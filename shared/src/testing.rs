@@ -55,3 +55,18 @@ pub fn sample_bulk_change(
     };
     (change, request.devices)
 }
+
+/// Makes an API Gateway event come from `subject` of `tenant` with `roles` (space-separated), as
+/// if the authorizer had verified their token.
+pub fn authorize_event(event: &mut serde_json::Value, tenant: &str, roles: &str) {
+    event["requestContext"]["authorizer"] = serde_json::json!({
+        "lambda": {"sub": format!("{roles}@{tenant}"), "tenant": tenant, "roles": roles}
+    });
+}
+
+/// Removes the authorizer's context: the event of a route the authorizer did not guard.
+pub fn unauthorize_event(event: &mut serde_json::Value) {
+    if let Some(context) = event["requestContext"].as_object_mut() {
+        context.remove("authorizer");
+    }
+}

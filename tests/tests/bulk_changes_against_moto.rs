@@ -24,7 +24,8 @@ fn event(
     query: &[(&str, &str)],
 ) -> Request {
     let mut value: Value = serde_json::from_str(sample).expect("sample event");
-    value["headers"]["x-cellbridge-tenant"] = tenant.into();
+    let roles = if sample == CREATE { "operator" } else { "viewer" };
+    cellbridge::testing::authorize_event(&mut value, tenant, roles);
     if let Some(body) = body {
         value["body"] = body.to_string().into();
         value["headers"]["idempotency-key"] = uuid::Uuid::new_v4().to_string().into();
@@ -197,7 +198,7 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
 
     // The same key with another body is refused and writes nothing.
     let mut changed: Value = serde_json::from_str(CREATE)?;
-    changed["headers"]["x-cellbridge-tenant"] = "tenant-a".into();
+    cellbridge::testing::authorize_event(&mut changed, "tenant-a", "operator");
     changed["body"] = changed["body"]
         .as_str()
         .unwrap_or_default()

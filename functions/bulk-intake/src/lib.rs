@@ -2,7 +2,9 @@
 //! at once: device changes are written by the planner, never inline.
 
 use cellbridge::api::views::{bulk_change_location, BulkChangeView};
-use cellbridge::api::{caller, json_response, Caller, Problem};
+use cellbridge::api::body::json_body;
+use cellbridge::api::{caller, json_response, Caller, Problem, TenantStore};
+use cellbridge::auth::Role;
 use cellbridge::domain::{
     parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus,
     DeviceCounts,
@@ -37,32 +39,29 @@ async fn create(
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
-    check_content_type(request)?;
-    let body: &[u8] = request.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Problem::payload_too_large(MAX_BODY_BYTES));
-    }
+    caller.require(Role::Operator)?;
+    let store = TenantStore::of(ports.store.as_ref(), &caller);
+    let body = json_body(
+        request,
+        MAX_BODY_BYTES,
+        "split the devices into several bulk changes",
+    )?;
     let claim = idempotency_key(request)?.map(|key| IdempotencyClaim {
         key,
         request_digest: hex_digest(body),
     });
     let parsed = parse_bulk_change_request(body).map_err(|errors| {
-        tracing::info!(tenant = %caller.tenant, invalid_fields = errors.errors.len(), "bulk change rejected");
+        tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
         Problem::invalid(errors)
     })?;
     let change = new_bulk_change(&caller, &parsed, now);
-    let span = tracing::info_span!("bulk_change", tenant = %caller.tenant, bulk_change_id = %change.bulk_change_id);
+    let span = tracing::info_span!("bulk_change", tenant = %caller.tenant(), bulk_change_id = %change.bulk_change_id);
     let _entered = span.enter();
 
-    match ports
-        .store
-        .create_bulk_change(&change, claim.as_ref())
-        .await?
-    {
+    match store.create_bulk_change(&change, claim.as_ref()).await? {
         CreateOutcome::Created => {
-            ports
-                .store
-                .append_audit(&caller.tenant, &accepted_entry(&change, &caller, now))
+            store
+                .append_audit(&accepted_entry(&change, &caller, now))
                 .await?;
             hand_to_planner(ports, &change, &parsed).await?;
             tracing::info!(
@@ -98,25 +97,6 @@ async fn create(
     }
 }
 
-fn check_content_type(request: &Request) -> Result<(), Problem> {
-    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
-        Ok(())
-    } else {
-        Err(Problem::unsupported_media_type())
-    }
-}
-
 fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
     let Some(value) = request.headers().get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
@@ -149,8 +129,8 @@ fn new_bulk_change(
 ) -> BulkChange {
     let id = uuid::Uuid::now_v7().to_string();
     BulkChange {
-        payload_key: format!("bulk-changes/{}/{id}/devices.json", caller.tenant),
-        tenant_id: caller.tenant.clone(),
+        payload_key: format!("bulk-changes/{}/{id}/devices.json", caller.tenant()),
+        tenant_id: caller.tenant().clone(),
         bulk_change_id: id,
         carrier: request.carrier,
         change: request.change.clone(),
@@ -164,7 +144,7 @@ fn new_bulk_change(
         },
         created_at: now,
         updated_at: now,
-        created_by: caller.principal.clone(),
+        created_by: caller.principal(),
     }
 }
 
@@ -183,7 +163,7 @@ fn accepted_entry(change: &BulkChange, caller: &Caller, now: OffsetDateTime) -> 
                 " (record only)"
             }
         ),
-        processed_by: caller.principal.clone(),
+        processed_by: caller.principal(),
         request_text: None,
         response_text: None,
         has_errors: false,
@@ -395,16 +375,28 @@ mod tests {
                 "application/problem+json"
             );
         }
-        let mut no_tenant = request(CREATE);
-        no_tenant
-            .headers_mut()
-            .remove(cellbridge::api::caller::TENANT_HEADER);
+        let mut unverified: Value = serde_json::from_str(CREATE).unwrap();
+        cellbridge::testing::unauthorize_event(&mut unverified);
         assert_eq!(
-            handle(&memory.ports(), no_tenant, OffsetDateTime::now_utc())
-                .await
-                .status(),
+            handle(
+                &memory.ports(),
+                request(&unverified.to_string()),
+                OffsetDateTime::now_utc()
+            )
+            .await
+            .status(),
             StatusCode::UNAUTHORIZED
         );
+        let mut viewer: Value = serde_json::from_str(CREATE).unwrap();
+        cellbridge::testing::authorize_event(&mut viewer, "demo", "viewer");
+        let refused = handle(
+            &memory.ports(),
+            request(&viewer.to_string()),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(json(&refused)["detail"], "this needs the operator role; ask an admin of your tenant for it");
         let mut text = request(CREATE);
         text.headers_mut()
             .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());

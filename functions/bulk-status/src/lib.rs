@@ -4,7 +4,8 @@
 
 use cellbridge::api::paging::page_request;
 use cellbridge::api::views::{BulkChangeView, DeviceChangeView, PageView};
-use cellbridge::api::{caller, json_response, Caller, Problem};
+use cellbridge::api::{caller, json_response, Problem, TenantStore};
+use cellbridge::auth::Role;
 use cellbridge::domain::{BulkChange, BulkChangeStatus};
 use cellbridge::ports::BulkChangeStore;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
@@ -31,6 +32,8 @@ async fn respond(
     request: &Request,
 ) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
+    caller.require(Role::Viewer)?;
+    let store = TenantStore::of(store, &caller);
     match route(request)? {
         Route::List => {
             allow_query(request, &["status", "limit", "cursor"])?;
@@ -46,7 +49,7 @@ async fn respond(
                 })?),
             };
             let page = store
-                .list_bulk_changes(&caller.tenant, status, &page_request(request)?)
+                .list_bulk_changes(status, &page_request(request)?)
                 .await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -55,7 +58,7 @@ async fn respond(
         }
         Route::Get => {
             allow_query(request, &[])?;
-            let change = find(store, &caller, request).await?;
+            let change = find(&store, request).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &BulkChangeView::from(&change),
@@ -63,13 +66,9 @@ async fn respond(
         }
         Route::Devices => {
             allow_query(request, &["limit", "cursor"])?;
-            let change = find(store, &caller, request).await?;
+            let change = find(&store, request).await?;
             let page = store
-                .list_device_changes(
-                    &caller.tenant,
-                    &change.bulk_change_id,
-                    &page_request(request)?,
-                )
+                .list_device_changes(&change.bulk_change_id, &page_request(request)?)
                 .await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -123,11 +122,7 @@ fn allow_query(request: &Request, allowed: &[&str]) -> Result<(), Problem> {
     Ok(())
 }
 
-async fn find(
-    store: &dyn BulkChangeStore,
-    caller: &Caller,
-    request: &Request,
-) -> Result<BulkChange, Problem> {
+async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, Problem> {
     let params = request.path_parameters();
     let id = params.first("id").unwrap_or_default();
     // Ids are UUIDs; anything else cannot exist, and is not worth a store round trip.
@@ -135,7 +130,7 @@ async fn find(
         return Err(Problem::not_found("this bulk change"));
     }
     store
-        .get_bulk_change(&caller.tenant, id)
+        .get_bulk_change(id)
         .await?
         .ok_or_else(|| Problem::not_found("this bulk change"))
 }
@@ -144,7 +139,7 @@ async fn find(
 mod tests {
     use super::*;
     use cellbridge::adapters::memory::MemoryStore;
-    use cellbridge::domain::{DeviceChange, TenantId};
+    use cellbridge::domain::DeviceChange;
     use cellbridge::testing::sample_bulk_change;
     use lambda_http::request::from_str;
     use serde_json::Value;
@@ -190,7 +185,7 @@ mod tests {
     /// The sample event, with its query string replaced and its tenant set.
     fn event(sample: &str, tenant: &str, query: &[(&str, &str)]) -> Request {
         let mut value: Value = serde_json::from_str(sample).unwrap();
-        value["headers"]["x-cellbridge-tenant"] = tenant.into();
+        cellbridge::testing::authorize_event(&mut value, tenant, "viewer");
         let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         value["rawQueryString"] = raw.join("&").into();
         value["queryStringParameters"] = query
@@ -310,16 +305,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_without_a_tenant_is_unauthorized() {
+    async fn a_request_the_authorizer_did_not_pass_is_unauthorized() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
-        let mut request: Request = from_str(GET).unwrap();
-        request
-            .headers_mut()
-            .remove(cellbridge::api::caller::TENANT_HEADER);
+        let mut value: Value = serde_json::from_str(GET).unwrap();
+        cellbridge::testing::unauthorize_event(&mut value);
+        // A tenant named by the client itself counts for nothing.
+        value["headers"]["x-cellbridge-tenant"] = "demo".into();
+        let request = from_str(&value.to_string()).unwrap();
         assert_eq!(
             handle(&store, request).await.status(),
             StatusCode::UNAUTHORIZED
         );
-        assert!(TenantId::parse("demo").is_some());
+    }
+
+    #[tokio::test]
+    async fn every_role_may_read_and_a_role_less_caller_may_not() {
+        let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
+        for roles in ["viewer", "operator", "admin"] {
+            let mut value: Value = serde_json::from_str(GET).unwrap();
+            cellbridge::testing::authorize_event(&mut value, "demo", roles);
+            let (status, _) = call(&store, from_str(&value.to_string()).unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{roles}");
+        }
+        let mut value: Value = serde_json::from_str(GET).unwrap();
+        cellbridge::testing::authorize_event(&mut value, "demo", "");
+        let (status, body) = call(&store, from_str(&value.to_string()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["type"], "https://cellbridge.dev/problems/forbidden");
     }
 }

@@ -72,7 +72,7 @@ pub struct DynamoStore {
 
 type Item = HashMap<String, AttributeValue>;
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
@@ -92,20 +92,20 @@ fn carrier_ref(carrier_request_id: &str, iccid: &str) -> String {
     format!("{carrier_request_id}#{iccid}")
 }
 
-fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
+pub(crate) fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn backend<E: std::error::Error>(error: E) -> StoreError {
+pub(crate) fn backend<E: std::error::Error>(error: E) -> StoreError {
     StoreError::Backend(sdk_message(error))
 }
 
 /// `Ok(true)` when a conditional write happened, `Ok(false)` when its condition did not hold.
-fn written_unless_condition_failed<T, E, R>(
+pub(crate) fn written_unless_condition_failed<T, E, R>(
     result: Result<T, SdkError<E, R>>,
     condition_failed: impl Fn(&E) -> bool,
 ) -> Result<bool, StoreError>
@@ -120,7 +120,7 @@ where
 }
 
 /// [`written_unless_condition_failed`] for conditional `UpdateItem` calls.
-fn updated_unless_condition_failed<T, R>(
+pub(crate) fn updated_unless_condition_failed<T, R>(
     result: Result<T, SdkError<UpdateItemError, R>>,
 ) -> Result<bool, StoreError>
 where

@@ -1,5 +1,7 @@
 //! Implementations of the ports: AWS services through the SDK, and in-memory ones for unit tests.
 
+pub mod accounts;
+pub mod auth_keys;
 pub mod carriers;
 pub mod cursor;
 pub mod dynamodb;

@@ -1,12 +1,16 @@
-//! The HTTP edge: problem responses, caller identity, paging parameters and response bodies.
+//! The HTTP edge: problem responses, caller identity, the tenant's view of the store, paging
+//! parameters and response bodies.
 
+pub mod body;
 pub mod caller;
 pub mod paging;
 pub mod problem;
+pub mod tenant_store;
 pub mod views;
 
 pub use caller::{caller, Caller};
 pub use problem::Problem;
+pub use tenant_store::TenantStore;
 
 use lambda_http::{http::StatusCode, Body, Response};
 

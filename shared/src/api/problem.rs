@@ -94,18 +94,26 @@ impl Problem {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Not authenticated",
-            "the request carries no verified tenant",
+            "the request carries no verified identity; sign in with POST /auth/login and send the token as 'Authorization: Bearer <token>'",
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub fn forbidden(needed: crate::auth::Role) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not allowed",
+            format!("this needs the {needed} role; ask an admin of your tenant for it"),
+        )
+    }
+
+    /// `advice` tells the caller how to stay under the limit.
+    pub fn payload_too_large(limit: usize, advice: &str) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "The request body is too large",
-            format!(
-                "bodies are limited to {limit} bytes; split the devices into several bulk changes"
-            ),
+            format!("bodies are limited to {limit} bytes; {advice}"),
         )
     }
 

@@ -5,7 +5,7 @@
 
 use super::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction};
 use super::ids::{Iccid, Imei, Msisdn};
-use super::validation::ValidationErrors;
+use super::validation::{json_object, path, reject_unknown, required, BodyLimits, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -28,13 +28,9 @@ pub struct BulkChangeRequest {
 
 /// Parses a request body. Malformed JSON is reported on the document (field `""`).
 pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, ValidationErrors> {
-    let document: Value = serde_json::from_slice(body)
-        .map_err(|e| ValidationErrors::single("", format!("body is not valid JSON: {e}")))?;
+    let document = json_object(body, &BodyLimits::bulk_change())?;
+    let object = &document;
     let mut errors = ValidationErrors::default();
-    let Some(object) = document.as_object() else {
-        errors.push("", "body must be a JSON object");
-        return Err(errors);
-    };
     reject_unknown(
         object,
         "",
@@ -76,43 +72,6 @@ pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, Valid
             })
         }
         _ => Err(errors),
-    }
-}
-
-fn path(parent: &str, field: &str) -> String {
-    if parent.is_empty() {
-        field.to_owned()
-    } else {
-        format!("{parent}.{field}")
-    }
-}
-
-fn reject_unknown(
-    object: &Map<String, Value>,
-    parent: &str,
-    allowed: &[&str],
-    errors: &mut ValidationErrors,
-) {
-    for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        errors.push(
-            path(parent, key),
-            format!("unknown field; expected one of: {}", allowed.join(", ")),
-        );
-    }
-}
-
-fn required<'a>(
-    object: &'a Map<String, Value>,
-    parent: &str,
-    field: &str,
-    errors: &mut ValidationErrors,
-) -> Option<&'a Value> {
-    match object.get(field) {
-        None | Some(Value::Null) => {
-            errors.push(path(parent, field), "is required");
-            None
-        }
-        Some(value) => Some(value),
     }
 }
 
