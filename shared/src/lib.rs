@@ -5,6 +5,7 @@
 //! - [`api`]: the HTTP edge (problem responses, caller, paging, views).
 //! - [`lambda`]: runtime helpers (tracing, SQS partial batch responses).
 
+pub mod accounts;
 pub mod adapters;
 pub mod auth;
 pub mod api;

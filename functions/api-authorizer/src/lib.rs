@@ -1,1 +1,265 @@
+//! The API's Lambda authorizer (HTTP API, payload format 2.0, simple responses). It verifies the
+//! bearer token and hands the identity to the route's function as the request context; it
+//! checks no roles, which each route does itself with a problem response that says what is
+//! missing.
+//!
+//! A refused token ends in the error `Unauthorized`, the one answer API Gateway turns into
+//! `401`. `isAuthorized: false` would be a 403, which is wrong for a bad token.
 
+use async_trait::async_trait;
+use cellbridge::adapters::auth_keys::KeyLoadError;
+use cellbridge::auth::{TokenError, TokenVerifier};
+use jsonwebtoken::jwk::JwkSet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Longer headers are no token of ours; refusing them early bounds the work per request.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// An unknown key id refetches the provider's keys at most this often.
+pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerRequest {
+    #[serde(default)]
+    pub identity_source: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: HashMap<String, String>,
+    #[serde(default)]
+    pub route_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerResponse {
+    pub is_authorized: bool,
+    pub context: serde_json::Value,
+}
+
+/// The refusal API Gateway maps to 401; its message must be exactly this word.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Unauthorized")]
+pub struct Unauthorized;
+
+/// Where an OIDC provider's current keys come from.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    async fn fetch(&self) -> Result<JwkSet, KeyLoadError>;
+}
+
+pub struct Authorizer {
+    verifier: RwLock<TokenVerifier>,
+    keys: Option<Box<dyn KeySource>>,
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Authorizer {
+    pub fn new(verifier: TokenVerifier, keys: Option<Box<dyn KeySource>>) -> Self {
+        Self {
+            verifier: RwLock::new(verifier),
+            keys,
+            last_refresh: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn verify(&self, token: &str, now: OffsetDateTime) -> Result<cellbridge::auth::Identity, TokenError> {
+        self.verifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(token, now)
+    }
+
+    fn lacks_key_for(&self, token: &str) -> bool {
+        self.verifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lacks_key_for(token)
+    }
+
+    /// The provider may have rotated its keys: fetch them again, unless that was done lately.
+    async fn refresh_keys(&self) {
+        let Some(source) = &self.keys else { return };
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match source.fetch().await {
+            Ok(set) => self
+                .verifier
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .replace_keys(set),
+            Err(e) => tracing::error!("refreshing the identity provider's keys failed: {e}"),
+        }
+    }
+}
+
+/// `Bearer <token>` from the identity source (or the header, for events built by hand).
+fn bearer_token(request: &AuthorizerRequest) -> Result<&str, TokenError> {
+    let header = request
+        .identity_source
+        .as_ref()
+        .and_then(|sources| sources.first())
+        .or_else(|| {
+            request
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+                .map(|(_, value)| value)
+        })
+        .ok_or(TokenError::Missing)?;
+    if header.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    let (scheme, token) = header.trim().split_once(' ').ok_or(TokenError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(TokenError::Missing);
+    }
+    Ok(token.trim())
+}
+
+pub async fn authorize(
+    authorizer: &Authorizer,
+    request: &AuthorizerRequest,
+    now: OffsetDateTime,
+) -> Result<AuthorizerResponse, Unauthorized> {
+    let route = request.route_key.as_deref().unwrap_or("");
+    let refuse = |reason: TokenError| {
+        // The reason, never the token: it is a credential.
+        tracing::warn!(route, %reason, "request refused");
+        Unauthorized
+    };
+    let token = bearer_token(request).map_err(refuse)?;
+    if authorizer.lacks_key_for(token) {
+        authorizer.refresh_keys().await;
+    }
+    let identity = authorizer.verify(token, now).map_err(refuse)?;
+    tracing::info!(route, tenant = %identity.tenant, subject = %identity.subject, "request authorized");
+    Ok(AuthorizerResponse {
+        is_authorized: true,
+        context: identity.to_context(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge::auth::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+    use cellbridge::auth::{Identity, Role, Roles, TokenSigner};
+    use cellbridge::domain::TenantId;
+    use time::macros::datetime;
+
+    const SAMPLE: &str = include_str!("../../../events/api-authorizer/request.json");
+    const NOW: OffsetDateTime = datetime!(2026-11-22 09:00 UTC);
+
+    fn secret() -> SigningSecret {
+        SigningSecret::new(vec![9; 32]).expect("secret")
+    }
+
+    fn authorizer() -> Authorizer {
+        Authorizer::new(
+            TokenVerifier::shared_secret(&secret(), TokenAudience::default()),
+            None,
+        )
+    }
+
+    fn token_for(tenant: &str, roles: Roles) -> String {
+        let identity = Identity {
+            subject: "ops@demo.example".into(),
+            tenant: TenantId::parse(tenant).expect("tenant"),
+            roles,
+        };
+        TokenSigner::new(&secret(), TokenAudience::default(), DEFAULT_LIFETIME)
+            .issue(&identity, NOW)
+            .expect("token")
+            .token
+    }
+
+    fn request_with(authorization: Option<&str>) -> AuthorizerRequest {
+        let mut event: serde_json::Value = serde_json::from_str(SAMPLE).expect("sample");
+        match authorization {
+            Some(value) => {
+                event["identitySource"] = serde_json::json!([value]);
+                event["headers"]["authorization"] = value.into();
+            }
+            None => {
+                event.as_object_mut().expect("object").remove("identitySource");
+                event["headers"].as_object_mut().expect("headers").remove("authorization");
+            }
+        }
+        serde_json::from_value(event).expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_passes_its_identity_to_the_route() {
+        let token = token_for("demo", Roles::new([Role::Operator]));
+        let response = authorize(&authorizer(), &request_with(Some(&format!("Bearer {token}"))), NOW)
+            .await
+            .expect("authorized");
+        assert!(response.is_authorized);
+        assert_eq!(
+            response.context,
+            serde_json::json!({"sub": "ops@demo.example", "tenant": "demo", "roles": "operator"})
+        );
+        // The scheme is case-insensitive, as RFC 7235 says.
+        let lower = request_with(Some(&format!("bearer {token}")));
+        assert!(authorize(&authorizer(), &lower, NOW).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_sample_event_parses_and_its_placeholder_is_refused() {
+        let request: AuthorizerRequest = serde_json::from_str(SAMPLE).expect("sample");
+        assert_eq!(request.route_key.as_deref(), Some("POST /bulk-changes"));
+        assert_eq!(authorize(&authorizer(), &request, NOW).await, Err(Unauthorized));
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_unauthorized() {
+        let good = token_for("demo", Roles::new([Role::Viewer]));
+        let expired_at = NOW + DEFAULT_LIFETIME + time::Duration::minutes(1);
+        let cases: Vec<(Option<String>, OffsetDateTime)> = vec![
+            (None, NOW),
+            (Some(good.clone()), NOW),
+            (Some(format!("Basic {good}")), NOW),
+            (Some("Bearer ".to_owned()), NOW),
+            (Some(format!("Bearer {good}x")), NOW),
+            (Some(format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES))), NOW),
+            (Some(format!("Bearer {good}")), expired_at),
+        ];
+        for (header, now) in cases {
+            let result = authorize(&authorizer(), &request_with(header.as_deref()), now).await;
+            assert_eq!(result, Err(Unauthorized), "{header:?} at {now}");
+        }
+        assert_eq!(Unauthorized.to_string(), "Unauthorized");
+    }
+
+    struct Rotated(JwkSet);
+
+    #[async_trait]
+    impl KeySource for Rotated {
+        async fn fetch(&self) -> Result<JwkSet, KeyLoadError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_id_refreshes_the_keys_once_per_interval() {
+        let empty: JwkSet = serde_json::from_str(r#"{"keys": []}"#).expect("jwks");
+        let verifier = TokenVerifier::oidc(
+            empty.clone(),
+            TokenAudience::default(),
+            cellbridge::auth::token::ClaimNames::cognito(),
+        );
+        let authorizer = Authorizer::new(verifier, Some(Box::new(Rotated(empty))));
+        let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5ldyJ9.e30.c2ln";
+        let request = request_with(Some(&format!("Bearer {forged}")));
+        assert_eq!(authorize(&authorizer, &request, NOW).await, Err(Unauthorized));
+        let first = authorizer.last_refresh.lock().await.expect("refreshed once");
+        assert_eq!(authorize(&authorizer, &request, NOW).await, Err(Unauthorized));
+        assert_eq!(*authorizer.last_refresh.lock().await, Some(first), "not again within the interval");
+    }
+}

@@ -63,7 +63,10 @@ async fn receive(
 ) -> Result<Acknowledgement, Problem> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return Err(Problem::payload_too_large(MAX_BODY_BYTES));
+        return Err(Problem::payload_too_large(
+            MAX_BODY_BYTES,
+            "a callback reports one device",
+        ));
     }
     let report = parse_callback(body).map_err(|e| {
         Problem::new(

@@ -1,13 +1,14 @@
-//! API Gateway HTTP API, locally: the template's `HttpApi` routes, each request turned into a
-//! payload format 2.0 event for the function, and its answer back into an HTTP response.
+//! API Gateway HTTP API, locally: the template's `HttpApi` routes, each request passed through
+//! the route's Lambda authorizer, turned into a payload format 2.0 event for the function, and
+//! its answer back into an HTTP response.
 
 use crate::lambda_watch::{InvokeError, Invoker};
 use crate::moto::ACCOUNT_ID;
-use crate::template::{FunctionSpec, LOCAL_API_ID};
+use crate::template::{ApiAuth, FunctionSpec, LOCAL_API_ID};
 use anyhow::{bail, Context, Result};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, request::Parts, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
@@ -33,6 +34,17 @@ pub struct ApiRoute {
     /// The function's binary.
     pub function: String,
     pub timeout: Duration,
+    /// The Lambda authorizer in front of the function; `None` for an open route.
+    pub authorizer: Option<RouteAuthorizer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteAuthorizer {
+    /// The authorizer function's binary.
+    pub function: String,
+    /// Lower-case header names; a request missing one gets 401 without the authorizer.
+    pub identity_headers: Vec<String>,
+    pub timeout: Duration,
 }
 
 impl ApiRoute {
@@ -44,32 +56,50 @@ impl ApiRoute {
     }
 }
 
-/// The routes of every function's `HttpApi` events.
-pub fn routes_of(functions: &[FunctionSpec]) -> Vec<ApiRoute> {
-    functions
-        .iter()
-        .flat_map(|f| {
-            f.http_routes.iter().map(|r| ApiRoute {
+/// The routes of every function's `HttpApi` events, each with the authorizer `auth` gives it.
+pub fn routes_of(functions: &[FunctionSpec], auth: &ApiAuth) -> Result<Vec<ApiRoute>> {
+    let mut routes = Vec::new();
+    for f in functions {
+        for r in &f.http_routes {
+            let authorizer = match auth.for_route(&r.auth) {
+                None => None,
+                Some(spec) => {
+                    let function = functions
+                        .iter()
+                        .find(|g| g.logical_id == spec.function_logical_id)
+                        .with_context(|| {
+                            format!("authorizer {} names no function", spec.name)
+                        })?;
+                    if !spec.simple_responses {
+                        bail!("authorizer {}: the local stack emulates simple responses only (EnableSimpleResponses: true)", spec.name);
+                    }
+                    Some(RouteAuthorizer {
+                        function: function.binary.clone(),
+                        identity_headers: spec.identity_headers.clone(),
+                        timeout: function.timeout,
+                    })
+                }
+            };
+            routes.push(ApiRoute {
                 method: r.method.clone(),
                 path: r.path.clone(),
                 function: f.binary.clone(),
                 timeout: f.timeout,
-            })
-        })
-        .collect()
+                authorizer,
+            });
+        }
+    }
+    Ok(routes)
 }
 
 #[derive(Debug, Clone)]
 pub struct ApiGatewayOptions {
     /// 0 picks a free port.
     pub port: u16,
-    /// Set as the tenant header when a request has none (stand-in for the authorizer).
-    pub default_tenant: Option<String>,
 }
 
 struct ApiState {
     invoker: Invoker,
-    default_tenant: Option<HeaderValue>,
 }
 
 pub struct ApiGateway {
@@ -84,17 +114,7 @@ impl ApiGateway {
         invoker: Invoker,
         opts: ApiGatewayOptions,
     ) -> Result<Self> {
-        let default_tenant = match opts.default_tenant {
-            Some(t) => Some(
-                HeaderValue::from_str(&t)
-                    .with_context(|| format!("default tenant {t:?} is not a header value"))?,
-            ),
-            None => None,
-        };
-        let state = Arc::new(ApiState {
-            invoker,
-            default_tenant,
-        });
+        let state = Arc::new(ApiState { invoker });
         let router = build_router(&routes, &state)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await.with_context(|| {
             format!("the API cannot listen on 127.0.0.1:{}; is it in use? Choose another port (0 = any free one)", opts.port)
@@ -237,19 +257,13 @@ fn route_handler(
 }
 
 async fn handle(route: &ApiRoute, state: &ApiState, peer: SocketAddr, req: Request) -> Response {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
     };
-    if let Some(tenant) = &state.default_tenant {
-        let name = HeaderName::from_static(cellbridge::api::caller::TENANT_HEADER);
-        if !parts.headers.contains_key(&name) {
-            parts.headers.insert(name, tenant.clone());
-        }
-    }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let event = http_event(
+    let mut event = http_event(
         route,
         &parts,
         &body,
@@ -257,6 +271,17 @@ async fn handle(route: &ApiRoute, state: &ApiState, peer: SocketAddr, req: Reque
         &request_id,
         time::OffsetDateTime::now_utc(),
     );
+    if let Some(authorizer) = &route.authorizer {
+        match authorize(state, route, authorizer, &parts, &event).await {
+            Ok(context) => event["requestContext"]["authorizer"] = json!({ "lambda": context }),
+            Err(mut refused) => {
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    refused.headers_mut().insert("apigw-requestid", v);
+                }
+                return refused;
+            }
+        }
+    }
     let mut response = match state
         .invoker
         .invoke(&route.function, &event, route.timeout)
@@ -279,6 +304,76 @@ async fn handle(route: &ApiRoute, state: &ApiState, peer: SocketAddr, req: Reque
         response.headers_mut().insert("apigw-requestid", v);
     }
     response
+}
+
+/// Runs the route's authorizer as API Gateway does: 401 without asking it when an identity
+/// header is missing or empty, 401 when it fails with `Unauthorized`, 403 when it answers
+/// `isAuthorized: false`, 500 for anything else; otherwise its context for the function.
+async fn authorize(
+    state: &ApiState,
+    route: &ApiRoute,
+    authorizer: &RouteAuthorizer,
+    parts: &Parts,
+    request_event: &Json,
+) -> Result<Json, Response> {
+    let unauthorized = || message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let mut identity = Vec::new();
+    for name in &authorizer.identity_headers {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() || values.iter().all(|v| v.trim().is_empty()) {
+            return Err(unauthorized());
+        }
+        identity.push(values.join(","));
+    }
+    let event = authorizer_event(route, request_event, identity);
+    match state
+        .invoker
+        .invoke(&authorizer.function, &event, authorizer.timeout)
+        .await
+    {
+        Ok(output) => match output.get("isAuthorized").and_then(Json::as_bool) {
+            Some(true) => Ok(output.get("context").cloned().unwrap_or_else(|| json!({}))),
+            Some(false) => Err(message(StatusCode::FORBIDDEN, "Forbidden")),
+            None => {
+                tracing::warn!(function = %authorizer.function, "the authorizer's answer has no isAuthorized: {output}");
+                Err(message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+            }
+        },
+        Err(InvokeError::Function { message: text, .. }) if text == "Unauthorized" => {
+            Err(unauthorized())
+        }
+        Err(e) => {
+            tracing::warn!(route = %route.route_key(), "authorizer failed: {e}");
+            Err(message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+        }
+    }
+}
+
+/// The payload format 2.0 authorizer event: the request's event without its body, plus the
+/// route's ARN and the identity source values.
+pub fn authorizer_event(route: &ApiRoute, request_event: &Json, identity: Vec<String>) -> Json {
+    let mut event = request_event.clone();
+    if let Some(fields) = event.as_object_mut() {
+        fields.remove("body");
+        fields.remove("isBase64Encoded");
+        let method = route.method.as_str();
+        let path = route.path.as_deref().unwrap_or("$default");
+        fields.insert("type".into(), json!("REQUEST"));
+        fields.insert(
+            "routeArn".into(),
+            json!(format!(
+                "arn:aws:execute-api:{}:{ACCOUNT_ID}:{LOCAL_API_ID}/$default/{method}{path}",
+                crate::moto::REGION
+            )),
+        );
+        fields.insert("identitySource".into(), json!(identity));
+    }
+    event
 }
 
 /// The payload format 2.0 event API Gateway would send for this request.
@@ -574,6 +669,7 @@ mod tests {
             path: Some(path.into()),
             function: "f".into(),
             timeout: Duration::from_secs(3),
+            authorizer: None,
         }
     }
 

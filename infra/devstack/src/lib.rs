@@ -6,6 +6,7 @@
 
 pub mod api_gateway;
 pub mod carriers;
+pub mod demo_accounts;
 mod children;
 pub mod lambda_watch;
 pub mod moto;

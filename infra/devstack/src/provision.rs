@@ -31,6 +31,14 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
         resources.set_queue(&id, url, arn);
     }
 
+    let secrets = cellbridge::aws::secrets_manager(sdk);
+    for secret in template.secrets(&resources)? {
+        let arn = create_secret(&secrets, &secret)
+            .await
+            .with_context(|| format!("creating secret {}", secret.logical_id))?;
+        resources.set_arn(&secret.logical_id, arn);
+    }
+
     let s3 = cellbridge::aws::s3(sdk);
     for bucket in template.buckets(&resources) {
         match s3.create_bucket().bucket(&bucket.name).send().await {
@@ -46,6 +54,45 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
         }
     }
     Ok(resources)
+}
+
+/// Creates the secret unless it exists, and returns its ARN. A generated value is random and
+/// alphanumeric, like CloudFormation's with `ExcludePunctuation`; it lives only in moto.
+async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    spec: &crate::template::SecretSpec,
+) -> Result<String> {
+    if let Ok(existing) = client.describe_secret().secret_id(&spec.name).send().await {
+        if let Some(arn) = existing.arn {
+            return Ok(arn);
+        }
+    }
+    let value = match &spec.secret_string {
+        Some(value) => value.clone(),
+        None => random_alphanumeric(spec.generated_length)?,
+    };
+    let created = client
+        .create_secret()
+        .name(&spec.name)
+        .secret_string(value)
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from)?;
+    created.arn.context("moto returned no ARN for the secret")
+}
+
+fn random_alphanumeric(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    let mut byte = [0u8; 1];
+    while out.len() < len {
+        aws_lc_rs::rand::fill(&mut byte).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        // 248 = 4 × 62: rejecting the rest keeps every symbol equally likely.
+        if byte[0] < 248 {
+            out.push(char::from(ALPHABET[usize::from(byte[0]) % ALPHABET.len()]));
+        }
+    }
+    Ok(out)
 }
 
 fn key_schema(

@@ -28,8 +28,8 @@ pub struct DevstackOptions {
     pub moto_port: u16,
     /// Port `cargo lambda watch` takes invocations on; 0 picks a free one.
     pub lambda_port: u16,
-    /// Tenant header value for requests that carry none (stand-in for the authorizer); empty: none.
-    pub default_tenant: String,
+    /// Create the demo tenants and users (see [`crate::demo_accounts`]).
+    pub demo_accounts: bool,
     /// Generated env file and logs; defaults to `<root>/.devstack` (gitignored).
     pub log_dir: PathBuf,
     /// Output of cargo-lambda, cargo and the functions; `None` is `<log_dir>/cargo-lambda.log`.
@@ -66,7 +66,7 @@ impl DevstackOptions {
             api_port: 3000,
             moto_port: 0,
             lambda_port: 0,
-            default_tenant: "demo".to_owned(),
+            demo_accounts: true,
             log_dir: root.join(".devstack"),
             function_output: None,
             prebuild: true,
@@ -97,6 +97,9 @@ impl Default for DevstackOptions {
     }
 }
 
+/// The template's table of tenants and users.
+pub const ACCOUNTS_TABLE: &str = "AccountsTable";
+
 pub struct Devstack {
     template: Template,
     moto: MotoServer,
@@ -109,7 +112,6 @@ pub struct Devstack {
     schedules: Schedules,
     api: ApiGateway,
     output: ChildOutput,
-    default_tenant: String,
     carriers: Option<LocalCarriers>,
 }
 
@@ -149,6 +151,16 @@ impl Devstack {
             let resources = crate::provision::provision(&template, &sdk)
                 .await
                 .context("provisioning the template's resources in moto")?;
+            if opts.demo_accounts {
+                let table = resources
+                    .table_name(ACCOUNTS_TABLE)
+                    .with_context(|| format!("the template has no {ACCOUNTS_TABLE} for the demo accounts"))?;
+                let store = cellbridge::adapters::accounts::DynamoAccounts::new(
+                    aws_sdk_dynamodb::Client::new(&sdk),
+                    table,
+                );
+                crate::demo_accounts::seed(&store).await?;
+            }
             anyhow::Ok((moto, sdk, resources))
         };
         let ((), (moto, sdk, resources)) = tokio::try_join!(build, aws)?;
@@ -205,10 +217,9 @@ impl Devstack {
             &sqs_opts,
         )?;
         let schedules = Schedules::start(&functions, lambda.invoker(), opts.schedule_period);
-        let routes = routes_of(&functions);
+        let routes = routes_of(&functions, &template.api_auth(&resources)?)?;
         let api_opts = ApiGatewayOptions {
             port: opts.api_port,
-            default_tenant: (!opts.default_tenant.is_empty()).then(|| opts.default_tenant.clone()),
         };
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
         if let Some(carriers) = &carriers {
@@ -226,9 +237,26 @@ impl Devstack {
             schedules,
             api,
             output,
-            default_tenant: opts.default_tenant,
             carriers,
         })
+    }
+
+    /// Signs in through `POST /auth/login` and returns the bearer token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<String> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/auth/login", self.api_url()))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("signing in as {username} answered {status}: {body}");
+        }
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the login answer has no token: {body}"))
     }
 
     /// Base URL of the local API, without a trailing slash.
@@ -301,22 +329,14 @@ impl Devstack {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "cellbridge devstack ({})", self.template.path.display());
-        let tenant = if self.default_tenant.is_empty() {
-            "no default tenant".to_owned()
-        } else {
-            format!(
-                "{} defaults to {:?}",
-                cellbridge::api::caller::TENANT_HEADER,
-                self.default_tenant
-            )
-        };
-        let _ = writeln!(s, "  API          {}  ({tenant})", self.api_url());
+        let _ = writeln!(s, "  API          {}", self.api_url());
         for r in &self.routes {
             let _ = writeln!(
                 s,
-                "                 {:<34} -> {}",
+                "                 {:<34} -> {}{}",
                 r.route_key(),
-                r.function
+                r.function,
+                if r.authorizer.is_some() { "" } else { "  (no authorizer)" }
             );
         }
         let log = match &self.output {

@@ -32,6 +32,7 @@ pub enum ResourceKind {
     Bucket,
     Function,
     HttpApi,
+    Secret,
     /// Present in the template, not emulated locally (alarms, topics...).
     Other,
 }
@@ -44,6 +45,7 @@ impl ResourceKind {
             "AWS::S3::Bucket" => Self::Bucket,
             "AWS::Serverless::Function" => Self::Function,
             "AWS::Serverless::HttpApi" => Self::HttpApi,
+            "AWS::SecretsManager::Secret" => Self::Secret,
             _ => Self::Other,
         }
     }
@@ -120,6 +122,11 @@ impl Resources {
                     LOCAL_API_ID.to_owned(),
                     format!("arn:aws:apigateway:{REGION}::/apis/{LOCAL_API_ID}"),
                 ),
+                // The real ARN ends in a random suffix; provisioning puts moto's in place.
+                ResourceKind::Secret => (
+                    id.clone(),
+                    format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{id}"),
+                ),
                 ResourceKind::Other => continue,
             };
             by_id.insert(
@@ -182,6 +189,12 @@ impl Resources {
     }
 
     /// Records what moto answered for a created queue.
+    pub fn set_arn(&mut self, logical_id: &str, arn: String) {
+        if let Some(r) = self.by_id.get_mut(logical_id) {
+            r.arn = arn;
+        }
+    }
+
     pub fn set_queue(&mut self, logical_id: &str, url: String, arn: String) {
         if let Some(r) = self.by_id.get_mut(logical_id) {
             r.url = Some(url);
@@ -301,6 +314,57 @@ pub struct HttpRoute {
     pub method: String,
     /// API Gateway syntax (`/bulk-changes/{id}`); `None` is the `$default` route.
     pub path: Option<String>,
+    pub auth: RouteAuth,
+}
+
+/// Which authorizer guards a route (`Auth.Authorizer` of its event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RouteAuth {
+    /// The API's `DefaultAuthorizer`, if it has one.
+    Default,
+    /// `Authorizer: NONE`: open.
+    None,
+    Named(String),
+}
+
+/// A Lambda authorizer of the `HttpApi` (`Auth.Authorizers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorizerSpec {
+    pub name: String,
+    /// Logical id of the function (`FunctionArn: !GetAtt X.Arn`).
+    pub function_logical_id: String,
+    /// Headers of the identity source, lower case; a request missing one is refused unasked.
+    pub identity_headers: Vec<String>,
+    pub simple_responses: bool,
+}
+
+/// The `Auth` of the `HttpApi`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApiAuth {
+    pub default_authorizer: Option<String>,
+    pub authorizers: Vec<AuthorizerSpec>,
+}
+
+impl ApiAuth {
+    /// The authorizer guarding a route, if any.
+    pub fn for_route(&self, auth: &RouteAuth) -> Option<&AuthorizerSpec> {
+        let name = match auth {
+            RouteAuth::None => return None,
+            RouteAuth::Default => self.default_authorizer.as_deref()?,
+            RouteAuth::Named(name) => name.as_str(),
+        };
+        self.authorizers.iter().find(|a| a.name == name)
+    }
+}
+
+/// An `AWS::SecretsManager::Secret`: a fixed value, or one generated at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub secret_string: Option<String>,
+    /// `GenerateSecretString.PasswordLength` (CloudFormation's default is 32).
+    pub generated_length: usize,
 }
 
 impl HttpRoute {
@@ -691,6 +755,8 @@ impl Template {
             ResourceKind::Queue => local.url.clone().with_context(|| {
                 format!("Ref {target}: the queue URL is known once moto created the queue; provision first")
             }),
+            // CloudFormation's Ref of a secret is its ARN.
+            ResourceKind::Secret => Ok(local.arn.clone()),
             _ => Ok(local.name.clone()),
         }
     }
@@ -737,6 +803,86 @@ impl Template {
                 Ok(spec)
             })
             .collect()
+    }
+
+    pub fn secrets(&self, resources: &Resources) -> Result<Vec<SecretSpec>> {
+        self.of_kind(ResourceKind::Secret)
+            .map(|r| {
+                let props = self.resolve(&r.properties, resources)?;
+                let generated_length = props
+                    .get("GenerateSecretString")
+                    .and_then(|g| g.get("PasswordLength"))
+                    .and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.parse().ok())))
+                    .unwrap_or(32);
+                Ok(SecretSpec {
+                    logical_id: r.logical_id.clone(),
+                    name: props
+                        .get("Name")
+                        .and_then(Json::as_str)
+                        .map_or_else(|| r.logical_id.clone(), str::to_owned),
+                    secret_string: props
+                        .get("SecretString")
+                        .and_then(Json::as_str)
+                        .map(str::to_owned),
+                    generated_length: usize::try_from(generated_length)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The `Auth` of the template's `HttpApi` (there is one API).
+    pub fn api_auth(&self, resources: &Resources) -> Result<ApiAuth> {
+        let Some(api) = self.of_kind(ResourceKind::HttpApi).next() else {
+            return Ok(ApiAuth::default());
+        };
+        let props = self.resolve(&api.properties, resources)?;
+        let Some(auth) = props.get("Auth") else {
+            return Ok(ApiAuth::default());
+        };
+        let mut authorizers = Vec::new();
+        for (name, spec) in auth
+            .get("Authorizers")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(arn) = spec.get("FunctionArn").and_then(Json::as_str) else {
+                tracing::debug!("authorizer {name} is not a Lambda authorizer; not emulated");
+                continue;
+            };
+            let function = resources
+                .by_arn(arn)
+                .filter(|r| r.kind == ResourceKind::Function)
+                .with_context(|| format!("authorizer {name}: {arn} is not a function of this template"))?;
+            let identity_headers = spec
+                .get("Identity")
+                .and_then(|i| i.get("Headers"))
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            authorizers.push(AuthorizerSpec {
+                name: name.clone(),
+                function_logical_id: function.logical_id.clone(),
+                identity_headers,
+                simple_responses: spec.get("EnableSimpleResponses") == Some(&Json::Bool(true)),
+            });
+        }
+        let default_authorizer = auth
+            .get("DefaultAuthorizer")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        if let Some(name) = &default_authorizer {
+            if !authorizers.iter().any(|a| &a.name == name) {
+                bail!("DefaultAuthorizer {name} is not among the API's Lambda authorizers");
+            }
+        }
+        Ok(ApiAuth {
+            default_authorizer,
+            authorizers,
+        })
     }
 
     pub fn buckets(&self, resources: &Resources) -> Vec<BucketSpec> {
@@ -907,10 +1053,20 @@ impl Template {
                             .unwrap_or("ANY")
                             .to_uppercase();
                         let path = ep.get("Path").and_then(Json::as_str).map(str::to_owned);
+                        let auth = match ep
+                            .get("Auth")
+                            .and_then(|a| a.get("Authorizer"))
+                            .and_then(Json::as_str)
+                        {
+                            None => RouteAuth::Default,
+                            Some("NONE") => RouteAuth::None,
+                            Some(name) => RouteAuth::Named(name.to_owned()),
+                        };
                         http_routes.push(HttpRoute {
                             event_id,
                             method,
                             path,
+                            auth,
                         });
                     }
                     Some("SQS") => sqs_sources.push(Self::sqs_source(event_id, &ep, resources)?),
@@ -1279,8 +1435,9 @@ mod tests {
                 Some("info")
             );
             for (k, v) in &f.environment {
+                // The OIDC settings are empty parameters until a deployment chooses oidc.
                 assert!(
-                    !v.contains("${") && !v.is_empty(),
+                    !v.contains("${") && (!v.is_empty() || k.starts_with("OIDC_")),
                     "{}: {k}={v}",
                     f.logical_id
                 );
@@ -1302,6 +1459,40 @@ mod tests {
             .collect();
         assert!(keys.contains("GET /bulk-changes/{id}"), "{keys:?}");
         assert!(keys.contains("GET /bulk-changes"), "{keys:?}");
+
+        // Every route is behind the token authorizer but the login and the carrier callbacks.
+        let auth = t.api_auth(&res).expect("the API's Auth");
+        assert_eq!(auth.default_authorizer.as_deref(), Some("TokenAuthorizer"));
+        let [authorizer] = auth.authorizers.as_slice() else {
+            panic!("one authorizer: {auth:?}")
+        };
+        assert_eq!(authorizer.function_logical_id, "ApiAuthorizerFunction");
+        assert_eq!(authorizer.identity_headers, ["authorization"]);
+        assert!(authorizer.simple_responses);
+        for f in &functions {
+            for route in &f.http_routes {
+                let open = matches!(
+                    route.route_key().as_str(),
+                    "POST /auth/login" | "POST /carriers/thingspace/callbacks"
+                );
+                assert_eq!(
+                    auth.for_route(&route.auth).is_none(),
+                    open,
+                    "{}",
+                    route.route_key()
+                );
+            }
+        }
+        let secret_arn = by_id["ApiAuthorizerFunction"].environment["AUTH_SIGNING_SECRET_ID"].clone();
+        assert!(secret_arn.starts_with("arn:aws:secretsmanager:"), "{secret_arn}");
+        assert_eq!(
+            by_id["AuthLoginFunction"].environment["AUTH_SIGNING_SECRET_ID"],
+            secret_arn
+        );
+        let secrets = t.secrets(&res).expect("secrets");
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].generated_length, 64);
+        assert_eq!(secrets[0].secret_string, None, "generated, never in the template");
 
         let planner = by_id["BulkPlannerFunction"];
         assert_eq!(planner.timeout, Duration::from_secs(300));
@@ -1337,7 +1528,7 @@ mod tests {
         }
 
         let tables = t.tables(&res).expect("tables");
-        assert_eq!(tables.len(), 4);
+        assert_eq!(tables.len(), 5);
         let bulk = tables
             .iter()
             .find(|t| t.logical_id == "BulkChangesTable")
@@ -1442,7 +1633,8 @@ Resources:
             vec![HttpRoute {
                 event_id: "Any".into(),
                 method: "ANY".into(),
-                path: None
+                path: None,
+                auth: RouteAuth::Default,
             }]
         );
         let [fifo] = f.sqs_sources.as_slice() else {

@@ -6,15 +6,20 @@
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
+use devstack::demo_accounts::DEMO_PASSWORD;
 use devstack::template::ResourceKind;
 use devstack::{Devstack, DevstackOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const TENANT: &str = "tenant-a";
+/// Every request of the bulk-change scenarios is made as this operator of the demo tenant.
+const OPERATOR: &str = "ops@demo.example";
 
 /// Devices in the end-to-end bulk change.
 const DEVICES: u32 = 25;
+
+#[path = "devstack/auth.rs"]
+mod auth;
 
 fn valid_request() -> Value {
     cellbridge::testing::suspend_request(DEVICES, true)
@@ -43,6 +48,20 @@ async fn devstack_serves_the_template() -> Result<()> {
     outcome
 }
 
+/// A client that sends `token` as the bearer token of every request.
+fn client_with(token: &str) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+}
+
+async fn operator(stack: &Devstack) -> Result<reqwest::Client> {
+    client_with(&stack.login(OPERATOR, DEMO_PASSWORD).await?)
+}
+
 async fn check(stack: &Devstack) -> Result<()> {
     resources_come_from_the_template(stack)
         .await
@@ -50,6 +69,21 @@ async fn check(stack: &Devstack) -> Result<()> {
     unknown_routes_are_problems(stack)
         .await
         .context("routing")?;
+    auth::every_route_needs_a_valid_token(stack)
+        .await
+        .context("tokens")?;
+    auth::roles_limit_what_a_user_may_do(stack)
+        .await
+        .context("roles")?;
+    auth::tenants_never_see_each_other(stack)
+        .await
+        .context("tenant isolation")?;
+    auth::repeated_wrong_passwords_lock_the_account(stack)
+        .await
+        .context("lockout")?;
+    auth::malformed_requests_get_their_4xx_and_change_nothing(stack)
+        .await
+        .context("malformed requests")?;
     let carriers = stack
         .carriers()
         .context("the devstack runs the carrier simulators")?;
@@ -86,7 +120,7 @@ async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
         .of_kind(ResourceKind::Table)
         .map(|r| r.logical_id.clone())
         .collect();
-    assert_eq!(declared.len(), 4, "{declared:?}");
+    assert_eq!(declared.len(), 5, "{declared:?}");
     for id in &declared {
         let name = resources.table_name(id).context("table name")?;
         assert!(
@@ -212,12 +246,11 @@ async fn unknown_routes_are_problems(stack: &Devstack) -> Result<()> {
 }
 
 async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = operator(stack).await?;
     let api = stack.api_url();
     let response = client
         .post(format!("{api}/bulk-changes"))
         .header("content-type", "application/json")
-        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
         .body(valid_request().to_string())
         .send()
         .await?;
@@ -272,7 +305,6 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
     );
     let devices: Value = client
         .get(format!("{api}/bulk-changes/{id}/devices?limit=1000"))
-        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
         .send()
         .await?
         .json()
@@ -283,12 +315,9 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         "{devices}"
     );
 
-    // Without the header the devstack's default tenant ("demo") applies: another tenant's change
-    // is not found.
-    let response = client
-        .get(format!("{api}/bulk-changes/{id}"))
-        .send()
-        .await?;
+    // Another tenant's operator does not find it.
+    let other = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
+    let response = other.get(format!("{api}/bulk-changes/{id}")).send().await?;
     assert_eq!(response.status().as_u16(), 404);
     Ok(())
 }
@@ -305,8 +334,7 @@ async fn wait_until_final(
     loop {
         let response = client
             .get(format!("{api}/bulk-changes/{id}"))
-            .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
-            .send()
+                .send()
             .await?;
         let status = response.status().as_u16();
         let view: Value = response.json().await?;
@@ -324,14 +352,13 @@ async fn wait_until_final(
 /// One ThingSpace request for the whole bulk change; the simulator calls the callback route back
 /// once per device, and those callbacks finish the device changes.
 async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = operator(stack).await?;
     let api = stack.api_url();
     let mut request = valid_request();
     request["carrier"] = json!("thingSpace");
     let response = client
         .post(format!("{api}/bulk-changes"))
         .header("content-type", "application/json")
-        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
         .body(request.to_string())
         .send()
         .await?;
@@ -352,14 +379,13 @@ async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) 
 
 /// Telegence changes one subscriber a call, found by ICCID when the request names no MSISDN.
 async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = operator(stack).await?;
     let api = stack.api_url();
     let mut request = valid_request();
     request["carrier"] = json!("telegence");
     let response = client
         .post(format!("{api}/bulk-changes"))
         .header("content-type", "application/json")
-        .header(cellbridge::api::caller::TENANT_HEADER, TENANT)
         .body(request.to_string())
         .send()
         .await?;

@@ -17,9 +17,6 @@ pub struct DevArgs {
     /// Port of `cargo lambda watch` (where `cargo lambda invoke` sends events).
     #[arg(long, default_value_t = 9000)]
     lambda_port: u16,
-    /// Tenant the local API assumes when a request names none.
-    #[arg(long, default_value = "demo")]
-    tenant: String,
     /// Port of the carrier simulators.
     #[arg(long, default_value_t = 4010)]
     carrier_port: u16,
@@ -40,7 +37,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
     spinner.enable_steady_tick(Duration::from_millis(120));
     let mut options = DevstackOptions::new(root);
     options.api_port = args.port;
-    options.default_tenant = args.tenant.clone();
     // A fixed port, so `cargo lambda invoke` (default port 9000) reaches these functions.
     options.lambda_port = args.lambda_port;
     options.carrier_port = args.carrier_port;
@@ -52,7 +48,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let stack =
         started.context("the local stack did not start; the log files under .devstack/ say why")?;
     println!("{}", stack.summary());
-    seed_sample_bulk_change(&stack, &args.tenant).await?;
+    print_accounts();
+    seed_sample_bulk_change(&stack, "demo").await?;
 
     if !args.no_demo {
         if let Err(error) = demonstrate(&stack, args.demo_devices).await {
@@ -64,6 +61,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("stopping...");
     stack.shutdown().await;
     Ok(())
+}
+
+fn print_accounts() {
+    use devstack::demo_accounts::{DEMO_PASSWORD, DEMO_TENANTS};
+    println!("  Accounts     password {DEMO_PASSWORD:?} for every demo user (local only):");
+    for (tenant, _, users) in DEMO_TENANTS {
+        for (username, role) in *users {
+            println!("                 {username:<22} tenant {tenant:<7} {role}");
+        }
+    }
 }
 
 /// The bulk change that the sample events in events/ name, stored as the intake function would
@@ -89,7 +96,9 @@ const DEMO_SPLIT: [(&str, u32); 3] = [("jasper", 40), ("thingSpace", 30), ("tele
 /// Suspends `devices` devices across the three carriers through the API, like a portal user,
 /// and follows the bulk changes to completion at the carrier simulators.
 async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
-    let client = reqwest::Client::new();
+    use devstack::demo_accounts::DEMO_PASSWORD;
+    let token = stack.login("ops@demo.example", DEMO_PASSWORD).await?;
+    let client = authorized_client(&token)?;
     let api = stack.api_url();
     let carriers = stack
         .carriers()
@@ -214,12 +223,23 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
     }
     println!("  finished in {:.1?}", started.elapsed());
     let (_, jasper_id) = &changes[0];
-    println!("\nTry it yourself:");
-    println!("  curl -s {api}/bulk-changes/{jasper_id}");
-    println!("  curl -s '{api}/bulk-changes/{jasper_id}/devices?limit=5'");
-    println!("  curl -s '{api}/bulk-changes?status=completed'");
+    println!("\nTry it yourself (as ops@demo.example):");
+    println!("  TOKEN=$(curl -s {api}/auth/login -H 'content-type: application/json' \\");
+    println!("      -d '{{\"username\":\"ops@demo.example\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')");
+    println!("  curl -s {api}/bulk-changes/{jasper_id} -H \"authorization: Bearer $TOKEN\"");
+    println!("  curl -s '{api}/bulk-changes/{jasper_id}/devices?limit=5' -H \"authorization: Bearer $TOKEN\"");
+    println!("  curl -s '{api}/bulk-changes?status=completed' -H \"authorization: Bearer $TOKEN\"");
     println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());
     Ok(())
+}
+
+/// A client that sends `token` with every request, as a portal would.
+fn authorized_client(token: &str) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
 }
 
 fn uuid_like() -> String {

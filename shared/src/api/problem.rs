@@ -98,6 +98,16 @@ impl Problem {
         )
     }
 
+    /// The one answer to every failed sign-in, whatever the reason.
+    pub fn login_failed() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "login-failed",
+            "Sign-in failed",
+            "the username or password is wrong, or the account is locked for 15 minutes after 5 wrong passwords in a row",
+        )
+    }
+
     pub fn forbidden(needed: crate::auth::Role) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

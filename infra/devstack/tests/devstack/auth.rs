@@ -1,0 +1,352 @@
+//! Identity, roles, tenant isolation and bad input, through the local API exactly as a client
+//! sees it: the authorizer in front of every route, the functions behind it.
+
+use super::{client_with, valid_request, DEMO_PASSWORD};
+use anyhow::{Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use cellbridge::auth::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+use cellbridge::auth::{Identity, Role, Roles, TokenSigner};
+use cellbridge::domain::TenantId;
+use devstack::Devstack;
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+fn hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", part(header), part(claims));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+async fn status_of(response: reqwest::Response) -> Result<(u16, String)> {
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+pub async fn every_route_needs_a_valid_token(stack: &Devstack) -> Result<()> {
+    let api = stack.api_url();
+    let key = secret_bytes(stack).await?;
+    let secret = SigningSecret::new(key.clone())?;
+    let now = OffsetDateTime::now_utc();
+    let operator = Identity {
+        subject: "ops@demo.example".into(),
+        tenant: TenantId::parse("demo").context("tenant")?,
+        roles: Roles::new([Role::Operator]),
+    };
+    let sign = |audience: TokenAudience, at: OffsetDateTime| {
+        TokenSigner::new(&secret, audience, DEFAULT_LIFETIME)
+            .issue(&operator, at)
+            .map(|t| t.token)
+    };
+    let valid = sign(TokenAudience::default(), now)?;
+    let expired = sign(TokenAudience::default(), now - DEFAULT_LIFETIME - Duration::minutes(5))?;
+    let wrong_issuer = sign(
+        TokenAudience {
+            issuer: "https://evil.example".into(),
+            ..TokenAudience::default()
+        },
+        now,
+    )?;
+    let wrong_audience = sign(
+        TokenAudience {
+            audience: "another-api".into(),
+            ..TokenAudience::default()
+        },
+        now,
+    )?;
+    let parts: Vec<&str> = valid.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1])?)?;
+    claims["tenant"] = json!("globex");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        parts[1]
+    );
+    let mut tenantless: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1])?)?;
+    tenantless
+        .as_object_mut()
+        .context("claims")?
+        .remove("tenant");
+    // Signed with the right key: only the missing tenant is wrong.
+    let missing_tenant = hs256(&json!({"alg": "HS256", "typ": "JWT"}), &tenantless, &key);
+
+    let cases = [
+        ("expired", expired),
+        ("tampered", tampered),
+        ("wrong issuer", wrong_issuer),
+        ("wrong audience", wrong_audience),
+        ("alg none", unsigned),
+        ("missing tenant", missing_tenant),
+        ("garbage", "not-a-token".to_owned()),
+    ];
+    let routes = [
+        ("GET", "/bulk-changes"),
+        ("GET", "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80"),
+        ("GET", "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80/devices"),
+        ("POST", "/bulk-changes"),
+    ];
+    let plain = reqwest::Client::new();
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let (status, _) = status_of(plain.request(method.clone(), format!("{api}{path}")).send().await?).await?;
+        assert_eq!(status, 401, "{method} {path} without a token");
+        for (name, token) in &cases {
+            let response = client_with(token)?
+                .request(method.clone(), format!("{api}{path}"))
+                .header("content-type", "application/json")
+                .body(valid_request().to_string())
+                .send()
+                .await?;
+            let (status, body) = status_of(response).await?;
+            assert_eq!(status, 401, "{method} {path} with a {name} token: {body}");
+        }
+    }
+    let (status, body) = status_of(client_with(&valid)?.get(format!("{api}/bulk-changes")).send().await?).await?;
+    assert_eq!(status, 200, "the valid token: {body}");
+    // Open routes stay open.
+    let (status, _) = status_of(plain.post(format!("{api}/auth/login")).json(&json!({})).send().await?).await?;
+    assert_eq!(status, 422);
+    Ok(())
+}
+
+/// The signing secret the devstack generated in moto, read as the functions read it.
+async fn secret_bytes(stack: &Devstack) -> Result<Vec<u8>> {
+    let arn = stack.resources().arn("AuthSigningSecret").context("secret")?;
+    let out = cellbridge::aws::secrets_manager(stack.sdk_config())
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from)?;
+    Ok(out.secret_string.unwrap_or_default().into_bytes())
+}
+
+pub async fn roles_limit_what_a_user_may_do(stack: &Devstack) -> Result<()> {
+    let api = stack.api_url();
+    let before = table_counts(stack).await?;
+    let viewer = client_with(&stack.login("viewer@demo.example", DEMO_PASSWORD).await?)?;
+    let response = viewer
+        .post(format!("{api}/bulk-changes"))
+        .header("content-type", "application/json")
+        .body(valid_request().to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["type"], "https://cellbridge.dev/problems/forbidden");
+    assert_eq!(table_counts(stack).await?, before, "a refused request writes nothing");
+    let (status, _) = status_of(viewer.get(format!("{api}/bulk-changes")).send().await?).await?;
+    assert_eq!(status, 200, "viewers read");
+    let admin = client_with(&stack.login("admin@demo.example", DEMO_PASSWORD).await?)?;
+    let (status, _) = status_of(admin.get(format!("{api}/bulk-changes")).send().await?).await?;
+    assert_eq!(status, 200, "admins include the lower roles");
+    Ok(())
+}
+
+/// Creates a record-only bulk change (no carrier calls) and returns its id.
+async fn create(client: &reqwest::Client, api: &str, key: &str) -> Result<(u16, Value)> {
+    let mut request = valid_request();
+    request["processChanges"] = json!(false);
+    let response = client
+        .post(format!("{api}/bulk-changes"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(request.to_string())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
+    let api = stack.api_url();
+    let globex = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
+    let demo = client_with(&stack.login("ops@demo.example", DEMO_PASSWORD).await?)?;
+    let key = format!("isolation-{}", uuid::Uuid::new_v4());
+    let (status, first) = create(&globex, &api, &key).await?;
+    assert_eq!(status, 202, "{first}");
+    let (status, second) = create(&globex, &api, &format!("{key}-2")).await?;
+    assert_eq!(status, 202, "{second}");
+    let globex_ids = [
+        first["id"].as_str().context("id")?.to_owned(),
+        second["id"].as_str().context("id")?.to_owned(),
+    ];
+
+    for id in &globex_ids {
+        for path in [format!("/bulk-changes/{id}"), format!("/bulk-changes/{id}/devices")] {
+            let response = demo.get(format!("{api}{path}")).send().await?;
+            assert_eq!(response.status().as_u16(), 404, "{path}");
+            let problem: Value = response.json().await?;
+            assert_eq!(problem["type"], "https://cellbridge.dev/problems/not-found");
+        }
+        let (status, _) = status_of(globex.get(format!("{api}/bulk-changes/{id}")).send().await?).await?;
+        assert_eq!(status, 200, "its own tenant reads it");
+    }
+    // Lists, filtered or not, and pages continued with the other tenant's cursor.
+    let globex_page: Value = globex
+        .get(format!("{api}/bulk-changes?limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cursor = globex_page["nextCursor"].as_str().context("a second page")?;
+    for query in ["", "?status=recorded", &format!("?limit=1&cursor={cursor}")] {
+        let page: Value = demo.get(format!("{api}/bulk-changes{query}")).send().await?.json().await?;
+        let seen = ids(&page);
+        assert!(
+            globex_ids.iter().all(|id| !seen.contains(id)),
+            "demo's list {query:?} shows globex's {seen:?}"
+        );
+    }
+    // The same idempotency key from another tenant is another key: a new bulk change of its own,
+    // not a replay of globex's.
+    let (status, mine) = create(&demo, &api, &key).await?;
+    assert_eq!(status, 202, "{mine}");
+    assert!(!globex_ids.contains(&mine["id"].as_str().unwrap_or_default().to_owned()));
+    // Nothing changes another tenant's bulk change: there is no route for it to take.
+    let (status, _) = status_of(demo.delete(format!("{api}/bulk-changes/{}", globex_ids[0])).send().await?).await?;
+    assert_eq!(status, 405);
+    let after: Value = globex.get(format!("{api}/bulk-changes/{}", globex_ids[0])).send().await?.json().await?;
+    assert_eq!(after["createdBy"], "user:ops@globex.example", "{after}");
+    Ok(())
+}
+
+pub async fn repeated_wrong_passwords_lock_the_account(stack: &Devstack) -> Result<()> {
+    use cellbridge::accounts::{add_user, NewUser};
+    let table = stack
+        .resources()
+        .table_name(devstack::stack::ACCOUNTS_TABLE)
+        .context("accounts table")?;
+    let store = cellbridge::adapters::accounts::DynamoAccounts::new(
+        cellbridge::aws::dynamodb(stack.sdk_config()),
+        table,
+    );
+    let username = format!("lockout-{}@demo.example", uuid::Uuid::new_v4().simple());
+    add_user(
+        &store,
+        NewUser {
+            username: &username,
+            tenant: "demo",
+            roles: Roles::new([Role::Viewer]),
+            password: DEMO_PASSWORD,
+        },
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let api = stack.api_url();
+    let plain = reqwest::Client::new();
+    let attempt = |password: &'static str| {
+        plain
+            .post(format!("{api}/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong-password-guess").await?.status().as_u16(), 401);
+    }
+    let locked = attempt(DEMO_PASSWORD).await?;
+    assert_eq!(locked.status().as_u16(), 401, "the right password while locked");
+    let problem: Value = locked.json().await?;
+    assert_eq!(problem["type"], "https://cellbridge.dev/problems/login-failed");
+    let user = store
+        .get_user(&cellbridge::auth::Username::parse(&username).context("username")?)
+        .await?
+        .context("the user")?;
+    let until = user.locked_until.context("locked")?;
+    assert!(until > OffsetDateTime::now_utc() + Duration::minutes(14), "{until}");
+    Ok(())
+}
+
+use cellbridge::ports::AccountStore as _;
+
+/// Items in each table of the bulk-change flow.
+async fn table_counts(stack: &Devstack) -> Result<Vec<(String, i32)>> {
+    let dynamodb = cellbridge::aws::dynamodb(stack.sdk_config());
+    let mut counts = Vec::new();
+    for id in ["BulkChangesTable", "DeviceChangesTable", "AuditLogTable", "IdempotencyTable"] {
+        let table = stack.resources().table_name(id).context("table")?;
+        let out = dynamodb
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await?;
+        counts.push((id.to_owned(), out.count));
+    }
+    Ok(counts)
+}
+
+pub async fn malformed_requests_get_their_4xx_and_change_nothing(stack: &Devstack) -> Result<()> {
+    let api = stack.api_url();
+    let operator = client_with(&stack.login("ops@demo.example", DEMO_PASSWORD).await?)?;
+    let before = table_counts(stack).await?;
+    let deep = format!("{{\"carrier\": \"jasper\", \"change\": {}1{}}}", "{\"a\":".repeat(40), "}".repeat(40));
+    let mut unknown = valid_request();
+    unknown["tenantId"] = json!("globex");
+    let mut unknown_nested = valid_request();
+    unknown_nested["devices"][0]["tenant"] = json!("globex");
+    let many: Vec<Value> = (0..10_001).map(|i| json!({"iccid": cellbridge::testing::iccid(i)})).collect();
+    let mut too_many = valid_request();
+    too_many["devices"] = json!(many);
+    type Case = (&'static str, &'static str, Option<&'static str>, String, u16, Option<&'static str>);
+    let cases: Vec<Case> = vec![
+        ("not JSON", "/bulk-changes", None, "{\"carrier\": ".into(), 400, Some("")),
+        ("an array", "/bulk-changes", None, "[1, 2]".into(), 400, Some("")),
+        ("too deep", "/bulk-changes", None, deep, 400, Some("")),
+        ("an unknown field", "/bulk-changes", None, unknown.to_string(), 422, Some("tenantId")),
+        ("an unknown device field", "/bulk-changes", None, unknown_nested.to_string(), 422, Some("devices[0].tenant")),
+        ("too many devices", "/bulk-changes", None, too_many.to_string(), 400, Some("devices")),
+        ("text", "/bulk-changes", Some("text/plain"), valid_request().to_string(), 415, None),
+        ("an empty body", "/bulk-changes", None, String::new(), 400, Some("")),
+        ("a login with extra fields", "/auth/login", None, json!({"username": "a@b.c", "password": "x", "admin": true}).to_string(), 422, Some("admin")),
+        ("a login that is not JSON", "/auth/login", None, "username=a&password=b".into(), 400, Some("")),
+    ];
+    for (name, path, content_type, body, expected, field) in cases {
+        let response = operator
+            .post(format!("{api}{path}"))
+            .header("content-type", content_type.unwrap_or("application/json"))
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let media = response.headers()["content-type"].to_str()?.to_owned();
+        let problem: Value = response.json().await?;
+        assert_eq!(status, expected, "{name}: {problem}");
+        assert_eq!(media, "application/problem+json", "{name}");
+        assert_eq!(problem["status"], expected, "{name}");
+        if let Some(field) = field {
+            assert_eq!(problem["errors"][0]["field"], field, "{name}: {problem}");
+        }
+    }
+    for (name, query) in [
+        ("an unknown status", "status=done"),
+        ("a zero limit", "limit=0"),
+        ("a forged cursor", "cursor=eyJhZnRlciI6IngjeSJ9"),
+        ("an unknown parameter", "tenant=globex"),
+    ] {
+        let response = operator.get(format!("{api}/bulk-changes?{query}")).send().await?;
+        assert_eq!(response.status().as_u16(), 400, "{name}");
+    }
+    let response = operator.get(format!("{api}/bulk-changes/not-a-uuid")).send().await?;
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(table_counts(stack).await?, before, "malformed requests wrote something");
+    Ok(())
+}
