@@ -33,8 +33,13 @@ pub async fn add_tenant(
     name: &str,
     now: OffsetDateTime,
 ) -> Result<bool, AccountError> {
-    let id = TenantId::parse(tenant).ok_or_else(|| AccountError::InvalidTenant(tenant.to_owned()))?;
-    let name = if name.trim().is_empty() { tenant } else { name.trim() };
+    let id =
+        TenantId::parse(tenant).ok_or_else(|| AccountError::InvalidTenant(tenant.to_owned()))?;
+    let name = if name.trim().is_empty() {
+        tenant
+    } else {
+        name.trim()
+    };
     Ok(store
         .create_tenant(&TenantRecord {
             tenant: id,
@@ -59,8 +64,8 @@ pub async fn add_user(
 ) -> Result<Username, AccountError> {
     let username = Username::parse(user.username)
         .ok_or_else(|| AccountError::InvalidUsername(user.username.to_owned()))?;
-    let tenant =
-        TenantId::parse(user.tenant).ok_or_else(|| AccountError::InvalidTenant(user.tenant.to_owned()))?;
+    let tenant = TenantId::parse(user.tenant)
+        .ok_or_else(|| AccountError::InvalidTenant(user.tenant.to_owned()))?;
     if user.roles.is_empty() {
         return Err(AccountError::NoRoles);
     }
@@ -99,28 +104,57 @@ mod tests {
             roles: Roles::new(roles.iter().copied()),
             password,
         };
-        let err = add_user(&store, user("a@b.c", "acme", &[Role::Viewer], "long enough password"), now).await;
+        let err = add_user(
+            &store,
+            user("a@b.c", "acme", &[Role::Viewer], "long enough password"),
+            now,
+        )
+        .await;
         assert!(matches!(err, Err(AccountError::UnknownTenant(_))));
-        assert!(add_tenant(&store, "acme", "Acme", now).await.expect("created"));
-        assert!(!add_tenant(&store, "acme", "Acme again", now).await.expect("kept"));
-        assert!(matches!(add_tenant(&store, "a b", "", now).await, Err(AccountError::InvalidTenant(_))));
+        assert!(add_tenant(&store, "acme", "Acme", now)
+            .await
+            .expect("created"));
+        assert!(!add_tenant(&store, "acme", "Acme again", now)
+            .await
+            .expect("kept"));
         assert!(matches!(
-            add_user(&store, user("a@b.c", "acme", &[], "long enough password"), now).await,
+            add_tenant(&store, "a b", "", now).await,
+            Err(AccountError::InvalidTenant(_))
+        ));
+        assert!(matches!(
+            add_user(
+                &store,
+                user("a@b.c", "acme", &[], "long enough password"),
+                now
+            )
+            .await,
             Err(AccountError::NoRoles)
         ));
         assert!(matches!(
             add_user(&store, user("a@b.c", "acme", &[Role::Viewer], "short"), now).await,
             Err(AccountError::Password(PasswordError::Length))
         ));
-        let name = add_user(&store, user("A@b.c", "acme", &[Role::Viewer], "long enough password"), now)
-            .await
-            .expect("created");
+        let name = add_user(
+            &store,
+            user("A@b.c", "acme", &[Role::Viewer], "long enough password"),
+            now,
+        )
+        .await
+        .expect("created");
         assert_eq!(name.as_str(), "a@b.c");
         let stored = store.get_user(&name).await.expect("store").expect("user");
-        assert!(verify_password("long enough password", &stored.password_hash));
+        assert!(verify_password(
+            "long enough password",
+            &stored.password_hash
+        ));
         assert!(!stored.password_hash.contains("long enough password"));
         assert!(matches!(
-            add_user(&store, user("a@B.c", "acme", &[Role::Admin], "long enough password"), now).await,
+            add_user(
+                &store,
+                user("a@B.c", "acme", &[Role::Admin], "long enough password"),
+                now
+            )
+            .await,
             Err(AccountError::UserExists(_))
         ));
     }

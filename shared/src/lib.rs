@@ -7,8 +7,8 @@
 
 pub mod accounts;
 pub mod adapters;
-pub mod auth;
 pub mod api;
+pub mod auth;
 pub mod aws;
 pub mod carrier_account;
 pub mod carrier_config;

@@ -24,7 +24,11 @@ fn event(
     query: &[(&str, &str)],
 ) -> Request {
     let mut value: Value = serde_json::from_str(sample).expect("sample event");
-    let roles = if sample == CREATE { "operator" } else { "viewer" };
+    let roles = if sample == CREATE {
+        "operator"
+    } else {
+        "viewer"
+    };
     cellbridge::testing::authorize_event(&mut value, tenant, roles);
     if let Some(body) = body {
         value["body"] = body.to_string().into();

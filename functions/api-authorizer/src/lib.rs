@@ -65,7 +65,11 @@ impl Authorizer {
         }
     }
 
-    fn verify(&self, token: &str, now: OffsetDateTime) -> Result<cellbridge::auth::Identity, TokenError> {
+    fn verify(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<cellbridge::auth::Identity, TokenError> {
         self.verifier
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -187,8 +191,14 @@ mod tests {
                 event["headers"]["authorization"] = value.into();
             }
             None => {
-                event.as_object_mut().expect("object").remove("identitySource");
-                event["headers"].as_object_mut().expect("headers").remove("authorization");
+                event
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("identitySource");
+                event["headers"]
+                    .as_object_mut()
+                    .expect("headers")
+                    .remove("authorization");
             }
         }
         serde_json::from_value(event).expect("request")
@@ -197,9 +207,13 @@ mod tests {
     #[tokio::test]
     async fn a_valid_token_passes_its_identity_to_the_route() {
         let token = token_for("demo", Roles::new([Role::Operator]));
-        let response = authorize(&authorizer(), &request_with(Some(&format!("Bearer {token}"))), NOW)
-            .await
-            .expect("authorized");
+        let response = authorize(
+            &authorizer(),
+            &request_with(Some(&format!("Bearer {token}"))),
+            NOW,
+        )
+        .await
+        .expect("authorized");
         assert!(response.is_authorized);
         assert_eq!(
             response.context,
@@ -214,7 +228,10 @@ mod tests {
     async fn the_sample_event_parses_and_its_placeholder_is_refused() {
         let request: AuthorizerRequest = serde_json::from_str(SAMPLE).expect("sample");
         assert_eq!(request.route_key.as_deref(), Some("POST /bulk-changes"));
-        assert_eq!(authorize(&authorizer(), &request, NOW).await, Err(Unauthorized));
+        assert_eq!(
+            authorize(&authorizer(), &request, NOW).await,
+            Err(Unauthorized)
+        );
     }
 
     #[tokio::test]
@@ -237,6 +254,62 @@ mod tests {
         assert_eq!(Unauthorized.to_string(), "Unauthorized");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_header_without_our_token_is_unauthorized(header in ".{0,200}") {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let request = request_with(Some(&header));
+            let result = runtime.block_on(authorize(&authorizer(), &request, NOW));
+            proptest::prop_assert_eq!(result, Err(Unauthorized));
+        }
+    }
+
+    /// Serves `status` and `body` to one HTTP request on a local port; returns the URL.
+    async fn serve_once(status: u16, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("port");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().expect("addr")
+        );
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 2048];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_published_keys_are_fetched_over_http() {
+        use cellbridge::adapters::auth_keys::fetch_jwks;
+        let http = reqwest::Client::new();
+        let url = serve_once(200, r#"{"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#).await;
+        let set = fetch_jwks(&http, &url).await.expect("a key set");
+        assert!(set.find("k1").is_some());
+
+        let url = serve_once(503, "{}").await;
+        let error = fetch_jwks(&http, &url)
+            .await
+            .expect_err("unavailable")
+            .to_string();
+        assert!(error.contains(&url) && error.contains("503"), "{error}");
+        let url = serve_once(200, "<html>").await;
+        let error = fetch_jwks(&http, &url)
+            .await
+            .expect_err("not JWKS")
+            .to_string();
+        assert!(error.contains("not a JWKS document"), "{error}");
+    }
+
     struct Rotated(JwkSet);
 
     #[async_trait]
@@ -257,9 +330,23 @@ mod tests {
         let authorizer = Authorizer::new(verifier, Some(Box::new(Rotated(empty))));
         let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5ldyJ9.e30.c2ln";
         let request = request_with(Some(&format!("Bearer {forged}")));
-        assert_eq!(authorize(&authorizer, &request, NOW).await, Err(Unauthorized));
-        let first = authorizer.last_refresh.lock().await.expect("refreshed once");
-        assert_eq!(authorize(&authorizer, &request, NOW).await, Err(Unauthorized));
-        assert_eq!(*authorizer.last_refresh.lock().await, Some(first), "not again within the interval");
+        assert_eq!(
+            authorize(&authorizer, &request, NOW).await,
+            Err(Unauthorized)
+        );
+        let first = authorizer
+            .last_refresh
+            .lock()
+            .await
+            .expect("refreshed once");
+        assert_eq!(
+            authorize(&authorizer, &request, NOW).await,
+            Err(Unauthorized)
+        );
+        assert_eq!(
+            *authorizer.last_refresh.lock().await,
+            Some(first),
+            "not again within the interval"
+        );
     }
 }

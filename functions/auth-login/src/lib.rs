@@ -73,7 +73,9 @@ fn credentials(body: &[u8]) -> Result<Credentials, ValidationErrors> {
     let username = field("username", 128);
     let password = field("password", MAX_PASSWORD_LEN);
     match (username, password) {
-        (Some(username), Some(password)) if errors.is_empty() => Ok(Credentials { username, password }),
+        (Some(username), Some(password)) if errors.is_empty() => {
+            Ok(Credentials { username, password })
+        }
         _ => Err(errors),
     }
 }
@@ -83,7 +85,11 @@ async fn login(
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
-    let body = json_body(request, MAX_BODY_BYTES, "send only a username and a password")?;
+    let body = json_body(
+        request,
+        MAX_BODY_BYTES,
+        "send only a username and a password",
+    )?;
     let credentials = credentials(body).map_err(Problem::invalid)?;
     let Some(username) = Username::parse(&credentials.username) else {
         verify_against_nobody(&credentials.password);
@@ -105,8 +111,12 @@ async fn login(
             .record_failed_login(&username, &ports.lockout, now)
             .await?;
         match locked {
-            Some(until) => tracing::warn!(%username, tenant = %user.tenant, until = %until, "account locked after repeated wrong passwords"),
-            None => tracing::info!(%username, tenant = %user.tenant, "login refused: wrong password"),
+            Some(until) => {
+                tracing::warn!(%username, tenant = %user.tenant, until = %until, "account locked after repeated wrong passwords")
+            }
+            None => {
+                tracing::info!(%username, tenant = %user.tenant, "login refused: wrong password")
+            }
         }
         return Err(Problem::login_failed());
     }
@@ -188,7 +198,11 @@ mod tests {
         with_body(&json!({"username": username, "password": password}))
     }
 
-    async fn call(ports: &LoginPorts, request: Request, now: OffsetDateTime) -> (StatusCode, Value) {
+    async fn call(
+        ports: &LoginPorts,
+        request: Request,
+        now: OffsetDateTime,
+    ) -> (StatusCode, Value) {
         let response = handle(ports, request, now).await;
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
         let body = serde_json::from_slice(response.body().as_ref()).expect("JSON");
@@ -216,11 +230,17 @@ mod tests {
     #[tokio::test]
     async fn wrong_passwords_and_unknown_users_get_the_same_answer() {
         let ports = ports().await;
-        let (wrong_status, wrong) = call(&ports, attempt("ops@demo.example", "not-the-password"), NOW).await;
-        let (unknown_status, unknown) = call(&ports, attempt("nobody@demo.example", PASSWORD), NOW).await;
-        let (bad_name_status, bad_name) = call(&ports, attempt("no spaces allowed", PASSWORD), NOW).await;
+        let (wrong_status, wrong) =
+            call(&ports, attempt("ops@demo.example", "not-the-password"), NOW).await;
+        let (unknown_status, unknown) =
+            call(&ports, attempt("nobody@demo.example", PASSWORD), NOW).await;
+        let (bad_name_status, bad_name) =
+            call(&ports, attempt("no spaces allowed", PASSWORD), NOW).await;
         assert_eq!(wrong_status, StatusCode::UNAUTHORIZED);
-        assert_eq!((unknown_status, bad_name_status), (wrong_status, wrong_status));
+        assert_eq!(
+            (unknown_status, bad_name_status),
+            (wrong_status, wrong_status)
+        );
         assert_eq!(unknown, wrong);
         assert_eq!(bad_name, wrong);
         assert!(wrong.get("token").is_none());
@@ -231,19 +251,44 @@ mod tests {
         let ports = ports().await;
         let username = Username::parse("ops@demo.example").expect("username");
         for _ in 0..5 {
-            let (status, _) = call(&ports, attempt("ops@demo.example", "guess-guess-guess"), NOW).await;
+            let (status, _) = call(
+                &ports,
+                attempt("ops@demo.example", "guess-guess-guess"),
+                NOW,
+            )
+            .await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
         }
-        let user = ports.accounts.get_user(&username).await.expect("store").expect("user");
+        let user = ports
+            .accounts
+            .get_user(&username)
+            .await
+            .expect("store")
+            .expect("user");
         assert_eq!(user.locked_until, Some(NOW + Duration::minutes(15)));
         // The right password is refused while the lock holds, alike to a wrong one...
-        let (status, body) = call(&ports, attempt("OPS@demo.example", PASSWORD), NOW + Duration::minutes(14)).await;
+        let (status, body) = call(
+            &ports,
+            attempt("OPS@demo.example", PASSWORD),
+            NOW + Duration::minutes(14),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["type"], "https://cellbridge.dev/problems/login-failed");
         // ...and works once it ends, clearing the lock.
-        let (status, _) = call(&ports, attempt("ops@demo.example", PASSWORD), NOW + Duration::minutes(15)).await;
+        let (status, _) = call(
+            &ports,
+            attempt("ops@demo.example", PASSWORD),
+            NOW + Duration::minutes(15),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        let user = ports.accounts.get_user(&username).await.expect("store").expect("user");
+        let user = ports
+            .accounts
+            .get_user(&username)
+            .await
+            .expect("store")
+            .expect("user");
         assert_eq!((user.failed_logins, user.locked_until), (0, None));
     }
 
@@ -252,7 +297,12 @@ mod tests {
         let ports = ports().await;
         for round in 0..3 {
             for _ in 0..4 {
-                call(&ports, attempt("ops@demo.example", "guess-guess-guess"), NOW).await;
+                call(
+                    &ports,
+                    attempt("ops@demo.example", "guess-guess-guess"),
+                    NOW,
+                )
+                .await;
             }
             let (status, _) = call(&ports, attempt("ops@demo.example", PASSWORD), NOW).await;
             assert_eq!(status, StatusCode::OK, "round {round}");
@@ -263,18 +313,39 @@ mod tests {
     async fn malformed_logins_are_client_errors_naming_the_field() {
         let ports = ports().await;
         let cases: [(Value, StatusCode, &str); 5] = [
-            (json!({"username": "ops@demo.example"}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-            (json!({"username": "ops@demo.example", "password": PASSWORD, "tenant": "other"}), StatusCode::UNPROCESSABLE_ENTITY, "tenant"),
-            (json!({"username": 7, "password": PASSWORD}), StatusCode::UNPROCESSABLE_ENTITY, "username"),
-            (json!({"username": "ops@demo.example", "password": "x".repeat(MAX_PASSWORD_LEN + 1)}), StatusCode::UNPROCESSABLE_ENTITY, "password"),
-            (json!(["ops@demo.example", PASSWORD]), StatusCode::BAD_REQUEST, ""),
+            (
+                json!({"username": "ops@demo.example"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password",
+            ),
+            (
+                json!({"username": "ops@demo.example", "password": PASSWORD, "tenant": "other"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "tenant",
+            ),
+            (
+                json!({"username": 7, "password": PASSWORD}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "username",
+            ),
+            (
+                json!({"username": "ops@demo.example", "password": "x".repeat(MAX_PASSWORD_LEN + 1)}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password",
+            ),
+            (
+                json!(["ops@demo.example", PASSWORD]),
+                StatusCode::BAD_REQUEST,
+                "",
+            ),
         ];
         for (body, expected, field) in cases {
             let (status, problem) = call(&ports, with_body(&body), NOW).await;
             assert_eq!(status, expected, "{body}");
             assert_eq!(problem["errors"][0]["field"], field, "{body}");
         }
-        let huge = with_body(&json!({"username": "a".repeat(MAX_BODY_BYTES), "password": PASSWORD}));
+        let huge =
+            with_body(&json!({"username": "a".repeat(MAX_BODY_BYTES), "password": PASSWORD}));
         let (status, _) = call(&ports, huge, NOW).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         let user = ports
@@ -283,6 +354,9 @@ mod tests {
             .await
             .expect("store")
             .expect("user");
-        assert_eq!(user.failed_logins, 0, "malformed requests count as no attempt");
+        assert_eq!(
+            user.failed_logins, 0,
+            "malformed requests count as no attempt"
+        );
     }
 }

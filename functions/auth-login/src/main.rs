@@ -9,12 +9,13 @@ async fn main() -> Result<(), Error> {
     let config = cellbridge::aws::load_config().await;
     let secret_id = cellbridge::config::required_env(SIGNING_SECRET_ENV)?;
     let secret = signing_secret(&cellbridge::aws::secrets_manager(&config), &secret_id).await?;
-    let lifetime = match std::env::var("AUTH_TOKEN_HOURS") {
-        Ok(hours) => time::Duration::hours(hours.parse().map_err(|_| {
-            format!("AUTH_TOKEN_HOURS={hours:?} is not a whole number of hours")
-        })?),
-        Err(_) => DEFAULT_LIFETIME,
-    };
+    let lifetime =
+        match std::env::var("AUTH_TOKEN_HOURS") {
+            Ok(hours) => time::Duration::hours(hours.parse().map_err(|_| {
+                format!("AUTH_TOKEN_HOURS={hours:?} is not a whole number of hours")
+            })?),
+            Err(_) => DEFAULT_LIFETIME,
+        };
     let ports = auth_login::LoginPorts {
         accounts: cellbridge::aws::account_store(&config)?,
         signer: TokenSigner::new(&secret, cellbridge_audience(), lifetime),

@@ -1,8 +1,8 @@
 //! `POST /bulk-changes`: validate, store the bulk change, hand it to the planner. Returns 202
 //! at once: device changes are written by the planner, never inline.
 
-use cellbridge::api::views::{bulk_change_location, BulkChangeView};
 use cellbridge::api::body::json_body;
+use cellbridge::api::views::{bulk_change_location, BulkChangeView};
 use cellbridge::api::{caller, json_response, Caller, Problem, TenantStore};
 use cellbridge::auth::Role;
 use cellbridge::domain::{
@@ -396,7 +396,10 @@ mod tests {
         )
         .await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        assert_eq!(json(&refused)["detail"], "this needs the operator role; ask an admin of your tenant for it");
+        assert_eq!(
+            json(&refused)["detail"],
+            "this needs the operator role; ask an admin of your tenant for it"
+        );
         let mut text = request(CREATE);
         text.headers_mut()
             .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());

@@ -67,9 +67,7 @@ pub fn routes_of(functions: &[FunctionSpec], auth: &ApiAuth) -> Result<Vec<ApiRo
                     let function = functions
                         .iter()
                         .find(|g| g.logical_id == spec.function_logical_id)
-                        .with_context(|| {
-                            format!("authorizer {} names no function", spec.name)
-                        })?;
+                        .with_context(|| format!("authorizer {} names no function", spec.name))?;
                     if !spec.simple_responses {
                         bail!("authorizer {}: the local stack emulates simple responses only (EnableSimpleResponses: true)", spec.name);
                     }
@@ -341,7 +339,10 @@ async fn authorize(
             Some(false) => Err(message(StatusCode::FORBIDDEN, "Forbidden")),
             None => {
                 tracing::warn!(function = %authorizer.function, "the authorizer's answer has no isAuthorized: {output}");
-                Err(message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+                Err(message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                ))
             }
         },
         Err(InvokeError::Function { message: text, .. }) if text == "Unauthorized" => {
@@ -349,7 +350,10 @@ async fn authorize(
         }
         Err(e) => {
             tracing::warn!(route = %route.route_key(), "authorizer failed: {e}");
-            Err(message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+            Err(message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+            ))
         }
     }
 }

@@ -21,7 +21,11 @@ pub const DEMO_TENANTS: &[(&str, &str, &[(&str, Role)])] = &[
         ],
     ),
     // A second tenant, to see that tenants do not see each other.
-    ("globex", "Globex Logistics", &[("ops@globex.example", Role::Operator)]),
+    (
+        "globex",
+        "Globex Logistics",
+        &[("ops@globex.example", Role::Operator)],
+    ),
 ];
 
 /// Creates the demo tenants and users that do not exist yet.
@@ -40,7 +44,9 @@ pub async fn seed(store: &dyn AccountStore) -> Result<()> {
             };
             match add_user(store, user, now).await {
                 Ok(_) | Err(AccountError::UserExists(_)) => {}
-                Err(e) => return Err(e).with_context(|| format!("creating the demo user {username}")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating the demo user {username}"))
+                }
             }
         }
     }

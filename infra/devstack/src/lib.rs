@@ -6,8 +6,8 @@
 
 pub mod api_gateway;
 pub mod carriers;
-pub mod demo_accounts;
 mod children;
+pub mod demo_accounts;
 pub mod lambda_watch;
 pub mod moto;
 pub mod ports;

@@ -152,9 +152,9 @@ impl Devstack {
                 .await
                 .context("provisioning the template's resources in moto")?;
             if opts.demo_accounts {
-                let table = resources
-                    .table_name(ACCOUNTS_TABLE)
-                    .with_context(|| format!("the template has no {ACCOUNTS_TABLE} for the demo accounts"))?;
+                let table = resources.table_name(ACCOUNTS_TABLE).with_context(|| {
+                    format!("the template has no {ACCOUNTS_TABLE} for the demo accounts")
+                })?;
                 let store = cellbridge::adapters::accounts::DynamoAccounts::new(
                     aws_sdk_dynamodb::Client::new(&sdk),
                     table,
@@ -336,7 +336,11 @@ impl Devstack {
                 "                 {:<34} -> {}{}",
                 r.route_key(),
                 r.function,
-                if r.authorizer.is_some() { "" } else { "  (no authorizer)" }
+                if r.authorizer.is_some() {
+                    ""
+                } else {
+                    "  (no authorizer)"
+                }
             );
         }
         let log = match &self.output {

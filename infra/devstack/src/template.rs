@@ -812,7 +812,10 @@ impl Template {
                 let generated_length = props
                     .get("GenerateSecretString")
                     .and_then(|g| g.get("PasswordLength"))
-                    .and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.parse().ok())))
+                    .and_then(|l| {
+                        l.as_u64()
+                            .or_else(|| l.as_str().and_then(|s| s.parse().ok()))
+                    })
                     .unwrap_or(32);
                 Ok(SecretSpec {
                     logical_id: r.logical_id.clone(),
@@ -853,7 +856,9 @@ impl Template {
             let function = resources
                 .by_arn(arn)
                 .filter(|r| r.kind == ResourceKind::Function)
-                .with_context(|| format!("authorizer {name}: {arn} is not a function of this template"))?;
+                .with_context(|| {
+                    format!("authorizer {name}: {arn} is not a function of this template")
+                })?;
             let identity_headers = spec
                 .get("Identity")
                 .and_then(|i| i.get("Headers"))
@@ -1483,8 +1488,12 @@ mod tests {
                 );
             }
         }
-        let secret_arn = by_id["ApiAuthorizerFunction"].environment["AUTH_SIGNING_SECRET_ID"].clone();
-        assert!(secret_arn.starts_with("arn:aws:secretsmanager:"), "{secret_arn}");
+        let secret_arn =
+            by_id["ApiAuthorizerFunction"].environment["AUTH_SIGNING_SECRET_ID"].clone();
+        assert!(
+            secret_arn.starts_with("arn:aws:secretsmanager:"),
+            "{secret_arn}"
+        );
         assert_eq!(
             by_id["AuthLoginFunction"].environment["AUTH_SIGNING_SECRET_ID"],
             secret_arn
@@ -1492,7 +1501,10 @@ mod tests {
         let secrets = t.secrets(&res).expect("secrets");
         assert_eq!(secrets.len(), 1);
         assert_eq!(secrets[0].generated_length, 64);
-        assert_eq!(secrets[0].secret_string, None, "generated, never in the template");
+        assert_eq!(
+            secrets[0].secret_string, None,
+            "generated, never in the template"
+        );
 
         let planner = by_id["BulkPlannerFunction"];
         assert_eq!(planner.timeout, Duration::from_secs(300));

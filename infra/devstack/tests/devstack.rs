@@ -37,7 +37,7 @@ async fn devstack_serves_the_template() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let stack = start(dir.path()).await?;
     eprintln!("{}", stack.summary());
-    let outcome = check(&stack).await;
+    let outcome = check(&stack, &dir.path().join("cargo-lambda.log")).await;
     if outcome.is_err() {
         eprintln!(
             "--- function output (tail) ---\n{}",
@@ -48,21 +48,33 @@ async fn devstack_serves_the_template() -> Result<()> {
     outcome
 }
 
+/// Every token a client of this run was made with, for the secrets check at the end.
+static ISSUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn issued_tokens() -> Vec<String> {
+    ISSUED.lock().map(|t| t.clone()).unwrap_or_default()
+}
+
 /// A client that sends `token` as the bearer token of every request.
 fn client_with(token: &str) -> Result<reqwest::Client> {
+    if let Ok(mut issued) = ISSUED.lock() {
+        issued.push(token.to_owned());
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse()?,
     );
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 async fn operator(stack: &Devstack) -> Result<reqwest::Client> {
     client_with(&stack.login(OPERATOR, DEMO_PASSWORD).await?)
 }
 
-async fn check(stack: &Devstack) -> Result<()> {
+async fn check(stack: &Devstack, function_log: &std::path::Path) -> Result<()> {
     resources_come_from_the_template(stack)
         .await
         .context("resources")?;
@@ -72,6 +84,10 @@ async fn check(stack: &Devstack) -> Result<()> {
     auth::every_route_needs_a_valid_token(stack)
         .await
         .context("tokens")?;
+    // Before anything is created, so that nothing else writes while it counts the tables.
+    auth::malformed_requests_get_their_4xx_and_change_nothing(stack)
+        .await
+        .context("malformed requests")?;
     auth::roles_limit_what_a_user_may_do(stack)
         .await
         .context("roles")?;
@@ -81,9 +97,6 @@ async fn check(stack: &Devstack) -> Result<()> {
     auth::repeated_wrong_passwords_lock_the_account(stack)
         .await
         .context("lockout")?;
-    auth::malformed_requests_get_their_4xx_and_change_nothing(stack)
-        .await
-        .context("malformed requests")?;
     let carriers = stack
         .carriers()
         .context("the devstack runs the carrier simulators")?;
@@ -101,6 +114,9 @@ async fn check(stack: &Devstack) -> Result<()> {
     a_poison_message_ends_in_the_dead_letter_queue(stack)
         .await
         .context("poison message")?;
+    auth::secrets_stay_out_of_logs_and_audit(stack, function_log)
+        .await
+        .context("secrets hygiene")?;
     Ok(())
 }
 
@@ -286,9 +302,17 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
                 .context("no table")?,
         )
         .select(aws_sdk_dynamodb::types::Select::Count)
+        .filter_expression("bulkChangeKey = :key")
+        .expression_attribute_values(
+            ":key",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("demo#{id}")),
+        )
         .send()
         .await?;
-    assert_eq!(stored.count, DEVICES as i32);
+    assert_eq!(
+        stored.count, DEVICES as i32,
+        "device changes stored under the caller's tenant"
+    );
     let sims = &stack.carriers().context("carriers")?.server.sims;
     let puts = sims
         .log
@@ -334,7 +358,7 @@ async fn wait_until_final(
     loop {
         let response = client
             .get(format!("{api}/bulk-changes/{id}"))
-                .send()
+            .send()
             .await?;
         let status = response.status().as_u16();
         let view: Value = response.json().await?;

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's own commands (see README).
 
+mod admin;
 mod bench;
 mod dev;
 mod setup;
@@ -23,6 +24,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Set up what the tests need, then run lint checks and the whole test suite.
     Test(test::TestArgs),
+    /// Tenants and users of a stack's accounts table.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Benchmarks; numbers go to docs/benchmarks.md.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -34,6 +38,7 @@ async fn main() -> Result<()> {
         Command::Setup => setup::run().map(|_| ()),
         Command::Dev(args) => dev::run(args).await,
         Command::Test(args) => test::run(args),
+        Command::Admin(command) => admin::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }

@@ -1,7 +1,9 @@
 //! Tenants and users: on DynamoDB (one table keyed by `accountKey`: `tenant#id` or `user#name`)
 //! and in memory for unit tests.
 
-use super::dynamodb::{backend, s, updated_unless_condition_failed, written_unless_condition_failed};
+use super::dynamodb::{
+    backend, s, updated_unless_condition_failed, written_unless_condition_failed,
+};
 use crate::auth::{LockoutPolicy, Roles, Username};
 use crate::domain::TenantId;
 use crate::ports::{AccountStore, StoreError, TenantRecord, UserRecord};
@@ -58,7 +60,13 @@ fn user_from(item: &Item) -> Result<UserRecord, StoreError> {
     let roles = item
         .get("roles")
         .and_then(|v| v.as_l().ok())
-        .map(|names| Roles::from_names(names.iter().filter_map(|n| n.as_s().ok().map(String::as_str))))
+        .map(|names| {
+            Roles::from_names(
+                names
+                    .iter()
+                    .filter_map(|n| n.as_s().ok().map(String::as_str)),
+            )
+        })
         .unwrap_or_default();
     let failed_logins = item
         .get("failedLogins")

@@ -4,7 +4,9 @@
 
 use super::Caller;
 use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
-use crate::ports::{BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError};
+use crate::ports::{
+    BulkChangeStore, CreateOutcome, IdempotencyClaim, Page, PageRequest, StoreError,
+};
 
 pub struct TenantStore<'a> {
     store: &'a dyn BulkChangeStore,
@@ -46,7 +48,9 @@ impl<'a> TenantStore<'a> {
         status: Option<BulkChangeStatus>,
         page: &PageRequest,
     ) -> Result<Page<BulkChange>, StoreError> {
-        self.store.list_bulk_changes(&self.tenant, status, page).await
+        self.store
+            .list_bulk_changes(&self.tenant, status, page)
+            .await
     }
 
     pub async fn list_device_changes(

@@ -26,6 +26,8 @@ pub struct BulkChangeView<'a> {
     pub process_changes: bool,
     pub status: BulkChangeStatus,
     pub counts: Counts,
+    /// Who submitted it (`user:<username>`).
+    pub created_by: &'a str,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -59,6 +61,7 @@ impl<'a> From<&'a BulkChange> for BulkChangeView<'a> {
                 succeeded: change.counts.succeeded,
                 failed: change.counts.failed,
             },
+            created_by: &change.created_by,
             created_at: change.created_at,
             updated_at: change.updated_at,
             links: Links {

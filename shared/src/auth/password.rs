@@ -66,9 +66,8 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 /// does not tell an attacker which usernames are real.
 pub fn verify_against_nobody(password: &str) {
     static NOBODY: OnceLock<String> = OnceLock::new();
-    let stored = NOBODY.get_or_init(|| {
-        hash_password("no user has this password").unwrap_or_default()
-    });
+    let stored =
+        NOBODY.get_or_init(|| hash_password("no user has this password").unwrap_or_default());
     let _ = verify_password(password, stored);
 }
 

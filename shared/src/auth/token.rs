@@ -218,14 +218,18 @@ impl TokenVerifier {
         // Time is checked below against the caller's clock, which tests can set.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::Signature,
-                ErrorKind::InvalidIssuer => TokenError::Issuer,
-                ErrorKind::InvalidAudience => TokenError::Audience,
-                ErrorKind::InvalidAlgorithm => TokenError::Algorithm(format!("{:?}", header.alg)),
-                ErrorKind::MissingRequiredClaim(claim) => TokenError::Claim(claim.clone()),
-                _ => TokenError::Malformed,
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::Signature,
+                    ErrorKind::InvalidIssuer => TokenError::Issuer,
+                    ErrorKind::InvalidAudience => TokenError::Audience,
+                    ErrorKind::InvalidAlgorithm => {
+                        TokenError::Algorithm(format!("{:?}", header.alg))
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) => TokenError::Claim(claim.clone()),
+                    _ => TokenError::Malformed,
+                }
             })?;
         let claims = data.claims;
         self.check_time(&claims, now)?;
@@ -236,8 +240,13 @@ impl TokenVerifier {
         match &self.keys {
             Keys::Shared(key) => Ok(key.clone()),
             Keys::Published(set) => {
-                let jwk = kid.and_then(|kid| set.find(kid)).ok_or(TokenError::UnknownKey)?;
-                let usable = jwk.common.key_algorithm.is_none_or(|a| a == KeyAlgorithm::RS256)
+                let jwk = kid
+                    .and_then(|kid| set.find(kid))
+                    .ok_or(TokenError::UnknownKey)?;
+                let usable = jwk
+                    .common
+                    .key_algorithm
+                    .is_none_or(|a| a == KeyAlgorithm::RS256)
                     && jwk
                         .common
                         .public_key_use
@@ -251,7 +260,11 @@ impl TokenVerifier {
         }
     }
 
-    fn check_time(&self, claims: &Map<String, Value>, now: OffsetDateTime) -> Result<(), TokenError> {
+    fn check_time(
+        &self,
+        claims: &Map<String, Value>,
+        now: OffsetDateTime,
+    ) -> Result<(), TokenError> {
         let seconds = |name: &str| claims.get(name).and_then(Value::as_i64);
         let now = now.unix_timestamp();
         let leeway = LEEWAY.whole_seconds();
@@ -330,7 +343,10 @@ mod tests {
         use aws_lc_rs::hmac;
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
         let signing_input = format!("{}.{}", part(header), part(claims));
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), signing_input.as_bytes());
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, key),
+            signing_input.as_bytes(),
+        );
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
@@ -393,14 +409,24 @@ mod tests {
             URL_SAFE_NO_PAD.encode(payload.to_string()),
             parts[2]
         );
-        assert_eq!(verifier().verify(&tampered, NOW), Err(TokenError::Signature));
+        assert_eq!(
+            verifier().verify(&tampered, NOW),
+            Err(TokenError::Signature)
+        );
     }
 
     #[test]
     fn alg_none_and_other_algorithms_are_refused_before_the_signature() {
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        let unsigned = format!("{}.{}.", part(&json!({"alg": "none", "typ": "JWT"})), part(&claims()));
-        assert_eq!(verifier().verify(&unsigned, NOW), Err(TokenError::Malformed));
+        let unsigned = format!(
+            "{}.{}.",
+            part(&json!({"alg": "none", "typ": "JWT"})),
+            part(&claims())
+        );
+        assert_eq!(
+            verifier().verify(&unsigned, NOW),
+            Err(TokenError::Malformed)
+        );
         let hs512 = forged(&json!({"alg": "HS512"}), &claims(), &[7; 32]);
         assert!(matches!(
             verifier().verify(&hs512, NOW),
@@ -417,7 +443,10 @@ mod tests {
             c.as_object_mut().expect("object").remove(name);
             forged(&header, &c, &key)
         };
-        assert_eq!(verifier().verify(&forged(&header, &claims(), &key), NOW), Ok(identity()));
+        assert_eq!(
+            verifier().verify(&forged(&header, &claims(), &key), NOW),
+            Ok(identity())
+        );
         assert_eq!(
             verifier().verify(&without("tenant"), NOW),
             Err(TokenError::Claim("tenant".into()))
@@ -443,8 +472,36 @@ mod tests {
             Err(TokenError::NotYetValid)
         );
         let no_roles = without("roles");
-        let who = verifier().verify(&no_roles, NOW).expect("valid, but powerless");
+        let who = verifier()
+            .verify(&no_roles, NOW)
+            .expect("valid, but powerless");
         assert!(who.roles.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_verifies(token in "[A-Za-z0-9._-]{0,300}") {
+            proptest::prop_assert!(verifier().verify(&token, NOW).is_err());
+        }
+
+        #[test]
+        fn any_change_to_a_valid_token_is_refused(position in 0usize..400, replacement in "[A-Za-z0-9_-]") {
+            let token = issued(&secret(7), TokenAudience::default());
+            let position = position % token.len();
+            let mut bytes = token.clone().into_bytes();
+            let original = bytes[position];
+            bytes[position] = replacement.as_bytes()[0];
+            let changed = String::from_utf8(bytes).unwrap_or_default();
+            // Base64's last character can carry unused bits: the same bytes, the same token.
+            if changed != token && original != b'.' {
+                let decoded_same = changed.split('.').zip(token.split('.')).all(|(a, b)| {
+                    URL_SAFE_NO_PAD.decode(a).ok() == URL_SAFE_NO_PAD.decode(b).ok()
+                });
+                if !decoded_same {
+                    proptest::prop_assert!(verifier().verify(&changed, NOW).is_err());
+                }
+            }
+        }
     }
 
     #[test]
@@ -496,7 +553,10 @@ mod tests {
         }
 
         fn token(&self, claims: &Value) -> String {
-            self.sign(&json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"}), claims)
+            self.sign(
+                &json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"}),
+                claims,
+            )
         }
     }
 
@@ -524,7 +584,9 @@ mod tests {
     fn oidc_tokens_verify_with_the_published_keys() {
         let provider = Provider::new("k1");
         let v = oidc_verifier(&provider);
-        let who = v.verify(&provider.token(&cognito_claims()), NOW).expect("valid");
+        let who = v
+            .verify(&provider.token(&cognito_claims()), NOW)
+            .expect("valid");
         assert_eq!(who.subject, "5f1c-user");
         assert_eq!(who.tenant.as_str(), "acme");
         assert_eq!(who.roles, Roles::new([Role::Operator]));

@@ -5,7 +5,9 @@
 
 use super::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction};
 use super::ids::{Iccid, Imei, Msisdn};
-use super::validation::{json_object, path, reject_unknown, required, BodyLimits, ValidationErrors};
+use super::validation::{
+    json_object, path, reject_unknown, required, BodyLimits, ValidationErrors,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;

@@ -76,7 +76,10 @@ impl BodyLimits {
 
 /// Parses a body that must be one JSON object within `limits`. Errors name the document (`""`)
 /// or the array at fault.
-pub fn json_object(body: &[u8], limits: &BodyLimits) -> Result<Map<String, Value>, ValidationErrors> {
+pub fn json_object(
+    body: &[u8],
+    limits: &BodyLimits,
+) -> Result<Map<String, Value>, ValidationErrors> {
     let document: Value = serde_json::from_slice(body)
         .map_err(|e| ValidationErrors::single("", format!("body is not valid JSON: {e}")))?;
     check_shape(&document, limits)?;
@@ -98,7 +101,11 @@ fn check_shape(document: &Value, limits: &BodyLimits) -> Result<(), ValidationEr
                         format!("at most {} items are allowed here", limits.max_array_len),
                     ));
                 }
-                items.iter().enumerate().map(|(i, v)| (v, format!("{at}[{i}]"))).collect()
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v, format!("{at}[{i}]")))
+                    .collect()
             }
             Value::Object(fields) => fields.iter().map(|(k, v)| (v, path(&at, k))).collect(),
             _ => continue,
@@ -151,10 +158,51 @@ pub fn required<'a>(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn json_tree() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(8, 96, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Levels of values, the body itself being the first.
+    fn depth(value: &Value) -> usize {
+        1 + match value {
+            Value::Array(items) => items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(fields) => fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_depth_bound_is_exact(tree in json_tree()) {
+            let body = serde_json::json!({"x": tree});
+            let result = json_object(body.to_string().as_bytes(), &BodyLimits::small());
+            prop_assert_eq!(result.is_ok(), depth(&body) <= BodyLimits::small().max_depth);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_an_object(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(errors) = json_object(&body, &BodyLimits::small()) {
+                prop_assert!(!errors.errors.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn bodies_are_bounded_in_depth_and_array_length() {
@@ -166,8 +214,13 @@ mod tests {
         let long = format!("{{\"a\": {{\"list\": [{}]}}}}", vec!["1"; 101].join(","));
         let too_long = json_object(long.as_bytes(), &small).unwrap_err();
         assert_eq!(too_long.errors[0].field, "a.list");
-        assert_eq!(json_object(b"[1]", &small).unwrap_err().errors[0].message, "body must be a JSON object");
-        assert!(json_object(b"{\"a\":", &small).unwrap_err().errors[0].message.starts_with("body is not valid JSON"));
+        assert_eq!(
+            json_object(b"[1]", &small).unwrap_err().errors[0].message,
+            "body must be a JSON object"
+        );
+        assert!(json_object(b"{\"a\":", &small).unwrap_err().errors[0]
+            .message
+            .starts_with("body is not valid JSON"));
         // Far past serde_json's own recursion limit: an error, never a stack overflow.
         let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(json_object(nested.as_bytes(), &small).is_err());

@@ -41,7 +41,10 @@ pub async fn every_route_needs_a_valid_token(stack: &Devstack) -> Result<()> {
             .map(|t| t.token)
     };
     let valid = sign(TokenAudience::default(), now)?;
-    let expired = sign(TokenAudience::default(), now - DEFAULT_LIFETIME - Duration::minutes(5))?;
+    let expired = sign(
+        TokenAudience::default(),
+        now - DEFAULT_LIFETIME - Duration::minutes(5),
+    )?;
     let wrong_issuer = sign(
         TokenAudience {
             issuer: "https://evil.example".into(),
@@ -90,13 +93,22 @@ pub async fn every_route_needs_a_valid_token(stack: &Devstack) -> Result<()> {
     let routes = [
         ("GET", "/bulk-changes"),
         ("GET", "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80"),
-        ("GET", "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80/devices"),
+        (
+            "GET",
+            "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80/devices",
+        ),
         ("POST", "/bulk-changes"),
     ];
     let plain = reqwest::Client::new();
     for (method, path) in routes {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let (status, _) = status_of(plain.request(method.clone(), format!("{api}{path}")).send().await?).await?;
+        let (status, _) = status_of(
+            plain
+                .request(method.clone(), format!("{api}{path}"))
+                .send()
+                .await?,
+        )
+        .await?;
         assert_eq!(status, 401, "{method} {path} without a token");
         for (name, token) in &cases {
             let response = client_with(token)?
@@ -109,17 +121,33 @@ pub async fn every_route_needs_a_valid_token(stack: &Devstack) -> Result<()> {
             assert_eq!(status, 401, "{method} {path} with a {name} token: {body}");
         }
     }
-    let (status, body) = status_of(client_with(&valid)?.get(format!("{api}/bulk-changes")).send().await?).await?;
+    let (status, body) = status_of(
+        client_with(&valid)?
+            .get(format!("{api}/bulk-changes"))
+            .send()
+            .await?,
+    )
+    .await?;
     assert_eq!(status, 200, "the valid token: {body}");
     // Open routes stay open.
-    let (status, _) = status_of(plain.post(format!("{api}/auth/login")).json(&json!({})).send().await?).await?;
+    let (status, _) = status_of(
+        plain
+            .post(format!("{api}/auth/login"))
+            .json(&json!({}))
+            .send()
+            .await?,
+    )
+    .await?;
     assert_eq!(status, 422);
     Ok(())
 }
 
 /// The signing secret the devstack generated in moto, read as the functions read it.
 async fn secret_bytes(stack: &Devstack) -> Result<Vec<u8>> {
-    let arn = stack.resources().arn("AuthSigningSecret").context("secret")?;
+    let arn = stack
+        .resources()
+        .arn("AuthSigningSecret")
+        .context("secret")?;
     let out = cellbridge::aws::secrets_manager(stack.sdk_config())
         .get_secret_value()
         .secret_id(arn)
@@ -140,10 +168,17 @@ pub async fn roles_limit_what_a_user_may_do(stack: &Devstack) -> Result<()> {
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 403);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = response.json().await?;
     assert_eq!(problem["type"], "https://cellbridge.dev/problems/forbidden");
-    assert_eq!(table_counts(stack).await?, before, "a refused request writes nothing");
+    assert_eq!(
+        table_counts(stack).await?,
+        before,
+        "a refused request writes nothing"
+    );
     let (status, _) = status_of(viewer.get(format!("{api}/bulk-changes")).send().await?).await?;
     assert_eq!(status, 200, "viewers read");
     let admin = client_with(&stack.login("admin@demo.example", DEMO_PASSWORD).await?)?;
@@ -191,13 +226,22 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
     ];
 
     for id in &globex_ids {
-        for path in [format!("/bulk-changes/{id}"), format!("/bulk-changes/{id}/devices")] {
+        for path in [
+            format!("/bulk-changes/{id}"),
+            format!("/bulk-changes/{id}/devices"),
+        ] {
             let response = demo.get(format!("{api}{path}")).send().await?;
             assert_eq!(response.status().as_u16(), 404, "{path}");
             let problem: Value = response.json().await?;
             assert_eq!(problem["type"], "https://cellbridge.dev/problems/not-found");
         }
-        let (status, _) = status_of(globex.get(format!("{api}/bulk-changes/{id}")).send().await?).await?;
+        let (status, _) = status_of(
+            globex
+                .get(format!("{api}/bulk-changes/{id}"))
+                .send()
+                .await?,
+        )
+        .await?;
         assert_eq!(status, 200, "its own tenant reads it");
     }
     // Lists, filtered or not, and pages continued with the other tenant's cursor.
@@ -207,9 +251,16 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
         .await?
         .json()
         .await?;
-    let cursor = globex_page["nextCursor"].as_str().context("a second page")?;
+    let cursor = globex_page["nextCursor"]
+        .as_str()
+        .context("a second page")?;
     for query in ["", "?status=recorded", &format!("?limit=1&cursor={cursor}")] {
-        let page: Value = demo.get(format!("{api}/bulk-changes{query}")).send().await?.json().await?;
+        let page: Value = demo
+            .get(format!("{api}/bulk-changes{query}"))
+            .send()
+            .await?
+            .json()
+            .await?;
         let seen = ids(&page);
         assert!(
             globex_ids.iter().all(|id| !seen.contains(id)),
@@ -222,9 +273,19 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
     assert_eq!(status, 202, "{mine}");
     assert!(!globex_ids.contains(&mine["id"].as_str().unwrap_or_default().to_owned()));
     // Nothing changes another tenant's bulk change: there is no route for it to take.
-    let (status, _) = status_of(demo.delete(format!("{api}/bulk-changes/{}", globex_ids[0])).send().await?).await?;
+    let (status, _) = status_of(
+        demo.delete(format!("{api}/bulk-changes/{}", globex_ids[0]))
+            .send()
+            .await?,
+    )
+    .await?;
     assert_eq!(status, 405);
-    let after: Value = globex.get(format!("{api}/bulk-changes/{}", globex_ids[0])).send().await?.json().await?;
+    let after: Value = globex
+        .get(format!("{api}/bulk-changes/{}", globex_ids[0]))
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(after["createdBy"], "user:ops@globex.example", "{after}");
     Ok(())
 }
@@ -260,18 +321,31 @@ pub async fn repeated_wrong_passwords_lock_the_account(stack: &Devstack) -> Resu
             .send()
     };
     for _ in 0..5 {
-        assert_eq!(attempt("wrong-password-guess").await?.status().as_u16(), 401);
+        assert_eq!(
+            attempt("wrong-password-guess").await?.status().as_u16(),
+            401
+        );
     }
     let locked = attempt(DEMO_PASSWORD).await?;
-    assert_eq!(locked.status().as_u16(), 401, "the right password while locked");
+    assert_eq!(
+        locked.status().as_u16(),
+        401,
+        "the right password while locked"
+    );
     let problem: Value = locked.json().await?;
-    assert_eq!(problem["type"], "https://cellbridge.dev/problems/login-failed");
+    assert_eq!(
+        problem["type"],
+        "https://cellbridge.dev/problems/login-failed"
+    );
     let user = store
         .get_user(&cellbridge::auth::Username::parse(&username).context("username")?)
         .await?
         .context("the user")?;
     let until = user.locked_until.context("locked")?;
-    assert!(until > OffsetDateTime::now_utc() + Duration::minutes(14), "{until}");
+    assert!(
+        until > OffsetDateTime::now_utc() + Duration::minutes(14),
+        "{until}"
+    );
     Ok(())
 }
 
@@ -281,7 +355,12 @@ use cellbridge::ports::AccountStore as _;
 async fn table_counts(stack: &Devstack) -> Result<Vec<(String, i32)>> {
     let dynamodb = cellbridge::aws::dynamodb(stack.sdk_config());
     let mut counts = Vec::new();
-    for id in ["BulkChangesTable", "DeviceChangesTable", "AuditLogTable", "IdempotencyTable"] {
+    for id in [
+        "BulkChangesTable",
+        "DeviceChangesTable",
+        "AuditLogTable",
+        "IdempotencyTable",
+    ] {
         let table = stack.resources().table_name(id).context("table")?;
         let out = dynamodb
             .scan()
@@ -298,26 +377,102 @@ pub async fn malformed_requests_get_their_4xx_and_change_nothing(stack: &Devstac
     let api = stack.api_url();
     let operator = client_with(&stack.login("ops@demo.example", DEMO_PASSWORD).await?)?;
     let before = table_counts(stack).await?;
-    let deep = format!("{{\"carrier\": \"jasper\", \"change\": {}1{}}}", "{\"a\":".repeat(40), "}".repeat(40));
+    let deep = format!(
+        "{{\"carrier\": \"jasper\", \"change\": {}1{}}}",
+        "{\"a\":".repeat(40),
+        "}".repeat(40)
+    );
     let mut unknown = valid_request();
     unknown["tenantId"] = json!("globex");
     let mut unknown_nested = valid_request();
     unknown_nested["devices"][0]["tenant"] = json!("globex");
-    let many: Vec<Value> = (0..10_001).map(|i| json!({"iccid": cellbridge::testing::iccid(i)})).collect();
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"iccid": cellbridge::testing::iccid(i)}))
+        .collect();
     let mut too_many = valid_request();
     too_many["devices"] = json!(many);
-    type Case = (&'static str, &'static str, Option<&'static str>, String, u16, Option<&'static str>);
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        String,
+        u16,
+        Option<&'static str>,
+    );
     let cases: Vec<Case> = vec![
-        ("not JSON", "/bulk-changes", None, "{\"carrier\": ".into(), 400, Some("")),
-        ("an array", "/bulk-changes", None, "[1, 2]".into(), 400, Some("")),
+        (
+            "not JSON",
+            "/bulk-changes",
+            None,
+            "{\"carrier\": ".into(),
+            400,
+            Some(""),
+        ),
+        (
+            "an array",
+            "/bulk-changes",
+            None,
+            "[1, 2]".into(),
+            400,
+            Some(""),
+        ),
         ("too deep", "/bulk-changes", None, deep, 400, Some("")),
-        ("an unknown field", "/bulk-changes", None, unknown.to_string(), 422, Some("tenantId")),
-        ("an unknown device field", "/bulk-changes", None, unknown_nested.to_string(), 422, Some("devices[0].tenant")),
-        ("too many devices", "/bulk-changes", None, too_many.to_string(), 400, Some("devices")),
-        ("text", "/bulk-changes", Some("text/plain"), valid_request().to_string(), 415, None),
-        ("an empty body", "/bulk-changes", None, String::new(), 400, Some("")),
-        ("a login with extra fields", "/auth/login", None, json!({"username": "a@b.c", "password": "x", "admin": true}).to_string(), 422, Some("admin")),
-        ("a login that is not JSON", "/auth/login", None, "username=a&password=b".into(), 400, Some("")),
+        (
+            "an unknown field",
+            "/bulk-changes",
+            None,
+            unknown.to_string(),
+            422,
+            Some("tenantId"),
+        ),
+        (
+            "an unknown device field",
+            "/bulk-changes",
+            None,
+            unknown_nested.to_string(),
+            422,
+            Some("devices[0].tenant"),
+        ),
+        (
+            "too many devices",
+            "/bulk-changes",
+            None,
+            too_many.to_string(),
+            422,
+            Some("devices"),
+        ),
+        (
+            "text",
+            "/bulk-changes",
+            Some("text/plain"),
+            valid_request().to_string(),
+            415,
+            None,
+        ),
+        (
+            "an empty body",
+            "/bulk-changes",
+            None,
+            String::new(),
+            400,
+            Some(""),
+        ),
+        (
+            "a login with extra fields",
+            "/auth/login",
+            None,
+            json!({"username": "a@b.c", "password": "x", "admin": true}).to_string(),
+            422,
+            Some("admin"),
+        ),
+        (
+            "a login that is not JSON",
+            "/auth/login",
+            None,
+            "username=a&password=b".into(),
+            400,
+            Some(""),
+        ),
     ];
     for (name, path, content_type, body, expected, field) in cases {
         let response = operator
@@ -342,11 +497,110 @@ pub async fn malformed_requests_get_their_4xx_and_change_nothing(stack: &Devstac
         ("a forged cursor", "cursor=eyJhZnRlciI6IngjeSJ9"),
         ("an unknown parameter", "tenant=globex"),
     ] {
-        let response = operator.get(format!("{api}/bulk-changes?{query}")).send().await?;
+        let response = operator
+            .get(format!("{api}/bulk-changes?{query}"))
+            .send()
+            .await?;
         assert_eq!(response.status().as_u16(), 400, "{name}");
     }
-    let response = operator.get(format!("{api}/bulk-changes/not-a-uuid")).send().await?;
+    let response = operator
+        .get(format!("{api}/bulk-changes/not-a-uuid"))
+        .send()
+        .await?;
     assert_eq!(response.status().as_u16(), 404);
-    assert_eq!(table_counts(stack).await?, before, "malformed requests wrote something");
+    assert_eq!(
+        table_counts(stack).await?,
+        before,
+        "malformed requests wrote something"
+    );
+    Ok(())
+}
+
+/// Everything secret this run used: the demo password, the token signing key, every token the
+/// tests signed in with, and the carrier credentials the workers were given.
+async fn secrets_of_the_run(stack: &Devstack) -> Result<Vec<(String, String)>> {
+    let mut secrets = vec![
+        ("the demo password".to_owned(), DEMO_PASSWORD.to_owned()),
+        (
+            "the token signing key".to_owned(),
+            String::from_utf8(secret_bytes(stack).await?)?,
+        ),
+    ];
+    for (i, token) in super::issued_tokens().into_iter().enumerate() {
+        secrets.push((format!("token #{i}"), token));
+    }
+    let accounts = stack.carriers().context("carriers")?.accounts_document(1)?;
+    for (carrier, fields) in accounts.as_object().context("accounts")? {
+        for (name, value) in fields.as_object().into_iter().flatten() {
+            let lower = name.to_ascii_lowercase();
+            let secret =
+                lower.contains("key") || lower.contains("secret") || lower.contains("password");
+            if let (true, Some(value)) = (secret, value.as_str()) {
+                secrets.push((format!("{carrier} {name}"), value.to_owned()));
+            }
+        }
+    }
+    assert!(
+        secrets.len() >= 8,
+        "the run's secrets were not all found: {}",
+        secrets.len()
+    );
+    Ok(secrets)
+}
+
+/// After a full run (logins, refused tokens, bulk changes through all three carriers), neither
+/// the functions' logs nor the audit log hold any secret.
+pub async fn secrets_stay_out_of_logs_and_audit(
+    stack: &Devstack,
+    function_log: &std::path::Path,
+) -> Result<()> {
+    let secrets = secrets_of_the_run(stack).await?;
+    let log = std::fs::read_to_string(function_log)
+        .with_context(|| format!("reading {}", function_log.display()))?;
+    // The log is the real thing: the authorizer, the login and the worker all wrote to it.
+    for expected in ["request authorized", "request refused", "login", "carrier"] {
+        assert!(
+            log.contains(expected),
+            "the function log lacks {expected:?}: is it the right file?"
+        );
+    }
+    let dynamodb = cellbridge::aws::dynamodb(stack.sdk_config());
+    let table = stack
+        .resources()
+        .table_name("AuditLogTable")
+        .context("audit table")?;
+    let mut audit = String::new();
+    let mut start: Option<
+        std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    > = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        for item in page.items() {
+            audit.push_str(&format!("{item:?}\n"));
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => break,
+        }
+    }
+    assert!(
+        audit.contains("request_text") || audit.contains("requestText"),
+        "the audit log holds carrier exchanges"
+    );
+    for (name, secret) in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "{name} is in the function log"
+        );
+        assert!(
+            !audit.contains(secret.as_str()),
+            "{name} is in the audit log"
+        );
+    }
     Ok(())
 }

@@ -1,0 +1,188 @@
+//! docs/openapi.yaml against what exists: the template's routes and their authorizer, the
+//! code's enumerations, and the fields the API's views really serialize.
+
+use anyhow::{Context, Result};
+use cellbridge::api::views::{BulkChangeView, DeviceChangeView};
+use cellbridge::auth::Role;
+use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceChange};
+use devstack::api_gateway::routes_of;
+use devstack::template::{ResourceKind, Resources, Template};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+fn spec() -> Result<Value> {
+    let path = devstack::tools::workspace_root().join("docs/openapi.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_yaml::from_str(&text)?)
+}
+
+fn template_routes() -> Result<Vec<devstack::api_gateway::ApiRoute>> {
+    let template = Template::load(&devstack::tools::workspace_root().join("template.yaml"))?;
+    let mut resources = Resources::planned(&template);
+    let queues: Vec<String> = template
+        .of_kind(ResourceKind::Queue)
+        .map(|q| q.logical_id.clone())
+        .collect();
+    for id in queues {
+        let arn = resources.arn(&id).context("queue ARN")?.to_owned();
+        resources.set_queue(&id, format!("http://localhost:5000/000000000000/{id}"), arn);
+    }
+    let functions = template.functions(&resources)?;
+    routes_of(&functions, &template.api_auth(&resources)?)
+}
+
+fn enum_of(spec: &Value, schema: &str) -> BTreeSet<String> {
+    spec["components"]["schemas"][schema]["enum"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn names<'a>(items: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    items.into_iter().map(str::to_owned).collect()
+}
+
+#[test]
+fn every_route_of_the_template_is_documented_with_its_authorization() -> Result<()> {
+    let spec = spec()?;
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .context("paths")?
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(method, _)| (method.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let routes = template_routes()?;
+    let served: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        documented, served,
+        "docs/openapi.yaml and template.yaml list different routes"
+    );
+    for route in &routes {
+        let path = route.path.as_deref().unwrap_or_default();
+        let operation = &spec["paths"][path][route.method.to_lowercase()];
+        let open = operation["security"] == serde_json::json!([]);
+        assert_eq!(
+            open,
+            route.authorizer.is_none(),
+            "{}: documented {}, served {}",
+            route.route_key(),
+            if open { "open" } else { "with a token" },
+            if route.authorizer.is_none() {
+                "open"
+            } else {
+                "behind the authorizer"
+            }
+        );
+        let role = operation["x-cellbridge-role"].as_str().unwrap_or_default();
+        let expected_roles = ["none", "viewer", "operator", "admin"];
+        assert!(
+            expected_roles.contains(&role),
+            "{}: role {role:?}",
+            route.route_key()
+        );
+        assert_eq!(role == "none", open, "{}", route.route_key());
+        for (status, response) in operation["responses"].as_object().context("responses")? {
+            if status.starts_with('4') || status.starts_with('5') {
+                let name = response["$ref"]
+                    .as_str()
+                    .and_then(|r| r.rsplit('/').next())
+                    .unwrap_or_default();
+                let content = &spec["components"]["responses"][name]["content"];
+                assert!(
+                    content.get("application/problem+json").is_some(),
+                    "{} {status}: errors are problem documents",
+                    route.route_key()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_enumerations_are_the_codes() -> Result<()> {
+    let spec = spec()?;
+    assert_eq!(
+        enum_of(&spec, "Carrier"),
+        names(Carrier::ALL.map(Carrier::as_str))
+    );
+    assert_eq!(
+        enum_of(&spec, "BulkChangeStatus"),
+        names(BulkChangeStatus::ALL.map(BulkChangeStatus::as_str))
+    );
+    assert_eq!(enum_of(&spec, "ChangeType"), names(ChangeSpec::TYPE_NAMES));
+    assert_eq!(enum_of(&spec, "Role"), names(Role::ALL.map(Role::as_str)));
+    Ok(())
+}
+
+/// The schema's properties are exactly the view's fields, and its required ones always present.
+fn check_schema(spec: &Value, schema: &str, serialized: &Value, optional_absent: &[&str]) {
+    let schema_value = &spec["components"]["schemas"][schema];
+    let properties: BTreeSet<String> = schema_value["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let required: BTreeSet<String> = schema_value["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let fields: BTreeSet<String> = serialized
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    assert!(
+        fields.is_subset(&properties),
+        "{schema}: undocumented fields {:?}",
+        fields.difference(&properties).collect::<Vec<_>>()
+    );
+    assert!(
+        required.is_subset(&fields),
+        "{schema}: required but missing {:?}",
+        required.difference(&fields).collect::<Vec<_>>()
+    );
+    let expected_absent: BTreeSet<String> = names(optional_absent.iter().copied());
+    let absent: BTreeSet<String> = properties.difference(&fields).cloned().collect();
+    assert_eq!(
+        absent, expected_absent,
+        "{schema}: documented fields this sample lacks"
+    );
+}
+
+#[test]
+fn the_schemas_match_what_the_views_serialize() -> Result<()> {
+    let spec = spec()?;
+    let (change, requests) = cellbridge::testing::sample_bulk_change(
+        "demo",
+        "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80",
+        1,
+        true,
+    );
+    check_schema(
+        &spec,
+        "BulkChange",
+        &serde_json::to_value(BulkChangeView::from(&change))?,
+        &[],
+    );
+    let request = requests.into_iter().next().context("a device")?;
+    let device = DeviceChange::pending(&change.bulk_change_id, 0, request, change.created_at);
+    check_schema(
+        &spec,
+        "DeviceChange",
+        &serde_json::to_value(DeviceChangeView::from(&device))?,
+        &["msisdn", "imei", "edit", "statusReason"],
+    );
+    Ok(())
+}
