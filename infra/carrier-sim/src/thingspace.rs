@@ -467,7 +467,7 @@ fn luhn_valid(value: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether `id` is well formed for `kind` (lower case); the shapes of carriers.md 2.3.

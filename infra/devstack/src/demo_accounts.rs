@@ -9,8 +9,10 @@ use cellbridge::ports::AccountStore;
 /// The password of every demo user.
 pub const DEMO_PASSWORD: &str = "demo-password-1234";
 
-/// Tenant, tenant name, and its users with their roles.
-pub const DEMO_TENANTS: &[(&str, &str, &[(&str, Role)])] = &[
+/// A demo tenant: id, name, and its users with their roles.
+pub type DemoTenant = (&'static str, &'static str, &'static [(&'static str, Role)]);
+
+pub const DEMO_TENANTS: &[DemoTenant] = &[
     (
         "demo",
         "Demo Fleet Inc.",

@@ -43,7 +43,7 @@ fn luhn_sum(digits: &str) -> u32 {
 
 /// True when the last digit of `digits` is the Luhn check digit of the rest.
 pub fn luhn_valid(digits: &str) -> bool {
-    luhn_sum(digits) % 10 == 0
+    luhn_sum(digits).is_multiple_of(10)
 }
 
 /// The Luhn check digit that completes `payload`.
