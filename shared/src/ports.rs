@@ -453,4 +453,18 @@ pub trait AccountStore: Send + Sync {
     /// A good password: the count of wrong ones starts again.
     async fn clear_failed_logins(&self, username: &crate::auth::Username)
         -> Result<(), StoreError>;
+
+    /// The tenant's users in username order.
+    async fn list_users(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<UserRecord>, StoreError>;
+
+    /// Removes the user if it belongs to `tenant`; false when there is no such user there.
+    async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        username: &crate::auth::Username,
+    ) -> Result<bool, StoreError>;
 }

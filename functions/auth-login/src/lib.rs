@@ -4,6 +4,7 @@
 //! exist or which accounts are locked.
 
 use cellbridge::api::body::json_body;
+use cellbridge::api::paging::allow_query;
 use cellbridge::api::{json_response, Problem};
 use cellbridge::auth::lockout::is_locked;
 use cellbridge::auth::password::{verify_against_nobody, verify_password, MAX_PASSWORD_LEN};
@@ -85,6 +86,7 @@ async fn login(
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
+    allow_query(request, &[])?;
     let body = json_body(
         request,
         MAX_BODY_BYTES,

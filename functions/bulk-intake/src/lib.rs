@@ -2,6 +2,7 @@
 //! at once: device changes are written by the planner, never inline.
 
 use cellbridge::api::body::json_body;
+use cellbridge::api::paging::allow_query;
 use cellbridge::api::views::{bulk_change_location, BulkChangeView};
 use cellbridge::api::{caller, json_response, Caller, Problem, TenantStore};
 use cellbridge::auth::Role;
@@ -41,6 +42,7 @@ async fn create(
     let caller = caller(request)?;
     caller.require(Role::Operator)?;
     let store = TenantStore::of(ports.store.as_ref(), &caller);
+    allow_query(request, &[])?;
     let body = json_body(
         request,
         MAX_BODY_BYTES,

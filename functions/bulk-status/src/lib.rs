@@ -2,7 +2,7 @@
 //! `GET /bulk-changes/{id}/devices`. Every read is scoped to the caller's tenant; another
 //! tenant's bulk change is indistinguishable from one that does not exist.
 
-use cellbridge::api::paging::page_request;
+use cellbridge::api::paging::{allow_query, page_request};
 use cellbridge::api::views::{BulkChangeView, DeviceChangeView, PageView};
 use cellbridge::api::{caller, json_response, Problem, TenantStore};
 use cellbridge::auth::Role;
@@ -102,24 +102,6 @@ fn route(request: &Request) -> Result<Route, Problem> {
         "GET /bulk-changes/{id}/devices" => Ok(Route::Devices),
         _ => Err(Problem::not_found("this route")),
     }
-}
-
-fn allow_query(request: &Request, allowed: &[&str]) -> Result<(), Problem> {
-    let query = request.query_string_parameters();
-    for (name, _) in query.iter() {
-        if !allowed.contains(&name) {
-            let expected = if allowed.is_empty() {
-                "none".to_owned()
-            } else {
-                allowed.join(", ")
-            };
-            return Err(Problem::bad_parameter(
-                name,
-                &format!("unknown query parameter; expected: {expected}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, Problem> {

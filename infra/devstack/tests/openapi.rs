@@ -2,7 +2,7 @@
 //! code's enumerations, and the fields the API's views really serialize.
 
 use anyhow::{Context, Result};
-use cellbridge::api::views::{BulkChangeView, DeviceChangeView};
+use cellbridge::api::views::{BulkChangeView, DeviceChangeView, UserView};
 use cellbridge::auth::Role;
 use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceChange};
 use devstack::api_gateway::routes_of;
@@ -184,5 +184,16 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
         &serde_json::to_value(DeviceChangeView::from(&device))?,
         &["msisdn", "imei", "edit", "statusReason"],
     );
+    let user = cellbridge::ports::UserRecord {
+        username: cellbridge::auth::Username::parse("ops@demo.example").context("username")?,
+        tenant: change.tenant_id.clone(),
+        roles: cellbridge::auth::Roles::new([Role::Operator]),
+        password_hash: "$argon2id$...".to_owned(),
+        failed_logins: 0,
+        locked_until: None,
+        created_at: change.created_at,
+    };
+    let view = serde_json::to_value(UserView::new(&user, change.created_at))?;
+    check_schema(&spec, "User", &view, &[]);
     Ok(())
 }

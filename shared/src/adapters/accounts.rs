@@ -1,12 +1,14 @@
-//! Tenants and users: on DynamoDB (one table keyed by `accountKey`: `tenant#id` or `user#name`)
-//! and in memory for unit tests.
+//! Tenants and users: on DynamoDB (one table keyed by `accountKey`: `tenant#id` or `user#name`,
+//! with GSI `ByTenant` on `tenantId` / `accountKey` to list a tenant's users) and in memory for
+//! unit tests.
 
+use super::cursor::{self, AfterId};
 use super::dynamodb::{
     backend, s, updated_unless_condition_failed, written_unless_condition_failed,
 };
 use crate::auth::{LockoutPolicy, Roles, Username};
 use crate::domain::TenantId;
-use crate::ports::{AccountStore, StoreError, TenantRecord, UserRecord};
+use crate::ports::{AccountStore, Page, PageRequest, StoreError, TenantRecord, UserRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -17,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub const ACCOUNTS_TABLE_ENV: &str = "ACCOUNTS_TABLE";
+const TENANT_INDEX: &str = "ByTenant";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -242,6 +245,67 @@ impl AccountStore for DynamoAccounts {
             .await;
         updated_unless_condition_failed(result).map(|_| ())
     }
+
+    async fn list_users(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<UserRecord>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_username)
+            .transpose()?;
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(TENANT_INDEX)
+            .key_condition_expression("tenantId = :tenant AND begins_with(accountKey, :users)")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .expression_attribute_values(":users", s("user#"))
+            .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("tenantId", s(tenant.as_str()))
+                .exclusive_start_key("accountKey", s(user_key(&after)));
+        }
+        let out = query.send().await.map_err(backend)?;
+        let items: Vec<UserRecord> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(user_from)
+            .collect::<Result<_, _>>()?;
+        let next_cursor = out.last_evaluated_key.and(items.last()).map(|last| {
+            cursor::encode(&AfterId {
+                after: last.username.to_string(),
+            })
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        username: &Username,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("accountKey", s(user_key(username)))
+            .condition_expression("tenantId = :tenant")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .send()
+            .await;
+        written_unless_condition_failed(result, |e| {
+            matches!(
+                e,
+                aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+            )
+        })
+    }
 }
 
 /// Accounts in memory, with the same rules as the DynamoDB store.
@@ -315,5 +379,47 @@ impl AccountStore for MemoryAccounts {
             user.locked_until = None;
         }
         Ok(())
+    }
+
+    async fn list_users(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<UserRecord>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_username)
+            .transpose()?;
+        let mut users: Vec<UserRecord> = locked(&self.users)
+            .values()
+            .filter(|u| &u.tenant == tenant && after.as_ref().is_none_or(|a| &u.username > a))
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        let limit = page.limit as usize;
+        let next_cursor = (users.len() > limit).then(|| {
+            cursor::encode(&AfterId {
+                after: users[limit - 1].username.to_string(),
+            })
+        });
+        users.truncate(limit);
+        Ok(Page {
+            items: users,
+            next_cursor,
+        })
+    }
+
+    async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        username: &Username,
+    ) -> Result<bool, StoreError> {
+        let mut users = locked(&self.users);
+        if users.get(username).is_some_and(|u| &u.tenant == tenant) {
+            users.remove(username);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

@@ -29,6 +29,12 @@ pub struct AfterSeq {
     pub after: u32,
 }
 
+/// Usernames have their own alphabet; checking it keeps arbitrary text out of key conditions.
+pub fn decode_after_username(cursor: &str) -> Result<crate::auth::Username, StoreError> {
+    let position: AfterId = decode(cursor)?;
+    crate::auth::Username::parse(&position.after).ok_or(StoreError::InvalidCursor)
+}
+
 /// Bulk change ids are UUIDs; checking the shape keeps arbitrary text out of key conditions.
 pub fn decode_after_id(cursor: &str) -> Result<AfterId, StoreError> {
     let position: AfterId = decode(cursor)?;

@@ -10,7 +10,7 @@ pub mod views;
 
 pub use caller::{caller, Caller};
 pub use problem::Problem;
-pub use tenant_store::TenantStore;
+pub use tenant_store::{TenantAccounts, TenantStore};
 
 use lambda_http::{http::StatusCode, Body, Response};
 

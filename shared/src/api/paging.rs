@@ -1,4 +1,4 @@
-//! `limit` and `cursor` query parameters.
+//! Query parameters: only the route's own are allowed; `limit` and `cursor` page through lists.
 
 use super::Problem;
 use crate::ports::PageRequest;
@@ -32,4 +32,23 @@ pub fn page_request(request: &Request) -> Result<PageRequest, Problem> {
         ));
     }
     Ok(PageRequest { limit, cursor })
+}
+
+/// 400 naming the first query parameter the route does not take.
+pub fn allow_query(request: &Request, allowed: &[&str]) -> Result<(), Problem> {
+    let query = request.query_string_parameters();
+    for (name, _) in query.iter() {
+        if !allowed.contains(&name) {
+            let expected = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(Problem::bad_parameter(
+                name,
+                &format!("unknown query parameter; expected: {expected}"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -98,6 +98,10 @@ impl Problem {
         )
     }
 
+    pub fn conflict(kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, title, detail)
+    }
+
     /// The one answer to every failed sign-in, whatever the reason.
     pub fn login_failed() -> Self {
         Self::new(

@@ -67,3 +67,62 @@ impl<'a> TenantStore<'a> {
         self.store.append_audit(&self.tenant, entry).await
     }
 }
+
+/// The accounts store as one tenant's admin sees it: that tenant's users only.
+pub struct TenantAccounts<'a> {
+    store: &'a dyn crate::ports::AccountStore,
+    tenant: TenantId,
+}
+
+impl<'a> TenantAccounts<'a> {
+    pub fn of(store: &'a dyn crate::ports::AccountStore, caller: &Caller) -> Self {
+        Self {
+            store,
+            tenant: caller.tenant().clone(),
+        }
+    }
+
+    pub async fn list_users(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<crate::ports::UserRecord>, StoreError> {
+        self.store.list_users(&self.tenant, page).await
+    }
+
+    /// A user of another tenant is not found here.
+    pub async fn get_user(
+        &self,
+        username: &crate::auth::Username,
+    ) -> Result<Option<crate::ports::UserRecord>, StoreError> {
+        Ok(self
+            .store
+            .get_user(username)
+            .await?
+            .filter(|user| user.tenant == self.tenant))
+    }
+
+    /// Creates a user of this tenant.
+    pub async fn add_user(
+        &self,
+        username: &str,
+        roles: crate::auth::Roles,
+        password: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::auth::Username, crate::accounts::AccountError> {
+        crate::accounts::add_user(
+            self.store,
+            crate::accounts::NewUser {
+                username,
+                tenant: self.tenant.as_str(),
+                roles,
+                password,
+            },
+            now,
+        )
+        .await
+    }
+
+    pub async fn delete_user(&self, username: &crate::auth::Username) -> Result<bool, StoreError> {
+        self.store.delete_user(&self.tenant, username).await
+    }
+}

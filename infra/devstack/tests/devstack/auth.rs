@@ -287,6 +287,40 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
         .json()
         .await?;
     assert_eq!(after["createdBy"], "user:ops@globex.example", "{after}");
+
+    // Users: demo's admin sees and deletes only demo's.
+    let admin = client_with(&stack.login("admin@demo.example", DEMO_PASSWORD).await?)?;
+    let users: Value = admin
+        .get(format!("{api}/users"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = users["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"ops@demo.example") && !names.contains(&"ops@globex.example"),
+        "{names:?}"
+    );
+    let deleted = admin
+        .delete(format!("{api}/users/ops@globex.example"))
+        .send()
+        .await?;
+    assert_eq!(deleted.status().as_u16(), 404, "another tenant's user");
+    let listed = globex.get(format!("{api}/users")).send().await?;
+    assert_eq!(
+        listed.status().as_u16(),
+        403,
+        "operators do not manage users"
+    );
+    stack
+        .login("ops@globex.example", DEMO_PASSWORD)
+        .await
+        .context("globex's user is still there")?;
     Ok(())
 }
 
