@@ -1356,6 +1356,57 @@ mod tests {
         Template::load(&workspace_root().join("template.yaml")).expect("template.yaml loads")
     }
 
+    /// Secrets reach functions only as references (a secret's ARN, a `{{resolve:...}}`), never
+    /// as literal values in the template, and no parameter defaults to one.
+    #[test]
+    fn the_template_holds_no_secret() {
+        let t = real();
+        // Anything naming a secret or a password, or ending in a key or token
+        // (`AUTH_TOKEN_HOURS` is a setting).
+        let secret_name = |name: &str| {
+            let upper = name.to_ascii_uppercase();
+            ["SECRET", "PASSWORD", "CREDENTIAL"]
+                .iter()
+                .any(|word| upper.contains(word))
+                || ["KEY", "TOKEN"].iter().any(|word| upper.ends_with(word))
+        };
+        let mut checked = 0;
+        let environments = std::iter::once(&t.function_globals)
+            .chain(t.of_kind(ResourceKind::Function).map(|f| &f.properties))
+            .filter_map(|p| p.get("Environment").and_then(|e| e.get("Variables")))
+            .filter_map(Yaml::as_mapping);
+        for vars in environments {
+            for (name, value) in vars {
+                let name = name.as_str().unwrap_or_default();
+                // A plain string; `!Ref`/`!Sub` are tagged values.
+                let literal = matches!(value, Yaml::String(v) if !v.contains("{{resolve:"));
+                if secret_name(name) || name == "CARRIER_ACCOUNTS" {
+                    checked += 1;
+                    assert!(!literal, "{name} is a literal in template.yaml: {value:?}");
+                }
+            }
+        }
+        assert!(
+            checked >= 3,
+            "the secret-bearing variables were not found ({checked})"
+        );
+        for (name, parameter) in &t.parameters {
+            if let (true, Some(default)) = (secret_name(name), &parameter.default) {
+                assert!(
+                    name.ends_with("Name") || default.is_empty(),
+                    "parameter {name} defaults to a value, not a name: {default:?}"
+                );
+            }
+        }
+        for secret in t.of_kind(ResourceKind::Secret) {
+            assert!(
+                secret.properties.get("SecretString").is_none(),
+                "{} has its value in the template",
+                secret.logical_id
+            );
+        }
+    }
+
     /// Resources as after provisioning: moto's URL shape for every queue.
     fn provisioned(t: &Template) -> Resources {
         let mut res = Resources::planned(t);
