@@ -15,6 +15,7 @@ pub mod carrier_config;
 pub mod clock;
 pub mod completion;
 pub mod config;
+pub mod devices;
 pub mod domain;
 pub mod lambda;
 pub mod messages;

@@ -6,7 +6,7 @@
 use super::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction};
 use super::ids::{Iccid, Imei, Msisdn};
 use super::validation::{
-    json_object, path, reject_unknown, required, BodyLimits, ValidationErrors,
+    json_object, path, reject_unknown, required, text, BodyLimits, ValidationErrors,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,7 +16,6 @@ use time::OffsetDateTime;
 
 /// Most devices one bulk change may carry inline.
 pub const MAX_DEVICES: usize = 10_000;
-const MAX_TEXT_LEN: usize = 64;
 const MAX_DATA_ALLOCATION_MB: u64 = 10_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,38 +89,6 @@ fn one_of(
         errors.push(field, format!("must be one of: {}", names.join(", ")));
     }
     found
-}
-
-fn text(
-    value: Option<&Value>,
-    field: &str,
-    required: bool,
-    errors: &mut ValidationErrors,
-) -> Option<Option<String>> {
-    match value {
-        None | Some(Value::Null) if required => {
-            errors.push(field, "is required");
-            None
-        }
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            errors.push(field, "must not be blank");
-            None
-        }
-        Some(Value::String(s)) if s.chars().count() > MAX_TEXT_LEN => {
-            errors.push(field, format!("must be at most {MAX_TEXT_LEN} characters"));
-            None
-        }
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            errors.push(field, "must not contain control characters");
-            None
-        }
-        Some(Value::String(s)) => Some(Some(s.clone())),
-        Some(_) => {
-            errors.push(field, "must be a string");
-            None
-        }
-    }
 }
 
 fn parse_change(value: &Value, errors: &mut ValidationErrors) -> Option<ChangeSpec> {

@@ -158,6 +158,41 @@ pub fn required<'a>(
     }
 }
 
+const MAX_TEXT_LEN: usize = 64;
+
+/// An optional or required text field: not blank, at most 64 characters, no control characters.
+pub fn text(
+    value: Option<&Value>,
+    field: &str,
+    required: bool,
+    errors: &mut ValidationErrors,
+) -> Option<Option<String>> {
+    match value {
+        None | Some(Value::Null) if required => {
+            errors.push(field, "is required");
+            None
+        }
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errors.push(field, "must not be blank");
+            None
+        }
+        Some(Value::String(s)) if s.chars().count() > MAX_TEXT_LEN => {
+            errors.push(field, format!("must be at most {MAX_TEXT_LEN} characters"));
+            None
+        }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            errors.push(field, "must not contain control characters");
+            None
+        }
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => {
+            errors.push(field, "must be a string");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
