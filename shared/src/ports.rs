@@ -468,3 +468,72 @@ pub trait AccountStore: Send + Sync {
         username: &crate::auth::Username,
     ) -> Result<bool, StoreError>;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Devices: the registry, presence, latest state and telemetry time series.
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub thing_name: crate::devices::registration::ThingName,
+    pub tenant: TenantId,
+    pub iccid: String,
+    pub imei: Option<String>,
+    pub model: String,
+    pub firmware: String,
+    pub registered_at: OffsetDateTime,
+    pub presence: crate::devices::presence::Presence,
+    /// The newest telemetry point's metrics and time.
+    pub latest: Option<(OffsetDateTime, serde_json::Map<String, serde_json::Value>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Created,
+    /// Announced before: identifiers, model and firmware brought up to date.
+    Updated,
+    /// The thing name belongs to another tenant; nothing changed.
+    OtherTenant,
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    async fn register(
+        &self,
+        announcement: &crate::devices::registration::Announcement,
+        now: OffsetDateTime,
+    ) -> Result<Registration, StoreError>;
+
+    async fn get_device(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
+
+    async fn list_devices(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceRecord>, StoreError>;
+
+    /// Applies a lifecycle event unless an equal or newer one was applied; false then, or when
+    /// the device is not registered.
+    async fn apply_presence(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+        event: &crate::devices::presence::LifecycleEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes telemetry points, many per call (BatchWriteItem, 25 a request, unprocessed items
+    /// retried). A point is keyed by device and time, so writing it again changes nothing.
+    async fn write_telemetry(
+        &self,
+        points: &[crate::devices::telemetry::TelemetryPoint],
+        retention: time::Duration,
+    ) -> Result<usize, StoreError>;
+
+    /// Makes `point` the device's latest state unless a newer one is there; false then.
+    async fn update_latest(
+        &self,
+        point: &crate::devices::telemetry::TelemetryPoint,
+    ) -> Result<bool, StoreError>;
+}

@@ -1591,7 +1591,7 @@ mod tests {
         }
 
         let tables = t.tables(&res).expect("tables");
-        assert_eq!(tables.len(), 5);
+        assert_eq!(tables.len(), 7);
         let bulk = tables
             .iter()
             .find(|t| t.logical_id == "BulkChangesTable")

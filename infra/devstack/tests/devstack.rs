@@ -136,7 +136,7 @@ async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
         .of_kind(ResourceKind::Table)
         .map(|r| r.logical_id.clone())
         .collect();
-    assert_eq!(declared.len(), 5, "{declared:?}");
+    assert_eq!(declared.len(), 7, "{declared:?}");
     for id in &declared {
         let name = resources.table_name(id).context("table name")?;
         assert!(

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod auth_keys;
 pub mod carriers;
 pub mod cursor;
+pub mod devices;
 pub mod dynamodb;
 pub mod memory;
 pub mod s3;

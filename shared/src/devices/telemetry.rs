@@ -33,6 +33,29 @@ pub struct TelemetryPoint {
     pub metrics: BTreeMap<String, Metric>,
 }
 
+impl TelemetryPoint {
+    /// The metrics as a JSON object, for storage and views.
+    pub fn metrics_json(&self) -> Map<String, Value> {
+        self.metrics
+            .iter()
+            .map(|(name, metric)| {
+                let value = match metric {
+                    // Whole numbers stay whole (`30`, not `30.0`).
+                    Metric::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                        Value::from(*n as i64)
+                    }
+                    Metric::Number(n) => {
+                        serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+                    }
+                    Metric::Text(t) => Value::String(t.clone()),
+                    Metric::Flag(b) => Value::Bool(*b),
+                };
+                (name.clone(), value)
+            })
+            .collect()
+    }
+}
+
 /// Fields the rule adds or that carry the time; everything else is a metric.
 const RESERVED: [&str; 4] = ["deviceId", "receivedAt", "ts", "seq"];
 

@@ -1,0 +1,573 @@
+//! The device registry and telemetry on DynamoDB, and in memory for unit tests.
+//!
+//! - devices: `thingName` (thing names are unique in an AWS account), GSI `ByTenant` on
+//!   `tenantId` / `thingName`; presence as `connected`, `presenceVersion`, `presenceRank`,
+//!   `lastSeen` (ms); the latest point as `latest` (a map) and `latestAt` (ms)
+//! - telemetry: `thingName` / `at` (ms), `metrics` (a map), expiring through `expiresAt`
+
+use super::cursor::{self, AfterId};
+use super::dynamodb::{backend, s, updated_unless_condition_failed};
+use crate::devices::presence::{LifecycleEvent, LifecycleKind, Presence};
+use crate::devices::registration::{Announcement, ThingName};
+use crate::devices::telemetry::TelemetryPoint;
+use crate::domain::TenantId;
+use crate::ports::{DeviceRecord, DeviceStore, Page, PageRequest, Registration, StoreError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+type Item = HashMap<String, AttributeValue>;
+
+const TENANT_INDEX: &str = "ByTenant";
+/// BatchWriteItem's limit.
+const BATCH: usize = 25;
+/// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
+const BATCH_RETRIES: u32 = 6;
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
+    let ms: i64 = value?.as_n().ok()?.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+fn json_to_attribute(value: &serde_json::Value) -> AttributeValue {
+    match value {
+        serde_json::Value::Null => AttributeValue::Null(true),
+        serde_json::Value::Bool(b) => AttributeValue::Bool(*b),
+        serde_json::Value::Number(num) => n(num),
+        serde_json::Value::String(text) => s(text.clone()),
+        serde_json::Value::Array(items) => {
+            AttributeValue::L(items.iter().map(json_to_attribute).collect())
+        }
+        serde_json::Value::Object(fields) => AttributeValue::M(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_attribute(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn attribute_to_json(value: &AttributeValue) -> serde_json::Value {
+    match value {
+        AttributeValue::Bool(b) => serde_json::Value::Bool(*b),
+        AttributeValue::N(text) => text
+            .parse::<i64>()
+            .map(serde_json::Value::from)
+            .or_else(|_| text.parse::<f64>().map(serde_json::Value::from))
+            .unwrap_or(serde_json::Value::Null),
+        AttributeValue::S(text) => serde_json::Value::String(text.clone()),
+        AttributeValue::L(items) => {
+            serde_json::Value::Array(items.iter().map(attribute_to_json).collect())
+        }
+        AttributeValue::M(fields) => serde_json::Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), attribute_to_json(v)))
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn text(item: &Item, name: &str) -> Result<String, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt(format!("device item without {name}")))
+}
+
+fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
+    let thing = text(item, "thingName")?;
+    let tenant = text(item, "tenantId")?;
+    let number = |name: &str| -> Option<i64> { item.get(name)?.as_n().ok()?.parse().ok() };
+    let presence_kind = match number("presenceRank") {
+        Some(1) => LifecycleKind::Disconnected,
+        _ => LifecycleKind::Connected,
+    };
+    Ok(DeviceRecord {
+        thing_name: ThingName::parse(&thing)
+            .ok_or_else(|| StoreError::Corrupt(format!("thing name {thing:?}")))?,
+        tenant: TenantId::parse(&tenant)
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant:?}")))?,
+        iccid: text(item, "iccid")?,
+        imei: item.get("imei").and_then(|v| v.as_s().ok()).cloned(),
+        model: text(item, "model")?,
+        firmware: text(item, "firmware")?,
+        registered_at: item
+            .get("registeredAt")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        presence: Presence {
+            connected: item
+                .get("connected")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            version: number("presenceVersion").map(|v| (v, presence_kind)),
+            last_seen: from_ms(item.get("lastSeen")),
+        },
+        latest: match (from_ms(item.get("latestAt")), item.get("latest")) {
+            (Some(at), Some(AttributeValue::M(fields))) => Some((
+                at,
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), attribute_to_json(v)))
+                    .collect(),
+            )),
+            _ => None,
+        },
+    })
+}
+
+fn rank(kind: LifecycleKind) -> i64 {
+    match kind {
+        LifecycleKind::Connected => 0,
+        LifecycleKind::Disconnected => 1,
+    }
+}
+
+/// Later points of the same device and time replace earlier ones: BatchWriteItem refuses two
+/// writes of one key in a request.
+fn unique_points(points: &[TelemetryPoint]) -> Vec<&TelemetryPoint> {
+    let mut by_key: BTreeMap<(&str, i64), &TelemetryPoint> = BTreeMap::new();
+    for point in points {
+        by_key.insert((point.device.as_str(), ms(point.at)), point);
+    }
+    by_key.into_values().collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoDevices {
+    client: Client,
+    devices_table: String,
+    telemetry_table: String,
+}
+
+impl DynamoDevices {
+    pub fn new(
+        client: Client,
+        devices_table: impl Into<String>,
+        telemetry_table: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            devices_table: devices_table.into(),
+            telemetry_table: telemetry_table.into(),
+        }
+    }
+
+    pub fn from_env(client: Client) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::required_env;
+        Ok(Self::new(
+            client,
+            required_env("DEVICES_TABLE")?,
+            required_env("TELEMETRY_TABLE")?,
+        ))
+    }
+
+    async fn write_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0..=BATCH_RETRIES {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.telemetry_table, requests)
+                .send()
+                .await
+                .map_err(backend)?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.telemetry_table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
+        Err(StoreError::Backend(format!(
+            "{} telemetry writes stayed unprocessed after {BATCH_RETRIES} retries",
+            requests.len()
+        )))
+    }
+}
+
+#[async_trait]
+impl DeviceStore for DynamoDevices {
+    async fn register(
+        &self,
+        a: &Announcement,
+        now: OffsetDateTime,
+    ) -> Result<Registration, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(a.thing_name.as_str()))
+            .condition_expression("attribute_not_exists(thingName) OR tenantId = :tenant")
+            .expression_attribute_values(":tenant", s(a.tenant.as_str()))
+            .expression_attribute_values(":iccid", s(a.iccid.as_str()))
+            .expression_attribute_values(":model", s(&a.model))
+            .expression_attribute_values(":firmware", s(&a.firmware))
+            .expression_attribute_values(":now", s(now.format(&Rfc3339).unwrap_or_default()))
+            .return_values(ReturnValue::AllOld);
+        let set = "SET tenantId = :tenant, iccid = :iccid, model = :model, firmware = :firmware, \
+                   updatedAt = :now, registeredAt = if_not_exists(registeredAt, :now)";
+        update = match &a.imei {
+            Some(imei) => update
+                .update_expression(format!("{set}, imei = :imei"))
+                .expression_attribute_values(":imei", s(imei.as_str())),
+            None => update.update_expression(format!("{set} REMOVE imei")),
+        };
+        match update.send().await {
+            Ok(out) => Ok(if out.attributes.is_some_and(|old| !old.is_empty()) {
+                Registration::Updated
+            } else {
+                Registration::Created
+            }),
+            Err(error) => match updated_unless_condition_failed(Err::<(), _>(error)) {
+                Ok(_) => Ok(Registration::OtherTenant),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    async fn get_device(&self, thing_name: &ThingName) -> Result<Option<DeviceRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item.as_ref().map(device_from).transpose()
+    }
+
+    async fn list_devices(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceRecord>, StoreError> {
+        let after = match page.cursor.as_deref() {
+            Some(c) => Some(
+                cursor::decode::<AfterId>(c)
+                    .ok()
+                    .and_then(|p| ThingName::parse(&p.after))
+                    .ok_or(StoreError::InvalidCursor)?,
+            ),
+            None => None,
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.devices_table)
+            .index_name(TENANT_INDEX)
+            .key_condition_expression("tenantId = :tenant")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
+        if let Some(after) = &after {
+            query = query
+                .exclusive_start_key("tenantId", s(tenant.as_str()))
+                .exclusive_start_key("thingName", s(after.as_str()));
+        }
+        let out = query.send().await.map_err(backend)?;
+        let items: Vec<DeviceRecord> = out
+            .items()
+            .iter()
+            .map(device_from)
+            .collect::<Result<_, _>>()?;
+        let next_cursor = out.last_evaluated_key.and(items.last()).map(|last| {
+            cursor::encode(&AfterId {
+                after: last.thing_name.to_string(),
+            })
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn apply_presence(
+        &self,
+        thing_name: &ThingName,
+        event: &LifecycleEvent,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .update_expression("SET connected = :connected, presenceVersion = :version, presenceRank = :rank, lastSeen = :at")
+            .condition_expression(
+                "attribute_exists(thingName) AND (attribute_not_exists(presenceVersion) \
+                 OR presenceVersion < :version OR (presenceVersion = :version AND presenceRank < :rank))",
+            )
+            .expression_attribute_values(":connected", AttributeValue::Bool(event.kind == LifecycleKind::Connected))
+            .expression_attribute_values(":version", n(event.version))
+            .expression_attribute_values(":rank", n(rank(event.kind)))
+            .expression_attribute_values(":at", n(ms(event.at)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
+    async fn write_telemetry(
+        &self,
+        points: &[TelemetryPoint],
+        retention: Duration,
+    ) -> Result<usize, StoreError> {
+        let unique = unique_points(points);
+        for chunk in unique.chunks(BATCH) {
+            let requests = chunk
+                .iter()
+                .map(|p| {
+                    let metrics = p
+                        .metrics_json()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_to_attribute(v)))
+                        .collect();
+                    let item: Item = HashMap::from([
+                        ("thingName".to_owned(), s(p.device.as_str())),
+                        ("at".to_owned(), n(ms(p.at))),
+                        ("receivedAt".to_owned(), n(ms(p.received_at))),
+                        (
+                            "expiresAt".to_owned(),
+                            n((p.received_at + retention).unix_timestamp()),
+                        ),
+                        ("metrics".to_owned(), AttributeValue::M(metrics)),
+                    ]);
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.write_batch(requests).await?;
+        }
+        Ok(unique.len())
+    }
+
+    async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
+        let metrics = point
+            .metrics_json()
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_attribute(v)))
+            .collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(point.device.as_str()))
+            .update_expression("SET latest = :metrics, latestAt = :at")
+            .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(latestAt) OR latestAt < :at)")
+            .expression_attribute_values(":metrics", AttributeValue::M(metrics))
+            .expression_attribute_values(":at", n(ms(point.at)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+}
+
+/// Devices in memory, with the same rules.
+#[derive(Debug, Default)]
+pub struct MemoryDevices {
+    devices: Mutex<BTreeMap<ThingName, DeviceRecord>>,
+    telemetry: Mutex<BTreeMap<(ThingName, i64), TelemetryPoint>>,
+}
+
+impl MemoryDevices {
+    pub fn telemetry_count(&self) -> usize {
+        self.telemetry.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait]
+impl DeviceStore for MemoryDevices {
+    async fn register(
+        &self,
+        a: &Announcement,
+        now: OffsetDateTime,
+    ) -> Result<Registration, StoreError> {
+        let mut devices = guard(&self.devices);
+        let existing = devices.get(&a.thing_name).cloned();
+        if existing.as_ref().is_some_and(|d| d.tenant != a.tenant) {
+            return Ok(Registration::OtherTenant);
+        }
+        let record = DeviceRecord {
+            thing_name: a.thing_name.clone(),
+            tenant: a.tenant.clone(),
+            iccid: a.iccid.to_string(),
+            imei: a.imei.as_ref().map(|i| i.to_string()),
+            model: a.model.clone(),
+            firmware: a.firmware.clone(),
+            registered_at: existing.as_ref().map_or(now, |d| d.registered_at),
+            presence: existing
+                .as_ref()
+                .map_or(Presence::NEVER_SEEN, |d| d.presence),
+            latest: existing.as_ref().and_then(|d| d.latest.clone()),
+        };
+        devices.insert(a.thing_name.clone(), record);
+        Ok(if existing.is_some() {
+            Registration::Updated
+        } else {
+            Registration::Created
+        })
+    }
+
+    async fn get_device(&self, thing_name: &ThingName) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(guard(&self.devices).get(thing_name).cloned())
+    }
+
+    async fn list_devices(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceRecord>, StoreError> {
+        let after = match page.cursor.as_deref() {
+            Some(c) => Some(
+                cursor::decode::<AfterId>(c)
+                    .ok()
+                    .and_then(|p| ThingName::parse(&p.after))
+                    .ok_or(StoreError::InvalidCursor)?,
+            ),
+            None => None,
+        };
+        let mut items: Vec<DeviceRecord> = guard(&self.devices)
+            .values()
+            .filter(|d| &d.tenant == tenant && after.as_ref().is_none_or(|a| &d.thing_name > a))
+            .cloned()
+            .collect();
+        let limit = page.limit as usize;
+        let next_cursor = (items.len() > limit).then(|| {
+            cursor::encode(&AfterId {
+                after: items[limit - 1].thing_name.to_string(),
+            })
+        });
+        items.truncate(limit);
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn apply_presence(
+        &self,
+        thing_name: &ThingName,
+        event: &LifecycleEvent,
+    ) -> Result<bool, StoreError> {
+        let mut devices = guard(&self.devices);
+        let Some(device) = devices.get_mut(thing_name) else {
+            return Ok(false);
+        };
+        match device.presence.after_event(event) {
+            Some(next) => {
+                device.presence = next;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn write_telemetry(
+        &self,
+        points: &[TelemetryPoint],
+        _retention: Duration,
+    ) -> Result<usize, StoreError> {
+        let unique = unique_points(points);
+        let mut series = guard(&self.telemetry);
+        for point in &unique {
+            series.insert((point.device.clone(), ms(point.at)), (*point).clone());
+        }
+        Ok(unique.len())
+    }
+
+    async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
+        let mut devices = guard(&self.devices);
+        let Some(device) = devices.get_mut(&point.device) else {
+            return Ok(false);
+        };
+        if device
+            .latest
+            .as_ref()
+            .is_some_and(|(at, _)| *at >= point.at)
+        {
+            return Ok(false);
+        }
+        device.latest = Some((point.at, point.metrics_json()));
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::registration::parse_announcement;
+    use crate::devices::telemetry::parse_telemetry;
+    use serde_json::json;
+
+    fn announce(tenant: &str) -> Announcement {
+        let body = json!({"tenant": tenant, "iccid": crate::testing::iccid(3), "model": "m", "firmware": "1"});
+        parse_announcement("trk-1", body.to_string().as_bytes()).expect("valid")
+    }
+
+    /// The in-memory store keeps the rules the DynamoDB one has (tests/devices_against_moto.rs).
+    #[tokio::test]
+    async fn memory_devices_keep_the_same_rules() {
+        let store = MemoryDevices::default();
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            store.register(&announce("demo"), now).await.expect("ok"),
+            Registration::Created
+        );
+        assert_eq!(
+            store.register(&announce("demo"), now).await.expect("ok"),
+            Registration::Updated
+        );
+        assert_eq!(
+            store.register(&announce("globex"), now).await.expect("ok"),
+            Registration::OtherTenant
+        );
+        let thing = ThingName::parse("trk-1").expect("name");
+        let event = |kind, version| LifecycleEvent {
+            kind,
+            version,
+            at: now,
+        };
+        assert!(store
+            .apply_presence(&thing, &event(LifecycleKind::Connected, 2))
+            .await
+            .expect("ok"));
+        assert!(!store
+            .apply_presence(&thing, &event(LifecycleKind::Disconnected, 1))
+            .await
+            .expect("ok"));
+        let point = |ts: i64| {
+            let body = json!({"deviceId": "trk-1", "receivedAt": ts, "ts": ts, "temp": ts % 100});
+            parse_telemetry(body.to_string().as_bytes()).expect("valid")
+        };
+        let received = 1_795_338_000_000_i64;
+        let points = [point(received), point(received), point(received + 1000)];
+        assert_eq!(
+            store
+                .write_telemetry(&points, Duration::days(1))
+                .await
+                .expect("ok"),
+            2
+        );
+        assert_eq!(store.telemetry_count(), 2);
+        assert!(store.update_latest(&points[2]).await.expect("ok"));
+        assert!(!store.update_latest(&points[0]).await.expect("ok"));
+    }
+}
