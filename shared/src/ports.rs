@@ -487,6 +487,14 @@ pub struct DeviceRecord {
     pub latest: Option<(OffsetDateTime, serde_json::Map<String, serde_json::Value>)>,
 }
 
+/// A telemetry point as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub at: OffsetDateTime,
+    pub received_at: OffsetDateTime,
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     Created,
@@ -530,6 +538,15 @@ pub trait DeviceStore: Send + Sync {
         points: &[crate::devices::telemetry::TelemetryPoint],
         retention: time::Duration,
     ) -> Result<usize, StoreError>;
+
+    /// The device's points with `from <= at <= to`, oldest first.
+    async fn query_telemetry(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Page<StoredPoint>, StoreError>;
 
     /// Makes `point` the device's latest state unless a newer one is there; false then.
     async fn update_latest(

@@ -196,6 +196,32 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
         "rewriting a point adds nothing"
     );
 
+    // A range, page by page, oldest first.
+    let thing = ThingName::parse("trk-1").expect("name");
+    let from = point(10).at;
+    let to = point(24).at;
+    let mut temps = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = devices
+            .query_telemetry(
+                &thing,
+                from,
+                to,
+                &PageRequest {
+                    limit: 4,
+                    cursor: cursor.clone(),
+                },
+            )
+            .await?;
+        temps.extend(page.items.iter().filter_map(|p| p.metrics["temp"].as_i64()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(temps, (30..=44).collect::<Vec<i64>>());
+
     // The latest state only moves forward.
     assert!(devices.update_latest(&point(10)).await?);
     assert!(
@@ -206,7 +232,6 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
         !devices.update_latest(&point(10)).await?,
         "the same point again"
     );
-    let thing = ThingName::parse("trk-1").expect("name");
     let (at, metrics) = devices
         .get_device(&thing)
         .await?

@@ -5,15 +5,13 @@ use cellbridge::accounts::AccountError;
 use cellbridge::api::body::json_body;
 use cellbridge::api::paging::{allow_query, page_request};
 use cellbridge::api::views::{PageView, UserView};
-use cellbridge::api::{caller, json_response, Caller, Problem, TenantAccounts};
+use cellbridge::api::{caller, json_response, route_key, Caller, Problem, TenantAccounts};
 use cellbridge::auth::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use cellbridge::auth::{Role, Roles, Username};
 use cellbridge::domain::validation::{json_object, reject_unknown, required, BodyLimits};
 use cellbridge::domain::ValidationErrors;
 use cellbridge::ports::AccountStore;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
 use lambda_http::http::{header, StatusCode};
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -57,16 +55,6 @@ async fn respond(
             delete(&users, &caller, request).await
         }
         _ => Err(Problem::not_found("this route")),
-    }
-}
-
-fn route_key(request: &Request) -> String {
-    match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext {
-            route_key: Some(key),
-            ..
-        })) => key.clone(),
-        _ => String::new(),
     }
 }
 

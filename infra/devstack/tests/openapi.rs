@@ -2,7 +2,7 @@
 //! code's enumerations, and the fields the API's views really serialize.
 
 use anyhow::{Context, Result};
-use cellbridge::api::views::{BulkChangeView, DeviceChangeView, UserView};
+use cellbridge::api::views::{BulkChangeView, DeviceChangeView, DeviceView, UserView};
 use cellbridge::auth::Role;
 use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceChange};
 use devstack::api_gateway::routes_of;
@@ -195,5 +195,22 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     };
     let view = serde_json::to_value(UserView::new(&user, change.created_at))?;
     check_schema(&spec, "User", &view, &[]);
+    let device = cellbridge::ports::DeviceRecord {
+        thing_name: cellbridge::devices::registration::ThingName::parse("trk-1").context("name")?,
+        tenant: change.tenant_id.clone(),
+        iccid: cellbridge::testing::iccid(1),
+        imei: Some("490154203237518".to_owned()),
+        model: "TRK-200".to_owned(),
+        firmware: "2.4.1".to_owned(),
+        registered_at: change.created_at,
+        presence: cellbridge::devices::presence::Presence {
+            connected: true,
+            version: None,
+            last_seen: Some(change.created_at),
+        },
+        latest: Some((change.created_at, serde_json::Map::new())),
+    };
+    let view = serde_json::to_value(DeviceView::new(&device, change.created_at))?;
+    check_schema(&spec, "RegisteredDevice", &view, &[]);
     Ok(())
 }

@@ -29,10 +29,24 @@ pub struct AfterSeq {
     pub after: u32,
 }
 
+/// A position in a time series, in ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AfterMs {
+    pub after: i64,
+}
+
 /// Usernames have their own alphabet; checking it keeps arbitrary text out of key conditions.
 pub fn decode_after_username(cursor: &str) -> Result<crate::auth::Username, StoreError> {
     let position: AfterId = decode(cursor)?;
     crate::auth::Username::parse(&position.after).ok_or(StoreError::InvalidCursor)
+}
+
+/// Thing names have their own alphabet too.
+pub fn decode_after_thing(
+    cursor: &str,
+) -> Result<crate::devices::registration::ThingName, StoreError> {
+    let position: AfterId = decode(cursor)?;
+    crate::devices::registration::ThingName::parse(&position.after).ok_or(StoreError::InvalidCursor)
 }
 
 /// Bulk change ids are UUIDs; checking the shape keeps arbitrary text out of key conditions.

@@ -5,13 +5,15 @@
 //!   `lastSeen` (ms); the latest point as `latest` (a map) and `latestAt` (ms)
 //! - telemetry: `thingName` / `at` (ms), `metrics` (a map), expiring through `expiresAt`
 
-use super::cursor::{self, AfterId};
+use super::cursor::{self, AfterId, AfterMs};
 use super::dynamodb::{backend, s, updated_unless_condition_failed};
 use crate::devices::presence::{LifecycleEvent, LifecycleKind, Presence};
 use crate::devices::registration::{Announcement, ThingName};
 use crate::devices::telemetry::TelemetryPoint;
 use crate::domain::TenantId;
-use crate::ports::{DeviceRecord, DeviceStore, Page, PageRequest, Registration, StoreError};
+use crate::ports::{
+    DeviceRecord, DeviceStore, Page, PageRequest, Registration, StoreError, StoredPoint,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
 use aws_sdk_dynamodb::Client;
@@ -130,6 +132,15 @@ fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
             _ => None,
         },
     })
+}
+
+/// Telemetry cursors carry the last point's time (ms).
+fn encode_after_ms(at: i64) -> String {
+    cursor::encode(&AfterMs { after: at })
+}
+
+fn decode_after_ms(text: &str) -> Result<i64, StoreError> {
+    cursor::decode::<AfterMs>(text).map(|position| position.after)
 }
 
 fn rank(kind: LifecycleKind) -> i64 {
@@ -261,15 +272,11 @@ impl DeviceStore for DynamoDevices {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<DeviceRecord>, StoreError> {
-        let after = match page.cursor.as_deref() {
-            Some(c) => Some(
-                cursor::decode::<AfterId>(c)
-                    .ok()
-                    .and_then(|p| ThingName::parse(&p.after))
-                    .ok_or(StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_thing)
+            .transpose()?;
         let mut query = self
             .client
             .query()
@@ -358,6 +365,56 @@ impl DeviceStore for DynamoDevices {
         Ok(unique.len())
     }
 
+    async fn query_telemetry(
+        &self,
+        thing_name: &ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Page<StoredPoint>, StoreError> {
+        let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.telemetry_table)
+            .key_condition_expression("thingName = :thing AND #at BETWEEN :from AND :to")
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":thing", s(thing_name.as_str()))
+            .expression_attribute_values(":from", n(ms(from)))
+            .expression_attribute_values(":to", n(ms(to)))
+            .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("thingName", s(thing_name.as_str()))
+                .exclusive_start_key("at", n(after));
+        }
+        let out = query.send().await.map_err(backend)?;
+        let items: Vec<StoredPoint> = out
+            .items()
+            .iter()
+            .map(|item| {
+                Ok(StoredPoint {
+                    at: from_ms(item.get("at"))
+                        .ok_or_else(|| StoreError::Corrupt("point without at".into()))?,
+                    received_at: from_ms(item.get("receivedAt"))
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    metrics: match item.get("metrics") {
+                        Some(AttributeValue::M(fields)) => fields
+                            .iter()
+                            .map(|(k, v)| (k.clone(), attribute_to_json(v)))
+                            .collect(),
+                        _ => serde_json::Map::new(),
+                    },
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next_cursor = out
+            .last_evaluated_key
+            .and(items.last())
+            .map(|last| encode_after_ms(ms(last.at)));
+        Ok(Page { items, next_cursor })
+    }
+
     async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
         let metrics = point
             .metrics_json()
@@ -438,15 +495,11 @@ impl DeviceStore for MemoryDevices {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<DeviceRecord>, StoreError> {
-        let after = match page.cursor.as_deref() {
-            Some(c) => Some(
-                cursor::decode::<AfterId>(c)
-                    .ok()
-                    .and_then(|p| ThingName::parse(&p.after))
-                    .ok_or(StoreError::InvalidCursor)?,
-            ),
-            None => None,
-        };
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_thing)
+            .transpose()?;
         let mut items: Vec<DeviceRecord> = guard(&self.devices)
             .values()
             .filter(|d| &d.tenant == tenant && after.as_ref().is_none_or(|a| &d.thing_name > a))
@@ -491,6 +544,30 @@ impl DeviceStore for MemoryDevices {
             series.insert((point.device.clone(), ms(point.at)), (*point).clone());
         }
         Ok(unique.len())
+    }
+
+    async fn query_telemetry(
+        &self,
+        thing_name: &ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Page<StoredPoint>, StoreError> {
+        let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
+        let series = guard(&self.telemetry);
+        let mut items: Vec<StoredPoint> = series
+            .range((thing_name.clone(), ms(from))..=(thing_name.clone(), ms(to)))
+            .filter(|((_, at), _)| after.is_none_or(|a| *at > a))
+            .map(|(_, p)| StoredPoint {
+                at: p.at,
+                received_at: p.received_at,
+                metrics: p.metrics_json(),
+            })
+            .collect();
+        let limit = page.limit as usize;
+        let next_cursor = (items.len() > limit).then(|| encode_after_ms(ms(items[limit - 1].at)));
+        items.truncate(limit);
+        Ok(Page { items, next_cursor })
     }
 
     async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {

@@ -10,7 +10,7 @@ pub mod views;
 
 pub use caller::{caller, Caller};
 pub use problem::Problem;
-pub use tenant_store::{TenantAccounts, TenantStore};
+pub use tenant_store::{TenantAccounts, TenantDevices, TenantStore};
 
 use lambda_http::{http::StatusCode, Body, Response};
 
@@ -24,5 +24,19 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
             .body(Body::Text(body))
             .unwrap_or_default(),
         Err(e) => Problem::internal(&e.to_string()).into_response(),
+    }
+}
+
+/// The route API Gateway matched (`GET /devices/{id}`); empty for an event that names none.
+pub fn route_key(request: &lambda_http::Request) -> String {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext {
+            route_key: Some(key),
+            ..
+        })) => key.clone(),
+        _ => String::new(),
     }
 }

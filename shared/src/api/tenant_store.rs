@@ -126,3 +126,54 @@ impl<'a> TenantAccounts<'a> {
         self.store.delete_user(&self.tenant, username).await
     }
 }
+
+/// The device registry as one tenant sees it: another tenant's device is not found.
+pub struct TenantDevices<'a> {
+    store: &'a dyn crate::ports::DeviceStore,
+    tenant: TenantId,
+}
+
+impl<'a> TenantDevices<'a> {
+    pub fn of(store: &'a dyn crate::ports::DeviceStore, caller: &Caller) -> Self {
+        Self {
+            store,
+            tenant: caller.tenant().clone(),
+        }
+    }
+
+    pub async fn list_devices(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<crate::ports::DeviceRecord>, StoreError> {
+        self.store.list_devices(&self.tenant, page).await
+    }
+
+    pub async fn get_device(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+    ) -> Result<Option<crate::ports::DeviceRecord>, StoreError> {
+        Ok(self
+            .store
+            .get_device(thing_name)
+            .await?
+            .filter(|device| device.tenant == self.tenant))
+    }
+
+    /// The device's telemetry; `None` when it is not this tenant's device.
+    pub async fn telemetry(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Option<Page<crate::ports::StoredPoint>>, StoreError> {
+        if self.get_device(thing_name).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.store
+                .query_telemetry(thing_name, from, to, page)
+                .await?,
+        ))
+    }
+}

@@ -148,3 +148,72 @@ impl<'a> UserView<'a> {
         }
     }
 }
+
+/// A device with its status: online while connected and heard from within the heartbeat
+/// timeout, offline otherwise (a lost disconnect shows as offline once the device is silent).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView<'a> {
+    pub id: &'a str,
+    pub iccid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imei: Option<&'a str>,
+    pub model: &'a str,
+    pub firmware: &'a str,
+    pub status: &'static str,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub last_seen: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest: Option<TelemetryView<'a>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub registered_at: OffsetDateTime,
+}
+
+impl<'a> DeviceView<'a> {
+    pub fn new(device: &'a crate::ports::DeviceRecord, now: OffsetDateTime) -> Self {
+        let online = device
+            .presence
+            .is_online(now, crate::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT);
+        Self {
+            id: device.thing_name.as_str(),
+            iccid: &device.iccid,
+            imei: device.imei.as_deref(),
+            model: &device.model,
+            firmware: &device.firmware,
+            status: if online { "online" } else { "offline" },
+            last_seen: device.presence.last_seen,
+            latest: device.latest.as_ref().map(|(at, metrics)| TelemetryView {
+                at: *at,
+                received_at: None,
+                metrics,
+            }),
+            registered_at: device.registered_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryView<'a> {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub received_at: Option<OffsetDateTime>,
+    pub metrics: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> From<&'a crate::ports::StoredPoint> for TelemetryView<'a> {
+    fn from(point: &'a crate::ports::StoredPoint) -> Self {
+        Self {
+            at: point.at,
+            received_at: Some(point.received_at),
+            metrics: &point.metrics,
+        }
+    }
+}

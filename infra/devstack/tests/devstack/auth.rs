@@ -98,6 +98,9 @@ pub async fn every_route_needs_a_valid_token(stack: &Devstack) -> Result<()> {
             "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80/devices",
         ),
         ("POST", "/bulk-changes"),
+        ("GET", "/devices"),
+        ("GET", "/devices/trk-1/telemetry"),
+        ("GET", "/users"),
     ];
     let plain = reqwest::Client::new();
     for (method, path) in routes {
@@ -321,6 +324,55 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
         .login("ops@globex.example", DEMO_PASSWORD)
         .await
         .context("globex's user is still there")?;
+
+    // Devices: each tenant sees its own, and another's is a 404 on every device route.
+    let registry = cellbridge::adapters::devices::DynamoDevices::new(
+        cellbridge::aws::dynamodb(stack.sdk_config()),
+        stack
+            .resources()
+            .table_name("DevicesTable")
+            .context("devices table")?,
+        stack
+            .resources()
+            .table_name("TelemetryTable")
+            .context("telemetry table")?,
+    );
+    for (thing, tenant) in [("demo-trk-1", "demo"), ("globex-trk-1", "globex")] {
+        let body = json!({"tenant": tenant, "iccid": cellbridge::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
+        let announcement = cellbridge::devices::registration::parse_announcement(
+            thing,
+            body.to_string().as_bytes(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        cellbridge::ports::DeviceStore::register(
+            &registry,
+            &announcement,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    }
+    let listed: Value = demo
+        .get(format!("{api}/devices"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let things: Vec<&str> = listed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(things, ["demo-trk-1"], "{listed}");
+    for path in ["/devices/globex-trk-1", "/devices/globex-trk-1/telemetry"] {
+        let response = demo.get(format!("{api}{path}")).send().await?;
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+    }
+    let own = globex
+        .get(format!("{api}/devices/globex-trk-1"))
+        .send()
+        .await?;
+    assert_eq!(own.status().as_u16(), 200, "its own tenant reads it");
     Ok(())
 }
 

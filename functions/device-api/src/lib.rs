@@ -1,0 +1,308 @@
+//! The device registry over HTTP, for viewers and up: `GET /devices`, `GET /devices/{id}` (status,
+//! last seen, latest telemetry) and `GET /devices/{id}/telemetry?from=&to=` (oldest first,
+//! paginated). Another tenant's device does not exist here (404).
+
+use cellbridge::api::paging::{allow_query, page_request};
+use cellbridge::api::views::{DeviceView, PageView, TelemetryView};
+use cellbridge::api::{caller, json_response, route_key, Problem, TenantDevices};
+use cellbridge::auth::Role;
+use cellbridge::devices::registration::ThingName;
+use cellbridge::ports::DeviceStore;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+/// Without `from`, telemetry starts this long before `to`.
+pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
+/// A longer range is several requests: it bounds what one query may read.
+pub const MAX_WINDOW: Duration = Duration::days(31);
+
+pub async fn handle(
+    devices: &dyn DeviceStore,
+    request: Request,
+    now: OffsetDateTime,
+) -> Response<Body> {
+    match respond(devices, &request, now).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn respond(
+    store: &dyn DeviceStore,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Response<Body>, Problem> {
+    let caller = caller(request)?;
+    caller.require(Role::Viewer)?;
+    let devices = TenantDevices::of(store, &caller);
+    match route_key(request).as_str() {
+        "GET /devices" => {
+            allow_query(request, &["limit", "cursor"])?;
+            let page = devices.list_devices(&page_request(request)?).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, |d| DeviceView::new(d, now)),
+            ))
+        }
+        "GET /devices/{id}" => {
+            allow_query(request, &[])?;
+            let thing = thing_name(request)?;
+            let device = devices
+                .get_device(&thing)
+                .await?
+                .ok_or_else(|| Problem::not_found("this device"))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &DeviceView::new(&device, now),
+            ))
+        }
+        "GET /devices/{id}/telemetry" => {
+            allow_query(request, &["from", "to", "limit", "cursor"])?;
+            let thing = thing_name(request)?;
+            let (from, to) = window(request, now)?;
+            let page = devices
+                .telemetry(&thing, from, to, &page_request(request)?)
+                .await?
+                .ok_or_else(|| Problem::not_found("this device"))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, TelemetryView::from),
+            ))
+        }
+        _ => Err(Problem::not_found("this route")),
+    }
+}
+
+fn thing_name(request: &Request) -> Result<ThingName, Problem> {
+    let params = request.path_parameters();
+    // A name that cannot be a thing's cannot exist.
+    params
+        .first("id")
+        .and_then(ThingName::parse)
+        .ok_or_else(|| Problem::not_found("this device"))
+}
+
+fn window(
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, OffsetDateTime), Problem> {
+    let query = request.query_string_parameters();
+    let time = |name: &str| -> Result<Option<OffsetDateTime>, Problem> {
+        query
+            .first(name)
+            .map(|raw| {
+                OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| {
+                    Problem::bad_parameter(
+                        name,
+                        "must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z",
+                    )
+                })
+            })
+            .transpose()
+    };
+    let to = time("to")?.unwrap_or(now);
+    let from = time("from")?.unwrap_or(to - DEFAULT_WINDOW);
+    if from > to {
+        return Err(Problem::bad_parameter("from", "must not be after to"));
+    }
+    if to - from > MAX_WINDOW {
+        return Err(Problem::bad_parameter(
+            "from",
+            "a range is at most 31 days; ask for longer ones in parts",
+        ));
+    }
+    Ok((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge::adapters::devices::MemoryDevices;
+    use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
+    use cellbridge::devices::registration::parse_announcement;
+    use cellbridge::devices::telemetry::parse_telemetry;
+    use lambda_http::request::from_str;
+    use serde_json::{json, Value};
+
+    const LIST: &str = include_str!("../../../events/device-api/list-devices.json");
+    const GET: &str = include_str!("../../../events/device-api/get-device.json");
+    const TELEMETRY: &str = include_str!("../../../events/device-api/get-telemetry.json");
+    /// 2026-11-22T09:00:00Z
+    const RECEIVED: i64 = 1_795_338_000_000;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(RECEIVED / 1000).expect("time") + Duration::seconds(60)
+    }
+
+    async fn store() -> MemoryDevices {
+        let store = MemoryDevices::default();
+        for (thing, tenant) in [("trk-1", "demo"), ("trk-2", "demo"), ("gx-1", "globex")] {
+            let body = json!({"tenant": tenant, "iccid": cellbridge::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
+            let announcement =
+                parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
+            store
+                .register(&announcement, now() - Duration::days(1))
+                .await
+                .expect("registered");
+        }
+        let trk1 = ThingName::parse("trk-1").expect("name");
+        let connected = LifecycleEvent {
+            kind: LifecycleKind::Connected,
+            version: 1,
+            at: now() - Duration::seconds(5),
+        };
+        store
+            .apply_presence(&trk1, &connected)
+            .await
+            .expect("presence");
+        let points: Vec<_> = (0..5)
+            .map(|i| {
+                let body = json!({"deviceId": "trk-1", "receivedAt": RECEIVED + i * 10_000, "ts": RECEIVED + i * 10_000, "temp": 20 + i});
+                parse_telemetry(body.to_string().as_bytes()).expect("valid")
+            })
+            .collect();
+        store
+            .write_telemetry(&points, Duration::days(30))
+            .await
+            .expect("written");
+        store.update_latest(&points[4]).await.expect("latest");
+        store
+    }
+
+    fn event(sample: &str, tenant: &str, id: Option<&str>, query: &[(&str, &str)]) -> Request {
+        let mut value: Value = serde_json::from_str(sample).expect("sample");
+        cellbridge::testing::authorize_event(&mut value, tenant, "viewer");
+        if let Some(id) = id {
+            value["pathParameters"]["id"] = json!(id);
+        }
+        value["rawQueryString"] = json!(query
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&"));
+        value["queryStringParameters"] = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        from_str(&value.to_string()).expect("event")
+    }
+
+    async fn call(store: &MemoryDevices, request: Request) -> (StatusCode, Value) {
+        let response = handle(store, request, now()).await;
+        let status = response.status();
+        (
+            status,
+            serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_samples_show_status_last_seen_latest_and_telemetry() {
+        let store = store().await;
+        let (status, page) = call(&store, from_str(LIST).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids: Vec<&str> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|d| d["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["trk-1", "trk-2"], "never globex's");
+        let (status, device) = call(&store, from_str(GET).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{device}");
+        assert_eq!(device["status"], "online");
+        assert_eq!(device["latest"]["metrics"], json!({"temp": 24}));
+        assert_eq!(device["latest"]["at"], "2026-11-22T09:00:40Z");
+        let (_, silent) = call(&store, event(GET, "demo", Some("trk-2"), &[])).await;
+        assert_eq!(silent["status"], "offline");
+        assert!(silent.get("lastSeen").is_none());
+
+        let (status, series) = call(&store, from_str(TELEMETRY).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{series}");
+        let temps: Vec<i64> = series["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|p| p["metrics"]["temp"].as_i64())
+            .collect();
+        assert_eq!(
+            temps,
+            [21, 22, 23],
+            "from 09:00:10 to 09:00:30, oldest first"
+        );
+    }
+
+    #[tokio::test]
+    async fn telemetry_pages_follow_the_cursor() {
+        let store = store().await;
+        let mut temps = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "2")];
+            if let Some(c) = cursor.as_deref() {
+                query.push(("cursor", c));
+            }
+            let (status, page) =
+                call(&store, event(TELEMETRY, "demo", Some("trk-1"), &query)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            temps.extend(
+                page["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .filter_map(|p| p["metrics"]["temp"].as_i64()),
+            );
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(temps, [20, 21, 22, 23, 24], "the last 24 hours by default");
+    }
+
+    #[tokio::test]
+    async fn another_tenants_device_does_not_exist() {
+        let store = store().await;
+        for sample in [GET, TELEMETRY] {
+            let (status, problem) = call(&store, event(sample, "globex", Some("trk-1"), &[])).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+        }
+        let (status, _) = call(&store, event(GET, "demo", Some("gx-1"), &[])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_named() {
+        let store = store().await;
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[("from", "yesterday")], "from"),
+            (&[("to", "2026-13-01T00:00:00Z")], "to"),
+            (
+                &[
+                    ("from", "2026-11-22T10:00:00Z"),
+                    ("to", "2026-11-22T09:00:00Z"),
+                ],
+                "from",
+            ),
+            (
+                &[
+                    ("from", "2026-01-01T00:00:00Z"),
+                    ("to", "2026-11-22T09:00:00Z"),
+                ],
+                "from",
+            ),
+            (&[("metric", "temp")], "metric"),
+        ];
+        for (query, field) in cases {
+            let (status, problem) =
+                call(&store, event(TELEMETRY, "demo", Some("trk-1"), query)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {problem}");
+            assert_eq!(problem["errors"][0]["field"], field, "{query:?}");
+        }
+        let (status, _) = call(&store, event(GET, "demo", Some("bad/name"), &[])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

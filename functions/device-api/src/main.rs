@@ -1,0 +1,18 @@
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cellbridge::lambda::init_tracing();
+    let config = cellbridge::aws::load_config().await;
+    let devices =
+        cellbridge::adapters::devices::DynamoDevices::from_env(cellbridge::aws::dynamodb(&config))?;
+    lambda_http::run(service_fn(|request: Request| {
+        let devices = &devices;
+        async move {
+            Ok::<_, Error>(
+                device_api::handle(devices, request, time::OffsetDateTime::now_utc()).await,
+            )
+        }
+    }))
+    .await
+}
