@@ -531,6 +531,14 @@ pub trait DeviceStore: Send + Sync {
         event: &crate::devices::presence::LifecycleEvent,
     ) -> Result<bool, StoreError>;
 
+    /// A heartbeat or other sign of life at `at`; false when an equal or later one is stored
+    /// already, or the device is not registered.
+    async fn record_activity(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Writes telemetry points, many per call (BatchWriteItem, 25 a request, unprocessed items
     /// retried). A point is keyed by device and time, so writing it again changes nothing.
     async fn write_telemetry(

@@ -151,6 +151,27 @@ async fn presence_events_apply_once_and_in_version_order() -> Result<()> {
     let device = devices.get_device(&thing).await?.expect("device");
     assert!(!device.presence.connected);
     assert_eq!(device.presence.version, Some((3, Disconnected)));
+    // Heartbeats move lastSeen forward only.
+    assert!(
+        devices
+            .record_activity(&thing, t0 + Duration::seconds(30))
+            .await?
+    );
+    assert!(
+        !devices
+            .record_activity(&thing, t0 + Duration::seconds(20))
+            .await?
+    );
+    let seen = devices
+        .get_device(&thing)
+        .await?
+        .expect("device")
+        .presence
+        .last_seen;
+    assert_eq!(
+        seen.map(|s| s.unix_timestamp()),
+        Some((t0 + Duration::seconds(30)).unix_timestamp())
+    );
     let unknown = ThingName::parse("never-registered").expect("name");
     assert!(
         !devices

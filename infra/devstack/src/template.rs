@@ -1407,6 +1407,34 @@ mod tests {
         }
     }
 
+    /// Every topic rule's SQL parses with the local rules engine, as SQL version 2016-03-23.
+    #[test]
+    fn every_topic_rule_of_the_real_template_parses() {
+        let t = real();
+        let rules: Vec<&Resource> = t
+            .resources
+            .values()
+            .filter(|r| r.type_name == "AWS::IoT::TopicRule")
+            .collect();
+        assert!(!rules.is_empty());
+        for rule in rules {
+            let payload = rule.properties.get("TopicRulePayload").expect("payload");
+            let sql = payload.get("Sql").and_then(Yaml::as_str).expect("Sql");
+            iot_rules::Rule::parse(sql).unwrap_or_else(|e| panic!("{}: {e}", rule.logical_id));
+            assert_eq!(
+                payload.get("AwsIotSqlVersion").and_then(Yaml::as_str),
+                Some("2016-03-23"),
+                "{}",
+                rule.logical_id
+            );
+            assert!(
+                payload.get("ErrorAction").is_some(),
+                "{} has an error action",
+                rule.logical_id
+            );
+        }
+    }
+
     /// Resources as after provisioning: moto's URL shape for every queue.
     fn provisioned(t: &Template) -> Resources {
         let mut res = Resources::planned(t);

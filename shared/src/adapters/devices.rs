@@ -328,6 +328,24 @@ impl DeviceStore for DynamoDevices {
         updated_unless_condition_failed(result)
     }
 
+    async fn record_activity(
+        &self,
+        thing_name: &ThingName,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .update_expression("SET lastSeen = :at")
+            .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(lastSeen) OR lastSeen < :at)")
+            .expression_attribute_values(":at", n(ms(at)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
     async fn write_telemetry(
         &self,
         points: &[TelemetryPoint],
@@ -531,6 +549,22 @@ impl DeviceStore for MemoryDevices {
             }
             None => Ok(false),
         }
+    }
+
+    async fn record_activity(
+        &self,
+        thing_name: &ThingName,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut devices = guard(&self.devices);
+        let Some(device) = devices.get_mut(thing_name) else {
+            return Ok(false);
+        };
+        if device.presence.last_seen.is_some_and(|seen| seen >= at) {
+            return Ok(false);
+        }
+        device.presence = device.presence.after_activity(at);
+        Ok(true)
     }
 
     async fn write_telemetry(
