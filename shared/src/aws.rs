@@ -56,6 +56,13 @@ pub fn account_store(
     ))
 }
 
+/// The device registry and telemetry, on the tables template.yaml names.
+pub fn device_store(
+    config: &SdkConfig,
+) -> Result<crate::adapters::devices::DynamoDevices, crate::config::ConfigError> {
+    crate::adapters::devices::DynamoDevices::from_env(dynamodb(config))
+}
+
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }

@@ -4,8 +4,7 @@ use lambda_http::{service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     cellbridge::lambda::init_tracing();
     let config = cellbridge::aws::load_config().await;
-    let devices =
-        cellbridge::adapters::devices::DynamoDevices::from_env(cellbridge::aws::dynamodb(&config))?;
+    let devices = cellbridge::aws::device_store(&config)?;
     lambda_http::run(service_fn(|request: Request| {
         let devices = &devices;
         async move {

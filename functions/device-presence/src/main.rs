@@ -5,8 +5,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     cellbridge::lambda::init_tracing();
     let config = cellbridge::aws::load_config().await;
-    let devices =
-        cellbridge::adapters::devices::DynamoDevices::from_env(cellbridge::aws::dynamodb(&config))?;
+    let devices = cellbridge::aws::device_store(&config)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<PresenceMessage>| {
         let devices = &devices;
         async move {

@@ -6,6 +6,7 @@ use super::cursor::{self, AfterId};
 use super::dynamodb::{
     backend, s, updated_unless_condition_failed, written_unless_condition_failed,
 };
+use super::memory::{locked, page_of};
 use crate::auth::{LockoutPolicy, Roles, Username};
 use crate::domain::TenantId;
 use crate::ports::{AccountStore, Page, PageRequest, StoreError, TenantRecord, UserRecord};
@@ -315,10 +316,6 @@ pub struct MemoryAccounts {
     users: Mutex<HashMap<Username, UserRecord>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait]
 impl AccountStore for MemoryAccounts {
     async fn create_tenant(&self, tenant: &TenantRecord) -> Result<bool, StoreError> {
@@ -397,17 +394,11 @@ impl AccountStore for MemoryAccounts {
             .cloned()
             .collect();
         users.sort_by(|a, b| a.username.cmp(&b.username));
-        let limit = page.limit as usize;
-        let next_cursor = (users.len() > limit).then(|| {
+        Ok(page_of(users, page.limit, |last| {
             cursor::encode(&AfterId {
-                after: users[limit - 1].username.to_string(),
+                after: last.username.to_string(),
             })
-        });
-        users.truncate(limit);
-        Ok(Page {
-            items: users,
-            next_cursor,
-        })
+        }))
     }
 
     async fn delete_user(

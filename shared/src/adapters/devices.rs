@@ -7,6 +7,7 @@
 
 use super::cursor::{self, AfterId, AfterMs};
 use super::dynamodb::{backend, s, updated_unless_condition_failed};
+use super::memory::{locked, page_of};
 use crate::devices::presence::{LifecycleEvent, LifecycleKind, Presence};
 use crate::devices::registration::{Announcement, ThingName};
 use crate::devices::telemetry::TelemetryPoint;
@@ -467,10 +468,6 @@ impl MemoryDevices {
     }
 }
 
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait]
 impl DeviceStore for MemoryDevices {
     async fn register(
@@ -478,7 +475,7 @@ impl DeviceStore for MemoryDevices {
         a: &Announcement,
         now: OffsetDateTime,
     ) -> Result<Registration, StoreError> {
-        let mut devices = guard(&self.devices);
+        let mut devices = locked(&self.devices);
         let existing = devices.get(&a.thing_name).cloned();
         if existing.as_ref().is_some_and(|d| d.tenant != a.tenant) {
             return Ok(Registration::OtherTenant);
@@ -505,7 +502,7 @@ impl DeviceStore for MemoryDevices {
     }
 
     async fn get_device(&self, thing_name: &ThingName) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(guard(&self.devices).get(thing_name).cloned())
+        Ok(locked(&self.devices).get(thing_name).cloned())
     }
 
     async fn list_devices(
@@ -518,19 +515,16 @@ impl DeviceStore for MemoryDevices {
             .as_deref()
             .map(cursor::decode_after_thing)
             .transpose()?;
-        let mut items: Vec<DeviceRecord> = guard(&self.devices)
+        let items: Vec<DeviceRecord> = locked(&self.devices)
             .values()
             .filter(|d| &d.tenant == tenant && after.as_ref().is_none_or(|a| &d.thing_name > a))
             .cloned()
             .collect();
-        let limit = page.limit as usize;
-        let next_cursor = (items.len() > limit).then(|| {
+        Ok(page_of(items, page.limit, |last| {
             cursor::encode(&AfterId {
-                after: items[limit - 1].thing_name.to_string(),
+                after: last.thing_name.to_string(),
             })
-        });
-        items.truncate(limit);
-        Ok(Page { items, next_cursor })
+        }))
     }
 
     async fn apply_presence(
@@ -538,7 +532,7 @@ impl DeviceStore for MemoryDevices {
         thing_name: &ThingName,
         event: &LifecycleEvent,
     ) -> Result<bool, StoreError> {
-        let mut devices = guard(&self.devices);
+        let mut devices = locked(&self.devices);
         let Some(device) = devices.get_mut(thing_name) else {
             return Ok(false);
         };
@@ -556,7 +550,7 @@ impl DeviceStore for MemoryDevices {
         thing_name: &ThingName,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut devices = guard(&self.devices);
+        let mut devices = locked(&self.devices);
         let Some(device) = devices.get_mut(thing_name) else {
             return Ok(false);
         };
@@ -573,7 +567,7 @@ impl DeviceStore for MemoryDevices {
         _retention: Duration,
     ) -> Result<usize, StoreError> {
         let unique = unique_points(points);
-        let mut series = guard(&self.telemetry);
+        let mut series = locked(&self.telemetry);
         for point in &unique {
             series.insert((point.device.clone(), ms(point.at)), (*point).clone());
         }
@@ -588,8 +582,8 @@ impl DeviceStore for MemoryDevices {
         page: &PageRequest,
     ) -> Result<Page<StoredPoint>, StoreError> {
         let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
-        let series = guard(&self.telemetry);
-        let mut items: Vec<StoredPoint> = series
+        let series = locked(&self.telemetry);
+        let items: Vec<StoredPoint> = series
             .range((thing_name.clone(), ms(from))..=(thing_name.clone(), ms(to)))
             .filter(|((_, at), _)| after.is_none_or(|a| *at > a))
             .map(|(_, p)| StoredPoint {
@@ -598,14 +592,13 @@ impl DeviceStore for MemoryDevices {
                 metrics: p.metrics_json(),
             })
             .collect();
-        let limit = page.limit as usize;
-        let next_cursor = (items.len() > limit).then(|| encode_after_ms(ms(items[limit - 1].at)));
-        items.truncate(limit);
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, page.limit, |last| {
+            encode_after_ms(ms(last.at))
+        }))
     }
 
     async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
-        let mut devices = guard(&self.devices);
+        let mut devices = locked(&self.devices);
         let Some(device) = devices.get_mut(&point.device) else {
             return Ok(false);
         };
