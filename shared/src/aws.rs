@@ -63,6 +63,63 @@ pub fn device_store(
     crate::adapters::devices::DynamoDevices::from_env(dynamodb(config))
 }
 
+/// Variable naming the account's IoT data endpoint (`iot:Data-ATS`), locally the devstack's.
+pub const IOT_DATA_ENDPOINT_ENV: &str = "IOT_DATA_ENDPOINT";
+
+pub fn iot(config: &SdkConfig) -> aws_sdk_iot::Client {
+    aws_sdk_iot::Client::new(config)
+}
+
+/// The IoT data-plane client. Its endpoint is per account: `IOT_DATA_ENDPOINT` when set,
+/// otherwise asked of IoT (`DescribeEndpoint`, once per cold start).
+pub async fn iot_data(
+    config: &SdkConfig,
+) -> Result<aws_sdk_iotdataplane::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let endpoint = match std::env::var(IOT_DATA_ENDPOINT_ENV)
+        .ok()
+        .filter(|e| !e.is_empty())
+    {
+        Some(endpoint) => endpoint,
+        None => {
+            let described = iot(config)
+                .describe_endpoint()
+                .endpoint_type("iot:Data-ATS")
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "finding the IoT data endpoint failed ({}); set {IOT_DATA_ENDPOINT_ENV} or allow iot:DescribeEndpoint",
+                        crate::adapters::sdk_message(e)
+                    )
+                })?;
+            let address = described
+                .endpoint_address()
+                .ok_or("DescribeEndpoint answered without an address")?;
+            format!("https://{address}")
+        }
+    };
+    let conf = aws_sdk_iotdataplane::config::Builder::from(config)
+        .endpoint_url(endpoint)
+        .build();
+    Ok(aws_sdk_iotdataplane::Client::from_conf(conf))
+}
+
+/// Publishing to device topics through the IoT data plane.
+pub async fn device_publisher(
+    config: &SdkConfig,
+) -> Result<crate::adapters::iot::IotDataPublisher, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(crate::adapters::iot::IotDataPublisher::new(
+        iot_data(config).await?,
+    ))
+}
+
+/// The IoT thing registry, registering things with template.yaml's thing type.
+pub fn thing_registry(
+    config: &SdkConfig,
+) -> Result<crate::adapters::iot::IotThings, crate::config::ConfigError> {
+    crate::adapters::iot::IotThings::from_env(iot(config))
+}
+
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }

@@ -562,3 +562,43 @@ pub trait DeviceStore: Send + Sync {
         point: &crate::devices::telemetry::TelemetryPoint,
     ) -> Result<bool, StoreError>;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Devices on AWS IoT Core: the thing registry and publishing to device topics.
+
+#[derive(Debug, thiserror::Error)]
+#[error("publishing to {topic} failed: {reason}")]
+pub struct PublishError {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// Publishes to MQTT topics through the IoT data plane (QoS 1).
+#[async_trait]
+pub trait DevicePublisher: Send + Sync {
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), PublishError>;
+}
+
+/// What the IoT thing registry holds about a device: searchable attributes, not the full record
+/// (DynamoDB has that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThingAttributes {
+    pub tenant: TenantId,
+    pub iccid: String,
+    pub imei: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the IoT thing registry failed: {0}")]
+pub struct ThingRegistryError(pub String);
+
+/// The AWS IoT thing registry.
+#[async_trait]
+pub trait ThingRegistry: Send + Sync {
+    /// Creates the thing, or brings its attributes up to date when it exists (idempotent).
+    async fn upsert_thing(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+        attributes: &ThingAttributes,
+    ) -> Result<(), ThingRegistryError>;
+}

@@ -6,6 +6,7 @@ pub mod carriers;
 pub mod cursor;
 pub mod devices;
 pub mod dynamodb;
+pub mod iot;
 pub mod memory;
 pub mod s3;
 pub mod sqs;

@@ -5,3 +5,4 @@ pub mod command;
 pub mod presence;
 pub mod registration;
 pub mod telemetry;
+pub mod topics;

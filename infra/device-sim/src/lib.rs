@@ -1,0 +1,1 @@
+//! Simulated devices (being written).
