@@ -63,6 +63,13 @@ pub fn device_store(
     crate::adapters::devices::DynamoDevices::from_env(dynamodb(config))
 }
 
+/// Device commands, on the table template.yaml names (and the idempotency table for keys).
+pub fn command_store(
+    config: &SdkConfig,
+) -> Result<crate::adapters::commands::DynamoCommands, crate::config::ConfigError> {
+    crate::adapters::commands::DynamoCommands::from_env(dynamodb(config))
+}
+
 /// Variable naming the account's IoT data endpoint (`iot:Data-ATS`), locally the devstack's.
 pub const IOT_DATA_ENDPOINT_ENV: &str = "IOT_DATA_ENDPOINT";
 

@@ -561,6 +561,15 @@ pub trait DeviceStore: Send + Sync {
         &self,
         point: &crate::devices::telemetry::TelemetryPoint,
     ) -> Result<bool, StoreError>;
+
+    /// The heartbeat sweep: marks timed out every connected device silent for longer than
+    /// `timeout` at `now` (see `Presence::is_silent`) and returns them. A device heard from
+    /// meanwhile is left alone.
+    async fn sweep_silent(
+        &self,
+        now: OffsetDateTime,
+        timeout: time::Duration,
+    ) -> Result<Vec<crate::devices::registration::ThingName>, StoreError>;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -601,4 +610,98 @@ pub trait ThingRegistry: Send + Sync {
         thing_name: &crate::devices::registration::ThingName,
         attributes: &ThingAttributes,
     ) -> Result<(), ThingRegistryError>;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Device commands: stored, published to the device, acknowledged by it or given up by the sweep.
+
+/// What became of a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The command is now in this status.
+    Applied(crate::devices::command::CommandStatus),
+    /// Nothing changed: the command is already at or past the status asked for (a duplicate or
+    /// late message), or, for the sweep, not due.
+    Stale {
+        current: crate::devices::command::CommandStatus,
+    },
+    /// The thing has no such command.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandCreated {
+    Created,
+    /// The idempotency key was already used; this is the command it created.
+    Replayed {
+        existing: Box<crate::devices::command::Command>,
+        same_request: bool,
+    },
+}
+
+#[async_trait]
+pub trait CommandStore: Send + Sync {
+    /// Stores a new command; with a claim, atomically with it. A key already used (per tenant)
+    /// stores nothing and answers the command it made.
+    async fn create_command(
+        &self,
+        command: &crate::devices::command::Command,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<CommandCreated, StoreError>;
+
+    async fn get_command(
+        &self,
+        thing: &crate::devices::registration::ThingName,
+        id: &crate::devices::command::CommandId,
+    ) -> Result<Option<crate::devices::command::Command>, StoreError>;
+
+    /// The thing's commands, newest first.
+    async fn list_commands(
+        &self,
+        thing: &crate::devices::registration::ThingName,
+        page: &PageRequest,
+    ) -> Result<Page<crate::devices::command::Command>, StoreError>;
+
+    /// The thing's QUEUED commands not expired at `now`, oldest first, at most `limit`; read
+    /// consistently, so a command stored before its device connected is never missed.
+    async fn queued_commands(
+        &self,
+        thing: &crate::devices::registration::ThingName,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<crate::devices::command::Command>, StoreError>;
+
+    /// Moves the command to `to` if that is forward (`CommandStatus::may_become`), in a
+    /// conditional write; a repeated or late change is `Stale` and changes nothing.
+    async fn transition(
+        &self,
+        thing: &crate::devices::registration::ThingName,
+        id: &crate::devices::command::CommandId,
+        to: crate::devices::command::CommandStatus,
+        at: OffsetDateTime,
+        detail: Option<&str>,
+    ) -> Result<Transition, StoreError>;
+
+    /// Applies the sweep's rule (`Command::swept`) at `now` to the command as it is stored now
+    /// (not as the index showed it): TIMEOUT or EXPIRED, or `Stale` when not due.
+    async fn sweep_command(
+        &self,
+        thing: &crate::devices::registration::ThingName,
+        id: &crate::devices::command::CommandId,
+        now: OffsetDateTime,
+    ) -> Result<Transition, StoreError>;
+
+    /// Open commands whose next deadline is at or before `now`, at most `limit`. Read from an
+    /// index that lags a little, so one may have just finished: `sweep_command` re-reads.
+    async fn due_for_sweep(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<
+        Vec<(
+            crate::devices::registration::ThingName,
+            crate::devices::command::CommandId,
+        )>,
+        StoreError,
+    >;
 }

@@ -58,6 +58,11 @@ async fn registration_is_idempotent_and_a_thing_keeps_its_tenant() -> Result<()>
     let stored = devices.get_device(&thing).await?.expect("registered");
     assert_eq!(stored.tenant.as_str(), "demo");
     assert_eq!(stored.firmware, "1.1", "the repeat announcement updated it");
+    assert!(
+        stored.presence.connected && stored.presence.last_seen.is_some(),
+        "announced over a live connection: {:?}",
+        stored.presence
+    );
     assert_eq!(
         (stored.registered_at.unix_timestamp()),
         now.unix_timestamp(),
@@ -261,5 +266,61 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
         .expect("latest");
     assert_eq!(metrics["temp"], json!(30));
     assert_eq!(at, point(10).at);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_sweep_times_out_silent_connected_devices_only() -> Result<()> {
+    let stack = MotoStack::start().await?;
+    let devices = store(&stack)?;
+    let t0 = OffsetDateTime::now_utc();
+    let timeout = Duration::seconds(10);
+    for thing in ["silent", "beating", "gone"] {
+        devices
+            .register(&announce(thing, "demo", "1.0"), t0)
+            .await?;
+        let name = ThingName::parse(thing).expect("name");
+        devices
+            .apply_presence(
+                &name,
+                &LifecycleEvent {
+                    kind: LifecycleKind::Connected,
+                    version: 1,
+                    at: t0,
+                },
+            )
+            .await?;
+    }
+    let name = |t: &str| ThingName::parse(t).expect("name");
+    devices
+        .apply_presence(
+            &name("gone"),
+            &LifecycleEvent {
+                kind: LifecycleKind::Disconnected,
+                version: 1,
+                at: t0 + Duration::seconds(1),
+            },
+        )
+        .await?;
+    devices
+        .record_activity(&name("beating"), t0 + Duration::seconds(25))
+        .await?;
+    let now = t0 + Duration::seconds(30);
+    assert_eq!(devices.sweep_silent(now, timeout).await?, [name("silent")]);
+    assert!(
+        devices.sweep_silent(now, timeout).await?.is_empty(),
+        "a timed-out device is swept once"
+    );
+    let silent = devices.get_device(&name("silent")).await?.expect("device");
+    assert!(silent.presence.timed_out);
+    assert!(silent.presence.connected, "the session may still be open");
+    assert!(!silent.presence.is_online(now, timeout));
+    // A heartbeat from a device the sweep gave up on brings it back.
+    devices
+        .record_activity(&name("silent"), now + Duration::seconds(1))
+        .await?;
+    let back = devices.get_device(&name("silent")).await?.expect("device");
+    assert!(!back.presence.timed_out);
+    assert!(back.presence.is_online(now + Duration::seconds(2), timeout));
     Ok(())
 }

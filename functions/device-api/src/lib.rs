@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(device["latest"]["at"], "2026-11-22T09:00:40Z");
         let (_, silent) = call(&store, event(GET, "demo", Some("trk-2"), &[])).await;
         assert_eq!(silent["status"], "offline");
-        assert!(silent.get("lastSeen").is_none());
+        assert_eq!(
+            silent["lastSeen"], silent["registeredAt"],
+            "its announcement is the last sign of life"
+        );
 
         let (status, series) = call(&store, from_str(TELEMETRY).expect("sample")).await;
         assert_eq!(status, StatusCode::OK, "{series}");

@@ -1,5 +1,6 @@
 //! The local stack: moto for AWS, `cargo lambda watch` for the functions, and what neither
-//! provides (API Gateway routes, SQS event sources), all derived from `template.yaml`.
+//! provides (API Gateway routes, SQS event sources, AWS IoT Core's broker, topic rules and data
+//! plane), all derived from `template.yaml`.
 //!
 //! [`Devstack::start`] runs the lot; the modules can also be used one by one (the moto-backed
 //! tests only [`provision`] a moto server).
@@ -8,6 +9,8 @@ pub mod api_gateway;
 pub mod carriers;
 mod children;
 pub mod demo_accounts;
+pub mod device_api;
+pub mod iot;
 pub mod lambda_watch;
 pub mod moto;
 pub mod ports;
@@ -18,4 +21,4 @@ pub mod stack;
 pub mod template;
 pub mod tools;
 
-pub use stack::{Devstack, DevstackOptions};
+pub use stack::{Devstack, DevstackOptions, IotStats};

@@ -1,8 +1,8 @@
-//! Creates the template's tables, queues and buckets in moto. Safe to re-run against the same
+//! Creates the template's tables, queues, buckets, secrets and IoT thing types in moto. Safe to re-run against the same
 //! moto: what exists is kept (queue attributes are brought up to date).
 
 pub use crate::template::Resources;
-use crate::template::{QueueSpec, TableSpec, Template};
+use crate::template::{QueueSpec, TableSpec, Template, ThingTypeSpec};
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types as ddb;
@@ -53,7 +53,55 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
             }
         }
     }
+
+    // Things are created with their type, which must exist first (moto checks, as IoT does).
+    let iot = cellbridge::aws::iot(sdk);
+    for thing_type in template.thing_types(&resources)? {
+        let arn = create_thing_type(&iot, &thing_type)
+            .await
+            .with_context(|| format!("creating thing type {}", thing_type.logical_id))?;
+        resources.set_arn(&thing_type.logical_id, arn);
+    }
     Ok(resources)
+}
+
+/// Creates the thing type unless it exists, and returns its ARN.
+async fn create_thing_type(client: &aws_sdk_iot::Client, spec: &ThingTypeSpec) -> Result<String> {
+    // CreateThingType replaces an existing type in moto; keep the one an earlier run made.
+    if let Ok(existing) = client
+        .describe_thing_type()
+        .thing_type_name(&spec.name)
+        .send()
+        .await
+    {
+        if let Some(arn) = existing.thing_type_arn {
+            return Ok(arn);
+        }
+    }
+    let properties = aws_sdk_iot::types::ThingTypeProperties::builder()
+        .set_thing_type_description(spec.description.clone())
+        .set_searchable_attributes(
+            (!spec.searchable_attributes.is_empty()).then(|| spec.searchable_attributes.clone()),
+        )
+        .build();
+    let created = client
+        .create_thing_type()
+        .thing_type_name(&spec.name)
+        .thing_type_properties(properties)
+        .send()
+        .await
+        .map_err(aws_sdk_iot::Error::from)?;
+    if spec.deprecated {
+        client
+            .deprecate_thing_type()
+            .thing_type_name(&spec.name)
+            .send()
+            .await
+            .map_err(aws_sdk_iot::Error::from)?;
+    }
+    created
+        .thing_type_arn
+        .context("moto returned no ARN for the thing type")
 }
 
 /// Creates the secret unless it exists, and returns its ARN. A generated value is random and

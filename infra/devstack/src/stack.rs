@@ -1,8 +1,12 @@
 //! The whole local stack, started in order: moto, the template's resources, the function builds,
-//! `cargo lambda watch`, the SQS pollers and the API.
+//! the MQTT broker and IoT data plane, `cargo lambda watch`, the SQS pollers, the IoT rules engine
+//! and the API.
 
 use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
 use crate::carriers::LocalCarriers;
+use crate::iot::{
+    Broker, BrokerOptions, BrokerStats, DataPlane, RulesEngine, RulesOptions, RulesStats,
+};
 use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
 use crate::moto::MotoServer;
 use crate::schedules::Schedules;
@@ -13,7 +17,9 @@ use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -24,6 +30,10 @@ pub struct DevstackOptions {
     pub template: Option<PathBuf>,
     /// Port of the local API; 0 picks a free one.
     pub api_port: u16,
+    /// Port of the MQTT broker (AWS IoT Core); 1883 by default, 0 picks a free one.
+    pub mqtt_port: u16,
+    /// Port of the IoT data plane (`IOT_DATA_ENDPOINT`); 0 picks a free one.
+    pub iot_data_port: u16,
     /// 0 picks a free one.
     pub moto_port: u16,
     /// Port `cargo lambda watch` takes invocations on; 0 picks a free one.
@@ -64,6 +74,8 @@ impl DevstackOptions {
         Self {
             template: None,
             api_port: 3000,
+            mqtt_port: 1883,
+            iot_data_port: 0,
             moto_port: 0,
             lambda_port: 0,
             demo_accounts: true,
@@ -113,6 +125,16 @@ pub struct Devstack {
     api: ApiGateway,
     output: ChildOutput,
     carriers: Option<LocalCarriers>,
+    broker: Broker,
+    iot_data: DataPlane,
+    rules: RulesEngine,
+}
+
+/// The IoT side's counters: the broker's and each topic rule's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IotStats {
+    pub broker: BrokerStats,
+    pub rules: RulesStats,
 }
 
 impl Devstack {
@@ -193,6 +215,20 @@ impl Devstack {
             "ACCEPTED_CHECK_INTERVAL_SECONDS".to_owned(),
             opts.accepted_check_interval.as_secs().max(1).to_string(),
         );
+        // Before cargo-lambda: the functions' environment names the data plane's port.
+        let broker = Broker::start(BrokerOptions {
+            port: opts.mqtt_port,
+            ..BrokerOptions::default()
+        })
+        .await
+        .context("starting the MQTT broker (AWS IoT Core)")?;
+        let iot_data = DataPlane::start(&broker, opts.iot_data_port)
+            .await
+            .context("starting the IoT data plane")?;
+        env.insert(
+            cellbridge::aws::IOT_DATA_ENDPOINT_ENV.to_owned(),
+            iot_data.url(),
+        );
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));
         lambda_opts.port = opts.lambda_port;
         lambda_opts.env = env;
@@ -217,6 +253,22 @@ impl Devstack {
             &sqs_opts,
         )?;
         let schedules = Schedules::start(&functions, lambda.invoker(), opts.schedule_period);
+        let topic_rules = template
+            .topic_rules(&resources)
+            .context("reading the template's topic rules")?;
+        let rules = RulesEngine::start(
+            &topic_rules,
+            &functions,
+            &resources,
+            &broker,
+            &sdk,
+            Arc::new(lambda.invoker()),
+            RulesOptions {
+                lambda_concurrency: concurrency,
+                ..RulesOptions::default()
+            },
+        )
+        .context("starting the IoT rules engine")?;
         let routes = routes_of(&functions, &template.api_auth(&resources)?)?;
         let api_opts = ApiGatewayOptions {
             port: opts.api_port,
@@ -238,7 +290,32 @@ impl Devstack {
             api,
             output,
             carriers,
+            broker,
+            iot_data,
+            rules,
         })
+    }
+
+    /// Where devices connect: the MQTT broker standing in for AWS IoT Core.
+    pub fn mqtt_address(&self) -> SocketAddr {
+        self.broker.address()
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// `IOT_DATA_ENDPOINT` of the functions: the local IoT data plane.
+    pub fn iot_data_url(&self) -> String {
+        self.iot_data.url()
+    }
+
+    /// The broker's counters and each topic rule's.
+    pub fn iot_stats(&self) -> IotStats {
+        IotStats {
+            broker: self.broker.stats(),
+            rules: self.rules.stats(),
+        }
     }
 
     /// Signs in through `POST /auth/login` and returns the bearer token.
@@ -366,6 +443,22 @@ impl Devstack {
         for line in self.schedules.summary() {
             let _ = writeln!(s, "  Schedule     {line}");
         }
+        let limits = self.broker.options();
+        let _ = writeln!(
+            s,
+            "  MQTT         mqtt://{}  (AWS IoT Core: QoS 0/1, presence events, {} KiB payloads, {} publishes/s per connection)",
+            self.broker.address(),
+            limits.max_payload_bytes / 1024,
+            limits.max_publishes_per_second
+        );
+        let _ = writeln!(
+            s,
+            "  IoT data     {}  (IOT_DATA_ENDPOINT: Publish, DeleteConnection)",
+            self.iot_data.url()
+        );
+        for line in self.rules.summary() {
+            let _ = writeln!(s, "  Topic rule   {line}");
+        }
         let _ = writeln!(
             s,
             "  moto         {}  (AWS_ENDPOINT_URL; any credentials, region {})",
@@ -389,6 +482,14 @@ impl Devstack {
             );
         }
         let _ = writeln!(s, "  Buckets      {}", names(ResourceKind::Bucket));
+        if self
+            .resources
+            .of_kind(ResourceKind::ThingType)
+            .next()
+            .is_some()
+        {
+            let _ = writeln!(s, "  Thing types  {}", names(ResourceKind::ThingType));
+        }
         match &self.carriers {
             Some(c) => {
                 let _ = write!(
@@ -408,9 +509,12 @@ impl Devstack {
         s
     }
 
-    /// Stops the API, the pollers, cargo-lambda with its functions, and moto.
+    /// Stops the API, the IoT side, the pollers, cargo-lambda with its functions, and moto.
     pub async fn shutdown(self) {
         self.api.shutdown().await;
+        self.rules.shutdown().await;
+        self.iot_data.shutdown().await;
+        self.broker.shutdown().await;
         self.schedules.shutdown();
         self.pollers.shutdown().await;
         self.lambda.shutdown().await;

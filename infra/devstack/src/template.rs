@@ -33,6 +33,12 @@ pub enum ResourceKind {
     Function,
     HttpApi,
     Secret,
+    /// Run by the local rules engine over the devstack's MQTT broker.
+    TopicRule,
+    /// Created in moto's IoT registry (things need their type to exist).
+    ThingType,
+    /// Not emulated (moto does not check permissions), but named so `!GetAtt Role.Arn` resolves.
+    Role,
     /// Present in the template, not emulated locally (alarms, topics...).
     Other,
 }
@@ -46,6 +52,9 @@ impl ResourceKind {
             "AWS::Serverless::Function" => Self::Function,
             "AWS::Serverless::HttpApi" => Self::HttpApi,
             "AWS::SecretsManager::Secret" => Self::Secret,
+            "AWS::IoT::TopicRule" => Self::TopicRule,
+            "AWS::IoT::ThingType" => Self::ThingType,
+            "AWS::IAM::Role" => Self::Role,
             _ => Self::Other,
         }
     }
@@ -127,6 +136,22 @@ impl Resources {
                     id.clone(),
                     format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{id}"),
                 ),
+                ResourceKind::TopicRule => {
+                    let name = explicit_name(template, r, "RuleName");
+                    let arn = format!("arn:aws:iot:{REGION}:{ACCOUNT_ID}:rule/{name}");
+                    (name, arn)
+                }
+                // Provisioning puts moto's ARN in place.
+                ResourceKind::ThingType => {
+                    let name = explicit_name(template, r, "ThingTypeName");
+                    let arn = format!("arn:aws:iot:{REGION}:{ACCOUNT_ID}:thingtype/{name}");
+                    (name, arn)
+                }
+                ResourceKind::Role => {
+                    let name = explicit_name(template, r, "RoleName");
+                    let arn = format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}");
+                    (name, arn)
+                }
                 ResourceKind::Other => continue,
             };
             by_id.insert(
@@ -199,6 +224,26 @@ impl Resources {
         if let Some(r) = self.by_id.get_mut(logical_id) {
             r.url = Some(url);
             r.arn = arn;
+        }
+    }
+}
+
+/// The name a resource's `name_property` gives it, or its logical id. Only parameters and pseudo
+/// parameters can be referred to: no resource has a name yet when names are planned.
+fn explicit_name(template: &Template, r: &Resource, name_property: &str) -> String {
+    let Some(value) = r.properties.get(name_property) else {
+        return r.logical_id.clone();
+    };
+    match template.resolve_string(value, &Resources::default()) {
+        Ok(name) if !name.is_empty() => name,
+        Ok(_) => r.logical_id.clone(),
+        Err(e) => {
+            tracing::warn!(
+                "{}: {name_property} cannot be resolved before anything exists ({e:#}); named {} locally",
+                r.logical_id,
+                r.logical_id
+            );
+            r.logical_id.clone()
         }
     }
 }
@@ -428,6 +473,70 @@ pub struct FunctionSpec {
     pub http_routes: Vec<HttpRoute>,
     pub sqs_sources: Vec<SqsSource>,
     pub schedules: Vec<ScheduleSource>,
+}
+
+/// An `AWS::IoT::TopicRule` (or a function's SAM `IoTRule` event), resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopicRuleSpec {
+    pub logical_id: String,
+    /// `RuleName`, or the logical id.
+    pub name: String,
+    pub sql: String,
+    /// `AwsIotSqlVersion`; the local engine evaluates every rule as 2016-03-23.
+    pub sql_version: Option<String>,
+    pub disabled: bool,
+    pub actions: Vec<RuleActionSpec>,
+    pub error_action: Option<RuleActionSpec>,
+}
+
+/// One action of a topic rule, with the properties the local engine uses (`RoleArn` is not
+/// checked locally). Text fields may hold `${...}` substitution templates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum RuleActionSpec {
+    /// `Lambda.FunctionArn`.
+    Lambda { function_arn: String },
+    /// `Sqs.QueueUrl`, `Sqs.UseBase64` (default false).
+    Sqs { queue_url: String, use_base64: bool },
+    /// `DynamoDBv2.PutItem.TableName`.
+    DynamoDbV2 { table_name: String },
+    /// `Republish.Topic`, `Republish.Qos` (default 0).
+    Republish { topic: String, qos: u8 },
+    /// An action the local stack does not run (Kinesis, S3, ...), by its property name.
+    Unsupported { kind: String },
+}
+
+impl RuleActionSpec {
+    /// The action's name as AWS's error messages give it (`failedAction`).
+    pub fn action_name(&self) -> String {
+        match self {
+            Self::Lambda { .. } => "LambdaAction".to_owned(),
+            Self::Sqs { .. } => "SqsAction".to_owned(),
+            Self::DynamoDbV2 { .. } => "DynamoDBv2Action".to_owned(),
+            Self::Republish { .. } => "RepublishAction".to_owned(),
+            Self::Unsupported { kind } => format!("{kind}Action"),
+        }
+    }
+
+    /// What the action writes to (`failedResource`).
+    pub fn resource(&self) -> &str {
+        match self {
+            Self::Lambda { function_arn } => function_arn,
+            Self::Sqs { queue_url, .. } => queue_url,
+            Self::DynamoDbV2 { table_name } => table_name,
+            Self::Republish { topic, .. } => topic,
+            Self::Unsupported { kind } => kind,
+        }
+    }
+}
+
+/// An `AWS::IoT::ThingType`, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThingTypeSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub searchable_attributes: Vec<String>,
+    pub deprecated: bool,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -972,6 +1081,135 @@ impl Template {
         })
     }
 
+    /// Every topic rule: the `AWS::IoT::TopicRule` resources and the functions' SAM `IoTRule`
+    /// events (a rule with one Lambda action, named `<Function><Event>` as SAM names it).
+    /// Queue URLs come from `resources`, so provision first.
+    pub fn topic_rules(&self, resources: &Resources) -> Result<Vec<TopicRuleSpec>> {
+        let mut rules = Vec::new();
+        for r in self.of_kind(ResourceKind::TopicRule) {
+            rules.push(
+                self.topic_rule(r, resources)
+                    .with_context(|| format!("topic rule {}", r.logical_id))?,
+            );
+        }
+        for f in self.of_kind(ResourceKind::Function) {
+            let Some(events) = f.properties.get("Events").and_then(Yaml::as_mapping) else {
+                continue;
+            };
+            for (event_id, event) in events {
+                if event.get("Type").and_then(Yaml::as_str) != Some("IoTRule") {
+                    continue;
+                }
+                let event_id = key_str(event_id)?;
+                let logical_id = format!("{}{event_id}", f.logical_id);
+                let props = event.get("Properties").cloned().unwrap_or(Yaml::Null);
+                let props = self
+                    .resolve(&props, resources)
+                    .with_context(|| format!("IoTRule event {logical_id}"))?;
+                let sql = props
+                    .get("Sql")
+                    .and_then(Json::as_str)
+                    .with_context(|| format!("IoTRule event {logical_id} has no Sql"))?
+                    .to_owned();
+                let function_arn = resources
+                    .arn(&f.logical_id)
+                    .map(str::to_owned)
+                    .with_context(|| format!("function {} has no ARN", f.logical_id))?;
+                rules.push(TopicRuleSpec {
+                    name: logical_id.clone(),
+                    logical_id,
+                    sql,
+                    sql_version: props
+                        .get("AwsIotSqlVersion")
+                        .and_then(Json::as_str)
+                        .map(str::to_owned),
+                    disabled: false,
+                    actions: vec![RuleActionSpec::Lambda { function_arn }],
+                    error_action: None,
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    fn topic_rule(&self, r: &Resource, resources: &Resources) -> Result<TopicRuleSpec> {
+        let props = self.resolve(&r.properties, resources)?;
+        let payload = props
+            .get("TopicRulePayload")
+            .context("TopicRulePayload is missing")?;
+        let sql = payload
+            .get("Sql")
+            .and_then(Json::as_str)
+            .context("TopicRulePayload.Sql is missing")?
+            .to_owned();
+        let disabled = match payload.get("RuleDisabled") {
+            None | Some(Json::Null) => false,
+            Some(v) => json_bool(v).context("RuleDisabled")?,
+        };
+        let actions = match payload.get("Actions") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, a)| rule_action(a).with_context(|| format!("Actions[{i}]")))
+                .collect::<Result<_>>()?,
+            Some(other) => bail!("TopicRulePayload.Actions must be a list, found {other}"),
+        };
+        let error_action = match payload.get("ErrorAction") {
+            None | Some(Json::Null) => None,
+            Some(a) => Some(rule_action(a).context("ErrorAction")?),
+        };
+        Ok(TopicRuleSpec {
+            logical_id: r.logical_id.clone(),
+            name: resources
+                .get(&r.logical_id)
+                .map_or_else(|| r.logical_id.clone(), |l| l.name.clone()),
+            sql,
+            sql_version: payload
+                .get("AwsIotSqlVersion")
+                .and_then(Json::as_str)
+                .map(str::to_owned),
+            disabled,
+            actions,
+            error_action,
+        })
+    }
+
+    pub fn thing_types(&self, resources: &Resources) -> Result<Vec<ThingTypeSpec>> {
+        self.of_kind(ResourceKind::ThingType)
+            .map(|r| {
+                let props = self
+                    .resolve(&r.properties, resources)
+                    .with_context(|| format!("thing type {}", r.logical_id))?;
+                let type_props = props.get("ThingTypeProperties");
+                Ok(ThingTypeSpec {
+                    logical_id: r.logical_id.clone(),
+                    name: resources
+                        .get(&r.logical_id)
+                        .map_or_else(|| r.logical_id.clone(), |l| l.name.clone()),
+                    description: type_props
+                        .and_then(|p| p.get("ThingTypeDescription"))
+                        .and_then(Json::as_str)
+                        .map(str::to_owned),
+                    searchable_attributes: type_props
+                        .and_then(|p| p.get("SearchableAttributes"))
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Json::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                    deprecated: match props.get("DeprecateThingType") {
+                        None | Some(Json::Null) => false,
+                        Some(v) => json_bool(v).with_context(|| {
+                            format!("thing type {}: DeprecateThingType", r.logical_id)
+                        })?,
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// Every function with Globals applied; queue URLs in its environment come from `resources`.
     pub fn functions(&self, resources: &Resources) -> Result<Vec<FunctionSpec>> {
         self.of_kind(ResourceKind::Function)
@@ -1090,6 +1328,8 @@ impl Template {
                             expression,
                         });
                     }
+                    // Run by the rules engine: see `Template::topic_rules`.
+                    Some("IoTRule") => {}
                     Some(other) => {
                         tracing::debug!(function = %r.logical_id, %event_id, "event type {other} is not emulated locally")
                     }
@@ -1169,6 +1409,67 @@ impl Template {
             enabled,
         })
     }
+}
+
+/// A boolean property, which CloudFormation also accepts as `"true"`/`"false"`.
+fn json_bool(v: &Json) -> Result<bool> {
+    match v {
+        Json::Bool(b) => Ok(*b),
+        Json::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Json::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        other => bail!("{other} is not a boolean"),
+    }
+}
+
+/// One `{Kind: {properties}}` entry of a rule's `Actions` or its `ErrorAction`.
+fn rule_action(action: &Json) -> Result<RuleActionSpec> {
+    let Some((kind, props)) =
+        action
+            .as_object()
+            .and_then(|o| if o.len() == 1 { o.iter().next() } else { None })
+    else {
+        bail!("an action is an object with one key (Lambda, Sqs, DynamoDBv2, ...), found {action}");
+    };
+    let text = |key: &str| -> Result<String> {
+        props
+            .get(key)
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("the {kind} action needs {key}"))
+    };
+    Ok(match kind.as_str() {
+        "Lambda" => RuleActionSpec::Lambda {
+            function_arn: text("FunctionArn")?,
+        },
+        "Sqs" => RuleActionSpec::Sqs {
+            queue_url: text("QueueUrl")?,
+            use_base64: match props.get("UseBase64") {
+                None | Some(Json::Null) => false,
+                Some(v) => json_bool(v).context("UseBase64")?,
+            },
+        },
+        "DynamoDBv2" => RuleActionSpec::DynamoDbV2 {
+            table_name: props
+                .get("PutItem")
+                .and_then(|p| p.get("TableName"))
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .context("the DynamoDBv2 action needs PutItem.TableName")?,
+        },
+        "Republish" => RuleActionSpec::Republish {
+            topic: text("Topic")?,
+            qos: match props.get("Qos") {
+                None | Some(Json::Null) => 0,
+                Some(Json::Number(n)) if n.as_u64() == Some(0) => 0,
+                Some(Json::Number(n)) if n.as_u64() == Some(1) => 1,
+                Some(Json::String(s)) if s == "0" || s == "1" => u8::from(s == "1"),
+                Some(other) => bail!("Republish.Qos must be 0 or 1, found {other}"),
+            },
+        },
+        other => RuleActionSpec::Unsupported {
+            kind: other.to_owned(),
+        },
+    })
 }
 
 /// Names a `Sub` template refers to (`${Name}`, `${Name.Attr}`; not `${!Literal}`).
@@ -1615,11 +1916,23 @@ mod tests {
             let props = t
                 .resolve(&r.properties, &res)
                 .unwrap_or_else(|e| panic!("{}: {e:#}", r.logical_id));
-            assert_no_tags(&props, &r.logical_id);
+            // A topic rule's `${...}` are IoT substitution templates, not CloudFormation's.
+            if r.kind != ResourceKind::TopicRule {
+                assert_no_tags(&props, &r.logical_id);
+            }
         }
 
         let tables = t.tables(&res).expect("tables");
-        assert_eq!(tables.len(), 7);
+        // The template grows; these are the ones the bulk-change side cannot do without.
+        for id in [
+            "BulkChangesTable",
+            "DeviceChangesTable",
+            "AuditLogTable",
+            "IdempotencyTable",
+            "AccountsTable",
+        ] {
+            assert!(tables.iter().any(|t| t.logical_id == id), "{id}");
+        }
         let bulk = tables
             .iter()
             .find(|t| t.logical_id == "BulkChangesTable")
@@ -1762,5 +2075,209 @@ Resources:
             .resolve(&serde_yaml::from_str("!If [a, b, c]").expect("yaml"), &res)
             .expect_err("unsupported");
         assert!(err.to_string().contains("Fn::If"), "{err}");
+    }
+
+    /// Every topic rule of template.yaml resolves: SQL, actions with local ARNs and queue URLs,
+    /// and an error action; the presence rules invoke the presence function.
+    #[test]
+    fn topic_rules_of_the_real_template_resolve() {
+        let t = real();
+        let res = provisioned(&t);
+        let rules = t.topic_rules(&res).expect("topic rules resolve");
+        assert!(rules.len() >= 2, "{rules:?}");
+        let queue_urls: Vec<&str> = res
+            .of_kind(ResourceKind::Queue)
+            .filter_map(|q| q.url.as_deref())
+            .collect();
+        for rule in &rules {
+            assert!(!rule.disabled, "{}", rule.name);
+            assert!(!rule.actions.is_empty(), "{}", rule.name);
+            let error_action = rule.error_action.as_ref().expect("an error action");
+            // Every queue an action names is one of the template's.
+            for action in rule.actions.iter().chain([error_action]) {
+                if let RuleActionSpec::Sqs { queue_url, .. } = action {
+                    assert!(
+                        queue_urls.contains(&queue_url.as_str()),
+                        "{}: {queue_url}",
+                        rule.name
+                    );
+                }
+                assert!(
+                    !matches!(action, RuleActionSpec::Unsupported { .. }),
+                    "{}: {action:?} is not emulated locally",
+                    rule.name
+                );
+            }
+            iot_rules::Rule::parse(&rule.sql).unwrap_or_else(|e| panic!("{}: {e}", rule.name));
+        }
+        let presence_arn = res
+            .arn("DevicePresenceFunction")
+            .expect("presence function");
+        for name in ["PresenceLifecycleRule", "HeartbeatRule"] {
+            let rule = rules.iter().find(|r| r.name == name).expect(name);
+            assert_eq!(
+                rule.actions,
+                vec![RuleActionSpec::Lambda {
+                    function_arn: presence_arn.to_owned()
+                }]
+            );
+        }
+        let lifecycle = rules
+            .iter()
+            .find(|r| r.name == "PresenceLifecycleRule")
+            .expect("lifecycle rule");
+        assert_eq!(
+            res.arn("PresenceLifecycleRule"),
+            Some(format!("arn:aws:iot:{REGION}:{ACCOUNT_ID}:rule/PresenceLifecycleRule").as_str())
+        );
+        assert_eq!(lifecycle.sql_version.as_deref(), Some("2016-03-23"));
+        // Every thing type has a name, and `!Ref` of one gives it (functions get it so).
+        let thing_types = t.thing_types(&res).expect("thing types");
+        for f in t.functions(&res).expect("functions") {
+            if let Some(name) = f.environment.get("THING_TYPE_NAME") {
+                assert!(
+                    thing_types.iter().any(|tt| &tt.name == name),
+                    "{}: THING_TYPE_NAME={name} is no thing type of the template",
+                    f.logical_id
+                );
+            }
+        }
+        for thing_type in thing_types {
+            assert!(!thing_type.name.is_empty());
+            let reference = Yaml::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: serde_yaml::value::Tag::new("Ref"),
+                value: Yaml::String(thing_type.logical_id.clone()),
+            }));
+            assert_eq!(
+                t.resolve_string(&reference, &res).expect("Ref"),
+                thing_type.name
+            );
+        }
+    }
+
+    #[test]
+    fn topic_rules_thing_types_and_iot_rule_events() {
+        let text = r#"
+Parameters:
+  Stage: { Type: String, Default: dev }
+Resources:
+  Q: { Type: AWS::SQS::Queue }
+  Errors: { Type: AWS::SQS::Queue }
+  T: { Type: AWS::DynamoDB::Table }
+  Role: { Type: AWS::IAM::Role, Properties: { RoleName: rules-role } }
+  Kind:
+    Type: AWS::IoT::ThingType
+    Properties:
+      ThingTypeName: !Sub "tracker-${Stage}"
+      ThingTypeProperties: { ThingTypeDescription: Trackers, SearchableAttributes: [tenant, iccid] }
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: fn-bin } }
+    Properties:
+      CodeUri: somewhere
+      Environment: { Variables: { THING_TYPE_NAME: !Ref Kind } }
+      Events:
+        Acks: { Type: IoTRule, Properties: { Sql: "SELECT * FROM 'devices/+/commands/ack'", AwsIotSqlVersion: "2016-03-23" } }
+  Telemetry:
+    Type: AWS::IoT::TopicRule
+    Properties:
+      RuleName: telemetry_rule
+      TopicRulePayload:
+        Sql: "SELECT *, topic(2) AS deviceId FROM 'devices/+/telemetry'"
+        RuleDisabled: "false"
+        Actions:
+          - Sqs: { QueueUrl: !Ref Q, RoleArn: !GetAtt Role.Arn, UseBase64: "true" }
+          - DynamoDBv2: { PutItem: { TableName: !Ref T }, RoleArn: !GetAtt Role.Arn }
+          - Republish: { Topic: "out/${topic(2)}", Qos: 1, RoleArn: !GetAtt Role.Arn }
+          - Lambda: { FunctionArn: !GetAtt Fn.Arn }
+          - Kinesis: { StreamName: s, RoleArn: !GetAtt Role.Arn }
+        ErrorAction:
+          Sqs: { QueueUrl: !GetAtt Errors.QueueUrl, RoleArn: !GetAtt Role.Arn }
+"#;
+        let t = Template::parse(text, Path::new("/nowhere")).expect("parses");
+        let mut res = Resources::planned(&t);
+        for q in ["Q", "Errors"] {
+            res.set_queue(
+                q,
+                format!("http://moto/{ACCOUNT_ID}/{q}"),
+                format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{q}"),
+            );
+        }
+        assert_eq!(
+            res.arn("Role"),
+            Some(format!("arn:aws:iam::{ACCOUNT_ID}:role/rules-role").as_str())
+        );
+        let [kind] = t
+            .thing_types(&res)
+            .expect("thing types")
+            .try_into()
+            .expect("one thing type");
+        assert_eq!(kind.name, "tracker-dev");
+        assert_eq!(kind.description.as_deref(), Some("Trackers"));
+        assert_eq!(kind.searchable_attributes, ["tenant", "iccid"]);
+        let [f] = t
+            .functions(&res)
+            .expect("functions")
+            .try_into()
+            .expect("one function");
+        assert_eq!(f.environment["THING_TYPE_NAME"], "tracker-dev");
+
+        let rules = t.topic_rules(&res).expect("rules");
+        let telemetry = rules
+            .iter()
+            .find(|r| r.logical_id == "Telemetry")
+            .expect("telemetry rule");
+        assert_eq!(telemetry.name, "telemetry_rule");
+        assert!(!telemetry.disabled);
+        assert_eq!(telemetry.sql_version, None);
+        let fn_arn = format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:Fn");
+        assert_eq!(
+            telemetry.actions,
+            vec![
+                RuleActionSpec::Sqs {
+                    queue_url: format!("http://moto/{ACCOUNT_ID}/Q"),
+                    use_base64: true
+                },
+                RuleActionSpec::DynamoDbV2 {
+                    table_name: "T".into()
+                },
+                RuleActionSpec::Republish {
+                    topic: "out/${topic(2)}".into(),
+                    qos: 1
+                },
+                RuleActionSpec::Lambda {
+                    function_arn: fn_arn.clone()
+                },
+                RuleActionSpec::Unsupported {
+                    kind: "Kinesis".into()
+                },
+            ]
+        );
+        assert_eq!(
+            telemetry.error_action,
+            Some(RuleActionSpec::Sqs {
+                queue_url: format!("http://moto/{ACCOUNT_ID}/Errors"),
+                use_base64: false
+            })
+        );
+        let acks = rules
+            .iter()
+            .find(|r| r.logical_id == "FnAcks")
+            .expect("the IoTRule event is a rule");
+        assert_eq!(acks.sql, "SELECT * FROM 'devices/+/commands/ack'");
+        assert_eq!(
+            acks.actions,
+            vec![RuleActionSpec::Lambda {
+                function_arn: fn_arn
+            }]
+        );
+        assert_eq!(acks.error_action, None);
+
+        let bad = "Resources:\n  R:\n    Type: AWS::IoT::TopicRule\n    Properties:\n      TopicRulePayload:\n        Sql: \"SELECT * FROM 'a'\"\n        Actions: [{ Sqs: { UseBase64: false } }]\n";
+        let t = Template::parse(bad, Path::new("/nowhere")).expect("parses");
+        let err = t
+            .topic_rules(&Resources::planned(&t))
+            .expect_err("no QueueUrl");
+        assert!(format!("{err:#}").contains("QueueUrl"), "{err:#}");
     }
 }

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use cellbridge::api::views::{BulkChangeView, DeviceChangeView, DeviceView, UserView};
 use cellbridge::auth::Role;
+use cellbridge::devices::command::{Command, CommandStatus};
 use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceChange};
 use devstack::api_gateway::routes_of;
 use devstack::template::{ResourceKind, Resources, Template};
@@ -123,6 +124,10 @@ fn the_enumerations_are_the_codes() -> Result<()> {
     );
     assert_eq!(enum_of(&spec, "ChangeType"), names(ChangeSpec::TYPE_NAMES));
     assert_eq!(enum_of(&spec, "Role"), names(Role::ALL.map(Role::as_str)));
+    assert_eq!(
+        enum_of(&spec, "CommandStatus"),
+        names(CommandStatus::ALL.map(CommandStatus::as_str))
+    );
     Ok(())
 }
 
@@ -207,10 +212,29 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
             connected: true,
             version: None,
             last_seen: Some(change.created_at),
+            timed_out: false,
         },
         latest: Some((change.created_at, serde_json::Map::new())),
     };
     let view = serde_json::to_value(DeviceView::new(&device, change.created_at))?;
     check_schema(&spec, "RegisteredDevice", &view, &[]);
+    let request = cellbridge::devices::command::parse_command_request(
+        br#"{"name": "set-interval", "params": {"seconds": 5}}"#,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let queued = Command::queued(
+        device.thing_name.clone(),
+        device.tenant.clone(),
+        cellbridge::devices::command::CommandId::new_v7(),
+        &request,
+        change.created_at,
+    );
+    let sent = queued
+        .after(CommandStatus::Sent, change.created_at, None)
+        .context("QUEUED becomes SENT")?;
+    let view = serde_json::to_value(device_commands::CommandView::from(&sent))?;
+    check_schema(&spec, "Command", &view, &[]);
+    let history = &view["history"][1];
+    check_schema(&spec, "CommandHistoryEntry", history, &["detail"]);
     Ok(())
 }

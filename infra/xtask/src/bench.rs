@@ -8,6 +8,7 @@
 //! carrier worker against the carrier simulators and compares its time with the simulators' limits.
 
 mod bulk_change;
+mod devices;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     /// A 10,000-device status change per carrier through the worker against the simulators:
     /// time vs the simulators' rate limits, carrier requests, 429s, CPU per device change.
     BulkChange(bulk_change::BulkChangeArgs),
+    /// 1,000 simulated devices through the local broker, rules and ingest: backlog, ingest lag,
+    /// items per BatchWriteItem, CPU per message, and the command round trip.
+    Devices(devices::DevicesArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +53,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::ColdStart(args) => cold_start(args).await,
         BenchCommand::BulkChange(args) => bulk_change::run(args).await,
+        BenchCommand::Devices(args) => devices::run(args).await,
     }
 }
 

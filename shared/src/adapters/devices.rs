@@ -26,8 +26,10 @@ use time::{Duration, OffsetDateTime};
 type Item = HashMap<String, AttributeValue>;
 
 const TENANT_INDEX: &str = "ByTenant";
-/// BatchWriteItem's limit.
-const BATCH: usize = 25;
+/// DynamoDB's limit of items per `BatchWriteItem`.
+pub const BATCH: usize = 25;
+/// `BatchWriteItem` requests of one `write_telemetry` call in flight at once.
+const WRITES_IN_FLIGHT: usize = 4;
 /// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
 const BATCH_RETRIES: u32 = 6;
 
@@ -121,6 +123,7 @@ fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
                 .unwrap_or(false),
             version: number("presenceVersion").map(|v| (v, presence_kind)),
             last_seen: from_ms(item.get("lastSeen")),
+            timed_out: item.contains_key("timedOutAt"),
         },
         latest: match (from_ms(item.get("latestAt")), item.get("latest")) {
             (Some(at), Some(AttributeValue::M(fields))) => Some((
@@ -233,9 +236,14 @@ impl DeviceStore for DynamoDevices {
             .expression_attribute_values(":model", s(&a.model))
             .expression_attribute_values(":firmware", s(&a.firmware))
             .expression_attribute_values(":now", s(now.format(&Rfc3339).unwrap_or_default()))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":seen", n(ms(now)))
             .return_values(ReturnValue::AllOld);
+        // Until a lifecycle event is applied, the live connection the announcement came over is
+        // all there is to go by (see `Presence::announced`).
         let set = "SET tenantId = :tenant, iccid = :iccid, model = :model, firmware = :firmware, \
-                   updatedAt = :now, registeredAt = if_not_exists(registeredAt, :now)";
+                   updatedAt = :now, registeredAt = if_not_exists(registeredAt, :now), \
+                   connected = if_not_exists(connected, :yes), lastSeen = if_not_exists(lastSeen, :seen)";
         update = match &a.imei {
             Some(imei) => update
                 .update_expression(format!("{set}, imei = :imei"))
@@ -315,7 +323,7 @@ impl DeviceStore for DynamoDevices {
             .update_item()
             .table_name(&self.devices_table)
             .key("thingName", s(thing_name.as_str()))
-            .update_expression("SET connected = :connected, presenceVersion = :version, presenceRank = :rank, lastSeen = :at")
+            .update_expression("SET connected = :connected, presenceVersion = :version, presenceRank = :rank, lastSeen = :at REMOVE timedOutAt")
             .condition_expression(
                 "attribute_exists(thingName) AND (attribute_not_exists(presenceVersion) \
                  OR presenceVersion < :version OR (presenceVersion = :version AND presenceRank < :rank))",
@@ -339,7 +347,7 @@ impl DeviceStore for DynamoDevices {
             .update_item()
             .table_name(&self.devices_table)
             .key("thingName", s(thing_name.as_str()))
-            .update_expression("SET lastSeen = :at")
+            .update_expression("SET lastSeen = :at REMOVE timedOutAt")
             .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(lastSeen) OR lastSeen < :at)")
             .expression_attribute_values(":at", n(ms(at)))
             .send()
@@ -353,6 +361,7 @@ impl DeviceStore for DynamoDevices {
         retention: Duration,
     ) -> Result<usize, StoreError> {
         let unique = unique_points(points);
+        let mut batches = Vec::new();
         for chunk in unique.chunks(BATCH) {
             let requests = chunk
                 .iter()
@@ -379,7 +388,14 @@ impl DeviceStore for DynamoDevices {
                         .map_err(|e| StoreError::Corrupt(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            self.write_batch(requests).await?;
+            batches.push(requests);
+        }
+        // A few requests in flight: one after another, a large batch waits out every round trip.
+        use futures::StreamExt as _;
+        let mut writes = futures::stream::iter(batches.into_iter().map(|b| self.write_batch(b)))
+            .buffer_unordered(WRITES_IN_FLIGHT);
+        while let Some(written) = writes.next().await {
+            written?;
         }
         Ok(unique.len())
     }
@@ -453,6 +469,69 @@ impl DeviceStore for DynamoDevices {
             .await;
         updated_unless_condition_failed(result)
     }
+
+    async fn sweep_silent(
+        &self,
+        now: OffsetDateTime,
+        timeout: Duration,
+    ) -> Result<Vec<ThingName>, StoreError> {
+        // A paged scan: fine for fleets of tens of thousands swept once a minute; beyond that a
+        // sparse, sharded index of connected devices would keep the sweep from reading them all.
+        let cutoff = ms(now - timeout);
+        let mut swept = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.devices_table)
+                .filter_expression(
+                    "connected = :yes AND attribute_not_exists(timedOutAt) \
+                     AND (attribute_not_exists(lastSeen) OR lastSeen < :cutoff)",
+                )
+                .projection_expression("thingName, lastSeen")
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                .expression_attribute_values(":cutoff", n(cutoff))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items() {
+                let Some(thing) = item
+                    .get("thingName")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|t| ThingName::parse(t))
+                else {
+                    continue;
+                };
+                // Only if nothing was heard since the scan read it.
+                let mut update = self
+                    .client
+                    .update_item()
+                    .table_name(&self.devices_table)
+                    .key("thingName", s(thing.as_str()))
+                    .update_expression("SET timedOutAt = :now")
+                    .expression_attribute_values(":now", n(ms(now)))
+                    .expression_attribute_values(":yes", AttributeValue::Bool(true));
+                update = match item.get("lastSeen") {
+                    Some(seen) => update
+                        .condition_expression("connected = :yes AND lastSeen = :seen")
+                        .expression_attribute_values(":seen", seen.clone()),
+                    None => update.condition_expression(
+                        "connected = :yes AND attribute_not_exists(lastSeen)",
+                    ),
+                };
+                if updated_unless_condition_failed(update.send().await)? {
+                    swept.push(thing);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(swept)
+    }
 }
 
 /// Devices in memory, with the same rules.
@@ -490,7 +569,7 @@ impl DeviceStore for MemoryDevices {
             registered_at: existing.as_ref().map_or(now, |d| d.registered_at),
             presence: existing
                 .as_ref()
-                .map_or(Presence::NEVER_SEEN, |d| d.presence),
+                .map_or(Presence::announced(now), |d| d.presence),
             latest: existing.as_ref().and_then(|d| d.latest.clone()),
         };
         devices.insert(a.thing_name.clone(), record);
@@ -611,6 +690,21 @@ impl DeviceStore for MemoryDevices {
         }
         device.latest = Some((point.at, point.metrics_json()));
         Ok(true)
+    }
+
+    async fn sweep_silent(
+        &self,
+        now: OffsetDateTime,
+        timeout: Duration,
+    ) -> Result<Vec<ThingName>, StoreError> {
+        let mut swept = Vec::new();
+        for (thing, device) in locked(&self.devices).iter_mut() {
+            if device.presence.is_silent(now, timeout) {
+                device.presence.timed_out = true;
+                swept.push(thing.clone());
+            }
+        }
+        Ok(swept)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod auth_keys;
 pub mod carriers;
+pub mod commands;
 pub mod cursor;
 pub mod devices;
 pub mod dynamodb;

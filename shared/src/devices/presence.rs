@@ -48,6 +48,9 @@ pub struct Presence {
     pub version: Option<(i64, LifecycleKind)>,
     /// Last sign of life: an event, a heartbeat or telemetry.
     pub last_seen: Option<OffsetDateTime>,
+    /// The sweep found it connected but silent past the heartbeat timeout (a lost disconnect,
+    /// or a hung device); any sign of life or new event clears it.
+    pub timed_out: bool,
 }
 
 impl Presence {
@@ -55,7 +58,18 @@ impl Presence {
         connected: false,
         version: None,
         last_seen: None,
+        timed_out: false,
     };
+
+    /// A device registering: its announcement came over a live connection, whose connect event
+    /// arrived before the device was known and so was not applied.
+    pub fn announced(at: OffsetDateTime) -> Self {
+        Self {
+            connected: true,
+            last_seen: Some(at),
+            ..Self::NEVER_SEEN
+        }
+    }
 
     /// The presence after `event`, or `None` when the event is a duplicate or older than what
     /// is already applied.
@@ -70,6 +84,7 @@ impl Presence {
             connected: event.kind == LifecycleKind::Connected,
             version: Some((event.version, event.kind)),
             last_seen: Some(self.last_seen.map_or(event.at, |seen| seen.max(event.at))),
+            timed_out: false,
         })
     }
 
@@ -77,13 +92,22 @@ impl Presence {
     pub fn after_activity(&self, at: OffsetDateTime) -> Self {
         Self {
             last_seen: Some(self.last_seen.map_or(at, |seen| seen.max(at))),
+            timed_out: false,
             ..*self
         }
     }
 
+    /// Whether the heartbeat sweep at `now` marks it timed out: connected, not marked yet, and
+    /// silent for longer than `timeout`.
+    pub fn is_silent(&self, now: OffsetDateTime, timeout: Duration) -> bool {
+        self.connected && !self.timed_out && self.last_seen.is_none_or(|seen| now - seen > timeout)
+    }
+
     /// Online: connected and heard from within `timeout` of `now`.
     pub fn is_online(&self, now: OffsetDateTime, timeout: Duration) -> bool {
-        self.connected && self.last_seen.is_some_and(|seen| now - seen <= timeout)
+        self.connected
+            && !self.timed_out
+            && self.last_seen.is_some_and(|seen| now - seen <= timeout)
     }
 }
 
@@ -161,6 +185,33 @@ mod tests {
         assert_eq!(
             stale.last_seen, state.last_seen,
             "an old heartbeat does not rewind"
+        );
+    }
+
+    #[test]
+    fn the_sweep_marks_silent_sessions_and_life_clears_the_mark() {
+        let timeout = Duration::seconds(10);
+        let online = Presence::NEVER_SEEN
+            .after_event(&event(LifecycleKind::Connected, 1, 0))
+            .expect("applies");
+        assert!(!online.is_silent(T0 + Duration::seconds(10), timeout));
+        assert!(online.is_silent(T0 + Duration::seconds(11), timeout));
+        let swept = Presence {
+            timed_out: true,
+            ..online
+        };
+        assert!(
+            !swept.is_silent(T0 + Duration::seconds(60), timeout),
+            "once"
+        );
+        let beat = swept.after_activity(T0 + Duration::seconds(61));
+        assert!(beat.is_online(T0 + Duration::seconds(62), timeout));
+        let offline = online
+            .after_event(&event(LifecycleKind::Disconnected, 1, 5))
+            .expect("applies");
+        assert!(
+            !offline.is_silent(T0 + Duration::seconds(60), timeout),
+            "not connected"
         );
     }
 

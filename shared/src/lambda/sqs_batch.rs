@@ -27,14 +27,23 @@ where
             (message_id, failure)
         }
     });
-    let mut response = SqsBatchResponse::default();
+    let mut failed = Vec::new();
     for (message_id, failure) in futures::future::join_all(outcomes).await {
         let Some(reason) = failure else { continue };
         tracing::error!(message_id = message_id.as_deref().unwrap_or(""), %reason, "record failed");
         // SQS always sets a message id; without one Lambda would fail the whole batch, which is
         // the safe outcome for a record we cannot name anyway.
+        failed.push(message_id.unwrap_or_default());
+    }
+    failures(failed)
+}
+
+/// The response that has SQS redeliver exactly these messages.
+pub fn failures(message_ids: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for id in message_ids {
         let mut item = BatchItemFailure::default();
-        item.item_identifier = message_id.unwrap_or_default();
+        item.item_identifier = id;
         response.batch_item_failures.push(item);
     }
     response

@@ -1,0 +1,26 @@
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cellbridge::lambda::init_tracing();
+    let config = cellbridge::aws::load_config().await;
+    let devices = cellbridge::aws::device_store(&config)?;
+    let accounts = cellbridge::aws::account_store(&config)?;
+    let things = cellbridge::aws::thing_registry(&config)?;
+    let publisher = cellbridge::aws::device_publisher(&config).await?;
+    let ports = device_registration::Ports {
+        devices: &devices,
+        accounts: accounts.as_ref(),
+        things: &things,
+        replies: &publisher,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let ports = &ports;
+        async move {
+            device_registration::handle(ports, &event.payload, time::OffsetDateTime::now_utc())
+                .await?;
+            Ok::<_, Error>(())
+        }
+    }))
+    .await
+}

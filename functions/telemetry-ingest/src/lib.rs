@@ -1,0 +1,436 @@
+//! Telemetry ingest: the telemetry topic rule (`devices/+/telemetry`) sends each message, with
+//! the device id and receive time it adds, to an SQS queue; this function takes them in batches,
+//! writes the points as a time series (`BatchWriteItem`, 25 a request) and moves each device's
+//! latest state to its newest point.
+//!
+//! A batch is many devices' messages, so one device must not be able to spoil it: a malformed or
+//! oversize message is counted and dropped with a log line (redelivering it cannot fix it), and a
+//! device sending more than its share in one batch (a flood) has the excess dropped and counted.
+//! Only a store failure fails messages, and then just the ones not yet written, so SQS redelivers
+//! those alone.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use cellbridge::devices::registration::ThingName;
+use cellbridge::devices::telemetry::{parse_telemetry, TelemetryPoint};
+use cellbridge::lambda::metrics::{self, Unit};
+use cellbridge::ports::DeviceStore;
+use futures::StreamExt as _;
+use std::collections::BTreeMap;
+use time::{Duration, OffsetDateTime};
+
+/// AWS IoT Core's per-connection publish limit is 100 a second, and a batch gathers about a
+/// second of messages; beyond this many in one batch a device is flooding.
+pub const MAX_POINTS_PER_DEVICE_PER_BATCH: usize = 100;
+/// Latest-state writes in flight at once.
+const LATEST_UPDATES_IN_FLIGHT: usize = 16;
+/// Lag samples per batch in the metrics line (the embedded metric format's value array limit).
+const LAG_SAMPLES: usize = 100;
+
+pub const RETENTION_ENV: &str = "TELEMETRY_RETENTION_DAYS";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retention: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, String> {
+        let days = match std::env::var(RETENTION_ENV) {
+            Ok(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| format!("{RETENTION_ENV} must be 1 to 3650 days, not {text:?}"))?,
+            Err(_) => 30,
+        };
+        Ok(Self {
+            retention: Duration::days(days),
+        })
+    }
+}
+
+/// What one batch did, for the log line and the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestReport {
+    pub messages: usize,
+    pub written: usize,
+    pub malformed: usize,
+    pub flood_dropped: usize,
+    pub failed: usize,
+    pub devices: usize,
+    /// `BatchWriteItem` requests the points needed (first attempts).
+    pub write_requests: usize,
+    /// Milliseconds from the rule's receive time to the write, a sample of the batch.
+    pub lag_ms: Vec<i64>,
+}
+
+impl IngestReport {
+    pub fn emit_metrics(&self) {
+        let mut document = metrics::document(
+            &[("Function", "telemetry-ingest")],
+            &[
+                ("TelemetryWritten", self.written as f64, Unit::Count),
+                ("TelemetryMalformed", self.malformed as f64, Unit::Count),
+                (
+                    "TelemetryFloodDropped",
+                    self.flood_dropped as f64,
+                    Unit::Count,
+                ),
+                ("TelemetryFailed", self.failed as f64, Unit::Count),
+                (
+                    "TelemetryWriteRequests",
+                    self.write_requests as f64,
+                    Unit::Count,
+                ),
+                ("IngestLagMs", 0.0, Unit::Milliseconds),
+            ],
+        );
+        // EMF takes up to 100 values per metric as an array.
+        document["IngestLagMs"] = serde_json::json!(self.lag_ms);
+        println!("{document}");
+    }
+}
+
+pub async fn handle(
+    store: &dyn DeviceStore,
+    settings: &Settings,
+    event: &SqsEvent,
+    now: OffsetDateTime,
+) -> (SqsBatchResponse, IngestReport) {
+    let mut report = IngestReport {
+        messages: event.records.len(),
+        ..IngestReport::default()
+    };
+    // Points by device, in arrival order, with the message each came from.
+    let mut by_device: BTreeMap<ThingName, Vec<(String, TelemetryPoint)>> = BTreeMap::new();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.as_deref().unwrap_or("");
+        match parse_telemetry(body.as_bytes()) {
+            Ok(point) => {
+                let points = by_device.entry(point.device.clone()).or_default();
+                if points.len() < MAX_POINTS_PER_DEVICE_PER_BATCH {
+                    points.push((id, point));
+                } else {
+                    report.flood_dropped += 1;
+                }
+            }
+            Err(errors) => {
+                report.malformed += 1;
+                let first = errors.errors.first();
+                tracing::warn!(
+                    message_id = id,
+                    bytes = body.len(),
+                    field = first.map(|e| e.field.as_str()),
+                    reason = first.map(|e| e.message.as_str()),
+                    "malformed telemetry dropped"
+                );
+            }
+        }
+    }
+    for (device, points) in &by_device {
+        if points.len() >= MAX_POINTS_PER_DEVICE_PER_BATCH {
+            tracing::warn!(%device, kept = points.len(), "device flooding; excess telemetry dropped");
+        }
+    }
+    report.devices = by_device.len();
+
+    let points: Vec<TelemetryPoint> = by_device
+        .values()
+        .flatten()
+        .map(|(_, p)| p.clone())
+        .collect();
+    let mut failed_ids: Vec<String> = Vec::new();
+    match store.write_telemetry(&points, settings.retention).await {
+        Ok(written) => {
+            report.written = written;
+            report.write_requests = written.div_ceil(cellbridge::adapters::devices::BATCH);
+            let step = (points.len() / LAG_SAMPLES).max(1);
+            report.lag_ms = points
+                .iter()
+                .step_by(step)
+                .take(LAG_SAMPLES)
+                .map(|p| (now - p.received_at).whole_milliseconds() as i64)
+                .collect();
+            // Latest state: one conditional write per device, its newest point of the batch,
+            // several at once (a batch spans hundreds of devices).
+            let updates = by_device.iter().filter_map(|(device, points)| {
+                let (_, newest) = points.iter().max_by_key(|(_, p)| p.at)?;
+                Some(async move { (device, points, store.update_latest(newest).await) })
+            });
+            let mut updates =
+                futures::stream::iter(updates).buffer_unordered(LATEST_UPDATES_IN_FLIGHT);
+            while let Some((device, points, updated)) = updates.next().await {
+                if let Err(e) = updated {
+                    // The points are stored; only the latest view lags. Redeliver this
+                    // device's messages so it catches up (rewriting the points is harmless).
+                    tracing::error!(%device, error = %e, "latest state not updated; redelivering");
+                    failed_ids.extend(points.iter().map(|(id, _)| id.clone()));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, points = points.len(), "telemetry write failed; redelivering");
+            failed_ids.extend(by_device.values().flatten().map(|(id, _)| id.clone()));
+        }
+    }
+    report.failed = failed_ids.len();
+    tracing::info!(
+        messages = report.messages,
+        written = report.written,
+        malformed = report.malformed,
+        flood_dropped = report.flood_dropped,
+        failed = report.failed,
+        devices = report.devices,
+        write_requests = report.write_requests,
+        "telemetry batch"
+    );
+    let response = cellbridge::lambda::sqs_batch::failures(failed_ids);
+    (response, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use aws_lambda_events::event::sqs::SqsMessage;
+    use cellbridge::adapters::devices::MemoryDevices;
+    use cellbridge::devices::presence::LifecycleEvent;
+    use cellbridge::devices::registration::{parse_announcement, Announcement};
+    use cellbridge::ports::{
+        DeviceRecord, Page, PageRequest, Registration, StoreError, StoredPoint,
+    };
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const BATCH_SAMPLE: &str = include_str!("../../../events/telemetry-ingest/batch.json");
+    const RECEIVED: i64 = 1_795_338_000_000;
+
+    fn settings() -> Settings {
+        Settings {
+            retention: Duration::days(30),
+        }
+    }
+
+    fn at(ms: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("time")
+    }
+
+    async fn registered(things: &[&str]) -> MemoryDevices {
+        let store = MemoryDevices::default();
+        for (n, thing) in things.iter().enumerate() {
+            let body = json!({"tenant": "demo", "iccid": cellbridge::testing::iccid(n as u32 + 1), "model": "TRK-200", "firmware": "2.4.1"});
+            let announcement =
+                parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
+            store
+                .register(&announcement, at(RECEIVED))
+                .await
+                .expect("registered");
+        }
+        store
+    }
+
+    fn event(bodies: impl IntoIterator<Item = String>) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(n, body)| {
+                let mut message = SqsMessage::default();
+                message.message_id = Some(format!("m-{n}"));
+                message.body = Some(body);
+                message
+            })
+            .collect();
+        event
+    }
+
+    fn point(device: &str, seq: i64) -> String {
+        json!({"deviceId": device, "receivedAt": RECEIVED + seq, "ts": RECEIVED + seq, "seq": seq, "temp": 20.0})
+            .to_string()
+    }
+
+    async fn latest(store: &MemoryDevices, thing: &str) -> Option<OffsetDateTime> {
+        store
+            .get_device(&ThingName::parse(thing).expect("name"))
+            .await
+            .expect("store")
+            .and_then(|d| d.latest.map(|(at, _)| at))
+    }
+
+    #[tokio::test]
+    async fn the_sample_batch_is_written_once_and_the_garbage_dropped() {
+        let store = registered(&["trk-1", "trk-2"]).await;
+        let sample: SqsEvent = serde_json::from_str(BATCH_SAMPLE).expect("sample");
+        let (response, report) = handle(&store, &settings(), &sample, at(RECEIVED + 1_500)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(report.messages, 5);
+        assert_eq!(report.malformed, 1);
+        assert_eq!(report.written, 3, "the redelivered point is one item");
+        assert_eq!(store.telemetry_count(), 3);
+        assert_eq!(report.devices, 2);
+        assert_eq!(report.write_requests, 1);
+        assert_eq!(latest(&store, "trk-1").await, Some(at(RECEIVED)));
+        assert!(report.lag_ms.iter().all(|lag| (0..=1_500).contains(lag)));
+    }
+
+    #[tokio::test]
+    async fn redelivering_the_batch_adds_nothing_and_keeps_the_latest_state() {
+        let store = registered(&["trk-1", "trk-2"]).await;
+        let sample: SqsEvent = serde_json::from_str(BATCH_SAMPLE).expect("sample");
+        handle(&store, &settings(), &sample, at(RECEIVED + 1_500)).await;
+        let newer = event([point("trk-1", 5_000)]);
+        handle(&store, &settings(), &newer, at(RECEIVED + 6_000)).await;
+        let (_, report) = handle(&store, &settings(), &sample, at(RECEIVED + 9_000)).await;
+        assert_eq!(report.written, 3);
+        assert_eq!(store.telemetry_count(), 4);
+        assert_eq!(
+            latest(&store, "trk-1").await,
+            Some(at(RECEIVED + 5_000)),
+            "an old batch again does not move the latest state back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flooding_device_keeps_its_share_and_the_others_all_land() {
+        let store = registered(&["flood", "calm"]).await;
+        let mut bodies: Vec<String> = (0..150).map(|n| point("flood", n)).collect();
+        bodies.push(point("calm", 1));
+        let (response, report) =
+            handle(&store, &settings(), &event(bodies), at(RECEIVED + 200)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(report.flood_dropped, 50);
+        assert_eq!(report.written, MAX_POINTS_PER_DEVICE_PER_BATCH + 1);
+        assert!(latest(&store, "calm").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn oversize_and_garbage_payloads_do_not_stop_the_batch() {
+        let store = registered(&["trk-1"]).await;
+        let oversize =
+            json!({"deviceId": "trk-1", "receivedAt": RECEIVED, "blob": "x".repeat(130 * 1024)})
+                .to_string();
+        let bodies = vec![
+            oversize,
+            "not json".to_owned(),
+            String::new(),
+            json!({"receivedAt": RECEIVED, "temp": 1}).to_string(),
+            json!([1, 2, 3]).to_string(),
+            point("trk-1", 1),
+        ];
+        let (response, report) =
+            handle(&store, &settings(), &event(bodies), at(RECEIVED + 10)).await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "redelivery cannot fix them"
+        );
+        assert_eq!(report.malformed, 5);
+        assert_eq!(report.written, 1);
+    }
+
+    /// A store whose telemetry writes fail while `failing` is set.
+    struct FlakyStore {
+        inner: MemoryDevices,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl DeviceStore for FlakyStore {
+        async fn register(
+            &self,
+            a: &Announcement,
+            now: OffsetDateTime,
+        ) -> Result<Registration, StoreError> {
+            self.inner.register(a, now).await
+        }
+        async fn get_device(&self, thing: &ThingName) -> Result<Option<DeviceRecord>, StoreError> {
+            self.inner.get_device(thing).await
+        }
+        async fn list_devices(
+            &self,
+            tenant: &cellbridge::domain::TenantId,
+            page: &PageRequest,
+        ) -> Result<Page<DeviceRecord>, StoreError> {
+            self.inner.list_devices(tenant, page).await
+        }
+        async fn apply_presence(
+            &self,
+            thing: &ThingName,
+            event: &LifecycleEvent,
+        ) -> Result<bool, StoreError> {
+            self.inner.apply_presence(thing, event).await
+        }
+        async fn record_activity(
+            &self,
+            thing: &ThingName,
+            at: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.inner.record_activity(thing, at).await
+        }
+        async fn write_telemetry(
+            &self,
+            points: &[TelemetryPoint],
+            retention: Duration,
+        ) -> Result<usize, StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("throttled".into()));
+            }
+            self.inner.write_telemetry(points, retention).await
+        }
+        async fn query_telemetry(
+            &self,
+            thing: &ThingName,
+            from: OffsetDateTime,
+            to: OffsetDateTime,
+            page: &PageRequest,
+        ) -> Result<Page<StoredPoint>, StoreError> {
+            self.inner.query_telemetry(thing, from, to, page).await
+        }
+        async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
+            self.inner.update_latest(point).await
+        }
+        async fn sweep_silent(
+            &self,
+            now: OffsetDateTime,
+            timeout: Duration,
+        ) -> Result<Vec<ThingName>, StoreError> {
+            self.inner.sweep_silent(now, timeout).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_redelivers_the_valid_messages_only() {
+        let store = FlakyStore {
+            inner: registered(&["trk-1"]).await,
+            failing: AtomicBool::new(true),
+        };
+        let bodies = vec![point("trk-1", 1), "garbage".to_owned(), point("trk-1", 2)];
+        let (response, report) = handle(
+            &store,
+            &settings(),
+            &event(bodies.clone()),
+            at(RECEIVED + 10),
+        )
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-0", "m-2"]);
+        assert_eq!(report.failed, 2);
+        store.failing.store(false, Ordering::SeqCst);
+        let (response, report) =
+            handle(&store, &settings(), &event(bodies), at(RECEIVED + 20)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(report.written, 2);
+    }
+
+    #[test]
+    fn retention_comes_from_the_environment_within_bounds() {
+        assert_eq!(
+            Settings::from_env().map(|s| s.retention),
+            Ok(Duration::days(30))
+        );
+    }
+}

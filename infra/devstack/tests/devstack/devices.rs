@@ -1,0 +1,227 @@
+//! Devices end to end through the devstack: simulated devices speak MQTT to the local broker,
+//! the template's topic rules run the registration, telemetry and presence flows, and commands
+//! go from the API to the device and back.
+
+use super::{client_with, OPERATOR};
+use anyhow::{bail, ensure, Context, Result};
+use device_sim::{Fleet, FleetOptions, Misbehaviour};
+use devstack::demo_accounts::DEMO_PASSWORD;
+use devstack::device_api::DeviceApi;
+use devstack::Devstack;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const DEVICES: usize = 4;
+
+async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn devices_register_report_and_answer_commands(stack: &Devstack) -> Result<()> {
+    let mut options = FleetOptions::new(stack.mqtt_address());
+    options.devices = DEVICES;
+    options.prefix = "e2e".to_owned();
+    options.tenant = "demo".to_owned();
+    let fleet = Fleet::start(options)?;
+    let mut stranger = FleetOptions::new(stack.mqtt_address());
+    stranger.devices = 1;
+    stranger.prefix = "stranger".to_owned();
+    stranger.tenant = "initech".to_owned();
+    let strangers = Fleet::start(stranger)?;
+    let outcome = exercise(stack, &fleet, &strangers).await;
+    let _ = strangers.shutdown().await;
+    let _ = fleet.shutdown().await;
+    outcome
+}
+
+async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<()> {
+    let (stats, registered) = fleet
+        .wait_for(Duration::from_secs(300), |s| {
+            s.registered_accepted as usize == DEVICES
+        })
+        .await;
+    ensure!(registered, "devices not all registered: {stats:?}");
+    let (stats, rejected) = strangers
+        .wait_for(Duration::from_secs(60), |s| s.registered_rejected == 1)
+        .await;
+    ensure!(
+        rejected,
+        "a device of an unknown tenant was not rejected: {stats:?}"
+    );
+
+    let api = DeviceApi::new(
+        &stack.api_url(),
+        &stack.login(OPERATOR, DEMO_PASSWORD).await?,
+    )?;
+    let things: Vec<String> = fleet.things().map(str::to_owned).collect();
+    let all: HashSet<String> = things.iter().cloned().collect();
+    let online = api
+        .wait_online(&all, Duration::from_secs(60), |_| {})
+        .await?;
+    ensure!(online == DEVICES, "{online} of {DEVICES} online");
+    let listed = api.devices().await?;
+    ensure!(
+        !listed.iter().any(|d| d["id"] == "stranger-0001"),
+        "the rejected device is not in the registry"
+    );
+
+    // The registration created the IoT thing with the template's thing type.
+    let iot = aws_sdk_iot::Client::new(stack.sdk_config());
+    let thing = iot
+        .describe_thing()
+        .thing_name(&things[0])
+        .send()
+        .await
+        .context("the registered device is an IoT thing")?;
+    ensure!(
+        thing
+            .thing_type_name()
+            .is_some_and(|t| t.ends_with("-device")),
+        "thing type {:?}",
+        thing.thing_type_name()
+    );
+    ensure!(
+        thing
+            .attributes()
+            .and_then(|a| a.get("tenant"))
+            .is_some_and(|t| t == "demo"),
+        "thing attributes {:?}",
+        thing.attributes()
+    );
+
+    // Telemetry lands through the rule, the queue and the batch writer.
+    let first = things[0].clone();
+    until("telemetry stored", Duration::from_secs(60), || async {
+        Ok(api.telemetry_points(&first).await? >= 2)
+    })
+    .await?;
+
+    // A command to an online device, and one it does not know.
+    let id = api.send_command(&first, "ping").await?;
+    let view = api.wait_final(&first, &id, Duration::from_secs(30)).await?;
+    ensure!(view["status"] == "SUCCESSFUL", "ping ended {view}");
+    let steps: Vec<&str> = view["history"]
+        .as_array()
+        .context("history")?
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    // The two acknowledgements invoke the ack function asynchronously, as IoT Core does, so the
+    // final one may overtake DELIVERED, which then changes nothing.
+    ensure!(
+        steps == ["QUEUED", "SENT", "DELIVERED", "SUCCESSFUL"]
+            || steps == ["QUEUED", "SENT", "SUCCESSFUL"],
+        "history {steps:?}"
+    );
+    let id = api.send_command(&first, "self-destruct").await?;
+    let view = api.wait_final(&first, &id, Duration::from_secs(30)).await?;
+    ensure!(view["status"] == "FAILED", "unknown command ended {view}");
+
+    // A command to an offline device waits for it to come back.
+    let second = things[1].clone();
+    fleet.disconnect(&second)?;
+    let just_second: HashSet<String> = [second.clone()].into();
+    until(
+        "the disconnected device offline",
+        Duration::from_secs(30),
+        || async { Ok(api.online(&just_second).await? == 0) },
+    )
+    .await?;
+    let id = api.send_command(&second, "locate").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = api
+        .devices()
+        .await?
+        .into_iter()
+        .find(|d| d["id"] == second.as_str())
+        .context("the offline device is listed")?;
+    ensure!(waiting["status"] == "offline", "{waiting}");
+    fleet.reconnect(&second)?;
+    let view = api
+        .wait_final(&second, &id, Duration::from_secs(60))
+        .await?;
+    ensure!(
+        view["status"] == "SUCCESSFUL",
+        "the queued command ended {view}"
+    );
+
+    // A dropped connection (no DISCONNECT) comes back by itself.
+    let third = things[2].clone();
+    fleet.drop(&third, Duration::from_secs(1))?;
+    let (stats, back) = fleet
+        .wait_for(Duration::from_secs(30), |s| s.reconnects >= 1)
+        .await;
+    ensure!(back, "the dropped device did not reconnect: {stats:?}");
+    let just_third: HashSet<String> = [third.clone()].into();
+    until(
+        "the dropped device online again",
+        Duration::from_secs(30),
+        || async { Ok(api.online(&just_third).await? == 1) },
+    )
+    .await?;
+
+    // Misbehaving devices (garbage, oversize, a flood) do not stop the others' telemetry.
+    let [_, _, flooding, garbling] = &things[..] else {
+        bail!("expected {DEVICES} devices");
+    };
+    let before = api.telemetry_points(&first).await?;
+    let broker_before = stack.broker().stats();
+    fleet.set_misbehaviour(garbling, Misbehaviour::Garbage)?;
+    fleet.set_misbehaviour(flooding, Misbehaviour::Flood { per_second: 300 })?;
+    fleet.set_misbehaviour(&second, Misbehaviour::Oversize)?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for thing in [garbling, flooding, &second] {
+        fleet.set_misbehaviour(thing, Misbehaviour::None)?;
+    }
+    until(
+        "telemetry of a well-behaved device still stored",
+        Duration::from_secs(30),
+        || async { Ok(api.telemetry_points(&first).await? >= before + 3) },
+    )
+    .await?;
+    let broker = stack.broker().stats();
+    ensure!(
+        broker.throttled > broker_before.throttled,
+        "the flood was not throttled: {broker:?}"
+    );
+    ensure!(
+        broker.oversize_refused > broker_before.oversize_refused,
+        "the oversize payload was not refused: {broker:?}"
+    );
+
+    // Another tenant sees none of it.
+    let globex = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
+    for (method, path) in [
+        ("GET", format!("/devices/{first}")),
+        ("GET", format!("/devices/{first}/commands/{id}")),
+        ("POST", format!("/devices/{first}/commands")),
+    ] {
+        let request = match method {
+            "GET" => globex.get(format!("{}{path}", stack.api_url())),
+            _ => globex
+                .post(format!("{}{path}", stack.api_url()))
+                .header("content-type", "application/json")
+                .body(r#"{"name":"ping"}"#),
+        };
+        let status = request.send().await?.status().as_u16();
+        ensure!(status == 404, "{method} {path} as globex answered {status}");
+    }
+
+    // No rule action failed along the way.
+    let errors = super::queue_messages(stack, "IotRuleErrorQueue").await?;
+    ensure!(errors == 0, "{errors} messages in IotRuleErrorQueue");
+    Ok(())
+}

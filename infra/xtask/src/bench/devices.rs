@@ -1,0 +1,344 @@
+//! `cargo xtask bench devices`: a simulated fleet through the local broker, the rules engine and
+//! the ingest function, as in production but on one machine. Measures whether ingest keeps up
+//! (the telemetry queue's backlog over time), the lag from the rule's receive time to the write,
+//! how full the `BatchWriteItem` requests are, the ingest function's CPU per message, and the
+//! command round trip from the API call to the recorded acknowledgement.
+
+use super::{write_section, DocSection, Machine};
+use anyhow::{Context, Result};
+use devstack::device_api::{percentile, round_trip, DeviceApi};
+use devstack::lambda_watch::ChildOutput;
+use devstack::{Devstack, DevstackOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SECTION: DocSection = DocSection {
+    name: "devices",
+    heading: "Devices",
+    begin: "<!-- devices:begin (written by `cargo xtask bench devices`) -->",
+    end: "<!-- devices:end -->",
+};
+
+const INGEST_BINARY: &str = "telemetry-ingest";
+const TELEMETRY_QUEUE: &str = "TelemetryQueue";
+
+#[derive(clap::Args)]
+pub struct DevicesArgs {
+    /// Simulated devices, each sending one telemetry message and one heartbeat a second.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Length of the measured window, after every device registered.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seconds between a device's heartbeats. Under the 10 s heartbeat timeout, so devices stay
+    /// online (commands go out at once); longer than the telemetry period, so the measured load
+    /// is the telemetry.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_seconds: u64,
+    /// Commands sent one after another during the window, for the round trip.
+    #[arg(long, default_value_t = 50)]
+    pub commands: usize,
+    /// Print the results only; leave docs/benchmarks.md untouched.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+struct Results {
+    devices: usize,
+    heartbeat_seconds: u64,
+    registered: u64,
+    window: Duration,
+    telemetry_sent: u64,
+    /// (seconds into the window, visible messages in the telemetry queue)
+    backlog: Vec<(u64, u64)>,
+    batches: usize,
+    written: f64,
+    write_requests: f64,
+    malformed: f64,
+    lag_ms: Vec<f64>,
+    cpu_per_message_us: Option<f64>,
+    round_trips_ms: Vec<f64>,
+    command_failures: usize,
+}
+
+pub async fn run(args: DevicesArgs) -> Result<()> {
+    crate::setup::run()?;
+    let root = devstack::tools::workspace_root();
+    let log = root.join(".devstack/bench-devices.log");
+    let _ = std::fs::remove_file(&log);
+    let mut options = DevstackOptions::new(&root);
+    options.api_port = 0;
+    options.mqtt_port = 0;
+    options.carriers = None;
+    options.function_output = Some(ChildOutput::LogFile(log.clone()));
+    // The ingest queue's MaximumConcurrency; more instances only cost memory here.
+    options.lambda_concurrency = Some(4);
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
+    spinner.set_message("starting the devstack (moto, functions, broker, rules)");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let stack = Devstack::start(options).await;
+    spinner.finish_and_clear();
+    let stack = stack.context("the devstack did not start; see .devstack/")?;
+    let outcome = measure(&stack, &args, &log).await;
+    stack.shutdown().await;
+    let results = outcome?;
+    let machine = Machine::detect(&root).await;
+    let markdown = results.markdown(&machine);
+    println!("{markdown}");
+    if !args.no_write {
+        write_section(&root.join("docs/benchmarks.md"), &SECTION, &markdown)?;
+        println!("written to docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Results> {
+    use devstack::demo_accounts::DEMO_PASSWORD;
+    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
+    options.devices = args.devices;
+    options.prefix = "bench".to_owned();
+    options.tenant = "demo".to_owned();
+    // Connecting a thousand devices at once would measure the stampede, not the steady state.
+    options.start_spread = Duration::from_secs(20);
+    options.heartbeat_every = Duration::from_secs(args.heartbeat_seconds.max(1));
+    let fleet = device_sim::Fleet::start(options)?;
+    let registering = ProgressBar::new(args.devices as u64).with_style(
+        ProgressStyle::with_template("  {bar:40} {pos}/{len} devices registered {elapsed}")?,
+    );
+    let started = Instant::now();
+    let registered = loop {
+        let stats = fleet.stats();
+        registering.set_position(stats.registered_accepted);
+        if stats.registered_accepted as usize >= args.devices
+            || started.elapsed() > Duration::from_secs(600)
+        {
+            break stats.registered_accepted;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    registering.finish();
+
+    let api = DeviceApi::new(
+        &stack.api_url(),
+        &stack.login("ops@demo.example", DEMO_PASSWORD).await?,
+    )?;
+    let window = Duration::from_secs(args.seconds);
+    let log_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let cpu_before = cpu_ticks(INGEST_BINARY);
+    let sent_before = fleet.stats().telemetry_sent;
+    let bar = ProgressBar::new(args.seconds).with_style(ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} s measured  {msg}",
+    )?);
+    let things: Vec<String> = fleet.things().map(str::to_owned).collect();
+    let commands = async {
+        let mut trips = Vec::new();
+        let mut failures = 0;
+        for n in 0..args.commands {
+            let thing = &things[(n * 37) % things.len()];
+            let trip = async {
+                let id = api.send_command(thing, "ping").await?;
+                let view = api.wait_final(thing, &id, Duration::from_secs(30)).await?;
+                round_trip(&view).context("no final acknowledgement in the history")
+            };
+            match trip.await {
+                Ok(d) => trips.push(d.as_secs_f64() * 1000.0),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("  command {n}: {e:#}");
+                }
+            }
+            // Spread them over the window.
+            tokio::time::sleep(window / (args.commands as u32 + 1)).await;
+        }
+        (trips, failures)
+    };
+    let sampling = async {
+        let mut backlog = Vec::new();
+        let begin = Instant::now();
+        while begin.elapsed() < window {
+            let depth = stack.queue_depth(TELEMETRY_QUEUE).await.unwrap_or(0);
+            let at = begin.elapsed().as_secs();
+            backlog.push((at, depth));
+            bar.set_position(at);
+            bar.set_message(format!("telemetry queue backlog {depth}"));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        backlog
+    };
+    let ((mut round_trips_ms, command_failures), backlog) = tokio::join!(commands, sampling);
+    bar.finish();
+    let telemetry_sent = fleet.stats().telemetry_sent - sent_before;
+    let cpu_after = cpu_ticks(INGEST_BINARY);
+    let _ = fleet.shutdown().await;
+    // Let the last batches land in the log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let batches = ingest_metrics(log, log_offset)?;
+    let written: f64 = batches.iter().map(|b| b.written).sum();
+    let mut lag_ms: Vec<f64> = batches.iter().flat_map(|b| b.lag_ms.clone()).collect();
+    lag_ms.sort_by(f64::total_cmp);
+    round_trips_ms.sort_by(f64::total_cmp);
+    let ticks_per_second = tick_rate();
+    Ok(Results {
+        devices: args.devices,
+        heartbeat_seconds: args.heartbeat_seconds,
+        registered,
+        window,
+        telemetry_sent,
+        backlog,
+        batches: batches.len(),
+        written,
+        write_requests: batches.iter().map(|b| b.write_requests).sum(),
+        malformed: batches.iter().map(|b| b.malformed).sum(),
+        lag_ms,
+        cpu_per_message_us: (written > 0.0 && cpu_after > cpu_before)
+            .then(|| (cpu_after - cpu_before) as f64 / ticks_per_second * 1_000_000.0 / written),
+        round_trips_ms,
+        command_failures,
+    })
+}
+
+/// One ingest batch's metrics line.
+struct BatchMetrics {
+    written: f64,
+    write_requests: f64,
+    malformed: f64,
+    lag_ms: Vec<f64>,
+}
+
+/// The ingest function's embedded-metric lines written to the log after `offset`.
+fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
+    let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    let start = usize::try_from(offset).unwrap_or(0).min(text.len());
+    let mut batches = Vec::new();
+    for line in String::from_utf8_lossy(&text[start..]).lines() {
+        let Some(json) = line.find('{').map(|i| &line[i..]) else {
+            continue;
+        };
+        if !json.contains("\"TelemetryWriteRequests\"") {
+            continue;
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+            continue;
+        };
+        let number = |k: &str| value[k].as_f64().unwrap_or(0.0);
+        batches.push(BatchMetrics {
+            written: number("TelemetryWritten"),
+            write_requests: number("TelemetryWriteRequests"),
+            malformed: number("TelemetryMalformed"),
+            lag_ms: value["IngestLagMs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(batches)
+}
+
+/// User plus system CPU ticks of every running process whose executable is `binary`.
+fn cpu_ticks(binary: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read_link(e.path().join("exe"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy() == binary))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+fn tick_rate() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+impl Results {
+    fn markdown(&self, machine: &Machine) -> String {
+        let mut out = String::new();
+        let per_second = self.telemetry_sent as f64 / self.window.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "Measured {} with `cargo xtask bench devices` at {} on {} ({} cores, load {}), debug builds under `cargo lambda watch`, moto for DynamoDB and SQS.\n",
+            machine.date, machine.commit, machine.cpu, machine.nproc, machine.load
+        );
+        let _ = writeln!(
+            out,
+            "{} simulated devices ({} registered), each sending one telemetry message a second and a heartbeat every {} s over MQTT to the local broker; the telemetry rule sends each message to `TelemetryQueue`, and `telemetry-ingest` takes up to 500 a batch within a 1 s window. Measured over {} s after every device registered.\n",
+            self.devices,
+            self.registered,
+            self.heartbeat_seconds,
+            self.window.as_secs()
+        );
+        let _ = writeln!(out, "| measure | value | goal |");
+        let _ = writeln!(out, "|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| telemetry sent | {} messages ({per_second:.0}/s) | {}/s |",
+            self.telemetry_sent, self.devices
+        );
+        let _ = writeln!(
+            out,
+            "| points written | {:.0} in {} batches ({:.0} malformed) | all |",
+            self.written, self.batches, self.malformed
+        );
+        let backlog: Vec<String> = self
+            .backlog
+            .iter()
+            .map(|(at, depth)| format!("{at}s:{depth}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| telemetry queue backlog (every 5 s) | {} | not growing |",
+            backlog.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "| ingest lag p50 / p99 (rule receive to write) | {:.0} ms / {:.0} ms | |",
+            percentile(&self.lag_ms, 0.5),
+            percentile(&self.lag_ms, 0.99)
+        );
+        let _ = writeln!(
+            out,
+            "| items per `BatchWriteItem` | {:.1} | 20 or more |",
+            if self.write_requests > 0.0 {
+                self.written / self.write_requests
+            } else {
+                0.0
+            }
+        );
+        let _ = writeln!(
+            out,
+            "| ingest CPU per message (user + system of the function processes) | {} | |",
+            self.cpu_per_message_us
+                .map_or_else(|| "not measured".to_owned(), |us| format!("{us:.0} µs"))
+        );
+        let _ = writeln!(
+            out,
+            "| command round trip p50 / p95 (API call to recorded ack, {} commands, {} failed) | {:.0} ms / {:.0} ms | under 100 ms |",
+            self.round_trips_ms.len() + self.command_failures,
+            self.command_failures,
+            percentile(&self.round_trips_ms, 0.5),
+            percentile(&self.round_trips_ms, 0.95)
+        );
+        out
+    }
+}
