@@ -1,4 +1,4 @@
-"""moto_server with DynamoDB operations serialized.
+"""moto_server with DynamoDB operations serialized, and SQS receives kept linear.
 
 moto serves each request on its own thread and its DynamoDB backend takes no lock, so two
 conditional writes to the same item can both pass their condition (real DynamoDB never lets
@@ -9,7 +9,9 @@ DynamoDB operation runs under one lock. Arguments are moto_server's own.
 import functools
 import threading
 
+from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
+from moto.sqs.models import Queue, SQSBackend
 from moto.server import main
 
 _LOCK = threading.RLock()
@@ -37,6 +39,61 @@ def _serialized(operation):
 
 for _name in _OPERATIONS:
     setattr(DynamoDBBackend, _name, _serialized(getattr(DynamoDBBackend, _name)))
+
+
+def _retained(self, queue_name, message):
+    """Whether `message` is within its queue's retention period.
+
+    moto reads the period through the queue's full attribute set, which counts every message
+    in the queue, and it does so for each message it receives: a receive costs the square of
+    the backlog, so a telemetry queue under load stalls moto. The period alone is a plain
+    attribute.
+    """
+    queue = self.get_queue(queue_name)
+    retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
+    return retain_until > unix_time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained
+
+# SendMessage builds the queue's whole attribute set to read one flag, counting every message
+# three times on each send. While a send runs, the counts (which it never reads) are skipped;
+# GetQueueAttributes still counts exactly.
+_SENDING = threading.local()
+
+
+def _uncounted_while_sending(name):
+    count = getattr(Queue, name).fget
+
+    def get(self):
+        if getattr(_SENDING, "active", False):
+            return 0
+        return count(self)
+
+    return property(get)
+
+
+for _name in (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_not_visible",
+    "approximate_number_of_messages_delayed",
+):
+    setattr(Queue, _name, _uncounted_while_sending(_name))
+
+
+def _sending(operation):
+    @functools.wraps(operation)
+    def run(*args, **kwargs):
+        _SENDING.active = True
+        try:
+            return operation(*args, **kwargs)
+        finally:
+            _SENDING.active = False
+
+    return run
+
+
+SQSBackend.send_message = _sending(SQSBackend.send_message)
 
 if __name__ == "__main__":
     main()
