@@ -277,6 +277,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_devices_and_garbage_are_dropped_not_retried() {
         let ports = Ports::new().await;
+        let thing = ThingName::parse("trk-1").expect("name");
+        let presence =
+            |device: Option<cellbridge::ports::DeviceRecord>| device.expect("registered").presence;
+        let before = presence(ports.devices.get_device(&thing).await.expect("store"));
         let mut unknown = message(CONNECTED);
         unknown.client_id = Some("never-registered".into());
         assert_eq!(
@@ -296,7 +300,11 @@ mod tests {
                 "{broken}"
             );
         }
-        assert!(!ports.connected().await);
+        assert_eq!(
+            presence(ports.devices.get_device(&thing).await.expect("store")),
+            before,
+            "nothing applied"
+        );
     }
 
     #[tokio::test]
