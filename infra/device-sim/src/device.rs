@@ -102,6 +102,10 @@ pub struct DeviceStatus {
     pub iccid: String,
     pub imei: String,
     pub connected: bool,
+    /// The broker acknowledged the device's subscriptions on its current session, so commands
+    /// reach it. A reconnected device replays its unacknowledged messages before subscribing
+    /// again, so this comes a little after `connected`.
+    pub subscribed: bool,
     pub registration: Registration,
     pub telemetry_every: Duration,
     pub telemetry_sent: u64,
@@ -113,6 +117,7 @@ pub struct DeviceStatus {
 #[derive(Debug)]
 pub(crate) struct DeviceShared {
     pub online: AtomicBool,
+    pub subscribed: AtomicBool,
     pub telemetry_sent: AtomicU64,
     state: Mutex<SharedState>,
 }
@@ -128,6 +133,7 @@ impl DeviceShared {
     pub fn new(telemetry_every: Duration) -> Self {
         Self {
             online: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
             telemetry_sent: AtomicU64::new(0),
             state: Mutex::new(SharedState {
                 registration: Registration::Unannounced,
@@ -151,6 +157,7 @@ impl DeviceShared {
             iccid: identity.iccid.clone(),
             imei: identity.imei.clone(),
             connected: self.online.load(Ordering::Relaxed),
+            subscribed: self.subscribed.load(Ordering::Relaxed),
             registration: state.registration,
             telemetry_every: state.telemetry_every,
             telemetry_sent: self.telemetry_sent.load(Ordering::Relaxed),
@@ -467,6 +474,7 @@ impl Device {
         if self.online {
             self.online = false;
             self.shared.online.store(false, Ordering::Relaxed);
+            self.shared.subscribed.store(false, Ordering::Relaxed);
             shift(&self.counters.connected, -1);
         }
     }
@@ -494,6 +502,8 @@ impl Device {
             Event::Incoming(Incoming::SubAck(ack)) => {
                 if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
                     tracing::warn!(thing = %self.spec.identity.thing, "broker refused a subscription");
+                } else {
+                    self.shared.subscribed.store(true, Ordering::Relaxed);
                 }
                 // Announcing only once subscribed, so the reply cannot be missed.
                 if self.registration == Registration::Unannounced {

@@ -179,6 +179,19 @@ fn options(broker: &Broker, prefix: &str, devices: usize) -> FleetOptions {
     }
 }
 
+/// Waits until `thing`'s subscriptions are back after a reconnect: the broker keeps none for a
+/// clean session, so a command sent before then is lost.
+async fn resubscribed(fleet: &Fleet, thing: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !fleet.device_status(thing).is_some_and(|s| s.subscribed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{thing} did not subscribe again within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn start_broker() -> Arc<Broker> {
     Arc::new(
         Broker::start(BrokerOptions {
@@ -340,6 +353,7 @@ async fn dropped_devices_reconnect_and_disconnected_ones_stay_away() {
             m.topic == topics::telemetry("net-0001")
         })
         .await;
+    resubscribed(&fleet, "net-0001").await;
     // Subscriptions are back: commands reach it again.
     send_command(
         &broker,
@@ -407,6 +421,7 @@ async fn dropped_devices_reconnect_and_disconnected_ones_stay_away() {
         })
         .await;
     assert!(fleet.drop("nobody", Duration::ZERO).is_err());
+    resubscribed(&fleet, "net-0003").await;
 
     // A reboot acknowledges first, then the device goes away briefly and comes back.
     let mark = watch.seen.len();
