@@ -2,9 +2,10 @@
 //! at once: device changes are written by the planner, never inline.
 
 use cellbridge::api::body::json_body;
+use cellbridge::api::idempotency::{self, idempotency_key};
 use cellbridge::api::paging::allow_query;
 use cellbridge::api::views::{bulk_change_location, BulkChangeView};
-use cellbridge::api::{caller, json_response, Caller, Problem, TenantStore};
+use cellbridge::api::{caller, Caller, Problem, TenantStore};
 use cellbridge::auth::Role;
 use cellbridge::domain::{
     parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus,
@@ -13,15 +14,12 @@ use cellbridge::domain::{
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::messages::PlanMessage;
 use cellbridge::ports::{BulkChangePorts, CreateOutcome, IdempotencyClaim};
-use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 pub async fn handle(
     ports: &BulkChangePorts,
@@ -87,7 +85,9 @@ async fn create(
         CreateOutcome::Replayed {
             same_request: false,
             ..
-        } => Err(Problem::idempotency_key_reused()),
+        } => Err(Problem::idempotency_key_reused(
+            "a bulk change from a different body",
+        )),
         CreateOutcome::Replayed { existing, .. } => {
             // A retry after a failure between storing and enqueueing finishes the hand-over;
             // the planner ignores a second plan message for a planned bulk change.
@@ -97,24 +97,6 @@ async fn create(
             Ok(accepted(&existing, true))
         }
     }
-}
-
-fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_HEADER) else {
-        return Ok(None);
-    };
-    let key = value.to_str().unwrap_or("");
-    let valid = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if !valid {
-        return Err(Problem::bad_parameter(
-            "Idempotency-Key",
-            &format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters of letters, digits, '-', '_', '.', ':' (a UUID is ideal)"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
 }
 
 fn hex_digest(body: &[u8]) -> String {
@@ -199,26 +181,22 @@ async fn hand_to_planner(
 }
 
 fn accepted(change: &BulkChange, replayed: bool) -> Response<Body> {
-    let mut response = json_response(StatusCode::ACCEPTED, &BulkChangeView::from(change));
-    let headers = response.headers_mut();
-    if let Ok(location) = bulk_change_location(&change.bulk_change_id).parse() {
-        headers.insert(header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert(
-            "idempotent-replayed",
-            header::HeaderValue::from_static("true"),
-        );
-    }
-    response
+    idempotency::accepted(
+        &BulkChangeView::from(change),
+        &bulk_change_location(&change.bulk_change_id),
+        replayed,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cellbridge::adapters::memory::MemoryPorts;
+    use cellbridge::api::idempotency::IDEMPOTENCY_HEADER;
     use cellbridge::domain::TenantId;
     use cellbridge::ports::{BulkChangeStore, PayloadStore};
+    use lambda_http::http::header;
+    use lambda_http::http::StatusCode;
     use lambda_http::request::from_str;
     use serde_json::Value;
 

@@ -111,28 +111,24 @@ mod tests {
         OffsetDateTime::from_unix_timestamp(1_795_338_010).expect("time")
     }
 
+    async fn ack(store: &MemoryCommands, sample_text: &str) -> Outcome {
+        handle(store, &sample(sample_text), now())
+            .await
+            .expect("the store is up")
+    }
+
     #[tokio::test]
     async fn the_samples_deliver_then_succeed_and_repeats_change_nothing() {
         let (store, command) = store();
+        assert_eq!(ack(&store, DELIVERED).await, Outcome::Applied(Delivered));
+        assert_eq!(ack(&store, SUCCESSFUL).await, Outcome::Applied(Successful));
         assert_eq!(
-            handle(&store, &sample(DELIVERED), now()).await.expect("ok"),
-            Outcome::Applied(Delivered)
-        );
-        assert_eq!(
-            handle(&store, &sample(SUCCESSFUL), now())
-                .await
-                .expect("ok"),
-            Outcome::Applied(Successful)
-        );
-        assert_eq!(
-            handle(&store, &sample(SUCCESSFUL), now())
-                .await
-                .expect("ok"),
+            ack(&store, SUCCESSFUL).await,
             Outcome::Stale(Successful),
             "a redelivery"
         );
         assert_eq!(
-            handle(&store, &sample(DELIVERED), now()).await.expect("ok"),
+            ack(&store, DELIVERED).await,
             Outcome::Stale(Successful),
             "overtaken by the final ack"
         );
@@ -162,26 +158,15 @@ mod tests {
     #[tokio::test]
     async fn a_final_ack_before_the_delivered_one_wins() {
         let (store, _) = store();
-        assert_eq!(
-            handle(&store, &sample(SUCCESSFUL), now())
-                .await
-                .expect("ok"),
-            Outcome::Applied(Successful)
-        );
-        assert_eq!(
-            handle(&store, &sample(DELIVERED), now()).await.expect("ok"),
-            Outcome::Stale(Successful)
-        );
+        assert_eq!(ack(&store, SUCCESSFUL).await, Outcome::Applied(Successful));
+        assert_eq!(ack(&store, DELIVERED).await, Outcome::Stale(Successful));
         assert_eq!(store.all()[0].status, Successful);
     }
 
     #[tokio::test]
     async fn garbage_and_unknown_commands_are_dropped_and_store_failures_retried() {
         let (store, command) = store();
-        assert_eq!(
-            handle(&store, &sample(MALFORMED), now()).await.expect("ok"),
-            Outcome::Malformed
-        );
+        assert_eq!(ack(&store, MALFORMED).await, Outcome::Malformed);
         for garbage in [json!("text"), json!({}), json!({"thingName": "bad/name"})] {
             assert_eq!(
                 handle(&store, &garbage, now()).await.expect("ok"),

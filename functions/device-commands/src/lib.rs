@@ -9,6 +9,7 @@
 
 use cellbridge::adapters::commands::{publish_command, Delivery};
 use cellbridge::api::body::json_body;
+use cellbridge::api::idempotency::{self, idempotency_key};
 use cellbridge::api::paging::{allow_query, page_request};
 use cellbridge::api::views::PageView;
 use cellbridge::api::{caller, json_response, route_key, Caller, Problem, TenantDevices};
@@ -18,21 +19,18 @@ use cellbridge::devices::command::{
 };
 use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
 use cellbridge::devices::registration::ThingName;
-use cellbridge::domain::{FieldError, TenantId};
+use cellbridge::domain::TenantId;
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::ports::{
     CommandCreated, CommandStore, DevicePublisher, DeviceStore, IdempotencyClaim, Page,
     PageRequest, StoreError,
 };
-use lambda_http::http::{header, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
-
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 pub async fn handle(
     devices: &dyn DeviceStore,
@@ -151,7 +149,11 @@ async fn store_and_deliver(
         CommandCreated::Replayed {
             same_request: false,
             ..
-        } => return Err(idempotency_key_reused()),
+        } => {
+            return Err(Problem::idempotency_key_reused(
+                "a command from a different request",
+            ))
+        }
         CommandCreated::Replayed { existing, .. } => {
             tracing::info!(existing = %existing.id, "idempotent replay");
             (*existing, true)
@@ -196,18 +198,11 @@ async fn deliver(
 }
 
 fn accepted(command: &Command, replayed: bool) -> Response<Body> {
-    let mut response = json_response(StatusCode::ACCEPTED, &CommandView::from(command));
-    let headers = response.headers_mut();
-    if let Ok(location) = command_location(&command.thing, &command.id).parse() {
-        headers.insert(header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert(
-            "idempotent-replayed",
-            header::HeaderValue::from_static("true"),
-        );
-    }
-    response
+    idempotency::accepted(
+        &CommandView::from(command),
+        &command_location(&command.thing, &command.id),
+        replayed,
+    )
 }
 
 /// The thing is part of the digest: a key reused for another device is a different request.
@@ -217,39 +212,6 @@ fn digest(thing: &ThingName, body: &[u8]) -> String {
     hash.update(b"\n");
     hash.update(body);
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_HEADER) else {
-        return Ok(None);
-    };
-    let key = value.to_str().unwrap_or("");
-    let valid = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if !valid {
-        return Err(Problem::bad_parameter(
-            "Idempotency-Key",
-            &format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters of letters, digits, '-', '_', '.', ':' (a UUID is ideal)"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-fn idempotency_key_reused() -> Problem {
-    Problem {
-        errors: vec![FieldError {
-            field: "Idempotency-Key".to_owned(),
-            message: "this key created a command from a different request; use a new key for a new command".to_owned(),
-        }],
-        ..Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency-Key already used for a different request",
-            "Idempotency-Key: this key created a command from a different request",
-        )
-    }
 }
 
 fn device_not_found() -> Problem {
@@ -412,6 +374,7 @@ mod tests {
     use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
     use cellbridge::devices::registration::parse_announcement;
     use cellbridge::devices::topics;
+    use lambda_http::http::header;
     use lambda_http::request::from_str;
     use serde_json::{json, Value};
     use time::Duration;

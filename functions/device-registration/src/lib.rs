@@ -150,6 +150,7 @@ mod tests {
     use cellbridge::adapters::devices::MemoryDevices;
     use cellbridge::adapters::iot::{MemoryThings, RecordingPublisher};
     use cellbridge::devices::registration::ThingName;
+    use cellbridge::ports::DeviceRecord;
 
     const ANNOUNCEMENT: &str =
         include_str!("../../../events/device-registration/announcement.json");
@@ -198,6 +199,18 @@ mod tests {
                 .await
                 .expect("no infrastructure failure")
         }
+
+        async fn registered(&self, thing: &str) -> DeviceRecord {
+            self.devices
+                .get_device(&ThingName::parse(thing).expect("name"))
+                .await
+                .expect("store")
+                .expect("registered")
+        }
+
+        fn accepted_replies(&self, thing: &str) -> Vec<Value> {
+            self.replies.published_to(&topics::register_accepted(thing))
+        }
     }
 
     fn sample(text: &str) -> Value {
@@ -219,16 +232,9 @@ mod tests {
         let thing = world.things.get("trk-1").expect("thing created");
         assert_eq!(thing.tenant.as_str(), "demo");
         assert_eq!(thing.imei.as_deref(), Some("356938035643809"));
-        let device = world
-            .devices
-            .get_device(&ThingName::parse("trk-1").expect("name"))
-            .await
-            .expect("store")
-            .expect("registered");
+        let device = world.registered("trk-1").await;
         assert_eq!(device.model, "TRK-200");
-        let replies = world
-            .replies
-            .published_to(&topics::register_accepted("trk-1"));
+        let replies = world.accepted_replies("trk-1");
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0]["outcome"], "created");
     }
@@ -244,16 +250,9 @@ mod tests {
             Outcome::Accepted(Registration::Updated)
         );
         assert_eq!(world.things.len(), 1);
-        let device = world
-            .devices
-            .get_device(&ThingName::parse("trk-1").expect("name"))
-            .await
-            .expect("store")
-            .expect("registered");
+        let device = world.registered("trk-1").await;
         assert_eq!(device.firmware, "2.5.0");
-        let replies = world
-            .replies
-            .published_to(&topics::register_accepted("trk-1"));
+        let replies = world.accepted_replies("trk-1");
         assert_eq!(replies[1]["outcome"], "updated");
     }
 

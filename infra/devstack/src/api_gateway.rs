@@ -4,6 +4,7 @@
 
 use crate::lambda_watch::{InvokeError, Invoker};
 use crate::moto::ACCOUNT_ID;
+use crate::server_task::ServerTask;
 use crate::template::{ApiAuth, FunctionSpec, LOCAL_API_ID};
 use anyhow::{bail, Context, Result};
 use axum::body::Body;
@@ -18,8 +19,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Lambda's limit on a synchronous invocation's payload.
 pub const BODY_LIMIT: usize = 6 * 1024 * 1024;
@@ -102,8 +101,7 @@ struct ApiState {
 
 pub struct ApiGateway {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: ServerTask,
 }
 
 impl ApiGateway {
@@ -118,25 +116,15 @@ impl ApiGateway {
             format!("the API cannot listen on 127.0.0.1:{}; is it in use? Choose another port (0 = any free one)", opts.port)
         })?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(
+        let server = ServerTask::spawn("the local API", |stopped| async move {
+            axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!("the local API stopped: {e}");
-            }
+            .with_graceful_shutdown(stopped)
+            .await
         });
-        Ok(Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -149,26 +137,8 @@ impl ApiGateway {
     }
 
     /// Stops taking connections; requests in flight get a moment to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
-    }
-}
-
-impl Drop for ApiGateway {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

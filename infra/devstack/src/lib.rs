@@ -16,6 +16,7 @@ pub mod moto;
 pub mod ports;
 pub mod provision;
 pub mod schedules;
+mod server_task;
 pub mod sqs_source;
 pub mod stack;
 pub mod template;

@@ -201,26 +201,15 @@ async fn pub_sub_at_qos_0_and_1_with_aws_wildcards() -> Result<()> {
         .await?;
     // The broker acknowledges QoS 1.
     assert!(matches!(publisher.next_ack().await?, Packet::PubAck(_)));
-    publisher
-        .mqtt
-        .publish("sensors/s1/temp", QoS::AtMostOnce, false, "q0")
-        .await?;
-    publisher
-        .mqtt
-        .publish("sensor", QoS::AtLeastOnce, false, "bare")
-        .await?;
-    publisher
-        .mqtt
-        .publish("sensor/x/y", QoS::AtLeastOnce, false, "deep")
-        .await?;
-    publisher
-        .mqtt
-        .publish("sensors/s1/temp/extra", QoS::AtLeastOnce, false, "too deep")
-        .await?;
-    publisher
-        .mqtt
-        .publish("done", QoS::AtLeastOnce, false, "done")
-        .await?;
+    for (topic, qos, payload) in [
+        ("sensors/s1/temp", QoS::AtMostOnce, "q0"),
+        ("sensor", QoS::AtLeastOnce, "bare"),
+        ("sensor/x/y", QoS::AtLeastOnce, "deep"),
+        ("sensors/s1/temp/extra", QoS::AtLeastOnce, "too deep"),
+        ("done", QoS::AtLeastOnce, "done"),
+    ] {
+        publisher.mqtt.publish(topic, qos, false, payload).await?;
+    }
 
     // One connection's messages arrive in order, so "done" comes last.
     let mut got = Vec::new();

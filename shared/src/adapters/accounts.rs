@@ -2,10 +2,9 @@
 //! with GSI `ByTenant` on `tenantId` / `accountKey` to list a tenant's users) and in memory for
 //! unit tests.
 
+use super::attributes::{s, Item};
 use super::cursor::{self, AfterId};
-use super::dynamodb::{
-    backend, s, updated_unless_condition_failed, written_unless_condition_failed,
-};
+use super::dynamodb::{backend, updated_unless_condition_failed, written_unless_condition_failed};
 use super::memory::{locked, page_of};
 use crate::auth::{LockoutPolicy, Roles, Username};
 use crate::domain::TenantId;
@@ -21,8 +20,6 @@ use time::OffsetDateTime;
 
 pub const ACCOUNTS_TABLE_ENV: &str = "ACCOUNTS_TABLE";
 const TENANT_INDEX: &str = "ByTenant";
-
-type Item = HashMap<String, AttributeValue>;
 
 fn tenant_key(tenant: &TenantId) -> String {
     format!("tenant#{tenant}")

@@ -17,8 +17,9 @@
 //! the one read. Statuses only move forward, so an unchanged status means an unchanged command,
 //! and of two racing writers only one applies.
 
+use super::attributes::{epoch_ms, n, s, time_from_epoch_ms, Item};
 use super::cursor::{self, AfterId};
-use super::dynamodb::{backend, s, updated_unless_condition_failed, IDEMPOTENCY_WINDOW};
+use super::dynamodb::{backend, updated_unless_condition_failed, IDEMPOTENCY_WINDOW};
 use super::memory::{locked, page_of};
 use crate::devices::command::{
     Command, CommandId, CommandStatus, Deadlines, HistoryEntry, MAX_EXPIRES_IN,
@@ -35,8 +36,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
-type Item = HashMap<String, AttributeValue>;
-
 pub const COMMANDS_TABLE_ENV: &str = "COMMANDS_TABLE";
 pub const IDEMPOTENCY_TABLE_ENV: &str = "IDEMPOTENCY_TABLE";
 const DEADLINE_INDEX: &str = "ByDeadline";
@@ -46,19 +45,6 @@ pub const OPEN_SHARDS: u8 = 8;
 pub const RETENTION: Duration = Duration::days(90);
 /// Each lost race means the command moved forward, which it can do at most three times.
 const WRITE_ATTEMPTS: usize = 5;
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn ms(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
-    let ms: i64 = value?.as_n().ok()?.parse().ok()?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
 
 /// The index partition of an open command: the id's last hex digit is random (UUID v7).
 fn open_shard(id: &CommandId) -> String {
@@ -83,7 +69,7 @@ fn claim_key(tenant: &TenantId, claim: &IdempotencyClaim) -> String {
 fn history_entry(entry: &HistoryEntry) -> AttributeValue {
     let mut fields = HashMap::from([
         ("status".to_owned(), s(entry.status.as_str())),
-        ("at".to_owned(), n(ms(entry.at))),
+        ("at".to_owned(), n(epoch_ms(entry.at))),
     ]);
     if let Some(detail) = &entry.detail {
         fields.insert("detail".to_owned(), s(detail.as_str()));
@@ -101,13 +87,16 @@ fn command_item(command: &Command) -> Result<Item, StoreError> {
         ("name".to_owned(), s(command.name.as_str())),
         ("params".to_owned(), s(params)),
         ("status".to_owned(), s(command.status.as_str())),
-        ("createdAt".to_owned(), n(ms(command.created_at))),
-        ("expiresAt".to_owned(), n(ms(command.deadlines.expires_at))),
+        ("createdAt".to_owned(), n(epoch_ms(command.created_at))),
+        (
+            "expiresAt".to_owned(),
+            n(epoch_ms(command.deadlines.expires_at)),
+        ),
         (
             "ackTimeoutSeconds".to_owned(),
             n(command.deadlines.ack_timeout.whole_seconds()),
         ),
-        ("updatedAt".to_owned(), n(ms(command.updated_at()))),
+        ("updatedAt".to_owned(), n(epoch_ms(command.updated_at()))),
         (
             "history".to_owned(),
             AttributeValue::L(command.history.iter().map(history_entry).collect()),
@@ -118,11 +107,11 @@ fn command_item(command: &Command) -> Result<Item, StoreError> {
         ),
     ]);
     if let Some(sent) = command.sent_at {
-        item.insert("sentAt".to_owned(), n(ms(sent)));
+        item.insert("sentAt".to_owned(), n(epoch_ms(sent)));
     }
     if let Some(due) = command.due_at() {
         item.insert("openShard".to_owned(), s(open_shard(&command.id)));
-        item.insert("dueAt".to_owned(), n(ms(due)));
+        item.insert("dueAt".to_owned(), n(epoch_ms(due)));
     }
     Ok(item)
 }
@@ -162,7 +151,8 @@ fn command_from(item: &Item) -> Result<Command, StoreError> {
                         .and_then(|v| v.as_s().ok())
                         .and_then(|v| CommandStatus::parse(v))
                         .ok_or_else(|| corrupt("history status"))?,
-                    at: from_ms(fields.get("at")).ok_or_else(|| corrupt("history time"))?,
+                    at: time_from_epoch_ms(fields.get("at"))
+                        .ok_or_else(|| corrupt("history time"))?,
                     detail: fields.get("detail").and_then(|v| v.as_s().ok()).cloned(),
                 })
             })
@@ -176,10 +166,12 @@ fn command_from(item: &Item) -> Result<Command, StoreError> {
         name: text(item, "name")?.to_owned(),
         params,
         status: CommandStatus::parse(status).ok_or_else(|| corrupt("status"))?,
-        created_at: from_ms(item.get("createdAt")).ok_or_else(|| corrupt("createdAt"))?,
-        sent_at: from_ms(item.get("sentAt")),
+        created_at: time_from_epoch_ms(item.get("createdAt"))
+            .ok_or_else(|| corrupt("createdAt"))?,
+        sent_at: time_from_epoch_ms(item.get("sentAt")),
         deadlines: Deadlines {
-            expires_at: from_ms(item.get("expiresAt")).ok_or_else(|| corrupt("expiresAt"))?,
+            expires_at: time_from_epoch_ms(item.get("expiresAt"))
+                .ok_or_else(|| corrupt("expiresAt"))?,
             ack_timeout: Duration::seconds(ack_timeout),
         },
         history,
@@ -348,11 +340,11 @@ impl DynamoCommands {
                 .expression_attribute_names("#history", "history")
                 .expression_attribute_values(":seen", s(current.status.as_str()))
                 .expression_attribute_values(":to", s(next.status.as_str()))
-                .expression_attribute_values(":at", n(ms(next.updated_at())))
+                .expression_attribute_values(":at", n(epoch_ms(next.updated_at())))
                 .expression_attribute_values(":entry", AttributeValue::L(vec![entry]));
             if let (Some(sent), None) = (next.sent_at, current.sent_at) {
                 set.push("sentAt = :sent");
-                update = update.expression_attribute_values(":sent", n(ms(sent)));
+                update = update.expression_attribute_values(":sent", n(epoch_ms(sent)));
             }
             let expression = match next.due_at() {
                 Some(due) => {
@@ -360,7 +352,7 @@ impl DynamoCommands {
                     set.push("dueAt = :due");
                     update = update
                         .expression_attribute_values(":shard", s(open_shard(id)))
-                        .expression_attribute_values(":due", n(ms(due)));
+                        .expression_attribute_values(":due", n(epoch_ms(due)));
                     format!("SET {}", set.join(", "))
                 }
                 // Final: out of the sweep's index.
@@ -513,7 +505,7 @@ impl CommandStore for DynamoCommands {
                 .expression_attribute_values(":thing", s(thing.as_str()))
                 .expression_attribute_values(":since", s(since.as_str()))
                 .expression_attribute_values(":queued", s(CommandStatus::Queued.as_str()))
-                .expression_attribute_values(":now", n(ms(now)))
+                .expression_attribute_values(":now", n(epoch_ms(now)))
                 // Consistent, so a command stored just before the device connected is seen.
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -573,7 +565,7 @@ impl CommandStore for DynamoCommands {
                     .index_name(DEADLINE_INDEX)
                     .key_condition_expression("openShard = :shard AND dueAt <= :now")
                     .expression_attribute_values(":shard", s(shard_name(shard)))
-                    .expression_attribute_values(":now", n(ms(now)))
+                    .expression_attribute_values(":now", n(epoch_ms(now)))
                     .limit(i32::try_from(left).unwrap_or(i32::MAX))
                     .set_exclusive_start_key(start.take())
                     .send()
@@ -984,7 +976,10 @@ mod tests {
         let item = command_item(&queued).expect("item");
         assert_eq!(command_from(&item).expect("read back"), queued);
         assert!(item.contains_key("openShard"));
-        assert_eq!(item.get("dueAt"), Some(&n(ms(T0 + Duration::seconds(60)))));
+        assert_eq!(
+            item.get("dueAt"),
+            Some(&n(epoch_ms(T0 + Duration::seconds(60))))
+        );
         let done = queued.after(Successful, T0, Some("done")).expect("forward");
         let item = command_item(&done).expect("item");
         assert_eq!(command_from(&item).expect("read back"), done);

@@ -5,8 +5,9 @@
 //!   `lastSeen` (ms); the latest point as `latest` (a map) and `latestAt` (ms)
 //! - telemetry: `thingName` / `at` (ms), `metrics` (a map), expiring through `expiresAt`
 
+use super::attributes::{epoch_ms, n, s, time_from_epoch_ms, Item};
 use super::cursor::{self, AfterId, AfterMs};
-use super::dynamodb::{backend, s, updated_unless_condition_failed};
+use super::dynamodb::{backend, updated_unless_condition_failed};
 use super::memory::{locked, page_of};
 use crate::devices::presence::{LifecycleEvent, LifecycleKind, Presence};
 use crate::devices::registration::{Announcement, ThingName};
@@ -23,8 +24,6 @@ use std::sync::Mutex;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-type Item = HashMap<String, AttributeValue>;
-
 const TENANT_INDEX: &str = "ByTenant";
 /// DynamoDB's limit of items per `BatchWriteItem`.
 pub const BATCH: usize = 25;
@@ -32,19 +31,6 @@ pub const BATCH: usize = 25;
 const WRITES_IN_FLIGHT: usize = 4;
 /// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
 const BATCH_RETRIES: u32 = 6;
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn ms(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
-    let ms: i64 = value?.as_n().ok()?.parse().ok()?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
 
 fn json_to_attribute(value: &serde_json::Value) -> AttributeValue {
     match value {
@@ -122,10 +108,10 @@ fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
                 .copied()
                 .unwrap_or(false),
             version: number("presenceVersion").map(|v| (v, presence_kind)),
-            last_seen: from_ms(item.get("lastSeen")),
+            last_seen: time_from_epoch_ms(item.get("lastSeen")),
             timed_out: item.contains_key("timedOutAt"),
         },
-        latest: match (from_ms(item.get("latestAt")), item.get("latest")) {
+        latest: match (time_from_epoch_ms(item.get("latestAt")), item.get("latest")) {
             (Some(at), Some(AttributeValue::M(fields))) => Some((
                 at,
                 fields
@@ -159,7 +145,7 @@ fn rank(kind: LifecycleKind) -> i64 {
 fn unique_points(points: &[TelemetryPoint]) -> Vec<&TelemetryPoint> {
     let mut by_key: BTreeMap<(&str, i64), &TelemetryPoint> = BTreeMap::new();
     for point in points {
-        by_key.insert((point.device.as_str(), ms(point.at)), point);
+        by_key.insert((point.device.as_str(), epoch_ms(point.at)), point);
     }
     by_key.into_values().collect()
 }
@@ -237,7 +223,7 @@ impl DeviceStore for DynamoDevices {
             .expression_attribute_values(":firmware", s(&a.firmware))
             .expression_attribute_values(":now", s(now.format(&Rfc3339).unwrap_or_default()))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .expression_attribute_values(":seen", n(ms(now)))
+            .expression_attribute_values(":seen", n(epoch_ms(now)))
             .return_values(ReturnValue::AllOld);
         // Until a lifecycle event is applied, the live connection the announcement came over is
         // all there is to go by (see `Presence::announced`).
@@ -331,7 +317,7 @@ impl DeviceStore for DynamoDevices {
             .expression_attribute_values(":connected", AttributeValue::Bool(event.kind == LifecycleKind::Connected))
             .expression_attribute_values(":version", n(event.version))
             .expression_attribute_values(":rank", n(rank(event.kind)))
-            .expression_attribute_values(":at", n(ms(event.at)))
+            .expression_attribute_values(":at", n(epoch_ms(event.at)))
             .send()
             .await;
         updated_unless_condition_failed(result)
@@ -349,7 +335,7 @@ impl DeviceStore for DynamoDevices {
             .key("thingName", s(thing_name.as_str()))
             .update_expression("SET lastSeen = :at REMOVE timedOutAt")
             .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(lastSeen) OR lastSeen < :at)")
-            .expression_attribute_values(":at", n(ms(at)))
+            .expression_attribute_values(":at", n(epoch_ms(at)))
             .send()
             .await;
         updated_unless_condition_failed(result)
@@ -373,8 +359,8 @@ impl DeviceStore for DynamoDevices {
                         .collect();
                     let item: Item = HashMap::from([
                         ("thingName".to_owned(), s(p.device.as_str())),
-                        ("at".to_owned(), n(ms(p.at))),
-                        ("receivedAt".to_owned(), n(ms(p.received_at))),
+                        ("at".to_owned(), n(epoch_ms(p.at))),
+                        ("receivedAt".to_owned(), n(epoch_ms(p.received_at))),
                         (
                             "expiresAt".to_owned(),
                             n((p.received_at + retention).unix_timestamp()),
@@ -415,8 +401,8 @@ impl DeviceStore for DynamoDevices {
             .key_condition_expression("thingName = :thing AND #at BETWEEN :from AND :to")
             .expression_attribute_names("#at", "at")
             .expression_attribute_values(":thing", s(thing_name.as_str()))
-            .expression_attribute_values(":from", n(ms(from)))
-            .expression_attribute_values(":to", n(ms(to)))
+            .expression_attribute_values(":from", n(epoch_ms(from)))
+            .expression_attribute_values(":to", n(epoch_ms(to)))
             .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
         if let Some(after) = after {
             query = query
@@ -429,9 +415,9 @@ impl DeviceStore for DynamoDevices {
             .iter()
             .map(|item| {
                 Ok(StoredPoint {
-                    at: from_ms(item.get("at"))
+                    at: time_from_epoch_ms(item.get("at"))
                         .ok_or_else(|| StoreError::Corrupt("point without at".into()))?,
-                    received_at: from_ms(item.get("receivedAt"))
+                    received_at: time_from_epoch_ms(item.get("receivedAt"))
                         .unwrap_or(OffsetDateTime::UNIX_EPOCH),
                     metrics: match item.get("metrics") {
                         Some(AttributeValue::M(fields)) => fields
@@ -446,7 +432,7 @@ impl DeviceStore for DynamoDevices {
         let next_cursor = out
             .last_evaluated_key
             .and(items.last())
-            .map(|last| encode_after_ms(ms(last.at)));
+            .map(|last| encode_after_ms(epoch_ms(last.at)));
         Ok(Page { items, next_cursor })
     }
 
@@ -464,7 +450,7 @@ impl DeviceStore for DynamoDevices {
             .update_expression("SET latest = :metrics, latestAt = :at")
             .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(latestAt) OR latestAt < :at)")
             .expression_attribute_values(":metrics", AttributeValue::M(metrics))
-            .expression_attribute_values(":at", n(ms(point.at)))
+            .expression_attribute_values(":at", n(epoch_ms(point.at)))
             .send()
             .await;
         updated_unless_condition_failed(result)
@@ -477,7 +463,7 @@ impl DeviceStore for DynamoDevices {
     ) -> Result<Vec<ThingName>, StoreError> {
         // A paged scan: fine for fleets of tens of thousands swept once a minute; beyond that a
         // sparse, sharded index of connected devices would keep the sweep from reading them all.
-        let cutoff = ms(now - timeout);
+        let cutoff = epoch_ms(now - timeout);
         let mut swept = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -511,7 +497,7 @@ impl DeviceStore for DynamoDevices {
                     .table_name(&self.devices_table)
                     .key("thingName", s(thing.as_str()))
                     .update_expression("SET timedOutAt = :now")
-                    .expression_attribute_values(":now", n(ms(now)))
+                    .expression_attribute_values(":now", n(epoch_ms(now)))
                     .expression_attribute_values(":yes", AttributeValue::Bool(true));
                 update = match item.get("lastSeen") {
                     Some(seen) => update
@@ -648,7 +634,7 @@ impl DeviceStore for MemoryDevices {
         let unique = unique_points(points);
         let mut series = locked(&self.telemetry);
         for point in &unique {
-            series.insert((point.device.clone(), ms(point.at)), (*point).clone());
+            series.insert((point.device.clone(), epoch_ms(point.at)), (*point).clone());
         }
         Ok(unique.len())
     }
@@ -663,7 +649,7 @@ impl DeviceStore for MemoryDevices {
         let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
         let series = locked(&self.telemetry);
         let items: Vec<StoredPoint> = series
-            .range((thing_name.clone(), ms(from))..=(thing_name.clone(), ms(to)))
+            .range((thing_name.clone(), epoch_ms(from))..=(thing_name.clone(), epoch_ms(to)))
             .filter(|((_, at), _)| after.is_none_or(|a| *at > a))
             .map(|(_, p)| StoredPoint {
                 at: p.at,
@@ -672,7 +658,7 @@ impl DeviceStore for MemoryDevices {
             })
             .collect();
         Ok(page_of(items, page.limit, |last| {
-            encode_after_ms(ms(last.at))
+            encode_after_ms(epoch_ms(last.at))
         }))
     }
 

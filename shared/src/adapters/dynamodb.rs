@@ -9,6 +9,7 @@
 //! - idempotency keys: `idempotencyKey` (`tenant#key`), expiring through the `expiresAt` TTL attribute;
 //!   worker claims live there too, as `tenant#work#bulkChangeId#unit`
 
+use super::attributes::{epoch_ms, n, s, Item};
 use super::cursor::{self, AfterId, AfterSeq};
 use super::sdk_message;
 use crate::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, TenantId};
@@ -22,8 +23,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use futures::{stream, StreamExt};
@@ -68,16 +68,6 @@ impl TableNames {
 pub struct DynamoStore {
     client: Client,
     tables: TableNames,
-}
-
-type Item = HashMap<String, AttributeValue>;
-
-pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn status_key(tenant: &TenantId, status: BulkChangeStatus) -> String {
@@ -795,10 +785,6 @@ impl DynamoGate {
     }
 }
 
-fn millis(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 #[async_trait]
 impl crate::ports::AccountGate for DynamoGate {
     async fn enter(
@@ -811,7 +797,7 @@ impl crate::ports::AccountGate for DynamoGate {
         let key = format!("gate#{account}");
         loop {
             let now = OffsetDateTime::now_utc();
-            let now_ms = millis(now);
+            let now_ms = epoch_ms(now);
             let result = self
                 .client
                 .update_item()
@@ -878,7 +864,7 @@ impl crate::ports::AccountGate for DynamoGate {
             .update_expression("SET heldUntil = :zero, nextFree = :next")
             .condition_expression("holder = :me")
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":next", n(millis(started) + spacing.as_millis() as i64))
+            .expression_attribute_values(":next", n(epoch_ms(started) + spacing.as_millis() as i64))
             .expression_attribute_values(":me", s(&ticket.holder))
             .send()
             .await;

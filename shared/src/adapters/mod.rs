@@ -1,6 +1,7 @@
 //! Implementations of the ports: AWS services through the SDK, and in-memory ones for unit tests.
 
 pub mod accounts;
+mod attributes;
 pub mod auth_keys;
 pub mod carriers;
 pub mod commands;

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod caller;
+pub mod idempotency;
 pub mod paging;
 pub mod problem;
 pub mod tenant_store;

@@ -140,13 +140,14 @@ impl Problem {
         )
     }
 
-    pub fn idempotency_key_reused() -> Self {
+    /// `created` names what the key made first: "a bulk change from a different body".
+    pub fn idempotency_key_reused(created: &str) -> Self {
         Self::invalid_field(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
             "Idempotency-Key already used for a different request",
             "Idempotency-Key",
-            "this key created a bulk change from a different body; use a new key for a new request",
+            &format!("this key created {created}; use a new key for a new request"),
         )
     }
 

@@ -10,6 +10,7 @@
 //! served. Errors carry `x-amzn-ErrorType` so the SDK reports the right error kind.
 
 use super::broker::{valid_topic_name, Broker, BrokerHandle};
+use crate::server_task::ServerTask;
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -21,14 +22,10 @@ use rumqttc::mqttbytes::QoS;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub struct DataPlane {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: ServerTask,
 }
 
 fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
@@ -129,23 +126,13 @@ impl DataPlane {
                 format!("the IoT data plane cannot listen on 127.0.0.1:{port}; is it in use? Choose another port (0 = any free one)")
             })?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("the local IoT data plane stopped: {e}");
-            }
+        let server = ServerTask::spawn("the local IoT data plane", |stopped| async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
         });
         tracing::info!("IoT data plane (Publish) listening on http://{addr}");
-        Ok(Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -161,25 +148,7 @@ impl DataPlane {
         format!("http://{}", self.addr)
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod data_plane;
 pub mod rules;
+mod sqs_batches;
 mod subscriptions;
 
 pub use broker::{Broker, BrokerMessage, BrokerOptions, BrokerStats, DisconnectReason};

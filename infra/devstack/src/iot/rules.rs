@@ -11,10 +11,12 @@
 //! evaluated against the original message. Other actions are listed but not run.
 //!
 //! Rules act concurrently and in no particular order across messages (the SQS action's
-//! documentation warns of the same). If the engine falls more than the broker's buffer behind,
-//! the messages it missed are counted as lagged.
+//! documentation warns of the same). SQS actions go out in batches per queue (`sqs_batches`).
+//! If the engine falls more than the broker's buffer behind, the messages it missed are counted
+//! as lagged.
 
 use super::broker::{valid_topic_name, Broker, BrokerHandle, BrokerMessage};
+use super::sqs_batches::SqsBatches;
 use crate::lambda_watch::Invoker;
 use crate::template::{FunctionSpec, ResourceKind, Resources, RuleActionSpec, TopicRuleSpec};
 use anyhow::{Context, Result};
@@ -280,7 +282,7 @@ struct Shared {
     rules: Vec<CompiledRule>,
     pools: Vec<Arc<LambdaPool>>,
     broker: BrokerHandle,
-    sqs: aws_sdk_sqs::Client,
+    sqs: SqsBatches,
     dynamodb: aws_sdk_dynamodb::Client,
     invoker: Arc<dyn FunctionInvoker>,
     in_flight: Arc<Semaphore>,
@@ -420,7 +422,7 @@ impl RulesEngine {
             rules: compiled,
             pools,
             broker: broker.handle(),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            sqs: SqsBatches::new(aws_sdk_sqs::Client::new(sdk)),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             invoker,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -668,7 +670,7 @@ fn json_to_attribute(value: &Json) -> AttributeValue {
 }
 
 /// An SDK error as `Code: message`, or its full chain when the service gave no code.
-fn sdk_error<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> String
+pub(super) fn sdk_error<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -750,23 +752,12 @@ async fn act(
             } else {
                 text
             };
-            shared
-                .sqs
-                .send_message()
-                .queue_url(&url)
-                .message_body(body)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    fail(
-                        url.clone(),
-                        format!(
-                            "Failed to send a message to the SQS queue: {}",
-                            sdk_error(e)
-                        ),
-                    )
-                })
+            shared.sqs.send(&url, body).await.map_err(|reason| {
+                fail(
+                    url.clone(),
+                    format!("Failed to send a message to the SQS queue: {reason}"),
+                )
+            })
         }
         Target::DynamoDb { table } => {
             let table = table.render(&original);

@@ -23,6 +23,7 @@ const SECTION: DocSection = DocSection {
 
 const INGEST_BINARY: &str = "telemetry-ingest";
 const TELEMETRY_QUEUE: &str = "TelemetryQueue";
+const MOTO_LAUNCHER: &str = "cellbridge_moto_server";
 
 #[derive(clap::Args)]
 pub struct DevicesArgs {
@@ -59,6 +60,8 @@ struct Results {
     malformed: f64,
     lag_ms: Vec<f64>,
     cpu_per_message_us: Option<f64>,
+    /// moto's CPU over the window, in cores (1.0 = one core busy throughout).
+    moto_cores: Option<f64>,
     round_trips_ms: Vec<f64>,
     command_failures: usize,
 }
@@ -128,6 +131,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     let window = Duration::from_secs(args.seconds);
     let log_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
     let cpu_before = cpu_ticks(INGEST_BINARY);
+    let moto_before = moto_ticks();
     let sent_before = fleet.stats().telemetry_sent;
     let measuring = Instant::now();
     let bar = ProgressBar::new(args.seconds).with_style(ProgressStyle::with_template(
@@ -175,6 +179,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     // The commands may run past the window; rates are over the time really measured.
     let window = measuring.elapsed();
     let cpu_after = cpu_ticks(INGEST_BINARY);
+    let moto_after = moto_ticks();
     let _ = fleet.shutdown().await;
     // Let the last batches land in the log.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -198,6 +203,8 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         lag_ms,
         cpu_per_message_us: (written > 0.0 && cpu_after > cpu_before)
             .then(|| (cpu_after - cpu_before) as f64 / ticks_per_second * 1_000_000.0 / written),
+        moto_cores: (moto_after > moto_before)
+            .then(|| (moto_after - moto_before) as f64 / ticks_per_second / window.as_secs_f64()),
         round_trips_ms,
         command_failures,
     })
@@ -241,19 +248,32 @@ fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
 }
 
 /// User plus system CPU ticks of every running process whose executable is `binary`.
+/// CPU ticks (user + system) of the processes whose executable is named `binary`.
 fn cpu_ticks(binary: &str) -> u64 {
+    process_ticks(|process| {
+        std::fs::read_link(process.join("exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy() == binary))
+            .unwrap_or(false)
+    })
+}
+
+/// CPU ticks of moto: the Python process running the devstack's launcher.
+fn moto_ticks() -> u64 {
+    process_ticks(|process| {
+        std::fs::read(process.join("cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(MOTO_LAUNCHER))
+    })
+}
+
+fn process_ticks(wanted: impl Fn(&Path) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            std::fs::read_link(e.path().join("exe"))
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy() == binary))
-                .unwrap_or(false)
-        })
+        .filter(|e| wanted(&e.path()))
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|stat| {
             // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
@@ -333,6 +353,12 @@ impl Results {
             "| ingest CPU per message (user + system of the function processes) | {} | |",
             self.cpu_per_message_us
                 .map_or_else(|| "not measured".to_owned(), |us| format!("{us:.0} µs"))
+        );
+        let _ = writeln!(
+            out,
+            "| moto's CPU over the window (one Python process serving DynamoDB, SQS and IoT) | {} | below 1 core |",
+            self.moto_cores
+                .map_or_else(|| "not measured".to_owned(), |cores| format!("{:.0}% of a core", cores * 100.0))
         );
         let _ = writeln!(
             out,
