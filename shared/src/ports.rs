@@ -483,8 +483,6 @@ pub struct DeviceRecord {
     pub firmware: String,
     pub registered_at: OffsetDateTime,
     pub presence: crate::devices::presence::Presence,
-    /// The newest telemetry point's metrics and time.
-    pub latest: Option<(OffsetDateTime, serde_json::Map<String, serde_json::Value>)>,
 }
 
 /// A telemetry point as read back.
@@ -556,11 +554,13 @@ pub trait DeviceStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<StoredPoint>, StoreError>;
 
-    /// Makes `point` the device's latest state unless a newer one is there; false then.
-    async fn update_latest(
+    /// The device's newest point by its own time: the latest state. Read from the time series
+    /// rather than kept on the device, so ingest writes each point once, and a duplicate or late
+    /// delivery cannot change which point is newest. `None` before its first point.
+    async fn latest_telemetry(
         &self,
-        point: &crate::devices::telemetry::TelemetryPoint,
-    ) -> Result<bool, StoreError>;
+        thing_name: &crate::devices::registration::ThingName,
+    ) -> Result<Option<StoredPoint>, StoreError>;
 
     /// The heartbeat sweep: marks timed out every connected device silent for longer than
     /// `timeout` at `now` (see `Presence::is_silent`) and returns them. A device heard from

@@ -248,24 +248,15 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
     }
     assert_eq!(temps, (30..=44).collect::<Vec<i64>>());
 
-    // The latest state only moves forward.
-    assert!(devices.update_latest(&point(10)).await?);
-    assert!(
-        !devices.update_latest(&point(5)).await?,
-        "an older point arriving late"
-    );
-    assert!(
-        !devices.update_latest(&point(10)).await?,
-        "the same point again"
-    );
-    let (at, metrics) = devices
-        .get_device(&thing)
-        .await?
-        .expect("device")
-        .latest
-        .expect("latest");
-    assert_eq!(metrics["temp"], json!(30));
-    assert_eq!(at, point(10).at);
+    // The latest state is the newest point, whatever arrives late or twice.
+    devices
+        .write_telemetry(&[point(5), point(59)], Duration::days(30))
+        .await?;
+    let latest = devices.latest_telemetry(&thing).await?.expect("latest");
+    assert_eq!(latest.metrics["temp"], json!(79));
+    assert_eq!(latest.at, point(59).at);
+    let unknown = ThingName::parse("trk-none").expect("name");
+    assert_eq!(devices.latest_telemetry(&unknown).await?, None);
     Ok(())
 }
 

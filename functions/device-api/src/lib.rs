@@ -40,22 +40,26 @@ async fn respond(
     match route_key(request).as_str() {
         "GET /devices" => {
             allow_query(request, &["limit", "cursor"])?;
-            let page = devices.list_devices(&page_request(request)?).await?;
+            let page = devices
+                .list_devices_with_latest(&page_request(request)?)
+                .await?;
             Ok(json_response(
                 StatusCode::OK,
-                &PageView::from_page(&page, |d| DeviceView::new(d, now)),
+                &PageView::from_page(&page, |(device, latest)| {
+                    DeviceView::new(device, latest.as_ref(), now)
+                }),
             ))
         }
         "GET /devices/{id}" => {
             allow_query(request, &[])?;
             let thing = thing_name(request)?;
-            let device = devices
-                .get_device(&thing)
+            let (device, latest) = devices
+                .device_with_latest(&thing)
                 .await?
                 .ok_or_else(|| Problem::not_found("this device"))?;
             Ok(json_response(
                 StatusCode::OK,
-                &DeviceView::new(&device, now),
+                &DeviceView::new(&device, latest.as_ref(), now),
             ))
         }
         "GET /devices/{id}/telemetry" => {
@@ -167,7 +171,6 @@ mod tests {
             .write_telemetry(&points, Duration::days(30))
             .await
             .expect("written");
-        store.update_latest(&points[4]).await.expect("latest");
         store
     }
 

@@ -1,7 +1,8 @@
 //! Telemetry ingest: the telemetry topic rule (`devices/+/telemetry`) sends each message, with
 //! the device id and receive time it adds, to an SQS queue; this function takes them in batches,
-//! writes the points as a time series (`BatchWriteItem`, 25 a request) and moves each device's
-//! latest state to its newest point.
+//! writes the points as a time series (`BatchWriteItem`, 25 a request). That is its only write:
+//! a device's latest state is its newest point, read from the series (`latest_telemetry`), so a
+//! second of telemetry from a thousand devices is 40 requests, not 40 plus a thousand updates.
 //!
 //! A batch is many devices' messages, so one device must not be able to spoil it: a malformed or
 //! oversize message is counted and dropped with a log line (redelivering it cannot fix it), and a
@@ -14,15 +15,12 @@ use cellbridge::devices::registration::ThingName;
 use cellbridge::devices::telemetry::{parse_telemetry, TelemetryPoint};
 use cellbridge::lambda::metrics::{self, Unit};
 use cellbridge::ports::DeviceStore;
-use futures::StreamExt as _;
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
 /// AWS IoT Core's per-connection publish limit is 100 a second, and a batch gathers about a
 /// second of messages; beyond this many in one batch a device is flooding.
 pub const MAX_POINTS_PER_DEVICE_PER_BATCH: usize = 100;
-/// Latest-state writes in flight at once.
-const LATEST_UPDATES_IN_FLIGHT: usize = 16;
 /// Lag samples per batch in the metrics line (the embedded metric format's value array limit).
 const LAG_SAMPLES: usize = 100;
 
@@ -152,22 +150,6 @@ pub async fn handle(
                 .take(LAG_SAMPLES)
                 .map(|p| (now - p.received_at).whole_milliseconds() as i64)
                 .collect();
-            // Latest state: one conditional write per device, its newest point of the batch,
-            // several at once (a batch spans hundreds of devices).
-            let updates = by_device.iter().filter_map(|(device, points)| {
-                let (_, newest) = points.iter().max_by_key(|(_, p)| p.at)?;
-                Some(async move { (device, points, store.update_latest(newest).await) })
-            });
-            let mut updates =
-                futures::stream::iter(updates).buffer_unordered(LATEST_UPDATES_IN_FLIGHT);
-            while let Some((device, points, updated)) = updates.next().await {
-                if let Err(e) = updated {
-                    // The points are stored; only the latest view lags. Redeliver this
-                    // device's messages so it catches up (rewriting the points is harmless).
-                    tracing::error!(%device, error = %e, "latest state not updated; redelivering");
-                    failed_ids.extend(points.iter().map(|(id, _)| id.clone()));
-                }
-            }
         }
         Err(e) => {
             tracing::error!(error = %e, points = points.len(), "telemetry write failed; redelivering");
@@ -252,10 +234,10 @@ mod tests {
 
     async fn latest(store: &MemoryDevices, thing: &str) -> Option<OffsetDateTime> {
         store
-            .get_device(&ThingName::parse(thing).expect("name"))
+            .latest_telemetry(&ThingName::parse(thing).expect("name"))
             .await
             .expect("store")
-            .and_then(|d| d.latest.map(|(at, _)| at))
+            .map(|point| point.at)
     }
 
     #[tokio::test]
@@ -386,8 +368,11 @@ mod tests {
         ) -> Result<Page<StoredPoint>, StoreError> {
             self.inner.query_telemetry(thing, from, to, page).await
         }
-        async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
-            self.inner.update_latest(point).await
+        async fn latest_telemetry(
+            &self,
+            thing: &ThingName,
+        ) -> Result<Option<StoredPoint>, StoreError> {
+            self.inner.latest_telemetry(thing).await
         }
         async fn sweep_silent(
             &self,

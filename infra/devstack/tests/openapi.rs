@@ -214,9 +214,13 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
             last_seen: Some(change.created_at),
             timed_out: false,
         },
-        latest: Some((change.created_at, serde_json::Map::new())),
     };
-    let view = serde_json::to_value(DeviceView::new(&device, change.created_at))?;
+    let latest = cellbridge::ports::StoredPoint {
+        at: change.created_at,
+        received_at: change.created_at,
+        metrics: serde_json::Map::new(),
+    };
+    let view = serde_json::to_value(DeviceView::new(&device, Some(&latest), change.created_at))?;
     check_schema(&spec, "RegisteredDevice", &view, &[]);
     let request = cellbridge::devices::command::parse_command_request(
         br#"{"name": "set-interval", "params": {"seconds": 5}}"#,

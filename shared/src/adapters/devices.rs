@@ -2,8 +2,10 @@
 //!
 //! - devices: `thingName` (thing names are unique in an AWS account), GSI `ByTenant` on
 //!   `tenantId` / `thingName`; presence as `connected`, `presenceVersion`, `presenceRank`,
-//!   `lastSeen` (ms); the latest point as `latest` (a map) and `latestAt` (ms)
-//! - telemetry: `thingName` / `at` (ms), `metrics` (a map), expiring through `expiresAt`
+//!   `lastSeen` (ms)
+//! - telemetry: `thingName` / `at` (ms), `receivedAt` (ms), `metrics` (a map), expiring through
+//!   `expiresAt`; a device's latest state is its newest point here (one `Query`, newest first,
+//!   `Limit` 1)
 
 use super::attributes::{epoch_ms, n, s, time_from_epoch_ms, Item};
 use super::cursor::{self, AfterId, AfterMs};
@@ -111,17 +113,31 @@ fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
             last_seen: time_from_epoch_ms(item.get("lastSeen")),
             timed_out: item.contains_key("timedOutAt"),
         },
-        latest: match (time_from_epoch_ms(item.get("latestAt")), item.get("latest")) {
-            (Some(at), Some(AttributeValue::M(fields))) => Some((
-                at,
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), attribute_to_json(v)))
-                    .collect(),
-            )),
-            _ => None,
+    })
+}
+
+fn point_from(item: &Item) -> Result<StoredPoint, StoreError> {
+    Ok(StoredPoint {
+        at: time_from_epoch_ms(item.get("at"))
+            .ok_or_else(|| StoreError::Corrupt("point without at".into()))?,
+        received_at: time_from_epoch_ms(item.get("receivedAt"))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        metrics: match item.get("metrics") {
+            Some(AttributeValue::M(fields)) => fields
+                .iter()
+                .map(|(k, v)| (k.clone(), attribute_to_json(v)))
+                .collect(),
+            _ => serde_json::Map::new(),
         },
     })
+}
+
+fn stored(point: &TelemetryPoint) -> StoredPoint {
+    StoredPoint {
+        at: point.at,
+        received_at: point.received_at,
+        metrics: point.metrics_json(),
+    }
 }
 
 /// Telemetry cursors carry the last point's time (ms).
@@ -413,21 +429,7 @@ impl DeviceStore for DynamoDevices {
         let items: Vec<StoredPoint> = out
             .items()
             .iter()
-            .map(|item| {
-                Ok(StoredPoint {
-                    at: time_from_epoch_ms(item.get("at"))
-                        .ok_or_else(|| StoreError::Corrupt("point without at".into()))?,
-                    received_at: time_from_epoch_ms(item.get("receivedAt"))
-                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                    metrics: match item.get("metrics") {
-                        Some(AttributeValue::M(fields)) => fields
-                            .iter()
-                            .map(|(k, v)| (k.clone(), attribute_to_json(v)))
-                            .collect(),
-                        _ => serde_json::Map::new(),
-                    },
-                })
-            })
+            .map(point_from)
             .collect::<Result<_, StoreError>>()?;
         let next_cursor = out
             .last_evaluated_key
@@ -436,24 +438,22 @@ impl DeviceStore for DynamoDevices {
         Ok(Page { items, next_cursor })
     }
 
-    async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
-        let metrics = point
-            .metrics_json()
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_attribute(v)))
-            .collect();
-        let result = self
+    async fn latest_telemetry(
+        &self,
+        thing_name: &ThingName,
+    ) -> Result<Option<StoredPoint>, StoreError> {
+        let out = self
             .client
-            .update_item()
-            .table_name(&self.devices_table)
-            .key("thingName", s(point.device.as_str()))
-            .update_expression("SET latest = :metrics, latestAt = :at")
-            .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(latestAt) OR latestAt < :at)")
-            .expression_attribute_values(":metrics", AttributeValue::M(metrics))
-            .expression_attribute_values(":at", n(epoch_ms(point.at)))
+            .query()
+            .table_name(&self.telemetry_table)
+            .key_condition_expression("thingName = :thing")
+            .expression_attribute_values(":thing", s(thing_name.as_str()))
+            .scan_index_forward(false)
+            .limit(1)
             .send()
-            .await;
-        updated_unless_condition_failed(result)
+            .await
+            .map_err(backend)?;
+        out.items().first().map(point_from).transpose()
     }
 
     async fn sweep_silent(
@@ -556,7 +556,6 @@ impl DeviceStore for MemoryDevices {
             presence: existing
                 .as_ref()
                 .map_or(Presence::announced(now), |d| d.presence),
-            latest: existing.as_ref().and_then(|d| d.latest.clone()),
         };
         devices.insert(a.thing_name.clone(), record);
         Ok(if existing.is_some() {
@@ -651,31 +650,21 @@ impl DeviceStore for MemoryDevices {
         let items: Vec<StoredPoint> = series
             .range((thing_name.clone(), epoch_ms(from))..=(thing_name.clone(), epoch_ms(to)))
             .filter(|((_, at), _)| after.is_none_or(|a| *at > a))
-            .map(|(_, p)| StoredPoint {
-                at: p.at,
-                received_at: p.received_at,
-                metrics: p.metrics_json(),
-            })
+            .map(|(_, p)| stored(p))
             .collect();
         Ok(page_of(items, page.limit, |last| {
             encode_after_ms(epoch_ms(last.at))
         }))
     }
 
-    async fn update_latest(&self, point: &TelemetryPoint) -> Result<bool, StoreError> {
-        let mut devices = locked(&self.devices);
-        let Some(device) = devices.get_mut(&point.device) else {
-            return Ok(false);
-        };
-        if device
-            .latest
-            .as_ref()
-            .is_some_and(|(at, _)| *at >= point.at)
-        {
-            return Ok(false);
-        }
-        device.latest = Some((point.at, point.metrics_json()));
-        Ok(true)
+    async fn latest_telemetry(
+        &self,
+        thing_name: &ThingName,
+    ) -> Result<Option<StoredPoint>, StoreError> {
+        Ok(locked(&self.telemetry)
+            .range((thing_name.clone(), i64::MIN)..=(thing_name.clone(), i64::MAX))
+            .next_back()
+            .map(|(_, p)| stored(p)))
     }
 
     async fn sweep_silent(
@@ -751,7 +740,7 @@ mod tests {
             2
         );
         assert_eq!(store.telemetry_count(), 2);
-        assert!(store.update_latest(&points[2]).await.expect("ok"));
-        assert!(!store.update_latest(&points[0]).await.expect("ok"));
+        let latest = store.latest_telemetry(&thing).await.expect("ok");
+        assert_eq!(latest.map(|p| p.at), Some(points[2].at));
     }
 }

@@ -127,6 +127,15 @@ impl<'a> TenantAccounts<'a> {
     }
 }
 
+/// A device and its newest telemetry point, as the API shows it.
+pub type DeviceWithLatest = (
+    crate::ports::DeviceRecord,
+    Option<crate::ports::StoredPoint>,
+);
+
+/// Latest-point reads in flight for one page of devices (one `Query` each).
+const LATEST_READS_IN_FLIGHT: usize = 16;
+
 /// The device registry as one tenant sees it: another tenant's device is not found.
 pub struct TenantDevices<'a> {
     store: &'a dyn crate::ports::DeviceStore,
@@ -157,6 +166,43 @@ impl<'a> TenantDevices<'a> {
             .get_device(thing_name)
             .await?
             .filter(|device| device.tenant == self.tenant))
+    }
+
+    /// The device with its newest telemetry point; `None` when it is not this tenant's.
+    pub async fn device_with_latest(
+        &self,
+        thing_name: &crate::devices::registration::ThingName,
+    ) -> Result<Option<DeviceWithLatest>, StoreError> {
+        // Both at once; the point is dropped unread when the device is another tenant's.
+        let (device, latest) = futures::try_join!(
+            self.get_device(thing_name),
+            self.store.latest_telemetry(thing_name)
+        )?;
+        Ok(device.map(|device| (device, latest)))
+    }
+
+    /// A page of the tenant's devices, each with its newest telemetry point.
+    pub async fn list_devices_with_latest(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceWithLatest>, StoreError> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let devices = self.list_devices(page).await?;
+        // Collected first: a stream over a borrowing closure is not `Send` enough for the
+        // handler's future.
+        let reads: Vec<_> = devices
+            .items
+            .iter()
+            .map(|device| self.store.latest_telemetry(&device.thing_name))
+            .collect();
+        let latest: Vec<_> = futures::stream::iter(reads)
+            .buffered(LATEST_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(Page {
+            items: devices.items.into_iter().zip(latest).collect(),
+            next_cursor: devices.next_cursor,
+        })
     }
 
     /// The device's telemetry; `None` when it is not this tenant's device.

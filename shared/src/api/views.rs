@@ -173,7 +173,12 @@ pub struct DeviceView<'a> {
 }
 
 impl<'a> DeviceView<'a> {
-    pub fn new(device: &'a crate::ports::DeviceRecord, now: OffsetDateTime) -> Self {
+    /// `latest` is the device's newest telemetry point (`DeviceStore::latest_telemetry`).
+    pub fn new(
+        device: &'a crate::ports::DeviceRecord,
+        latest: Option<&'a crate::ports::StoredPoint>,
+        now: OffsetDateTime,
+    ) -> Self {
         let online = device
             .presence
             .is_online(now, crate::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT);
@@ -185,11 +190,7 @@ impl<'a> DeviceView<'a> {
             firmware: &device.firmware,
             status: if online { "online" } else { "offline" },
             last_seen: device.presence.last_seen,
-            latest: device.latest.as_ref().map(|(at, metrics)| TelemetryView {
-                at: *at,
-                received_at: None,
-                metrics,
-            }),
+            latest: latest.map(TelemetryView::from),
             registered_at: device.registered_at,
         }
     }
