@@ -22,6 +22,8 @@ const SECTION: DocSection = DocSection {
 };
 
 const INGEST_BINARY: &str = "telemetry-ingest";
+const PRESENCE_BINARY: &str = "device-presence";
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 const TELEMETRY_QUEUE: &str = "TelemetryQueue";
 const MOTO_LAUNCHER: &str = "cellbridge_moto_server";
 
@@ -54,6 +56,8 @@ struct Results {
     telemetry_sent: u64,
     /// (seconds into the window, visible messages in the telemetry queue)
     backlog: Vec<(u64, u64)>,
+    /// (seconds into the window, heartbeat and lifecycle events waiting for `device-presence`)
+    presence_backlog: Vec<(u64, u64)>,
     batches: usize,
     written: f64,
     write_requests: f64,
@@ -123,6 +127,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     registering.finish();
+    settle(stack, args.devices).await?;
 
     let api = DeviceApi::new(
         &stack.api_url(),
@@ -162,18 +167,21 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     };
     let sampling = async {
         let mut backlog = Vec::new();
+        let mut presence_backlog = Vec::new();
         let begin = Instant::now();
         while begin.elapsed() < window {
             let depth = stack.queue_depth(TELEMETRY_QUEUE).await.unwrap_or(0);
             let at = begin.elapsed().as_secs();
             backlog.push((at, depth));
+            presence_backlog.push((at, presence_waiting(stack)));
             bar.set_position(at);
             bar.set_message(format!("telemetry queue backlog {depth}"));
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
-        backlog
+        (backlog, presence_backlog)
     };
-    let ((mut round_trips_ms, command_failures), backlog) = tokio::join!(commands, sampling);
+    let ((mut round_trips_ms, command_failures), (backlog, presence_backlog)) =
+        tokio::join!(commands, sampling);
     bar.finish();
     let telemetry_sent = fleet.stats().telemetry_sent - sent_before;
     // The commands may run past the window; rates are over the time really measured.
@@ -196,6 +204,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         window,
         telemetry_sent,
         backlog,
+        presence_backlog,
         batches: batches.len(),
         written,
         write_requests: batches.iter().map(|b| b.write_requests).sum(),
@@ -294,6 +303,50 @@ fn tick_rate() -> f64 {
     }
 }
 
+/// Heartbeats and lifecycle events waiting for `device-presence`.
+fn presence_waiting(stack: &Devstack) -> u64 {
+    stack
+        .iot_stats()
+        .rules
+        .functions
+        .iter()
+        .filter(|f| f.binary == PRESENCE_BINARY)
+        .map(|f| f.queued)
+        .sum()
+}
+
+/// Waits (up to `SETTLE_LIMIT`) for the start-up burst (a connect, an announcement and the first
+/// heartbeats of every device) to be worked off, so the window measures the steady state.
+async fn settle(stack: &Devstack, devices: usize) -> Result<()> {
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("  {spinner} {msg} {elapsed}")?);
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let quiet = (devices as u64 / 20).max(5);
+    let started = Instant::now();
+    while started.elapsed() < SETTLE_LIMIT {
+        let telemetry = stack.queue_depth(TELEMETRY_QUEUE).await.unwrap_or(0);
+        let presence = presence_waiting(stack);
+        spinner.set_message(format!(
+            "settling: {telemetry} telemetry messages and {presence} presence events waiting"
+        ));
+        if telemetry <= quiet && presence <= quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(())
+}
+
+/// `0s:12 5s:3 ...`
+fn series(samples: &[(u64, u64)]) -> String {
+    samples
+        .iter()
+        .map(|(at, depth)| format!("{at}s:{depth}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Results {
     fn markdown(&self, machine: &Machine) -> String {
         let mut out = String::new();
@@ -305,7 +358,7 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "{} simulated devices ({} registered), each sending one telemetry message a second and a heartbeat every {} s over MQTT to the local broker; the telemetry rule sends each message to `TelemetryQueue`, and `telemetry-ingest` takes up to 500 a batch within a 1 s window. Measured over {} s after every device registered.\n",
+            "{} simulated devices ({} registered), each sending one telemetry message a second and a heartbeat every {} s over MQTT to the local broker; the telemetry rule sends each message to `TelemetryQueue`, and `telemetry-ingest` takes up to 500 a batch within a 1 s window. Measured over {} s after every device registered and the start-up burst was worked off (or 120 s passed).\n",
             self.devices,
             self.registered,
             self.heartbeat_seconds,
@@ -323,15 +376,15 @@ impl Results {
             "| points written | {:.0} in {} batches ({:.0} malformed) | all |",
             self.written, self.batches, self.malformed
         );
-        let backlog: Vec<String> = self
-            .backlog
-            .iter()
-            .map(|(at, depth)| format!("{at}s:{depth}"))
-            .collect();
         let _ = writeln!(
             out,
             "| telemetry queue backlog (every 5 s) | {} | not growing |",
-            backlog.join(" ")
+            series(&self.backlog)
+        );
+        let _ = writeln!(
+            out,
+            "| heartbeats and lifecycle events waiting for `device-presence` (every 5 s) | {} | not growing |",
+            series(&self.presence_backlog)
         );
         let _ = writeln!(
             out,
