@@ -108,9 +108,10 @@ async fn send(
         tracing::info!(tenant = %tenant.tenant, %thing, invalid_fields = errors.errors.len(), "command rejected");
         Problem::invalid(errors)
     })?;
-    if tenant.device_online(&thing, now).await?.is_none() {
-        return Err(device_not_found());
-    }
+    let online = tenant
+        .device_online(&thing, now)
+        .await?
+        .ok_or_else(device_not_found)?;
     let command = Command::queued(
         thing.clone(),
         tenant.tenant.clone(),
@@ -124,7 +125,7 @@ async fn send(
     });
     let span =
         tracing::info_span!("command", tenant = %tenant.tenant, %thing, command_id = %command.id);
-    store_and_deliver(tenant, publisher, command, claim, now)
+    store_and_deliver(tenant, publisher, command, claim, online, now)
         .instrument(span)
         .await
 }
@@ -134,6 +135,7 @@ async fn store_and_deliver(
     publisher: &dyn DevicePublisher,
     command: Command,
     claim: Option<IdempotencyClaim>,
+    online_before: bool,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
     let (command, replayed) = match tenant
@@ -159,15 +161,16 @@ async fn store_and_deliver(
             (*existing, true)
         }
     };
-    // Presence is read again after the command is stored: the presence function stores a
-    // connection before it looks for queued commands, so at least one of the two sees the
-    // other, and a command is never left queued for a device that just connected.
-    let command = match tenant.device_online(&command.thing, now).await? {
-        // A replay finishes a hand-over an earlier attempt did not.
-        Some(true) if command.status == CommandStatus::Queued => {
-            deliver(tenant.commands, publisher, command, now).await?
-        }
-        _ => command,
+    // A device that was offline is read again once the command is stored: the presence
+    // function stores a connection before it looks for queued commands, so at least one of the
+    // two sees the other, and a command is never left queued for a device that just connected.
+    // One that was online gets it at once (the read would only add to the round trip).
+    let online = online_before || tenant.device_online(&command.thing, now).await? == Some(true);
+    // A replay finishes a hand-over an earlier attempt did not.
+    let command = if online && command.status == CommandStatus::Queued {
+        deliver(tenant.commands, publisher, command, now).await?
+    } else {
+        command
     };
     Ok(accepted(&command, replayed))
 }
