@@ -108,6 +108,16 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
         Ok(api.telemetry_points(&first).await? >= 2)
     })
     .await?;
+    // Its latest state is its newest point, read from the series for the device list.
+    let listed = api.devices().await?;
+    let shown = listed
+        .iter()
+        .find(|d| d["id"] == first.as_str())
+        .context("the device is listed")?;
+    ensure!(
+        shown["latest"]["metrics"]["battery"].is_number() && shown["latest"]["at"].is_string(),
+        "latest state {shown}"
+    );
 
     // A command to an online device, and one it does not know.
     let id = api.send_command(&first, "ping").await?;
