@@ -71,19 +71,13 @@ pub async fn handle(
         );
         return Ok(Outcome::Malformed);
     };
-    if store.get_device(&thing).await?.is_none() {
-        tracing::info!(%thing, "presence of a device that never registered; dropped");
-        return Ok(Outcome::UnknownDevice);
-    }
+    // The conditional write refuses an unknown device too, so the device is read only to tell
+    // why a write was refused: a heartbeat, the bulk of this function's work, is one request.
     let event_type = message.event_type.as_deref().unwrap_or("");
     if event_type == "heartbeat" {
         let applied = store.record_activity(&thing, at).await?;
         tracing::info!(%thing, event_type, applied, "presence");
-        return Ok(if applied {
-            Outcome::Applied
-        } else {
-            Outcome::Ignored
-        });
+        return refused_or(store, &thing, applied).await;
     }
     let (Some(kind), Some(version)) = (LifecycleKind::parse(event_type), message.version_number)
     else {
@@ -97,19 +91,35 @@ pub async fn handle(
     if kind == LifecycleKind::Connected {
         // Read after the write: a command stored before this point is found by the query
         // below, and one stored after it sees the device online and is published by the API.
-        let connected = store
-            .get_device(&thing)
-            .await?
-            .is_some_and(|device| device.presence.connected);
-        if connected {
-            deliver_queued(commands, publisher, &thing, now).await?;
+        match store.get_device(&thing).await? {
+            None => return Ok(unknown(&thing)),
+            Some(device) if device.presence.connected => {
+                deliver_queued(commands, publisher, &thing, now).await?
+            }
+            Some(_) => {}
         }
     }
-    Ok(if applied {
-        Outcome::Applied
-    } else {
-        Outcome::Ignored
+    refused_or(store, &thing, applied).await
+}
+
+/// `Applied`, or why the write was refused: an unknown device, or an event already overtaken.
+async fn refused_or(
+    store: &dyn DeviceStore,
+    thing: &ThingName,
+    applied: bool,
+) -> Result<Outcome, PresenceError> {
+    if applied {
+        return Ok(Outcome::Applied);
+    }
+    Ok(match store.get_device(thing).await? {
+        None => unknown(thing),
+        Some(_) => Outcome::Ignored,
     })
+}
+
+fn unknown(thing: &ThingName) -> Outcome {
+    tracing::info!(%thing, "presence of a device that never registered; dropped");
+    Outcome::UnknownDevice
 }
 
 async fn deliver_queued(
