@@ -1,10 +1,10 @@
 //! Sample data for tests across the workspace: valid identifiers and stored bulk changes.
 
-use crate::domain::ids::luhn_check_digit;
-use crate::domain::{
-    parse_bulk_change_request, BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceCounts,
-    DeviceRequest, StatusAction, TenantId,
-};
+use crate::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus, DeviceCounts};
+use crate::bulk_changes::change::{Carrier, ChangeSpec, DeviceRequest, StatusAction};
+use crate::bulk_changes::request::parse_bulk_change_request;
+use crate::common::ids::luhn_check_digit;
+use crate::common::tenant::TenantId;
 use time::OffsetDateTime;
 
 /// The `n`th of a family of valid 19-digit ICCIDs.

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use cellbridge::ports::BulkChangePorts;
+use cellbridge::bulk_changes::ports::BulkChangePorts;
 use devstack::moto::MotoServer;
 use devstack::tools::{workspace_root, Tools};
 
@@ -30,15 +30,15 @@ impl MotoStack {
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        cellbridge::aws::dynamodb(&self.config)
+        cellbridge::common::aws::dynamodb(&self.config)
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        cellbridge::aws::sqs(&self.config)
+        cellbridge::common::aws::sqs(&self.config)
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        cellbridge::aws::s3(&self.config)
+        cellbridge::common::aws::s3(&self.config)
     }
 
     pub fn queue_url(&self, logical_id: &str) -> Result<String> {

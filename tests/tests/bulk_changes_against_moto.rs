@@ -2,7 +2,7 @@
 //! template.yaml: intake → planner → status, idempotency, tenant isolation, dead letters.
 
 use anyhow::Result;
-use cellbridge::ports::BulkChangePorts;
+use cellbridge::bulk_changes::ports::BulkChangePorts;
 use cellbridge::testing::suspend_request;
 use cellbridge_tests::MotoStack;
 use lambda_http::http::StatusCode;

@@ -7,19 +7,17 @@ use async_trait::async_trait;
 use carrier_sim::jasper::JasperConfig;
 use carrier_sim::SimServer;
 use carrier_worker::{WorkOutcome, WorkerPorts, WorkerSettings};
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::jasper::{JasperClient, JasperCredentials};
-use cellbridge::carrier_account::{AccountLimits, CarrierAccount, SharedAccounts};
-use cellbridge::domain::carrier_error::CarrierError;
-use cellbridge::domain::retry::RetryBudget;
-use cellbridge::domain::{
-    BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceChangeStatus, DeviceRef,
-    DeviceRequest, TenantId,
-};
-use cellbridge::messages::{PlanMessage, WorkMessage};
-use cellbridge::ports::{
-    BulkChangePorts, CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CreateOutcome,
-};
+use cellbridge::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus, DeviceChangeStatus};
+use cellbridge::bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
+use cellbridge::bulk_changes::messages::{PlanMessage, WorkMessage};
+use cellbridge::bulk_changes::ports::{BulkChangePorts, CreateOutcome};
+use cellbridge::carriers::account::{AccountLimits, CarrierAccount, SharedAccounts};
+use cellbridge::carriers::error::CarrierError;
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::jasper::{JasperClient, JasperCredentials};
+use cellbridge::carriers::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
+use cellbridge::carriers::retry::RetryBudget;
+use cellbridge::common::tenant::TenantId;
 use cellbridge::testing::{iccid, sample_bulk_change};
 use cellbridge_tests::MotoStack;
 use std::collections::BTreeMap;
@@ -491,8 +489,10 @@ async fn two_worker_instances_share_the_jasper_limits_through_the_gate() -> Resu
     let devices = 12;
     let rig = rig(config, devices).await?;
     planned(&rig, "gate-0001", devices).await?;
-    let gate =
-        cellbridge::aws::account_gate_for(&rig.stack.config, &rig.stack.name("IdempotencyTable")?);
+    let gate = cellbridge::common::aws::account_gate_for(
+        &rig.stack.config,
+        &rig.stack.name("IdempotencyTable")?,
+    );
     let document = serde_json::json!({
         "jasper": {"baseUrl": rig.sim.jasper_url(), "username": "cellbridge", "apiKey": API_KEY}
     })
@@ -502,7 +502,7 @@ async fn two_worker_instances_share_the_jasper_limits_through_the_gate() -> Resu
         Ok(WorkerPorts {
             store: rig.ports.store.clone(),
             queues: rig.ports.queues.clone(),
-            accounts: Arc::new(cellbridge::carrier_config::gated_accounts_from_json(
+            accounts: Arc::new(cellbridge::carriers::config::gated_accounts_from_json(
                 &document,
                 Some(gate.clone()),
             )?),

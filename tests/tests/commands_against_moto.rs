@@ -3,11 +3,13 @@
 //! kept apart by thing, and idempotency keys per tenant.
 
 use anyhow::{Context, Result};
-use cellbridge::adapters::commands::DynamoCommands;
+use cellbridge::common::store::IdempotencyClaim;
+use cellbridge::common::store::PageRequest;
+use cellbridge::common::tenant::TenantId;
 use cellbridge::devices::command::{parse_command_request, Command, CommandId, CommandStatus};
+use cellbridge::devices::commands_dynamodb::DynamoCommands;
+use cellbridge::devices::ports::{CommandCreated, CommandStore, Transition};
 use cellbridge::devices::registration::ThingName;
-use cellbridge::domain::TenantId;
-use cellbridge::ports::{CommandCreated, CommandStore, IdempotencyClaim, PageRequest, Transition};
 use cellbridge_tests::MotoStack;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};

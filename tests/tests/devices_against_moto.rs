@@ -2,12 +2,13 @@
 //! template.yaml: idempotent registration, presence events out of order, batched telemetry.
 
 use anyhow::Result;
-use cellbridge::adapters::devices::DynamoDevices;
+use cellbridge::common::store::PageRequest;
+use cellbridge::common::tenant::TenantId;
+use cellbridge::devices::dynamodb::DynamoDevices;
+use cellbridge::devices::ports::{DeviceStore, Registration};
 use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
 use cellbridge::devices::registration::{parse_announcement, ThingName};
 use cellbridge::devices::telemetry::parse_telemetry;
-use cellbridge::domain::TenantId;
-use cellbridge::ports::{DeviceStore, PageRequest, Registration};
 use cellbridge_tests::MotoStack;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};

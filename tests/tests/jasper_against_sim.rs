@@ -3,11 +3,12 @@
 
 use carrier_sim::jasper::{JasperConfig, RateLimitAnswer};
 use carrier_sim::SimServer;
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::jasper::{JasperClient, JasperCredentials};
-use cellbridge::domain::carrier_error::CarrierError;
-use cellbridge::domain::{parse_bulk_change_request, ChangeSpec, StatusAction};
-use cellbridge::ports::{CallJournal, CarrierOutcome, CarrierPort};
+use cellbridge::bulk_changes::change::{ChangeSpec, StatusAction};
+use cellbridge::bulk_changes::request::parse_bulk_change_request;
+use cellbridge::carriers::error::CarrierError;
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::jasper::{JasperClient, JasperCredentials};
+use cellbridge::carriers::port::{CallJournal, CarrierOutcome, CarrierPort};
 use cellbridge::testing::{iccid, suspend_request};
 use serde_json::json;
 

@@ -5,15 +5,16 @@
 
 use carrier_sim::telegence::{Subscriber, SubscriberStatus, TelegenceConfig};
 use carrier_sim::{SimConfig, SimServer};
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::telegence::{TelegenceClient, TelegenceCredentials};
-use cellbridge::domain::carrier_error::CarrierError;
-use cellbridge::domain::{
-    ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Iccid, Msisdn, StatusAction,
+use cellbridge::bulk_changes::change::{
+    ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
 };
-use cellbridge::ports::{
+use cellbridge::carriers::error::CarrierError;
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::port::{
     CallJournal, CarrierExchange, CarrierOutcome, CarrierPort, RequestProgress,
 };
+use cellbridge::carriers::telegence::{TelegenceClient, TelegenceCredentials};
+use cellbridge::common::ids::{Iccid, Msisdn};
 use cellbridge::testing::iccid;
 use serde_json::json;
 use std::collections::BTreeSet;

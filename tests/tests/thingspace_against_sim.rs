@@ -7,14 +7,17 @@ use carrier_sim::thingspace::{
     DEFAULT_APP_SECRET, DEFAULT_PASSWORD, DEFAULT_SERVICE_PLAN, DEFAULT_USERNAME,
 };
 use carrier_sim::{SimConfig, SimServer};
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::thingspace::{
+use cellbridge::bulk_changes::change::{
+    ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
+};
+use cellbridge::carriers::error::CarrierError;
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::port::{CallJournal, CarrierOutcome, CarrierPort, RequestProgress};
+use cellbridge::carriers::thingspace::{
     parse_callback, CallbackReport, ThingSpaceClient, ThingSpaceCredentials,
     ThingSpaceRequestStatus,
 };
-use cellbridge::domain::carrier_error::CarrierError;
-use cellbridge::domain::{ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Iccid, StatusAction};
-use cellbridge::ports::{CallJournal, CarrierOutcome, CarrierPort, RequestProgress};
+use cellbridge::common::ids::Iccid;
 use cellbridge::testing::iccid;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};

@@ -7,8 +7,8 @@
 //! `401`. `isAuthorized: false` would be a 403, which is wrong for a bad token.
 
 use async_trait::async_trait;
-use cellbridge::adapters::auth_keys::KeyLoadError;
-use cellbridge::auth::{TokenError, TokenVerifier};
+use cellbridge::identity::keys::KeyLoadError;
+use cellbridge::identity::token::{TokenError, TokenVerifier};
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,7 +69,7 @@ impl Authorizer {
         &self,
         token: &str,
         now: OffsetDateTime,
-    ) -> Result<cellbridge::auth::Identity, TokenError> {
+    ) -> Result<cellbridge::identity::principal::Identity, TokenError> {
         self.verifier
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -152,9 +152,11 @@ pub async fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::auth::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
-    use cellbridge::auth::{Identity, Role, Roles, TokenSigner};
-    use cellbridge::domain::TenantId;
+    use cellbridge::common::tenant::TenantId;
+    use cellbridge::identity::principal::Identity;
+    use cellbridge::identity::role::{Role, Roles};
+    use cellbridge::identity::token::TokenSigner;
+    use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
     use time::macros::datetime;
 
     const SAMPLE: &str = include_str!("../../../events/api-authorizer/request.json");
@@ -290,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_published_keys_are_fetched_over_http() {
-        use cellbridge::adapters::auth_keys::fetch_jwks;
+        use cellbridge::identity::keys::fetch_jwks;
         let http = reqwest::Client::new();
         let url = serve_once(200, r#"{"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#).await;
         let set = fetch_jwks(&http, &url).await.expect("a key set");
@@ -325,7 +327,7 @@ mod tests {
         let verifier = TokenVerifier::oidc(
             empty.clone(),
             TokenAudience::default(),
-            cellbridge::auth::token::ClaimNames::cognito(),
+            cellbridge::identity::token::ClaimNames::cognito(),
         );
         let authorizer = Authorizer::new(verifier, Some(Box::new(Rotated(empty))));
         let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5ldyJ9.e30.c2ln";

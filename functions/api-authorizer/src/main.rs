@@ -1,6 +1,6 @@
 use api_authorizer::{authorize, Authorizer, AuthorizerRequest, KeySource};
 use async_trait::async_trait;
-use cellbridge::adapters::auth_keys::{fetch_jwks, verifier, AuthMode, KeyLoadError};
+use cellbridge::identity::keys::{fetch_jwks, verifier, AuthMode, KeyLoadError};
 use jsonwebtoken::jwk::JwkSet;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -18,11 +18,16 @@ impl KeySource for HttpJwks {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
     let mode = AuthMode::from_env()?;
-    let http = cellbridge::adapters::carriers::http_client()?;
-    let verifier = verifier(&mode, &cellbridge::aws::secrets_manager(&config), &http).await?;
+    let http = cellbridge::carriers::http::http_client()?;
+    let verifier = verifier(
+        &mode,
+        &cellbridge::common::aws::secrets_manager(&config),
+        &http,
+    )
+    .await?;
     let keys: Option<Box<dyn KeySource>> = match &mode {
         AuthMode::Oidc { jwks_url, .. } => Some(Box::new(HttpJwks {
             http,

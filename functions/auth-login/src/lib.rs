@@ -3,15 +3,19 @@
 //! for 15 minutes. Every refusal looks the same, so the answer never tells which usernames
 //! exist or which accounts are locked.
 
-use cellbridge::api::body::json_body;
-use cellbridge::api::paging::allow_query;
-use cellbridge::api::{json_response, Problem};
-use cellbridge::auth::lockout::is_locked;
-use cellbridge::auth::password::{verify_against_nobody, verify_password, MAX_PASSWORD_LEN};
-use cellbridge::auth::{Identity, LockoutPolicy, TokenSigner, Username};
-use cellbridge::domain::validation::{json_object, reject_unknown, required, BodyLimits};
-use cellbridge::domain::ValidationErrors;
-use cellbridge::ports::AccountStore;
+use cellbridge::common::validation::ValidationErrors;
+use cellbridge::common::validation::{json_object, reject_unknown, required, BodyLimits};
+use cellbridge::edge::http::body::json_body;
+use cellbridge::edge::http::json_response;
+use cellbridge::edge::http::paging::allow_query;
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::identity::lockout::is_locked;
+use cellbridge::identity::lockout::LockoutPolicy;
+use cellbridge::identity::password::{verify_against_nobody, verify_password, MAX_PASSWORD_LEN};
+use cellbridge::identity::ports::AccountStore;
+use cellbridge::identity::principal::Identity;
+use cellbridge::identity::token::TokenSigner;
+use cellbridge::identity::username::Username;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
@@ -150,12 +154,13 @@ async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::accounts::MemoryAccounts;
-    use cellbridge::auth::password::hash_password;
-    use cellbridge::auth::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
-    use cellbridge::auth::{Role, Roles, TokenVerifier};
-    use cellbridge::domain::TenantId;
-    use cellbridge::ports::UserRecord;
+    use cellbridge::common::tenant::TenantId;
+    use cellbridge::identity::memory::MemoryAccounts;
+    use cellbridge::identity::password::hash_password;
+    use cellbridge::identity::ports::UserRecord;
+    use cellbridge::identity::role::{Role, Roles};
+    use cellbridge::identity::token::TokenVerifier;
+    use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
     use lambda_http::request::from_str;
     use serde_json::{json, Value};
     use time::macros::datetime;

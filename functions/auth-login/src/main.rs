@@ -1,14 +1,19 @@
-use cellbridge::adapters::auth_keys::{cellbridge_audience, signing_secret, SIGNING_SECRET_ENV};
-use cellbridge::auth::token::DEFAULT_LIFETIME;
-use cellbridge::auth::{LockoutPolicy, TokenSigner};
+use cellbridge::identity::keys::{cellbridge_audience, signing_secret, SIGNING_SECRET_ENV};
+use cellbridge::identity::lockout::LockoutPolicy;
+use cellbridge::identity::token::TokenSigner;
+use cellbridge::identity::token::DEFAULT_LIFETIME;
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let secret_id = cellbridge::config::required_env(SIGNING_SECRET_ENV)?;
-    let secret = signing_secret(&cellbridge::aws::secrets_manager(&config), &secret_id).await?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let secret_id = cellbridge::common::config::required_env(SIGNING_SECRET_ENV)?;
+    let secret = signing_secret(
+        &cellbridge::common::aws::secrets_manager(&config),
+        &secret_id,
+    )
+    .await?;
     let lifetime =
         match std::env::var("AUTH_TOKEN_HOURS") {
             Ok(hours) => time::Duration::hours(hours.parse().map_err(|_| {
@@ -17,7 +22,7 @@ async fn main() -> Result<(), Error> {
             Err(_) => DEFAULT_LIFETIME,
         };
     let ports = auth_login::LoginPorts {
-        accounts: cellbridge::aws::account_store(&config)?,
+        accounts: cellbridge::common::aws::account_store(&config)?,
         signer: TokenSigner::new(&secret, cellbridge_audience(), lifetime),
         lockout: LockoutPolicy::default(),
     };

@@ -1,22 +1,29 @@
 //! `POST /bulk-changes`: validate, store the bulk change, hand it to the planner. Returns 202
 //! at once: device changes are written by the planner, never inline.
 
-use cellbridge::api::body::json_body;
-use cellbridge::api::idempotency::{self, idempotency_key};
-use cellbridge::api::paging::allow_query;
-use cellbridge::api::views::{bulk_change_location, BulkChangeView};
-use cellbridge::api::{caller, Caller, Problem, TenantStore};
-use cellbridge::auth::Role;
-use cellbridge::domain::{
-    parse_bulk_change_request, AuditEntry, BulkChange, BulkChangeRequest, BulkChangeStatus,
-    DeviceCounts,
+use cellbridge::bulk_changes::bulk_change::{
+    AuditEntry, BulkChange, BulkChangeStatus, DeviceCounts,
 };
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::messages::PlanMessage;
-use cellbridge::ports::{BulkChangePorts, CreateOutcome, IdempotencyClaim};
+use cellbridge::bulk_changes::messages::PlanMessage;
+use cellbridge::bulk_changes::ports::{BulkChangePorts, CreateOutcome};
+use cellbridge::bulk_changes::request::{parse_bulk_change_request, BulkChangeRequest};
+use cellbridge::bulk_changes::tenant::TenantStore;
+use cellbridge::bulk_changes::views::{bulk_change_location, BulkChangeView};
+use cellbridge::common::store::IdempotencyClaim;
+use cellbridge::edge::http::body::json_body;
+use cellbridge::edge::http::caller;
+use cellbridge::edge::http::caller::Caller;
+use cellbridge::edge::http::idempotency;
+use cellbridge::edge::http::idempotency::idempotency_key;
+use cellbridge::edge::http::paging::allow_query;
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge::identity::role::Role;
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -56,47 +63,49 @@ async fn create(
     })?;
     let change = new_bulk_change(&caller, &parsed, now);
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant(), bulk_change_id = %change.bulk_change_id);
-    let _entered = span.enter();
-
-    match store.create_bulk_change(&change, claim.as_ref()).await? {
-        CreateOutcome::Created => {
-            store
-                .append_audit(&accepted_entry(&change, &caller, now))
-                .await?;
-            hand_to_planner(ports, &change, &parsed).await?;
-            tracing::info!(
-                devices = change.counts.total,
-                change_type = change.change.type_name(),
-                "bulk change accepted"
-            );
-            metrics::emit(
-                &[("Carrier", change.carrier.as_str())],
-                &[
-                    ("BulkChangesAccepted", 1.0, Unit::Count),
-                    (
-                        "DevicesAccepted",
-                        f64::from(change.counts.total),
-                        Unit::Count,
-                    ),
-                ],
-            );
-            Ok(accepted(&change, false))
-        }
-        CreateOutcome::Replayed {
-            same_request: false,
-            ..
-        } => Err(Problem::idempotency_key_reused(
-            "a bulk change from a different body",
-        )),
-        CreateOutcome::Replayed { existing, .. } => {
-            // A retry after a failure between storing and enqueueing finishes the hand-over;
-            // the planner ignores a second plan message for a planned bulk change.
-            if existing.status == BulkChangeStatus::New {
-                hand_to_planner(ports, &existing, &parsed).await?;
+    async {
+        match store.create_bulk_change(&change, claim.as_ref()).await? {
+            CreateOutcome::Created => {
+                store
+                    .append_audit(&accepted_entry(&change, &caller, now))
+                    .await?;
+                hand_to_planner(ports, &change, &parsed).await?;
+                tracing::info!(
+                    devices = change.counts.total,
+                    change_type = change.change.type_name(),
+                    "bulk change accepted"
+                );
+                metrics::emit(
+                    &[("Carrier", change.carrier.as_str())],
+                    &[
+                        ("BulkChangesAccepted", 1.0, Unit::Count),
+                        (
+                            "DevicesAccepted",
+                            f64::from(change.counts.total),
+                            Unit::Count,
+                        ),
+                    ],
+                );
+                Ok(accepted(&change, false))
             }
-            Ok(accepted(&existing, true))
+            CreateOutcome::Replayed {
+                same_request: false,
+                ..
+            } => Err(Problem::idempotency_key_reused(
+                "a bulk change from a different body",
+            )),
+            CreateOutcome::Replayed { existing, .. } => {
+                // A retry after a failure between storing and enqueueing finishes the hand-over;
+                // the planner ignores a second plan message for a planned bulk change.
+                if existing.status == BulkChangeStatus::New {
+                    hand_to_planner(ports, &existing, &parsed).await?;
+                }
+                Ok(accepted(&existing, true))
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 fn hex_digest(body: &[u8]) -> String {
@@ -191,10 +200,10 @@ fn accepted(change: &BulkChange, replayed: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::api::idempotency::IDEMPOTENCY_HEADER;
-    use cellbridge::domain::TenantId;
-    use cellbridge::ports::{BulkChangeStore, PayloadStore};
+    use cellbridge::bulk_changes::memory::MemoryPorts;
+    use cellbridge::bulk_changes::ports::{BulkChangeStore, PayloadStore};
+    use cellbridge::common::tenant::TenantId;
+    use cellbridge::edge::http::idempotency::IDEMPOTENCY_HEADER;
     use lambda_http::http::header;
     use lambda_http::http::StatusCode;
     use lambda_http::request::from_str;

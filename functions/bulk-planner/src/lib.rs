@@ -4,13 +4,19 @@
 //! ignore.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use cellbridge::domain::retry::MAX_QUEUE_DELAY;
-use cellbridge::domain::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceRequest};
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::lambda::sqs_batch::process_batch;
-use cellbridge::messages::{until_effective, work_for, PlanMessage};
-use cellbridge::ports::{BulkChangePorts, PayloadError, QueueError, StoreError};
+use cellbridge::bulk_changes::bulk_change::{
+    AuditEntry, BulkChange, BulkChangeStatus, DeviceChange,
+};
+use cellbridge::bulk_changes::change::DeviceRequest;
+use cellbridge::bulk_changes::messages::{until_effective, work_for, PlanMessage};
+use cellbridge::bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
+use cellbridge::carriers::retry::MAX_QUEUE_DELAY;
+use cellbridge::common::store::StoreError;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge::edge::lambda::sqs_batch::process_batch;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 /// Device changes written and queued per step; bounds memory and keeps progress visible.
 const CHUNK: usize = 500;
@@ -60,7 +66,7 @@ pub async fn plan(
     now: OffsetDateTime,
 ) -> Result<PlanOutcome, PlanError> {
     let span = tracing::info_span!("plan", tenant = %message.tenant_id, bulk_change_id = %message.bulk_change_id);
-    let _entered = span.enter();
+    async {
     let started = std::time::Instant::now();
     let tenant = &message.tenant_id;
     let change = ports
@@ -135,7 +141,7 @@ pub async fn plan(
             .await?;
         // Workers may have finished every device change before the move to processing, when no
         // finisher could complete the bulk change yet.
-        cellbridge::completion::complete_if_done(
+        cellbridge::bulk_changes::completion::complete_if_done(
             ports.store.as_ref(),
             tenant,
             &change.bulk_change_id,
@@ -165,6 +171,9 @@ pub async fn plan(
         devices: devices.len(),
         newly_written,
     })
+    }
+    .instrument(span)
+    .await
 }
 
 async fn read_devices(
@@ -194,7 +203,7 @@ fn scheduled_entry(
         description: format!(
             "planned {} device change(s), held until {}",
             change.counts.total,
-            cellbridge::clock::rfc3339(release_at)
+            cellbridge::common::clock::rfc3339(release_at)
         ),
         processed_by: PROCESSED_BY.to_owned(),
         request_text: None,
@@ -229,9 +238,10 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::domain::TenantId;
-    use cellbridge::ports::{BulkChangeStore, CreateOutcome, PageRequest, PayloadStore};
+    use cellbridge::bulk_changes::memory::MemoryPorts;
+    use cellbridge::bulk_changes::ports::{BulkChangeStore, CreateOutcome, PayloadStore};
+    use cellbridge::common::store::PageRequest;
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::testing::sample_bulk_change;
 
     const PLAN_EVENT: &str = include_str!("../../../events/bulk-planner/plan.json");
@@ -342,7 +352,7 @@ mod tests {
                 DeviceChange::pending(SAMPLE_ID, i as u32, d.clone(), OffsetDateTime::now_utc())
             })
             .collect();
-        early[3].status = cellbridge::domain::DeviceChangeStatus::Succeeded;
+        early[3].status = cellbridge::bulk_changes::bulk_change::DeviceChangeStatus::Succeeded;
         memory
             .store
             .insert_device_changes(&tenant(), &early)
@@ -372,7 +382,7 @@ mod tests {
         assert_eq!(page.items.len(), 30);
         assert_eq!(
             page.items[3].status,
-            cellbridge::domain::DeviceChangeStatus::Succeeded
+            cellbridge::bulk_changes::bulk_change::DeviceChangeStatus::Succeeded
         );
     }
 

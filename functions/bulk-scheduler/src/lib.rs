@@ -5,11 +5,13 @@
 //! that is due. Safe to run twice: a change is queued before it leaves `scheduled`, and the
 //! worker's claims absorb work queued twice.
 
-use cellbridge::completion;
-use cellbridge::domain::{AuditEntry, BulkChange, BulkChangeStatus};
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::messages::{until_effective, work_for};
-use cellbridge::ports::{BulkChangePorts, QueueError, StoreError};
+use cellbridge::bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus};
+use cellbridge::bulk_changes::completion;
+use cellbridge::bulk_changes::messages::{until_effective, work_for};
+use cellbridge::bulk_changes::ports::{BulkChangePorts, QueueError};
+use cellbridge::common::store::StoreError;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -134,10 +136,11 @@ async fn release(
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::domain::{ChangeSpec, TenantId};
-    use cellbridge::messages::PlanMessage;
-    use cellbridge::ports::{BulkChangeStore, CreateOutcome};
+    use cellbridge::bulk_changes::change::ChangeSpec;
+    use cellbridge::bulk_changes::memory::MemoryPorts;
+    use cellbridge::bulk_changes::messages::PlanMessage;
+    use cellbridge::bulk_changes::ports::{BulkChangeStore, CreateOutcome};
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::testing::sample_bulk_change;
 
     const SCHEDULED_EVENT: &str = include_str!("../../../events/bulk-scheduler/scheduled.json");

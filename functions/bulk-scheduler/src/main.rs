@@ -3,9 +3,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let ports = cellbridge::aws::bulk_change_ports(&config)?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let ports = cellbridge::common::aws::bulk_change_ports(&config)?;
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let ports = &ports;
         async move {

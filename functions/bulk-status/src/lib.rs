@@ -2,12 +2,15 @@
 //! `GET /bulk-changes/{id}/devices`. Every read is scoped to the caller's tenant; another
 //! tenant's bulk change is indistinguishable from one that does not exist.
 
-use cellbridge::api::paging::{allow_query, page_request};
-use cellbridge::api::views::{BulkChangeView, DeviceChangeView, PageView};
-use cellbridge::api::{caller, json_response, Problem, TenantStore};
-use cellbridge::auth::Role;
-use cellbridge::domain::{BulkChange, BulkChangeStatus};
-use cellbridge::ports::BulkChangeStore;
+use cellbridge::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus};
+use cellbridge::bulk_changes::ports::BulkChangeStore;
+use cellbridge::bulk_changes::tenant::TenantStore;
+use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
+use cellbridge::edge::http::page_view::PageView;
+use cellbridge::edge::http::paging::{allow_query, page_request};
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::http::{caller, json_response};
+use cellbridge::identity::role::Role;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
 use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
@@ -120,8 +123,8 @@ async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::memory::MemoryStore;
-    use cellbridge::domain::DeviceChange;
+    use cellbridge::bulk_changes::bulk_change::DeviceChange;
+    use cellbridge::bulk_changes::memory::MemoryStore;
     use cellbridge::testing::sample_bulk_change;
     use lambda_http::request::from_str;
     use serde_json::Value;

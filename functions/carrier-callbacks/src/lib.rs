@@ -4,19 +4,24 @@
 //! them in the body), idempotent (a repeated callback finds its device change finished and
 //! changes nothing), and always answered 2xx once understood, so ThingSpace stops resending.
 
-use cellbridge::adapters::carriers::thingspace::{parse_callback, CallbackReport};
-use cellbridge::api::{json_response, Problem};
-use cellbridge::carrier_config::{self, CallbackCredentials, CarrierConfigError};
-use cellbridge::completion::{self, Finished};
-use cellbridge::domain::redact::redact;
-use cellbridge::domain::AuditEntry;
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::ports::{BulkChangeStore, DeviceOutcome, RequestProgress};
+use cellbridge::bulk_changes::bulk_change::AuditEntry;
+use cellbridge::bulk_changes::completion;
+use cellbridge::bulk_changes::completion::Finished;
+use cellbridge::bulk_changes::ports::{BulkChangeStore, DeviceOutcome};
+use cellbridge::carriers::config::{CallbackCredentials, CarrierConfigError};
+use cellbridge::carriers::port::RequestProgress;
+use cellbridge::carriers::thingspace::{parse_callback, CallbackReport};
+use cellbridge::common::redact::redact;
+use cellbridge::edge::http::json_response;
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 /// A CarrierService callback is a few hundred bytes; anything near this is not one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -30,9 +35,9 @@ pub struct CallbackPorts {
 
 /// The callback credentials from `CARRIER_ACCOUNTS`.
 pub fn credentials_from_env() -> Result<Option<CallbackCredentials>, CarrierConfigError> {
-    match std::env::var(carrier_config::ENV_NAME) {
+    match std::env::var(cellbridge::carriers::config::ENV_NAME) {
         Ok(document) if !document.trim().is_empty() => {
-            carrier_config::thingspace_callback_from_json(&document)
+            cellbridge::carriers::config::thingspace_callback_from_json(&document)
         }
         _ => Ok(None),
     }
@@ -78,70 +83,72 @@ async fn receive(
     })?;
     authenticate(ports.credentials.as_ref(), &report)?;
     let span = tracing::info_span!("callback", request_id = %report.request_id);
-    let _entered = span.enter();
-
-    let Some(found) = ports
-        .store
-        .find_submitted(&report.request_id, &report.iccid)
-        .await?
-    else {
-        tracing::warn!("callback for a request or device this platform did not submit");
-        return Ok(Acknowledgement { result: "unknown" });
-    };
-    let (succeeded, reason) = match &report.progress {
-        RequestProgress::Succeeded => (true, None),
-        RequestProgress::Failed(error) => (false, Some(error.to_string())),
-        // A callback reports an end state; a pending one carries nothing to record.
-        RequestProgress::Pending => return Ok(Acknowledgement { result: "recorded" }),
-    };
-    let outcome = DeviceOutcome {
-        succeeded,
-        reason: reason.clone(),
-        attempts: 1,
-    };
-    let finished = completion::finish_device_change(
-        ports.store.as_ref(),
-        &found.tenant,
-        &found.bulk_change_id,
-        found.seq,
-        &outcome,
-        PROCESSED_BY,
-        now,
-    )
-    .await?;
-    if finished == Finished::AlreadyFinished {
-        tracing::info!(seq = found.seq, "repeated callback; nothing changed");
-        return Ok(Acknowledgement {
-            result: "duplicate",
-        });
+    async {
+        let Some(found) = ports
+            .store
+            .find_submitted(&report.request_id, &report.iccid)
+            .await?
+        else {
+            tracing::warn!("callback for a request or device this platform did not submit");
+            return Ok(Acknowledgement { result: "unknown" });
+        };
+        let (succeeded, reason) = match &report.progress {
+            RequestProgress::Succeeded => (true, None),
+            RequestProgress::Failed(error) => (false, Some(error.to_string())),
+            // A callback reports an end state; a pending one carries nothing to record.
+            RequestProgress::Pending => return Ok(Acknowledgement { result: "recorded" }),
+        };
+        let outcome = DeviceOutcome {
+            succeeded,
+            reason: reason.clone(),
+            attempts: 1,
+        };
+        let finished = completion::finish_device_change(
+            ports.store.as_ref(),
+            &found.tenant,
+            &found.bulk_change_id,
+            found.seq,
+            &outcome,
+            PROCESSED_BY,
+            now,
+        )
+        .await?;
+        if finished == Finished::AlreadyFinished {
+            tracing::info!(seq = found.seq, "repeated callback; nothing changed");
+            return Ok(Acknowledgement {
+                result: "duplicate",
+            });
+        }
+        let secrets: Vec<&str> = ports
+            .credentials
+            .iter()
+            .map(|c| c.password.as_str())
+            .collect();
+        let entry = AuditEntry {
+            bulk_change_id: found.bulk_change_id.clone(),
+            device_seq: Some(found.seq),
+            description: format!(
+                "thingSpace callback for request {}: {}",
+                report.request_id,
+                if succeeded { "succeeded" } else { "failed" }
+            ),
+            processed_by: PROCESSED_BY.to_owned(),
+            request_text: Some(redact(&String::from_utf8_lossy(body), &secrets)),
+            response_text: reason,
+            has_errors: !succeeded,
+            http_status: None,
+            duration_ms: None,
+            created_at: now,
+        };
+        ports.store.append_audit(&found.tenant, &entry).await?;
+        metrics::emit(
+            &[("Carrier", "thingSpace")],
+            &[("CallbacksRecorded", 1.0, Unit::Count)],
+        );
+        Ok(Acknowledgement { result: "recorded" })
     }
-    let secrets: Vec<&str> = ports
-        .credentials
-        .iter()
-        .map(|c| c.password.as_str())
-        .collect();
-    let entry = AuditEntry {
-        bulk_change_id: found.bulk_change_id.clone(),
-        device_seq: Some(found.seq),
-        description: format!(
-            "thingSpace callback for request {}: {}",
-            report.request_id,
-            if succeeded { "succeeded" } else { "failed" }
-        ),
-        processed_by: PROCESSED_BY.to_owned(),
-        request_text: Some(redact(&String::from_utf8_lossy(body), &secrets)),
-        response_text: reason,
-        has_errors: !succeeded,
-        http_status: None,
-        duration_ms: None,
-        created_at: now,
-    };
-    ports.store.append_audit(&found.tenant, &entry).await?;
-    metrics::emit(
-        &[("Carrier", "thingSpace")],
-        &[("CallbacksRecorded", 1.0, Unit::Count)],
-    );
-    Ok(Acknowledgement { result: "recorded" })
+    .instrument(span)
+    .await
 }
 
 fn authenticate(
@@ -181,9 +188,12 @@ fn same(given: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::domain::{BulkChangeStatus, DeviceChange, DeviceChangeStatus, TenantId};
-    use cellbridge::ports::CreateOutcome;
+    use cellbridge::bulk_changes::bulk_change::{
+        BulkChangeStatus, DeviceChange, DeviceChangeStatus,
+    };
+    use cellbridge::bulk_changes::memory::MemoryPorts;
+    use cellbridge::bulk_changes::ports::CreateOutcome;
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::testing::sample_bulk_change;
 
     const SUCCESS: &str = include_str!("../../../events/carrier-callbacks/success.json");

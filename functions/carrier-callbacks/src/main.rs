@@ -2,10 +2,10 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
     let ports = carrier_callbacks::CallbackPorts {
-        store: cellbridge::aws::bulk_change_store(&config)?,
+        store: cellbridge::common::aws::bulk_change_store(&config)?,
         credentials: carrier_callbacks::credentials_from_env()?,
     };
     lambda_http::run(service_fn(|request: Request| {

@@ -7,24 +7,30 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use backon::Retryable;
-use cellbridge::carrier_account::{CarrierAccount, CarrierAccounts};
-use cellbridge::completion::{self, Finished};
-use cellbridge::domain::carrier_error::CarrierError;
-use cellbridge::domain::redact::redact;
-use cellbridge::domain::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
-use cellbridge::domain::{
-    AuditEntry, BulkChange, DeviceChange, DeviceChangeStatus, DeviceRequest, TenantId,
+use cellbridge::bulk_changes::bulk_change::{
+    AuditEntry, BulkChange, DeviceChange, DeviceChangeStatus,
 };
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::lambda::sqs_batch::process_batch;
-use cellbridge::messages::{until_effective, WorkMessage};
-use cellbridge::ports::{
-    BulkChangeStore, CallJournal, CarrierExchange, CarrierOutcome, Claim, DeviceOutcome,
-    QueueError, RequestProgress, StoreError, WorkQueues,
+use cellbridge::bulk_changes::change::DeviceRequest;
+use cellbridge::bulk_changes::completion;
+use cellbridge::bulk_changes::completion::Finished;
+use cellbridge::bulk_changes::messages::{until_effective, WorkMessage};
+use cellbridge::bulk_changes::ports::{
+    BulkChangeStore, Claim, DeviceOutcome, QueueError, WorkQueues,
 };
+use cellbridge::carriers::account::{CarrierAccount, CarrierAccounts};
+use cellbridge::carriers::error::CarrierError;
+use cellbridge::carriers::port::{CallJournal, CarrierExchange, CarrierOutcome, RequestProgress};
+use cellbridge::carriers::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
+use cellbridge::common::redact::redact;
+use cellbridge::common::store::StoreError;
+use cellbridge::common::tenant::TenantId;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge::edge::lambda::sqs_batch::process_batch;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 /// How long a claim holds off other deliveries: past the function timeout (120 s), so a claim
 /// outlives its holder only when the holder is dead.
@@ -43,7 +49,7 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub fn from_env() -> Result<Self, cellbridge::config::ConfigError> {
+    pub fn from_env() -> Result<Self, cellbridge::common::config::ConfigError> {
         let processed_by = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
             .unwrap_or_else(|_| "carrier-worker".to_owned());
         let check_policy = match std::env::var("ACCEPTED_CHECK_INTERVAL_SECONDS")
@@ -130,86 +136,17 @@ pub async fn work(
         device_count = message.device_count,
         retry = message.retry_number,
     );
-    let _entered = span.enter();
-    let tenant = &message.tenant_id;
-    let change = ports
-        .store
-        .get_bulk_change(tenant, &message.bulk_change_id)
-        .await?
-        .ok_or_else(|| WorkError::UnknownBulkChange(message.bulk_change_id.clone()))?;
+    async {
+        let tenant = &message.tenant_id;
+        let change = ports
+            .store
+            .get_bulk_change(tenant, &message.bulk_change_id)
+            .await?
+            .ok_or_else(|| WorkError::UnknownBulkChange(message.bulk_change_id.clone()))?;
 
-    let wait = until_effective(&change, now);
-    if !wait.is_zero() {
-        let delay = wait.min(MAX_QUEUE_DELAY);
-        ports
-            .queues
-            .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
-            .await?;
-        return Ok(WorkOutcome::Requeued {
-            delay,
-            retry_number: message.retry_number,
-        });
-    }
-
-    let devices = ports
-        .store
-        .get_device_changes(tenant, &change.bulk_change_id, message.seqs())
-        .await?;
-    let open: Vec<DeviceChange> = devices
-        .into_iter()
-        .filter(|d| d.status == DeviceChangeStatus::Pending)
-        .filter(|d| d.carrier_request_id == message.check_request)
-        .collect();
-    if open.is_empty() {
-        return Ok(WorkOutcome::Skipped("already finished or submitted"));
-    }
-
-    // A retry that comes back from the queue still needs the account's retry budget; without
-    // it the retry waits again, off the carrier, before anything is claimed.
-    if message.retry_number > 0 && message.check_request.is_none() {
-        if let Some(account) = ports.accounts.account(tenant, change.carrier) {
-            if !account.with_budget(|budget, now| budget.try_retry(now)) {
-                let delay = ports
-                    .settings
-                    .call_policy
-                    .delay(1)
-                    .unwrap_or(Duration::from_secs(2));
-                ports
-                    .queues
-                    .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
-                    .await?;
-                return Ok(WorkOutcome::Requeued {
-                    delay,
-                    retry_number: message.retry_number,
-                });
-            }
-        }
-    }
-
-    let unit = match &message.check_request {
-        Some(_) => format!("check-{}", message.device_seq),
-        None => format!("apply-{}", message.device_seq),
-    };
-    let claim = ports
-        .store
-        .claim_work(
-            tenant,
-            &change.bulk_change_id,
-            &unit,
-            message.retry_number,
-            now,
-            LEASE,
-        )
-        .await?;
-    let resumed = match claim {
-        Claim::Granted { resumed } => resumed,
-        Claim::Superseded => return Ok(WorkOutcome::Skipped("a later retry replaced it")),
-        // Back on the queue for when the holder's lease ends: done by then, or taken over if the
-        // holder died. Requeued rather than failed, so it neither waits out the visibility
-        // timeout nor counts towards the dead-letter queue.
-        Claim::Held { until } => {
-            let wait = until - now;
-            let delay = Duration::from_secs(wait.whole_seconds().clamp(1, 900).unsigned_abs() + 1);
+        let wait = until_effective(&change, now);
+        if !wait.is_zero() {
+            let delay = wait.min(MAX_QUEUE_DELAY);
             ports
                 .queues
                 .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
@@ -219,27 +156,100 @@ pub async fn work(
                 retry_number: message.retry_number,
             });
         }
-    };
 
-    let job = Job {
-        ports,
-        change: &change,
-        message,
-    };
-    if change.change.is_platform_only() {
-        return job.record_platform_change(&open).await;
+        let devices = ports
+            .store
+            .get_device_changes(tenant, &change.bulk_change_id, message.seqs())
+            .await?;
+        let open: Vec<DeviceChange> = devices
+            .into_iter()
+            .filter(|d| d.status == DeviceChangeStatus::Pending)
+            .filter(|d| d.carrier_request_id == message.check_request)
+            .collect();
+        if open.is_empty() {
+            return Ok(WorkOutcome::Skipped("already finished or submitted"));
+        }
+
+        // A retry that comes back from the queue still needs the account's retry budget; without
+        // it the retry waits again, off the carrier, before anything is claimed.
+        if message.retry_number > 0 && message.check_request.is_none() {
+            if let Some(account) = ports.accounts.account(tenant, change.carrier) {
+                if !account.with_budget(|budget, now| budget.try_retry(now)) {
+                    let delay = ports
+                        .settings
+                        .call_policy
+                        .delay(1)
+                        .unwrap_or(Duration::from_secs(2));
+                    ports
+                        .queues
+                        .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
+                        .await?;
+                    return Ok(WorkOutcome::Requeued {
+                        delay,
+                        retry_number: message.retry_number,
+                    });
+                }
+            }
+        }
+
+        let unit = match &message.check_request {
+            Some(_) => format!("check-{}", message.device_seq),
+            None => format!("apply-{}", message.device_seq),
+        };
+        let claim = ports
+            .store
+            .claim_work(
+                tenant,
+                &change.bulk_change_id,
+                &unit,
+                message.retry_number,
+                now,
+                LEASE,
+            )
+            .await?;
+        let resumed = match claim {
+            Claim::Granted { resumed } => resumed,
+            Claim::Superseded => return Ok(WorkOutcome::Skipped("a later retry replaced it")),
+            // Back on the queue for when the holder's lease ends: done by then, or taken over if the
+            // holder died. Requeued rather than failed, so it neither waits out the visibility
+            // timeout nor counts towards the dead-letter queue.
+            Claim::Held { until } => {
+                let wait = until - now;
+                let delay =
+                    Duration::from_secs(wait.whole_seconds().clamp(1, 900).unsigned_abs() + 1);
+                ports
+                    .queues
+                    .enqueue_work(change.carrier, std::slice::from_ref(message), delay)
+                    .await?;
+                return Ok(WorkOutcome::Requeued {
+                    delay,
+                    retry_number: message.retry_number,
+                });
+            }
+        };
+
+        let job = Job {
+            ports,
+            change: &change,
+            message,
+        };
+        if change.change.is_platform_only() {
+            return job.record_platform_change(&open).await;
+        }
+        let Some(account) = ports.accounts.account(tenant, change.carrier) else {
+            let reason = format!(
+                "no {} account is configured for this tenant",
+                change.carrier.as_str()
+            );
+            return job.fail_all(&open, &reason).await;
+        };
+        match &message.check_request {
+            Some(request_id) => job.check(&account, request_id, open).await,
+            None => job.apply(&account, open, resumed).await,
+        }
     }
-    let Some(account) = ports.accounts.account(tenant, change.carrier) else {
-        let reason = format!(
-            "no {} account is configured for this tenant",
-            change.carrier.as_str()
-        );
-        return job.fail_all(&open, &reason).await;
-    };
-    match &message.check_request {
-        Some(request_id) => job.check(&account, request_id, open).await,
-        None => job.apply(&account, open, resumed).await,
-    }
+    .instrument(span)
+    .await
 }
 
 struct Job<'a> {
@@ -690,10 +700,12 @@ fn emit_outcomes(change: &BulkChange, succeeded: u32, failed: u32) {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use cellbridge::adapters::memory::MemoryPorts;
-    use cellbridge::carrier_account::{AccountLimits, SharedAccounts};
-    use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceRef};
-    use cellbridge::ports::{CarrierDevice, CarrierPort, CreateOutcome};
+    use cellbridge::bulk_changes::bulk_change::BulkChangeStatus;
+    use cellbridge::bulk_changes::change::{Carrier, ChangeSpec, DeviceRef};
+    use cellbridge::bulk_changes::memory::MemoryPorts;
+    use cellbridge::bulk_changes::ports::CreateOutcome;
+    use cellbridge::carriers::account::{AccountLimits, SharedAccounts};
+    use cellbridge::carriers::port::{CarrierDevice, CarrierPort};
     use cellbridge::testing::sample_bulk_change;
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;

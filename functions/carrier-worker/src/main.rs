@@ -3,13 +3,13 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
     let ports = carrier_worker::WorkerPorts {
-        store: cellbridge::aws::bulk_change_store(&config)?,
-        queues: cellbridge::aws::work_queues(&config)?,
-        accounts: std::sync::Arc::new(cellbridge::carrier_config::accounts_from_env(Some(
-            cellbridge::aws::account_gate(&config)?,
+        store: cellbridge::common::aws::bulk_change_store(&config)?,
+        queues: cellbridge::common::aws::work_queues(&config)?,
+        accounts: std::sync::Arc::new(cellbridge::carriers::config::accounts_from_env(Some(
+            cellbridge::common::aws::account_gate(&config)?,
         ))?),
         settings: carrier_worker::WorkerSettings::from_env()?,
     };

@@ -8,9 +8,10 @@
 //! command, stale) is logged and acknowledged; only a store failure is an error, which a retry
 //! may overcome.
 
+use cellbridge::common::store::StoreError;
 use cellbridge::devices::command::parse_ack;
 use cellbridge::devices::command::CommandStatus;
-use cellbridge::ports::{CommandStore, StoreError, Transition};
+use cellbridge::devices::ports::{CommandStore, Transition};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -70,10 +71,10 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::commands::MemoryCommands;
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::devices::command::{parse_command_request, Command, CommandId};
+    use cellbridge::devices::commands_memory::MemoryCommands;
     use cellbridge::devices::registration::ThingName;
-    use cellbridge::domain::TenantId;
     use serde_json::json;
     use CommandStatus::*;
 

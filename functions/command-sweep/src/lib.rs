@@ -6,9 +6,11 @@
 //! and decides each on the command as stored now (the index lags), so an acknowledgement that
 //! arrives meanwhile wins. Safe to run twice: statuses only move forward.
 
+use cellbridge::common::store::StoreError;
 use cellbridge::devices::command::CommandStatus;
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::ports::{CommandStore, StoreError, Transition};
+use cellbridge::devices::ports::{CommandStore, Transition};
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
 use futures::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -64,10 +66,10 @@ pub async fn sweep(commands: &dyn CommandStore, now: OffsetDateTime) -> Result<S
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::adapters::commands::MemoryCommands;
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::devices::command::{parse_command_request, Command, CommandId};
+    use cellbridge::devices::commands_memory::MemoryCommands;
     use cellbridge::devices::registration::ThingName;
-    use cellbridge::domain::TenantId;
     use time::Duration;
     use CommandStatus::*;
 

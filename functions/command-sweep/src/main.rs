@@ -3,9 +3,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let commands = cellbridge::aws::command_store(&config)?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let commands = cellbridge::common::aws::command_store(&config)?;
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let commands = &commands;
         async move {

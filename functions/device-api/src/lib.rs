@@ -2,12 +2,15 @@
 //! last seen, latest telemetry) and `GET /devices/{id}/telemetry?from=&to=` (oldest first,
 //! paginated). Another tenant's device does not exist here (404).
 
-use cellbridge::api::paging::{allow_query, page_request};
-use cellbridge::api::views::{DeviceView, PageView, TelemetryView};
-use cellbridge::api::{caller, json_response, route_key, Problem, TenantDevices};
-use cellbridge::auth::Role;
+use cellbridge::devices::ports::DeviceStore;
 use cellbridge::devices::registration::ThingName;
-use cellbridge::ports::DeviceStore;
+use cellbridge::devices::tenant::TenantDevices;
+use cellbridge::devices::views::{DeviceView, TelemetryView};
+use cellbridge::edge::http::page_view::PageView;
+use cellbridge::edge::http::paging::{allow_query, page_request};
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::http::{caller, json_response, route_key};
+use cellbridge::identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use time::format_description::well_known::Rfc3339;
@@ -123,7 +126,7 @@ fn window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::devices::MemoryDevices;
+    use cellbridge::devices::memory::MemoryDevices;
     use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
     use cellbridge::devices::registration::parse_announcement;
     use cellbridge::devices::telemetry::parse_telemetry;

@@ -2,9 +2,9 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let devices = cellbridge::aws::device_store(&config)?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let devices = cellbridge::common::aws::device_store(&config)?;
     lambda_http::run(service_fn(|request: Request| {
         let devices = &devices;
         async move {

@@ -7,24 +7,28 @@
 //!
 //! Another tenant's device, and so its commands, does not exist here (404).
 
-use cellbridge::adapters::commands::{publish_command, Delivery};
-use cellbridge::api::body::json_body;
-use cellbridge::api::idempotency::{self, idempotency_key};
-use cellbridge::api::paging::{allow_query, page_request};
-use cellbridge::api::views::PageView;
-use cellbridge::api::{caller, json_response, route_key, Caller, Problem, TenantDevices};
-use cellbridge::auth::Role;
+use cellbridge::common::store::IdempotencyClaim;
+use cellbridge::common::store::{Page, PageRequest, StoreError};
+use cellbridge::common::tenant::TenantId;
 use cellbridge::devices::command::{
     parse_command_request, Command, CommandId, CommandStatus, HistoryEntry, MAX_REQUEST_BYTES,
 };
+use cellbridge::devices::delivery::{publish_command, Delivery};
+use cellbridge::devices::ports::{CommandCreated, CommandStore, DevicePublisher, DeviceStore};
 use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
 use cellbridge::devices::registration::ThingName;
-use cellbridge::domain::TenantId;
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::ports::{
-    CommandCreated, CommandStore, DevicePublisher, DeviceStore, IdempotencyClaim, Page,
-    PageRequest, StoreError,
-};
+use cellbridge::devices::tenant::TenantDevices;
+use cellbridge::edge::http::body::json_body;
+use cellbridge::edge::http::caller::Caller;
+use cellbridge::edge::http::idempotency;
+use cellbridge::edge::http::idempotency::idempotency_key;
+use cellbridge::edge::http::page_view::PageView;
+use cellbridge::edge::http::paging::{allow_query, page_request};
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::http::{caller, json_response, route_key};
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge::identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
@@ -371,9 +375,9 @@ impl<'a> From<&'a Command> for CommandView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::commands::MemoryCommands;
-    use cellbridge::adapters::devices::MemoryDevices;
-    use cellbridge::adapters::iot::RecordingPublisher;
+    use cellbridge::devices::commands_memory::MemoryCommands;
+    use cellbridge::devices::iot_memory::RecordingPublisher;
+    use cellbridge::devices::memory::MemoryDevices;
     use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
     use cellbridge::devices::registration::parse_announcement;
     use cellbridge::devices::topics;

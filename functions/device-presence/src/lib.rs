@@ -11,10 +11,11 @@
 //! event is a duplicate, but it still delivers what is queued while the device is connected, so
 //! the retry finishes what failed.
 
-use cellbridge::adapters::commands::{publish_command, Delivery};
+use cellbridge::common::store::StoreError;
+use cellbridge::devices::delivery::{publish_command, Delivery};
+use cellbridge::devices::ports::{CommandStore, DevicePublisher, DeviceStore, PublishError};
 use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
 use cellbridge::devices::registration::ThingName;
-use cellbridge::ports::{CommandStore, DevicePublisher, DeviceStore, PublishError, StoreError};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -157,13 +158,13 @@ async fn deliver_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::commands::MemoryCommands;
-    use cellbridge::adapters::devices::MemoryDevices;
-    use cellbridge::adapters::iot::RecordingPublisher;
+    use cellbridge::common::tenant::TenantId;
     use cellbridge::devices::command::{parse_command_request, Command, CommandId, CommandStatus};
+    use cellbridge::devices::commands_memory::MemoryCommands;
+    use cellbridge::devices::iot_memory::RecordingPublisher;
+    use cellbridge::devices::memory::MemoryDevices;
     use cellbridge::devices::registration::parse_announcement;
     use cellbridge::devices::topics;
-    use cellbridge::domain::TenantId;
     use serde_json::json;
     use time::Duration;
 
@@ -288,8 +289,9 @@ mod tests {
     async fn unknown_devices_and_garbage_are_dropped_not_retried() {
         let ports = Ports::new().await;
         let thing = ThingName::parse("trk-1").expect("name");
-        let presence =
-            |device: Option<cellbridge::ports::DeviceRecord>| device.expect("registered").presence;
+        let presence = |device: Option<cellbridge::devices::ports::DeviceRecord>| {
+            device.expect("registered").presence
+        };
         let before = presence(ports.devices.get_device(&thing).await.expect("store"));
         let mut unknown = message(CONNECTED);
         unknown.client_id = Some("never-registered".into());

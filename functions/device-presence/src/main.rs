@@ -1,15 +1,15 @@
 use async_trait::async_trait;
-use cellbridge::adapters::iot::IotDataPublisher;
-use cellbridge::ports::{DevicePublisher, PublishError};
+use cellbridge::devices::iot::IotDataPublisher;
+use cellbridge::devices::ports::{DevicePublisher, PublishError};
 use device_presence::PresenceMessage;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let devices = cellbridge::aws::device_store(&config)?;
-    let commands = cellbridge::aws::command_store(&config)?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let devices = cellbridge::common::aws::device_store(&config)?;
+    let commands = cellbridge::common::aws::command_store(&config)?;
     let publisher = LazyPublisher {
         config,
         publisher: tokio::sync::OnceCell::new(),
@@ -44,7 +44,7 @@ impl DevicePublisher for LazyPublisher {
     async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), PublishError> {
         let publisher = self
             .publisher
-            .get_or_try_init(|| cellbridge::aws::device_publisher(&self.config))
+            .get_or_try_init(|| cellbridge::common::aws::device_publisher(&self.config))
             .await
             .map_err(|e| PublishError {
                 topic: topic.to_owned(),

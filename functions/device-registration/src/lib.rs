@@ -8,13 +8,15 @@
 //! rule invokes asynchronously and Lambda retries failures, so only failures a retry can cure
 //! (store, registry, publish) are errors.
 
+use cellbridge::common::store::StoreError;
+use cellbridge::common::validation::{FieldError, ValidationErrors};
+use cellbridge::devices::ports::{
+    DevicePublisher, DeviceStore, PublishError, Registration, ThingAttributes, ThingRegistry,
+    ThingRegistryError,
+};
 use cellbridge::devices::registration::{parse_announcement, Announcement};
 use cellbridge::devices::topics;
-use cellbridge::domain::validation::{FieldError, ValidationErrors};
-use cellbridge::ports::{
-    AccountStore, DevicePublisher, DeviceStore, PublishError, Registration, StoreError,
-    ThingAttributes, ThingRegistry, ThingRegistryError,
-};
+use cellbridge::identity::ports::AccountStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -146,11 +148,11 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::adapters::accounts::MemoryAccounts;
-    use cellbridge::adapters::devices::MemoryDevices;
-    use cellbridge::adapters::iot::{MemoryThings, RecordingPublisher};
+    use cellbridge::devices::iot_memory::{MemoryThings, RecordingPublisher};
+    use cellbridge::devices::memory::MemoryDevices;
+    use cellbridge::devices::ports::DeviceRecord;
     use cellbridge::devices::registration::ThingName;
-    use cellbridge::ports::DeviceRecord;
+    use cellbridge::identity::memory::MemoryAccounts;
 
     const ANNOUNCEMENT: &str =
         include_str!("../../../events/device-registration/announcement.json");
@@ -168,7 +170,7 @@ mod tests {
         async fn new() -> Self {
             let accounts = MemoryAccounts::default();
             for tenant in ["demo", "globex"] {
-                cellbridge::accounts::add_tenant(
+                cellbridge::identity::admin::add_tenant(
                     &accounts,
                     tenant,
                     tenant,

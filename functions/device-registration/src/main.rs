@@ -2,12 +2,12 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let devices = cellbridge::aws::device_store(&config)?;
-    let accounts = cellbridge::aws::account_store(&config)?;
-    let things = cellbridge::aws::thing_registry(&config)?;
-    let publisher = cellbridge::aws::device_publisher(&config).await?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let devices = cellbridge::common::aws::device_store(&config)?;
+    let accounts = cellbridge::common::aws::account_store(&config)?;
+    let things = cellbridge::common::aws::thing_registry(&config)?;
+    let publisher = cellbridge::common::aws::device_publisher(&config).await?;
     let ports = device_registration::Ports {
         devices: &devices,
         accounts: accounts.as_ref(),

@@ -4,9 +4,11 @@
 //! event clears the mark. The device API already judges silence at read time; the sweep makes
 //! the state durable for everything that reads the table.
 
+use cellbridge::common::store::StoreError;
+use cellbridge::devices::ports::DeviceStore;
 use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::ports::{DeviceStore, StoreError};
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
 use time::{Duration, OffsetDateTime};
 
 pub const TIMEOUT_ENV: &str = "HEARTBEAT_TIMEOUT_SECONDS";
@@ -44,7 +46,7 @@ pub async fn sweep(
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::adapters::devices::MemoryDevices;
+    use cellbridge::devices::memory::MemoryDevices;
     use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
     use cellbridge::devices::registration::{parse_announcement, ThingName};
     use serde_json::json;

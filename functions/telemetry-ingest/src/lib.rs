@@ -11,10 +11,11 @@
 //! those alone.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use cellbridge::devices::ports::DeviceStore;
 use cellbridge::devices::registration::ThingName;
 use cellbridge::devices::telemetry::{parse_telemetry, TelemetryPoint};
-use cellbridge::lambda::metrics::{self, Unit};
-use cellbridge::ports::DeviceStore;
+use cellbridge::edge::lambda::metrics;
+use cellbridge::edge::lambda::metrics::Unit;
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
@@ -142,7 +143,7 @@ pub async fn handle(
     match store.write_telemetry(&points, settings.retention).await {
         Ok(written) => {
             report.written = written;
-            report.write_requests = written.div_ceil(cellbridge::adapters::devices::BATCH);
+            report.write_requests = written.div_ceil(cellbridge::devices::dynamodb::BATCH);
             let step = (points.len() / LAG_SAMPLES).max(1);
             report.lag_ms = points
                 .iter()
@@ -167,7 +168,7 @@ pub async fn handle(
         write_requests = report.write_requests,
         "telemetry batch"
     );
-    let response = cellbridge::lambda::sqs_batch::failures(failed_ids);
+    let response = cellbridge::edge::lambda::sqs_batch::failures(failed_ids);
     (response, report)
 }
 
@@ -176,12 +177,11 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use aws_lambda_events::event::sqs::SqsMessage;
-    use cellbridge::adapters::devices::MemoryDevices;
+    use cellbridge::common::store::{Page, PageRequest, StoreError};
+    use cellbridge::devices::memory::MemoryDevices;
+    use cellbridge::devices::ports::{DeviceRecord, Registration, StoredPoint};
     use cellbridge::devices::presence::LifecycleEvent;
     use cellbridge::devices::registration::{parse_announcement, Announcement};
-    use cellbridge::ports::{
-        DeviceRecord, Page, PageRequest, Registration, StoreError, StoredPoint,
-    };
     use serde_json::json;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -330,7 +330,7 @@ mod tests {
         }
         async fn list_devices(
             &self,
-            tenant: &cellbridge::domain::TenantId,
+            tenant: &cellbridge::common::tenant::TenantId,
             page: &PageRequest,
         ) -> Result<Page<DeviceRecord>, StoreError> {
             self.inner.list_devices(tenant, page).await

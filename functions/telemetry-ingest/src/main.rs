@@ -3,9 +3,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::lambda::init_tracing();
-    let config = cellbridge::aws::load_config().await;
-    let devices = cellbridge::aws::device_store(&config)?;
+    cellbridge::edge::lambda::init_tracing();
+    let config = cellbridge::common::aws::load_config().await;
+    let devices = cellbridge::common::aws::device_store(&config)?;
     let settings = telemetry_ingest::Settings::from_env()?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (devices, settings) = (&devices, &settings);

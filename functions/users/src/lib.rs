@@ -1,16 +1,21 @@
 //! Users of the caller's tenant, for its admins: `GET /users`, `POST /users`,
 //! `DELETE /users/{username}`. A user of another tenant does not exist here (404).
 
-use cellbridge::accounts::AccountError;
-use cellbridge::api::body::json_body;
-use cellbridge::api::paging::{allow_query, page_request};
-use cellbridge::api::views::{PageView, UserView};
-use cellbridge::api::{caller, json_response, route_key, Caller, Problem, TenantAccounts};
-use cellbridge::auth::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
-use cellbridge::auth::{Role, Roles, Username};
-use cellbridge::domain::validation::{json_object, reject_unknown, required, BodyLimits};
-use cellbridge::domain::ValidationErrors;
-use cellbridge::ports::AccountStore;
+use cellbridge::common::validation::ValidationErrors;
+use cellbridge::common::validation::{json_object, reject_unknown, required, BodyLimits};
+use cellbridge::edge::http::body::json_body;
+use cellbridge::edge::http::caller::Caller;
+use cellbridge::edge::http::page_view::PageView;
+use cellbridge::edge::http::paging::{allow_query, page_request};
+use cellbridge::edge::http::problem::Problem;
+use cellbridge::edge::http::{caller, json_response, route_key};
+use cellbridge::identity::admin::AccountError;
+use cellbridge::identity::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
+use cellbridge::identity::ports::AccountStore;
+use cellbridge::identity::role::{Role, Roles};
+use cellbridge::identity::tenant::TenantAccounts;
+use cellbridge::identity::username::Username;
+use cellbridge::identity::views::UserView;
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
@@ -146,10 +151,10 @@ fn problem_of(error: AccountError) -> Problem {
     match error {
         AccountError::InvalidUsername(_) => invalid(
             "username",
-            cellbridge::auth::username::USERNAME_RULE.to_owned(),
+            cellbridge::identity::username::USERNAME_RULE.to_owned(),
         ),
         AccountError::NoRoles => invalid("roles", "must name at least one role".to_owned()),
-        AccountError::Password(cellbridge::auth::password::PasswordError::Length) => invalid(
+        AccountError::Password(cellbridge::identity::password::PasswordError::Length) => invalid(
             "password",
             format!("must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters long"),
         ),
@@ -197,8 +202,8 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::accounts::{add_tenant, add_user, NewUser};
-    use cellbridge::adapters::accounts::MemoryAccounts;
+    use cellbridge::identity::admin::{add_tenant, add_user, NewUser};
+    use cellbridge::identity::memory::MemoryAccounts;
     use lambda_http::request::from_str;
     use serde_json::json;
 

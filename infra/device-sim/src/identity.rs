@@ -1,7 +1,7 @@
 //! Who a simulated device is: thing name, ICCID and IMEI, all derived from its index and the
 //! fleet seed so that a rerun with the same seed registers the same devices again.
 
-use cellbridge::domain::ids::luhn_check_digit;
+use cellbridge::common::ids::luhn_check_digit;
 
 /// SplitMix64: tiny, fast and good enough for simulated readings and jitter. Deterministic so a
 /// run can be reproduced from its seed; no dependency on a random-number crate.
@@ -87,8 +87,8 @@ pub fn imei(seed: u64, index: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellbridge::common::ids::{Iccid, Imei};
     use cellbridge::devices::registration::ThingName;
-    use cellbridge::domain::{Iccid, Imei};
     use std::collections::HashSet;
 
     #[test]

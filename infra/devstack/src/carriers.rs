@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use carrier_sim::telegence::{Subscriber, SubscriberStatus};
 use carrier_sim::thingspace::DeviceState;
 use carrier_sim::{SimConfig, SimServer};
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
-use cellbridge::ports::CallJournal;
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::port::CallJournal;
+use cellbridge::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 use serde_json::{json, Value};
 
 /// What the local ThingSpace echoes in its callbacks; the callback function checks it.

@@ -2,9 +2,9 @@
 //! exist only in the local moto; the password is public on purpose.
 
 use anyhow::{Context, Result};
-use cellbridge::accounts::{add_tenant, add_user, AccountError, NewUser};
-use cellbridge::auth::{Role, Roles};
-use cellbridge::ports::AccountStore;
+use cellbridge::identity::admin::{add_tenant, add_user, AccountError, NewUser};
+use cellbridge::identity::ports::AccountStore;
+use cellbridge::identity::role::{Role, Roles};
 
 /// The password of every demo user.
 pub const DEMO_PASSWORD: &str = "demo-password-1234";

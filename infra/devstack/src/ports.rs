@@ -4,10 +4,10 @@
 use crate::template::Resources;
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
-use cellbridge::adapters::dynamodb::{DynamoStore, TableNames};
-use cellbridge::adapters::s3::S3Payloads;
-use cellbridge::adapters::sqs::{QueueUrls, SqsQueues};
-use cellbridge::ports::BulkChangePorts;
+use cellbridge::bulk_changes::dynamodb::{DynamoStore, TableNames};
+use cellbridge::bulk_changes::ports::BulkChangePorts;
+use cellbridge::bulk_changes::s3::S3Payloads;
+use cellbridge::bulk_changes::sqs::{QueueUrls, SqsQueues};
 use std::sync::Arc;
 
 fn named(found: Option<&str>, logical_id: &str) -> Result<String> {
@@ -37,10 +37,13 @@ pub fn bulk_change_ports(config: &SdkConfig, resources: &Resources) -> Result<Bu
         )?,
     };
     Ok(BulkChangePorts {
-        store: Arc::new(DynamoStore::new(cellbridge::aws::dynamodb(config), tables)),
-        queues: Arc::new(SqsQueues::new(cellbridge::aws::sqs(config), queues)),
+        store: Arc::new(DynamoStore::new(
+            cellbridge::common::aws::dynamodb(config),
+            tables,
+        )),
+        queues: Arc::new(SqsQueues::new(cellbridge::common::aws::sqs(config), queues)),
         payloads: Arc::new(S3Payloads::new(
-            cellbridge::aws::s3(config),
+            cellbridge::common::aws::s3(config),
             named(resources.bucket_name("PayloadBucket"), "PayloadBucket")?,
         )),
     })

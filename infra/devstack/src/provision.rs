@@ -31,7 +31,7 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
         resources.set_queue(&id, url, arn);
     }
 
-    let secrets = cellbridge::aws::secrets_manager(sdk);
+    let secrets = cellbridge::common::aws::secrets_manager(sdk);
     for secret in template.secrets(&resources)? {
         let arn = create_secret(&secrets, &secret)
             .await
@@ -39,7 +39,7 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
         resources.set_arn(&secret.logical_id, arn);
     }
 
-    let s3 = cellbridge::aws::s3(sdk);
+    let s3 = cellbridge::common::aws::s3(sdk);
     for bucket in template.buckets(&resources) {
         match s3.create_bucket().bucket(&bucket.name).send().await {
             Ok(_) => {}
@@ -55,7 +55,7 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
     }
 
     // Things are created with their type, which must exist first (moto checks, as IoT does).
-    let iot = cellbridge::aws::iot(sdk);
+    let iot = cellbridge::common::aws::iot(sdk);
     for thing_type in template.thing_types(&resources)? {
         let arn = create_thing_type(&iot, &thing_type)
             .await

@@ -22,7 +22,7 @@ pub fn scheduled_event(rule: &str) -> serde_json::Value {
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": "123456789012",
-        "time": cellbridge::clock::rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
+        "time": cellbridge::common::clock::rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
         "region": REGION,
         "resources": [format!("arn:aws:events:{REGION}:123456789012:rule/{rule}")],
         "detail": {}

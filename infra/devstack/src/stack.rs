@@ -177,7 +177,7 @@ impl Devstack {
                 let table = resources.table_name(ACCOUNTS_TABLE).with_context(|| {
                     format!("the template has no {ACCOUNTS_TABLE} for the demo accounts")
                 })?;
-                let store = cellbridge::adapters::accounts::DynamoAccounts::new(
+                let store = cellbridge::identity::dynamodb::DynamoAccounts::new(
                     aws_sdk_dynamodb::Client::new(&sdk),
                     table,
                 );
@@ -207,7 +207,7 @@ impl Devstack {
             // Stands in for the Secrets Manager reference template.yaml resolves at deploy time.
             let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
             env.insert(
-                cellbridge::carrier_config::ENV_NAME.to_owned(),
+                cellbridge::carriers::config::ENV_NAME.to_owned(),
                 carriers.accounts_document(instances)?.to_string(),
             );
         }
@@ -226,7 +226,7 @@ impl Devstack {
             .await
             .context("starting the IoT data plane")?;
         env.insert(
-            cellbridge::aws::IOT_DATA_ENDPOINT_ENV.to_owned(),
+            cellbridge::common::aws::IOT_DATA_ENDPOINT_ENV.to_owned(),
             iot_data.url(),
         );
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));

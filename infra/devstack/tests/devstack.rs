@@ -233,7 +233,7 @@ async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
         Some("1800")
     );
 
-    let s3 = cellbridge::aws::s3(sdk);
+    let s3 = cellbridge::common::aws::s3(sdk);
     let bucket = resources.bucket_name("PayloadBucket").context("bucket")?;
     s3.head_bucket()
         .bucket(bucket)
@@ -312,7 +312,7 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
     for queue in ["PlanDeadLetterQueue", "JasperWorkDeadLetterQueue"] {
         assert_eq!(queue_messages(stack, queue).await?, 0, "{queue}");
     }
-    let stored = cellbridge::aws::dynamodb(stack.sdk_config())
+    let stored = cellbridge::common::aws::dynamodb(stack.sdk_config())
         .scan()
         .table_name(
             stack

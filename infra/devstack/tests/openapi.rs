@@ -2,10 +2,13 @@
 //! code's enumerations, and the fields the API's views really serialize.
 
 use anyhow::{Context, Result};
-use cellbridge::api::views::{BulkChangeView, DeviceChangeView, DeviceView, UserView};
-use cellbridge::auth::Role;
+use cellbridge::bulk_changes::bulk_change::{BulkChangeStatus, DeviceChange};
+use cellbridge::bulk_changes::change::{Carrier, ChangeSpec};
+use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
 use cellbridge::devices::command::{Command, CommandStatus};
-use cellbridge::domain::{BulkChangeStatus, Carrier, ChangeSpec, DeviceChange};
+use cellbridge::devices::views::DeviceView;
+use cellbridge::identity::role::Role;
+use cellbridge::identity::views::UserView;
 use devstack::api_gateway::routes_of;
 use devstack::template::{ResourceKind, Resources, Template};
 use serde_json::Value;
@@ -189,10 +192,11 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
         &serde_json::to_value(DeviceChangeView::from(&device))?,
         &["msisdn", "imei", "edit", "statusReason"],
     );
-    let user = cellbridge::ports::UserRecord {
-        username: cellbridge::auth::Username::parse("ops@demo.example").context("username")?,
+    let user = cellbridge::identity::ports::UserRecord {
+        username: cellbridge::identity::username::Username::parse("ops@demo.example")
+            .context("username")?,
         tenant: change.tenant_id.clone(),
-        roles: cellbridge::auth::Roles::new([Role::Operator]),
+        roles: cellbridge::identity::role::Roles::new([Role::Operator]),
         password_hash: "$argon2id$...".to_owned(),
         failed_logins: 0,
         locked_until: None,
@@ -200,7 +204,7 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     };
     let view = serde_json::to_value(UserView::new(&user, change.created_at))?;
     check_schema(&spec, "User", &view, &[]);
-    let device = cellbridge::ports::DeviceRecord {
+    let device = cellbridge::devices::ports::DeviceRecord {
         thing_name: cellbridge::devices::registration::ThingName::parse("trk-1").context("name")?,
         tenant: change.tenant_id.clone(),
         iccid: cellbridge::testing::iccid(1),
@@ -215,7 +219,7 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
             timed_out: false,
         },
     };
-    let latest = cellbridge::ports::StoredPoint {
+    let latest = cellbridge::devices::ports::StoredPoint {
         at: change.created_at,
         received_at: change.created_at,
         metrics: serde_json::Map::new(),

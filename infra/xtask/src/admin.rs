@@ -2,9 +2,9 @@
 //! `AWS_ENDPOINT_URL`). Uses the standard AWS credentials and region of the shell.
 
 use anyhow::{bail, Context, Result};
-use cellbridge::accounts::{add_tenant, add_user, NewUser};
-use cellbridge::adapters::accounts::{DynamoAccounts, ACCOUNTS_TABLE_ENV};
-use cellbridge::auth::{Role, Roles};
+use cellbridge::identity::admin::{add_tenant, add_user, NewUser};
+use cellbridge::identity::dynamodb::{DynamoAccounts, ACCOUNTS_TABLE_ENV};
+use cellbridge::identity::role::{Role, Roles};
 use std::io::BufRead;
 
 #[derive(clap::Subcommand)]
@@ -47,9 +47,10 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub async fn run(command: AdminCommand) -> Result<()> {
-    let config = cellbridge::aws::load_config().await;
-    let store =
-        |table: &TableArg| DynamoAccounts::new(cellbridge::aws::dynamodb(&config), &table.table);
+    let config = cellbridge::common::aws::load_config().await;
+    let store = |table: &TableArg| {
+        DynamoAccounts::new(cellbridge::common::aws::dynamodb(&config), &table.table)
+    };
     let now = time::OffsetDateTime::now_utc();
     match command {
         AdminCommand::CreateTenant {

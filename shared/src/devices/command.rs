@@ -9,9 +9,10 @@
 //! (`Command`, whose `after` is the one rule both command stores apply), the message a device
 //! gets and the acknowledgement it sends back (`parse_ack`).
 
+use crate::common::tenant::TenantId;
+use crate::common::validation::ValidationErrors;
+use crate::common::validation::{json_object, reject_unknown, BodyLimits};
 use crate::devices::registration::ThingName;
-use crate::domain::validation::{json_object, reject_unknown, BodyLimits};
-use crate::domain::{TenantId, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;

@@ -5,8 +5,10 @@
 //! Fields a device adds beyond these are ignored rather than refused: fleets update firmware
 //! gradually, and a newer device must still be able to register with an older platform.
 
-use crate::domain::validation::{json_object, path, text, BodyLimits};
-use crate::domain::{Iccid, Imei, TenantId, ValidationErrors};
+use crate::common::ids::{Iccid, Imei};
+use crate::common::tenant::TenantId;
+use crate::common::validation::ValidationErrors;
+use crate::common::validation::{json_object, path, text, BodyLimits};
 use serde_json::Value;
 
 /// An announcement is a few hundred bytes; anything far larger is not one.

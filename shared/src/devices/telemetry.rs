@@ -3,8 +3,8 @@
 //! level of nesting flattened (`gps.lat`). The device's `ts` keys the point, so a message
 //! delivered twice (MQTT QoS 1) writes the same item twice instead of two points.
 
-use super::registration::ThingName;
-use crate::domain::ValidationErrors;
+use crate::common::validation::ValidationErrors;
+use crate::devices::registration::ThingName;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};

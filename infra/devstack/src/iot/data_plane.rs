@@ -1,5 +1,5 @@
 //! The IoT data plane's HTTP API on 127.0.0.1, for functions built with
-//! `cellbridge::aws::iot_data` (`IOT_DATA_ENDPOINT` points here). It answers what
+//! `cellbridge::common::aws::iot_data` (`IOT_DATA_ENDPOINT` points here). It answers what
 //! aws-sdk-iotdataplane sends:
 //!
 //! - `Publish`: `POST /topics/{topic}?qos=0|1` (the topic one percent-encoded path segment, the

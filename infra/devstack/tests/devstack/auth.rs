@@ -5,9 +5,11 @@ use super::{client_with, valid_request, DEMO_PASSWORD};
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use cellbridge::auth::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
-use cellbridge::auth::{Identity, Role, Roles, TokenSigner};
-use cellbridge::domain::TenantId;
+use cellbridge::common::tenant::TenantId;
+use cellbridge::identity::principal::Identity;
+use cellbridge::identity::role::{Role, Roles};
+use cellbridge::identity::token::TokenSigner;
+use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
 use devstack::Devstack;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -151,7 +153,7 @@ async fn secret_bytes(stack: &Devstack) -> Result<Vec<u8>> {
         .resources()
         .arn("AuthSigningSecret")
         .context("secret")?;
-    let out = cellbridge::aws::secrets_manager(stack.sdk_config())
+    let out = cellbridge::common::aws::secrets_manager(stack.sdk_config())
         .get_secret_value()
         .secret_id(arn)
         .send()
@@ -326,8 +328,8 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
         .context("globex's user is still there")?;
 
     // Devices: each tenant sees its own, and another's is a 404 on every device route.
-    let registry = cellbridge::adapters::devices::DynamoDevices::new(
-        cellbridge::aws::dynamodb(stack.sdk_config()),
+    let registry = cellbridge::devices::dynamodb::DynamoDevices::new(
+        cellbridge::common::aws::dynamodb(stack.sdk_config()),
         stack
             .resources()
             .table_name("DevicesTable")
@@ -344,7 +346,7 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
             body.to_string().as_bytes(),
         )
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        cellbridge::ports::DeviceStore::register(
+        cellbridge::devices::ports::DeviceStore::register(
             &registry,
             &announcement,
             OffsetDateTime::now_utc(),
@@ -377,13 +379,13 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
 }
 
 pub async fn repeated_wrong_passwords_lock_the_account(stack: &Devstack) -> Result<()> {
-    use cellbridge::accounts::{add_user, NewUser};
+    use cellbridge::identity::admin::{add_user, NewUser};
     let table = stack
         .resources()
         .table_name(devstack::stack::ACCOUNTS_TABLE)
         .context("accounts table")?;
-    let store = cellbridge::adapters::accounts::DynamoAccounts::new(
-        cellbridge::aws::dynamodb(stack.sdk_config()),
+    let store = cellbridge::identity::dynamodb::DynamoAccounts::new(
+        cellbridge::common::aws::dynamodb(stack.sdk_config()),
         table,
     );
     let username = format!("lockout-{}@demo.example", uuid::Uuid::new_v4().simple());
@@ -424,7 +426,7 @@ pub async fn repeated_wrong_passwords_lock_the_account(stack: &Devstack) -> Resu
         "https://cellbridge.dev/problems/login-failed"
     );
     let user = store
-        .get_user(&cellbridge::auth::Username::parse(&username).context("username")?)
+        .get_user(&cellbridge::identity::username::Username::parse(&username).context("username")?)
         .await?
         .context("the user")?;
     let until = user.locked_until.context("locked")?;
@@ -435,11 +437,11 @@ pub async fn repeated_wrong_passwords_lock_the_account(stack: &Devstack) -> Resu
     Ok(())
 }
 
-use cellbridge::ports::AccountStore as _;
+use cellbridge::identity::ports::AccountStore as _;
 
 /// Items in each table of the bulk-change flow.
 async fn table_counts(stack: &Devstack) -> Result<Vec<(String, i32)>> {
-    let dynamodb = cellbridge::aws::dynamodb(stack.sdk_config());
+    let dynamodb = cellbridge::common::aws::dynamodb(stack.sdk_config());
     let mut counts = Vec::new();
     for id in [
         "BulkChangesTable",
@@ -650,7 +652,7 @@ pub async fn secrets_stay_out_of_logs_and_audit(
             "the function log lacks {expected:?}: is it the right file?"
         );
     }
-    let dynamodb = cellbridge::aws::dynamodb(stack.sdk_config());
+    let dynamodb = cellbridge::common::aws::dynamodb(stack.sdk_config());
     let table = stack
         .resources()
         .table_name("AuditLogTable")

@@ -26,19 +26,20 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use carrier_sim::SimConfig;
-use cellbridge::adapters::carriers::http_client;
-use cellbridge::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
-use cellbridge::adapters::memory::{MemoryPorts, MemoryQueues};
-use cellbridge::carrier_config::{
+use cellbridge::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus, DeviceCounts};
+use cellbridge::bulk_changes::change::{Carrier, ChangeSpec, DeviceRequest, StatusAction};
+use cellbridge::bulk_changes::memory::{MemoryPorts, MemoryQueues};
+use cellbridge::bulk_changes::messages::{PlanMessage, WorkMessage};
+use cellbridge::bulk_changes::ports::{BulkChangeStore, PayloadStore};
+use cellbridge::bulk_changes::request::parse_bulk_change_request;
+use cellbridge::carriers::config::{
     accounts_from_json, gated_accounts_from_json, CallbackCredentials,
 };
-use cellbridge::domain::retry::RetryPolicy;
-use cellbridge::domain::{
-    parse_bulk_change_request, BulkChange, BulkChangeStatus, Carrier, ChangeSpec, DeviceCounts,
-    DeviceRequest, StatusAction, TenantId,
-};
-use cellbridge::messages::{PlanMessage, WorkMessage};
-use cellbridge::ports::{BulkChangeStore, CallJournal, CarrierOutcome, CarrierPort, PayloadStore};
+use cellbridge::carriers::http::http_client;
+use cellbridge::carriers::port::{CallJournal, CarrierOutcome, CarrierPort};
+use cellbridge::carriers::retry::RetryPolicy;
+use cellbridge::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+use cellbridge::common::tenant::TenantId;
 use cellbridge::testing::iccid;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -224,12 +225,12 @@ pub async fn run(args: BulkChangeArgs) -> Result<()> {
     if args.devices == 0 || args.documented_devices == 0 {
         bail!("--devices and --documented-devices must be at least 1");
     }
-    if args.devices as usize > cellbridge::domain::MAX_DEVICES
-        || args.documented_devices as usize > cellbridge::domain::MAX_DEVICES
+    if args.devices as usize > cellbridge::bulk_changes::request::MAX_DEVICES
+        || args.documented_devices as usize > cellbridge::bulk_changes::request::MAX_DEVICES
     {
         bail!(
             "a bulk change holds at most {} devices",
-            cellbridge::domain::MAX_DEVICES
+            cellbridge::bulk_changes::request::MAX_DEVICES
         );
     }
     match args.runner.clone() {
@@ -1095,8 +1096,8 @@ async fn run_carrier(
     };
     let document = accounts_document(sim, config, instances)?.to_string();
     // Instances share the account gate as Lambda instances share the DynamoDB item.
-    let gate: Arc<dyn cellbridge::ports::AccountGate> =
-        Arc::new(cellbridge::adapters::memory::MemoryGate::default());
+    let gate: Arc<dyn cellbridge::carriers::port::AccountGate> =
+        Arc::new(cellbridge::carriers::pacing::memory::MemoryGate::default());
     let mut ports = Vec::new();
     for _ in 0..instances {
         ports.push(carrier_worker::WorkerPorts {
@@ -1152,7 +1153,7 @@ async fn run_carrier(
         .get_device_changes(&tenant(), &id, 0..devices)
         .await?
         .into_iter()
-        .find(|d| d.status == cellbridge::domain::DeviceChangeStatus::Failed)
+        .find(|d| d.status == cellbridge::bulk_changes::bulk_change::DeviceChangeStatus::Failed)
         .and_then(|d| d.status_reason);
     let counters = queue.counters();
     let (callbacks, callback_cpu_ms) = match &listener {
@@ -1933,7 +1934,7 @@ mod tests {
         let message = |seq| WorkMessage::first(tenant(), "b", seq, 1);
         queue.put_back(message(0), Duration::from_secs(60));
         futures_lite_block(async {
-            use cellbridge::ports::WorkQueues;
+            use cellbridge::bulk_changes::ports::WorkQueues;
             memory
                 .enqueue_work(Carrier::Jasper, &[message(1)], Duration::ZERO)
                 .await
@@ -1972,9 +1973,9 @@ mod tests {
         let iccid = iccid(42);
         let number = subscriber_number(&iccid);
         assert_eq!(number.len(), 10);
-        let msisdn = cellbridge::domain::Msisdn::parse(&format!("+1{number}")).expect("E.164");
+        let msisdn = cellbridge::common::ids::Msisdn::parse(&format!("+1{number}")).expect("E.164");
         assert_eq!(
-            cellbridge::adapters::carriers::telegence::subscriber_number_of(&msisdn),
+            cellbridge::carriers::telegence::subscriber_number_of(&msisdn),
             number
         );
     }

@@ -1,0 +1,68 @@
+//! The payload store on S3.
+
+use crate::bulk_changes::ports::{PayloadError, PayloadStore};
+use crate::common::dynamodb::sdk_message;
+use async_trait::async_trait;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+#[derive(Debug, Clone)]
+pub struct S3Payloads {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Payloads {
+    pub fn new(client: Client, bucket: String) -> Self {
+        Self { client, bucket }
+    }
+
+    pub fn from_env(client: Client) -> Result<Self, crate::common::config::ConfigError> {
+        Ok(Self::new(
+            client,
+            crate::common::config::required_env("PAYLOAD_BUCKET")?,
+        ))
+    }
+}
+
+#[async_trait]
+impl PayloadStore for S3Payloads {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PayloadError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| PayloadError::Backend(sdk_message(e)))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PayloadError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(error)
+                if matches!(error.as_service_error(), Some(GetObjectError::NoSuchKey(_))) =>
+            {
+                return Err(PayloadError::Missing(key.to_owned()))
+            }
+            Err(error) => return Err(PayloadError::Backend(sdk_message(error))),
+        };
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| PayloadError::Backend(e.to_string()))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+}

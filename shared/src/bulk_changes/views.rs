@@ -1,0 +1,107 @@
+//! Response bodies: what a caller sees of a bulk change and its device changes.
+
+use crate::bulk_changes::bulk_change::{
+    BulkChange, BulkChangeStatus, DeviceChange, DeviceChangeStatus,
+};
+use crate::bulk_changes::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub total: u32,
+    pub pending: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkChangeView<'a> {
+    pub id: &'a str,
+    pub carrier: Carrier,
+    pub change: &'a ChangeSpec,
+    pub process_changes: bool,
+    pub status: BulkChangeStatus,
+    pub counts: Counts,
+    /// Who submitted it (`user:<username>`).
+    pub created_by: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub links: Links,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub devices: String,
+}
+
+pub fn bulk_change_location(id: &str) -> String {
+    format!("/bulk-changes/{id}")
+}
+
+impl<'a> From<&'a BulkChange> for BulkChangeView<'a> {
+    fn from(change: &'a BulkChange) -> Self {
+        let location = bulk_change_location(&change.bulk_change_id);
+        Self {
+            id: &change.bulk_change_id,
+            carrier: change.carrier,
+            change: &change.change,
+            process_changes: change.process_changes,
+            status: change.status,
+            counts: Counts {
+                total: change.counts.total,
+                pending: change.counts.pending(),
+                succeeded: change.counts.succeeded,
+                failed: change.counts.failed,
+            },
+            created_by: &change.created_by,
+            created_at: change.created_at,
+            updated_at: change.updated_at,
+            links: Links {
+                devices: format!("{location}/devices"),
+                this: location,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChangeView<'a> {
+    pub seq: u32,
+    /// `iccid`, and `msisdn` / `imei` when given, at the top level.
+    #[serde(flatten)]
+    pub device: &'a DeviceRef,
+    /// The per-device part of the change, for the change types that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit: Option<&'a DeviceEdit>,
+    pub status: DeviceChangeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<&'a str>,
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl<'a> From<&'a DeviceChange> for DeviceChangeView<'a> {
+    fn from(change: &'a DeviceChange) -> Self {
+        Self {
+            seq: change.seq,
+            device: &change.request.device,
+            edit: match &change.request.edit {
+                DeviceEdit::None => None,
+                edit => Some(edit),
+            },
+            status: change.status,
+            status_reason: change.status_reason.as_deref(),
+            attempts: change.attempts,
+            updated_at: change.updated_at,
+        }
+    }
+}

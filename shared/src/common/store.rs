@@ -1,0 +1,31 @@
+//! What every store port shares: its error and pages of results.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the pagination cursor is not one this API issued")]
+    InvalidCursor,
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+    #[error("the store failed: {0}")]
+    Backend(String),
+}
+/// A page of results and the opaque cursor of the next one, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// Binds an idempotency key to the request it first came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// Digest of the request body, to tell a retry from a different request reusing the key.
+    pub request_digest: String,
+}
