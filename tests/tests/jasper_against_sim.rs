@@ -141,6 +141,8 @@ async fn both_rate_limit_answers_are_rate_limits() -> anyhow::Result<()> {
     for answer in [RateLimitAnswer::Http429, RateLimitAnswer::ErrorCode] {
         let config = JasperConfig {
             rate_limit_answer: answer,
+            // An hour-long window: the ten calls share it however slowly they arrive.
+            rate_limit_window: std::time::Duration::from_secs(3600),
             ..JasperConfig::default()
         };
         let server = simulator(config).await?;

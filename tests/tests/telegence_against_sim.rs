@@ -265,6 +265,8 @@ async fn a_batch_activation_is_one_request_polled_to_success_or_failure() -> any
     let server = simulator(config).await?;
     let telegence = client(&server, APP_SECRET)?;
     let journal = CallJournal::default();
+    // Pending until released, however long the checks of the pending state take.
+    server.sims.telegence.hold_activations();
     let activate = ChangeSpec::ActivateNewService {
         rate_plan: "IOT2GB".into(),
         zip_code: Some("75001".into()),
@@ -305,6 +307,8 @@ async fn a_batch_activation_is_one_request_polled_to_success_or_failure() -> any
             RequestProgress::Pending
         );
     }
+    server.sims.telegence.release_activations();
+    // Longer than the activation delay, counted from after the batch was made.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for request in &devices {
         let progress = telegence

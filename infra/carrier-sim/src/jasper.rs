@@ -33,6 +33,9 @@ pub struct JasperConfig {
     pub accounts: BTreeMap<String, String>,
     /// Calls a second per account (Cisco documents 5).
     pub calls_per_second: u32,
+    /// The window `calls_per_second` counts calls in: Cisco's second. A test may widen it, so
+    /// that which calls are refused does not depend on how fast they arrive.
+    pub rate_limit_window: Duration,
     /// Cisco asks for one call in flight at a time; a second concurrent call is rate limited.
     pub one_call_in_flight: bool,
     pub rate_limit_answer: RateLimitAnswer,
@@ -52,6 +55,7 @@ impl Default for JasperConfig {
                 "local-jasper-api-key".to_owned(),
             )]),
             calls_per_second: 5,
+            rate_limit_window: Duration::from_secs(1),
             one_call_in_flight: true,
             rate_limit_answer: RateLimitAnswer::Http429,
             transient_fault_rate: 0.0,
@@ -230,7 +234,7 @@ impl Jasper {
         while load
             .recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(*t) >= config.rate_limit_window)
         {
             load.recent.pop_front();
         }

@@ -271,6 +271,8 @@ struct Store {
     batches: BTreeMap<String, Vec<ActivationEntry>>,
     batches_made: u64,
     numbers_assigned: u64,
+    /// Activations stay pending while set, however long ago they were due.
+    held: bool,
 }
 
 impl Store {
@@ -283,6 +285,9 @@ impl Store {
 
     /// Settles every activation whose time has come, applying it to its subscriber.
     fn settle(&mut self, now: Instant) {
+        if self.held {
+            return;
+        }
         let Store {
             subscribers,
             batches,
@@ -395,6 +400,17 @@ impl Telegence {
         change(&mut locked(&self.config));
     }
 
+    /// Keeps every activation pending, due or not, until [`Telegence::release_activations`]: a
+    /// test can look at a pending batch without racing `activation_delay`.
+    pub fn hold_activations(&self) {
+        locked(&self.store).held = true;
+    }
+
+    /// Lets activations settle again; those already due do at the next read.
+    pub fn release_activations(&self) {
+        locked(&self.store).held = false;
+    }
+
     fn config(&self) -> TelegenceConfig {
         locked(&self.config).clone()
     }
@@ -429,9 +445,13 @@ impl Telegence {
         }
     }
 
-    /// Takes a token from the account's bucket, or says how long until one is there.
-    fn take_token(&self, account: &str, config: &TelegenceConfig) -> Result<(), Option<Duration>> {
-        let now = Instant::now();
+    /// Takes a token from the account's bucket at `now`, or says how long until one is there.
+    fn take_token(
+        &self,
+        account: &str,
+        config: &TelegenceConfig,
+        now: Instant,
+    ) -> Result<(), Option<Duration>> {
         let capacity = f64::from(config.burst.max(1));
         let rate = config.requests_per_second.max(0.0);
         let mut buckets = locked(&self.buckets);
@@ -452,7 +472,7 @@ impl Telegence {
     /// Auth, rate limit, slow answers and transient faults, in that order.
     async fn gate(&self, headers: &HeaderMap, config: &TelegenceConfig) -> Result<String, Refusal> {
         let account = self.authenticate(headers, config)?;
-        if let Err(wait) = self.take_token(&account, config) {
+        if let Err(wait) = self.take_token(&account, config, Instant::now()) {
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMIT_EXCEEDED",
@@ -938,18 +958,23 @@ mod tests {
             ..TelegenceConfig::default()
         };
         let telegence = sim(config.clone());
-        assert_eq!(telegence.take_token("a", &config), Ok(()));
-        assert_eq!(telegence.take_token("a", &config), Ok(()));
-        let wait = telegence.take_token("a", &config).err().flatten();
+        // One instant for every call: how long the test takes between them does not count.
+        let now = Instant::now();
+        assert_eq!(telegence.take_token("a", &config, now), Ok(()));
+        assert_eq!(telegence.take_token("a", &config, now), Ok(()));
+        let wait = telegence.take_token("a", &config, now).err().flatten();
         assert!(
             wait.is_some_and(|w| w > Duration::from_millis(1900) && w <= Duration::from_secs(2)),
             "{wait:?}"
         );
         assert_eq!(
-            telegence.take_token("b", &config),
+            telegence.take_token("b", &config, now),
             Ok(()),
             "buckets are per account"
         );
+        // The wait it named is enough: a token is there then.
+        let refilled = now + wait.unwrap_or_default();
+        assert_eq!(telegence.take_token("a", &config, refilled), Ok(()));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub const DEFAULT_APP_KEY: &str = "local-thingspace-app-key";
@@ -414,6 +415,8 @@ pub struct ThingSpace {
     http: reqwest::Client,
     log: Arc<RequestLog>,
     started: Instant,
+    /// True while requests are held pending past their `callback_delay`.
+    held: watch::Sender<bool>,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -628,7 +631,20 @@ impl ThingSpace {
             http,
             log,
             started: Instant::now(),
+            held: watch::Sender::new(false),
         }
+    }
+
+    /// Keeps requests pending (devices unresolved, no callbacks sent) past their
+    /// `callback_delay` until [`ThingSpace::release_requests`]: a test can look at a pending
+    /// request without racing the delay. [`ThingSpace::wait_idle`] waits for the release too.
+    pub fn hold_requests(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets held requests complete; those past their delay do at once.
+    pub fn release_requests(&self) {
+        self.held.send_replace(false);
     }
 
     /// Adds devices (or resets them) in `state`; lines (active, suspended) get an MDN, an IP and
@@ -1071,8 +1087,13 @@ impl ThingSpace {
         let id = request_id.clone();
         let account = caller.account_name.clone();
         let delay = config.callback_delay;
+        let mut held = self.held.subscribe();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            // An error means the simulator is gone: nothing is waiting for this request.
+            if held.wait_for(|held| !held).await.is_err() {
+                return;
+            }
             sim.complete(&id, &account, action, targets, service_plan)
                 .await;
         });
@@ -1888,12 +1909,13 @@ mod tests {
         let config = crate::SimConfig {
             thingspace: ThingSpaceConfig {
                 list_page_size: 2,
-                callback_delay: Duration::from_secs(30),
                 ..ThingSpaceConfig::default()
             },
             ..Default::default()
         };
         let server = crate::SimServer::start("127.0.0.1:0".parse()?, config).await?;
+        // The activation stays pending however long the calls below take.
+        server.sims.thingspace.hold_requests();
         let iccids = [
             "8901260882296135418",
             "89014103211118510720",

@@ -102,6 +102,41 @@ pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
+/// Whether one of `procs` holds the socket listening on 127.0.0.1:`port`. A connection that
+/// succeeds only says that something listens there; this says it is ours. Linux only: elsewhere
+/// it cannot tell, and answers yes.
+pub(crate) fn holds_listener(procs: &[Proc], port: u16) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let wanted = format!("{}:{port:04X}", loopback_hex());
+    // Fields: sl, local address, remote address, state (0A: listening), ..., inode (10th).
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == wanted && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    !inodes.is_empty()
+        && procs.iter().filter(|p| still_same(p)).any(|p| {
+            std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        })
+}
+
+/// 127.0.0.1 as /proc/net/tcp prints it: the address's bytes read as a native-endian integer.
+fn loopback_hex() -> String {
+    format!("{:08X}", u32::from_ne_bytes([127, 0, 0, 1]))
+}
+
 /// SIGKILLs `root` and its descendants now.
 pub(crate) fn kill_tree(root: i32) {
     signal(&tree(root), libc::SIGKILL);
@@ -112,24 +147,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tells_our_listener_from_anyone_else_s() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        let me = tree(i32::try_from(std::process::id()).expect("pid fits"));
+        assert!(holds_listener(&me[..1], port));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let other = tree(i32::try_from(child.id()).expect("pid fits"));
+        if cfg!(target_os = "linux") {
+            assert!(!holds_listener(&other, port), "the child holds no socket");
+            drop(listener);
+            assert!(!holds_listener(&me[..1], port), "nothing listens any more");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
     fn finds_and_kills_grandchildren() {
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & sleep 30 & wait"])
             .spawn()
             .expect("sh runs");
         let pid = i32::try_from(child.id()).expect("pid fits");
-        let mut procs = Vec::new();
-        for _ in 0..50 {
-            procs = tree(pid);
-            if procs.len() == 3 {
-                break;
+        // Waits until `done` holds; the limit only guards against a hang.
+        let within_a_minute = |done: &mut dyn FnMut() -> bool| {
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !done() && std::time::Instant::now() < limit {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        };
+        let mut procs = Vec::new();
+        within_a_minute(&mut || {
+            procs = tree(pid);
+            procs.len() == 3
+        });
         assert_eq!(procs.len(), 3, "{procs:?}");
         kill_tree(pid);
         let _ = child.wait();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // A killed process is gone once the kernel has run its exit, which takes a busy
+        // machine a while: wait for it rather than for a fixed time.
+        within_a_minute(&mut || !any_alive(&procs[1..]));
         assert!(!any_alive(&procs[1..]), "grandchildren survive: {procs:?}");
     }
 }

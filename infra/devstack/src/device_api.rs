@@ -122,6 +122,11 @@ impl DeviceApi {
             .with_context(|| format!("no command id in {body}"))
     }
 
+    /// The command's view as it is now.
+    pub async fn command(&self, thing: &str, id: &str) -> Result<Value> {
+        self.get(&format!("/devices/{thing}/commands/{id}")).await
+    }
+
     /// Polls the command until its status is final; returns its view.
     pub async fn wait_final(&self, thing: &str, id: &str, timeout: Duration) -> Result<Value> {
         let started = Instant::now();

@@ -6,6 +6,10 @@
 //! - a function process that exits (init error, abort, compile error) is never restarted and
 //!   later invocations of it hang; the supervisor sees the "command exited" line, fails the
 //!   invocations in flight and restarts cargo-lambda on the same port;
+//! - it takes a port number, not a socket, and quits quietly (status 0) when the port is taken;
+//!   so that a port picked free but taken before cargo-lambda binds it is no failure, the
+//!   supervisor checks that the socket listening there is cargo-lambda's and, on a port it
+//!   picked, moves to another;
 //! - the first invocation of a binary runs `cargo run`, compiling it: cold invocations get a
 //!   compile allowance on top of the function timeout ([`prebuild`] makes them fast);
 //! - `--env-file` is a dotenv parser where only single quotes are literal;
@@ -19,7 +23,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -29,6 +33,8 @@ use tokio::task::JoinHandle;
 
 /// Lines of child output kept to explain a failure.
 const TAIL_LINES: usize = 40;
+/// Ports tried, each found free a moment before, before giving up on starting.
+const PORT_ATTEMPTS: usize = 5;
 /// What cargo-lambda logs when a function process ends.
 const EXIT_MARKERS: [&str; 4] = [
     "command exited",
@@ -122,7 +128,8 @@ struct WatchState {
 }
 
 struct Shared {
-    port: u16,
+    /// Changes only when the port picked was taken before cargo-lambda could listen on it.
+    port: AtomicU16,
     client: reqwest::Client,
     compile_allowance: Duration,
     /// Which cargo-lambda process is current and whether it takes invocations; invocations in
@@ -154,7 +161,7 @@ impl Invoker {
     pub fn invoke_url(&self, binary: &str) -> String {
         format!(
             "http://127.0.0.1:{}/2015-03-31/functions/{binary}/invocations",
-            self.shared.port
+            self.shared.port.load(Ordering::SeqCst)
         )
     }
 
@@ -294,7 +301,7 @@ impl LambdaWatch {
             ready: false,
         });
         let shared = Arc::new(Shared {
-            port,
+            port: AtomicU16::new(port),
             client: reqwest::Client::new(),
             compile_allowance: opts.compile_allowance,
             state,
@@ -306,8 +313,8 @@ impl LambdaWatch {
         let (lines_tx, lines_rx) = mpsc::channel(1024);
         let spawner = Spawner {
             program: tools.cargo_lambda(),
+            port_chosen_here: opts.port == 0,
             opts,
-            port,
         };
         let child = spawner.spawn(0, &lines_tx, &shared)?;
         let mut supervisor = Supervisor {
@@ -319,7 +326,7 @@ impl LambdaWatch {
             generation: 0,
             child,
         };
-        supervisor.wait_ready().await?;
+        supervisor.until_listening().await?;
         shared.state.send_modify(|s| s.ready = true);
         let (stop_tx, stop_rx) = oneshot::channel();
         let handle = tokio::spawn(supervisor.run(stop_rx));
@@ -331,7 +338,7 @@ impl LambdaWatch {
     }
 
     pub fn port(&self) -> u16 {
-        self.shared.port
+        self.shared.port.load(Ordering::SeqCst)
     }
 
     pub fn invoker(&self) -> Invoker {
@@ -385,7 +392,8 @@ impl Drop for LambdaWatch {
 struct Spawner {
     program: PathBuf,
     opts: LambdaWatchOptions,
-    port: u16,
+    /// The caller left the port to us (0), so a taken one may be swapped for another.
+    port_chosen_here: bool,
 }
 
 impl Spawner {
@@ -404,7 +412,7 @@ impl Spawner {
             "127.0.0.1",
             "--invoke-port",
         ])
-        .arg(self.port.to_string())
+        .arg(shared.port.load(Ordering::SeqCst).to_string())
         .arg("--env-file")
         .arg(&o.env_file)
         .arg("--concurrency")
@@ -466,14 +474,72 @@ struct Supervisor {
     child: Child,
 }
 
+/// Who answered on cargo-lambda's port during start-up.
+enum Listener {
+    CargoLambda,
+    /// Another process: cargo-lambda cannot listen there and quits.
+    Another,
+}
+
 impl Supervisor {
-    async fn wait_ready(&mut self) -> Result<()> {
+    /// Waits until the current cargo-lambda listens; on a port taken by another process, moves
+    /// to a new one if the port was ours to choose.
+    async fn until_listening(&mut self) -> Result<()> {
+        let mut attempts = 1;
+        loop {
+            match self.wait_ready().await? {
+                Listener::CargoLambda => return Ok(()),
+                Listener::Another if attempts < PORT_ATTEMPTS => {
+                    attempts += 1;
+                    self.move_to_another_port().await?;
+                }
+                Listener::Another => bail!(
+                    "the {PORT_ATTEMPTS} ports tried for cargo lambda watch were each taken by another process first"
+                ),
+            }
+        }
+    }
+
+    async fn move_to_another_port(&mut self) -> Result<()> {
+        let taken = self.shared.port.load(Ordering::SeqCst);
+        if !self.spawner.port_chosen_here {
+            bail!("port {taken} is taken by another process; choose another for cargo lambda watch (0 = any free one)");
+        }
+        self.kill_child().await;
+        let port = free_port()?;
+        tracing::info!(
+            "port {taken} was taken before cargo lambda watch could listen on it; trying {port}"
+        );
+        self.shared.port.store(port, Ordering::SeqCst);
+        self.child = self
+            .spawner
+            .spawn(self.generation, &self.lines_tx, &self.shared)?;
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<Listener> {
+        let port = self.shared.port.load(Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             while let Ok((_, line)) = self.lines_rx.try_recv() {
                 self.record(&line).await;
             }
+            let connected = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok();
+            let ours = connected
+                && self
+                    .child
+                    .id()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .is_some_and(|pid| children::holds_listener(&children::tree(pid), port));
+            if ours {
+                return Ok(Listener::CargoLambda);
+            }
             if let Some(status) = self.child.try_wait()? {
+                if connected {
+                    return Ok(Listener::Another);
+                }
                 // Give the readers a moment to deliver the reason.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while let Ok((_, line)) = self.lines_rx.try_recv() {
@@ -484,16 +550,9 @@ impl Supervisor {
                     self.shared.tail()
                 );
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.spawner.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
             if Instant::now() > deadline {
                 bail!(
-                    "cargo lambda watch did not listen on port {} within 60 s:\n{}",
-                    self.spawner.port,
+                    "cargo lambda watch did not listen on port {port} within 60 s:\n{}",
                     self.shared.tail()
                 );
             }
@@ -559,7 +618,7 @@ impl Supervisor {
         {
             Ok(child) => {
                 self.child = child;
-                match self.wait_ready().await {
+                match self.until_listening().await {
                     Ok(()) => self.shared.state.send_modify(|s| s.ready = true),
                     Err(e) => tracing::error!("cargo lambda watch did not come back: {e:#}"),
                 }

@@ -1,5 +1,5 @@
 """moto_server with DynamoDB operations serialized, SQS receives kept linear, and less
-per-request overhead.
+per-request overhead; it can serve on a listening socket it inherits.
 
 moto serves each request on its own thread and its DynamoDB backend takes no lock, so two
 conditional writes to the same item can both pass their condition (real DynamoDB never lets
@@ -16,7 +16,9 @@ from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.sqs.models import Queue, SQSBackend
+import moto.server
 from moto.server import main
+from werkzeug.serving import make_server
 
 _LOCK = threading.RLock()
 _OPERATIONS = (
@@ -119,6 +121,24 @@ DomainDispatcherApplication.get_backend_for_host = _cached_backend_for_host
 # Errors still reach the log; CELLBRIDGE_MOTO_REQUEST_LOG=1 brings the request lines back.
 if os.environ.get("CELLBRIDGE_MOTO_REQUEST_LOG") != "1":
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+# The parent may bind the port itself and hand the listening socket over, its descriptor in
+# CELLBRIDGE_MOTO_LISTEN_FD: no other process can take a port between its choice and its use.
+_LISTEN_FD = os.environ.get("CELLBRIDGE_MOTO_LISTEN_FD")
+if _LISTEN_FD is not None:
+
+    def _serve_inherited(hostname, port, application, threaded=False, ssl_context=None, **_):
+        server = make_server(
+            hostname,
+            port,
+            application,
+            threaded=threaded,
+            ssl_context=ssl_context,
+            fd=int(_LISTEN_FD),
+        )
+        server.serve_forever()
+
+    moto.server.run_simple = _serve_inherited
 
 if __name__ == "__main__":
     main()

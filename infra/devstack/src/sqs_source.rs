@@ -9,6 +9,8 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use base64::Engine as _;
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -47,6 +49,15 @@ struct Mapping {
 pub struct SqsPollers {
     tasks: Vec<JoinHandle<()>>,
     summary: Vec<String>,
+    /// Each poller's receives, with the logical id of its queue.
+    receives: Vec<(String, Arc<Receives>)>,
+}
+
+/// ReceiveMessage calls one poller began and those that returned (successful or not).
+#[derive(Default)]
+struct Receives {
+    begun: AtomicU64,
+    returned: AtomicU64,
 }
 
 impl SqsPollers {
@@ -59,6 +70,7 @@ impl SqsPollers {
     ) -> Result<Self> {
         let mut tasks = Vec::new();
         let mut summary = Vec::new();
+        let mut receives = Vec::new();
         for f in functions {
             for source in f.sqs_sources.iter().filter(|s| s.enabled) {
                 let queue_url = resources
@@ -94,6 +106,8 @@ impl SqsPollers {
                     queue_url,
                 });
                 for _ in 0..concurrency {
+                    let counted = Arc::new(Receives::default());
+                    receives.push((source.queue_logical_id.clone(), counted.clone()));
                     let (sqs, invoker, mapping, wait) = (
                         sqs.clone(),
                         invoker.clone(),
@@ -101,12 +115,46 @@ impl SqsPollers {
                         opts.wait_time,
                     );
                     tasks.push(tokio::spawn(async move {
-                        poll(sqs, invoker, &mapping, wait).await
+                        poll(sqs, invoker, &mapping, wait, &counted).await
                     }));
                 }
             }
         }
-        Ok(Self { tasks, summary })
+        Ok(Self {
+            tasks,
+            summary,
+            receives,
+        })
+    }
+
+    /// Waits until every receive the pollers of `queue_logical_id` had begun has returned; false
+    /// if that takes longer than `timeout`. SQS fixes a received message's visibility timeout
+    /// when the receive begins, so from then on the pollers' receives apply the queue's
+    /// attributes as they are now (a test that shortens the visibility timeout waits for this).
+    pub async fn receives_under_way_returned(
+        &self,
+        queue_logical_id: &str,
+        timeout: Duration,
+    ) -> bool {
+        let begun: Vec<(&Receives, u64)> = self
+            .receives
+            .iter()
+            .filter(|(queue, _)| queue == queue_logical_id)
+            .map(|(_, counted)| (counted.as_ref(), counted.begun.load(Ordering::SeqCst)))
+            .collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if begun
+                .iter()
+                .all(|(counted, begun)| counted.returned.load(Ordering::SeqCst) >= *begun)
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// One line per mapping: queue, function, batch size, concurrency.
@@ -132,9 +180,15 @@ impl Drop for SqsPollers {
     }
 }
 
-async fn poll(sqs: aws_sdk_sqs::Client, invoker: Invoker, m: &Mapping, wait: Duration) {
+async fn poll(
+    sqs: aws_sdk_sqs::Client,
+    invoker: Invoker,
+    m: &Mapping,
+    wait: Duration,
+    receives: &Receives,
+) {
     loop {
-        let batch = match receive_batch(&sqs, m, wait).await {
+        let batch = match receive_batch(&sqs, m, wait, receives).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(queue = %m.source.queue_logical_id, "receiving failed: {e:#}");
@@ -185,6 +239,7 @@ async fn receive_batch(
     sqs: &aws_sdk_sqs::Client,
     m: &Mapping,
     wait: Duration,
+    receives: &Receives,
 ) -> Result<Vec<Message>> {
     let wanted = usize::try_from(m.source.batch_size).unwrap_or(MAX_RECEIVE);
     let mut deadline: Option<Instant> = None;
@@ -201,6 +256,7 @@ async fn receive_batch(
             )
             .min(wait),
         };
+        receives.begun.fetch_add(1, Ordering::SeqCst);
         let out = sqs
             .receive_message()
             .queue_url(&m.queue_url)
@@ -209,8 +265,9 @@ async fn receive_batch(
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()
-            .await
-            .map_err(aws_sdk_sqs::Error::from)?;
+            .await;
+        receives.returned.fetch_add(1, Ordering::SeqCst);
+        let out = out.map_err(aws_sdk_sqs::Error::from)?;
         batch.extend(out.messages.unwrap_or_default());
         if batch.is_empty() {
             return Ok(batch);

@@ -13,7 +13,7 @@ use crate::schedules::Schedules;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
 use crate::template::{FunctionSpec, ResourceKind, Resources, Template};
 use crate::tools::Tools;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aws_config::SdkConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -380,6 +380,20 @@ impl Devstack {
     /// The last lines printed by cargo-lambda and the functions.
     pub fn function_output_tail(&self) -> String {
         self.lambda.output_tail()
+    }
+
+    /// Waits until every ReceiveMessage the SQS pollers of a queue had under way has returned, so
+    /// that their later receives apply the queue's attributes as they are now.
+    pub async fn wait_for_receives_under_way(&self, logical_id: &str) -> Result<()> {
+        let limit = Duration::from_secs(120);
+        if !self
+            .pollers
+            .receives_under_way_returned(logical_id, limit)
+            .await
+        {
+            bail!("the pollers of {logical_id} had a receive under way for over {limit:?}");
+        }
+        Ok(())
     }
 
     /// Messages waiting in a queue (visible ones), by logical id.

@@ -466,9 +466,9 @@ async fn a_poison_message_ends_in_the_dead_letter_queue(stack: &Devstack) -> Res
         .attributes(QueueAttributeName::VisibilityTimeout, "1")
         .send()
         .await?;
-    // A receive already waiting applies the visibility timeout it started with: let the
-    // pollers' long polls (1 s) begin afresh before the message arrives.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A receive already waiting applies the visibility timeout it began with: let every receive
+    // under way return first, so the message meets only receives begun after the change.
+    stack.wait_for_receives_under_way("PlanQueue").await?;
     sqs.send_message()
         .queue_url(plan_queue)
         .message_body("this is not a plan message")

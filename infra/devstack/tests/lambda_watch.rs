@@ -77,6 +77,29 @@ async fn errors_panics_and_crashes_are_invocation_failures() -> Result<()> {
     outcome
 }
 
+/// cargo-lambda quits quietly when its port is taken; the devstack must not mistake the other
+/// listener for it (a port picked free can be taken before cargo-lambda binds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_another_process_listens_on_is_not_mistaken_for_cargo_lambda() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("fn");
+    throwaway_crate(&root)?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut opts = LambdaWatchOptions::new(&root, dir.path().join("lambda.env"));
+    opts.port = taken.local_addr()?.port();
+    match LambdaWatch::start(&Tools::at(&workspace_root()), opts).await {
+        Ok(watch) => {
+            watch.shutdown().await;
+            anyhow::bail!("started on a port another process listens on");
+        }
+        Err(e) => assert!(
+            format!("{e:#}").contains("taken by another process"),
+            "{e:#}"
+        ),
+    }
+    Ok(())
+}
+
 async fn exercise(watch: &LambdaWatch) -> Result<()> {
     let f = "throwaway-fn";
     let t = Duration::from_secs(30);

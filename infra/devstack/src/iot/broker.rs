@@ -23,7 +23,11 @@
 //!
 //! Slow subscribers never block the broker: each connection has a bounded queue; a delivery to
 //! a full queue is dropped and counted, and a connection whose queue stays full for
-//! [`SLOW_SUBSCRIBER_GRACE`] is disconnected.
+//! `slow_subscriber_grace` ([`SLOW_SUBSCRIBER_GRACE`] by default) is disconnected.
+//!
+//! Every timed behaviour (keep alive, the rate limit's window, the slow-subscriber grace) reads
+//! the broker's [`BrokerClock`]: tokio's clock, or one a test moves by hand so that what it checks
+//! does not depend on how busy the machine is.
 
 use super::subscriptions::{ConnId, SubscriptionTree};
 use anyhow::{Context, Result};
@@ -39,15 +43,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Deliveries waiting per connection; at 100 messages/s that is ten seconds of backlog.
 const QUEUE_CAPACITY: usize = 1024;
-/// A connection whose queue stays full this long is disconnected.
+/// The default `slow_subscriber_grace`.
 pub const SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_secs(10);
 /// Messages the rules engine may fall behind by before it lags (and counts what it lost).
 const BROADCAST_CAPACITY: usize = 65_536;
@@ -64,6 +68,74 @@ const MAX_CLIENT_ID_BYTES: usize = 128;
 const PACKET_OVERHEAD: usize = 2 + 65_535 + 2;
 /// Old connection's wait when a client id reconnects, so its disconnected event comes first.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// Bytes an in-memory connection holds each way before its writer waits, as a socket's
+/// buffers do.
+const IN_MEMORY_BUFFER: usize = 64 * 1024;
+
+/// The time the broker's timed behaviours go by, as time since the clock was made.
+#[derive(Clone)]
+pub struct BrokerClock(Arc<ClockKind>);
+
+enum ClockKind {
+    /// tokio's clock, from this instant.
+    Real(tokio::time::Instant),
+    /// Stands still until advanced.
+    Manual(watch::Sender<Duration>),
+}
+
+impl BrokerClock {
+    pub fn real() -> Self {
+        Self(Arc::new(ClockKind::Real(tokio::time::Instant::now())))
+    }
+
+    /// A clock that moves only by [`BrokerClock::advance`]: keep alive, the rate limit's window
+    /// and the slow-subscriber grace then run on the test's schedule, not the machine's.
+    pub fn manual() -> Self {
+        Self(Arc::new(ClockKind::Manual(watch::Sender::new(
+            Duration::ZERO,
+        ))))
+    }
+
+    pub fn now(&self) -> Duration {
+        match &*self.0 {
+            ClockKind::Real(origin) => origin.elapsed(),
+            ClockKind::Manual(now) => *now.borrow(),
+        }
+    }
+
+    /// Moves a manual clock forward, waking what waits for that time; a real clock ignores it.
+    pub fn advance(&self, by: Duration) {
+        if let ClockKind::Manual(now) = &*self.0 {
+            now.send_modify(|now| *now += by);
+        }
+    }
+
+    async fn sleep_until(&self, at: Duration) {
+        match &*self.0 {
+            ClockKind::Real(origin) => tokio::time::sleep_until(*origin + at).await,
+            ClockKind::Manual(now) => {
+                // The sender lives as long as the clock, so this only ends at `at`.
+                let _ = now.subscribe().wait_for(|now| *now >= at).await;
+            }
+        }
+    }
+}
+
+impl Default for BrokerClock {
+    fn default() -> Self {
+        Self::real()
+    }
+}
+
+impl std::fmt::Debug for BrokerClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &*self.0 {
+            ClockKind::Real(_) => "real",
+            ClockKind::Manual(_) => "manual",
+        };
+        write!(f, "BrokerClock({kind}, at {:?})", self.now())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
@@ -73,6 +145,9 @@ pub struct BrokerOptions {
     pub max_payload_bytes: usize,
     /// AWS IoT's per-connection limit is 100.
     pub max_publishes_per_second: u32,
+    /// A connection whose queue stays full this long is disconnected.
+    pub slow_subscriber_grace: Duration,
+    pub clock: BrokerClock,
 }
 
 impl Default for BrokerOptions {
@@ -81,6 +156,8 @@ impl Default for BrokerOptions {
             port: 0,
             max_payload_bytes: 128 * 1024,
             max_publishes_per_second: 100,
+            slow_subscriber_grace: SLOW_SUBSCRIBER_GRACE,
+            clock: BrokerClock::real(),
         }
     }
 }
@@ -195,7 +272,6 @@ struct Inner {
     messages: broadcast::Sender<BrokerMessage>,
     counters: Counters,
     next_conn: AtomicU64,
-    started: Instant,
 }
 
 pub struct Broker {
@@ -230,7 +306,6 @@ impl Broker {
             messages,
             counters: Counters::default(),
             next_conn: AtomicU64::new(1),
-            started: Instant::now(),
         });
         let (shutdown, stopped) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(inner.clone(), listener, stopped));
@@ -253,6 +328,21 @@ impl Broker {
 
     pub fn options(&self) -> &BrokerOptions {
         &self.inner.opts
+    }
+
+    /// A client connection through memory rather than a socket, served as any other (its peer
+    /// address is 127.0.0.1:0): what it buffers is fixed, and nothing it carries is in flight
+    /// outside this process, so a test knows when the broker has it.
+    pub fn connect_in_memory(&self) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(IN_MEMORY_BUFFER);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        tokio::spawn(serve(
+            self.inner.clone(),
+            server,
+            peer,
+            self.shutdown.subscribe(),
+        ));
+        client
     }
 
     /// Publish from the cloud side (data plane), QoS 1 to subscribers.
@@ -370,7 +460,7 @@ impl Inner {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.opts.clock.now().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn cloud_publish(&self, topic: &str, payload: Bytes, qos: QoS) -> Result<(), String> {
@@ -443,7 +533,7 @@ impl Inner {
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         ) {
-                            let grace = u64::try_from(SLOW_SUBSCRIBER_GRACE.as_millis())
+                            let grace = u64::try_from(self.opts.slow_subscriber_grace.as_millis())
                                 .unwrap_or(u64::MAX);
                             if now.saturating_sub(since) > grace {
                                 stuck.push(conn);
@@ -462,8 +552,9 @@ impl Inner {
                     if let Some(kick) = entry.kick.take() {
                         bump(&self.counters.slow_subscribers_disconnected);
                         tracing::warn!(
-                            "MQTT client {} has not read its messages for {SLOW_SUBSCRIBER_GRACE:?}; disconnecting it",
-                            entry.client_id
+                            "MQTT client {} has not read its messages for {:?}; disconnecting it",
+                            entry.client_id,
+                            self.opts.slow_subscriber_grace
                         );
                         let _ = kick.send(DisconnectReason::ServerInitiated);
                     }
@@ -480,6 +571,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, mut stop: watch::
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
                     connections.spawn(serve(inner.clone(), stream, peer, stop.clone()));
                 }
                 Err(e) => {
@@ -504,7 +596,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, mut stop: watch::
 
 /// Reads until one whole packet is buffered.
 async fn read_packet(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<Packet, CodecError> {
@@ -530,11 +622,10 @@ fn wrote(result: Result<usize, CodecError>) {
 
 async fn serve(
     inner: Arc<Inner>,
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let max_packet = inner.opts.max_payload_bytes + PACKET_OVERHEAD;
     let mut buf = BytesMut::with_capacity(4096);
     let first = tokio::time::timeout(
@@ -643,7 +734,7 @@ async fn serve(
             .unwrap_or_else(|| "local".to_owned()),
         will: connect.last_will,
         max_packet,
-        window_start: Instant::now(),
+        window_start: inner.opts.clock.now(),
         window_count: 0,
         next_pkid: 0,
     };
@@ -687,8 +778,9 @@ struct Session {
     principal: String,
     will: Option<LastWill>,
     max_packet: usize,
-    /// The per-connection rate limit: publishes in the current one-second window.
-    window_start: Instant,
+    /// The per-connection rate limit: publishes in the current one-second window, which began
+    /// at this time of the broker's clock.
+    window_start: Duration,
     window_count: u32,
     next_pkid: u16,
 }
@@ -697,7 +789,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
         mut buf: BytesMut,
         mut out: BytesMut,
         rx: &mut mpsc::Receiver<Delivery>,
@@ -707,7 +799,8 @@ impl Session {
     ) -> DisconnectReason {
         // MQTT 3.1.1 §3.1.2.10: one and a half keep-alive periods of silence end the connection.
         let allowance = keep_alive + keep_alive / 2;
-        let mut deadline = tokio::time::Instant::now() + allowance;
+        let clock = self.inner.opts.clock.clone();
+        let mut deadline = clock.now() + allowance;
         loop {
             if !out.is_empty() {
                 let written = tokio::select! {
@@ -729,7 +822,7 @@ impl Session {
                         Ok(0) | Err(_) => return DisconnectReason::ConnectionLost,
                         Ok(_) => {}
                     }
-                    deadline = tokio::time::Instant::now() + allowance;
+                    deadline = clock.now() + allowance;
                     if let Some(reason) = self.handle_buffered(&mut buf, &mut out) {
                         // What was answered before (a PUBACK ahead of a DISCONNECT) still goes out.
                         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
@@ -750,7 +843,7 @@ impl Session {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = clock.sleep_until(deadline) => {
                     bump(&self.inner.counters.keep_alive_timeouts);
                     tracing::info!(
                         "MQTT client {} sent nothing for {allowance:?} (1.5 × its keep alive); disconnected",
@@ -905,7 +998,8 @@ impl Session {
             return Some(DisconnectReason::AuthError);
         }
         let ack = publish.qos == QoS::AtLeastOnce;
-        if self.window_start.elapsed() >= Duration::from_secs(1) {
+        let now = self.inner.opts.clock.now();
+        if now.saturating_sub(self.window_start) >= Duration::from_secs(1) {
             if self.window_count > self.inner.opts.max_publishes_per_second {
                 let dropped = self.window_count - self.inner.opts.max_publishes_per_second;
                 tracing::warn!(
@@ -914,7 +1008,7 @@ impl Session {
                     self.inner.opts.max_publishes_per_second
                 );
             }
-            self.window_start = Instant::now();
+            self.window_start = now;
             self.window_count = 0;
         }
         self.window_count = self.window_count.saturating_add(1);

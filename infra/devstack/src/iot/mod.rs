@@ -9,7 +9,9 @@ pub mod rules;
 mod sqs_batches;
 mod subscriptions;
 
-pub use broker::{Broker, BrokerMessage, BrokerOptions, BrokerStats, DisconnectReason};
+pub use broker::{
+    Broker, BrokerClock, BrokerMessage, BrokerOptions, BrokerStats, DisconnectReason,
+};
 pub use data_plane::DataPlane;
 pub use rules::{
     FunctionBacklog, FunctionInvoker, RuleStats, RulesEngine, RulesOptions, RulesStats,

@@ -151,7 +151,12 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     )
     .await?;
     let id = api.send_command(&second, "locate").await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Stored for later, not sent: only the device's return sends it.
+    let queued = api.command(&second, &id).await?;
+    ensure!(
+        queued["status"] == "QUEUED",
+        "the offline device's command {queued}"
+    );
     let waiting = api
         .devices()
         .await?
@@ -192,7 +197,17 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     fleet.set_misbehaviour(garbling, Misbehaviour::Garbage)?;
     fleet.set_misbehaviour(flooding, Misbehaviour::Flood { per_second: 300 })?;
     fleet.set_misbehaviour(&second, Misbehaviour::Oversize)?;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Until the broker has refused both (a wait, not a fixed time a busy machine may not keep).
+    until(
+        "the broker throttling the flood and refusing the oversize payload",
+        Duration::from_secs(60),
+        || async {
+            let now = stack.broker().stats();
+            Ok(now.throttled > broker_before.throttled
+                && now.oversize_refused > broker_before.oversize_refused)
+        },
+    )
+    .await?;
     for thing in [garbling, flooding, &second] {
         fleet.set_misbehaviour(thing, Misbehaviour::None)?;
     }
