@@ -107,6 +107,32 @@ pub trait BulkChangeStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<(TenantId, String)>, StoreError>;
 
+    /// Bulk changes of every tenant still `new` whose intake deadline (set when stored, moved by
+    /// [`BulkChangeStore::extend_intake`]) is at or before `now`.
+    async fn intake_overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
+
+    /// Moves the intake deadline of a bulk change still `new`; `false` when it is no longer new.
+    async fn extend_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        next_check: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves a bulk change still `new` to `failed` with `reason`, every device counted failed;
+    /// `false` when it is no longer new.
+    async fn fail_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Writes device changes that do not exist yet; existing ones are left untouched so a
     /// redelivered plan never resets work already done. Returns how many were new.
     async fn insert_device_changes(
