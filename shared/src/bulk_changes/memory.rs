@@ -453,7 +453,7 @@ pub struct MemoryQueues {
 impl MemoryQueues {
     fn check(&self) -> Result<(), QueueError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(QueueError("queue unavailable (test)".into()))
+            Err(QueueError::Unavailable("queue unavailable (test)".into()))
         } else {
             Ok(())
         }

@@ -10,15 +10,32 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
-#[error("the queue failed: {0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (a missing queue, access denied, a message SQS will never take).
+    #[error("the queue refused the message: {0}")]
+    Rejected(String),
+}
+
+impl QueueError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("payload {0} does not exist")]
     Missing(String),
-    #[error("the payload store failed: {0}")]
-    Backend(String),
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the payload store is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (a missing bucket, access denied).
+    #[error("the payload store refused the request: {0}")]
+    Rejected(String),
 }
 /// Whether a worker may go ahead with a unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
