@@ -52,6 +52,7 @@ pub fn sample_bulk_change(
         created_at: now,
         updated_at: now,
         created_by: "test".into(),
+        failure_reason: None,
     };
     (change, request.devices)
 }

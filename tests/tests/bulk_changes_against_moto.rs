@@ -348,3 +348,95 @@ async fn ten_thousand_devices_are_planned_not_written_inline() -> Result<()> {
     stack.moto.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_failed() -> Result<()> {
+    use cellbridge::bulk_changes::bulk_change::BulkChangeStatus;
+    use cellbridge::bulk_changes::stalled_intake::INTAKE_TIMEOUT;
+    use cellbridge::common::tenant::TenantId;
+
+    let stack = MotoStack::start().await?;
+    let ports = stack.ports()?;
+    let tenant = TenantId::parse("tenant-a").expect("tenant");
+    // Stored as intake stores it, but the request stopped before the device list and the plan
+    // message (as when S3 or SQS failed and the client sent no Idempotency-Key).
+    let (lost, _) = cellbridge::testing::sample_bulk_change("tenant-a", "lost-1", 4, true);
+    ports.store.create_bulk_change(&lost, None).await?;
+    // Accepted normally, then planned: it leaves `new`, and with it the index.
+    let (status, created) = create(&ports, "tenant-a", &suspend_request(3, true)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    run_planner(&stack, &ports).await?;
+
+    let before = lost.created_at + INTAKE_TIMEOUT - time::Duration::seconds(1);
+    assert!(ports.store.intake_overdue(before, 10).await?.is_empty());
+    let late = lost.created_at + INTAKE_TIMEOUT;
+    assert_eq!(
+        ports.store.intake_overdue(late, 10).await?,
+        vec![(tenant.clone(), "lost-1".to_owned())],
+        "only the change still new, once its deadline passed"
+    );
+
+    let swept = bulk_scheduler::recover_stalled_intake(&ports, late).await?;
+    assert_eq!(
+        swept,
+        bulk_scheduler::StalledIntake {
+            replanned: 0,
+            failed: 1
+        }
+    );
+    let failed = ports
+        .store
+        .get_bulk_change(&tenant, "lost-1")
+        .await?
+        .expect("stored");
+    assert_eq!(failed.status, BulkChangeStatus::Failed);
+    assert_eq!(
+        (failed.counts.total, failed.counts.failed, failed.counts.pending()),
+        (4, 4, 0)
+    );
+    assert!(failed
+        .failure_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("device list was never stored")));
+    assert!(ports.store.intake_overdue(late, 10).await?.is_empty());
+    // A second failure write finds it no longer new.
+    assert!(!ports.store.fail_intake(&tenant, "lost-1", "again", late).await?);
+
+    // The status API shows the reason.
+    let (status, body) = json(
+        bulk_status::handle(
+            ports.store.as_ref(),
+            event(GET, "tenant-a", None, Some("lost-1"), &[]),
+        )
+        .await,
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "failed");
+    assert!(body["failureReason"].as_str().is_some());
+
+    // A stalled change whose device list was stored is re-planned, and its deadline moves.
+    let (stalled, requests) = cellbridge::testing::sample_bulk_change("tenant-a", "stalled-1", 2, true);
+    ports.store.create_bulk_change(&stalled, None).await?;
+    ports
+        .payloads
+        .put(&stalled.payload_key, serde_json::to_vec(&requests)?)
+        .await?;
+    let late = stalled.created_at + INTAKE_TIMEOUT;
+    let swept = bulk_scheduler::recover_stalled_intake(&ports, late).await?;
+    assert_eq!(swept.replanned, 1);
+    assert_eq!(stack.queue_depth("PlanQueue").await?, 1);
+    assert!(ports.store.intake_overdue(late, 10).await?.is_empty(), "deadline moved");
+    run_planner(&stack, &ports).await?;
+    let planned = ports
+        .store
+        .get_bulk_change(&tenant, "stalled-1")
+        .await?
+        .expect("stored");
+    assert_eq!(planned.status, BulkChangeStatus::Processing);
+    assert!(ports
+        .store
+        .intake_overdue(late + INTAKE_TIMEOUT * 10, 10)
+        .await?
+        .is_empty());
+    Ok(())
+}

@@ -138,6 +138,7 @@ fn new_bulk_change(
         created_at: now,
         updated_at: now,
         created_by: caller.principal(),
+        failure_reason: None,
     }
 }
 

@@ -9,9 +9,8 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let ports = &ports;
         async move {
-            let released =
-                bulk_scheduler::release_due(ports, time::OffsetDateTime::now_utc()).await?;
-            Ok::<_, Error>(released)
+            let run = bulk_scheduler::run(ports, time::OffsetDateTime::now_utc()).await?;
+            Ok::<_, Error>(run)
         }
     }))
     .await

@@ -290,7 +290,7 @@ impl Job<'_> {
         };
         let finished = record
             .retry(self.ports.settings.store_policy.schedule())
-            .when(|error| matches!(error, StoreError::Backend(_)))
+            .when(StoreError::is_retryable)
             .notify(|error, wait| tracing::warn!(%error, ?wait, "store failed; retrying"))
             .await?;
         Ok(finished == Finished::Recorded)

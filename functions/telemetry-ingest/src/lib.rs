@@ -355,7 +355,7 @@ mod tests {
             retention: Duration,
         ) -> Result<usize, StoreError> {
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Backend("throttled".into()));
+                return Err(StoreError::Unavailable("throttled".into()));
             }
             self.inner.write_telemetry(points, retention).await
         }

@@ -19,16 +19,21 @@ pub enum BulkChangeStatus {
     Scheduled,
     Completed,
     CompletedWithErrors,
+    /// Never planned: its intake stopped after it was stored (the device list never reached the
+    /// payload store, or planning kept failing). `failureReason` says why; every device counts as
+    /// failed, so the counts still add up.
+    Failed,
 }
 
 impl BulkChangeStatus {
-    pub const ALL: [BulkChangeStatus; 6] = [
+    pub const ALL: [BulkChangeStatus; 7] = [
         BulkChangeStatus::New,
         BulkChangeStatus::Processing,
         BulkChangeStatus::Recorded,
         BulkChangeStatus::Scheduled,
         BulkChangeStatus::Completed,
         BulkChangeStatus::CompletedWithErrors,
+        BulkChangeStatus::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl BulkChangeStatus {
             BulkChangeStatus::Scheduled => "scheduled",
             BulkChangeStatus::Completed => "completed",
             BulkChangeStatus::CompletedWithErrors => "completedWithErrors",
+            BulkChangeStatus::Failed => "failed",
         }
     }
 
@@ -90,6 +96,9 @@ pub struct BulkChange {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub created_by: String,
+    /// Why a `failed` bulk change was never planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

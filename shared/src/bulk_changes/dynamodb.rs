@@ -10,6 +10,7 @@
 //!   worker claims live there too, as `tenant#work#bulkChangeId#unit`
 
 use crate::bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange};
+use crate::bulk_changes::stalled_intake::INTAKE_TIMEOUT;
 use crate::bulk_changes::ports::{
     BulkChangeStore, Claim, CreateOutcome, DeviceOutcome, SubmittedRef,
 };
@@ -42,6 +43,8 @@ const STATUS_INDEX: &str = "ByStatus";
 /// Scheduled bulk changes of every tenant by `releaseAt`: a sparse index holding only them.
 const RELEASE_INDEX: &str = "ByRelease";
 const SCHEDULE_BUCKET: &str = "scheduled";
+/// New bulk changes by intake deadline, in the same index.
+const INTAKE_BUCKET: &str = "intake";
 /// Device changes by `carrierRef` (`carrierRequestId#iccid`), for carrier callbacks.
 const CARRIER_REF_INDEX: &str = "ByCarrierRef";
 /// Work claims outlive any redelivery of the message they guard.
@@ -120,7 +123,52 @@ impl DynamoStore {
             "statusKey".into(),
             s(status_key(&change.tenant_id, change.status)),
         );
+        if change.status == BulkChangeStatus::New {
+            // A new change sits in the release index under its intake deadline until the planner
+            // moves it on (any transition removes it), so a stalled intake is found without a scan.
+            item.insert("scheduleBucket".into(), s(INTAKE_BUCKET));
+            item.insert(
+                "releaseAt".into(),
+                n((change.created_at + INTAKE_TIMEOUT).unix_timestamp()),
+            );
+        }
         Ok(item)
+    }
+
+    /// Bulk changes of every tenant in one bucket of the release index, due at or before `now`.
+    async fn due_in_bucket(
+        &self,
+        bucket: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.bulk_changes)
+            .index_name(RELEASE_INDEX)
+            .key_condition_expression("scheduleBucket = :bucket AND releaseAt <= :now")
+            .expression_attribute_values(":bucket", s(bucket))
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                let tenant = text("tenantId").and_then(|t| TenantId::parse(&t));
+                match (tenant, text("bulkChangeId")) {
+                    (Some(tenant), Some(id)) => Ok((tenant, id)),
+                    _ => Err(StoreError::Corrupt(
+                        "release index entry without keys".into(),
+                    )),
+                }
+            })
+            .collect()
     }
 
     async fn read_claim(
@@ -359,33 +407,72 @@ impl BulkChangeStore for DynamoStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(TenantId, String)>, StoreError> {
-        let output = self
+        self.due_in_bucket(SCHEDULE_BUCKET, now, limit).await
+    }
+
+    async fn intake_overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        self.due_in_bucket(INTAKE_BUCKET, now, limit).await
+    }
+
+    async fn extend_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        next_check: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
             .client
-            .query()
+            .update_item()
             .table_name(&self.tables.bulk_changes)
-            .index_name(RELEASE_INDEX)
-            .key_condition_expression("scheduleBucket = :bucket AND releaseAt <= :now")
-            .expression_attribute_values(":bucket", s(SCHEDULE_BUCKET))
-            .expression_attribute_values(":now", n(now.unix_timestamp()))
-            .limit(limit as i32)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            .update_expression("SET releaseAt = :next")
+            .condition_expression("#status = :new AND scheduleBucket = :bucket")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":new", s(BulkChangeStatus::New.as_str()))
+            .expression_attribute_values(":bucket", s(INTAKE_BUCKET))
+            .expression_attribute_values(":next", n(next_check.unix_timestamp()))
             .send()
-            .await
-            .map_err(backend)?;
-        output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| {
-                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-                let tenant = text("tenantId").and_then(|t| TenantId::parse(&t));
-                match (tenant, text("bulkChangeId")) {
-                    (Some(tenant), Some(id)) => Ok((tenant, id)),
-                    _ => Err(StoreError::Corrupt(
-                        "release index entry without keys".into(),
-                    )),
-                }
-            })
-            .collect()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
+    async fn fail_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let failed = BulkChangeStatus::Failed;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            // Every device counts as failed, so total = succeeded + failed + pending still holds.
+            .update_expression(
+                "SET #status = :to, statusKey = :toKey, updatedAt = :now, failureReason = :reason, \
+                 #failed = #total - #succeeded REMOVE scheduleBucket",
+            )
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_names("#failed", "failed")
+            .expression_attribute_names("#succeeded", "succeeded")
+            .expression_attribute_values(":to", s(failed.as_str()))
+            .expression_attribute_values(":toKey", s(status_key(tenant, failed)))
+            .expression_attribute_values(":from", s(BulkChangeStatus::New.as_str()))
+            .expression_attribute_values(":now", s(crate::common::clock::rfc3339(now)))
+            .expression_attribute_values(":reason", s(reason))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
     }
 
     async fn insert_device_changes(

@@ -29,6 +29,8 @@ pub struct MemoryStore {
     work_claims: Mutex<HashMap<WorkUnit, (u32, OffsetDateTime)>>,
     submitted: Mutex<HashMap<(String, String), SubmittedRef>>,
     releases: Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
+    /// Intake deadlines of new bulk changes.
+    intake_deadlines: Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
 }
 
 impl MemoryStore {
@@ -66,10 +68,14 @@ impl BulkChangeStore for MemoryStore {
                 (change.bulk_change_id.clone(), claim.request_digest.clone()),
             );
         }
-        locked(&self.bulk_changes).insert(
-            (change.tenant_id.clone(), change.bulk_change_id.clone()),
-            change.clone(),
-        );
+        let key = (change.tenant_id.clone(), change.bulk_change_id.clone());
+        if change.status == BulkChangeStatus::New {
+            locked(&self.intake_deadlines).insert(
+                key.clone(),
+                change.created_at + crate::bulk_changes::stalled_intake::INTAKE_TIMEOUT,
+            );
+        }
+        locked(&self.bulk_changes).insert(key, change.clone());
         Ok(CreateOutcome::Created)
     }
 
@@ -203,6 +209,68 @@ impl BulkChangeStore for MemoryStore {
             locked(&self.releases).insert((tenant.clone(), id.to_owned()), release_at);
         }
         Ok(moved)
+    }
+
+    async fn intake_overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let changes = locked(&self.bulk_changes);
+        let mut due: Vec<((TenantId, String), OffsetDateTime)> = locked(&self.intake_deadlines)
+            .iter()
+            .filter(|(key, at)| {
+                **at <= now
+                    && changes
+                        .get(key)
+                        .is_some_and(|c| c.status == BulkChangeStatus::New)
+            })
+            .map(|(key, at)| (key.clone(), *at))
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    async fn extend_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        next_check: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let key = (tenant.clone(), id.to_owned());
+        let still_new = locked(&self.bulk_changes)
+            .get(&key)
+            .is_some_and(|c| c.status == BulkChangeStatus::New);
+        if still_new {
+            locked(&self.intake_deadlines).insert(key, next_check);
+        }
+        Ok(still_new)
+    }
+
+    async fn fail_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let key = (tenant.clone(), id.to_owned());
+        let mut all = locked(&self.bulk_changes);
+        match all.get_mut(&key) {
+            Some(change) if change.status == BulkChangeStatus::New => {
+                change.status = BulkChangeStatus::Failed;
+                change.counts.failed = change.counts.total - change.counts.succeeded;
+                change.failure_reason = Some(reason.to_owned());
+                change.updated_at = now;
+                locked(&self.intake_deadlines).remove(&key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn due_for_release(
@@ -385,7 +453,7 @@ pub struct MemoryQueues {
 impl MemoryQueues {
     fn check(&self) -> Result<(), QueueError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(QueueError("queue unavailable (test)".into()))
+            Err(QueueError::Unavailable("queue unavailable (test)".into()))
         } else {
             Ok(())
         }

@@ -12,5 +12,6 @@ pub mod ports;
 pub mod request;
 pub mod s3;
 pub mod sqs;
+pub mod stalled_intake;
 pub mod tenant;
 pub mod views;

@@ -10,15 +10,32 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
-#[error("the queue failed: {0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (a missing queue, access denied, a message SQS will never take).
+    #[error("the queue refused the message: {0}")]
+    Rejected(String),
+}
+
+impl QueueError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("payload {0} does not exist")]
     Missing(String),
-    #[error("the payload store failed: {0}")]
-    Backend(String),
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the payload store is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (a missing bucket, access denied).
+    #[error("the payload store refused the request: {0}")]
+    Rejected(String),
 }
 /// Whether a worker may go ahead with a unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +123,32 @@ pub trait BulkChangeStore: Send + Sync {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(TenantId, String)>, StoreError>;
+
+    /// Bulk changes of every tenant still `new` whose intake deadline (set when stored, moved by
+    /// [`BulkChangeStore::extend_intake`]) is at or before `now`.
+    async fn intake_overdue(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
+
+    /// Moves the intake deadline of a bulk change still `new`; `false` when it is no longer new.
+    async fn extend_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        next_check: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves a bulk change still `new` to `failed` with `reason`, every device counted failed;
+    /// `false` when it is no longer new.
+    async fn fail_intake(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// Writes device changes that do not exist yet; existing ones are left untouched so a
     /// redelivered plan never resets work already done. Returns how many were new.

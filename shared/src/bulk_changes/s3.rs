@@ -1,5 +1,8 @@
 //! The payload store on S3.
 
+use crate::common::aws::{classify, SdkFailure};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use crate::bulk_changes::ports::{PayloadError, PayloadStore};
 use crate::common::dynamodb::sdk_message;
 use async_trait::async_trait;
@@ -37,7 +40,7 @@ impl PayloadStore for S3Payloads {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| PayloadError::Backend(sdk_message(e)))?;
+            .map_err(payload_failure)?;
         Ok(())
     }
 
@@ -56,13 +59,24 @@ impl PayloadStore for S3Payloads {
             {
                 return Err(PayloadError::Missing(key.to_owned()))
             }
-            Err(error) => return Err(PayloadError::Backend(sdk_message(error))),
+            Err(error) => return Err(payload_failure(error)),
         };
         let bytes = output
             .body
             .collect()
             .await
-            .map_err(|e| PayloadError::Backend(e.to_string()))?;
+            .map_err(|e| PayloadError::Unavailable(e.to_string()))?;
         Ok(bytes.into_bytes().to_vec())
+    }
+}
+
+/// A failed S3 call as a [`PayloadError`] that says whether trying again can help.
+fn payload_failure<E>(error: SdkError<E, HttpResponse>) -> PayloadError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        SdkFailure::Transient(message) => PayloadError::Unavailable(message),
+        SdkFailure::Permanent(message) => PayloadError::Rejected(message),
     }
 }

@@ -1,5 +1,8 @@
 //! The work queues on SQS.
 
+use crate::common::aws::{classify, SdkFailure};
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use crate::bulk_changes::change::Carrier;
 use crate::bulk_changes::messages::{PlanMessage, WorkMessage};
 use crate::bulk_changes::ports::{QueueError, WorkQueues};
@@ -52,8 +55,19 @@ pub struct SqsQueues {
     urls: QueueUrls,
 }
 
+/// A failed SQS call as a [`QueueError`] that says whether trying again can help.
+fn queue_failure<E>(error: SdkError<E, HttpResponse>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        SdkFailure::Transient(message) => QueueError::Unavailable(message),
+        SdkFailure::Permanent(message) => QueueError::Rejected(message),
+    }
+}
+
 fn to_json<T: serde::Serialize>(message: &T) -> Result<String, QueueError> {
-    serde_json::to_string(message).map_err(|e| QueueError(e.to_string()))
+    serde_json::to_string(message).map_err(|e| QueueError::Rejected(e.to_string()))
 }
 
 impl SqsQueues {
@@ -74,7 +88,7 @@ impl SqsQueues {
             .set_entries(Some(batch.clone()))
             .send()
             .await
-            .map_err(|e| QueueError(sdk_message(e)))?;
+            .map_err(queue_failure)?;
         Ok(batch
             .into_iter()
             .filter(|entry| output.failed().iter().any(|f| f.id() == entry.id()))
@@ -96,12 +110,13 @@ impl SqsQueues {
                         .with_min_delay(Duration::from_millis(50))
                         .with_max_times(3),
                 )
+                .when(QueueError::is_retryable)
                 .await?;
             if pending.is_empty() {
                 return Ok(());
             }
         }
-        Err(QueueError(format!(
+        Err(QueueError::Unavailable(format!(
             "{} messages were refused by SQS after retries",
             pending.len()
         )))
@@ -117,7 +132,7 @@ impl WorkQueues for SqsQueues {
             .message_body(to_json(message)?)
             .send()
             .await
-            .map_err(|e| QueueError(sdk_message(e)))?;
+            .map_err(queue_failure)?;
         Ok(())
     }
 
@@ -141,7 +156,7 @@ impl WorkQueues for SqsQueues {
                             .message_body(to_json(message)?)
                             .delay_seconds(delay_seconds)
                             .build()
-                            .map_err(|e| QueueError(e.to_string()))
+                            .map_err(|e| QueueError::Rejected(e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()
             })

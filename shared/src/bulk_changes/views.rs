@@ -24,6 +24,9 @@ pub struct BulkChangeView<'a> {
     pub change: &'a ChangeSpec,
     pub process_changes: bool,
     pub status: BulkChangeStatus,
+    /// Why a `failed` bulk change was never planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<&'a str>,
     pub counts: Counts,
     /// Who submitted it (`user:<username>`).
     pub created_by: &'a str,
@@ -54,6 +57,7 @@ impl<'a> From<&'a BulkChange> for BulkChangeView<'a> {
             change: &change.change,
             process_changes: change.process_changes,
             status: change.status,
+            failure_reason: change.failure_reason.as_deref(),
             counts: Counts {
                 total: change.counts.total,
                 pending: change.counts.pending(),

@@ -2,6 +2,8 @@
 //! variables, so the same binary talks to AWS or to a local moto server.
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 pub async fn load_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -224,5 +226,117 @@ mod tests {
         let pem = String::from_utf8_lossy(AWS_SERVICE_ROOTS);
         assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
         assert_eq!(pem.matches("-----END CERTIFICATE-----").count(), 5);
+    }
+}
+
+/// What an AWS SDK call's failure means for trying it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdkFailure {
+    /// Throttled, timed out, unreachable, or a 5xx: the same call may succeed later.
+    Transient(String),
+    /// Refused for good (validation, access denied, a missing resource, a request that could not
+    /// be built): only a fix to the code or the deployment helps.
+    Permanent(String),
+}
+
+/// Error codes AWS services use for throttling and their own faults, returned with a 4xx status
+/// by some services (DynamoDB answers `ThrottlingException` with a 400).
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "LimitExceededException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "AWS.SimpleQueueService.RequestThrottled",
+    "KMSThrottlingException",
+];
+
+/// Sorts an SDK error into [`SdkFailure`], keeping the whole cause chain as its message.
+pub fn classify<E>(error: SdkError<E, HttpResponse>) -> SdkFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || context
+                    .err()
+                    .code()
+                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
+        // A request that could not be built fails the same way every time.
+        _ => false,
+    };
+    let message = crate::common::dynamodb::sdk_message(error);
+    if transient {
+        SdkFailure::Transient(message)
+    } else {
+        SdkFailure::Permanent(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+
+    fn service_error(status: u16, code: &str) -> SdkError<PutItemError, HttpResponse> {
+        let error = PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let raw = HttpResponse::new(
+            status.try_into().expect("valid status"),
+            SdkBody::from("{}"),
+        );
+        SdkError::service_error(error, raw)
+    }
+
+    fn transient(failure: &SdkFailure) -> bool {
+        matches!(failure, SdkFailure::Transient(_))
+    }
+
+    #[test]
+    fn throttling_timeouts_and_5xx_are_transient_refusals_are_permanent() {
+        assert!(transient(&classify(service_error(400, "ThrottlingException"))));
+        assert!(transient(&classify(service_error(400, "ProvisionedThroughputExceededException"))));
+        assert!(transient(&classify(service_error(400, "TransactionConflictException"))));
+        assert!(transient(&classify(service_error(500, "InternalServerError"))));
+        assert!(transient(&classify(service_error(503, "Anything"))));
+        assert!(transient(&classify(service_error(429, "Anything"))));
+        assert!(transient(&classify(SdkError::<PutItemError, HttpResponse>::timeout_error("slow"))));
+
+        for code in [
+            "ValidationException",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "ConditionalCheckFailedException",
+        ] {
+            let failure = classify(service_error(400, code));
+            assert!(!transient(&failure), "{code}");
+            let SdkFailure::Permanent(message) = failure else { unreachable!() };
+            assert!(message.contains(code), "the message names the code: {message}");
+        }
+        assert!(!transient(&classify(
+            SdkError::<PutItemError, HttpResponse>::construction_failure("no table name")
+        )));
     }
 }

@@ -3,7 +3,9 @@
 //! serde_dynamo, and the mapping of SDK failures and failed conditions.
 
 use crate::common::store::StoreError;
-use aws_sdk_dynamodb::error::SdkError;
+use crate::common::aws::{classify, SdkFailure};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::de::DeserializeOwned;
@@ -43,17 +45,29 @@ pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(crate) fn backend<E: std::error::Error>(error: E) -> StoreError {
-    StoreError::Backend(sdk_message(error))
+/// A failed DynamoDB call as a [`StoreError`] that says whether trying again can help.
+pub(crate) fn backend<E>(error: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        SdkFailure::Transient(message) => StoreError::Unavailable(message),
+        SdkFailure::Permanent(message) => StoreError::Rejected(message),
+    }
+}
+
+/// A request the SDK refused to build fails the same way every time.
+pub(crate) fn unbuildable(error: impl std::error::Error) -> StoreError {
+    StoreError::Rejected(error.to_string())
 }
 
 /// `Ok(true)` when a conditional write happened, `Ok(false)` when its condition did not hold.
-pub(crate) fn written_unless_condition_failed<T, E, R>(
-    result: Result<T, SdkError<E, R>>,
+pub(crate) fn written_unless_condition_failed<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
     condition_failed: impl Fn(&E) -> bool,
 ) -> Result<bool, StoreError>
 where
-    SdkError<E, R>: std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(true),
@@ -63,12 +77,9 @@ where
 }
 
 /// [`written_unless_condition_failed`] for conditional `UpdateItem` calls.
-pub(crate) fn updated_unless_condition_failed<T, R>(
-    result: Result<T, SdkError<UpdateItemError, R>>,
-) -> Result<bool, StoreError>
-where
-    SdkError<UpdateItemError, R>: std::error::Error,
-{
+pub(crate) fn updated_unless_condition_failed<T>(
+    result: Result<T, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<bool, StoreError> {
     written_unless_condition_failed(result, |e| {
         matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
     })

@@ -6,9 +6,22 @@ pub enum StoreError {
     InvalidCursor,
     #[error("a stored record could not be read: {0}")]
     Corrupt(String),
-    #[error("the store failed: {0}")]
-    Backend(String),
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (a validation error, access denied, a missing table): trying again
+    /// cannot help; the deployment or the code needs fixing.
+    #[error("the store refused the request: {0}")]
+    Rejected(String),
 }
+
+impl StoreError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 /// A page of results and the opaque cursor of the next one, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {

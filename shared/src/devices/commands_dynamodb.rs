@@ -364,7 +364,7 @@ impl DynamoCommands {
                 return Ok(Transition::Applied(next.status));
             }
         }
-        Err(StoreError::Backend(format!(
+        Err(StoreError::Unavailable(format!(
             "command {id} of {thing} kept changing during {WRITE_ATTEMPTS} attempts"
         )))
     }

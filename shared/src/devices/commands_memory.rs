@@ -42,7 +42,7 @@ impl MemoryCommands {
 
     fn available(&self) -> Result<(), StoreError> {
         if *locked(&self.unavailable) {
-            Err(StoreError::Backend("unavailable on purpose".to_owned()))
+            Err(StoreError::Unavailable("unavailable on purpose".to_owned()))
         } else {
             Ok(())
         }
@@ -104,7 +104,7 @@ impl CommandStore for MemoryCommands {
         }
         let key = (command.thing.clone(), command.id.clone());
         if commands.contains_key(&key) {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Unavailable(format!(
                 "command {} exists",
                 command.id
             )));

@@ -203,7 +203,7 @@ impl DynamoDevices {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
         }
-        Err(StoreError::Backend(format!(
+        Err(StoreError::Unavailable(format!(
             "{} telemetry writes stayed unprocessed after {BATCH_RETRIES} retries",
             requests.len()
         )))

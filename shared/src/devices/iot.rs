@@ -1,6 +1,9 @@
 //! AWS IoT Core: the thing registry (aws-sdk-iot) and publishing to device topics
 //! (aws-sdk-iotdataplane), plus in-memory stand-ins for handler tests.
 
+use crate::common::aws::{classify, SdkFailure};
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use crate::common::dynamodb::sdk_message;
 use crate::devices::ports::{
     DevicePublisher, PublishError, ThingAttributes, ThingRegistry, ThingRegistryError,
@@ -82,10 +85,21 @@ impl ThingRegistry for IotThings {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| ThingRegistryError(sdk_message(e)))
+                    .map_err(registry_failure)
             }
-            Err(e) => Err(ThingRegistryError(sdk_message(e))),
+            Err(e) => Err(registry_failure(e)),
         }
+    }
+}
+
+/// A failed IoT call as a [`ThingRegistryError`] that says whether trying again can help.
+fn registry_failure<E>(error: SdkError<E, HttpResponse>) -> ThingRegistryError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        SdkFailure::Transient(message) => ThingRegistryError::Unavailable(message),
+        SdkFailure::Permanent(message) => ThingRegistryError::Rejected(message),
     }
 }
 

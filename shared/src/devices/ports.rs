@@ -133,8 +133,21 @@ pub struct ThingAttributes {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the IoT thing registry failed: {0}")]
-pub struct ThingRegistryError(pub String);
+pub enum ThingRegistryError {
+    /// Throttled, timed out, unreachable or a 5xx: the same call may succeed later.
+    #[error("the IoT thing registry is unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (an invalid thing name or type, access denied).
+    #[error("the IoT thing registry refused the request: {0}")]
+    Rejected(String),
+}
+
+impl ThingRegistryError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ThingRegistryError::Unavailable(_))
+    }
+}
 
 /// The AWS IoT thing registry.
 #[async_trait]

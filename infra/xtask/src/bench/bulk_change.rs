@@ -944,6 +944,7 @@ fn bulk_change(
         created_at: now,
         updated_at: now,
         created_by: "bench".into(),
+        failure_reason: None,
     };
     Ok((change, request.devices))
 }

@@ -191,7 +191,8 @@ impl From<StoreError> for Problem {
                 "not a cursor this API issued; start from the first page",
             ),
             StoreError::Corrupt(detail) => Self::internal(&detail),
-            StoreError::Backend(detail) => Self::unavailable(&detail),
+            StoreError::Unavailable(detail) => Self::unavailable(&detail),
+            StoreError::Rejected(detail) => Self::internal(&detail),
         }
     }
 }
