@@ -350,17 +350,20 @@ async fn ten_thousand_devices_are_planned_not_written_inline() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_failed() -> Result<()> {
+async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_failed() -> Result<()>
+{
     use cellbridge::bulk_changes::bulk_change::BulkChangeStatus;
     use cellbridge::bulk_changes::stalled_intake::INTAKE_TIMEOUT;
     use cellbridge::common::tenant::TenantId;
 
+    // Bulk change ids are UUIDs; the status API finds no other kind.
+    const LOST: &str = "019aa8e4-0000-7000-8000-000000000001";
     let stack = MotoStack::start().await?;
     let ports = stack.ports()?;
     let tenant = TenantId::parse("tenant-a").expect("tenant");
     // Stored as intake stores it, but the request stopped before the device list and the plan
     // message (as when S3 or SQS failed and the client sent no Idempotency-Key).
-    let (lost, _) = cellbridge::testing::sample_bulk_change("tenant-a", "lost-1", 4, true);
+    let (lost, _) = cellbridge::testing::sample_bulk_change("tenant-a", LOST, 4, true);
     ports.store.create_bulk_change(&lost, None).await?;
     // Accepted normally, then planned: it leaves `new`, and with it the index.
     let (status, created) = create(&ports, "tenant-a", &suspend_request(3, true)).await;
@@ -372,7 +375,7 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
     let late = lost.created_at + INTAKE_TIMEOUT;
     assert_eq!(
         ports.store.intake_overdue(late, 10).await?,
-        vec![(tenant.clone(), "lost-1".to_owned())],
+        vec![(tenant.clone(), LOST.to_owned())],
         "only the change still new, once its deadline passed"
     );
 
@@ -386,12 +389,16 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
     );
     let failed = ports
         .store
-        .get_bulk_change(&tenant, "lost-1")
+        .get_bulk_change(&tenant, LOST)
         .await?
         .expect("stored");
     assert_eq!(failed.status, BulkChangeStatus::Failed);
     assert_eq!(
-        (failed.counts.total, failed.counts.failed, failed.counts.pending()),
+        (
+            failed.counts.total,
+            failed.counts.failed,
+            failed.counts.pending()
+        ),
         (4, 4, 0)
     );
     assert!(failed
@@ -400,13 +407,18 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
         .is_some_and(|r| r.contains("device list was never stored")));
     assert!(ports.store.intake_overdue(late, 10).await?.is_empty());
     // A second failure write finds it no longer new.
-    assert!(!ports.store.fail_intake(&tenant, "lost-1", "again", late).await?);
+    assert!(
+        !ports
+            .store
+            .fail_intake(&tenant, LOST, "again", late)
+            .await?
+    );
 
     // The status API shows the reason.
     let (status, body) = json(
         bulk_status::handle(
             ports.store.as_ref(),
-            event(GET, "tenant-a", None, Some("lost-1"), &[]),
+            event(GET, "tenant-a", None, Some(LOST), &[]),
         )
         .await,
     );
@@ -415,7 +427,8 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
     assert!(body["failureReason"].as_str().is_some());
 
     // A stalled change whose device list was stored is re-planned, and its deadline moves.
-    let (stalled, requests) = cellbridge::testing::sample_bulk_change("tenant-a", "stalled-1", 2, true);
+    let (stalled, requests) =
+        cellbridge::testing::sample_bulk_change("tenant-a", "stalled-1", 2, true);
     ports.store.create_bulk_change(&stalled, None).await?;
     ports
         .payloads
@@ -425,7 +438,10 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
     let swept = bulk_scheduler::recover_stalled_intake(&ports, late).await?;
     assert_eq!(swept.replanned, 1);
     assert_eq!(stack.queue_depth("PlanQueue").await?, 1);
-    assert!(ports.store.intake_overdue(late, 10).await?.is_empty(), "deadline moved");
+    assert!(
+        ports.store.intake_overdue(late, 10).await?.is_empty(),
+        "deadline moved"
+    );
     run_planner(&stack, &ports).await?;
     let planned = ports
         .store
@@ -438,5 +454,60 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
         .intake_overdue(late + INTAKE_TIMEOUT * 10, 10)
         .await?
         .is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_table_or_queue_is_a_refusal_no_retry_can_cure() -> Result<()> {
+    use cellbridge::bulk_changes::dynamodb::{DynamoStore, TableNames};
+    use cellbridge::bulk_changes::messages::PlanMessage;
+    use cellbridge::bulk_changes::ports::{BulkChangeStore, QueueError, WorkQueues};
+    use cellbridge::bulk_changes::sqs::{QueueUrls, SqsQueues};
+    use cellbridge::common::store::StoreError;
+    use cellbridge::common::tenant::TenantId;
+
+    let stack = MotoStack::start().await?;
+    let missing = |what: &str| format!("cellbridge-missing-{what}");
+    let store = DynamoStore::new(
+        stack.dynamodb(),
+        TableNames {
+            bulk_changes: missing("bulk-changes"),
+            device_changes: missing("device-changes"),
+            audit_log: missing("audit"),
+            idempotency: missing("idempotency"),
+        },
+    );
+    let tenant = TenantId::parse("tenant-a").expect("tenant");
+    let error = store
+        .get_bulk_change(&tenant, "b-1")
+        .await
+        .expect_err("no such table");
+    assert!(
+        matches!(&error, StoreError::Rejected(message) if message.contains("ResourceNotFoundException")),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+
+    let plan_queue = stack.queue_url("PlanQueue")?;
+    let (account_path, _) = plan_queue.rsplit_once('/').expect("a queue URL has a path");
+    let queue_url = format!("{account_path}/cellbridge-no-such-queue");
+    let queues = SqsQueues::new(
+        stack.sqs(),
+        QueueUrls {
+            plan: queue_url.clone(),
+            jasper_work: queue_url.clone(),
+            thingspace_work: queue_url.clone(),
+            telegence_work: queue_url,
+        },
+    );
+    let error = queues
+        .enqueue_plan(&PlanMessage {
+            tenant_id: tenant,
+            bulk_change_id: "b-1".into(),
+        })
+        .await
+        .expect_err("no such queue");
+    assert!(matches!(error, QueueError::Rejected(_)), "{error:?}");
+    assert!(!error.is_retryable());
     Ok(())
 }

@@ -8,8 +8,8 @@
 
 use cellbridge::bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus};
 use cellbridge::bulk_changes::completion;
-use cellbridge::bulk_changes::messages::{until_effective, work_for};
 use cellbridge::bulk_changes::messages::PlanMessage;
+use cellbridge::bulk_changes::messages::{until_effective, work_for};
 use cellbridge::bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
 use cellbridge::bulk_changes::stalled_intake::{self, Recovery};
 use cellbridge::common::store::StoreError;
@@ -54,7 +54,10 @@ pub struct StalledIntake {
 }
 
 /// One scheduled run: releases what is due, then recovers stalled intakes.
-pub async fn run(ports: &BulkChangePorts, now: OffsetDateTime) -> Result<SchedulerRun, ReleaseError> {
+pub async fn run(
+    ports: &BulkChangePorts,
+    now: OffsetDateTime,
+) -> Result<SchedulerRun, ReleaseError> {
     Ok(SchedulerRun {
         released: release_due(ports, now).await?,
         stalled_intake: recover_stalled_intake(ports, now).await?,
@@ -125,7 +128,11 @@ pub async fn recover_stalled_intake(
         metrics::emit(
             &[],
             &[
-                ("StalledIntakeReplanned", f64::from(swept.replanned), Unit::Count),
+                (
+                    "StalledIntakeReplanned",
+                    f64::from(swept.replanned),
+                    Unit::Count,
+                ),
                 ("StalledIntakeFailed", f64::from(swept.failed), Unit::Count),
             ],
         );
@@ -355,26 +362,42 @@ mod tests {
         let memory = MemoryPorts::default();
         let ports = memory.ports();
         let stalled = stored_new(&memory, "stalled-1", true).await;
-        stored_new(&memory, "lost-1", false).await;
-        let created = stalled.created_at;
+        let lost = stored_new(&memory, "lost-1", false).await;
+        // Both past their deadlines at `late`, neither before `early`.
+        let created = stalled.created_at.max(lost.created_at);
 
         // Before the deadline nothing is touched.
-        let early = run(&ports, created + stalled_intake::INTAKE_TIMEOUT - time::Duration::seconds(1))
-            .await
-            .unwrap();
+        let early = run(
+            &ports,
+            stalled.created_at.min(lost.created_at) + stalled_intake::INTAKE_TIMEOUT
+                - time::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
         assert_eq!(early.stalled_intake, StalledIntake::default());
         assert!(memory.queues.plans().is_empty());
 
         let late = created + stalled_intake::INTAKE_TIMEOUT;
         let swept = run(&ports, late).await.unwrap().stalled_intake;
-        assert_eq!(swept, StalledIntake { replanned: 1, failed: 1 });
+        assert_eq!(
+            swept,
+            StalledIntake {
+                replanned: 1,
+                failed: 1
+            }
+        );
         let plans = memory.queues.plans();
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].bulk_change_id, "stalled-1");
         assert_eq!(status(&memory, "stalled-1").await, BulkChangeStatus::New);
 
         let tenant = TenantId::parse("demo").unwrap();
-        let lost = memory.store.get_bulk_change(&tenant, "lost-1").await.unwrap().unwrap();
+        let lost = memory
+            .store
+            .get_bulk_change(&tenant, "lost-1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(lost.status, BulkChangeStatus::Failed);
         assert_eq!((lost.counts.failed, lost.counts.pending()), (3, 0));
         assert!(lost
@@ -382,17 +405,28 @@ mod tests {
             .as_deref()
             .is_some_and(|r| r.contains("device list was never stored")));
         let audit = memory.store.list_audit(&tenant, "lost-1").await.unwrap();
-        assert!(audit.iter().any(|e| e.has_errors && e.description.starts_with("failed:")));
+        assert!(audit
+            .iter()
+            .any(|e| e.has_errors && e.description.starts_with("failed:")));
 
         // The re-plan moved the deadline: the same run again does nothing.
-        assert_eq!(run(&ports, late).await.unwrap().stalled_intake, StalledIntake::default());
+        assert_eq!(
+            run(&ports, late).await.unwrap().stalled_intake,
+            StalledIntake::default()
+        );
         assert_eq!(memory.queues.plans().len(), 1);
 
         // The planner takes the queued message: the change leaves `new` and the sweep forgets it.
         bulk_planner::plan(&ports, &plans[0], late).await.unwrap();
-        assert_eq!(status(&memory, "stalled-1").await, BulkChangeStatus::Processing);
+        assert_eq!(
+            status(&memory, "stalled-1").await,
+            BulkChangeStatus::Processing
+        );
         let much_later = created + stalled_intake::INTAKE_GIVE_UP * 2;
-        assert_eq!(run(&ports, much_later).await.unwrap().stalled_intake, StalledIntake::default());
+        assert_eq!(
+            run(&ports, much_later).await.unwrap().stalled_intake,
+            StalledIntake::default()
+        );
     }
 
     #[tokio::test]
@@ -412,10 +446,21 @@ mod tests {
             now += stalled_intake::INTAKE_TIMEOUT;
         }
         assert_eq!(memory.queues.plans().len(), replans as usize);
-        assert!(replans >= 7, "re-planned every deadline until the give-up age");
+        assert!(
+            replans >= 7,
+            "re-planned every deadline until the give-up age"
+        );
         let tenant = TenantId::parse("demo").unwrap();
-        let failed = memory.store.get_bulk_change(&tenant, "stuck-1").await.unwrap().unwrap();
+        let failed = memory
+            .store
+            .get_bulk_change(&tenant, "stuck-1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(failed.status, BulkChangeStatus::Failed);
-        assert!(failed.failure_reason.as_deref().is_some_and(|r| r.contains("planning did not finish")));
+        assert!(failed
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("planning did not finish")));
     }
 }

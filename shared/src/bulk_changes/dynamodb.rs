@@ -10,16 +10,16 @@
 //!   worker claims live there too, as `tenant#work#bulkChangeId#unit`
 
 use crate::bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange};
-use crate::bulk_changes::stalled_intake::INTAKE_TIMEOUT;
 use crate::bulk_changes::ports::{
     BulkChangeStore, Claim, CreateOutcome, DeviceOutcome, SubmittedRef,
 };
+use crate::bulk_changes::stalled_intake::INTAKE_TIMEOUT;
 use crate::common::cursor;
 use crate::common::cursor::{AfterId, AfterSeq};
 use crate::common::dynamodb::{
     backend, from_item, to_item, updated_unless_condition_failed, written_unless_condition_failed,
 };
-use crate::common::dynamodb::{n, s, Item};
+use crate::common::dynamodb::{n, s, unbuildable, Item};
 use crate::common::store::IdempotencyClaim;
 use crate::common::store::{Page, PageRequest, StoreError};
 use crate::common::tenant::TenantId;
@@ -245,7 +245,7 @@ impl BulkChangeStore for DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(bulkChangeId)")
             .build()
-            .map_err(backend)?;
+            .map_err(unbuildable)?;
         // An expired claim may still be stored (TTL deletes lazily); it no longer binds the key.
         let put_claim = Put::builder()
             .table_name(&self.tables.idempotency)
@@ -253,7 +253,7 @@ impl BulkChangeStore for DynamoStore {
             .condition_expression("attribute_not_exists(idempotencyKey) OR expiresAt < :now")
             .expression_attribute_values(":now", n(change.created_at.unix_timestamp()))
             .build()
-            .map_err(backend)?;
+            .map_err(unbuildable)?;
         let written = self
             .client
             .transact_write_items()
@@ -745,12 +745,12 @@ impl BulkChangeStore for DynamoStore {
             .transact_write_items()
             .transact_items(
                 TransactWriteItem::builder()
-                    .update(device.build().map_err(backend)?)
+                    .update(device.build().map_err(unbuildable)?)
                     .build(),
             )
             .transact_items(
                 TransactWriteItem::builder()
-                    .update(count.build().map_err(backend)?)
+                    .update(count.build().map_err(unbuildable)?)
                     .build(),
             )
             .send()

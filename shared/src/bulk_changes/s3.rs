@@ -1,11 +1,10 @@
 //! The payload store on S3.
 
+use crate::bulk_changes::ports::{PayloadError, PayloadStore};
 use crate::common::aws::{classify, SdkFailure};
+use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use crate::bulk_changes::ports::{PayloadError, PayloadStore};
-use crate::common::dynamodb::sdk_message;
-use async_trait::async_trait;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;

@@ -1,13 +1,12 @@
 //! The work queues on SQS.
 
-use crate::common::aws::{classify, SdkFailure};
-use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use crate::bulk_changes::change::Carrier;
 use crate::bulk_changes::messages::{PlanMessage, WorkMessage};
 use crate::bulk_changes::ports::{QueueError, WorkQueues};
-use crate::common::dynamodb::sdk_message;
+use crate::common::aws::{classify, SdkFailure};
 use async_trait::async_trait;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
 use backon::{ExponentialBuilder, Retryable};

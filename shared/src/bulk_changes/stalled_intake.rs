@@ -64,7 +64,11 @@ mod tests {
             }
         );
         assert_eq!(
-            recover(&change, true, created + INTAKE_GIVE_UP - Duration::seconds(1)),
+            recover(
+                &change,
+                true,
+                created + INTAKE_GIVE_UP - Duration::seconds(1)
+            ),
             Recovery::Replan {
                 next_check: created + INTAKE_GIVE_UP - Duration::seconds(1) + INTAKE_TIMEOUT
             }

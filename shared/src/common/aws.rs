@@ -295,11 +295,11 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+mod classify_tests {
     use super::*;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
     use aws_sdk_dynamodb::operation::put_item::PutItemError;
     use aws_smithy_types::body::SdkBody;
-    use aws_sdk_dynamodb::error::ErrorMetadata;
 
     fn service_error(status: u16, code: &str) -> SdkError<PutItemError, HttpResponse> {
         let error = PutItemError::generic(ErrorMetadata::builder().code(code).message("m").build());
@@ -316,13 +316,27 @@ mod tests {
 
     #[test]
     fn throttling_timeouts_and_5xx_are_transient_refusals_are_permanent() {
-        assert!(transient(&classify(service_error(400, "ThrottlingException"))));
-        assert!(transient(&classify(service_error(400, "ProvisionedThroughputExceededException"))));
-        assert!(transient(&classify(service_error(400, "TransactionConflictException"))));
-        assert!(transient(&classify(service_error(500, "InternalServerError"))));
+        assert!(transient(&classify(service_error(
+            400,
+            "ThrottlingException"
+        ))));
+        assert!(transient(&classify(service_error(
+            400,
+            "ProvisionedThroughputExceededException"
+        ))));
+        assert!(transient(&classify(service_error(
+            400,
+            "TransactionConflictException"
+        ))));
+        assert!(transient(&classify(service_error(
+            500,
+            "InternalServerError"
+        ))));
         assert!(transient(&classify(service_error(503, "Anything"))));
         assert!(transient(&classify(service_error(429, "Anything"))));
-        assert!(transient(&classify(SdkError::<PutItemError, HttpResponse>::timeout_error("slow"))));
+        assert!(transient(&classify(
+            SdkError::<PutItemError, HttpResponse>::timeout_error("slow")
+        )));
 
         for code in [
             "ValidationException",
@@ -332,8 +346,13 @@ mod tests {
         ] {
             let failure = classify(service_error(400, code));
             assert!(!transient(&failure), "{code}");
-            let SdkFailure::Permanent(message) = failure else { unreachable!() };
-            assert!(message.contains(code), "the message names the code: {message}");
+            let SdkFailure::Permanent(message) = failure else {
+                unreachable!()
+            };
+            assert!(
+                message.contains(code),
+                "the message names the code: {message}"
+            );
         }
         assert!(!transient(&classify(
             SdkError::<PutItemError, HttpResponse>::construction_failure("no table name")

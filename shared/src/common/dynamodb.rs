@@ -2,8 +2,8 @@
 //! `N`, so conditions and indexes compare them as numbers), item (de)serialization through
 //! serde_dynamo, and the mapping of SDK failures and failed conditions.
 
-use crate::common::store::StoreError;
 use crate::common::aws::{classify, SdkFailure};
+use crate::common::store::StoreError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;

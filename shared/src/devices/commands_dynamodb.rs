@@ -20,7 +20,7 @@
 use crate::bulk_changes::dynamodb::IDEMPOTENCY_WINDOW;
 use crate::common::cursor;
 use crate::common::cursor::AfterId;
-use crate::common::dynamodb::{backend, updated_unless_condition_failed};
+use crate::common::dynamodb::{backend, unbuildable, updated_unless_condition_failed};
 use crate::common::dynamodb::{epoch_ms, n, s, time_from_epoch_ms, Item};
 use crate::common::store::IdempotencyClaim;
 use crate::common::store::{Page, PageRequest, StoreError};
@@ -407,7 +407,7 @@ impl CommandStore for DynamoCommands {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(commandId)")
             .build()
-            .map_err(backend)?;
+            .map_err(unbuildable)?;
         // TTL deletes lazily: an expired claim may still be there, and no longer binds the key.
         let put_claim = Put::builder()
             .table_name(&self.idempotency_table)
@@ -415,7 +415,7 @@ impl CommandStore for DynamoCommands {
             .condition_expression("attribute_not_exists(idempotencyKey) OR expiresAt < :now")
             .expression_attribute_values(":now", n(command.created_at.unix_timestamp()))
             .build()
-            .map_err(backend)?;
+            .map_err(unbuildable)?;
         let written = self
             .client
             .transact_write_items()

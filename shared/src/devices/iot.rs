@@ -2,14 +2,14 @@
 //! (aws-sdk-iotdataplane), plus in-memory stand-ins for handler tests.
 
 use crate::common::aws::{classify, SdkFailure};
-use aws_sdk_iot::config::http::HttpResponse;
-use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use crate::common::dynamodb::sdk_message;
 use crate::devices::ports::{
     DevicePublisher, PublishError, ThingAttributes, ThingRegistry, ThingRegistryError,
 };
 use crate::devices::registration::ThingName;
 use async_trait::async_trait;
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use std::collections::BTreeMap;
 
 /// Thing type every registered device gets (template.yaml's `DeviceThingType`).
