@@ -2,7 +2,6 @@
 //! builds the function binaries the end-to-end test runs through `cargo lambda watch`, then runs
 //! every test of the workspace.
 
-use crate::setup;
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 use std::time::Instant;
@@ -30,8 +29,8 @@ fn cargo(args: &[&str]) -> Command {
 
 pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
-    let tools = setup::run()?;
-    let root = devstack::tools::workspace_root();
+    let root = local_tools::workspace_root();
+    let tools = local_tools::ensure_installed(&root)?;
 
     let mut steps = Vec::new();
     if !args.no_lint {

@@ -1,4 +1,5 @@
-//! `cargo xtask bench ...`: benchmarks whose numbers go to docs/benchmarks.md.
+//! `cargo xtask bench ...` (this binary, `cargo run -p bench -- ...`): benchmarks whose numbers go
+//! to docs/benchmarks.md. A crate of its own so the xtask does not link the functions and the SDK.
 //!
 //! `cold-start` builds every function's release binary next to a hello-world `lambda_runtime`
 //! function, starts each one many times against a fake Lambda Runtime API on loopback and times
@@ -17,12 +18,28 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "cellbridge benchmarks; numbers go to docs/benchmarks.md",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    run(Cli::parse().command).await
+}
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -170,7 +187,7 @@ struct Target {
 }
 
 fn cargo() -> String {
-    // Under `cargo xtask` this is the cargo (and so the toolchain) that is running us.
+    // Under `cargo run` this is the cargo (and so the toolchain) that is running us.
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
@@ -981,7 +998,7 @@ impl Report {
             "**Method:** each release binary (workspace `[profile.release]`) is started as a child \
              process with a clean environment (the variables Lambda sets, the functions' \
              configuration, fake credentials, no AWS profile files) against a minimal Lambda \
-             Runtime API that the xtask serves on loopback. Init is the time from spawn to the \
+             Runtime API that the benchmark serves on loopback. Init is the time from spawn to the \
              first `GET /2018-06-01/runtime/invocation/next`: Lambda ends the Init phase at that \
              request, so like `Init Duration` in a REPORT line it covers exec and loading, the Tokio \
              runtime, reading configuration and building the SDK clients, while the poll is never \

@@ -3,8 +3,8 @@
 //! simulators' rate limits set.
 //!
 //! Two processes besides cargo's: the carrier simulators (`carrier-sim`, a release build, one
-//! process per scenario with that scenario's limits) and a runner (this xtask, rebuilt in release
-//! so the worker code is what Lambda runs) that hosts the pipeline: the planner, N worker
+//! process per scenario with that scenario's limits) and a runner (this `bench` binary, rebuilt in
+//! release so the worker code is what Lambda runs) that hosts the pipeline: the planner, N worker
 //! "instances" fed from an in-memory queue the way Lambda's SQS poller feeds them, and for
 //! ThingSpace an HTTP listener that hands callbacks to the callback function. The runner's CPU time
 //! is the pipeline's alone; the simulators burn theirs elsewhere. The runner writes its
@@ -245,7 +245,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     let workspace = Workspace::load().await?;
     let release = workspace.target_dir.join("release");
     let (runner_exe, sim_exe) = if args.no_build {
-        let found = (release.join("xtask"), release.join("carrier-sim"));
+        let found = (release.join("bench"), release.join("carrier-sim"));
         for exe in [&found.0, &found.1] {
             if !exe.is_file() {
                 bail!(
@@ -278,7 +278,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     );
     let status = Command::new(&runner_exe)
         .current_dir(&workspace.root)
-        .args(["bench", "bulk-change"])
+        .arg("bulk-change")
         .args(args.forwarded())
         .arg("--runner")
         .arg(&results_path)
@@ -341,7 +341,7 @@ struct ArtifactMessage {
     rendered: Option<String>,
 }
 
-/// Builds the runner (this xtask) and the simulators in release: the worker code is measured as
+/// Builds the runner (this `bench` binary) and the simulators in release: the worker code is measured as
 /// Lambda runs it, and the simulators take as little CPU from the machine as they can.
 async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
     let mut child = Command::new(cargo())
@@ -351,11 +351,11 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
             "--release",
             "--message-format=json",
             "-p",
-            "xtask",
+            "bench",
             "-p",
             "carrier-sim",
             "--bin",
-            "xtask",
+            "bench",
             "--bin",
             "carrier-sim",
         ])
@@ -433,7 +433,7 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
             .cloned()
             .with_context(|| format!("cargo built no `{name}` executable"))
     };
-    Ok((exe("xtask")?, exe("carrier-sim")?))
+    Ok((exe("bench")?, exe("carrier-sim")?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,8 +727,8 @@ impl Results {
             "**Method:** one bulk change per carrier suspends that many active devices, seeded in \
              the simulators over their `/_sim` routes; carriers run one after another. The \
              simulators run in their own process (`carrier-sim --config`, release build, one \
-             process per scenario with its limits); the pipeline runs in a runner process (this \
-             xtask, release build: the workspace's release profile, as the functions are built): \
+             process per scenario with its limits); the pipeline runs in a runner process (the \
+             `bench` binary, release build: the workspace's release profile, as the functions are built): \
              `bulk_planner::plan` writes the device changes and queues the work (before the clock \
              starts), then worker \"instances\" take batches from the queue and call \
              `carrier_worker::handle` as Lambda's SQS poller does, with the template's shape per \
