@@ -8,7 +8,7 @@ use crate::moto::{ACCOUNT_ID, REGION};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -559,7 +559,7 @@ impl Template {
     /// Parses template text; functions need a `Metadata.BuildProperties.Binary` or a later
     /// [`Template::load`] to know their binary.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self> {
-        let doc: Yaml = serde_yaml::from_str(text).context("template.yaml is not valid YAML")?;
+        let doc: Yaml = serde_norway::from_str(text).context("template.yaml is not valid YAML")?;
         let mut parameters = BTreeMap::new();
         if let Some(params) = doc.get("Parameters").and_then(Yaml::as_mapping) {
             for (name, body) in params {
@@ -2056,11 +2056,11 @@ Resources:
         let t = Template::parse(text, Path::new(".")).expect("parses");
         let res = Resources::planned(&t);
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref Q").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref Q").expect("yaml"), &res)
             .expect_err("no URL yet");
         assert!(err.to_string().contains("provision first"), "{err}");
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref Nope").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref Nope").expect("yaml"), &res)
             .expect_err("unknown");
         assert!(
             err.to_string()
@@ -2068,11 +2068,14 @@ Resources:
             "{err}"
         );
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref X").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref X").expect("yaml"), &res)
             .expect_err("not emulated");
         assert!(err.to_string().contains("not emulated"), "{err}");
         let err = t
-            .resolve(&serde_yaml::from_str("!If [a, b, c]").expect("yaml"), &res)
+            .resolve(
+                &serde_norway::from_str("!If [a, b, c]").expect("yaml"),
+                &res,
+            )
             .expect_err("unsupported");
         assert!(err.to_string().contains("Fn::If"), "{err}");
     }
@@ -2144,8 +2147,8 @@ Resources:
         }
         for thing_type in thing_types {
             assert!(!thing_type.name.is_empty());
-            let reference = Yaml::Tagged(Box::new(serde_yaml::value::TaggedValue {
-                tag: serde_yaml::value::Tag::new("Ref"),
+            let reference = Yaml::Tagged(Box::new(serde_norway::value::TaggedValue {
+                tag: serde_norway::value::Tag::new("Ref"),
                 value: Yaml::String(thing_type.logical_id.clone()),
             }));
             assert_eq!(
