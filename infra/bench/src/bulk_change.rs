@@ -25,6 +25,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use cargo_metadata::diagnostic::DiagnosticLevel;
+use cargo_metadata::Message;
 use carrier_sim::SimConfig;
 use cellbridge::adapters::carriers::http_client;
 use cellbridge::adapters::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
@@ -318,29 +320,6 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The subset of cargo's `--message-format=json` lines this needs.
-#[derive(Deserialize)]
-struct Artifact {
-    reason: String,
-    #[serde(default)]
-    target: Option<ArtifactTarget>,
-    #[serde(default)]
-    executable: Option<PathBuf>,
-    #[serde(default)]
-    message: Option<ArtifactMessage>,
-}
-
-#[derive(Deserialize)]
-struct ArtifactTarget {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct ArtifactMessage {
-    level: String,
-    rendered: Option<String>,
-}
-
 /// Builds the runner (this `bench` binary) and the simulators in release: the worker code is measured as
 /// Lambda runs it, and the simulators take as little CPU from the machine as they can.
 async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
@@ -395,19 +374,17 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
     let mut errors: Vec<String> = Vec::new();
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await.context("reading cargo output")? {
-        let Ok(artifact) = serde_json::from_str::<Artifact>(&line) else {
-            continue;
-        };
-        match artifact.reason.as_str() {
-            "compiler-artifact" => {
-                if let (Some(target), Some(exe)) = (artifact.target, artifact.executable) {
-                    executables.insert(target.name, exe);
+        // Not every stdout line has to be ours to understand; skip what does not parse.
+        match serde_json::from_str::<Message>(&line) {
+            Ok(Message::CompilerArtifact(artifact)) => {
+                if let Some(exe) = artifact.executable {
+                    executables.insert(artifact.target.name, exe.into_std_path_buf());
                 }
             }
-            "compiler-message" => {
-                if let Some(message) = artifact.message.filter(|m| m.level == "error") {
-                    errors.push(message.rendered.unwrap_or_default());
-                }
+            Ok(Message::CompilerMessage(message))
+                if message.message.level == DiagnosticLevel::Error =>
+            {
+                errors.push(message.message.rendered.unwrap_or_default());
             }
             _ => {}
         }

@@ -1580,59 +1580,33 @@ struct CargoPackage {
 
 /// Packages (and their binary targets) of the workspace `manifest` belongs to.
 fn cargo_packages(manifest: &Path) -> Result<Vec<CargoPackage>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(&cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .stdin(std::process::Stdio::null())
-        .output()
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(manifest)
+        .no_deps()
+        .exec()
         .with_context(|| {
             format!(
-                "could not run `cargo metadata` ({}); is cargo on PATH?",
-                Path::new(&cargo).display()
+                "`cargo metadata --manifest-path {}` failed; is cargo on PATH, and the manifest valid?",
+                manifest.display()
             )
         })?;
-    if !output.status.success() {
-        bail!(
-            "`cargo metadata --manifest-path {}` failed: {}",
-            manifest.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let meta: Json = serde_json::from_slice(&output.stdout)
-        .context("cargo metadata printed something other than JSON")?;
-    let packages = meta
-        .get("packages")
-        .and_then(Json::as_array)
-        .context("cargo metadata lists no packages")?;
-    Ok(packages
-        .iter()
-        .filter_map(|p| {
-            let name = p.get("name")?.as_str()?.to_owned();
-            let manifest_path = PathBuf::from(p.get("manifest_path")?.as_str()?);
+    Ok(metadata
+        .packages
+        .into_iter()
+        .map(|p| {
+            let manifest_path = p.manifest_path.into_std_path_buf();
             let manifest_path = manifest_path.canonicalize().unwrap_or(manifest_path);
             let bins = p
-                .get("targets")?
-                .as_array()?
+                .targets
                 .iter()
-                .filter(|t| {
-                    t.get("kind")
-                        .and_then(Json::as_array)
-                        .is_some_and(|k| k.iter().any(|k| k == "bin"))
-                })
-                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .filter(|t| t.is_bin())
+                .map(|t| t.name.clone())
                 .collect();
-            Some(CargoPackage {
-                name,
+            CargoPackage {
+                name: p.name.to_string(),
                 manifest_path,
                 bins,
-            })
+            }
         })
         .collect())
 }
