@@ -5,6 +5,7 @@
 //! in infra/bench) that this starts with `cargo run`. So `cargo xtask setup` or a lint run does
 //! not first wait for the whole SDK graph to compile.
 
+mod cargo_tools;
 mod forward;
 mod setup;
 mod test;
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the pinned local tools (moto, cargo-lambda, cfn-lint) into ./.venv.
+    /// Install the pinned tools: moto, cargo-lambda and cfn-lint into ./.venv, cargo-deny and
+    /// cargo-machete into the shared tool cache.
     Setup,
     /// Run the whole platform locally, show a bulk change going through, keep serving
     /// (`cargo xtask dev --help` for the options).
