@@ -105,11 +105,14 @@ pub fn ensure_installed(root: &Path) -> Result<Tools> {
     if tools.is_current(&requirements) {
         return Ok(tools);
     }
+    // A line of its own as well as the spinner: without a terminal (CI) the spinner is hidden.
+    eprintln!(
+        "==> installing moto, cargo-lambda and cfn-lint into {} (pinned in infra/requirements.txt)",
+        tools.venv.display()
+    );
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
-    spinner.set_message(
-        "installing moto, cargo-lambda and cfn-lint into .venv (pinned in infra/requirements.txt)",
-    );
+    spinner.set_message("pip install -r infra/requirements.txt");
     spinner.enable_steady_tick(Duration::from_millis(120));
     let result = tools.install(&requirements);
     spinner.finish_and_clear();

@@ -64,13 +64,17 @@ impl CargoTool {
             return Ok(());
         }
         let root = self.root();
+        // A line of its own as well as the spinner: without a terminal (CI) the spinner is hidden.
+        eprintln!(
+            "==> installing {} {} (pinned) into {}: compiled from crates.io once per machine, a few minutes",
+            self.name,
+            self.version,
+            root.display()
+        );
         let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {prefix}: {wide_msg}",
         )?);
-        spinner.set_prefix(format!(
-            "installing {} {} (pinned) from crates.io; compiles once per machine, a few minutes",
-            self.name, self.version
-        ));
+        spinner.set_prefix(format!("cargo install {}", self.name));
         spinner.enable_steady_tick(Duration::from_millis(120));
         let mut child = Command::new(cargo())
             .args(["install", "--locked", "--version", self.version, "--root"])
