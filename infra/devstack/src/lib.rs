@@ -20,6 +20,8 @@ mod server_task;
 pub mod sqs_source;
 pub mod stack;
 pub mod template;
-pub mod tools;
+/// The local tools (moto, cargo-lambda) live in their own small crate, so the xtask installs them
+/// without building the devstack; re-exported under the name the stack's users know.
+pub use local_tools as tools;
 
 pub use stack::{Devstack, DevstackOptions, IotStats};

@@ -1,5 +1,5 @@
-//! The cellbridge bulk-change ports wired to a local stack's resources, for the xtask and the
-//! tests, which talk to the stack from outside the functions' environment.
+//! The cellbridge bulk-change ports wired to a local stack's resources, for `cargo xtask dev` and
+//! the tests, which talk to the stack from outside the functions' environment.
 
 use crate::template::Resources;
 use anyhow::{Context, Result};

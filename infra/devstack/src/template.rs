@@ -8,7 +8,7 @@ use crate::moto::{ACCOUNT_ID, REGION};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -559,7 +559,7 @@ impl Template {
     /// Parses template text; functions need a `Metadata.BuildProperties.Binary` or a later
     /// [`Template::load`] to know their binary.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self> {
-        let doc: Yaml = serde_yaml::from_str(text).context("template.yaml is not valid YAML")?;
+        let doc: Yaml = serde_norway::from_str(text).context("template.yaml is not valid YAML")?;
         let mut parameters = BTreeMap::new();
         if let Some(params) = doc.get("Parameters").and_then(Yaml::as_mapping) {
             for (name, body) in params {
@@ -1580,59 +1580,33 @@ struct CargoPackage {
 
 /// Packages (and their binary targets) of the workspace `manifest` belongs to.
 fn cargo_packages(manifest: &Path) -> Result<Vec<CargoPackage>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(&cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .stdin(std::process::Stdio::null())
-        .output()
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(manifest)
+        .no_deps()
+        .exec()
         .with_context(|| {
             format!(
-                "could not run `cargo metadata` ({}); is cargo on PATH?",
-                Path::new(&cargo).display()
+                "`cargo metadata --manifest-path {}` failed; is cargo on PATH, and the manifest valid?",
+                manifest.display()
             )
         })?;
-    if !output.status.success() {
-        bail!(
-            "`cargo metadata --manifest-path {}` failed: {}",
-            manifest.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let meta: Json = serde_json::from_slice(&output.stdout)
-        .context("cargo metadata printed something other than JSON")?;
-    let packages = meta
-        .get("packages")
-        .and_then(Json::as_array)
-        .context("cargo metadata lists no packages")?;
-    Ok(packages
-        .iter()
-        .filter_map(|p| {
-            let name = p.get("name")?.as_str()?.to_owned();
-            let manifest_path = PathBuf::from(p.get("manifest_path")?.as_str()?);
+    Ok(metadata
+        .packages
+        .into_iter()
+        .map(|p| {
+            let manifest_path = p.manifest_path.into_std_path_buf();
             let manifest_path = manifest_path.canonicalize().unwrap_or(manifest_path);
             let bins = p
-                .get("targets")?
-                .as_array()?
+                .targets
                 .iter()
-                .filter(|t| {
-                    t.get("kind")
-                        .and_then(Json::as_array)
-                        .is_some_and(|k| k.iter().any(|k| k == "bin"))
-                })
-                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .filter(|t| t.is_bin())
+                .map(|t| t.name.clone())
                 .collect();
-            Some(CargoPackage {
-                name,
+            CargoPackage {
+                name: p.name.to_string(),
                 manifest_path,
                 bins,
-            })
+            }
         })
         .collect())
 }
@@ -2056,11 +2030,11 @@ Resources:
         let t = Template::parse(text, Path::new(".")).expect("parses");
         let res = Resources::planned(&t);
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref Q").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref Q").expect("yaml"), &res)
             .expect_err("no URL yet");
         assert!(err.to_string().contains("provision first"), "{err}");
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref Nope").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref Nope").expect("yaml"), &res)
             .expect_err("unknown");
         assert!(
             err.to_string()
@@ -2068,11 +2042,14 @@ Resources:
             "{err}"
         );
         let err = t
-            .resolve(&serde_yaml::from_str("!Ref X").expect("yaml"), &res)
+            .resolve(&serde_norway::from_str("!Ref X").expect("yaml"), &res)
             .expect_err("not emulated");
         assert!(err.to_string().contains("not emulated"), "{err}");
         let err = t
-            .resolve(&serde_yaml::from_str("!If [a, b, c]").expect("yaml"), &res)
+            .resolve(
+                &serde_norway::from_str("!If [a, b, c]").expect("yaml"),
+                &res,
+            )
             .expect_err("unsupported");
         assert!(err.to_string().contains("Fn::If"), "{err}");
     }
@@ -2144,8 +2121,8 @@ Resources:
         }
         for thing_type in thing_types {
             assert!(!thing_type.name.is_empty());
-            let reference = Yaml::Tagged(Box::new(serde_yaml::value::TaggedValue {
-                tag: serde_yaml::value::Tag::new("Ref"),
+            let reference = Yaml::Tagged(Box::new(serde_norway::value::TaggedValue {
+                tag: serde_norway::value::Tag::new("Ref"),
                 value: Yaml::String(thing_type.logical_id.clone()),
             }));
             assert_eq!(

@@ -18,7 +18,7 @@ fn spec() -> Result<Value> {
     let path = devstack::tools::workspace_root().join("docs/openapi.yaml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_yaml::from_str(&text)?)
+    Ok(serde_norway::from_str(&text)?)
 }
 
 fn template_routes() -> Result<Vec<devstack::api_gateway::ApiRoute>> {

@@ -1,8 +1,12 @@
 //! `cargo xtask <command>`: the project's own commands (see README).
+//!
+//! Small on purpose: `setup` and `test` run here, while the commands that need the AWS SDK, the
+//! devstack or the functions are binaries of their own (`devstack` in infra/devstack-cli, `bench`
+//! in infra/bench) that this starts with `cargo run`. So `cargo xtask setup` or a lint run does
+//! not first wait for the whole SDK graph to compile.
 
-mod admin;
-mod bench;
-mod dev;
+mod cargo_tools;
+mod forward;
 mod setup;
 mod test;
 
@@ -10,7 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "cellbridge project commands", long_about = None)]
+#[command(bin_name = "cargo xtask", about = "cellbridge project commands", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,27 +22,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the pinned local tools (moto, cargo-lambda, cfn-lint) into ./.venv.
+    /// Install the pinned tools: moto, cargo-lambda and cfn-lint into ./.venv, cargo-deny and
+    /// cargo-machete into the shared tool cache.
     Setup,
-    /// Run the whole platform locally, show a bulk change going through, keep serving.
-    Dev(dev::DevArgs),
-    /// Set up what the tests need, then run lint checks and the whole test suite.
+    /// Run the whole platform locally, show a bulk change going through, keep serving
+    /// (`cargo xtask dev --help` for the options).
+    #[command(disable_help_flag = true)]
+    Dev(Forwarded),
+    /// Set up what the tests need, then run the checks and the whole test suite.
     Test(test::TestArgs),
-    /// Tenants and users of a stack's accounts table.
-    #[command(subcommand)]
-    Admin(admin::AdminCommand),
-    /// Benchmarks; numbers go to docs/benchmarks.md.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Tenants and users of a stack's accounts table (`cargo xtask admin --help`).
+    #[command(disable_help_flag = true)]
+    Admin(Forwarded),
+    /// Benchmarks; numbers go to docs/benchmarks.md (`cargo xtask bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench(Forwarded),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Everything after the command, passed on untouched: the binary that runs it owns its options
+/// and its `--help`, so they are defined once.
+#[derive(clap::Args)]
+struct Forwarded {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Setup => setup::run().map(|_| ()),
-        Command::Dev(args) => dev::run(args).await,
+        Command::Setup => setup::run(),
         Command::Test(args) => test::run(args),
-        Command::Admin(command) => admin::run(command).await,
-        Command::Bench(command) => bench::run(command).await,
+        Command::Dev(Forwarded { args }) => forward::run("devstack-cli", "devstack", "dev", &args),
+        Command::Admin(Forwarded { args }) => {
+            forward::run("devstack-cli", "devstack", "admin", &args)
+        }
+        Command::Bench(Forwarded { args }) => forward::run("bench", "bench", "", &args),
     }
 }

@@ -1,26 +1,14 @@
-//! `cargo xtask setup`: the pinned Python tools in ./.venv.
+//! `cargo xtask setup`: every pinned tool, so later commands start without installing.
 
+use crate::cargo_tools;
 use anyhow::Result;
-use devstack::tools::{workspace_root, Tools};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::time::Duration;
 
-pub fn run() -> Result<Tools> {
-    let root = workspace_root();
-    let tools = Tools::at(&root);
-    let requirements = root.join("infra/requirements.txt");
-    if tools.is_current(&requirements) {
-        return Ok(tools);
-    }
-    let spinner = ProgressBar::new_spinner()
-        .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
-    spinner.set_message(
-        "installing moto, cargo-lambda and cfn-lint into .venv (pinned in infra/requirements.txt)",
+pub fn run() -> Result<()> {
+    local_tools::ensure_installed(&local_tools::workspace_root())?;
+    let dir = cargo_tools::install_all()?;
+    eprintln!(
+        "cargo-deny and cargo-machete installed in {}",
+        dir.display()
     );
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let result = tools.install(&requirements);
-    spinner.finish_and_clear();
-    result?;
-    eprintln!("local tools installed in {}", tools.venv.display());
-    Ok(tools)
+    Ok(())
 }

@@ -1,16 +1,19 @@
 //! The project-local virtualenv holding moto, cargo-lambda and cfn-lint, pinned in
-//! `infra/requirements.txt`.
+//! `infra/requirements.txt`. A crate of its own, with no heavy dependency, so the xtask can
+//! install the tools without compiling the devstack, and the devstack finds them at the same paths.
 
 use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub venv: PathBuf,
 }
 
-/// The workspace root, from this crate's location (infra/devstack).
+/// The workspace root, from this crate's location (infra/local-tools).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -93,6 +96,29 @@ impl Tools {
         std::fs::copy(requirements, self.stamp())?;
         Ok(true)
     }
+}
+
+/// The tools of the workspace at `root`, installed first (with a spinner) unless they are current.
+pub fn ensure_installed(root: &Path) -> Result<Tools> {
+    let tools = Tools::at(root);
+    let requirements = root.join("infra/requirements.txt");
+    if tools.is_current(&requirements) {
+        return Ok(tools);
+    }
+    // A line of its own as well as the spinner: without a terminal (CI) the spinner is hidden.
+    eprintln!(
+        "==> installing moto, cargo-lambda and cfn-lint into {} (pinned in infra/requirements.txt)",
+        tools.venv.display()
+    );
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
+    spinner.set_message("pip install -r infra/requirements.txt");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let result = tools.install(&requirements);
+    spinner.finish_and_clear();
+    result?;
+    eprintln!("local tools installed in {}", tools.venv.display());
+    Ok(tools)
 }
 
 fn run(command: &mut Command) -> Result<()> {

@@ -1,8 +1,7 @@
-//! `cargo xtask dev`: the whole platform on this machine. Starts the devstack with the carrier
+//! `cargo xtask dev` (`devstack dev`): the whole platform on this machine. Starts the devstack with the carrier
 //! simulators, suspends 1,000 devices across the three carriers through the API to show the
 //! flow end to end, then keeps serving until Ctrl-C.
 
-use crate::setup;
 use anyhow::{bail, Context, Result};
 use devstack::{Devstack, DevstackOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,8 +35,8 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
-    setup::run()?;
     let root = devstack::tools::workspace_root();
+    local_tools::ensure_installed(&root)?;
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.set_message("starting moto, provisioning from template.yaml, building functions, starting cargo lambda watch");

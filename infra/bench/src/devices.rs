@@ -71,8 +71,8 @@ struct Results {
 }
 
 pub async fn run(args: DevicesArgs) -> Result<()> {
-    crate::setup::run()?;
     let root = devstack::tools::workspace_root();
+    local_tools::ensure_installed(&root)?;
     let log = root.join(".devstack/bench-devices.log");
     let _ = std::fs::remove_file(&log);
     let mut options = DevstackOptions::new(&root);

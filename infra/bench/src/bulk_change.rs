@@ -3,8 +3,8 @@
 //! simulators' rate limits set.
 //!
 //! Two processes besides cargo's: the carrier simulators (`carrier-sim`, a release build, one
-//! process per scenario with that scenario's limits) and a runner (this xtask, rebuilt in release
-//! so the worker code is what Lambda runs) that hosts the pipeline: the planner, N worker
+//! process per scenario with that scenario's limits) and a runner (this `bench` binary, rebuilt in
+//! release so the worker code is what Lambda runs) that hosts the pipeline: the planner, N worker
 //! "instances" fed from an in-memory queue the way Lambda's SQS poller feeds them, and for
 //! ThingSpace an HTTP listener that hands callbacks to the callback function. The runner's CPU time
 //! is the pipeline's alone; the simulators burn theirs elsewhere. The runner writes its
@@ -25,6 +25,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use cargo_metadata::diagnostic::DiagnosticLevel;
+use cargo_metadata::Message;
 use carrier_sim::SimConfig;
 use cellbridge::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus, DeviceCounts};
 use cellbridge::bulk_changes::change::{Carrier, ChangeSpec, DeviceRequest, StatusAction};
@@ -246,7 +248,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     let workspace = Workspace::load().await?;
     let release = workspace.target_dir.join("release");
     let (runner_exe, sim_exe) = if args.no_build {
-        let found = (release.join("xtask"), release.join("carrier-sim"));
+        let found = (release.join("bench"), release.join("carrier-sim"));
         for exe in [&found.0, &found.1] {
             if !exe.is_file() {
                 bail!(
@@ -279,7 +281,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     );
     let status = Command::new(&runner_exe)
         .current_dir(&workspace.root)
-        .args(["bench", "bulk-change"])
+        .arg("bulk-change")
         .args(args.forwarded())
         .arg("--runner")
         .arg(&results_path)
@@ -319,30 +321,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The subset of cargo's `--message-format=json` lines this needs.
-#[derive(Deserialize)]
-struct Artifact {
-    reason: String,
-    #[serde(default)]
-    target: Option<ArtifactTarget>,
-    #[serde(default)]
-    executable: Option<PathBuf>,
-    #[serde(default)]
-    message: Option<ArtifactMessage>,
-}
-
-#[derive(Deserialize)]
-struct ArtifactTarget {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct ArtifactMessage {
-    level: String,
-    rendered: Option<String>,
-}
-
-/// Builds the runner (this xtask) and the simulators in release: the worker code is measured as
+/// Builds the runner (this `bench` binary) and the simulators in release: the worker code is measured as
 /// Lambda runs it, and the simulators take as little CPU from the machine as they can.
 async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
     let mut child = Command::new(cargo())
@@ -352,11 +331,11 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
             "--release",
             "--message-format=json",
             "-p",
-            "xtask",
+            "bench",
             "-p",
             "carrier-sim",
             "--bin",
-            "xtask",
+            "bench",
             "--bin",
             "carrier-sim",
         ])
@@ -396,19 +375,17 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
     let mut errors: Vec<String> = Vec::new();
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await.context("reading cargo output")? {
-        let Ok(artifact) = serde_json::from_str::<Artifact>(&line) else {
-            continue;
-        };
-        match artifact.reason.as_str() {
-            "compiler-artifact" => {
-                if let (Some(target), Some(exe)) = (artifact.target, artifact.executable) {
-                    executables.insert(target.name, exe);
+        // Not every stdout line has to be ours to understand; skip what does not parse.
+        match serde_json::from_str::<Message>(&line) {
+            Ok(Message::CompilerArtifact(artifact)) => {
+                if let Some(exe) = artifact.executable {
+                    executables.insert(artifact.target.name, exe.into_std_path_buf());
                 }
             }
-            "compiler-message" => {
-                if let Some(message) = artifact.message.filter(|m| m.level == "error") {
-                    errors.push(message.rendered.unwrap_or_default());
-                }
+            Ok(Message::CompilerMessage(message))
+                if message.message.level == DiagnosticLevel::Error =>
+            {
+                errors.push(message.message.rendered.unwrap_or_default());
             }
             _ => {}
         }
@@ -434,7 +411,7 @@ async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
             .cloned()
             .with_context(|| format!("cargo built no `{name}` executable"))
     };
-    Ok((exe("xtask")?, exe("carrier-sim")?))
+    Ok((exe("bench")?, exe("carrier-sim")?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -728,8 +705,8 @@ impl Results {
             "**Method:** one bulk change per carrier suspends that many active devices, seeded in \
              the simulators over their `/_sim` routes; carriers run one after another. The \
              simulators run in their own process (`carrier-sim --config`, release build, one \
-             process per scenario with its limits); the pipeline runs in a runner process (this \
-             xtask, release build: the workspace's release profile, as the functions are built): \
+             process per scenario with its limits); the pipeline runs in a runner process (the \
+             `bench` binary, release build: the workspace's release profile, as the functions are built): \
              `bulk_planner::plan` writes the device changes and queues the work (before the clock \
              starts), then worker \"instances\" take batches from the queue and call \
              `carrier_worker::handle` as Lambda's SQS poller does, with the template's shape per \

@@ -1,4 +1,4 @@
-//! `cargo xtask admin`: tenants and users of a deployed stack (or of a local moto, with
+//! `cargo xtask admin` (`devstack admin`): tenants and users of a deployed stack (or of a local moto, with
 //! `AWS_ENDPOINT_URL`). Uses the standard AWS credentials and region of the shell.
 
 use anyhow::{bail, Context, Result};

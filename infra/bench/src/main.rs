@@ -1,4 +1,5 @@
-//! `cargo xtask bench ...`: benchmarks whose numbers go to docs/benchmarks.md.
+//! `cargo xtask bench ...` (this binary, `cargo run -p bench -- ...`): benchmarks whose numbers go
+//! to docs/benchmarks.md. A crate of its own so the xtask does not link the functions and the SDK.
 //!
 //! `cold-start` builds every function's release binary next to a hello-world `lambda_runtime`
 //! function, starts each one many times against a fake Lambda Runtime API on loopback and times
@@ -17,12 +18,29 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Subcommand};
+use cargo_metadata::diagnostic::DiagnosticLevel;
+use cargo_metadata::{Message, PackageId};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "cellbridge benchmarks; numbers go to docs/benchmarks.md",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    run(Cli::parse().command).await
+}
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -139,60 +157,35 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
 struct Workspace {
     root: PathBuf,
     target_dir: PathBuf,
-    packages: Vec<Package>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    workspace_root: PathBuf,
-    target_directory: PathBuf,
-    packages: Vec<Package>,
-}
-
-#[derive(Deserialize)]
-struct Package {
-    name: String,
-    manifest_path: PathBuf,
-    targets: Vec<CargoTarget>,
-}
-
-#[derive(Deserialize)]
-struct CargoTarget {
-    name: String,
-    kind: Vec<String>,
+    packages: Vec<cargo_metadata::Package>,
 }
 
 /// A package to benchmark and the binary target that is its Lambda bootstrap.
 struct Target {
     package: String,
+    id: PackageId,
     bin: String,
-    manifest_path: PathBuf,
 }
 
 fn cargo() -> String {
-    // Under `cargo xtask` this is the cargo (and so the toolchain) that is running us.
+    // Under `cargo run` this is the cargo (and so the toolchain) that is running us.
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 impl Workspace {
     async fn load() -> Result<Self> {
-        let output = Command::new(cargo())
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .stderr(Stdio::inherit())
-            .output()
-            .await
-            .context("running `cargo metadata`; is cargo on PATH?")?;
-        if !output.status.success() {
-            bail!(
-                "`cargo metadata` failed ({}); fix the manifest error it printed",
-                output.status
-            );
-        }
-        let metadata: Metadata =
-            serde_json::from_slice(&output.stdout).context("parsing `cargo metadata` output")?;
+        // `cargo metadata` blocks: keep it off the async workers.
+        let metadata = tokio::task::spawn_blocking(|| {
+            cargo_metadata::MetadataCommand::new()
+                .cargo_path(cargo())
+                .no_deps()
+                .exec()
+        })
+        .await?
+        .context("`cargo metadata` failed; fix the manifest error it reports")?;
         Ok(Self {
-            root: metadata.workspace_root,
-            target_dir: metadata.target_directory,
+            root: metadata.workspace_root.into_std_path_buf(),
+            target_dir: metadata.target_directory.into_std_path_buf(),
             packages: metadata.packages,
         })
     }
@@ -203,20 +196,17 @@ impl Workspace {
         let mut targets = Vec::new();
         let mut found_baseline = false;
         for package in &self.packages {
-            let is_baseline = package.name == BASELINE;
-            if !is_baseline && !package.manifest_path.starts_with(&functions) {
+            let is_baseline = *package.name == *BASELINE;
+            if !is_baseline && !package.manifest_path.as_std_path().starts_with(&functions) {
                 continue;
             }
-            let bins: Vec<&CargoTarget> = package
-                .targets
-                .iter()
-                .filter(|t| t.kind.iter().any(|k| k == "bin"))
-                .collect();
+            let bins: Vec<&cargo_metadata::Target> =
+                package.targets.iter().filter(|t| t.is_bin()).collect();
             // Several binaries: the bootstrap is the one named after the package.
             let bin = match bins.as_slice() {
                 [] => continue,
                 [only] => only,
-                several => match several.iter().find(|t| t.name == package.name) {
+                several => match several.iter().find(|t| *t.name == *package.name) {
                     Some(named) => named,
                     None => bail!(
                         "{} has several binaries and none is named after the package; \
@@ -227,9 +217,9 @@ impl Workspace {
                 },
             };
             let target = Target {
-                package: package.name.clone(),
+                package: package.name.to_string(),
+                id: package.id.clone(),
                 bin: bin.name.clone(),
-                manifest_path: package.manifest_path.clone(),
             };
             if is_baseline {
                 found_baseline = true;
@@ -272,29 +262,6 @@ fn existing_executables(
         }
     }
     found
-}
-
-/// The subset of cargo's `--message-format=json` lines this needs.
-#[derive(Deserialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-enum BuildMessage {
-    CompilerArtifact {
-        manifest_path: PathBuf,
-        target: CargoTarget,
-        executable: Option<PathBuf>,
-    },
-    CompilerMessage {
-        manifest_path: PathBuf,
-        message: Diagnostic,
-    },
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize)]
-struct Diagnostic {
-    level: String,
-    rendered: Option<String>,
 }
 
 /// Builds all targets in one `cargo build --release` and returns the executables it produced.
@@ -360,8 +327,8 @@ async fn build(
         }
     });
 
-    let mut artifacts: Vec<(PathBuf, String, PathBuf)> = Vec::new();
-    let mut errors: Vec<(PathBuf, String)> = Vec::new();
+    let mut artifacts: Vec<(PackageId, String, PathBuf)> = Vec::new();
+    let mut errors: Vec<(PackageId, String)> = Vec::new();
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines
         .next_line()
@@ -369,17 +336,23 @@ async fn build(
         .context("reading cargo build output")?
     {
         // Not every stdout line has to be ours to understand; skip what does not parse.
-        match serde_json::from_str::<BuildMessage>(&line) {
-            Ok(BuildMessage::CompilerArtifact {
-                manifest_path,
-                target,
-                executable: Some(exe),
-            }) => artifacts.push((manifest_path, target.name, exe)),
-            Ok(BuildMessage::CompilerMessage {
-                manifest_path,
-                message,
-            }) if message.level == "error" => {
-                errors.push((manifest_path, message.rendered.unwrap_or_default()));
+        match serde_json::from_str::<Message>(&line) {
+            Ok(Message::CompilerArtifact(artifact)) => {
+                if let Some(exe) = artifact.executable {
+                    artifacts.push((
+                        artifact.package_id,
+                        artifact.target.name,
+                        exe.into_std_path_buf(),
+                    ));
+                }
+            }
+            Ok(Message::CompilerMessage(message))
+                if message.message.level == DiagnosticLevel::Error =>
+            {
+                errors.push((
+                    message.package_id,
+                    message.message.rendered.unwrap_or_default(),
+                ));
             }
             _ => {}
         }
@@ -412,16 +385,13 @@ async fn build(
     for target in targets {
         let built = artifacts
             .iter()
-            .find(|(manifest, bin, _)| *manifest == target.manifest_path && *bin == target.bin);
+            .find(|(id, bin, _)| *id == target.id && *bin == target.bin);
         match built {
             Some((_, _, exe)) => {
                 found.insert(target.package.clone(), exe.clone());
             }
             None => {
-                let own_errors = errors
-                    .iter()
-                    .filter(|(m, _)| *m == target.manifest_path)
-                    .count();
+                let own_errors = errors.iter().filter(|(id, _)| *id == target.id).count();
                 let why = if own_errors > 0 {
                     format!("does not compile yet ({own_errors} compile error(s) in the package)")
                 } else {
@@ -981,7 +951,7 @@ impl Report {
             "**Method:** each release binary (workspace `[profile.release]`) is started as a child \
              process with a clean environment (the variables Lambda sets, the functions' \
              configuration, fake credentials, no AWS profile files) against a minimal Lambda \
-             Runtime API that the xtask serves on loopback. Init is the time from spawn to the \
+             Runtime API that the benchmark serves on loopback. Init is the time from spawn to the \
              first `GET /2018-06-01/runtime/invocation/next`: Lambda ends the Init phase at that \
              request, so like `Init Duration` in a REPORT line it covers exec and loading, the Tokio \
              runtime, reading configuration and building the SDK clients, while the poll is never \
