@@ -77,16 +77,9 @@ pub fn run(args: TestArgs) -> Result<()> {
             name: "cargo deny check advisories (when the advisory database can be fetched)",
             action: Action::Advisories,
         });
-        // infra/ and tests/ only for now: shared/ and functions/ still declare dependencies
-        // their code does not use, and are being reworked; they join once those are removed.
         steps.push(Step {
-            name: "cargo machete infra tests (unused dependencies)",
-            action: Action::Run(cargo_tool(&[
-                "machete",
-                "--skip-target-dir",
-                "infra",
-                "tests",
-            ])?),
+            name: "cargo machete (unused dependencies)",
+            action: Action::Run(cargo_tool(&["machete", "--skip-target-dir"])?),
         });
         let mut lint = Command::new(tools.cfn_lint());
         lint.arg("template.yaml");
