@@ -97,7 +97,17 @@ impl Watch {
 
     /// The next message matching `wanted`; panics naming `what` after [`WAIT`].
     async fn next(&mut self, what: &str, wanted: impl Fn(&BrokerMessage) -> bool) -> BrokerMessage {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.next_by(tokio::time::Instant::now() + WAIT, what, wanted)
+            .await
+    }
+
+    /// The next message matching `wanted`; panics naming `what` at `deadline`.
+    async fn next_by(
+        &mut self,
+        deadline: tokio::time::Instant,
+        what: &str,
+        wanted: impl Fn(&BrokerMessage) -> bool,
+    ) -> BrokerMessage {
         loop {
             let message = match tokio::time::timeout_at(deadline, self.messages.recv()).await {
                 Err(_) => panic!("timed out waiting for {what}"),
@@ -112,10 +122,13 @@ impl Watch {
         }
     }
 
-    /// Reads messages until `done` says the ones seen so far are enough.
+    /// Reads messages until `done` says the ones seen so far are enough; panics naming `what`
+    /// after four times [`WAIT`] (messages keep coming, so only an overall limit ends a wait
+    /// for a condition that never holds).
     async fn until(&mut self, what: &str, done: impl Fn(&[BrokerMessage]) -> bool) {
+        let deadline = tokio::time::Instant::now() + 4 * WAIT;
         while !done(&self.seen) {
-            self.next(what, |_| true).await;
+            self.next_by(deadline, what, |_| true).await;
         }
     }
 
@@ -240,11 +253,29 @@ async fn devices_register_report_and_answer_commands() {
             senders(seen, topics::heartbeat).len() == things.len()
         })
         .await;
-    watch.drain_for(Duration::from_millis(600)).await;
+    // A rejected device keeps its heartbeat, on the period its telemetry would have: by its
+    // third heartbeat after the rejection it would have sent telemetry too, had it gone on
+    // reporting. Counted in its own beats, not in wall-clock time, so a busy machine cannot cut
+    // the check short.
+    let rejection = topics::register_rejected("reg-0003");
+    let heartbeat = topics::heartbeat("reg-0003");
+    watch
+        .until("three heartbeats of reg-0003 after its rejection", |seen| {
+            seen.iter()
+                .skip_while(|m| m.topic != rejection)
+                .filter(|m| m.topic == heartbeat)
+                .count()
+                >= 3
+        })
+        .await;
     assert_eq!(
         watch.count(|m| m.topic == topics::telemetry("reg-0003")),
         0,
         "a rejected device sends no telemetry"
+    );
+    assert_eq!(
+        fleet.device_status("reg-0003").map(|s| s.telemetry_sent),
+        Some(0)
     );
     for message in watch
         .seen
@@ -381,8 +412,17 @@ async fn dropped_devices_reconnect_and_disconnected_ones_stay_away() {
         presence(&left).and_then(|(_, _, reason)| reason).as_deref(),
         Some("CLIENT_INITIATED_DISCONNECT")
     );
+    // Watched for as long as the two others take to send six heartbeats each (a second of their
+    // schedule at least), counted in their beats rather than in wall-clock time.
     let mark = watch.seen.len();
-    watch.drain_for(Duration::from_secs(1)).await;
+    watch
+        .until("six heartbeats each of net-0001 and net-0003", |seen| {
+            ["net-0001", "net-0003"].iter().all(|thing| {
+                let heartbeat = topics::heartbeat(thing);
+                seen[mark..].iter().filter(|m| m.topic == heartbeat).count() >= 6
+            })
+        })
+        .await;
     assert!(
         !watch.seen[mark..]
             .iter()

@@ -1074,6 +1074,13 @@ async fn exercise_rules(
         Some(&aws_sdk_dynamodb::types::AttributeValue::N("21.5".into()))
     );
     assert!(item.get("extra").is_none(), "only what SELECT chose");
+    // The rule counts its actions once all three have had their answers, which can be after
+    // their effects are visible here.
+    wait_until("the telemetry rule's actions were counted", || {
+        let s = stat("TelemetryRule");
+        s.actions_succeeded + s.actions_failed == 3
+    })
+    .await?;
     let telemetry = stat("TelemetryRule");
     assert_eq!(telemetry.matched, 1, "the WHERE was false for the first");
     assert_eq!(
@@ -1130,6 +1137,12 @@ async fn exercise_rules(
         serde_json::from_str::<Value>(&survivor[0])?,
         json!({"reading": 7})
     );
+    // Counted once SQS answered the error action, which can be after its message is received.
+    wait_until("the broken rule's error action was counted", || {
+        let s = stat("BrokenRule");
+        s.error_actions_sent + s.error_actions_failed == 1
+    })
+    .await?;
     let broken = stat("BrokenRule");
     assert_eq!(
         (

@@ -147,6 +147,7 @@ pub struct BrokerOptions {
     pub max_publishes_per_second: u32,
     /// A connection whose queue stays full this long is disconnected.
     pub slow_subscriber_grace: Duration,
+    /// What keep alive, the rate limit's window and the slow-subscriber grace go by.
     pub clock: BrokerClock,
 }
 
