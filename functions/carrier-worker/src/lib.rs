@@ -276,7 +276,7 @@ impl Job<'_> {
             attempts: device.attempts.max(attempts),
         };
         // After a carrier call the outcome must not be lost to a passing store failure: the
-        // seed's store policy (3 retries, 2, 4, 8 s) before the message fails and comes back.
+        // store policy (3 retries, 2, 4, 8 s) before the message fails and comes back.
         let record = || {
             completion::finish_device_change(
                 self.ports.store.as_ref(),

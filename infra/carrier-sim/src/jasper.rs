@@ -86,7 +86,7 @@ struct Edit {
     effective_date: Option<String>,
 }
 
-/// Account-level status moves (carriers.md 1.5); PURGED and REPLACED are terminal.
+/// Account-level status moves of Control Center's SIM states; PURGED and REPLACED are terminal.
 pub fn transition_allowed(from: &str, to: &str) -> bool {
     let allowed: &[&str] = match from {
         "TEST_READY" => &["ACTIVATION_READY", "INVENTORY", "ACTIVATED"],

@@ -1,7 +1,7 @@
 //! Carrier API simulators for local runs and tests: one HTTP server, a path prefix per carrier.
 //!
-//! Jasper (Cisco Control Center) is modelled after `../shared/reference/carriers.md` section 9:
-//! Basic auth, a per-account rate limit with one call in flight, transient faults and slow answers
+//! Jasper (Cisco Control Center, developer.cisco.com/docs/control-center) is modelled with what a
+//! client must survive: Basic auth, a per-account rate limit with one call in flight, transient faults and slow answers
 //! at a configurable rate, unknown ICCIDs, a transition matrix, and a request log for tests.
 
 pub mod jasper;

@@ -2,7 +2,7 @@
 //!
 //! Telegence is AT&T's mobility billing back end; it has no public REST reference. The only known
 //! client (AMOP's public C#) reads its URLs from the environment, so the paths, field names, status
-//! names and error codes below are our plausible guesses (carriers.md 3.2 and 9.2). What the client
+//! names and error codes below are our plausible guesses, flagged as such in the adapter. What the client
 //! code does show, and is modelled faithfully: `app-id`/`app-secret` headers, a `PATCH` per
 //! subscriber carrying `serviceCharacteristic` name/value pairs and an `effectiveDate`, and a batch
 //! activation of at most 200 services, polled per subscriber with `batch-id` and

@@ -3,7 +3,8 @@
 //! Two tokens (an OAuth client-credentials token, then an M2M session), batch device actions that
 //! answer `{requestId}` at once and finish later with one CarrierService callback per device,
 //! request status polling, a per-account rate limit per action, faults at configurable rates and
-//! the shared request log. Modelled on `../shared/reference/carriers.md` sections 2 and 9.
+//! the shared request log. Modelled on Verizon's published ThingSpace documentation
+//! (thingspace.verizon.com/resources/documentation/connectivity).
 //!
 //! Where Verizon publishes no contract the choice here is ours: the login failure and lock codes,
 //! the 429 answer, the codes of malformed bodies, and that devices are not partitioned by account.
@@ -40,7 +41,7 @@ pub const DEFAULT_SERVICE_PLAN: &str = "M2M4G1GB";
 
 const CARRIER_SERVICE: &str = "CarrierService";
 const SESSION_HEADER: &str = "vz-m2m-token";
-/// Services a callback listener may be registered for (carriers.md 2.5).
+/// Services a callback listener may be registered for (ThingSpace's callback service names).
 const SERVICE_NAMES: [&str; 13] = [
     "AlertsService",
     "CarrierService",
@@ -56,7 +57,7 @@ const SERVICE_NAMES: [&str; 13] = [
     "SMSDeliveryConfirmation",
     "StateService",
 ];
-/// Identifier kinds ThingSpace knows (carriers.md 2.3).
+/// Identifier kinds ThingSpace knows (`deviceIds[].kind`, lower case in requests).
 const KINDS: [&str; 9] = [
     "esn", "eid", "iccid", "imei", "mdn", "meid", "msisdn", "imsi", "min",
 ];
@@ -473,7 +474,8 @@ fn luhn_valid(value: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Whether `id` is well formed for `kind` (lower case); the shapes of carriers.md 2.3.
+/// Whether `id` is well formed for `kind` (lower case): ICCIDs up to 20 digits, IMEIs 15 or 16,
+/// MEIDs hexadecimal.
 pub fn identifier_valid(kind: &str, id: &str) -> bool {
     let hex = |len: std::ops::RangeInclusive<usize>| {
         len.contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -490,7 +492,8 @@ pub fn identifier_valid(kind: &str, id: &str) -> bool {
     }
 }
 
-/// The device-state rules of carriers.md 2.4: the state a device moves to, or the fault.
+/// ThingSpace's device-state rules (active to suspended or deactivated, back to active; pre-active
+/// only to active): the state a device moves to, or the fault.
 pub fn transition(action: Action, from: DeviceState) -> Result<DeviceState, &'static str> {
     use DeviceState::*;
     match (action, from) {
@@ -895,7 +898,7 @@ impl ThingSpace {
         Err(Box::new(response))
     }
 
-    /// Slow answers and server faults, drawn from the seed.
+    /// Slow answers and server faults, drawn from the configured random seed.
     async fn misbehave(&self, config: &ThingSpaceConfig) -> Result<(), Box<Response>> {
         if self.faults.chance(config.slow_rate) {
             tokio::time::sleep(config.slow_answer).await;
@@ -1381,7 +1384,7 @@ fn device_json(device: &Device, account: &str) -> Value {
     })
 }
 
-/// A CarrierService callback (carriers.md 2.5). Failures echo kinds in mixed case as the
+/// A CarrierService callback. Failures echo kinds in mixed case as the
 /// documented sample does; successes use lower case as AMOP reads them. `callbackCount` is set
 /// per attempt.
 fn callback_body(

@@ -1,4 +1,6 @@
-//! What a bulk change asks of each device: the change types of the bulk-change seed.
+//! What a bulk change asks of each device: the change types the legacy M2M and Mobility portals
+//! offered (status updates, activations, rate and customer plans, customer assignment, ICCID/IMEI
+//! swaps, username and cost-center edits).
 
 use crate::common::ids::{Iccid, Imei, Msisdn};
 use serde::{Deserialize, Serialize};

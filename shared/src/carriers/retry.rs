@@ -1,4 +1,6 @@
-//! When to try a carrier call again, and how: the seed's retry policies, a retry budget per carrier
+//! When to try a carrier call again, and how: the retry policies of the legacy bulk-change system
+//! cellbridge replaces (HTTP errors 3 retries at a fixed interval, transient database errors 3 with
+//! exponential back-off, new activations 6), a retry budget per carrier
 //! account, and the choice between waiting in the function and going back to SQS with a delay.
 //!
 //! Pure logic with the clock passed in; the worker's adapters drive it (with backon for the short
@@ -25,12 +27,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Carrier HTTP calls: 3 retries at a fixed interval (seed: "HTTP Errors: 3 retries with fixed intervals").
+    /// Carrier HTTP calls: 3 retries at a fixed interval, as the legacy system retried HTTP errors.
     pub const HTTP: Self = Self {
         max_retries: 3,
         backoff: Backoff::Fixed(Duration::from_secs(2)),
     };
-    /// Transient store errors: 3 retries, exponential from 2 s (2, 4, 8), as the seed's SQL policy.
+    /// Transient store errors: 3 retries, exponential from 2 s (2, 4, 8), as the legacy system
+    /// retried its SQL database.
     pub const STORE_TRANSIENT: Self = Self {
         max_retries: 3,
         backoff: Backoff::Exponential {

@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 
 /// Clock difference tolerated between the issuer and us.
 pub const LEEWAY: Duration = Duration::seconds(30);
-/// The IoT seed's session length.
+/// Session length of the legacy IoT portal's tokens, which its users are used to.
 pub const DEFAULT_LIFETIME: Duration = Duration::hours(72);
 /// HS256 keys shorter than the hash output are guessable offline from any one token.
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -1,7 +1,7 @@
 //! AT&T Telegence over reqwest, on an **inferred** wire format.
 //!
 //! Telegence is AT&T's billing back end and has no public REST reference. What is known comes from
-//! AMOP's public client code (carriers.md 3.2): `app-id`/`app-secret` headers, a `PATCH` per
+//! AMOP's public C# client (github.com/hemalathapampana/BulkChange): `app-id`/`app-secret` headers, a `PATCH` per
 //! subscriber number with `serviceCharacteristic` name/value pairs and an `effectiveDate`, a batch
 //! activation of at most 200 services, and activation status polled per subscriber with `batch-id`
 //! and `subscriber-number` headers. That client reads its URLs from the environment, so the paths

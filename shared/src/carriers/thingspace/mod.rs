@@ -266,7 +266,9 @@ impl Move {
         matches!(self, Move::Activate { .. } | Move::Restore)
     }
 
-    /// Whether ThingSpace allows the move from `state` (carriers.md 2.4).
+    /// Whether ThingSpace allows the move from `state`: active devices may be suspended or
+    /// deactivated, suspended and deactivated ones only activated again
+    /// (thingspace.verizon.com, "About Device States").
     fn starts_from(&self, state: &str) -> bool {
         match self {
             Move::Activate { .. } => ["pre-active", "deactive"].contains(&state),
