@@ -71,3 +71,29 @@ pub fn unauthorize_event(event: &mut serde_json::Value) {
         context.remove("authorizer");
     }
 }
+
+/// A thing name known to be valid.
+pub fn thing(name: &str) -> crate::devices::registration::ThingName {
+    crate::devices::registration::ThingName::parse(name)
+        .unwrap_or_else(|| panic!("bad sample thing name {name}"))
+}
+
+/// A `reboot` command for `on` of tenant `demo`, queued at `at`, expiring `expires_in` seconds later.
+pub fn queued_command(
+    on: &str,
+    at: OffsetDateTime,
+    expires_in: i64,
+) -> crate::devices::command::Command {
+    use crate::devices::command::{parse_command_request, Command, CommandId};
+    let body = serde_json::json!({"name": "reboot", "params": {"delay": 5},
+        "expiresInSeconds": expires_in, "ackTimeoutSeconds": 30});
+    let request = parse_command_request(body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("sample command invalid: {e:?}"));
+    Command::queued(
+        thing(on),
+        TenantId::parse("demo").unwrap_or_else(|| panic!("bad sample tenant")),
+        CommandId::new_v7(),
+        &request,
+        at,
+    )
+}

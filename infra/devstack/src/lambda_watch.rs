@@ -745,29 +745,16 @@ fn prepare_env(cmd: &mut Command, target_dir: Option<&Path>) {
     // crate. Build scripts (ring's, for one) rerun when they change, so inherited they would
     // make every function build here recompile the dependencies a shell build just compiled.
     for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(is_crate_build_variable) {
+        if key
+            .to_str()
+            .is_some_and(local_tools::is_crate_build_variable)
+        {
             cmd.env_remove(&key);
         }
     }
     if let Some(dir) = target_dir {
         cmd.env("CARGO_TARGET_DIR", dir);
     }
-}
-
-/// Variables cargo sets for the crate it builds or runs, as opposed to the user's own settings.
-fn is_crate_build_variable(key: &str) -> bool {
-    const PREFIXES: [&str; 5] = [
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-        "CARGO_CFG_",
-    ];
-    PREFIXES.iter().any(|p| key.starts_with(p))
-        || matches!(
-            key,
-            "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR" | "CARGO_RUSTC_CURRENT_DIR"
-        )
 }
 
 /// Writes `vars` in the dotenv dialect cargo-lambda reads: single quotes are literal; double
@@ -870,7 +857,7 @@ mod tests {
             "OUT_DIR",
             "CARGO_BIN_EXE_xtask",
         ] {
-            assert!(is_crate_build_variable(key), "{key}");
+            assert!(local_tools::is_crate_build_variable(key), "{key}");
         }
         for key in [
             "CARGO_TARGET_DIR",
@@ -879,7 +866,7 @@ mod tests {
             "RUSTFLAGS",
             "PATH",
         ] {
-            assert!(!is_crate_build_variable(key), "{key}");
+            assert!(!local_tools::is_crate_build_variable(key), "{key}");
         }
     }
 

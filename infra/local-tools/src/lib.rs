@@ -130,3 +130,19 @@ fn run(command: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// Variables cargo sets for the crate it builds or runs, as opposed to the user's own settings.
+pub fn is_crate_build_variable(key: &str) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_CFG_",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+        || matches!(
+            key,
+            "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR" | "CARGO_RUSTC_CURRENT_DIR"
+        )
+}

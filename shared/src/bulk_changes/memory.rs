@@ -34,6 +34,28 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// Bulk changes still in `status` whose time in `deadlines` is at or before `now`, oldest
+    /// first: what the DynamoDB store reads from one bucket of its release index.
+    fn due(
+        &self,
+        deadlines: &Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
+        status: BulkChangeStatus,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Vec<(TenantId, String)> {
+        let changes = locked(&self.bulk_changes);
+        let mut due: Vec<((TenantId, String), OffsetDateTime)> = locked(deadlines)
+            .iter()
+            .filter(|(key, at)| **at <= now && changes.get(key).is_some_and(|c| c.status == status))
+            .map(|(key, at)| (key.clone(), *at))
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        due.into_iter()
+            .take(limit as usize)
+            .map(|(key, _)| key)
+            .collect()
+    }
+
     pub fn bulk_change_count(&self) -> usize {
         locked(&self.bulk_changes).len()
     }
@@ -216,23 +238,7 @@ impl BulkChangeStore for MemoryStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(TenantId, String)>, StoreError> {
-        let changes = locked(&self.bulk_changes);
-        let mut due: Vec<((TenantId, String), OffsetDateTime)> = locked(&self.intake_deadlines)
-            .iter()
-            .filter(|(key, at)| {
-                **at <= now
-                    && changes
-                        .get(key)
-                        .is_some_and(|c| c.status == BulkChangeStatus::New)
-            })
-            .map(|(key, at)| (key.clone(), *at))
-            .collect();
-        due.sort_by_key(|(_, at)| *at);
-        Ok(due
-            .into_iter()
-            .take(limit as usize)
-            .map(|(key, _)| key)
-            .collect())
+        Ok(self.due(&self.intake_deadlines, BulkChangeStatus::New, now, limit))
     }
 
     async fn extend_intake(
@@ -278,23 +284,7 @@ impl BulkChangeStore for MemoryStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(TenantId, String)>, StoreError> {
-        let changes = locked(&self.bulk_changes);
-        let mut due: Vec<((TenantId, String), OffsetDateTime)> = locked(&self.releases)
-            .iter()
-            .filter(|(key, at)| {
-                **at <= now
-                    && changes
-                        .get(key)
-                        .is_some_and(|c| c.status == BulkChangeStatus::Scheduled)
-            })
-            .map(|(key, at)| (key.clone(), *at))
-            .collect();
-        due.sort_by_key(|(_, at)| *at);
-        Ok(due
-            .into_iter()
-            .take(limit as usize)
-            .map(|(key, _)| key)
-            .collect())
+        Ok(self.due(&self.releases, BulkChangeStatus::Scheduled, now, limit))
     }
 
     async fn get_device_changes(

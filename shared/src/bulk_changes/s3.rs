@@ -1,7 +1,7 @@
 //! The payload store on S3.
 
 use crate::bulk_changes::ports::{PayloadError, PayloadStore};
-use crate::common::aws::{classify, SdkFailure};
+use crate::common::aws::sdk_failure;
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -74,8 +74,5 @@ fn payload_failure<E>(error: SdkError<E, HttpResponse>) -> PayloadError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match classify(error) {
-        SdkFailure::Transient(message) => PayloadError::Unavailable(message),
-        SdkFailure::Permanent(message) => PayloadError::Rejected(message),
-    }
+    sdk_failure(error, PayloadError::Unavailable, PayloadError::Rejected)
 }

@@ -3,7 +3,7 @@
 use crate::bulk_changes::change::Carrier;
 use crate::bulk_changes::messages::{PlanMessage, WorkMessage};
 use crate::bulk_changes::ports::{QueueError, WorkQueues};
-use crate::common::aws::{classify, SdkFailure};
+use crate::common::aws::sdk_failure;
 use async_trait::async_trait;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
@@ -59,10 +59,7 @@ fn queue_failure<E>(error: SdkError<E, HttpResponse>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match classify(error) {
-        SdkFailure::Transient(message) => QueueError::Unavailable(message),
-        SdkFailure::Permanent(message) => QueueError::Rejected(message),
-    }
+    sdk_failure(error, QueueError::Unavailable, QueueError::Rejected)
 }
 
 fn to_json<T: serde::Serialize>(message: &T) -> Result<String, QueueError> {

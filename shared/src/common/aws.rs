@@ -294,6 +294,21 @@ where
     }
 }
 
+/// An SDK error as a port's error: `transient` or `permanent` applied to its message.
+pub fn sdk_failure<T, E>(
+    error: SdkError<E, HttpResponse>,
+    transient: fn(String) -> T,
+    permanent: fn(String) -> T,
+) -> T
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        SdkFailure::Transient(message) => transient(message),
+        SdkFailure::Permanent(message) => permanent(message),
+    }
+}
+
 #[cfg(test)]
 mod classify_tests {
     use super::*;

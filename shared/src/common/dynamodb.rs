@@ -2,7 +2,7 @@
 //! `N`, so conditions and indexes compare them as numbers), item (de)serialization through
 //! serde_dynamo, and the mapping of SDK failures and failed conditions.
 
-use crate::common::aws::{classify, SdkFailure};
+use crate::common::aws::sdk_failure;
 use crate::common::store::StoreError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -50,10 +50,7 @@ pub(crate) fn backend<E>(error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match classify(error) {
-        SdkFailure::Transient(message) => StoreError::Unavailable(message),
-        SdkFailure::Permanent(message) => StoreError::Rejected(message),
-    }
+    sdk_failure(error, StoreError::Unavailable, StoreError::Rejected)
 }
 
 /// A request the SDK refused to build fails the same way every time.

@@ -591,28 +591,11 @@ impl CommandStore for DynamoCommands {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::command::parse_command_request;
     use crate::devices::command::CommandStatus::*;
+    use crate::testing::queued_command as command;
     use time::macros::datetime;
 
     const T0: OffsetDateTime = datetime!(2026-11-22 09:00 UTC);
-
-    fn thing(name: &str) -> ThingName {
-        ThingName::parse(name).expect("name")
-    }
-
-    fn command(on: &str, at: OffsetDateTime, expires_in: i64) -> Command {
-        let body = serde_json::json!({"name": "reboot", "params": {"delay": 5},
-            "expiresInSeconds": expires_in, "ackTimeoutSeconds": 30});
-        let request = parse_command_request(body.to_string().as_bytes()).expect("valid");
-        Command::queued(
-            thing(on),
-            TenantId::parse("demo").expect("tenant"),
-            CommandId::new_v7(),
-            &request,
-            at,
-        )
-    }
 
     #[test]
     fn items_round_trip_and_only_open_commands_carry_the_index_keys() {

@@ -1,7 +1,7 @@
 //! AWS IoT Core: the thing registry (aws-sdk-iot) and publishing to device topics
 //! (aws-sdk-iotdataplane), plus in-memory stand-ins for handler tests.
 
-use crate::common::aws::{classify, SdkFailure};
+use crate::common::aws::sdk_failure;
 use crate::common::dynamodb::sdk_message;
 use crate::devices::ports::{
     DevicePublisher, PublishError, ThingAttributes, ThingRegistry, ThingRegistryError,
@@ -97,10 +97,11 @@ fn registry_failure<E>(error: SdkError<E, HttpResponse>) -> ThingRegistryError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match classify(error) {
-        SdkFailure::Transient(message) => ThingRegistryError::Unavailable(message),
-        SdkFailure::Permanent(message) => ThingRegistryError::Rejected(message),
-    }
+    sdk_failure(
+        error,
+        ThingRegistryError::Unavailable,
+        ThingRegistryError::Rejected,
+    )
 }
 
 pub struct IotDataPublisher {
