@@ -255,14 +255,19 @@ mod tests {
 
     const SCHEDULED_EVENT: &str = include_str!("../../../events/bulk-scheduler/scheduled.json");
 
-    /// A bulk change effective `after` from now, stored and planned.
-    async fn planned(memory: &MemoryPorts, id: &str, after: time::Duration) -> BulkChange {
+    /// A bulk change effective `after` from `now`, stored and planned at `now`.
+    async fn planned(
+        memory: &MemoryPorts,
+        id: &str,
+        now: OffsetDateTime,
+        after: time::Duration,
+    ) -> BulkChange {
         let (mut change, requests) = sample_bulk_change("demo", id, 3, true);
         change.change = ChangeSpec::CustomerRatePlanChange {
             customer_rate_plan_id: "CRP-20".into(),
             data_allocation_mb: Some(1024),
             pool_id: None,
-            effective_date: Some(OffsetDateTime::now_utc() + after),
+            effective_date: Some(now + after),
         };
         let ports = memory.ports();
         assert_eq!(
@@ -278,9 +283,7 @@ mod tests {
             tenant_id: change.tenant_id.clone(),
             bulk_change_id: id.to_owned(),
         };
-        bulk_planner::plan(&ports, &message, OffsetDateTime::now_utc())
-            .await
-            .unwrap();
+        bulk_planner::plan(&ports, &message, now).await.unwrap();
         change
     }
 
@@ -299,8 +302,10 @@ mod tests {
     async fn a_change_effective_later_is_held_then_released_once_when_due() {
         let _: EventBridgeEvent = serde_json::from_str(SCHEDULED_EVENT).expect("sample event");
         let memory = MemoryPorts::default();
-        planned(&memory, "later-1", time::Duration::days(2)).await;
-        planned(&memory, "soon-1", time::Duration::minutes(5)).await;
+        // One instant throughout: the delays checked below do not depend on how fast this runs.
+        let now = OffsetDateTime::now_utc();
+        planned(&memory, "later-1", now, time::Duration::days(2)).await;
+        planned(&memory, "soon-1", now, time::Duration::minutes(5)).await;
         // Within SQS's delay: queued at once, delayed until due.
         assert_eq!(
             status(&memory, "soon-1").await,
@@ -310,7 +315,7 @@ mod tests {
         assert_eq!(queued.len(), 3);
         assert!(queued
             .iter()
-            .all(|w| w.delay > std::time::Duration::from_secs(240)));
+            .all(|w| w.delay == std::time::Duration::from_secs(300)));
         // Beyond it: held, nothing queued.
         assert_eq!(
             status(&memory, "later-1").await,
@@ -318,7 +323,6 @@ mod tests {
         );
 
         let ports = memory.ports();
-        let now = OffsetDateTime::now_utc();
         assert_eq!(release_due(&ports, now).await.unwrap(), Released::default());
         assert!(memory.queues.work().is_empty());
 
