@@ -182,6 +182,15 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
         &spec,
         "BulkChange",
         &serde_json::to_value(BulkChangeView::from(&change))?,
+        &["failureReason"],
+    );
+    let mut failed = change.clone();
+    failed.status = cellbridge::bulk_changes::bulk_change::BulkChangeStatus::Failed;
+    failed.failure_reason = Some("the device list was never stored".into());
+    check_schema(
+        &spec,
+        "BulkChange",
+        &serde_json::to_value(BulkChangeView::from(&failed))?,
         &[],
     );
     let request = requests.into_iter().next().context("a device")?;
