@@ -26,6 +26,7 @@ use crate::common::tenant::TenantId;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -133,6 +134,36 @@ impl DynamoStore {
             );
         }
         Ok(item)
+    }
+
+    /// An `UpdateItem` moving a bulk change from `from` to `to`, on condition that it is still
+    /// `from`. `set` extends the SET clause (starting with a comma) and `remove` adds a REMOVE
+    /// clause; the caller binds their values and sends it.
+    #[allow(clippy::too_many_arguments)]
+    fn status_move(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        from: BulkChangeStatus,
+        to: BulkChangeStatus,
+        now: OffsetDateTime,
+        set: &str,
+        remove: &str,
+    ) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.tables.bulk_changes)
+            .key("tenantId", s(tenant.as_str()))
+            .key("bulkChangeId", s(id))
+            .update_expression(format!(
+                "SET #status = :to, statusKey = :toKey, updatedAt = :now{set} {remove}"
+            ))
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":toKey", s(status_key(tenant, to)))
+            .expression_attribute_values(":from", s(from.as_str()))
+            .expression_attribute_values(":now", s(crate::common::clock::rfc3339(now)))
     }
 
     /// Bulk changes of every tenant in one bucket of the release index, due at or before `now`.
@@ -345,24 +376,16 @@ impl BulkChangeStore for DynamoStore {
         from: BulkChangeStatus,
         to: BulkChangeStatus,
     ) -> Result<bool, StoreError> {
+        // Leaving `scheduled` drops the change from the release index.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.bulk_changes)
-            .key("tenantId", s(tenant.as_str()))
-            .key("bulkChangeId", s(id))
-            // Leaving `scheduled` drops the change from the release index.
-            .update_expression(
-                "SET #status = :to, statusKey = :toKey, updatedAt = :now REMOVE scheduleBucket",
-            )
-            .condition_expression("#status = :from")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":toKey", s(status_key(tenant, to)))
-            .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(
-                ":now",
-                s(crate::common::clock::rfc3339(OffsetDateTime::now_utc())),
+            .status_move(
+                tenant,
+                id,
+                from,
+                to,
+                OffsetDateTime::now_utc(),
+                "",
+                "REMOVE scheduleBucket",
             )
             .send()
             .await;
@@ -375,25 +398,15 @@ impl BulkChangeStore for DynamoStore {
         id: &str,
         release_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let scheduled = BulkChangeStatus::Scheduled;
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.bulk_changes)
-            .key("tenantId", s(tenant.as_str()))
-            .key("bulkChangeId", s(id))
-            .update_expression(
-                "SET #status = :to, statusKey = :toKey, updatedAt = :now, \
-                 scheduleBucket = :bucket, releaseAt = :release",
-            )
-            .condition_expression("#status = :from")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":to", s(scheduled.as_str()))
-            .expression_attribute_values(":toKey", s(status_key(tenant, scheduled)))
-            .expression_attribute_values(":from", s(BulkChangeStatus::New.as_str()))
-            .expression_attribute_values(
-                ":now",
-                s(crate::common::clock::rfc3339(OffsetDateTime::now_utc())),
+            .status_move(
+                tenant,
+                id,
+                BulkChangeStatus::New,
+                BulkChangeStatus::Scheduled,
+                OffsetDateTime::now_utc(),
+                ", scheduleBucket = :bucket, releaseAt = :release",
+                "",
             )
             .expression_attribute_values(":bucket", s(SCHEDULE_BUCKET))
             .expression_attribute_values(":release", n(release_at.unix_timestamp()))
@@ -448,27 +461,20 @@ impl BulkChangeStore for DynamoStore {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let failed = BulkChangeStatus::Failed;
+        // Every device counts as failed, so total = succeeded + failed + pending still holds.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.bulk_changes)
-            .key("tenantId", s(tenant.as_str()))
-            .key("bulkChangeId", s(id))
-            // Every device counts as failed, so total = succeeded + failed + pending still holds.
-            .update_expression(
-                "SET #status = :to, statusKey = :toKey, updatedAt = :now, failureReason = :reason, \
-                 #failed = #total - #succeeded REMOVE scheduleBucket",
+            .status_move(
+                tenant,
+                id,
+                BulkChangeStatus::New,
+                BulkChangeStatus::Failed,
+                now,
+                ", failureReason = :reason, #failed = #total - #succeeded",
+                "REMOVE scheduleBucket",
             )
-            .condition_expression("#status = :from")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_names("#total", "total")
             .expression_attribute_names("#failed", "failed")
             .expression_attribute_names("#succeeded", "succeeded")
-            .expression_attribute_values(":to", s(failed.as_str()))
-            .expression_attribute_values(":toKey", s(status_key(tenant, failed)))
-            .expression_attribute_values(":from", s(BulkChangeStatus::New.as_str()))
-            .expression_attribute_values(":now", s(crate::common::clock::rfc3339(now)))
             .expression_attribute_values(":reason", s(reason))
             .send()
             .await;
