@@ -11,6 +11,7 @@ use devstack::tools::{workspace_root, Tools};
 pub struct MotoStack {
     pub moto: MotoServer,
     pub config: SdkConfig,
+    pub template: devstack::template::Template,
     pub resources: devstack::template::Resources,
 }
 
@@ -25,6 +26,7 @@ impl MotoStack {
         Ok(Self {
             moto,
             config,
+            template,
             resources,
         })
     }
@@ -60,7 +62,7 @@ impl MotoStack {
 
     /// The real adapters, wired to this stack's resources.
     pub fn ports(&self) -> Result<BulkChangePorts> {
-        devstack::ports::bulk_change_ports(&self.config, &self.resources)
+        devstack::ports::bulk_change_ports(&self.config, &self.template, &self.resources)
     }
 
     /// Number of items in a table (scans every page).

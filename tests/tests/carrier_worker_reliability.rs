@@ -489,7 +489,7 @@ async fn two_worker_instances_share_the_jasper_limits_through_the_gate() -> Resu
     let devices = 12;
     let rig = rig(config, devices).await?;
     planned(&rig, "gate-0001", devices).await?;
-    let gate = cellbridge::common::aws::account_gate_for(
+    let gate = cellbridge::carriers::wiring::account_gate(
         &rig.stack.config,
         &rig.stack.name("IdempotencyTable")?,
     );

@@ -7,37 +7,29 @@
 //! `401`. `isAuthorized: false` would be a 403, which is wrong for a bad token.
 
 use async_trait::async_trait;
+use aws_lambda_events::event::apigw::{
+    ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
+};
+use aws_lambda_events::http::header::AUTHORIZATION;
 use cellbridge::identity::keys::KeyLoadError;
 use cellbridge::identity::token::{TokenError, TokenVerifier};
 use jsonwebtoken::jwk::JwkSet;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+
+/// This function's configuration, read once at cold start: which tokens the API accepts and how their keys are found.
+pub type Config = cellbridge::identity::keys::AuthMode;
 
 /// Longer headers are no token of ours; refusing them early bounds the work per request.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// An unknown key id refetches the provider's keys at most this often.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthorizerRequest {
-    #[serde(default)]
-    pub identity_source: Option<Vec<String>>,
-    #[serde(default)]
-    pub headers: HashMap<String, String>,
-    #[serde(default)]
-    pub route_key: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthorizerResponse {
-    pub is_authorized: bool,
-    pub context: serde_json::Value,
-}
+/// What API Gateway sends a Lambda authorizer (HTTP API, payload format 2.0).
+pub type AuthorizerRequest = ApiGatewayV2CustomAuthorizerV2Request;
+/// The simple response: the identity as the context the route's function receives.
+pub type AuthorizerResponse = ApiGatewayV2CustomAuthorizerSimpleResponse<serde_json::Value>;
 
 /// The refusal API Gateway maps to 401; its message must be exactly this word.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,12 +100,12 @@ fn bearer_token(request: &AuthorizerRequest) -> Result<&str, TokenError> {
         .identity_source
         .as_ref()
         .and_then(|sources| sources.first())
+        .map(String::as_str)
         .or_else(|| {
             request
                 .headers
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-                .map(|(_, value)| value)
+                .get(AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
         })
         .ok_or(TokenError::Missing)?;
     if header.len() > MAX_TOKEN_BYTES {
@@ -143,10 +135,11 @@ pub async fn authorize(
     }
     let identity = authorizer.verify(token, now).map_err(refuse)?;
     tracing::info!(route, tenant = %identity.tenant, subject = %identity.subject, "request authorized");
-    Ok(AuthorizerResponse {
-        is_authorized: true,
-        context: identity.to_context(),
-    })
+    // The response type is non-exhaustive: built from its default.
+    let mut response = AuthorizerResponse::default();
+    response.is_authorized = true;
+    response.context = identity.to_context();
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -190,7 +183,16 @@ mod tests {
         match authorization {
             Some(value) => {
                 event["identitySource"] = serde_json::json!([value]);
-                event["headers"]["authorization"] = value.into();
+                // Text that is no valid header value never arrives as a header; the identity
+                // source still carries it.
+                if aws_lambda_events::http::HeaderValue::from_str(value).is_ok() {
+                    event["headers"]["authorization"] = value.into();
+                } else {
+                    event["headers"]
+                        .as_object_mut()
+                        .expect("headers")
+                        .remove("authorization");
+                }
             }
             None => {
                 event

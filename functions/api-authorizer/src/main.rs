@@ -18,13 +18,11 @@ impl KeySource for HttpJwks {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let mode = AuthMode::from_env()?;
+    let (mode, sdk) = cellbridge::edge::lambda::cold_start::<api_authorizer::Config>().await?;
     let http = cellbridge::carriers::http::http_client()?;
     let verifier = verifier(
         &mode,
-        &cellbridge::common::aws::secrets_manager(&config),
+        &cellbridge::common::aws::secrets_manager(&sdk),
         &http,
     )
     .await?;

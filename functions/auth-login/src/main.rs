@@ -1,29 +1,20 @@
-use cellbridge::identity::keys::{cellbridge_audience, signing_secret, SIGNING_SECRET_ENV};
+use cellbridge::identity::keys::signing_secret;
 use cellbridge::identity::lockout::LockoutPolicy;
 use cellbridge::identity::token::TokenSigner;
-use cellbridge::identity::token::DEFAULT_LIFETIME;
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let secret_id = cellbridge::common::config::required_env(SIGNING_SECRET_ENV)?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<auth_login::Config>().await?;
+    let tokens = config.tokens;
     let secret = signing_secret(
-        &cellbridge::common::aws::secrets_manager(&config),
-        &secret_id,
+        &cellbridge::common::aws::secrets_manager(&sdk),
+        &tokens.signing_secret_id,
     )
     .await?;
-    let lifetime =
-        match std::env::var("AUTH_TOKEN_HOURS") {
-            Ok(hours) => time::Duration::hours(hours.parse().map_err(|_| {
-                format!("AUTH_TOKEN_HOURS={hours:?} is not a whole number of hours")
-            })?),
-            Err(_) => DEFAULT_LIFETIME,
-        };
     let ports = auth_login::LoginPorts {
-        accounts: cellbridge::common::aws::account_store(&config)?,
-        signer: TokenSigner::new(&secret, cellbridge_audience(), lifetime),
+        accounts: cellbridge::identity::wiring::account_store(&sdk, &config.accounts),
+        signer: TokenSigner::new(&secret, tokens.audience, tokens.lifetime),
         lockout: LockoutPolicy::default(),
     };
     lambda_http::run(service_fn(|request: Request| {

@@ -25,6 +25,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+/// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
+pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 

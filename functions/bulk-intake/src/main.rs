@@ -2,9 +2,8 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let ports = cellbridge::common::aws::bulk_change_ports(&config)?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<bulk_intake::Config>().await?;
+    let ports = cellbridge::bulk_changes::wiring::ports(&sdk, &config);
     lambda_http::run(service_fn(|request: Request| {
         let ports = &ports;
         async move {

@@ -18,6 +18,9 @@ use cellbridge::edge::lambda::sqs_batch::process_batch;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+/// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
+pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+
 /// Device changes written and queued per step; bounds memory and keeps progress visible.
 const CHUNK: usize = 500;
 const PROCESSED_BY: &str = "bulk-planner";

@@ -18,6 +18,9 @@ use cellbridge::edge::lambda::metrics::Unit;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+/// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
+pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+
 /// Bulk changes released per run; the next run takes the rest.
 pub const RELEASES_PER_RUN: u32 = 100;
 /// Released slightly early, so the work is on the queue (with its remaining delay) when due.

@@ -3,9 +3,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let ports = cellbridge::common::aws::bulk_change_ports(&config)?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<bulk_scheduler::Config>().await?;
+    let ports = cellbridge::bulk_changes::wiring::ports(&sdk, &config);
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let ports = &ports;
         async move {

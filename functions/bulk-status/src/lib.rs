@@ -16,6 +16,9 @@ use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
+/// This function's configuration, read once at cold start: the bulk-change tables it reads.
+pub type Config = cellbridge::bulk_changes::dynamodb::TableNames;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     List,

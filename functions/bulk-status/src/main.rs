@@ -2,9 +2,8 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let store = cellbridge::common::aws::bulk_change_store(&config)?;
+    let (tables, sdk) = cellbridge::edge::lambda::cold_start::<bulk_status::Config>().await?;
+    let store = cellbridge::bulk_changes::wiring::store(&sdk, &tables);
     lambda_http::run(service_fn(|request: Request| {
         let store = &store;
         async move { Ok::<_, Error>(bulk_status::handle(store.as_ref(), request).await) }

@@ -8,9 +8,10 @@ use cellbridge::bulk_changes::bulk_change::AuditEntry;
 use cellbridge::bulk_changes::completion;
 use cellbridge::bulk_changes::completion::Finished;
 use cellbridge::bulk_changes::ports::{BulkChangeStore, DeviceOutcome};
-use cellbridge::carriers::config::{CallbackCredentials, CarrierConfigError};
+use cellbridge::carriers::config::CallbackCredentials;
 use cellbridge::carriers::port::RequestProgress;
 use cellbridge::carriers::thingspace::{parse_callback, CallbackReport};
+use cellbridge::common::config::{ConfigError, Environment, FromEnvironment};
 use cellbridge::common::redact::redact;
 use cellbridge::edge::http::json_response;
 use cellbridge::edge::http::problem::Problem;
@@ -23,6 +24,22 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+/// This function's configuration, read once at cold start: the bulk-change tables, and the
+/// callback credentials from the carrier accounts.
+pub struct Config {
+    pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
+    pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
+}
+
+impl FromEnvironment for Config {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            tables: FromEnvironment::from_env(env)?,
+            carriers: FromEnvironment::from_env(env)?,
+        })
+    }
+}
+
 /// A CarrierService callback is a few hundred bytes; anything near this is not one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const PROCESSED_BY: &str = "carrier-callbacks";
@@ -31,16 +48,6 @@ pub struct CallbackPorts {
     pub store: Arc<dyn BulkChangeStore>,
     /// `None`: no callback credentials configured, so every callback is refused.
     pub credentials: Option<CallbackCredentials>,
-}
-
-/// The callback credentials from `CARRIER_ACCOUNTS`.
-pub fn credentials_from_env() -> Result<Option<CallbackCredentials>, CarrierConfigError> {
-    match std::env::var(cellbridge::carriers::config::ENV_NAME) {
-        Ok(document) if !document.trim().is_empty() => {
-            cellbridge::carriers::config::thingspace_callback_from_json(&document)
-        }
-        _ => Ok(None),
-    }
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

@@ -2,11 +2,10 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<carrier_callbacks::Config>().await?;
     let ports = carrier_callbacks::CallbackPorts {
-        store: cellbridge::common::aws::bulk_change_store(&config)?,
-        credentials: carrier_callbacks::credentials_from_env()?,
+        store: cellbridge::bulk_changes::wiring::store(&sdk, &config.tables),
+        credentials: config.carriers.thingspace_callback().cloned(),
     };
     lambda_http::run(service_fn(|request: Request| {
         let ports = &ports;

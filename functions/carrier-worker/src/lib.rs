@@ -21,6 +21,9 @@ use cellbridge::carriers::account::{CarrierAccount, CarrierAccounts};
 use cellbridge::carriers::error::CarrierError;
 use cellbridge::carriers::port::{CallJournal, CarrierExchange, CarrierOutcome, RequestProgress};
 use cellbridge::carriers::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
+use cellbridge::common::config::{
+    number_in, or_default, ConfigError, Environment, FromEnvironment,
+};
 use cellbridge::common::redact::redact;
 use cellbridge::common::store::StoreError;
 use cellbridge::common::tenant::TenantId;
@@ -48,22 +51,46 @@ pub struct WorkerSettings {
     pub store_policy: RetryPolicy,
 }
 
-impl WorkerSettings {
-    pub fn from_env() -> Result<Self, cellbridge::common::config::ConfigError> {
-        let processed_by = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .unwrap_or_else(|_| "carrier-worker".to_owned());
-        let check_policy = match std::env::var("ACCEPTED_CHECK_INTERVAL_SECONDS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            Some(seconds) => RetryPolicy::ACCEPTED_CHECK.every(Duration::from_secs(seconds)),
-            None => RetryPolicy::ACCEPTED_CHECK,
+impl FromEnvironment for WorkerSettings {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        // Unset: the documented interval. Operators and local runs shorten it.
+        let check_policy = match env.var(ACCEPTED_CHECK_INTERVAL_ENV) {
+            None => defaults.check_policy,
+            Some(_) => defaults.check_policy.every(Duration::from_secs(number_in(
+                env,
+                ACCEPTED_CHECK_INTERVAL_ENV,
+                1..=3600,
+                300,
+                "seconds",
+            )?)),
         };
         Ok(Self {
-            processed_by,
+            processed_by: or_default(env, "AWS_LAMBDA_FUNCTION_NAME", &defaults.processed_by),
             check_policy,
-            call_policy: RetryPolicy::HTTP,
-            store_policy: RetryPolicy::STORE_TRANSIENT,
+            ..defaults
+        })
+    }
+}
+
+/// How often a request the carrier accepted for later is checked, in seconds.
+pub const ACCEPTED_CHECK_INTERVAL_ENV: &str = "ACCEPTED_CHECK_INTERVAL_SECONDS";
+
+/// This function's configuration, read once at cold start.
+pub struct Config {
+    pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
+    pub queues: cellbridge::bulk_changes::sqs::QueueUrls,
+    pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
+    pub settings: WorkerSettings,
+}
+
+impl FromEnvironment for Config {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            tables: FromEnvironment::from_env(env)?,
+            queues: FromEnvironment::from_env(env)?,
+            carriers: FromEnvironment::from_env(env)?,
+            settings: FromEnvironment::from_env(env)?,
         })
     }
 }

@@ -3,15 +3,16 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<carrier_worker::Config>().await?;
     let ports = carrier_worker::WorkerPorts {
-        store: cellbridge::common::aws::bulk_change_store(&config)?,
-        queues: cellbridge::common::aws::work_queues(&config)?,
-        accounts: std::sync::Arc::new(cellbridge::carriers::config::accounts_from_env(Some(
-            cellbridge::common::aws::account_gate(&config)?,
-        ))?),
-        settings: carrier_worker::WorkerSettings::from_env()?,
+        store: cellbridge::bulk_changes::wiring::store(&sdk, &config.tables),
+        queues: cellbridge::bulk_changes::wiring::queues(&sdk, &config.queues),
+        accounts: std::sync::Arc::new(cellbridge::carriers::wiring::accounts(
+            &sdk,
+            config.carriers,
+            &config.tables.idempotency,
+        )?),
+        settings: config.settings,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let ports = &ports;

@@ -15,6 +15,9 @@ use cellbridge::devices::ports::{CommandStore, Transition};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+/// This function's configuration, read once at cold start: the commands table acks are recorded in.
+pub type Config = cellbridge::devices::wiring::CommandTables;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Applied(CommandStatus),

@@ -15,6 +15,9 @@ use futures::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+/// This function's configuration, read once at cold start: the commands table it sweeps.
+pub type Config = cellbridge::devices::wiring::CommandTables;
+
 /// Commands looked at per run; the next run (a minute later) takes the rest.
 pub const SWEEP_LIMIT: u32 = 2000;
 /// Conditional writes in flight at once.

@@ -3,9 +3,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let commands = cellbridge::common::aws::command_store(&config)?;
+    let (tables, sdk) = cellbridge::edge::lambda::cold_start::<command_sweep::Config>().await?;
+    let commands = cellbridge::devices::wiring::command_store(&sdk, &tables);
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let commands = &commands;
         async move {

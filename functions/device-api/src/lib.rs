@@ -16,6 +16,9 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
+/// This function's configuration, read once at cold start: the device registry and telemetry it reads.
+pub type Config = cellbridge::devices::wiring::DeviceTables;
+
 /// Without `from`, telemetry starts this long before `to`.
 pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
 /// A longer range is several requests: it bounds what one query may read.

@@ -2,9 +2,8 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
+    let (tables, sdk) = cellbridge::edge::lambda::cold_start::<device_api::Config>().await?;
+    let devices = cellbridge::devices::wiring::device_store(&sdk, &tables);
     lambda_http::run(service_fn(|request: Request| {
         let devices = &devices;
         async move {

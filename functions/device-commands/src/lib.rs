@@ -36,6 +36,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+/// This function's configuration, read once at cold start.
+pub type Config = cellbridge::devices::wiring::CommandDelivery;
+
 pub async fn handle(
     devices: &dyn DeviceStore,
     commands: &dyn CommandStore,

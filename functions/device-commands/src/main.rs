@@ -1,12 +1,12 @@
+use cellbridge::devices::wiring;
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
-    let commands = cellbridge::common::aws::command_store(&config)?;
-    let publisher = cellbridge::common::aws::device_publisher(&config).await?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<device_commands::Config>().await?;
+    let devices = wiring::device_store(&sdk, &config.devices);
+    let commands = wiring::command_store(&sdk, &config.commands);
+    let publisher = wiring::device_publisher(&sdk, &config.iot_data).await?;
     lambda_http::run(service_fn(|request: Request| {
         let (devices, commands, publisher) = (&devices, &commands, &publisher);
         async move {

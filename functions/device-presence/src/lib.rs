@@ -19,6 +19,10 @@ use cellbridge::devices::registration::ThingName;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+/// This function's configuration, read once at cold start: presence is written to the devices
+/// table, and commands waiting for a device that connects are delivered.
+pub type Config = cellbridge::devices::wiring::CommandDelivery;
+
 /// Queued commands published per connection; a device with more gets the rest on its next one
 /// (or they expire). Bounds the work of one invocation.
 pub const MAX_DELIVERED_PER_CONNECT: u32 = 100;

@@ -1,17 +1,18 @@
 use async_trait::async_trait;
 use cellbridge::devices::iot::IotDataPublisher;
 use cellbridge::devices::ports::{DevicePublisher, PublishError};
+use cellbridge::devices::wiring::{self, IotDataEndpoint};
 use device_presence::PresenceMessage;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
-    let commands = cellbridge::common::aws::command_store(&config)?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<device_presence::Config>().await?;
+    let devices = wiring::device_store(&sdk, &config.devices);
+    let commands = wiring::command_store(&sdk, &config.commands);
     let publisher = LazyPublisher {
-        config,
+        sdk,
+        endpoint: config.iot_data,
         publisher: tokio::sync::OnceCell::new(),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<PresenceMessage>| {
@@ -35,7 +36,8 @@ async fn main() -> Result<(), Error> {
 /// publish nothing, so they neither wait for the endpoint lookup (DescribeEndpoint) at cold
 /// start nor fail when it fails.
 struct LazyPublisher {
-    config: aws_config::SdkConfig,
+    sdk: aws_config::SdkConfig,
+    endpoint: IotDataEndpoint,
     publisher: tokio::sync::OnceCell<IotDataPublisher>,
 }
 
@@ -44,7 +46,7 @@ impl DevicePublisher for LazyPublisher {
     async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), PublishError> {
         let publisher = self
             .publisher
-            .get_or_try_init(|| cellbridge::common::aws::device_publisher(&self.config))
+            .get_or_try_init(|| wiring::device_publisher(&self.sdk, &self.endpoint))
             .await
             .map_err(|e| PublishError {
                 topic: topic.to_owned(),

@@ -1,13 +1,14 @@
+use cellbridge::devices::wiring;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
-    let accounts = cellbridge::common::aws::account_store(&config)?;
-    let things = cellbridge::common::aws::thing_registry(&config)?;
-    let publisher = cellbridge::common::aws::device_publisher(&config).await?;
+    let (config, sdk) =
+        cellbridge::edge::lambda::cold_start::<device_registration::Config>().await?;
+    let devices = wiring::device_store(&sdk, &config.devices);
+    let accounts = cellbridge::identity::wiring::account_store(&sdk, &config.accounts);
+    let things = wiring::thing_registry(&sdk, &config.thing_type);
+    let publisher = wiring::device_publisher(&sdk, &config.iot_data).await?;
     let ports = device_registration::Ports {
         devices: &devices,
         accounts: accounts.as_ref(),

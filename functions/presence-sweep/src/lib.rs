@@ -4,24 +4,38 @@
 //! event clears the mark. The device API already judges silence at read time; the sweep makes
 //! the state durable for everything that reads the table.
 
+use cellbridge::common::config::{number_in, ConfigError, Environment, FromEnvironment};
 use cellbridge::common::store::StoreError;
 use cellbridge::devices::ports::DeviceStore;
 use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
+use cellbridge::devices::wiring::DeviceTables;
 use cellbridge::edge::lambda::metrics;
 use cellbridge::edge::lambda::metrics::Unit;
 use time::{Duration, OffsetDateTime};
 
 pub const TIMEOUT_ENV: &str = "HEARTBEAT_TIMEOUT_SECONDS";
 
-pub fn timeout_from_env() -> Result<Duration, String> {
-    match std::env::var(TIMEOUT_ENV) {
-        Err(_) => Ok(DEFAULT_HEARTBEAT_TIMEOUT),
-        Ok(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|s| (2..=86_400).contains(s))
-            .map(Duration::seconds)
-            .ok_or_else(|| format!("{TIMEOUT_ENV} must be 2 to 86400 seconds, not {text:?}")),
+/// This function's configuration, read once at cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub devices: DeviceTables,
+    /// Silence after which an open session counts as lost.
+    pub heartbeat_timeout: Duration,
+}
+
+impl FromEnvironment for Config {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        let seconds = number_in(
+            env,
+            TIMEOUT_ENV,
+            2..=86_400,
+            DEFAULT_HEARTBEAT_TIMEOUT.whole_seconds(),
+            "seconds",
+        )?;
+        Ok(Self {
+            devices: DeviceTables::from_env(env)?,
+            heartbeat_timeout: Duration::seconds(seconds),
+        })
     }
 }
 
@@ -107,8 +121,31 @@ mod tests {
             .is_online(now + Duration::seconds(2), DEFAULT_HEARTBEAT_TIMEOUT));
     }
 
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: std::collections::BTreeMap<String, String> = [
+            ("DEVICES_TABLE", "devices"),
+            ("TELEMETRY_TABLE", "telemetry"),
+        ]
+        .iter()
+        .chain(pairs)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Config::from_env(&env)
+    }
+
     #[test]
-    fn the_timeout_defaults_to_ten_seconds() {
-        assert_eq!(timeout_from_env(), Ok(DEFAULT_HEARTBEAT_TIMEOUT));
+    fn the_timeout_defaults_to_ten_seconds_and_a_bad_one_names_its_variable() {
+        assert_eq!(
+            config(&[]).map(|c| c.heartbeat_timeout),
+            Ok(DEFAULT_HEARTBEAT_TIMEOUT)
+        );
+        assert_eq!(
+            config(&[(TIMEOUT_ENV, "30")]).map(|c| c.heartbeat_timeout),
+            Ok(Duration::seconds(30))
+        );
+        for bad in ["1", "ten", "86401"] {
+            let error = config(&[(TIMEOUT_ENV, bad)]).expect_err(bad);
+            assert_eq!(error.variable(), TIMEOUT_ENV);
+        }
     }
 }

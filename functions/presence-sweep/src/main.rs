@@ -3,10 +3,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
-    let timeout = presence_sweep::timeout_from_env()?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<presence_sweep::Config>().await?;
+    let devices = cellbridge::devices::wiring::device_store(&sdk, &config.devices);
+    let timeout = config.heartbeat_timeout;
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let devices = &devices;
         async move {

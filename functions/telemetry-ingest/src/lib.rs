@@ -11,6 +11,7 @@
 //! those alone.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use cellbridge::common::config::{number_in, ConfigError, Environment, FromEnvironment};
 use cellbridge::devices::ports::DeviceStore;
 use cellbridge::devices::registration::ThingName;
 use cellbridge::devices::telemetry::{parse_telemetry, TelemetryPoint};
@@ -32,18 +33,27 @@ pub struct Settings {
     pub retention: Duration,
 }
 
-impl Settings {
-    pub fn from_env() -> Result<Self, String> {
-        let days = match std::env::var(RETENTION_ENV) {
-            Ok(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|d| (1..=3650).contains(d))
-                .ok_or_else(|| format!("{RETENTION_ENV} must be 1 to 3650 days, not {text:?}"))?,
-            Err(_) => 30,
-        };
+impl FromEnvironment for Settings {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        let days = number_in(env, RETENTION_ENV, 1..=3650, 30, "days")?;
         Ok(Self {
             retention: Duration::days(days),
+        })
+    }
+}
+
+/// This function's configuration, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub devices: cellbridge::devices::wiring::DeviceTables,
+    pub settings: Settings,
+}
+
+impl FromEnvironment for Config {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            devices: FromEnvironment::from_env(env)?,
+            settings: FromEnvironment::from_env(env)?,
         })
     }
 }
@@ -413,9 +423,18 @@ mod tests {
 
     #[test]
     fn retention_comes_from_the_environment_within_bounds() {
-        assert_eq!(
-            Settings::from_env().map(|s| s.retention),
-            Ok(Duration::days(30))
-        );
+        let retention = |value: Option<&str>| {
+            let env: std::collections::BTreeMap<String, String> = value
+                .map(|v| (RETENTION_ENV.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect();
+            Settings::from_env(&env).map(|s| s.retention)
+        };
+        assert_eq!(retention(None), Ok(Duration::days(30)));
+        assert_eq!(retention(Some("90")), Ok(Duration::days(90)));
+        for bad in ["0", "3651", "a month"] {
+            let error = retention(Some(bad)).expect_err(bad);
+            assert_eq!(error.variable(), RETENTION_ENV);
+        }
     }
 }

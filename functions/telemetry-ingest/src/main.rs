@@ -3,10 +3,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let devices = cellbridge::common::aws::device_store(&config)?;
-    let settings = telemetry_ingest::Settings::from_env()?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<telemetry_ingest::Config>().await?;
+    let devices = cellbridge::devices::wiring::device_store(&sdk, &config.devices);
+    let settings = config.settings;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (devices, settings) = (&devices, &settings);
         async move {

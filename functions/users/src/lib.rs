@@ -21,6 +21,9 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+/// This function's configuration, read once at cold start: the table of tenants and users.
+pub type Config = cellbridge::identity::wiring::AccountsConfig;
+
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
 pub async fn handle(

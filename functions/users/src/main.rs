@@ -2,9 +2,8 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cellbridge::edge::lambda::init_tracing();
-    let config = cellbridge::common::aws::load_config().await;
-    let accounts = cellbridge::common::aws::account_store(&config)?;
+    let (config, sdk) = cellbridge::edge::lambda::cold_start::<users::Config>().await?;
+    let accounts = cellbridge::identity::wiring::account_store(&sdk, &config);
     lambda_http::run(service_fn(|request: Request| {
         let accounts = &accounts;
         async move {

@@ -112,6 +112,9 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
         bail!("the baseline {BASELINE} has no release binary; run without --no-build to build it");
     }
 
+    let template = devstack::template::Template::load(&workspace.root.join("template.yaml"))?;
+    let mut environments =
+        devstack::ports::deployed_environments(&template, &sample_carrier_accounts())?;
     let mut benches = Vec::new();
     for target in &targets {
         let Some(exe) = executables.get(&target.package) else {
@@ -123,6 +126,7 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
         benches.push(Bench {
             name: target.package.clone(),
             exe: exe.clone(),
+            config: environments.remove(&target.bin).unwrap_or_default(),
             size,
             samples: vec![],
         });
@@ -136,7 +140,8 @@ async fn cold_start(args: ColdStartArgs) -> Result<()> {
         args.runs,
         machine.load
     );
-    measure(&mut benches, args.runs, &mut skipped).await?;
+    let aws = FakeAws::start().await?;
+    measure(&mut benches, &aws, args.runs, &mut skipped).await?;
     let report = Report::new(&benches, &skipped, args.runs)?;
     println!("\n{}", report.text_table());
     for (name, why) in &skipped {
@@ -416,6 +421,8 @@ async fn build(
 struct Bench {
     name: String,
     exe: PathBuf,
+    /// The function's own configuration, as template.yaml gives it in a deployment.
+    config: BTreeMap<String, String>,
     size: u64,
     samples: Vec<Sample>,
 }
@@ -431,6 +438,7 @@ struct Sample {
 /// rotated order so drift in machine load spreads over all of them alike.
 async fn measure(
     benches: &mut Vec<Bench>,
+    aws: &FakeAws,
     runs: usize,
     skipped: &mut Vec<(String, String)>,
 ) -> Result<()> {
@@ -446,7 +454,7 @@ async fn measure(
     let mut failed = Vec::new();
     for (index, bench) in benches.iter().enumerate() {
         progress.set_message(format!("warm-up {}", bench.name));
-        if let Err(error) = cold_start_once(&bench.name, &bench.exe).await {
+        if let Err(error) = cold_start_once(bench, aws).await {
             failed.push((index, format!("{error:#}")));
         }
         progress.inc(1);
@@ -466,15 +474,13 @@ async fn measure(
         progress.set_message(format!("round {}/{runs}", round + 1));
         for offset in 0..count {
             let bench = &mut benches[(offset + round) % count];
-            let sample = cold_start_once(&bench.name, &bench.exe)
-                .await
-                .with_context(|| {
-                    format!(
-                        "{} failed in round {} after a good warm-up; rerun",
-                        bench.name,
-                        round + 1
-                    )
-                })?;
+            let sample = cold_start_once(bench, aws).await.with_context(|| {
+                format!(
+                    "{} failed in round {} after a good warm-up; rerun",
+                    bench.name,
+                    round + 1
+                )
+            })?;
             bench.samples.push(sample);
             progress.inc(1);
         }
@@ -483,10 +489,10 @@ async fn measure(
     Ok(())
 }
 
-/// The environment Lambda gives a `provided.al2023` function, plus the configuration the
-/// cellbridge functions read at init. `env_clear` first, so the developer's own AWS profile,
+/// The environment Lambda gives a `provided.al2023` function, plus the function's own
+/// configuration from template.yaml. `env_clear` first, so the developer's own AWS profile,
 /// region or credentials cannot change what init does.
-fn lambda_env(name: &str, port: u16) -> Vec<(&'static str, String)> {
+fn lambda_env(bench: &Bench, runtime_port: u16, aws: &FakeAws) -> Vec<(String, String)> {
     let fixed = [
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
@@ -497,56 +503,126 @@ fn lambda_env(name: &str, port: u16) -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", "AKIDCOLDSTARTBENCH00"),
         ("AWS_SECRET_ACCESS_KEY", "cold-start-bench-not-a-secret"),
         ("AWS_SESSION_TOKEN", "cold-start-bench-token"),
-        // Nothing may be called during init; a closed port makes any call fail fast and visibly.
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
         // No profile files on Lambda: keep the SDK from finding the developer's ~/.aws.
         ("AWS_CONFIG_FILE", "/nonexistent/cold-start-bench/config"),
         (
             "AWS_SHARED_CREDENTIALS_FILE",
             "/nonexistent/cold-start-bench/credentials",
         ),
-        ("BULK_CHANGES_TABLE", "bench-bulk-changes"),
-        ("DEVICE_CHANGES_TABLE", "bench-device-changes"),
-        ("AUDIT_LOG_TABLE", "bench-audit-log"),
-        ("IDEMPOTENCY_TABLE", "bench-idempotency"),
-        (
-            "PLAN_QUEUE_URL",
-            "http://127.0.0.1:9/000000000000/bench-plan",
-        ),
-        (
-            "JASPER_WORK_QUEUE_URL",
-            "http://127.0.0.1:9/000000000000/bench-jasper-work",
-        ),
-        (
-            "THINGSPACE_WORK_QUEUE_URL",
-            "http://127.0.0.1:9/000000000000/bench-thingspace-work",
-        ),
-        (
-            "TELEGENCE_WORK_QUEUE_URL",
-            "http://127.0.0.1:9/000000000000/bench-telegence-work",
-        ),
-        ("PAYLOAD_BUCKET", "bench-payloads"),
-        ("RUST_LOG", "error"),
         ("TZ", ":UTC"),
     ];
-    let mut env: Vec<(&'static str, String)> =
-        fixed.into_iter().map(|(k, v)| (k, v.to_string())).collect();
-    env.push(("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}")));
-    env.push(("AWS_LAMBDA_FUNCTION_NAME", format!("cellbridge-{name}")));
-    env.push((
-        "AWS_LAMBDA_LOG_GROUP_NAME",
-        format!("/aws/lambda/cellbridge-{name}"),
-    ));
-    env.push((
-        "AWS_LAMBDA_LOG_STREAM_NAME",
-        "2000/01/01/[$LATEST]coldstartbench".to_string(),
-    ));
+    let name = &bench.name;
+    let mut env: Vec<(String, String)> = bench
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(fixed.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+    env.extend([
+        // Errors only, so logging costs what it costs in a quiet production function.
+        ("RUST_LOG".to_owned(), "error".to_owned()),
+        // The calls made during init (a secret, the IoT endpoint) reach the stand-in.
+        ("AWS_ENDPOINT_URL".to_owned(), aws.url()),
+        (
+            "AWS_LAMBDA_RUNTIME_API".to_owned(),
+            format!("127.0.0.1:{runtime_port}"),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME".to_owned(),
+            format!("cellbridge-{name}"),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".to_owned(),
+            format!("/aws/lambda/cellbridge-{name}"),
+        ),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME".to_owned(),
+            "2000/01/01/[$LATEST]coldstartbench".to_owned(),
+        ),
+    ]);
     env
+}
+
+/// A `CARRIER_ACCOUNTS` document with an account at every carrier, as a deployment's secret
+/// holds, so the worker builds all three clients at init. Nothing is called at init.
+fn sample_carrier_accounts() -> String {
+    serde_json::json!({
+        "jasper": {"baseUrl": "https://127.0.0.1:9/rws/api/v1", "username": "bench", "apiKey": "bench-api-key"},
+        "thingSpace": {
+            "baseUrl": "https://127.0.0.1:9/api", "appKey": "bench", "appSecret": "bench-secret",
+            "username": "bench", "password": "bench-password", "accountName": "0000000000-00001",
+            "callback": {"username": "bench", "password": "bench-callback"}
+        },
+        "telegence": {"baseUrl": "https://127.0.0.1:9/telegence", "appId": "bench", "appSecret": "bench-secret"}
+    })
+    .to_string()
+}
+
+/// Stands in for the two AWS calls functions make during init: Secrets Manager's
+/// `GetSecretValue` (the token signing secret) and IoT's `DescribeEndpoint` (the data endpoint).
+/// It answers at once from memory, so init time is the function's own plus one loopback round
+/// trip; in AWS each call adds its network latency. Any other call gets a 400, so a new call
+/// during init fails the start visibly instead of going unnoticed.
+struct FakeAws {
+    url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAws {
+    async fn start() -> Result<Self> {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, post};
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("binding the stand-in AWS endpoint on 127.0.0.1")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let secret = |headers: HeaderMap| async move {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if target != "secretsmanager.GetSecretValue" {
+                return (StatusCode::BAD_REQUEST, format!("{{\"__type\":\"UnknownOperationException\",\"message\":\"{target} is not expected during init\"}}"));
+            }
+            let body = serde_json::json!({
+                "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:bench-AbCdEf",
+                "Name": "bench",
+                "VersionId": "00000000-0000-0000-0000-000000000000",
+                "SecretString": "cold-start-bench-signing-secret-of-48-characters",
+                "VersionStages": ["AWSCURRENT"],
+                "CreatedDate": 1_700_000_000
+            });
+            (StatusCode::OK, body.to_string())
+        };
+        let endpoint = || async {
+            serde_json::json!({"endpointAddress": "bench-ats.iot.us-east-1.amazonaws.com"})
+                .to_string()
+        };
+        let app = axum::Router::new()
+            .route("/", post(secret))
+            .route("/endpoint", get(endpoint));
+        let server = tokio::spawn(async move {
+            // Ignoring the result: the server lives until the benchmark drops it.
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, server })
+    }
+
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 /// Starts `exe` once and times it to its first poll for an event. The poll is never answered,
 /// so no handler code runs; the process is killed once its memory has been read.
-async fn cold_start_once(name: &str, exe: &Path) -> Result<Sample> {
+async fn cold_start_once(bench: &Bench, aws: &FakeAws) -> Result<Sample> {
+    let exe = &bench.exe;
     // A fresh listener per start: a connection can only come from this child.
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -559,7 +635,7 @@ async fn cold_start_once(name: &str, exe: &Path) -> Result<Sample> {
     let mut command = Command::new(exe);
     command
         .env_clear()
-        .envs(lambda_env(name, port))
+        .envs(lambda_env(bench, port, aws))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

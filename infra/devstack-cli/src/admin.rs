@@ -47,7 +47,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub async fn run(command: AdminCommand) -> Result<()> {
-    let config = cellbridge::common::aws::load_config().await;
+    let config = cellbridge::common::aws::load_config().await?;
     let store = |table: &TableArg| {
         DynamoAccounts::new(cellbridge::common::aws::dynamodb(&config), &table.table)
     };

@@ -153,7 +153,11 @@ fn print_accounts() {
 const SAMPLE_BULK_CHANGE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
 
 async fn seed_sample_bulk_change(stack: &Devstack, tenant: &str) -> Result<()> {
-    let ports = devstack::ports::bulk_change_ports(stack.sdk_config(), stack.resources())?;
+    let ports = devstack::ports::bulk_change_ports(
+        stack.sdk_config(),
+        stack.template(),
+        stack.resources(),
+    )?;
     let (change, devices) =
         cellbridge::testing::sample_bulk_change(tenant, SAMPLE_BULK_CHANGE_ID, 3, true);
     ports

@@ -226,7 +226,7 @@ impl Devstack {
             .await
             .context("starting the IoT data plane")?;
         env.insert(
-            cellbridge::common::aws::IOT_DATA_ENDPOINT_ENV.to_owned(),
+            cellbridge::devices::wiring::IOT_DATA_ENDPOINT_ENV.to_owned(),
             iot_data.url(),
         );
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));

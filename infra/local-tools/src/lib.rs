@@ -13,13 +13,32 @@ pub struct Tools {
     pub venv: PathBuf,
 }
 
-/// The workspace root, from this crate's location (infra/local-tools).
+/// The checkout being built, run or tested. Found at run time first, from the package cargo
+/// runs (`CARGO_MANIFEST_DIR` is set by `cargo run` and `cargo test`) or the current directory:
+/// checkouts that share one target directory can reuse this crate's build, and with it another
+/// checkout's compile-time path, which is only the last resort.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| {
+            start
+                .ancestors()
+                .find(|dir| is_workspace_root(dir))
+                .map(Path::to_path_buf)
+        })
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    dir.join("template.yaml").is_file()
+        && std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|manifest| manifest.contains("[workspace]"))
 }
 
 impl Tools {

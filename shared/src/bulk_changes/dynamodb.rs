@@ -59,14 +59,16 @@ pub struct TableNames {
     pub idempotency: String,
 }
 
-impl TableNames {
-    pub fn from_env() -> Result<Self, crate::common::config::ConfigError> {
-        use crate::common::config::required_env;
+impl crate::common::config::FromEnvironment for TableNames {
+    fn from_env(
+        env: &dyn crate::common::config::Environment,
+    ) -> Result<Self, crate::common::config::ConfigError> {
+        use crate::common::config::required;
         Ok(Self {
-            bulk_changes: required_env("BULK_CHANGES_TABLE")?,
-            device_changes: required_env("DEVICE_CHANGES_TABLE")?,
-            audit_log: required_env("AUDIT_LOG_TABLE")?,
-            idempotency: required_env("IDEMPOTENCY_TABLE")?,
+            bulk_changes: required(env, "BULK_CHANGES_TABLE")?,
+            device_changes: required(env, "DEVICE_CHANGES_TABLE")?,
+            audit_log: required(env, "AUDIT_LOG_TABLE")?,
+            idempotency: required(env, "IDEMPOTENCY_TABLE")?,
         })
     }
 }

@@ -15,3 +15,4 @@ pub mod sqs;
 pub mod stalled_intake;
 pub mod tenant;
 pub mod views;
+pub mod wiring;

@@ -19,13 +19,6 @@ impl S3Payloads {
     pub fn new(client: Client, bucket: String) -> Self {
         Self { client, bucket }
     }
-
-    pub fn from_env(client: Client) -> Result<Self, crate::common::config::ConfigError> {
-        Ok(Self::new(
-            client,
-            crate::common::config::required_env("PAYLOAD_BUCKET")?,
-        ))
-    }
 }
 
 #[async_trait]

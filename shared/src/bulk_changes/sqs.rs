@@ -28,17 +28,21 @@ pub struct QueueUrls {
     pub telegence_work: String,
 }
 
-impl QueueUrls {
-    pub fn from_env() -> Result<Self, crate::common::config::ConfigError> {
-        use crate::common::config::required_env;
+impl crate::common::config::FromEnvironment for QueueUrls {
+    fn from_env(
+        env: &dyn crate::common::config::Environment,
+    ) -> Result<Self, crate::common::config::ConfigError> {
+        use crate::common::config::required;
         Ok(Self {
-            plan: required_env("PLAN_QUEUE_URL")?,
-            jasper_work: required_env("JASPER_WORK_QUEUE_URL")?,
-            thingspace_work: required_env("THINGSPACE_WORK_QUEUE_URL")?,
-            telegence_work: required_env("TELEGENCE_WORK_QUEUE_URL")?,
+            plan: required(env, "PLAN_QUEUE_URL")?,
+            jasper_work: required(env, "JASPER_WORK_QUEUE_URL")?,
+            thingspace_work: required(env, "THINGSPACE_WORK_QUEUE_URL")?,
+            telegence_work: required(env, "TELEGENCE_WORK_QUEUE_URL")?,
         })
     }
+}
 
+impl QueueUrls {
     pub fn work(&self, carrier: Carrier) -> &str {
         match carrier {
             Carrier::Jasper => &self.jasper_work,

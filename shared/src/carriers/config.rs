@@ -9,6 +9,7 @@ use crate::carriers::jasper::{JasperClient, JasperCredentials};
 use crate::carriers::port::AccountGate;
 use crate::carriers::telegence::{TelegenceClient, TelegenceCredentials};
 use crate::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+use crate::common::config::{ConfigError, Environment, FromEnvironment};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ pub const ENV_NAME: &str = "CARRIER_ACCOUNTS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CarrierConfigError {
-    #[error("{ENV_NAME} is not valid JSON for carrier accounts: {0}; see docs/carriers.md for the shape")]
+    #[error("{ENV_NAME} is {0}")]
     Invalid(String),
     #[error("the HTTP client for carrier calls could not be built: {0}")]
     Http(String),
@@ -95,24 +96,77 @@ struct AccountsDocument {
     telegence: Option<TelegenceAccount>,
 }
 
-fn parse(document: &str) -> Result<AccountsDocument, CarrierConfigError> {
+/// What is wrong with `document`, if anything.
+fn parse(document: &str) -> Result<AccountsDocument, String> {
     // serde_json's messages can quote the offending value, which may be a credential: report
     // only where and what kind of problem it is.
     serde_json::from_str(document).map_err(|e| {
-        CarrierConfigError::Invalid(format!(
-            "{:?} error at line {} column {}",
+        format!(
+            "not valid JSON for carrier accounts: {:?} error at line {} column {}; see docs/carriers.md for the shape",
             e.classify(),
             e.line(),
             e.column()
-        ))
+        )
     })
 }
 
-/// The ThingSpace callback credentials of `document`, for the callback function.
-pub fn thingspace_callback_from_json(
-    document: &str,
-) -> Result<Option<CallbackCredentials>, CarrierConfigError> {
-    Ok(parse(document)?.thing_space.and_then(|t| t.callback))
+/// The carrier accounts of `CARRIER_ACCOUNTS`, parsed at cold start; [`build_accounts`] makes
+/// their clients. Unset means no accounts: every carrier call then fails for want of one.
+#[derive(Default)]
+pub struct CarrierAccountsConfig {
+    document: AccountsDocument,
+}
+
+impl CarrierAccountsConfig {
+    pub fn parse(document: &str) -> Result<Self, CarrierConfigError> {
+        Ok(Self {
+            document: parse(document).map_err(CarrierConfigError::Invalid)?,
+        })
+    }
+
+    /// What ThingSpace echoes in its callbacks, when configured.
+    pub fn thingspace_callback(&self) -> Option<&CallbackCredentials> {
+        self.document
+            .thing_space
+            .as_ref()
+            .and_then(|t| t.callback.as_ref())
+    }
+
+    /// The carriers with an account.
+    pub fn carriers(&self) -> Vec<Carrier> {
+        let d = &self.document;
+        [
+            (d.jasper.is_some(), Carrier::Jasper),
+            (d.thing_space.is_some(), Carrier::ThingSpace),
+            (d.telegence.is_some(), Carrier::Telegence),
+        ]
+        .into_iter()
+        .filter_map(|(present, carrier)| present.then_some(carrier))
+        .collect()
+    }
+}
+
+/// Names the configured carriers only: the document holds credentials.
+impl std::fmt::Debug for CarrierAccountsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CarrierAccountsConfig")
+            .field("carriers", &self.carriers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromEnvironment for CarrierAccountsConfig {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        match env.var(ENV_NAME) {
+            Some(document) if !document.trim().is_empty() => Ok(Self {
+                document: parse(&document).map_err(|reason| ConfigError::Invalid {
+                    name: ENV_NAME,
+                    reason,
+                })?,
+            }),
+            _ => Ok(Self::default()),
+        }
+    }
 }
 
 /// Builds the accounts `document` describes; carriers it leaves out have no account, and their
@@ -127,7 +181,20 @@ pub fn gated_accounts_from_json(
     document: &str,
     gate: Option<Arc<dyn AccountGate>>,
 ) -> Result<SharedAccounts, CarrierConfigError> {
-    let parsed = parse(document)?;
+    build_accounts(CarrierAccountsConfig::parse(document)?, gate)
+}
+
+/// Makes the clients of the configured accounts; Jasper's (one call in flight) pass `gate`.
+pub fn build_accounts(
+    config: CarrierAccountsConfig,
+    gate: Option<Arc<dyn AccountGate>>,
+) -> Result<SharedAccounts, CarrierConfigError> {
+    let parsed = config.document;
+    if parsed.jasper.is_none() && parsed.thing_space.is_none() && parsed.telegence.is_none() {
+        tracing::warn!(
+            "{ENV_NAME} names no carrier account: every carrier call will fail for want of one"
+        );
+    }
     let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
     let mut accounts = SharedAccounts::default();
     if let Some(jasper) = parsed.jasper {
@@ -196,21 +263,6 @@ pub fn gated_accounts_from_json(
         );
     }
     Ok(accounts)
-}
-
-/// The accounts of `CARRIER_ACCOUNTS`; none when it is unset.
-pub fn accounts_from_env(
-    gate: Option<Arc<dyn AccountGate>>,
-) -> Result<SharedAccounts, CarrierConfigError> {
-    match std::env::var(ENV_NAME) {
-        Ok(document) if !document.trim().is_empty() => gated_accounts_from_json(&document, gate),
-        _ => {
-            tracing::warn!(
-                "{ENV_NAME} is not set: every carrier call will fail for want of an account"
-            );
-            Ok(SharedAccounts::default())
-        }
-    }
 }
 
 #[cfg(test)]

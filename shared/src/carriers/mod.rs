@@ -11,3 +11,4 @@ pub mod port;
 pub mod retry;
 pub mod telegence;
 pub mod thingspace;
+pub mod wiring;

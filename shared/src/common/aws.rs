@@ -1,42 +1,59 @@
 //! SDK clients, built once per cold start. Endpoints come from the standard `AWS_ENDPOINT_URL`
 //! variables, so the same binary talks to AWS or to a local moto server.
 
+use crate::common::config::ConfigError;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
+/// The SDK configuration every client is built from. An `AWS_CA_BUNDLE` that cannot be read
+/// or parsed fails here, at cold start, rather than every call failing later.
+pub async fn load_config() -> Result<SdkConfig, ConfigError> {
+    let ca_bundle = match std::env::var_os("AWS_CA_BUNDLE") {
+        Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+            name: "AWS_CA_BUNDLE",
+            reason: format!(
+                "{} cannot be read ({e}); point it at a PEM file or unset it",
+                path.to_string_lossy()
+            ),
+        })?),
+        None => None,
+    };
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client(ca_bundle)?)
         .load()
-        .await
+        .await)
 }
 
 /// The roots AWS service endpoints chain to (see shared/certs/README.md).
 const AWS_SERVICE_ROOTS: &[u8] = include_bytes!("../../certs/aws-service-roots.pem");
 
-/// An HTTPS client trusting the AWS service roots (plus `AWS_CA_BUNDLE` when set) instead of the
-/// host's whole certificate store, whose parsing dominated init time in the cold-start benchmark.
-fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+/// An HTTPS client trusting the AWS service roots (plus `ca_bundle`) instead of the host's whole
+/// certificate store, whose parsing dominated init time in the cold-start benchmark.
+fn https_client(
+    ca_bundle: Option<Vec<u8>>,
+) -> Result<aws_sdk_dynamodb::config::SharedHttpClient, ConfigError> {
     use aws_smithy_http_client::tls::{
         rustls_provider::CryptoMode, Provider, TlsContext, TrustStore,
     };
     let mut trust = TrustStore::empty().with_pem_certificate(AWS_SERVICE_ROOTS);
-    if let Some(path) = std::env::var_os("AWS_CA_BUNDLE") {
-        match std::fs::read(&path) {
-            Ok(bundle) => trust = trust.with_pem_certificate(bundle),
-            Err(e) => {
-                tracing::error!(path = %path.to_string_lossy(), error = %e, "AWS_CA_BUNDLE unreadable; ignored")
-            }
-        }
+    let bundled = ca_bundle.is_some();
+    if let Some(bundle) = ca_bundle {
+        trust = trust.with_pem_certificate(bundle);
     }
     let builder =
         aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
     match TlsContext::builder().with_trust_store(trust).build() {
-        Ok(context) => builder.tls_context(context).build_https(),
+        Ok(context) => Ok(builder.tls_context(context).build_https()),
+        Err(e) if bundled => Err(ConfigError::Invalid {
+            name: "AWS_CA_BUNDLE",
+            reason: format!(
+                "its certificates were rejected ({e}); point it at a PEM file of CA certificates"
+            ),
+        }),
         Err(e) => {
-            tracing::error!(error = %e, "custom trust store rejected; using the host's certificate store");
-            builder.build_https()
+            tracing::error!(error = %e, "the embedded AWS roots were rejected; using the host's certificate store");
+            Ok(builder.build_https())
         }
     }
 }
@@ -49,87 +66,8 @@ pub fn secrets_manager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
 }
 
-/// Tenants and users, on the table template.yaml names.
-pub fn account_store(
-    config: &SdkConfig,
-) -> Result<
-    std::sync::Arc<dyn crate::identity::ports::AccountStore>,
-    crate::common::config::ConfigError,
-> {
-    Ok(std::sync::Arc::new(
-        crate::identity::dynamodb::DynamoAccounts::from_env(dynamodb(config))?,
-    ))
-}
-
-/// The device registry and telemetry, on the tables template.yaml names.
-pub fn device_store(
-    config: &SdkConfig,
-) -> Result<crate::devices::dynamodb::DynamoDevices, crate::common::config::ConfigError> {
-    crate::devices::dynamodb::DynamoDevices::from_env(dynamodb(config))
-}
-
-/// Device commands, on the table template.yaml names (and the idempotency table for keys).
-pub fn command_store(
-    config: &SdkConfig,
-) -> Result<crate::devices::commands_dynamodb::DynamoCommands, crate::common::config::ConfigError> {
-    crate::devices::commands_dynamodb::DynamoCommands::from_env(dynamodb(config))
-}
-
-/// Variable naming the account's IoT data endpoint (`iot:Data-ATS`), locally the devstack's.
-pub const IOT_DATA_ENDPOINT_ENV: &str = "IOT_DATA_ENDPOINT";
-
 pub fn iot(config: &SdkConfig) -> aws_sdk_iot::Client {
     aws_sdk_iot::Client::new(config)
-}
-
-/// The IoT data-plane client. Its endpoint is per account: `IOT_DATA_ENDPOINT` when set,
-/// otherwise asked of IoT (`DescribeEndpoint`, once per cold start).
-pub async fn iot_data(
-    config: &SdkConfig,
-) -> Result<aws_sdk_iotdataplane::Client, Box<dyn std::error::Error + Send + Sync>> {
-    let endpoint = match std::env::var(IOT_DATA_ENDPOINT_ENV)
-        .ok()
-        .filter(|e| !e.is_empty())
-    {
-        Some(endpoint) => endpoint,
-        None => {
-            let described = iot(config)
-                .describe_endpoint()
-                .endpoint_type("iot:Data-ATS")
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "finding the IoT data endpoint failed ({}); set {IOT_DATA_ENDPOINT_ENV} or allow iot:DescribeEndpoint",
-                        crate::common::dynamodb::sdk_message(e)
-                    )
-                })?;
-            let address = described
-                .endpoint_address()
-                .ok_or("DescribeEndpoint answered without an address")?;
-            format!("https://{address}")
-        }
-    };
-    let conf = aws_sdk_iotdataplane::config::Builder::from(config)
-        .endpoint_url(endpoint)
-        .build();
-    Ok(aws_sdk_iotdataplane::Client::from_conf(conf))
-}
-
-/// Publishing to device topics through the IoT data plane.
-pub async fn device_publisher(
-    config: &SdkConfig,
-) -> Result<crate::devices::iot::IotDataPublisher, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(crate::devices::iot::IotDataPublisher::new(
-        iot_data(config).await?,
-    ))
-}
-
-/// The IoT thing registry, registering things with template.yaml's thing type.
-pub fn thing_registry(
-    config: &SdkConfig,
-) -> Result<crate::devices::iot::IotThings, crate::common::config::ConfigError> {
-    crate::devices::iot::IotThings::from_env(iot(config))
 }
 
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
@@ -148,73 +86,6 @@ pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
-}
-
-/// The AWS-backed bulk-change ports, configured from the environment template.yaml sets.
-pub fn bulk_change_ports(
-    config: &SdkConfig,
-) -> Result<crate::bulk_changes::ports::BulkChangePorts, crate::common::config::ConfigError> {
-    use crate::bulk_changes::s3::S3Payloads;
-    use std::sync::Arc;
-    Ok(crate::bulk_changes::ports::BulkChangePorts {
-        store: bulk_change_store(config)?,
-        queues: work_queues(config)?,
-        payloads: Arc::new(S3Payloads::from_env(s3(config))?),
-    })
-}
-
-/// The SQS work queues alone, for the worker that requeues.
-pub fn work_queues(
-    config: &SdkConfig,
-) -> Result<
-    std::sync::Arc<dyn crate::bulk_changes::ports::WorkQueues>,
-    crate::common::config::ConfigError,
-> {
-    use crate::bulk_changes::sqs;
-    Ok(std::sync::Arc::new(sqs::SqsQueues::new(
-        sqs(config),
-        sqs::QueueUrls::from_env()?,
-    )))
-}
-
-/// The account gate every worker instance shares, on the idempotency table.
-pub fn account_gate(
-    config: &SdkConfig,
-) -> Result<
-    std::sync::Arc<dyn crate::carriers::port::AccountGate>,
-    crate::common::config::ConfigError,
-> {
-    use crate::bulk_changes::dynamodb::TableNames;
-    use crate::carriers::pacing::dynamodb::DynamoGate;
-    Ok(std::sync::Arc::new(DynamoGate::new(
-        dynamodb(config),
-        &TableNames::from_env()?,
-    )))
-}
-
-/// The account gate on a named table (for tools and tests outside a function's environment).
-pub fn account_gate_for(
-    config: &SdkConfig,
-    idempotency_table: &str,
-) -> std::sync::Arc<dyn crate::carriers::port::AccountGate> {
-    std::sync::Arc::new(crate::carriers::pacing::dynamodb::DynamoGate::on_table(
-        dynamodb(config),
-        idempotency_table,
-    ))
-}
-
-/// The DynamoDB bulk-change store alone, for the functions that only read.
-pub fn bulk_change_store(
-    config: &SdkConfig,
-) -> Result<
-    std::sync::Arc<dyn crate::bulk_changes::ports::BulkChangeStore>,
-    crate::common::config::ConfigError,
-> {
-    use crate::bulk_changes::dynamodb::{DynamoStore, TableNames};
-    Ok(std::sync::Arc::new(DynamoStore::new(
-        dynamodb(config),
-        TableNames::from_env()?,
-    )))
 }
 
 #[cfg(test)]

@@ -36,8 +36,6 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use time::{Duration, OffsetDateTime};
 
-pub const COMMANDS_TABLE_ENV: &str = "COMMANDS_TABLE";
-pub const IDEMPOTENCY_TABLE_ENV: &str = "IDEMPOTENCY_TABLE";
 const DEADLINE_INDEX: &str = "ByDeadline";
 /// Partitions of the deadline index; the sweep queries each.
 pub const OPEN_SHARDS: u8 = 8;
@@ -242,15 +240,6 @@ impl DynamoCommands {
             table: table.into(),
             idempotency_table: idempotency_table.into(),
         }
-    }
-
-    pub fn from_env(client: Client) -> Result<Self, crate::common::config::ConfigError> {
-        use crate::common::config::required_env;
-        Ok(Self::new(
-            client,
-            required_env(COMMANDS_TABLE_ENV)?,
-            required_env(IDEMPOTENCY_TABLE_ENV)?,
-        ))
     }
 
     /// The command an earlier request made with this claim's key, if the key is still bound.

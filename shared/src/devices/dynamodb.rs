@@ -176,15 +176,6 @@ impl DynamoDevices {
         }
     }
 
-    pub fn from_env(client: Client) -> Result<Self, crate::common::config::ConfigError> {
-        use crate::common::config::required_env;
-        Ok(Self::new(
-            client,
-            required_env("DEVICES_TABLE")?,
-            required_env("TELEMETRY_TABLE")?,
-        ))
-    }
-
     async fn write_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         for attempt in 0..=BATCH_RETRIES {
             let out = self

@@ -12,9 +12,6 @@ use aws_sdk_iot::config::http::HttpResponse;
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use std::collections::BTreeMap;
 
-/// Thing type every registered device gets (template.yaml's `DeviceThingType`).
-pub const THING_TYPE_ENV: &str = "THING_TYPE_NAME";
-
 pub struct IotThings {
     client: aws_sdk_iot::Client,
     thing_type: String,
@@ -26,15 +23,6 @@ impl IotThings {
             client,
             thing_type: thing_type.into(),
         }
-    }
-
-    pub fn from_env(
-        client: aws_sdk_iot::Client,
-    ) -> Result<Self, crate::common::config::ConfigError> {
-        Ok(Self::new(
-            client,
-            crate::common::config::required_env(THING_TYPE_ENV)?,
-        ))
     }
 
     fn payload(attributes: &ThingAttributes) -> aws_sdk_iot::types::AttributePayload {

@@ -19,3 +19,4 @@ pub mod telemetry;
 pub mod tenant;
 pub mod topics;
 pub mod views;
+pub mod wiring;

@@ -103,13 +103,6 @@ impl DynamoAccounts {
         }
     }
 
-    pub fn from_env(client: Client) -> Result<Self, crate::common::config::ConfigError> {
-        Ok(Self::new(
-            client,
-            crate::common::config::required_env(ACCOUNTS_TABLE_ENV)?,
-        ))
-    }
-
     async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
         let result = self
             .client

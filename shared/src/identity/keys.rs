@@ -1,7 +1,9 @@
 //! The keys tokens are signed and checked with, loaded once per cold start: cellbridge's HS256
 //! secret from Secrets Manager, or an OIDC provider's published keys (JWKS) over HTTPS.
 
-use crate::common::config::{required_env, ConfigError};
+use crate::common::config::{
+    one_of, or_default, required, ConfigError, Environment, FromEnvironment,
+};
 use crate::common::dynamodb::sdk_message;
 use crate::identity::token::TokenVerifier;
 use crate::identity::token::{ClaimNames, SigningSecret, TokenAudience};
@@ -14,8 +16,6 @@ pub const SIGNING_SECRET_ENV: &str = "AUTH_SIGNING_SECRET_ID";
 pub enum KeyLoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("AUTH_MODE {0:?} is not a mode: use cellbridge (own tokens) or oidc")]
-    Mode(String),
     #[error("reading the signing secret {secret_id} from Secrets Manager failed: {detail}")]
     Secret { secret_id: String, detail: String },
     #[error("the signing secret {0} is shorter than 32 bytes; store a longer random value")]
@@ -40,23 +40,13 @@ pub enum AuthMode {
     },
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-impl AuthMode {
-    pub fn from_env() -> Result<Self, KeyLoadError> {
-        match env_or("AUTH_MODE", "cellbridge").as_str() {
-            "cellbridge" => Ok(Self::Cellbridge {
-                secret_id: required_env(SIGNING_SECRET_ENV)?,
-                audience: cellbridge_audience(),
-            }),
+impl FromEnvironment for AuthMode {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        match one_of(env, "AUTH_MODE", &["cellbridge", "oidc"], "cellbridge")? {
             "oidc" => {
-                let issuer = required_env("OIDC_ISSUER")?;
-                let jwks_url = env_or(
+                let issuer = required(env, "OIDC_ISSUER")?;
+                let jwks_url = or_default(
+                    env,
                     "OIDC_JWKS_URL",
                     &format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
                 );
@@ -65,25 +55,28 @@ impl AuthMode {
                     jwks_url,
                     audience: TokenAudience {
                         issuer,
-                        audience: required_env("OIDC_AUDIENCE")?,
+                        audience: required(env, "OIDC_AUDIENCE")?,
                     },
                     claims: ClaimNames {
-                        tenant: env_or("OIDC_TENANT_CLAIM", &cognito.tenant),
-                        roles: env_or("OIDC_ROLES_CLAIM", &cognito.roles),
+                        tenant: or_default(env, "OIDC_TENANT_CLAIM", &cognito.tenant),
+                        roles: or_default(env, "OIDC_ROLES_CLAIM", &cognito.roles),
                     },
                 })
             }
-            other => Err(KeyLoadError::Mode(other.to_owned())),
+            _ => Ok(Self::Cellbridge {
+                secret_id: required(env, SIGNING_SECRET_ENV)?,
+                audience: cellbridge_audience(env),
+            }),
         }
     }
 }
 
 /// `iss` and `aud` of cellbridge's own tokens (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
-pub fn cellbridge_audience() -> TokenAudience {
+pub fn cellbridge_audience(env: &dyn Environment) -> TokenAudience {
     let defaults = TokenAudience::default();
     TokenAudience {
-        issuer: env_or("AUTH_ISSUER", &defaults.issuer),
-        audience: env_or("AUTH_AUDIENCE", &defaults.audience),
+        issuer: or_default(env, "AUTH_ISSUER", &defaults.issuer),
+        audience: or_default(env, "AUTH_AUDIENCE", &defaults.audience),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod tenant;
 pub mod token;
 pub mod username;
 pub mod views;
+pub mod wiring;
 
 pub use lockout::LockoutPolicy;
 pub use principal::Identity;

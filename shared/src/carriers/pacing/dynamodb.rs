@@ -1,6 +1,6 @@
 //! The account gate on DynamoDB, shared by every worker instance.
 
-use crate::bulk_changes::dynamodb::{TableNames, WORK_CLAIM_RETENTION};
+use crate::bulk_changes::dynamodb::WORK_CLAIM_RETENTION;
 use crate::common::dynamodb::{backend, updated_unless_condition_failed};
 use crate::common::dynamodb::{epoch_ms, n, s};
 use crate::common::store::StoreError;
@@ -19,10 +19,6 @@ pub struct DynamoGate {
 }
 
 impl DynamoGate {
-    pub fn new(client: Client, tables: &TableNames) -> Self {
-        Self::on_table(client, &tables.idempotency)
-    }
-
     pub fn on_table(client: Client, idempotency_table: &str) -> Self {
         Self {
             client,

@@ -3,6 +3,25 @@
 pub mod metrics;
 pub mod sqs_batch;
 
+use crate::common::config::{ConfigError, FromEnvironment, ProcessEnvironment};
+
+/// What every function's `main` does first: JSON logs, then its configuration `C` from the
+/// process environment, then the SDK configuration. A configuration error is logged with the
+/// variable's name and ends the cold start, before any client is built or event taken.
+pub async fn cold_start<C: FromEnvironment>() -> Result<(C, aws_config::SdkConfig), ConfigError> {
+    init_tracing();
+    let started = async {
+        let config = C::from_env(&ProcessEnvironment)?;
+        let sdk = crate::common::aws::load_config().await?;
+        Ok::<_, ConfigError>((config, sdk))
+    }
+    .await;
+    if let Err(error) = &started {
+        tracing::error!(variable = error.variable(), "cold start failed: {error}");
+    }
+    started
+}
+
 /// JSON logs to stdout, level from `RUST_LOG` (default info). Called once at cold start.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
