@@ -19,6 +19,7 @@ use cellbridge::carriers::thingspace::{
 };
 use cellbridge::common::ids::Iccid;
 use cellbridge::testing::iccid;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -381,7 +382,7 @@ async fn ten_thousand_devices_are_one_request_and_ten_thousand_callbacks() -> an
     assert!(reports.iter().all(|r| r.request_id == id
         && r.progress == RequestProgress::Succeeded
         && r.username.as_deref() == Some("hook")
-        && r.password.as_deref() == Some(HOOK_PASSWORD)
+        && r.password.as_ref().map(|p| p.expose_secret()) == Some(HOOK_PASSWORD)
         && r.msisdn.is_some()));
     // Re-sent callbacks count their attempts.
     for body in sink.received() {

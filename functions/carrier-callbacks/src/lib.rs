@@ -19,6 +19,7 @@ use cellbridge::edge::lambda::metrics;
 use cellbridge::edge::lambda::metrics::Unit;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -129,7 +130,7 @@ async fn receive(
         let secrets: Vec<&str> = ports
             .credentials
             .iter()
-            .map(|c| c.password.as_str())
+            .map(|c| c.password.expose_secret())
             .collect();
         let entry = AuditEntry {
             bulk_change_id: found.bulk_change_id.clone(),
@@ -169,8 +170,12 @@ fn authenticate(
             &expected.username,
         );
         let password = same(
-            report.password.as_deref().unwrap_or_default(),
-            &expected.password,
+            report
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret())
+                .unwrap_or_default(),
+            expected.password.expose_secret(),
         );
         user & password
     });

@@ -40,7 +40,7 @@ use cellbridge::carriers::config::{
 use cellbridge::carriers::http::http_client;
 use cellbridge::carriers::port::{CallJournal, CarrierOutcome, CarrierPort};
 use cellbridge::carriers::retry::RetryPolicy;
-use cellbridge::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+use cellbridge::carriers::thingspace::ThingSpaceClient;
 use cellbridge::common::tenant::TenantId;
 use cellbridge::testing::iccid;
 use clap::{Args, ValueEnum};
@@ -1072,7 +1072,7 @@ async fn run_carrier(
         check_policy: RetryPolicy::ACCEPTED_CHECK.every(Duration::from_secs(args.check_interval)),
         ..carrier_worker::WorkerSettings::default()
     };
-    let document = accounts_document(sim, config, instances)?.to_string();
+    let document = devstack::carriers::accounts_document(&sim.url, config, instances)?.to_string();
     // Instances share the account gate as Lambda instances share the DynamoDB item.
     let gate: Arc<dyn cellbridge::carriers::port::AccountGate> =
         Arc::new(cellbridge::carriers::pacing::memory::MemoryGate::default());
@@ -1390,88 +1390,12 @@ impl BenchQueue {
 // ---------------------------------------------------------------------------------------------
 // Carrier accounts and ThingSpace
 
-fn thingspace_credentials(config: &SimConfig) -> Result<ThingSpaceCredentials> {
-    let (app_key, app_secret) = config
-        .thingspace
-        .apps
-        .iter()
-        .next()
-        .context("the simulator configuration has no ThingSpace app")?;
-    let (username, user) = config
-        .thingspace
-        .users
-        .iter()
-        .next()
-        .context("the simulator configuration has no ThingSpace user")?;
-    Ok(ThingSpaceCredentials {
-        app_key: app_key.clone(),
-        app_secret: app_secret.clone(),
-        username: username.clone(),
-        password: user.password.clone(),
-        account_name: user.account_name.clone(),
-    })
-}
-
 fn thingspace_client(sim: &SimProcess, config: &SimConfig) -> Result<ThingSpaceClient> {
     Ok(ThingSpaceClient::new(
         http_client()?,
         format!("{}/thingspace/api", sim.url),
-        thingspace_credentials(config)?,
+        devstack::carriers::thingspace_credentials(config)?,
     ))
-}
-
-/// The `CARRIER_ACCOUNTS` document of one instance: the simulators' limits shared out between
-/// `instances`, as `devstack::carriers::LocalCarriers::accounts_document` does.
-fn accounts_document(sim: &SimProcess, config: &SimConfig, instances: u32) -> Result<Value> {
-    let (jasper_user, jasper_key) = config
-        .jasper
-        .accounts
-        .iter()
-        .next()
-        .context("the simulator configuration has no Jasper account")?;
-    let (telegence_id, telegence_secret) = config
-        .telegence
-        .accounts
-        .iter()
-        .next()
-        .context("the simulator configuration has no Telegence account")?;
-    let ts = thingspace_credentials(config)?;
-    let plan = config
-        .thingspace
-        .service_plans
-        .first()
-        .cloned()
-        .unwrap_or_else(|| carrier_sim::thingspace::DEFAULT_SERVICE_PLAN.to_owned());
-    Ok(json!({
-        "jasper": {
-            "baseUrl": format!("{}/jasper/rws/api/v1", sim.url),
-            "username": jasper_user,
-            "apiKey": jasper_key,
-            "limits": {
-                "callsPerSecond": config.jasper.calls_per_second,
-                "maxInFlight": 1
-            }
-        },
-        "thingSpace": {
-            "baseUrl": format!("{}/thingspace/api", sim.url),
-            "appKey": ts.app_key,
-            "appSecret": ts.app_secret,
-            "username": ts.username,
-            "password": ts.password,
-            "accountName": ts.account_name,
-            "defaultServicePlan": plan,
-            "defaultZipCode": "94105",
-            "callback": {"username": CALLBACK_USERNAME, "password": CALLBACK_PASSWORD}
-        },
-        "telegence": {
-            "baseUrl": format!("{}/telegence/api/v1", sim.url),
-            "appId": telegence_id,
-            "appSecret": telegence_secret,
-            "limits": {
-                "callsPerSecond": ((config.telegence.requests_per_second / f64::from(instances)).floor() as u32).max(1)
-            }
-        }
-    }))
 }
 
 /// The simulator's own pace for `devices` ThingSpace callbacks: a suspend of that many (other)
@@ -1834,9 +1758,12 @@ fn timeval(tv: libc::timeval) -> Duration {
 /// User + system CPU of this process, all threads.
 fn process_cpu() -> Duration {
     // SAFETY: getrusage only writes into the struct it is handed, which is plain old data.
+    #[allow(unsafe_code)]
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    #[allow(unsafe_code)]
+    let failed = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0;
+    if failed {
         return Duration::ZERO;
     }
     timeval(usage.ru_utime) + timeval(usage.ru_stime)
@@ -1849,7 +1776,9 @@ fn thread_cpu() -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes into the timespec it is handed.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+    #[allow(unsafe_code)]
+    let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0;
+    if failed {
         return Duration::ZERO;
     }
     Duration::new(
@@ -1866,6 +1795,7 @@ fn proc_cpu(pid: u32) -> Option<Duration> {
     // utime and stime are fields 14 and 15 of stat(5); the first after ')' is field 3.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let per_second = u64::try_from(per_second).ok().filter(|t| *t > 0)?;
     Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))

@@ -295,6 +295,7 @@ fn process_ticks(wanted: impl Fn(&Path) -> bool) -> u64 {
 
 fn tick_rate() -> f64 {
     // SAFETY: sysconf only reads a system constant.
+    #[allow(unsafe_code)]
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
         ticks as f64

@@ -1025,9 +1025,13 @@ impl Report {
         let _ = writeln!(
             out,
             "**Method:** each release binary (workspace `[profile.release]`) is started as a child \
-             process with a clean environment (the variables Lambda sets, the functions' \
-             configuration, fake credentials, no AWS profile files) against a minimal Lambda \
-             Runtime API that the benchmark serves on loopback. Init is the time from spawn to the \
+             process with a clean environment (the variables Lambda sets, the function's own \
+             environment from template.yaml as a deployment resolves it, fake credentials, no AWS \
+             profile files) against a minimal Lambda Runtime API that the benchmark serves on \
+             loopback. The two AWS calls made during init, Secrets Manager's `GetSecretValue` \
+             (auth-login, api-authorizer) and IoT's `DescribeEndpoint` (device-commands, \
+             device-registration), are answered at once by a stand-in on loopback, so their network \
+             latency in AWS is not in these numbers. Init is the time from spawn to the \
              first `GET /2018-06-01/runtime/invocation/next`: Lambda ends the Init phase at that \
              request, so like `Init Duration` in a REPORT line it covers exec and loading, the Tokio \
              runtime, reading configuration and building the SDK clients, while the poll is never \

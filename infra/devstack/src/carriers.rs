@@ -9,6 +9,7 @@ use carrier_sim::{SimConfig, SimServer};
 use cellbridge::carriers::http::http_client;
 use cellbridge::carriers::port::CallJournal;
 use cellbridge::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 /// What the local ThingSpace echoes in its callbacks; the callback function checks it.
@@ -27,6 +28,70 @@ fn first<K: Clone, V: Clone>(map: &std::collections::BTreeMap<K, V>, what: &str)
         .next()
         .map(|(k, v)| (k.clone(), v.clone()))
         .with_context(|| format!("the simulator configuration has no {what}"))
+}
+
+/// The adapter's credentials for the first ThingSpace app and user of a simulator configuration.
+pub fn thingspace_credentials(config: &SimConfig) -> Result<ThingSpaceCredentials> {
+    let (app_key, app_secret) = first(&config.thingspace.apps, "ThingSpace app")?;
+    let (username, user) = first(&config.thingspace.users, "ThingSpace user")?;
+    Ok(ThingSpaceCredentials {
+        app_key,
+        app_secret: app_secret.into(),
+        username,
+        password: user.password.into(),
+        account_name: user.account_name,
+    })
+}
+
+/// The `CARRIER_ACCOUNTS` document for simulators serving `config` at `sim_url`, with their own
+/// limits: Jasper's whole (the account gate spaces its calls across instances), Telegence's shared
+/// out between `worker_instances` instances, so the workers together stay under them.
+pub fn accounts_document(
+    sim_url: &str,
+    config: &SimConfig,
+    worker_instances: u32,
+) -> Result<Value> {
+    let instances = worker_instances.max(1);
+    let (jasper_user, jasper_key) = first(&config.jasper.accounts, "Jasper account")?;
+    let (telegence_id, telegence_secret) = first(&config.telegence.accounts, "Telegence account")?;
+    let ts = thingspace_credentials(config)?;
+    let default_plan = config
+        .thingspace
+        .service_plans
+        .first()
+        .cloned()
+        .unwrap_or_else(|| carrier_sim::thingspace::DEFAULT_SERVICE_PLAN.to_owned());
+    Ok(json!({
+        "jasper": {
+            "baseUrl": format!("{sim_url}/jasper/rws/api/v1"),
+            "username": jasper_user,
+            "apiKey": jasper_key,
+            "limits": {
+                // Not shared out: the worker's account gate holds it across instances.
+                "callsPerSecond": config.jasper.calls_per_second,
+                "maxInFlight": 1
+            }
+        },
+        "thingSpace": {
+            "baseUrl": format!("{sim_url}/thingspace/api"),
+            "appKey": ts.app_key,
+            "appSecret": ts.app_secret.expose_secret(),
+            "username": ts.username,
+            "password": ts.password.expose_secret(),
+            "accountName": ts.account_name,
+            "defaultServicePlan": default_plan,
+            "defaultZipCode": "94105",
+            "callback": {"username": CALLBACK_USERNAME, "password": CALLBACK_PASSWORD}
+        },
+        "telegence": {
+            "baseUrl": format!("{sim_url}/telegence/api/v1"),
+            "appId": telegence_id,
+            "appSecret": telegence_secret,
+            "limits": {
+                "callsPerSecond": ((config.telegence.requests_per_second / f64::from(instances)).floor() as u32).max(1)
+            }
+        }
+    }))
 }
 
 impl LocalCarriers {
@@ -51,64 +116,12 @@ impl LocalCarriers {
     }
 
     fn thingspace_credentials(&self) -> Result<ThingSpaceCredentials> {
-        let (app_key, app_secret) = first(&self.config.thingspace.apps, "ThingSpace app")?;
-        let (username, user) = first(&self.config.thingspace.users, "ThingSpace user")?;
-        Ok(ThingSpaceCredentials {
-            app_key,
-            app_secret,
-            username,
-            password: user.password,
-            account_name: user.account_name,
-        })
+        thingspace_credentials(&self.config)
     }
 
-    /// The `CARRIER_ACCOUNTS` document for the functions, with the simulators' own limits: Jasper's
-    /// whole (the account gate spaces its calls across instances), Telegence's shared out between
-    /// `worker_instances` instances, so the workers together stay under them.
+    /// The `CARRIER_ACCOUNTS` document for the functions (see [`accounts_document`]).
     pub fn accounts_document(&self, worker_instances: u32) -> Result<Value> {
-        let instances = worker_instances.max(1);
-        let (jasper_user, jasper_key) = first(&self.config.jasper.accounts, "Jasper account")?;
-        let (telegence_id, telegence_secret) =
-            first(&self.config.telegence.accounts, "Telegence account")?;
-        let ts = self.thingspace_credentials()?;
-        let default_plan = self
-            .config
-            .thingspace
-            .service_plans
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "M2M4G1GB".to_owned());
-        Ok(json!({
-            "jasper": {
-                "baseUrl": self.server.jasper_url(),
-                "username": jasper_user,
-                "apiKey": jasper_key,
-                "limits": {
-                    // Not shared out: the worker's account gate holds it across instances.
-                    "callsPerSecond": self.config.jasper.calls_per_second,
-                    "maxInFlight": 1
-                }
-            },
-            "thingSpace": {
-                "baseUrl": self.thingspace_url(),
-                "appKey": ts.app_key,
-                "appSecret": ts.app_secret,
-                "username": ts.username,
-                "password": ts.password,
-                "accountName": ts.account_name,
-                "defaultServicePlan": default_plan,
-                "defaultZipCode": "94105",
-                "callback": {"username": CALLBACK_USERNAME, "password": CALLBACK_PASSWORD}
-            },
-            "telegence": {
-                "baseUrl": self.telegence_url(),
-                "appId": telegence_id,
-                "appSecret": telegence_secret,
-                "limits": {
-                    "callsPerSecond": ((self.config.telegence.requests_per_second / f64::from(instances)).floor() as u32).max(1)
-                }
-            }
-        }))
+        accounts_document(&self.url(), &self.config, worker_instances)
     }
 
     /// Registers the local API's callback route as ThingSpace's CarrierService listener.

@@ -63,6 +63,7 @@ pub(crate) fn signal(procs: &[Proc], sig: i32) {
     for p in procs {
         if still_same(p) {
             // SAFETY: kill(2) has no memory effects; the pid was checked to be the same process.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(p.pid, sig);
             }
@@ -90,6 +91,7 @@ fn is_zombie(pid: i32) -> bool {
 pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {

@@ -37,6 +37,7 @@ fn hand_over(command: &mut Command, listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     let fd = listener.as_raw_fd();
     // SAFETY: dup2 and fcntl are async-signal-safe and touch no memory of the parent.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
             // dup2 leaves the copy open across exec; a socket already there needs its

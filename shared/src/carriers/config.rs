@@ -10,6 +10,7 @@ use crate::carriers::port::AccountGate;
 use crate::carriers::telegence::{TelegenceClient, TelegenceCredentials};
 use crate::carriers::thingspace::{ThingSpaceClient, ThingSpaceCredentials};
 use crate::common::config::{ConfigError, Environment, FromEnvironment};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ fn limits(carrier: Carrier, overrides: Option<LimitsOverride>) -> AccountLimits 
 struct JasperAccount {
     base_url: String,
     username: String,
-    api_key: String,
+    api_key: SecretString,
     limits: Option<LimitsOverride>,
 }
 
@@ -59,9 +60,9 @@ struct ThingSpaceAccount {
     /// e.g. `https://thingspace.verizon.com/api`
     base_url: String,
     app_key: String,
-    app_secret: String,
+    app_secret: SecretString,
     username: String,
-    password: String,
+    password: SecretString,
     account_name: String,
     /// Service plan and ZIP code for activations whose change names none.
     default_service_plan: Option<String>,
@@ -76,7 +77,7 @@ struct ThingSpaceAccount {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CallbackCredentials {
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
 }
 
 #[derive(Deserialize)]
@@ -84,7 +85,7 @@ pub struct CallbackCredentials {
 struct TelegenceAccount {
     base_url: String,
     app_id: String,
-    app_secret: String,
+    app_secret: SecretString,
     limits: Option<LimitsOverride>,
 }
 
@@ -198,7 +199,7 @@ pub fn build_accounts(
     let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
     let mut accounts = SharedAccounts::default();
     if let Some(jasper) = parsed.jasper {
-        let secrets = vec![jasper.api_key.clone()];
+        let secrets = vec![jasper.api_key.expose_secret().to_owned()];
         let account_name = format!("jasper:{}", jasper.username);
         let jasper_limits = limits(Carrier::Jasper, jasper.limits);
         let client = JasperClient::new(
@@ -216,9 +217,12 @@ pub fn build_accounts(
         accounts = accounts.with(Carrier::Jasper, account);
     }
     if let Some(ts) = parsed.thing_space {
-        let mut secrets = vec![ts.app_secret.clone(), ts.password.clone()];
+        let mut secrets = vec![
+            ts.app_secret.expose_secret().to_owned(),
+            ts.password.expose_secret().to_owned(),
+        ];
         if let Some(callback) = &ts.callback {
-            secrets.push(callback.password.clone());
+            secrets.push(callback.password.expose_secret().to_owned());
         }
         let mut client = ThingSpaceClient::new(
             http.clone(),
@@ -244,7 +248,7 @@ pub fn build_accounts(
         );
     }
     if let Some(telegence) = parsed.telegence {
-        let secrets = vec![telegence.app_secret.clone()];
+        let secrets = vec![telegence.app_secret.expose_secret().to_owned()];
         let client = TelegenceClient::new(
             http,
             telegence.base_url,

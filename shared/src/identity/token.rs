@@ -11,8 +11,8 @@ use crate::identity::role::Roles;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::{json, Map, Value};
-use std::fmt;
 use time::{Duration, OffsetDateTime};
 
 /// Clock difference tolerated between the issuer and us.
@@ -54,9 +54,9 @@ pub enum KeyError {
     Signing(String),
 }
 
-/// The HS256 secret. Never printed.
-#[derive(Clone)]
-pub struct SigningSecret(Vec<u8>);
+/// The HS256 secret: never printed, and wiped from memory when dropped.
+#[derive(Debug, Clone)]
+pub struct SigningSecret(SecretSlice<u8>);
 
 impl SigningSecret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, KeyError> {
@@ -64,13 +64,7 @@ impl SigningSecret {
         if bytes.len() < MIN_SECRET_BYTES {
             return Err(KeyError::SecretTooShort);
         }
-        Ok(Self(bytes))
-    }
-}
-
-impl fmt::Debug for SigningSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SigningSecret(..)")
+        Ok(Self(SecretSlice::from(bytes)))
     }
 }
 
@@ -105,7 +99,7 @@ pub struct TokenSigner {
 impl TokenSigner {
     pub fn new(secret: &SigningSecret, audience: TokenAudience, lifetime: Duration) -> Self {
         Self {
-            key: EncodingKey::from_secret(&secret.0),
+            key: EncodingKey::from_secret(secret.0.expose_secret()),
             audience,
             lifetime,
         }
@@ -170,7 +164,7 @@ impl TokenVerifier {
     pub fn shared_secret(secret: &SigningSecret, audience: TokenAudience) -> Self {
         Self {
             algorithm: Algorithm::HS256,
-            keys: Keys::Shared(DecodingKey::from_secret(&secret.0)),
+            keys: Keys::Shared(DecodingKey::from_secret(secret.0.expose_secret())),
             audience,
             claims: ClaimNames::cellbridge(),
         }
@@ -507,7 +501,9 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert!(SigningSecret::new(vec![1; 31]).is_err());
-        assert_eq!(format!("{:?}", secret(1)), "SigningSecret(..)");
+        let printed = format!("{:?}", secret(1));
+        assert!(printed.contains("REDACTED"), "{printed}");
+        assert!(!printed.contains("1, 1"), "{printed}");
     }
 
     /// An RSA key pair playing an OIDC provider: its JWKS and RS256 tokens.

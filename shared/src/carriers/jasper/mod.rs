@@ -10,26 +10,17 @@ use crate::carriers::http::{retry_after, send_recorded, CarrierResponse};
 use crate::carriers::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
 use async_trait::async_trait;
 use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::fmt;
 
 /// Jasper's rate-limit error code, sent with HTTP 400 by some pods and 429 by others.
 const RATE_LIMIT_CODE: &str = "40000029";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct JasperCredentials {
     pub username: String,
-    pub api_key: String,
-}
-
-impl fmt::Debug for JasperCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JasperCredentials")
-            .field("username", &self.username)
-            .field("api_key", &"<redacted>")
-            .finish()
-    }
+    pub api_key: SecretString,
 }
 
 #[derive(Debug, Clone)]
@@ -85,13 +76,16 @@ impl JasperClient {
         journal: &CallJournal,
     ) -> Result<CarrierResponse, CarrierError> {
         let request = request
-            .basic_auth(&self.credentials.username, Some(&self.credentials.api_key))
+            .basic_auth(
+                &self.credentials.username,
+                Some(self.credentials.api_key.expose_secret()),
+            )
             .build()
             .map_err(crate::carriers::http::transport)?;
         let response = send_recorded(
             &self.http,
             request,
-            &[self.credentials.api_key.as_str()],
+            &[self.credentials.api_key.expose_secret()],
             journal,
         )
         .await?;
@@ -255,7 +249,7 @@ mod tests {
         );
         let printed = format!("{client:?}");
         assert!(!printed.contains("s3cr3t-key"), "{printed}");
-        assert!(printed.contains("<redacted>"));
+        assert!(printed.contains("REDACTED"), "{printed}");
     }
 
     #[test]

@@ -22,9 +22,9 @@ use crate::carriers::port::{
 use crate::common::ids::Msisdn;
 use async_trait::async_trait;
 use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::fmt;
 
 /// Services one activation request may carry (AMOP's `MAX_TELEGENCE_SERVICES_PER_REQUEST`).
 pub const MAX_SERVICES_PER_REQUEST: usize = 200;
@@ -35,19 +35,10 @@ pub const RATE_PLAN_CHARACTERISTIC: &str = "ratePlanCode";
 /// Error code of a change the subscriber's status does not allow (inferred).
 pub const INVALID_TRANSITION_CODE: &str = "INVALID_STATUS_TRANSITION";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TelegenceCredentials {
     pub app_id: String,
-    pub app_secret: String,
-}
-
-impl fmt::Debug for TelegenceCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelegenceCredentials")
-            .field("app_id", &self.app_id)
-            .field("app_secret", &"<redacted>")
-            .finish()
-    }
+    pub app_secret: SecretString,
 }
 
 /// Paths under the base URL. Not public: AMOP configures them per environment, and so can we.
@@ -306,14 +297,14 @@ impl TelegenceClient {
     ) -> Result<CarrierResponse, CarrierError> {
         let request = request
             .header("app-id", &self.credentials.app_id)
-            .header("app-secret", &self.credentials.app_secret)
+            .header("app-secret", self.credentials.app_secret.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .build()
             .map_err(crate::carriers::http::transport)?;
         let response = send_recorded(
             &self.http,
             request,
-            &[self.credentials.app_secret.as_str()],
+            &[self.credentials.app_secret.expose_secret()],
             journal,
         )
         .await?;
@@ -597,7 +588,7 @@ mod tests {
         );
         for printed in [format!("{client:?}"), format!("{credentials:?}")] {
             assert!(!printed.contains("s3cr3t-app-secret"), "{printed}");
-            assert!(printed.contains("<redacted>") && printed.contains("fleet-app"));
+            assert!(printed.contains("REDACTED") && printed.contains("fleet-app"));
         }
     }
 

@@ -23,6 +23,7 @@ use crate::carriers::port::{
 use crate::common::redact::redact;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -47,27 +48,15 @@ const CLASSES: [&str; 4] = [
 ];
 const ALREADY_ACTIVE: &str = "REQUEST_FAILED.DeviceAlreadyActive";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ThingSpaceCredentials {
     pub app_key: String,
-    pub app_secret: String,
+    pub app_secret: SecretString,
     /// UWS user of the M2M session.
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
     /// e.g. `0000123456-00001`
     pub account_name: String,
-}
-
-impl fmt::Debug for ThingSpaceCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ThingSpaceCredentials")
-            .field("app_key", &self.app_key)
-            .field("app_secret", &"<redacted>")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("account_name", &self.account_name)
-            .finish()
-    }
 }
 
 /// Where a ThingSpace request stands (`GET …/requests/{id}/status`).
@@ -444,8 +433,8 @@ impl ThingSpaceClient {
         journal: &CallJournal,
     ) -> Result<CarrierResponse, CarrierError> {
         let mut secrets = vec![
-            self.credentials.app_secret.as_str(),
-            self.credentials.password.as_str(),
+            self.credentials.app_secret.expose_secret(),
+            self.credentials.password.expose_secret(),
         ];
         secrets.extend_from_slice(known);
         let scratch = CallJournal::default();
@@ -467,7 +456,7 @@ impl ThingSpaceClient {
             .post(format!("{}/ts/v1/oauth2/token", self.base_url))
             .basic_auth(
                 &self.credentials.app_key,
-                Some(&self.credentials.app_secret),
+                Some(self.credentials.app_secret.expose_secret()),
             )
             .header(
                 reqwest::header::CONTENT_TYPE,
@@ -546,7 +535,7 @@ impl ThingSpaceClient {
                 .bearer_auth(&token)
                 .json(&json!({
                     "username": self.credentials.username,
-                    "password": self.credentials.password,
+                    "password": self.credentials.password.expose_secret(),
                 }))
                 .build()
                 .map_err(transport)?;
@@ -944,7 +933,7 @@ impl CarrierPort for ThingSpaceClient {
 }
 
 /// One CarrierService callback: the result of one device of a request.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CallbackReport {
     pub request_id: String,
     pub iccid: String,
@@ -956,20 +945,7 @@ pub struct CallbackReport {
     pub progress: RequestProgress,
     /// The listener credentials registered with the callback, echoed for the listener to check.
     pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for CallbackReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallbackReport")
-            .field("request_id", &self.request_id)
-            .field("iccid", &self.iccid)
-            .field("msisdn", &self.msisdn)
-            .field("progress", &self.progress)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    pub password: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1054,7 +1030,7 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackReport, CallbackError> {
         msisdn,
         progress,
         username: raw.username,
-        password: raw.password,
+        password: raw.password.map(SecretString::from),
     })
 }
 
@@ -1187,17 +1163,15 @@ mod tests {
             "deviceResponse": {"activateResponse": {"ipAddress": "10.0.0.1"}},
             "username": "hook", "password": "hook-pass",
         });
-        let report = parse_callback(body.to_string().as_bytes());
+        let report = parse_callback(body.to_string().as_bytes()).expect("parsed");
+        assert_eq!(report.request_id, "4f1c-1");
+        assert_eq!(report.iccid, "8901260882296135418");
+        assert_eq!(report.msisdn.as_deref(), Some("15551234567"));
+        assert_eq!(report.progress, RequestProgress::Succeeded);
+        assert_eq!(report.username.as_deref(), Some("hook"));
         assert_eq!(
-            report,
-            Ok(CallbackReport {
-                request_id: "4f1c-1".into(),
-                iccid: "8901260882296135418".into(),
-                msisdn: Some("15551234567".into()),
-                progress: RequestProgress::Succeeded,
-                username: Some("hook".into()),
-                password: Some("hook-pass".into()),
-            })
+            report.password.as_ref().map(|p| p.expose_secret()),
+            Some("hook-pass")
         );
         let printed = format!("{report:?}");
         assert!(!printed.contains("hook-pass"), "{printed}");
@@ -1250,19 +1224,19 @@ mod tests {
         let no_iccid = json!({"requestId": "r", "status": "Success",
                               "deviceIds": [{"kind": "imei", "id": "490154203237518"}]});
         assert_eq!(
-            parse_callback(no_iccid.to_string().as_bytes()),
-            Err(CallbackError::Missing("iccid device id"))
+            parse_callback(no_iccid.to_string().as_bytes()).err(),
+            Some(CallbackError::Missing("iccid device id"))
         );
         let no_request = json!({"status": "Success", "deviceIds": [{"kind": "iccid", "id": "1"}]});
         assert_eq!(
-            parse_callback(no_request.to_string().as_bytes()),
-            Err(CallbackError::Missing("requestId"))
+            parse_callback(no_request.to_string().as_bytes()).err(),
+            Some(CallbackError::Missing("requestId"))
         );
         let odd = json!({"requestId": "r", "status": "Queued",
                          "deviceIds": [{"kind": "iccid", "id": "1"}]});
         assert_eq!(
-            parse_callback(odd.to_string().as_bytes()),
-            Err(CallbackError::UnknownStatus("Queued".into()))
+            parse_callback(odd.to_string().as_bytes()).err(),
+            Some(CallbackError::UnknownStatus("Queued".into()))
         );
         let wrong_types = json!({"requestId": 7, "deviceIds": "x"});
         assert!(parse_callback(wrong_types.to_string().as_bytes()).is_err());
@@ -1286,7 +1260,7 @@ mod tests {
             !printed.contains("app-s3cr3t") && !printed.contains("pa55word"),
             "{printed}"
         );
-        assert!(printed.contains("<redacted>") && printed.contains("0000123456-00001"));
+        assert!(printed.contains("REDACTED") && printed.contains("0000123456-00001"));
         assert_eq!(client.base_url, "http://127.0.0.1:1/api");
     }
 
@@ -1297,9 +1271,9 @@ mod tests {
             "http://127.0.0.1:1/api",
             ThingSpaceCredentials {
                 app_key: String::new(),
-                app_secret: String::new(),
+                app_secret: SecretString::from(""),
                 username: String::new(),
-                password: String::new(),
+                password: SecretString::from(""),
                 account_name: "a".into(),
             },
         );
