@@ -3,7 +3,6 @@
 //! for 15 minutes. Every refusal looks the same, so the answer never tells which usernames
 //! exist or which accounts are locked.
 
-use cellbridge::common::config::{ConfigError, Environment, FromEnvironment};
 use cellbridge::common::validation::ValidationErrors;
 use cellbridge::common::validation::{json_object, reject_unknown, required, BodyLimits};
 use cellbridge::edge::http::body::json_body;
@@ -24,19 +23,12 @@ use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// This function's configuration, read once at cold start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub accounts: cellbridge::identity::wiring::AccountsConfig,
-    pub tokens: cellbridge::identity::wiring::TokenIssuing,
-}
-
-impl FromEnvironment for Config {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            accounts: FromEnvironment::from_env(env)?,
-            tokens: FromEnvironment::from_env(env)?,
-        })
+cellbridge::composite_config! {
+    /// This function's configuration, read once at cold start.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub accounts: cellbridge::identity::wiring::AccountsConfig,
+        pub tokens: cellbridge::identity::wiring::TokenIssuing,
     }
 }
 

@@ -11,7 +11,6 @@ use cellbridge::bulk_changes::ports::{BulkChangeStore, DeviceOutcome};
 use cellbridge::carriers::config::CallbackCredentials;
 use cellbridge::carriers::port::RequestProgress;
 use cellbridge::carriers::thingspace::{parse_callback, CallbackReport};
-use cellbridge::common::config::{ConfigError, Environment, FromEnvironment};
 use cellbridge::common::redact::redact;
 use cellbridge::edge::http::json_response;
 use cellbridge::edge::http::problem::Problem;
@@ -25,19 +24,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-/// This function's configuration, read once at cold start: the bulk-change tables, and the
-/// callback credentials from the carrier accounts.
-pub struct Config {
-    pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
-    pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
-}
-
-impl FromEnvironment for Config {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            tables: FromEnvironment::from_env(env)?,
-            carriers: FromEnvironment::from_env(env)?,
-        })
+cellbridge::composite_config! {
+    /// This function's configuration, read once at cold start: the bulk-change tables, and the
+    /// callback credentials from the carrier accounts.
+    pub struct Config {
+        pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
+        pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
     }
 }
 

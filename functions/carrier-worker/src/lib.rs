@@ -76,22 +76,13 @@ impl FromEnvironment for WorkerSettings {
 /// How often a request the carrier accepted for later is checked, in seconds.
 pub const ACCEPTED_CHECK_INTERVAL_ENV: &str = "ACCEPTED_CHECK_INTERVAL_SECONDS";
 
-/// This function's configuration, read once at cold start.
-pub struct Config {
-    pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
-    pub queues: cellbridge::bulk_changes::sqs::QueueUrls,
-    pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
-    pub settings: WorkerSettings,
-}
-
-impl FromEnvironment for Config {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            tables: FromEnvironment::from_env(env)?,
-            queues: FromEnvironment::from_env(env)?,
-            carriers: FromEnvironment::from_env(env)?,
-            settings: FromEnvironment::from_env(env)?,
-        })
+cellbridge::composite_config! {
+    /// This function's configuration, read once at cold start.
+    pub struct Config {
+        pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
+        pub queues: cellbridge::bulk_changes::sqs::QueueUrls,
+        pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
+        pub settings: WorkerSettings,
     }
 }
 
@@ -477,6 +468,9 @@ impl Job<'_> {
         if retry == 0 {
             account.with_budget(|budget, now| budget.record_attempt(now));
         }
+        // A hand loop rather than backon: each failure has three outcomes (wait and call again
+        // here, go back to the queue with a delay, or give up), decided by the account's shared
+        // retry budget and the carrier's own wait, and every attempt is audited before the next.
         loop {
             let journal = CallJournal::default();
             let result = account

@@ -8,7 +8,6 @@
 //! rule invokes asynchronously and Lambda retries failures, so only failures a retry can cure
 //! (store, registry, publish) are errors.
 
-use cellbridge::common::config::{ConfigError, Environment, FromEnvironment};
 use cellbridge::common::store::StoreError;
 use cellbridge::common::validation::{FieldError, ValidationErrors};
 use cellbridge::devices::ports::{
@@ -21,23 +20,14 @@ use cellbridge::identity::ports::AccountStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-/// This function's configuration, read once at cold start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub devices: cellbridge::devices::wiring::DeviceTables,
-    pub accounts: cellbridge::identity::wiring::AccountsConfig,
-    pub thing_type: cellbridge::devices::wiring::ThingType,
-    pub iot_data: cellbridge::devices::wiring::IotDataEndpoint,
-}
-
-impl FromEnvironment for Config {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            devices: FromEnvironment::from_env(env)?,
-            accounts: FromEnvironment::from_env(env)?,
-            thing_type: FromEnvironment::from_env(env)?,
-            iot_data: FromEnvironment::from_env(env)?,
-        })
+cellbridge::composite_config! {
+    /// This function's configuration, read once at cold start.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub devices: cellbridge::devices::wiring::DeviceTables,
+        pub accounts: cellbridge::identity::wiring::AccountsConfig,
+        pub thing_type: cellbridge::devices::wiring::ThingType,
+        pub iot_data: cellbridge::devices::wiring::IotDataEndpoint,
     }
 }
 

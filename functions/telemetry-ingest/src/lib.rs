@@ -42,19 +42,12 @@ impl FromEnvironment for Settings {
     }
 }
 
-/// This function's configuration, read once at cold start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub devices: cellbridge::devices::wiring::DeviceTables,
-    pub settings: Settings,
-}
-
-impl FromEnvironment for Config {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            devices: FromEnvironment::from_env(env)?,
-            settings: FromEnvironment::from_env(env)?,
-        })
+cellbridge::composite_config! {
+    /// This function's configuration, read once at cold start.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub devices: cellbridge::devices::wiring::DeviceTables,
+        pub settings: Settings,
     }
 }
 

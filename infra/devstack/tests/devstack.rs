@@ -10,7 +10,14 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use devstack::demo_accounts::DEMO_PASSWORD;
 use devstack::template::ResourceKind;
 use devstack::{Devstack, DevstackOptions};
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Every request of the bulk-change scenarios is made as this operator of the demo tenant.
@@ -36,20 +43,138 @@ async fn start(log_dir: &std::path::Path) -> Result<Devstack> {
     Devstack::start(opts).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devstack_serves_the_template() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let stack = start(dir.path()).await?;
-    eprintln!("{}", stack.summary());
-    let outcome = check(&stack, &dir.path().join("cargo-lambda.log")).await;
-    if outcome.is_err() {
-        eprintln!(
-            "--- function output (tail) ---\n{}",
-            stack.function_output_tail()
-        );
+/// One end-to-end check against the shared stack.
+type Scenario = for<'a> fn(&'a Devstack) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+macro_rules! scenario {
+    ($check:path) => {{
+        fn run(stack: &Devstack) -> Pin<Box<dyn Future<Output = Result<()>> + '_>> {
+            Box::pin($check(stack))
+        }
+        (stringify!($check), run as Scenario)
+    }};
+}
+
+/// In the order a full run takes them: the malformed-request check counts the tables, so it runs
+/// before anything creates bulk changes, and the secrets check reads every log line of the run.
+/// Each also runs alone (`cargo xtask test -- <name>`) on a stack of its own.
+fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        scenario!(resources_come_from_the_template),
+        scenario!(unknown_routes_are_problems),
+        scenario!(auth::every_route_needs_a_valid_token),
+        scenario!(auth::malformed_requests_get_their_4xx_and_change_nothing),
+        scenario!(auth::roles_limit_what_a_user_may_do),
+        scenario!(auth::tenants_never_see_each_other),
+        scenario!(auth::repeated_wrong_passwords_lock_the_account),
+        scenario!(a_bulk_change_is_accepted_and_planned),
+        scenario!(a_thingspace_bulk_change_completes_through_callbacks),
+        scenario!(a_telegence_bulk_change_completes),
+        scenario!(a_poison_message_ends_in_the_dead_letter_queue),
+        scenario!(devices::devices_register_report_and_answer_commands),
+        scenario!(secrets_stay_out_of_logs_and_audit),
+    ]
+}
+
+thread_local! {
+    static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
+    /// The stack the scenarios share, started by the first one that runs. Scenarios run one at a
+    /// time on the main thread (the harness's single-thread mode), which also keeps the stack's
+    /// child processes tied to a thread that lives as long as the run.
+    static STACK: RefCell<Option<Rc<Devstack>>> = const { RefCell::new(None) };
+}
+
+/// Where the stack writes its logs; the secrets check reads the functions' log there.
+static LOG_DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+fn function_log() -> Result<std::path::PathBuf> {
+    Ok(LOG_DIR
+        .get()
+        .context("the stack has not started")?
+        .path()
+        .join("cargo-lambda.log"))
+}
+
+async fn shared_stack() -> Result<Rc<Devstack>> {
+    if let Some(stack) = STACK.with(|s| s.borrow().clone()) {
+        return Ok(stack);
     }
-    stack.shutdown().await;
-    outcome
+    let dir = match LOG_DIR.get() {
+        Some(dir) => dir,
+        None => {
+            let created = tempfile::tempdir()?;
+            LOG_DIR.get_or_init(|| created)
+        }
+    };
+    let stack = Rc::new(start(dir.path()).await?);
+    STACK.with(|s| *s.borrow_mut() = Some(stack.clone()));
+    Ok(stack)
+}
+
+fn run(scenario: Scenario) -> Result<(), Failed> {
+    RUNTIME.with(|runtime| {
+        let runtime = runtime.get().ok_or("no Tokio runtime on this thread")?;
+        runtime.block_on(async {
+            let stack = shared_stack().await.map_err(|e| format!("{e:#}"))?;
+            let outcome = scenario(&stack).await;
+            outcome.map_err(|e| {
+                Failed::from(format!(
+                    "{e:#}\n--- the stack ---\n{}\n--- function output (tail) ---\n{}",
+                    stack.summary(),
+                    stack.function_output_tail()
+                ))
+            })
+        })
+    })
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // One stack, one scenario at a time, on this thread (see `STACK`).
+    args.test_threads = Some(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => RUNTIME.with(|r| r.set(runtime).ok()),
+        Err(e) => {
+            eprintln!("cannot start a Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let trials = scenarios()
+        .into_iter()
+        .map(|(path, scenario)| {
+            let name = path.rsplit("::").next().unwrap_or(path).trim().to_owned();
+            Trial::test(name, move || run(scenario))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(stack) = STACK.with(|s| s.borrow_mut().take()) {
+        match Rc::try_unwrap(stack) {
+            Ok(stack) => RUNTIME.with(|r| {
+                if let Some(runtime) = r.get() {
+                    runtime.block_on(stack.shutdown());
+                }
+            }),
+            Err(_) => eprintln!("the stack is still in use; its processes end with this one"),
+        }
+    }
+    conclusion.exit_code()
+}
+
+/// Makes the traffic it inspects (a login, a refused token, a bulk change through a carrier)
+/// before it looks, so it holds alone as well as after every other scenario.
+async fn secrets_stay_out_of_logs_and_audit(stack: &Devstack) -> Result<()> {
+    let refused = reqwest::Client::new()
+        .get(format!("{}/bulk-changes", stack.api_url()))
+        .bearer_auth("not.a.token")
+        .send()
+        .await?;
+    assert_eq!(refused.status().as_u16(), 401);
+    a_telegence_bulk_change_completes(stack).await?;
+    auth::secrets_stay_out_of_logs_and_audit(stack, &function_log()?).await
 }
 
 /// Every token a client of this run was made with, for the secrets check at the end.
@@ -78,52 +203,23 @@ async fn operator(stack: &Devstack) -> Result<reqwest::Client> {
     client_with(&stack.login(OPERATOR, DEMO_PASSWORD).await?)
 }
 
-async fn check(stack: &Devstack, function_log: &std::path::Path) -> Result<()> {
-    resources_come_from_the_template(stack)
-        .await
-        .context("resources")?;
-    unknown_routes_are_problems(stack)
-        .await
-        .context("routing")?;
-    auth::every_route_needs_a_valid_token(stack)
-        .await
-        .context("tokens")?;
-    // Before anything is created, so that nothing else writes while it counts the tables.
-    auth::malformed_requests_get_their_4xx_and_change_nothing(stack)
-        .await
-        .context("malformed requests")?;
-    auth::roles_limit_what_a_user_may_do(stack)
-        .await
-        .context("roles")?;
-    auth::tenants_never_see_each_other(stack)
-        .await
-        .context("tenant isolation")?;
-    auth::repeated_wrong_passwords_lock_the_account(stack)
-        .await
-        .context("lockout")?;
+/// Requests the carrier simulators have logged that `matches` picks. Scenarios compare counts
+/// before and after their own bulk change, so earlier scenarios' requests do not count.
+fn simulator_requests(
+    stack: &Devstack,
+    matches: impl Fn(&carrier_sim::LoggedRequest) -> bool,
+) -> Result<usize> {
+    let sims = &stack.carriers().context("carriers")?.server.sims;
+    Ok(sims.log.entries().iter().filter(|e| matches(e)).count())
+}
+
+/// Every carrier simulator knows the bulk changes' devices, active.
+fn seed_devices(stack: &Devstack) -> Result<()> {
     let carriers = stack
         .carriers()
         .context("the devstack runs the carrier simulators")?;
     let iccids: Vec<String> = (0..DEVICES).map(cellbridge::testing::iccid).collect();
     carriers.seed_active(iccids.iter().map(String::as_str));
-    a_bulk_change_is_accepted_and_planned(stack)
-        .await
-        .context("bulk change")?;
-    a_thingspace_bulk_change_completes_through_callbacks(stack)
-        .await
-        .context("ThingSpace bulk change")?;
-    a_telegence_bulk_change_completes(stack)
-        .await
-        .context("Telegence bulk change")?;
-    a_poison_message_ends_in_the_dead_letter_queue(stack)
-        .await
-        .context("poison message")?;
-    devices::devices_register_report_and_answer_commands(stack)
-        .await
-        .context("devices")?;
-    auth::secrets_stay_out_of_logs_and_audit(stack, function_log)
-        .await
-        .context("secrets hygiene")?;
     Ok(())
 }
 
@@ -281,6 +377,11 @@ async fn unknown_routes_are_problems(stack: &Devstack) -> Result<()> {
 }
 
 async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
+    seed_devices(stack)?;
+    let jasper_put = |e: &carrier_sim::LoggedRequest| {
+        e.carrier == "jasper" && e.method == "PUT" && e.status == 200
+    };
+    let puts_before = simulator_requests(stack, jasper_put)?;
     let client = operator(stack).await?;
     let api = stack.api_url();
     let response = client
@@ -333,12 +434,7 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         "device changes stored under the caller's tenant"
     );
     let sims = &stack.carriers().context("carriers")?.server.sims;
-    let puts = sims
-        .log
-        .entries()
-        .into_iter()
-        .filter(|e| e.carrier == "jasper" && e.method == "PUT" && e.status == 200)
-        .count();
+    let puts = simulator_requests(stack, jasper_put)? - puts_before;
     assert_eq!(puts, DEVICES as usize, "one carrier call per device");
     assert_eq!(
         sims.jasper
@@ -395,6 +491,11 @@ async fn wait_until_final(
 /// One ThingSpace request for the whole bulk change; the simulator calls the callback route back
 /// once per device, and those callbacks finish the device changes.
 async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) -> Result<()> {
+    seed_devices(stack)?;
+    let suspend = |e: &carrier_sim::LoggedRequest| {
+        e.carrier == "thingspace" && e.path.contains("/devices/actions/suspend")
+    };
+    let actions_before = simulator_requests(stack, suspend)?;
     let client = operator(stack).await?;
     let api = stack.api_url();
     let mut request = valid_request();
@@ -409,19 +510,18 @@ async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) 
     let id = created["id"].as_str().context("id")?.to_owned();
     let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
     assert_eq!(view["status"], "completed", "{view}");
-    let sims = &stack.carriers().context("carriers")?.server.sims;
-    let actions = sims
-        .log
-        .entries()
-        .into_iter()
-        .filter(|e| e.carrier == "thingspace" && e.path.contains("/devices/actions/suspend"))
-        .count();
+    let actions = simulator_requests(stack, suspend)? - actions_before;
     assert_eq!(actions, 1, "one carrier request for {DEVICES} devices");
     Ok(())
 }
 
 /// Telegence changes one subscriber a call, found by ICCID when the request names no MSISDN.
 async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
+    seed_devices(stack)?;
+    let patch = |e: &carrier_sim::LoggedRequest| {
+        e.carrier == "telegence" && e.method == "PATCH" && e.status == 200
+    };
+    let patches_before = simulator_requests(stack, patch)?;
     let client = operator(stack).await?;
     let api = stack.api_url();
     let mut request = valid_request();
@@ -437,12 +537,7 @@ async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
     let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
     assert_eq!(view["status"], "completed", "{view}");
     let sims = &stack.carriers().context("carriers")?.server.sims;
-    let patches = sims
-        .log
-        .entries()
-        .into_iter()
-        .filter(|e| e.carrier == "telegence" && e.method == "PATCH" && e.status == 200)
-        .count();
+    let patches = simulator_requests(stack, patch)? - patches_before;
     assert_eq!(patches, DEVICES as usize);
     let suspended = sims
         .telegence

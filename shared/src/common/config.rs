@@ -57,6 +57,33 @@ pub trait FromEnvironment: Sized {
     fn from_env(env: &dyn Environment) -> Result<Self, ConfigError>;
 }
 
+/// Declares a configuration made of other configurations, each read from the same environment
+/// (a function's `Config` is usually this: its areas' tables, queues and settings).
+#[macro_export]
+macro_rules! composite_config {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $ty),*
+        }
+
+        impl $crate::common::config::FromEnvironment for $name {
+            fn from_env(
+                env: &dyn $crate::common::config::Environment,
+            ) -> Result<Self, $crate::common::config::ConfigError> {
+                Ok(Self {
+                    $($field: <$ty as $crate::common::config::FromEnvironment>::from_env(env)?),*
+                })
+            }
+        }
+    };
+}
+
 /// The value of `name`, which must be set.
 pub fn required(env: &dyn Environment, name: &'static str) -> Result<String, ConfigError> {
     env.var(name).ok_or(ConfigError::Missing { name })

@@ -20,6 +20,7 @@ use crate::devices::telemetry::TelemetryPoint;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
 use aws_sdk_dynamodb::Client;
+use backon::{ExponentialBuilder, Retryable};
 use std::collections::{BTreeMap, HashMap};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -30,7 +31,7 @@ pub const BATCH: usize = 25;
 /// `BatchWriteItem` requests of one `write_telemetry` call in flight at once.
 const WRITES_IN_FLIGHT: usize = 4;
 /// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
-const BATCH_RETRIES: u32 = 6;
+const BATCH_RETRIES: usize = 6;
 
 fn json_to_attribute(value: &serde_json::Value) -> AttributeValue {
     match value {
@@ -176,29 +177,51 @@ impl DynamoDevices {
         }
     }
 
-    async fn write_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for attempt in 0..=BATCH_RETRIES {
+    /// Writes one batch, resending what DynamoDB left unprocessed (throttled partitions) with
+    /// exponential backoff; a failed request itself is not retried here.
+    async fn write_batch(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let pending = std::sync::Mutex::new(requests);
+        let take = || std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let attempt = || async {
             let out = self
                 .client
                 .batch_write_item()
-                .request_items(&self.telemetry_table, requests)
+                .request_items(&self.telemetry_table, take())
                 .send()
                 .await
-                .map_err(backend)?;
-            requests = out
+                .map_err(|e| BatchWrite::Failed(backend(e)))?;
+            let left = out
                 .unprocessed_items
                 .and_then(|mut left| left.remove(&self.telemetry_table))
                 .unwrap_or_default();
-            if requests.is_empty() {
+            if left.is_empty() {
                 return Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-        }
-        Err(StoreError::Unavailable(format!(
-            "{} telemetry writes stayed unprocessed after {BATCH_RETRIES} retries",
-            requests.len()
-        )))
+            let count = left.len();
+            *pending.lock().unwrap_or_else(|e| e.into_inner()) = left;
+            Err(BatchWrite::Unprocessed(count))
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(std::time::Duration::from_millis(50))
+                    .with_max_times(BATCH_RETRIES),
+            )
+            .when(|e| matches!(e, BatchWrite::Unprocessed(_)))
+            .await
+            .map_err(|e| match e {
+                BatchWrite::Failed(e) => e,
+                BatchWrite::Unprocessed(count) => StoreError::Unavailable(format!(
+                    "{count} telemetry writes stayed unprocessed after {BATCH_RETRIES} retries"
+                )),
+            })
     }
+}
+
+/// How one `BatchWriteItem` attempt ended short of writing everything.
+enum BatchWrite {
+    Failed(StoreError),
+    Unprocessed(usize),
 }
 
 #[async_trait]

@@ -117,21 +117,13 @@ pub async fn device_publisher(
     ))
 }
 
-/// What delivering commands takes: the devices (to know who is online), the commands, and the
-/// IoT data plane to publish them on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandDelivery {
-    pub devices: DeviceTables,
-    pub commands: CommandTables,
-    pub iot_data: IotDataEndpoint,
-}
-
-impl FromEnvironment for CommandDelivery {
-    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        Ok(Self {
-            devices: DeviceTables::from_env(env)?,
-            commands: CommandTables::from_env(env)?,
-            iot_data: IotDataEndpoint::from_env(env)?,
-        })
+crate::composite_config! {
+    /// What delivering commands takes: the devices (to know who is online), the commands, and
+    /// the IoT data plane to publish them on.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CommandDelivery {
+        pub devices: DeviceTables,
+        pub commands: CommandTables,
+        pub iot_data: IotDataEndpoint,
     }
 }
