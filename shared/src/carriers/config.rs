@@ -190,12 +190,12 @@ pub fn build_accounts(
     config: CarrierAccountsConfig,
     gate: Option<Arc<dyn AccountGate>>,
 ) -> Result<SharedAccounts, CarrierConfigError> {
-    let parsed = config.document;
-    if parsed.jasper.is_none() && parsed.thing_space.is_none() && parsed.telegence.is_none() {
+    if config.carriers().is_empty() {
         tracing::warn!(
             "{ENV_NAME} names no carrier account: every carrier call will fail for want of one"
         );
     }
+    let parsed = config.document;
     let http = http_client().map_err(|e| CarrierConfigError::Http(e.to_string()))?;
     let mut accounts = SharedAccounts::default();
     if let Some(jasper) = parsed.jasper {

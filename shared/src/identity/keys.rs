@@ -14,8 +14,6 @@ pub const SIGNING_SECRET_ENV: &str = "AUTH_SIGNING_SECRET_ID";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyLoadError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("reading the signing secret {secret_id} from Secrets Manager failed: {detail}")]
     Secret { secret_id: String, detail: String },
     #[error("the signing secret {0} is shorter than 32 bytes; store a longer random value")]
