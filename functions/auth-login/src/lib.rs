@@ -16,11 +16,11 @@ use cellbridge::identity::ports::AccountStore;
 use cellbridge::identity::principal::Identity;
 use cellbridge::identity::token::TokenSigner;
 use cellbridge::identity::username::Username;
+use cellbridge::identity::views::LoginView;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+
 use std::sync::Arc;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 cellbridge::composite_config! {
@@ -39,16 +39,6 @@ pub struct LoginPorts {
     pub accounts: Arc<dyn AccountStore>,
     pub signer: TokenSigner,
     pub lockout: LockoutPolicy,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LoginView {
-    token: String,
-    token_type: &'static str,
-    expires_at: String,
-    tenant: String,
-    roles: Vec<&'static str>,
 }
 
 pub async fn handle(ports: &LoginPorts, request: Request, now: OffsetDateTime) -> Response<Body> {
@@ -152,10 +142,10 @@ async fn login(
         StatusCode::OK,
         &LoginView {
             token: issued.token,
-            token_type: "Bearer",
-            expires_at: issued.expires_at.format(&Rfc3339).unwrap_or_default(),
+            token_type: "Bearer".to_owned(),
+            expires_at: issued.expires_at,
             tenant: user.tenant.to_string(),
-            roles: user.roles.iter().map(|r| r.as_str()).collect(),
+            roles: user.roles.iter().collect(),
         },
     ))
 }

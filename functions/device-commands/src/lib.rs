@@ -11,13 +11,14 @@ use cellbridge::common::store::IdempotencyClaim;
 use cellbridge::common::store::{Page, PageRequest, StoreError};
 use cellbridge::common::tenant::TenantId;
 use cellbridge::devices::command::{
-    parse_command_request, Command, CommandId, CommandStatus, HistoryEntry, MAX_REQUEST_BYTES,
+    parse_command_request, Command, CommandId, CommandStatus, MAX_REQUEST_BYTES,
 };
 use cellbridge::devices::delivery::{publish_command, Delivery};
 use cellbridge::devices::ports::{CommandCreated, CommandStore, DevicePublisher, DeviceStore};
 use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
 use cellbridge::devices::registration::ThingName;
 use cellbridge::devices::tenant::TenantDevices;
+pub use cellbridge::devices::views::{command_location, CommandView};
 use cellbridge::edge::http::body::json_body;
 use cellbridge::edge::http::caller::Caller;
 use cellbridge::edge::http::idempotency;
@@ -31,7 +32,6 @@ use cellbridge::edge::lambda::metrics::Unit;
 use cellbridge::identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -245,10 +245,6 @@ fn command_id(request: &Request) -> Result<CommandId, Problem> {
         .ok_or_else(|| Problem::not_found("this command"))
 }
 
-pub fn command_location(thing: &ThingName, id: &CommandId) -> String {
-    format!("/devices/{thing}/commands/{id}")
-}
-
 /// The command store as one tenant sees it: only the commands of the tenant's devices.
 struct TenantCommands<'a> {
     devices: TenantDevices<'a>,
@@ -298,80 +294,6 @@ impl<'a> TenantCommands<'a> {
         let mut page = self.commands.list_commands(thing, page).await?;
         page.items.retain(|command| command.tenant == self.tenant);
         Ok(Some(page))
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// What a caller sees.
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommandView<'a> {
-    pub id: &'a str,
-    pub device_id: &'a str,
-    pub name: &'a str,
-    pub params: &'a serde_json::Map<String, serde_json::Value>,
-    pub status: CommandStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub sent_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    pub ack_timeout_seconds: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    pub history: Vec<HistoryView<'a>>,
-    pub links: CommandLinks,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CommandLinks {
-    #[serde(rename = "self")]
-    pub this: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryView<'a> {
-    pub status: CommandStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'a str>,
-}
-
-impl<'a> From<&'a HistoryEntry> for HistoryView<'a> {
-    fn from(entry: &'a HistoryEntry) -> Self {
-        Self {
-            status: entry.status,
-            at: entry.at,
-            detail: entry.detail.as_deref(),
-        }
-    }
-}
-
-impl<'a> From<&'a Command> for CommandView<'a> {
-    fn from(command: &'a Command) -> Self {
-        Self {
-            id: command.id.as_str(),
-            device_id: command.thing.as_str(),
-            name: &command.name,
-            params: &command.params,
-            status: command.status,
-            created_at: command.created_at,
-            sent_at: command.sent_at,
-            expires_at: command.deadlines.expires_at,
-            ack_timeout_seconds: command.deadlines.ack_timeout.whole_seconds(),
-            updated_at: command.updated_at(),
-            history: command.history.iter().map(HistoryView::from).collect(),
-            links: CommandLinks {
-                this: command_location(&command.thing, &command.id),
-            },
-        }
     }
 }
 

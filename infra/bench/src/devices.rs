@@ -6,7 +6,7 @@
 
 use super::{write_section, DocSection, Machine};
 use anyhow::{Context, Result};
-use devstack::device_api::{percentile, round_trip, DeviceApi};
+use devstack::api_client::command_round_trip;
 use devstack::lambda_watch::ChildOutput;
 use devstack::{Devstack, DevstackOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -129,10 +129,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     registering.finish();
     settle(stack, args.devices).await?;
 
-    let api = DeviceApi::new(
-        &stack.api_url(),
-        &stack.login("ops@demo.example", DEMO_PASSWORD).await?,
-    )?;
+    let api = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let window = Duration::from_secs(args.seconds);
     let log_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
     let cpu_before = cpu_ticks(INGEST_BINARY);
@@ -149,9 +146,11 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         for n in 0..args.commands {
             let thing = &things[(n * 37) % things.len()];
             let trip = async {
-                let id = api.send_command(thing, "ping").await?;
-                let view = api.wait_final(thing, &id, Duration::from_secs(10)).await?;
-                round_trip(&view).context("no final acknowledgement in the history")
+                let id = api.send_command(thing, "ping", None).await?.id;
+                let view = api
+                    .wait_command_final(thing, &id, Duration::from_secs(10))
+                    .await?;
+                command_round_trip(&view).context("no final acknowledgement in the history")
             };
             match trip.await {
                 Ok(d) => trips.push(d.as_secs_f64() * 1000.0),
@@ -423,5 +422,27 @@ impl Results {
             percentile(&self.round_trips_ms, 0.95)
         );
         out
+    }
+}
+
+/// The value at `q` (0..=1) of sorted samples.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod percentile_tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.5), 51.0);
+        assert_eq!(percentile(&sorted, 0.99), 99.0);
+        assert!(percentile(&[], 0.5).is_nan());
     }
 }

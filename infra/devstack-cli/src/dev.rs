@@ -2,7 +2,7 @@
 //! simulators, suspends 1,000 devices across the three carriers through the API to show the
 //! flow end to end, then keeps serving until Ctrl-C.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use devstack::{Devstack, DevstackOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -88,8 +88,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
 /// the API, that they registered and are online, that their telemetry is stored, and a command's
 /// round trip. The fleet keeps running while the stack serves.
 async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_sim::Fleet> {
+    use devstack::api_client::command_round_trip;
     use devstack::demo_accounts::DEMO_PASSWORD;
-    use devstack::device_api::{round_trip, DeviceApi};
     let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
     options.devices = devices;
     options.prefix = "demo-trk".to_owned();
@@ -101,10 +101,7 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
     );
     let fleet = device_sim::Fleet::start(options)?;
     let things: std::collections::HashSet<String> = fleet.things().map(str::to_owned).collect();
-    let api = DeviceApi::new(
-        &stack.api_url(),
-        &stack.login("ops@demo.example", DEMO_PASSWORD).await?,
-    )?;
+    let api = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let bar = ProgressBar::new(devices as u64).with_style(ProgressStyle::with_template(
         "  {bar:40} {pos}/{len} devices online (GET /devices) {elapsed}",
     )?);
@@ -117,9 +114,12 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
     let first = fleet.things().next().context("an empty fleet")?.to_owned();
     // Telemetry flows through the rule, the queue and the batch writer: give it a few batches.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let points = api.telemetry_points(&first).await?;
-    let id = api.send_command(&first, "ping").await?;
-    let view = api.wait_final(&first, &id, Duration::from_secs(60)).await?;
+    let last_hour = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let points = api.telemetry_since(&first, last_hour).await?.len();
+    let id = api.send_command(&first, "ping", None).await?.id;
+    let view = api
+        .wait_command_final(&first, &id, Duration::from_secs(60))
+        .await?;
     let stats = fleet.stats();
     println!("  devices online      {online}/{devices}");
     println!(
@@ -128,8 +128,8 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
     );
     println!(
         "  command round trip  ping to {first}: {} in {} ms (POST /devices/{first}/commands to the recorded ack)",
-        view["status"].as_str().unwrap_or("?"),
-        round_trip(&view).map_or_else(|| "?".to_owned(), |d| d.as_millis().to_string())
+        view.status.as_str(),
+        command_round_trip(&view).map_or_else(|| "?".to_owned(), |d| d.as_millis().to_string())
     );
     println!(
         "  try                 device-sim: cargo run -p device-sim -- --mqtt {} --devices 5 --prefix mine --tenant demo",
@@ -176,8 +176,7 @@ const DEMO_SPLIT: [(&str, u32); 3] = [("jasper", 40), ("thingSpace", 30), ("tele
 /// and follows the bulk changes to completion at the carrier simulators.
 async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
     use devstack::demo_accounts::DEMO_PASSWORD;
-    let token = stack.login("ops@demo.example", DEMO_PASSWORD).await?;
-    let client = authorized_client(&token)?;
+    let client = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let api = stack.api_url();
     let carriers = stack
         .carriers()
@@ -205,22 +204,11 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
                 .map(|iccid| serde_json::json!({"iccid": iccid}))
                 .collect::<Vec<_>>(),
         });
-        let response = client
-            .post(format!("{api}/bulk-changes"))
-            .header("content-type", "application/json")
-            .header("idempotency-key", uuid_like())
-            .body(body.to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        let created: Value = response.json().await?;
-        if status.as_u16() != 202 {
-            bail!("the API answered {status}: {created}");
-        }
-        let id = created["id"]
-            .as_str()
-            .context("no id in the response")?
-            .to_owned();
+        let id = client
+            .create_bulk_change(&body, Some(&uuid_like()))
+            .await?
+            .id
+            .into_owned();
         println!(
             "  POST {api}/bulk-changes  {count:>5} {carrier:<10} devices -> 202, bulk change {id}"
         );
@@ -232,48 +220,26 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
         "  {bar:40} {pos}/{len} device changes done {elapsed} {msg}",
     )?);
     let started = Instant::now();
-    let views = loop {
-        let mut views = Vec::new();
-        for (_, id) in &changes {
-            let view: Value = client
-                .get(format!("{api}/bulk-changes/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            views.push(view);
-        }
-        let done: u64 = views
-            .iter()
-            .map(|v| {
-                v["counts"]["succeeded"].as_u64().unwrap_or(0)
-                    + v["counts"]["failed"].as_u64().unwrap_or(0)
-            })
-            .sum();
-        bar.set_position(done);
-        let statuses: Vec<String> = changes
-            .iter()
-            .zip(&views)
-            .map(|((carrier, _), v)| format!("{carrier} {}", v["status"].as_str().unwrap_or("?")))
-            .collect();
-        bar.set_message(statuses.join(", "));
-        let finished = views.iter().all(|v| {
-            matches!(
-                v["status"].as_str(),
-                Some("completed" | "completedWithErrors")
-            )
-        });
-        if finished {
-            break views;
-        }
-        if started.elapsed() > Duration::from_secs(900) {
-            bail!("not finished after 15 minutes; see .devstack/cargo-lambda.log");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let ids: Vec<String> = changes.iter().map(|(_, id)| id.clone()).collect();
+    let views = client
+        .wait_bulk_changes_final(&ids, Duration::from_secs(900), |views| {
+            let done: u32 = views
+                .iter()
+                .map(|v| v.counts.succeeded + v.counts.failed)
+                .sum();
+            bar.set_position(u64::from(done));
+            let statuses: Vec<String> = changes
+                .iter()
+                .zip(views)
+                .map(|((carrier, _), v)| format!("{carrier} {}", v.status.as_str()))
+                .collect();
+            bar.set_message(statuses.join(", "));
+        })
+        .await
+        .context("the demonstration's bulk changes; see .devstack/cargo-lambda.log")?;
     bar.finish();
 
-    let log: Value = client
+    let log: Value = reqwest::Client::new()
         .get(format!("{}/_sim/requests", carriers.url()))
         .send()
         .await?
@@ -293,9 +259,9 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
         println!(
             "  {:<11} {:<20} {:>9} {:>7} {:>16} {:>5}",
             carrier,
-            view["status"].as_str().unwrap_or("?"),
-            view["counts"]["succeeded"].as_u64().unwrap_or(0),
-            view["counts"]["failed"].as_u64().unwrap_or(0),
+            view.status.as_str(),
+            view.counts.succeeded,
+            view.counts.failed,
             requests,
             limited
         );
@@ -310,17 +276,6 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
     println!("  curl -s '{api}/bulk-changes?status=completed' -H \"authorization: Bearer $TOKEN\"");
     println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());
     Ok(())
-}
-
-/// A client that sends `token` with every request, as a portal would.
-fn authorized_client(token: &str) -> Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
 }
 
 fn uuid_like() -> String {

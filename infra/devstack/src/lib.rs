@@ -5,11 +5,11 @@
 //! [`Devstack::start`] runs the lot; the modules can also be used one by one (the moto-backed
 //! tests only [`provision`] a moto server).
 
+pub mod api_client;
 pub mod api_gateway;
 pub mod carriers;
 mod children;
 pub mod demo_accounts;
-pub mod device_api;
 pub mod iot;
 pub mod lambda_watch;
 pub mod moto;

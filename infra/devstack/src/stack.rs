@@ -2,6 +2,7 @@
 //! the MQTT broker and IoT data plane, `cargo lambda watch`, the SQS pollers, the IoT rules engine
 //! and the API.
 
+use crate::api_client::ApiClient;
 use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
 use crate::carriers::LocalCarriers;
 use crate::iot::{
@@ -320,20 +321,18 @@ impl Devstack {
 
     /// Signs in through `POST /auth/login` and returns the bearer token.
     pub async fn login(&self, username: &str, password: &str) -> Result<String> {
-        let response = reqwest::Client::new()
-            .post(format!("{}/auth/login", self.api_url()))
-            .json(&serde_json::json!({"username": username, "password": password}))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!("signing in as {username} answered {status}: {body}");
-        }
-        body["token"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the login answer has no token: {body}"))
+        let login = ApiClient::anonymous(&self.api_url())?
+            .login(username, password)
+            .await
+            .with_context(|| format!("signing in as {username}"))?;
+        Ok(login.token)
+    }
+
+    /// A client of the local API signed in as `username`.
+    pub async fn sign_in(&self, username: &str, password: &str) -> Result<ApiClient> {
+        ApiClient::sign_in(&self.api_url(), username, password)
+            .await
+            .with_context(|| format!("signing in as {username}"))
     }
 
     /// Base URL of the local API, without a trailing slash.

@@ -7,6 +7,8 @@
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
+use cellbridge::bulk_changes::bulk_change::{BulkChangeStatus, DeviceChangeStatus};
+use devstack::api_client::{ApiClient, ApiError};
 use devstack::demo_accounts::DEMO_PASSWORD;
 use devstack::template::ResourceKind;
 use devstack::{Devstack, DevstackOptions};
@@ -199,8 +201,13 @@ fn client_with(token: &str) -> Result<reqwest::Client> {
         .build()?)
 }
 
-async fn operator(stack: &Devstack) -> Result<reqwest::Client> {
-    client_with(&stack.login(OPERATOR, DEMO_PASSWORD).await?)
+/// A typed API client signed in as `username`, its token remembered for the secrets check.
+async fn signed_in(stack: &Devstack, username: &str) -> Result<ApiClient> {
+    let client = stack.sign_in(username, DEMO_PASSWORD).await?;
+    if let (Ok(mut issued), Some(token)) = (ISSUED.lock(), client.token()) {
+        issued.push(token.to_owned());
+    }
+    Ok(client)
 }
 
 /// Requests the carrier simulators have logged that `matches` picks. Scenarios compare counts
@@ -382,33 +389,25 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
         e.carrier == "jasper" && e.method == "PUT" && e.status == 200
     };
     let puts_before = simulator_requests(stack, jasper_put)?;
-    let client = operator(stack).await?;
-    let api = stack.api_url();
-    let response = client
-        .post(format!("{api}/bulk-changes"))
-        .header("content-type", "application/json")
-        .body(valid_request().to_string())
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let body = response.text().await?;
-    if status != 202 {
-        bail!("POST /bulk-changes answered {status}: {body}");
-    }
-    let created: Value = serde_json::from_str(&body)?;
-    let id = created["id"]
-        .as_str()
-        .with_context(|| format!("no id in {created}"))?
-        .to_owned();
+    let client = signed_in(stack, OPERATOR).await?;
+    let id = client
+        .create_bulk_change(&valid_request(), None)
+        .await?
+        .id
+        .into_owned();
 
     // The planner plans it, the worker's SQS source hands the device changes to the worker, and
     // the worker takes them to the Jasper simulator.
-    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
-    assert_eq!(view["id"], id.as_str(), "{view}");
-    assert_eq!(view["status"], "completed", "{view}");
+    let view = client
+        .wait_bulk_change_final(&id, Duration::from_secs(240))
+        .await?;
+    assert_eq!(view.id, id.as_str(), "{view:?}");
+    assert_eq!(view.status, BulkChangeStatus::Completed, "{view:?}");
+    let counts = &view.counts;
     assert_eq!(
-        view["counts"],
-        json!({"total": DEVICES, "pending": 0, "succeeded": DEVICES, "failed": 0})
+        (counts.total, counts.pending, counts.succeeded, counts.failed),
+        (DEVICES, 0, DEVICES, 0),
+        "{view:?}"
     );
     for queue in ["PlanDeadLetterQueue", "JasperWorkDeadLetterQueue"] {
         assert_eq!(queue_messages(stack, queue).await?, 0, "{queue}");
@@ -442,50 +441,24 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
             .map(|d| d.status),
         Some("DEACTIVATED".to_owned())
     );
-    let devices: Value = client
-        .get(format!("{api}/bulk-changes/{id}/devices?limit=1000"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(
-        devices["items"].as_array().map(Vec::len),
-        Some(DEVICES as usize),
-        "{devices}"
+    let devices = client.bulk_change_devices(&id).await?;
+    assert_eq!(devices.len(), DEVICES as usize, "{devices:?}");
+    assert!(
+        devices
+            .iter()
+            .all(|d| d.status == DeviceChangeStatus::Succeeded),
+        "{devices:?}"
     );
 
     // Another tenant's operator does not find it.
-    let other = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
-    let response = other.get(format!("{api}/bulk-changes/{id}")).send().await?;
-    assert_eq!(response.status().as_u16(), 404);
+    let other = signed_in(stack, "ops@globex.example").await?;
+    let refused = other.bulk_change(&id).await.err();
+    assert_eq!(
+        refused.as_ref().and_then(ApiError::status).map(|s| s.as_u16()),
+        Some(404),
+        "{refused:?}"
+    );
     Ok(())
-}
-
-/// Polls a bulk change until it is completed or completed with errors.
-async fn wait_until_final(
-    stack: &Devstack,
-    client: &reqwest::Client,
-    id: &str,
-    limit: Duration,
-) -> Result<Value> {
-    let api = stack.api_url();
-    let started = Instant::now();
-    loop {
-        let response = client
-            .get(format!("{api}/bulk-changes/{id}"))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let view: Value = response.json().await?;
-        assert_eq!(status, 200, "{view}");
-        if view["status"] == "completed" || view["status"] == "completedWithErrors" {
-            return Ok(view);
-        }
-        if started.elapsed() > limit {
-            bail!("not final after {limit:?}: {view}");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// One ThingSpace request for the whole bulk change; the simulator calls the callback route back
@@ -496,20 +469,14 @@ async fn a_thingspace_bulk_change_completes_through_callbacks(stack: &Devstack) 
         e.carrier == "thingspace" && e.path.contains("/devices/actions/suspend")
     };
     let actions_before = simulator_requests(stack, suspend)?;
-    let client = operator(stack).await?;
-    let api = stack.api_url();
+    let client = signed_in(stack, OPERATOR).await?;
     let mut request = valid_request();
     request["carrier"] = json!("thingSpace");
-    let response = client
-        .post(format!("{api}/bulk-changes"))
-        .header("content-type", "application/json")
-        .body(request.to_string())
-        .send()
+    let created = client.create_bulk_change(&request, None).await?;
+    let view = client
+        .wait_bulk_change_final(&created.id, Duration::from_secs(240))
         .await?;
-    let created: Value = response.json().await?;
-    let id = created["id"].as_str().context("id")?.to_owned();
-    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
-    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view.status, BulkChangeStatus::Completed, "{view:?}");
     let actions = simulator_requests(stack, suspend)? - actions_before;
     assert_eq!(actions, 1, "one carrier request for {DEVICES} devices");
     Ok(())
@@ -522,20 +489,14 @@ async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
         e.carrier == "telegence" && e.method == "PATCH" && e.status == 200
     };
     let patches_before = simulator_requests(stack, patch)?;
-    let client = operator(stack).await?;
-    let api = stack.api_url();
+    let client = signed_in(stack, OPERATOR).await?;
     let mut request = valid_request();
     request["carrier"] = json!("telegence");
-    let response = client
-        .post(format!("{api}/bulk-changes"))
-        .header("content-type", "application/json")
-        .body(request.to_string())
-        .send()
+    let created = client.create_bulk_change(&request, None).await?;
+    let view = client
+        .wait_bulk_change_final(&created.id, Duration::from_secs(240))
         .await?;
-    let created: Value = response.json().await?;
-    let id = created["id"].as_str().context("id")?.to_owned();
-    let view = wait_until_final(stack, &client, &id, Duration::from_secs(240)).await?;
-    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view.status, BulkChangeStatus::Completed, "{view:?}");
     let sims = &stack.carriers().context("carriers")?.server.sims;
     let patches = simulator_requests(stack, patch)? - patches_before;
     assert_eq!(patches, DEVICES as usize);

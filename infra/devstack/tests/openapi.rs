@@ -6,7 +6,7 @@ use cellbridge::bulk_changes::bulk_change::{BulkChangeStatus, DeviceChange};
 use cellbridge::bulk_changes::change::{Carrier, ChangeSpec};
 use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
 use cellbridge::devices::command::{Command, CommandStatus};
-use cellbridge::devices::views::DeviceView;
+use cellbridge::devices::views::{CommandView, DeviceView};
 use cellbridge::identity::role::Role;
 use cellbridge::identity::views::UserView;
 use devstack::api_gateway::routes_of;
@@ -169,6 +169,15 @@ fn check_schema(spec: &Value, schema: &str, serialized: &Value, optional_absent:
     );
 }
 
+/// The API client reads a view into the same type the function wrote it from: reading `json`
+/// back and writing it again changes nothing.
+fn reads_back<T: serde::Serialize + serde::de::DeserializeOwned>(json: &Value) -> Result<()> {
+    let read: T = serde_json::from_value(json.clone())
+        .with_context(|| format!("reading back {json}"))?;
+    assert_eq!(&serde_json::to_value(read)?, json);
+    Ok(())
+}
+
 #[test]
 fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     let spec = spec()?;
@@ -178,29 +187,25 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
         1,
         true,
     );
-    check_schema(
-        &spec,
-        "BulkChange",
-        &serde_json::to_value(BulkChangeView::from(&change))?,
-        &["failureReason"],
-    );
+    let view = serde_json::to_value(BulkChangeView::from(&change))?;
+    check_schema(&spec, "BulkChange", &view, &["failureReason"]);
+    reads_back::<BulkChangeView>(&view)?;
     let mut failed = change.clone();
     failed.status = cellbridge::bulk_changes::bulk_change::BulkChangeStatus::Failed;
     failed.failure_reason = Some("the device list was never stored".into());
-    check_schema(
-        &spec,
-        "BulkChange",
-        &serde_json::to_value(BulkChangeView::from(&failed))?,
-        &[],
-    );
+    let view = serde_json::to_value(BulkChangeView::from(&failed))?;
+    check_schema(&spec, "BulkChange", &view, &[]);
+    reads_back::<BulkChangeView>(&view)?;
     let request = requests.into_iter().next().context("a device")?;
     let device = DeviceChange::pending(&change.bulk_change_id, 0, request, change.created_at);
+    let view = serde_json::to_value(DeviceChangeView::from(&device))?;
     check_schema(
         &spec,
         "DeviceChange",
-        &serde_json::to_value(DeviceChangeView::from(&device))?,
+        &view,
         &["msisdn", "imei", "edit", "statusReason"],
     );
+    reads_back::<DeviceChangeView>(&view)?;
     let user = cellbridge::identity::ports::UserRecord {
         username: cellbridge::identity::username::Username::parse("ops@demo.example")
             .context("username")?,
@@ -213,6 +218,7 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     };
     let view = serde_json::to_value(UserView::new(&user, change.created_at))?;
     check_schema(&spec, "User", &view, &[]);
+    reads_back::<UserView>(&view)?;
     let device = cellbridge::devices::ports::DeviceRecord {
         thing_name: cellbridge::devices::registration::ThingName::parse("trk-1").context("name")?,
         tenant: change.tenant_id.clone(),
@@ -235,6 +241,7 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     };
     let view = serde_json::to_value(DeviceView::new(&device, Some(&latest), change.created_at))?;
     check_schema(&spec, "RegisteredDevice", &view, &[]);
+    reads_back::<DeviceView>(&view)?;
     let request = cellbridge::devices::command::parse_command_request(
         br#"{"name": "set-interval", "params": {"seconds": 5}}"#,
     )
@@ -249,8 +256,9 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     let sent = queued
         .after(CommandStatus::Sent, change.created_at, None)
         .context("QUEUED becomes SENT")?;
-    let view = serde_json::to_value(device_commands::CommandView::from(&sent))?;
+    let view = serde_json::to_value(CommandView::from(&sent))?;
     check_schema(&spec, "Command", &view, &[]);
+    reads_back::<CommandView>(&view)?;
     let history = &view["history"][1];
     check_schema(&spec, "CommandHistoryEntry", history, &["detail"]);
     Ok(())

@@ -52,6 +52,18 @@ impl BulkChangeStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
+    /// Nothing more will happen to it: every device change has its outcome, or it was never
+    /// planned. (`recorded` is final too: nothing is sent to a carrier.)
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BulkChangeStatus::Recorded
+                | BulkChangeStatus::Completed
+                | BulkChangeStatus::CompletedWithErrors
+                | BulkChangeStatus::Failed
+        )
+    }
+
     /// The status a planned bulk change moves to.
     pub fn after_planning(process_changes: bool) -> Self {
         if process_changes {

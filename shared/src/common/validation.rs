@@ -1,9 +1,9 @@
 //! Collecting every problem with a request, so the caller fixes them all in one round trip.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     /// Path to the field at fault, e.g. `devices[3].iccid`; empty for the document itself.
     pub field: String,

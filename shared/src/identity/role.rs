@@ -1,9 +1,11 @@
 //! Roles, from least to most: a viewer reads, an operator also changes devices (bulk changes,
 //! commands), an admin also manages users and policies. A higher role includes the lower ones.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Operator,

@@ -1,7 +1,8 @@
 //! Identity, roles, tenant isolation and bad input, through the local API exactly as a client
 //! sees it: the authorizer in front of every route, the functions behind it.
 
-use super::{client_with, valid_request, DEMO_PASSWORD};
+use super::{client_with, signed_in, valid_request, DEMO_PASSWORD};
+use devstack::api_client::{ApiClient, ApiError};
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -193,80 +194,56 @@ pub async fn roles_limit_what_a_user_may_do(stack: &Devstack) -> Result<()> {
 }
 
 /// Creates a record-only bulk change (no carrier calls) and returns its id.
-async fn create(client: &reqwest::Client, api: &str, key: &str) -> Result<(u16, Value)> {
+async fn create_recorded(client: &ApiClient, key: &str) -> Result<String> {
     let mut request = valid_request();
     request["processChanges"] = json!(false);
-    let response = client
-        .post(format!("{api}/bulk-changes"))
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(request.to_string())
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await?))
+    let created = client.create_bulk_change(&request, Some(key)).await?;
+    Ok(created.id.into_owned())
 }
 
-fn ids(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["id"].as_str().map(str::to_owned))
-        .collect()
+fn status_code(outcome: Result<impl std::fmt::Debug, ApiError>) -> Option<u16> {
+    outcome.err().as_ref().and_then(ApiError::status).map(|s| s.as_u16())
 }
 
 pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
     let api = stack.api_url();
-    let globex = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
-    let demo = client_with(&stack.login("ops@demo.example", DEMO_PASSWORD).await?)?;
+    let globex = signed_in(stack, "ops@globex.example").await?;
+    let demo = signed_in(stack, "ops@demo.example").await?;
     let key = format!("isolation-{}", uuid::Uuid::new_v4());
-    let (status, first) = create(&globex, &api, &key).await?;
-    assert_eq!(status, 202, "{first}");
-    let (status, second) = create(&globex, &api, &format!("{key}-2")).await?;
-    assert_eq!(status, 202, "{second}");
     let globex_ids = [
-        first["id"].as_str().context("id")?.to_owned(),
-        second["id"].as_str().context("id")?.to_owned(),
+        create_recorded(&globex, &key).await?,
+        create_recorded(&globex, &format!("{key}-2")).await?,
     ];
 
     for id in &globex_ids {
-        for path in [
-            format!("/bulk-changes/{id}"),
-            format!("/bulk-changes/{id}/devices"),
+        for refused in [
+            demo.bulk_change(id).await.map(|_| ()),
+            demo.bulk_change_devices(id).await.map(|_| ()),
         ] {
-            let response = demo.get(format!("{api}{path}")).send().await?;
-            assert_eq!(response.status().as_u16(), 404, "{path}");
-            let problem: Value = response.json().await?;
-            assert_eq!(problem["type"], "https://cellbridge.dev/problems/not-found");
+            let problem = refused.as_ref().err().and_then(ApiError::problem);
+            assert_eq!(
+                problem.map(|p| (p.status, p.kind.as_str())),
+                Some((404, "https://cellbridge.dev/problems/not-found")),
+                "{refused:?}"
+            );
         }
-        let (status, _) = status_of(
-            globex
-                .get(format!("{api}/bulk-changes/{id}"))
-                .send()
-                .await?,
-        )
-        .await?;
-        assert_eq!(status, 200, "its own tenant reads it");
+        assert_eq!(
+            globex.bulk_change(id).await?.id,
+            id.as_str(),
+            "its own tenant reads it"
+        );
     }
     // Lists, filtered or not, and pages continued with the other tenant's cursor.
-    let globex_page: Value = globex
-        .get(format!("{api}/bulk-changes?limit=1"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cursor = globex_page["nextCursor"]
-        .as_str()
-        .context("a second page")?;
-    for query in ["", "?status=recorded", &format!("?limit=1&cursor={cursor}")] {
-        let page: Value = demo
-            .get(format!("{api}/bulk-changes{query}"))
-            .send()
+    let globex_page = globex.bulk_changes_page("limit=1").await?;
+    let cursor = globex_page.next_cursor.context("a second page")?;
+    for query in ["", "status=recorded", &format!("limit=1&cursor={cursor}")] {
+        let seen: Vec<String> = demo
+            .bulk_changes_page(query)
             .await?
-            .json()
-            .await?;
-        let seen = ids(&page);
+            .items
+            .into_iter()
+            .map(|c| c.id.into_owned())
+            .collect();
         assert!(
             globex_ids.iter().all(|id| !seen.contains(id)),
             "demo's list {query:?} shows globex's {seen:?}"
@@ -274,52 +251,38 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
     }
     // The same idempotency key from another tenant is another key: a new bulk change of its own,
     // not a replay of globex's.
-    let (status, mine) = create(&demo, &api, &key).await?;
-    assert_eq!(status, 202, "{mine}");
-    assert!(!globex_ids.contains(&mine["id"].as_str().unwrap_or_default().to_owned()));
+    let mine = create_recorded(&demo, &key).await?;
+    assert!(!globex_ids.contains(&mine));
     // Nothing changes another tenant's bulk change: there is no route for it to take.
     let (status, _) = status_of(
-        demo.delete(format!("{api}/bulk-changes/{}", globex_ids[0]))
+        reqwest::Client::new()
+            .delete(format!("{api}/bulk-changes/{}", globex_ids[0]))
+            .bearer_auth(demo.token().unwrap_or_default())
             .send()
             .await?,
     )
     .await?;
     assert_eq!(status, 405);
-    let after: Value = globex
-        .get(format!("{api}/bulk-changes/{}", globex_ids[0]))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(after["createdBy"], "user:ops@globex.example", "{after}");
+    let after = globex.bulk_change(&globex_ids[0]).await?;
+    assert_eq!(after.created_by, "user:ops@globex.example", "{after:?}");
 
     // Users: demo's admin sees and deletes only demo's.
-    let admin = client_with(&stack.login("admin@demo.example", DEMO_PASSWORD).await?)?;
-    let users: Value = admin
-        .get(format!("{api}/users"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let names: Vec<&str> = users["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|u| u["username"].as_str())
-        .collect();
+    let admin = signed_in(stack, "admin@demo.example").await?;
+    let users = admin.users().await?;
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_ref()).collect();
     assert!(
         names.contains(&"ops@demo.example") && !names.contains(&"ops@globex.example"),
         "{names:?}"
     );
-    let deleted = admin
+    let deleted = reqwest::Client::new()
         .delete(format!("{api}/users/ops@globex.example"))
+        .bearer_auth(admin.token().unwrap_or_default())
         .send()
         .await?;
     assert_eq!(deleted.status().as_u16(), 404, "another tenant's user");
-    let listed = globex.get(format!("{api}/users")).send().await?;
     assert_eq!(
-        listed.status().as_u16(),
-        403,
+        status_code(globex.users().await),
+        Some(403),
         "operators do not manage users"
     );
     stack
@@ -353,28 +316,22 @@ pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {
         )
         .await?;
     }
-    let listed: Value = demo
-        .get(format!("{api}/devices"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let things: Vec<&str> = listed["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["id"].as_str())
-        .collect();
-    assert_eq!(things, ["demo-trk-1"], "{listed}");
-    for path in ["/devices/globex-trk-1", "/devices/globex-trk-1/telemetry"] {
-        let response = demo.get(format!("{api}{path}")).send().await?;
-        assert_eq!(response.status().as_u16(), 404, "{path}");
-    }
-    let own = globex
-        .get(format!("{api}/devices/globex-trk-1"))
-        .send()
-        .await?;
-    assert_eq!(own.status().as_u16(), 200, "its own tenant reads it");
+    let listed = demo.devices().await?;
+    let things: Vec<&str> = listed.iter().map(|d| d.id.as_ref()).collect();
+    assert_eq!(things, ["demo-trk-1"], "{listed:?}");
+    assert_eq!(status_code(demo.device("globex-trk-1").await), Some(404));
+    assert_eq!(
+        status_code(
+            demo.telemetry_since("globex-trk-1", OffsetDateTime::now_utc())
+                .await
+        ),
+        Some(404)
+    );
+    assert_eq!(
+        globex.device("globex-trk-1").await?.id,
+        "globex-trk-1",
+        "its own tenant reads it"
+    );
     Ok(())
 }
 

@@ -2,16 +2,23 @@
 //! the template's topic rules run the registration, telemetry and presence flows, and commands
 //! go from the API to the device and back.
 
-use super::{client_with, OPERATOR};
+use super::{signed_in, OPERATOR};
 use anyhow::{bail, ensure, Context, Result};
 use device_sim::{Fleet, FleetOptions, Misbehaviour};
-use devstack::demo_accounts::DEMO_PASSWORD;
-use devstack::device_api::DeviceApi;
+use cellbridge::devices::command::CommandStatus;
+use cellbridge::devices::views::DeviceStatus;
+use devstack::api_client::{ApiClient, ApiError};
 use devstack::Devstack;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 const DEVICES: usize = 4;
+
+/// Telemetry points of `thing` stored in the last hour.
+async fn points_last_hour(api: &ApiClient, thing: &str) -> Result<usize> {
+    let from = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    Ok(api.telemetry_since(thing, from).await?.len())
+}
 
 async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where
@@ -62,10 +69,7 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
         "a device of an unknown tenant was not rejected: {stats:?}"
     );
 
-    let api = DeviceApi::new(
-        &stack.api_url(),
-        &stack.login(OPERATOR, DEMO_PASSWORD).await?,
-    )?;
+    let api = signed_in(stack, OPERATOR).await?;
     let things: Vec<String> = fleet.things().map(str::to_owned).collect();
     let all: HashSet<String> = things.iter().cloned().collect();
     let online = api
@@ -74,7 +78,7 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     ensure!(online == DEVICES, "{online} of {DEVICES} online");
     let listed = api.devices().await?;
     ensure!(
-        !listed.iter().any(|d| d["id"] == "stranger-0001"),
+        !listed.iter().any(|d| d.id == "stranger-0001"),
         "the rejected device is not in the registry"
     );
 
@@ -105,30 +109,33 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     // Telemetry lands through the rule, the queue and the batch writer.
     let first = things[0].clone();
     until("telemetry stored", Duration::from_secs(60), || async {
-        Ok(api.telemetry_points(&first).await? >= 2)
+        Ok(points_last_hour(&api, &first).await? >= 2)
     })
     .await?;
     // Its latest state is its newest point, read from the series for the device list.
     let listed = api.devices().await?;
     let shown = listed
         .iter()
-        .find(|d| d["id"] == first.as_str())
+        .find(|d| d.id == first.as_str())
         .context("the device is listed")?;
     ensure!(
-        shown["latest"]["metrics"]["battery"].is_number() && shown["latest"]["at"].is_string(),
-        "latest state {shown}"
+        shown
+            .latest
+            .as_ref()
+            .is_some_and(|latest| latest.metrics["battery"].is_number()),
+        "latest state {shown:?}"
     );
 
     // A command to an online device, and one it does not know.
-    let id = api.send_command(&first, "ping").await?;
-    let view = api.wait_final(&first, &id, Duration::from_secs(30)).await?;
-    ensure!(view["status"] == "SUCCESSFUL", "ping ended {view}");
-    let steps: Vec<&str> = view["history"]
-        .as_array()
-        .context("history")?
-        .iter()
-        .filter_map(|h| h["status"].as_str())
-        .collect();
+    let id = api.send_command(&first, "ping", None).await?.id;
+    let view = api
+        .wait_command_final(&first, &id, Duration::from_secs(30))
+        .await?;
+    ensure!(
+        view.status == CommandStatus::Successful,
+        "ping ended {view:?}"
+    );
+    let steps: Vec<&str> = view.history.iter().map(|h| h.status.as_str()).collect();
     // The two acknowledgements invoke the ack function asynchronously, as IoT Core does, so the
     // final one may overtake DELIVERED, which then changes nothing.
     ensure!(
@@ -136,9 +143,14 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
             || steps == ["QUEUED", "SENT", "SUCCESSFUL"],
         "history {steps:?}"
     );
-    let id = api.send_command(&first, "self-destruct").await?;
-    let view = api.wait_final(&first, &id, Duration::from_secs(30)).await?;
-    ensure!(view["status"] == "FAILED", "unknown command ended {view}");
+    let id = api.send_command(&first, "self-destruct", None).await?.id;
+    let view = api
+        .wait_command_final(&first, &id, Duration::from_secs(30))
+        .await?;
+    ensure!(
+        view.status == CommandStatus::Failed,
+        "unknown command ended {view:?}"
+    );
 
     // A command to an offline device waits for it to come back.
     let second = things[1].clone();
@@ -147,30 +159,30 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     until(
         "the disconnected device offline",
         Duration::from_secs(30),
-        || async { Ok(api.online(&just_second).await? == 0) },
+        || async { Ok(api.online_among(&just_second).await? == 0) },
     )
     .await?;
-    let id = api.send_command(&second, "locate").await?;
+    let id = api.send_command(&second, "locate", None).await?.id;
     // Stored for later, not sent: only the device's return sends it.
     let queued = api.command(&second, &id).await?;
     ensure!(
-        queued["status"] == "QUEUED",
-        "the offline device's command {queued}"
+        queued.status == CommandStatus::Queued,
+        "the offline device's command {queued:?}"
     );
     let waiting = api
         .devices()
         .await?
         .into_iter()
-        .find(|d| d["id"] == second.as_str())
+        .find(|d| d.id == second.as_str())
         .context("the offline device is listed")?;
-    ensure!(waiting["status"] == "offline", "{waiting}");
+    ensure!(waiting.status == DeviceStatus::Offline, "{waiting:?}");
     fleet.reconnect(&second)?;
     let view = api
-        .wait_final(&second, &id, Duration::from_secs(60))
+        .wait_command_final(&second, &id, Duration::from_secs(60))
         .await?;
     ensure!(
-        view["status"] == "SUCCESSFUL",
-        "the queued command ended {view}"
+        view.status == CommandStatus::Successful,
+        "the queued command ended {view:?}"
     );
 
     // A dropped connection (no DISCONNECT) comes back by itself.
@@ -184,7 +196,7 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     until(
         "the dropped device online again",
         Duration::from_secs(30),
-        || async { Ok(api.online(&just_third).await? == 1) },
+        || async { Ok(api.online_among(&just_third).await? == 1) },
     )
     .await?;
 
@@ -192,7 +204,7 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     let [_, _, flooding, garbling] = &things[..] else {
         bail!("expected {DEVICES} devices");
     };
-    let before = api.telemetry_points(&first).await?;
+    let before = points_last_hour(&api, &first).await?;
     let broker_before = stack.broker().stats();
     fleet.set_misbehaviour(garbling, Misbehaviour::Garbage)?;
     fleet.set_misbehaviour(flooding, Misbehaviour::Flood { per_second: 300 })?;
@@ -214,7 +226,7 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     until(
         "telemetry of a well-behaved device still stored",
         Duration::from_secs(30),
-        || async { Ok(api.telemetry_points(&first).await? >= before + 3) },
+        || async { Ok(points_last_hour(&api, &first).await? >= before + 3) },
     )
     .await?;
     let broker = stack.broker().stats();
@@ -228,21 +240,21 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
     );
 
     // Another tenant sees none of it.
-    let globex = client_with(&stack.login("ops@globex.example", DEMO_PASSWORD).await?)?;
-    for (method, path) in [
-        ("GET", format!("/devices/{first}")),
-        ("GET", format!("/devices/{first}/commands/{id}")),
-        ("POST", format!("/devices/{first}/commands")),
-    ] {
-        let request = match method {
-            "GET" => globex.get(format!("{}{path}", stack.api_url())),
-            _ => globex
-                .post(format!("{}{path}", stack.api_url()))
-                .header("content-type", "application/json")
-                .body(r#"{"name":"ping"}"#),
-        };
-        let status = request.send().await?.status().as_u16();
-        ensure!(status == 404, "{method} {path} as globex answered {status}");
+    let globex = signed_in(stack, "ops@globex.example").await?;
+    let refusals = [
+        ("the device", globex.device(&first).await.err()),
+        ("its command", globex.command(&first, &id).await.err()),
+        (
+            "a new command",
+            globex.send_command(&first, "ping", None).await.err(),
+        ),
+    ];
+    for (what, refused) in refusals {
+        let status = refused.as_ref().and_then(ApiError::status);
+        ensure!(
+            status.map(|s| s.as_u16()) == Some(404),
+            "{what} of {first} as globex: {refused:?}"
+        );
     }
 
     // No rule action failed along the way.

@@ -1,17 +1,17 @@
 //! A page of any view, with the cursor of the next one.
 
 use crate::common::store::Page;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PageView<T: Serialize> {
+pub struct PageView<T> {
     pub items: Vec<T>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
-impl<T: Serialize> PageView<T> {
+impl<T> PageView<T> {
     pub fn from_page<'a, S: 'a>(page: &'a Page<S>, view: impl Fn(&'a S) -> T) -> Self {
         Self {
             items: page.items.iter().map(view).collect(),
