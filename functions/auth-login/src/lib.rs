@@ -19,6 +19,7 @@ use cellbridge::identity::username::Username;
 use cellbridge::identity::views::LoginView;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
+use secrecy::ExposeSecret;
 
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -105,7 +106,7 @@ async fn login(
         tracing::info!(%username, "login refused: no such user");
         return Err(Problem::login_failed());
     };
-    let password_ok = verify_password(&credentials.password, &user.password_hash);
+    let password_ok = verify_password(&credentials.password, user.password_hash.expose_secret());
     if is_locked(user.locked_until, now) {
         tracing::warn!(%username, tenant = %user.tenant, "login refused: account locked");
         return Err(Problem::login_failed());
@@ -180,7 +181,7 @@ mod tests {
                 username: Username::parse("ops@demo.example").expect("username"),
                 tenant: TenantId::parse("demo").expect("tenant"),
                 roles: Roles::new([Role::Operator]),
-                password_hash: hash_password(PASSWORD).expect("hash"),
+                password_hash: hash_password(PASSWORD).expect("hash").into(),
                 failed_logins: 0,
                 locked_until: None,
                 created_at: NOW,

@@ -145,8 +145,13 @@ impl ApiClient {
     /// `POST /auth/login`.
     pub async fn login(&self, username: &str, password: &str) -> ApiResult<LoginView> {
         let body = serde_json::json!({"username": username, "password": password});
-        self.call(Method::POST, "/auth/login", |r| r.json(&body), StatusCode::OK)
-            .await
+        self.call(
+            Method::POST,
+            "/auth/login",
+            |r| r.json(&body),
+            StatusCode::OK,
+        )
+        .await
     }
 
     /// `GET /users`, every page.
@@ -198,10 +203,7 @@ impl ApiClient {
     }
 
     /// `GET /bulk-changes/{id}/devices`, every page.
-    pub async fn bulk_change_devices(
-        &self,
-        id: &str,
-    ) -> ApiResult<Vec<DeviceChangeView<'static>>> {
+    pub async fn bulk_change_devices(&self, id: &str) -> ApiResult<Vec<DeviceChangeView<'static>>> {
         self.all_pages(&format!("/bulk-changes/{id}/devices")).await
     }
 

@@ -405,7 +405,12 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
     assert_eq!(view.status, BulkChangeStatus::Completed, "{view:?}");
     let counts = &view.counts;
     assert_eq!(
-        (counts.total, counts.pending, counts.succeeded, counts.failed),
+        (
+            counts.total,
+            counts.pending,
+            counts.succeeded,
+            counts.failed
+        ),
         (DEVICES, 0, DEVICES, 0),
         "{view:?}"
     );
@@ -454,7 +459,10 @@ async fn a_bulk_change_is_accepted_and_planned(stack: &Devstack) -> Result<()> {
     let other = signed_in(stack, "ops@globex.example").await?;
     let refused = other.bulk_change(&id).await.err();
     assert_eq!(
-        refused.as_ref().and_then(ApiError::status).map(|s| s.as_u16()),
+        refused
+            .as_ref()
+            .and_then(ApiError::status)
+            .map(|s| s.as_u16()),
         Some(404),
         "{refused:?}"
     );

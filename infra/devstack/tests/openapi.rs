@@ -172,8 +172,8 @@ fn check_schema(spec: &Value, schema: &str, serialized: &Value, optional_absent:
 /// The API client reads a view into the same type the function wrote it from: reading `json`
 /// back and writing it again changes nothing.
 fn reads_back<T: serde::Serialize + serde::de::DeserializeOwned>(json: &Value) -> Result<()> {
-    let read: T = serde_json::from_value(json.clone())
-        .with_context(|| format!("reading back {json}"))?;
+    let read: T =
+        serde_json::from_value(json.clone()).with_context(|| format!("reading back {json}"))?;
     assert_eq!(&serde_json::to_value(read)?, json);
     Ok(())
 }
@@ -211,7 +211,7 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
             .context("username")?,
         tenant: change.tenant_id.clone(),
         roles: cellbridge::identity::role::Roles::new([Role::Operator]),
-        password_hash: "$argon2id$...".to_owned(),
+        password_hash: "$argon2id$...".into(),
         failed_logins: 0,
         locked_until: None,
         created_at: change.created_at,

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 // Tokio's clock, so the pacing follows virtual time in tests (`tokio::time::pause`); in a
 // running function it is the monotonic clock.
-use tokio::time::Instant;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 /// How hard one instance may call one carrier account.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -45,7 +45,7 @@ fn limits(carrier: Carrier, overrides: Option<LimitsOverride>) -> AccountLimits 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct JasperAccount {
     base_url: String,
@@ -54,7 +54,7 @@ struct JasperAccount {
     limits: Option<LimitsOverride>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ThingSpaceAccount {
     /// e.g. `https://thingspace.verizon.com/api`
@@ -80,7 +80,7 @@ pub struct CallbackCredentials {
     pub password: SecretString,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TelegenceAccount {
     base_url: String,
@@ -89,7 +89,7 @@ struct TelegenceAccount {
     limits: Option<LimitsOverride>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AccountsDocument {
     jasper: Option<JasperAccount>,
@@ -113,7 +113,7 @@ fn parse(document: &str) -> Result<AccountsDocument, String> {
 
 /// The carrier accounts of `CARRIER_ACCOUNTS`, parsed at cold start; [`build_accounts`] makes
 /// their clients. Unset means no accounts: every carrier call then fails for want of one.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CarrierAccountsConfig {
     document: AccountsDocument,
 }
@@ -144,15 +144,6 @@ impl CarrierAccountsConfig {
         .into_iter()
         .filter_map(|(present, carrier)| present.then_some(carrier))
         .collect()
-    }
-}
-
-/// Names the configured carriers only: the document holds credentials.
-impl std::fmt::Debug for CarrierAccountsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CarrierAccountsConfig")
-            .field("carriers", &self.carriers())
-            .finish_non_exhaustive()
     }
 }
 
@@ -291,5 +282,24 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("CARRIER_ACCOUNTS"), "{error}");
         assert!(!error.contains("s3cr3t-value"), "{error}");
+    }
+
+    #[test]
+    fn printed_configuration_shows_no_credential() {
+        let config = CarrierAccountsConfig::parse(
+            r#"{
+                "jasper": {"baseUrl": "http://jasper.test", "username": "j-user", "apiKey": "jasper-k3y"},
+                "thingSpace": {"baseUrl": "http://ts.test", "appKey": "ts-app", "appSecret": "ts-s3cret",
+                    "username": "ts-user", "password": "ts-pa55", "accountName": "0000123456-00001",
+                    "callback": {"username": "cb-user", "password": "cb-pa55"}},
+                "telegence": {"baseUrl": "http://tg.test", "appId": "tg-app", "appSecret": "tg-s3cret"}
+            }"#,
+        )
+        .expect("valid document");
+        let printed = format!("{config:?}");
+        for secret in ["jasper-k3y", "ts-s3cret", "ts-pa55", "cb-pa55", "tg-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("0000123456-00001"), "{printed}");
     }
 }

@@ -21,7 +21,7 @@ use crate::bulk_changes::dynamodb::IDEMPOTENCY_WINDOW;
 use crate::common::cursor;
 use crate::common::cursor::AfterId;
 use crate::common::dynamodb::{backend, unbuildable, updated_unless_condition_failed};
-use crate::common::dynamodb::{epoch_ms, n, s, time_from_epoch_ms, Item};
+use crate::common::dynamodb::{epoch_ms, from_item_named, n, s, to_item, Item};
 use crate::common::store::IdempotencyClaim;
 use crate::common::store::{Page, PageRequest, StoreError};
 use crate::common::tenant::TenantId;
@@ -33,7 +33,9 @@ use crate::devices::registration::ThingName;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use time::serde::timestamp::milliseconds_i64;
 use time::{Duration, OffsetDateTime};
 
 const DEADLINE_INDEX: &str = "ByDeadline";
@@ -64,58 +66,143 @@ fn claim_key(tenant: &TenantId, claim: &IdempotencyClaim) -> String {
     format!("{tenant}#command#{}", claim.key)
 }
 
-fn history_entry(entry: &HistoryEntry) -> AttributeValue {
-    let mut fields = HashMap::from([
-        ("status".to_owned(), s(entry.status.as_str())),
-        ("at".to_owned(), n(epoch_ms(entry.at))),
-    ]);
-    if let Some(detail) = &entry.detail {
-        fields.insert("detail".to_owned(), s(detail.as_str()));
-    }
-    AttributeValue::M(fields)
+/// One history entry as stored: a map of `status`, `at` (ms) and, when given, `detail`.
+#[derive(Serialize, Deserialize)]
+struct HistoryItem {
+    status: String,
+    #[serde(with = "milliseconds_i64")]
+    at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
+impl HistoryItem {
+    fn new(entry: &HistoryEntry) -> Self {
+        Self {
+            status: entry.status.as_str().to_owned(),
+            at: entry.at,
+            detail: entry.detail.clone(),
+        }
+    }
+
+    fn entry(self) -> Result<HistoryEntry, StoreError> {
+        Ok(HistoryEntry {
+            status: CommandStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(&format!("history status {:?}", self.status)))?,
+            at: self.at,
+            detail: self.detail,
+        })
+    }
+}
+
+/// A history entry as `list_append` adds it to the stored list.
+fn history_entry(entry: &HistoryEntry) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(HistoryItem::new(entry))
+        .map_err(|e| corrupt(&format!("history entry: {e}")))
+}
+
+/// A command as the commands table holds it. `change` updates `status`, `updatedAt`,
+/// `history`, `sentAt`, `openShard` and `dueAt` in place, by those names.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommandItem {
+    thing_name: String,
+    command_id: String,
+    tenant_id: String,
+    name: String,
+    /// JSON text, kept exactly as sent.
+    params: String,
+    status: String,
+    #[serde(with = "milliseconds_i64")]
+    created_at: OffsetDateTime,
+    #[serde(
+        default,
+        with = "milliseconds_i64::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    sent_at: Option<OffsetDateTime>,
+    #[serde(with = "milliseconds_i64")]
+    expires_at: OffsetDateTime,
+    ack_timeout_seconds: i64,
+    /// The last history entry's time (ms), for readers of the table; not read back.
+    #[serde(skip_deserializing)]
+    updated_at: i64,
+    #[serde(default)]
+    history: Vec<HistoryItem>,
+    /// The TTL, in seconds; not read back.
+    #[serde(skip_deserializing)]
+    purge_at: i64,
+    /// The deadline index's keys, on open commands only; not read back.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    open_shard: Option<String>,
+    /// Milliseconds.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    due_at: Option<i64>,
+}
+
+impl CommandItem {
+    fn new(command: &Command) -> Result<Self, StoreError> {
+        let due = command.due_at();
+        Ok(Self {
+            thing_name: command.thing.to_string(),
+            command_id: command.id.to_string(),
+            tenant_id: command.tenant.to_string(),
+            name: command.name.clone(),
+            params: serde_json::to_string(&command.params)
+                .map_err(|e| corrupt(&format!("params: {e}")))?,
+            status: command.status.as_str().to_owned(),
+            created_at: command.created_at,
+            sent_at: command.sent_at,
+            expires_at: command.deadlines.expires_at,
+            ack_timeout_seconds: command.deadlines.ack_timeout.whole_seconds(),
+            updated_at: epoch_ms(command.updated_at()),
+            history: command.history.iter().map(HistoryItem::new).collect(),
+            purge_at: (command.created_at + RETENTION).unix_timestamp(),
+            open_shard: due.map(|_| open_shard(&command.id)),
+            due_at: due.map(epoch_ms),
+        })
+    }
+
+    fn command(self) -> Result<Command, StoreError> {
+        Ok(Command {
+            thing: ThingName::parse(&self.thing_name)
+                .ok_or_else(|| corrupt(&format!("thing name {:?}", self.thing_name)))?,
+            id: CommandId::parse(&self.command_id)
+                .ok_or_else(|| corrupt(&format!("command id {:?}", self.command_id)))?,
+            tenant: TenantId::parse(&self.tenant_id)
+                .ok_or_else(|| corrupt(&format!("tenant {:?}", self.tenant_id)))?,
+            name: self.name,
+            params: serde_json::from_str(&self.params)
+                .map_err(|e| corrupt(&format!("params: {e}")))?,
+            status: CommandStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(&format!("status {:?}", self.status)))?,
+            created_at: self.created_at,
+            sent_at: self.sent_at,
+            deadlines: Deadlines {
+                expires_at: self.expires_at,
+                ack_timeout: Duration::seconds(self.ack_timeout_seconds),
+            },
+            history: self
+                .history
+                .into_iter()
+                .map(HistoryItem::entry)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+const COMMAND_ITEM: &str = "command item";
+
 pub(crate) fn command_item(command: &Command) -> Result<Item, StoreError> {
-    let params = serde_json::to_string(&command.params)
-        .map_err(|e| StoreError::Corrupt(format!("params: {e}")))?;
-    let mut item = HashMap::from([
-        ("thingName".to_owned(), s(command.thing.as_str())),
-        ("commandId".to_owned(), s(command.id.as_str())),
-        ("tenantId".to_owned(), s(command.tenant.as_str())),
-        ("name".to_owned(), s(command.name.as_str())),
-        ("params".to_owned(), s(params)),
-        ("status".to_owned(), s(command.status.as_str())),
-        ("createdAt".to_owned(), n(epoch_ms(command.created_at))),
-        (
-            "expiresAt".to_owned(),
-            n(epoch_ms(command.deadlines.expires_at)),
-        ),
-        (
-            "ackTimeoutSeconds".to_owned(),
-            n(command.deadlines.ack_timeout.whole_seconds()),
-        ),
-        ("updatedAt".to_owned(), n(epoch_ms(command.updated_at()))),
-        (
-            "history".to_owned(),
-            AttributeValue::L(command.history.iter().map(history_entry).collect()),
-        ),
-        (
-            "purgeAt".to_owned(),
-            n((command.created_at + RETENTION).unix_timestamp()),
-        ),
-    ]);
-    if let Some(sent) = command.sent_at {
-        item.insert("sentAt".to_owned(), n(epoch_ms(sent)));
-    }
-    if let Some(due) = command.due_at() {
-        item.insert("openShard".to_owned(), s(open_shard(&command.id)));
-        item.insert("dueAt".to_owned(), n(epoch_ms(due)));
-    }
-    Ok(item)
+    to_item(&CommandItem::new(command)?)
+}
+
+pub(crate) fn command_from(item: Item) -> Result<Command, StoreError> {
+    from_item_named::<CommandItem>(COMMAND_ITEM, item)?.command()
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("command item: {what}"))
+    StoreError::Corrupt(format!("{COMMAND_ITEM}: {what}"))
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
@@ -123,57 +210,6 @@ fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
         .ok_or_else(|| corrupt(&format!("no {name}")))
-}
-
-pub(crate) fn command_from(item: &Item) -> Result<Command, StoreError> {
-    let thing = text(item, "thingName")?;
-    let id = text(item, "commandId")?;
-    let tenant = text(item, "tenantId")?;
-    let status = text(item, "status")?;
-    let params: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text(item, "params")?)
-            .map_err(|e| corrupt(&format!("params: {e}")))?;
-    let ack_timeout: i64 = item
-        .get("ackTimeoutSeconds")
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| corrupt("no ackTimeoutSeconds"))?;
-    let history = match item.get("history") {
-        Some(AttributeValue::L(entries)) => entries
-            .iter()
-            .map(|entry| {
-                let fields = entry.as_m().map_err(|_| corrupt("history entry"))?;
-                Ok(HistoryEntry {
-                    status: fields
-                        .get("status")
-                        .and_then(|v| v.as_s().ok())
-                        .and_then(|v| CommandStatus::parse(v))
-                        .ok_or_else(|| corrupt("history status"))?,
-                    at: time_from_epoch_ms(fields.get("at"))
-                        .ok_or_else(|| corrupt("history time"))?,
-                    detail: fields.get("detail").and_then(|v| v.as_s().ok()).cloned(),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?,
-        _ => Vec::new(),
-    };
-    Ok(Command {
-        thing: ThingName::parse(thing).ok_or_else(|| corrupt("thing name"))?,
-        id: CommandId::parse(id).ok_or_else(|| corrupt("command id"))?,
-        tenant: TenantId::parse(tenant).ok_or_else(|| corrupt("tenant"))?,
-        name: text(item, "name")?.to_owned(),
-        params,
-        status: CommandStatus::parse(status).ok_or_else(|| corrupt("status"))?,
-        created_at: time_from_epoch_ms(item.get("createdAt"))
-            .ok_or_else(|| corrupt("createdAt"))?,
-        sent_at: time_from_epoch_ms(item.get("sentAt")),
-        deadlines: Deadlines {
-            expires_at: time_from_epoch_ms(item.get("expiresAt"))
-                .ok_or_else(|| corrupt("expiresAt"))?,
-            ack_timeout: Duration::seconds(ack_timeout),
-        },
-        history,
-    })
 }
 
 pub(crate) fn decode_after(page: &PageRequest) -> Result<Option<CommandId>, StoreError> {
@@ -308,11 +344,11 @@ impl DynamoCommands {
                     current: current.status,
                 });
             };
-            let entry = next
+            let last = next
                 .history
                 .last()
-                .map(history_entry)
                 .ok_or_else(|| corrupt("empty history"))?;
+            let entry = history_entry(last)?;
             let mut set = vec![
                 "#status = :to",
                 "updatedAt = :at",
@@ -440,7 +476,7 @@ impl CommandStore for DynamoCommands {
             .send()
             .await
             .map_err(backend)?;
-        out.item.as_ref().map(command_from).transpose()
+        out.item.map(command_from).transpose()
     }
 
     async fn list_commands(
@@ -464,8 +500,9 @@ impl CommandStore for DynamoCommands {
         }
         let out = query.send().await.map_err(backend)?;
         let items: Vec<Command> = out
-            .items()
-            .iter()
+            .items
+            .unwrap_or_default()
+            .into_iter()
             .map(command_from)
             .collect::<Result<_, _>>()?;
         let next_cursor = out.last_evaluated_key.and(items.last()).map(encode_after);
@@ -501,7 +538,7 @@ impl CommandStore for DynamoCommands {
                 .send()
                 .await
                 .map_err(backend)?;
-            for item in out.items() {
+            for item in out.items.unwrap_or_default() {
                 if found.len() < limit as usize {
                     found.push(command_from(item)?);
                 }
@@ -586,17 +623,117 @@ mod tests {
 
     const T0: OffsetDateTime = datetime!(2026-11-22 09:00 UTC);
 
+    /// A command delivered after one SENT write, as deployed tables hold it; `change` appends
+    /// history entries and sets `status`, `updatedAt`, `sentAt`, `openShard`, `dueAt` by name.
+    fn delivered() -> (Command, Item) {
+        let mut queued = command("trk-1", T0, 60);
+        queued.id = CommandId::parse("019aab3c-5e00-7def-8abc-0123456789ab").expect("id");
+        let command = queued
+            .after(Sent, T0 + Duration::milliseconds(1_500), None)
+            .and_then(|c| c.after(Delivered, T0 + Duration::seconds(3), Some("rebooting")))
+            .expect("forward");
+        let history = |status: &str, at: i64, detail: Option<&str>| {
+            let mut entry =
+                HashMap::from([("status".to_owned(), s(status)), ("at".to_owned(), n(at))]);
+            if let Some(detail) = detail {
+                entry.insert("detail".to_owned(), s(detail));
+            }
+            AttributeValue::M(entry)
+        };
+        let item = HashMap::from([
+            ("thingName".to_owned(), s("trk-1")),
+            (
+                "commandId".to_owned(),
+                s("019aab3c-5e00-7def-8abc-0123456789ab"),
+            ),
+            ("tenantId".to_owned(), s("demo")),
+            ("name".to_owned(), s("reboot")),
+            ("params".to_owned(), s(r#"{"delay":5}"#)),
+            ("status".to_owned(), s("DELIVERED")),
+            ("createdAt".to_owned(), n(1_795_338_000_000_i64)),
+            ("sentAt".to_owned(), n(1_795_338_001_500_i64)),
+            ("expiresAt".to_owned(), n(1_795_338_060_000_i64)),
+            ("ackTimeoutSeconds".to_owned(), n(30)),
+            ("updatedAt".to_owned(), n(1_795_338_003_000_i64)),
+            (
+                "history".to_owned(),
+                AttributeValue::L(vec![
+                    history("QUEUED", 1_795_338_000_000, None),
+                    history("SENT", 1_795_338_001_500, None),
+                    history("DELIVERED", 1_795_338_003_000, Some("rebooting")),
+                ]),
+            ),
+            ("purgeAt".to_owned(), n(1_803_114_000_i64)),
+            ("openShard".to_owned(), s("open#3")),
+            ("dueAt".to_owned(), n(1_795_338_031_500_i64)),
+        ]);
+        (command, item)
+    }
+
+    #[test]
+    fn command_items_keep_their_stored_attributes_and_read_back() {
+        let (delivered, stored) = delivered();
+        assert_eq!(command_item(&delivered).expect("item"), stored);
+        assert_eq!(command_from(stored.clone()).expect("read"), delivered);
+        let entry = delivered
+            .history
+            .last()
+            .map(|e| history_entry(e).expect("entry"));
+        assert_eq!(
+            entry.as_ref(),
+            stored
+                .get("history")
+                .and_then(|h| h.as_l().ok())
+                .and_then(|h| h.last())
+        );
+    }
+
+    #[test]
+    fn corrupt_command_items_are_errors_that_name_the_fault() {
+        let corrupt = |change: &dyn Fn(&mut Item)| {
+            let (_, mut item) = delivered();
+            change(&mut item);
+            match command_from(item) {
+                Err(StoreError::Corrupt(why)) => why,
+                other => panic!("expected a corrupt item, got {other:?}"),
+            }
+        };
+        let why = corrupt(&|i| {
+            i.remove("ackTimeoutSeconds");
+        });
+        assert!(why.contains("ackTimeoutSeconds"), "{why}");
+        let why = corrupt(&|i| {
+            i.insert("status".to_owned(), s("LOST"));
+        });
+        assert!(why.contains("status"), "{why}");
+        let why = corrupt(&|i| {
+            i.insert("params".to_owned(), s("{not json"));
+        });
+        assert!(why.contains("params"), "{why}");
+        let why = corrupt(&|i| {
+            i.insert("history".to_owned(), AttributeValue::L(vec![s("QUEUED")]));
+        });
+        assert!(why.contains("history"), "{why}");
+        let why = corrupt(&|i| {
+            i.insert("commandId".to_owned(), s("not-a-uuid"));
+        });
+        assert!(
+            why.contains("command id") || why.contains("commandId"),
+            "{why}"
+        );
+    }
+
     #[test]
     fn items_round_trip_and_only_open_commands_carry_the_index_keys() {
         let now = command("trk-1", OffsetDateTime::now_utc(), 60);
         let sent = now
             .after(Sent, OffsetDateTime::now_utc(), None)
             .expect("forward");
-        let read = command_from(&command_item(&sent).expect("item")).expect("read back");
+        let read = command_from(command_item(&sent).expect("item")).expect("read back");
         assert_eq!(read, sent, "times are whole milliseconds");
         let queued = command("trk-1", T0, 60);
         let item = command_item(&queued).expect("item");
-        assert_eq!(command_from(&item).expect("read back"), queued);
+        assert_eq!(command_from(item.clone()).expect("read back"), queued);
         assert!(item.contains_key("openShard"));
         assert_eq!(
             item.get("dueAt"),
@@ -604,7 +741,7 @@ mod tests {
         );
         let done = queued.after(Successful, T0, Some("done")).expect("forward");
         let item = command_item(&done).expect("item");
-        assert_eq!(command_from(&item).expect("read back"), done);
+        assert_eq!(command_from(item.clone()).expect("read back"), done);
         assert!(!item.contains_key("openShard") && !item.contains_key("dueAt"));
         let shards: std::collections::BTreeSet<String> =
             (0..200).map(|_| open_shard(&CommandId::new_v7())).collect();

@@ -9,8 +9,8 @@
 
 use crate::common::cursor;
 use crate::common::cursor::{AfterId, AfterMs};
-use crate::common::dynamodb::{backend, updated_unless_condition_failed};
-use crate::common::dynamodb::{epoch_ms, n, s, time_from_epoch_ms, Item};
+use crate::common::dynamodb::{backend, from_item_named, to_item, updated_unless_condition_failed};
+use crate::common::dynamodb::{epoch_ms, n, s, Item};
 use crate::common::store::{Page, PageRequest, StoreError};
 use crate::common::tenant::TenantId;
 use crate::devices::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint};
@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use backon::{ExponentialBuilder, Retryable};
-use std::collections::{BTreeMap, HashMap};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
@@ -33,101 +35,107 @@ const WRITES_IN_FLIGHT: usize = 4;
 /// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
 const BATCH_RETRIES: usize = 6;
 
-fn json_to_attribute(value: &serde_json::Value) -> AttributeValue {
-    match value {
-        serde_json::Value::Null => AttributeValue::Null(true),
-        serde_json::Value::Bool(b) => AttributeValue::Bool(*b),
-        serde_json::Value::Number(num) => n(num),
-        serde_json::Value::String(text) => s(text.clone()),
-        serde_json::Value::Array(items) => {
-            AttributeValue::L(items.iter().map(json_to_attribute).collect())
-        }
-        serde_json::Value::Object(fields) => AttributeValue::M(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), json_to_attribute(v)))
-                .collect(),
-        ),
+/// What a missing `registeredAt` or `receivedAt` reads as: the rest of the item is still good.
+fn epoch() -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+}
+
+/// A device as the devices table holds it. Only `UpdateItem`s write it (`register`,
+/// `apply_presence`, `record_activity`, the sweep), attribute by attribute, so it is only read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceItem {
+    thing_name: String,
+    tenant_id: String,
+    iccid: String,
+    #[serde(default)]
+    imei: Option<String>,
+    model: String,
+    firmware: String,
+    #[serde(default = "epoch", with = "time::serde::rfc3339")]
+    registered_at: OffsetDateTime,
+    #[serde(default)]
+    connected: bool,
+    #[serde(default)]
+    presence_version: Option<i64>,
+    /// The [`rank`] of the event applied at `presenceVersion`.
+    #[serde(default)]
+    presence_rank: Option<i64>,
+    #[serde(default, with = "time::serde::timestamp::milliseconds_i64::option")]
+    last_seen: Option<OffsetDateTime>,
+    /// Set by the sweep; only whether it is there matters.
+    #[serde(default)]
+    timed_out_at: Option<IgnoredAny>,
+}
+
+impl DeviceItem {
+    fn record(self) -> Result<DeviceRecord, StoreError> {
+        let kind = match self.presence_rank {
+            Some(1) => LifecycleKind::Disconnected,
+            _ => LifecycleKind::Connected,
+        };
+        Ok(DeviceRecord {
+            thing_name: ThingName::parse(&self.thing_name).ok_or_else(|| {
+                StoreError::Corrupt(format!("{DEVICE_ITEM}: thing name {:?}", self.thing_name))
+            })?,
+            tenant: TenantId::parse(&self.tenant_id).ok_or_else(|| {
+                StoreError::Corrupt(format!("{DEVICE_ITEM}: tenant {:?}", self.tenant_id))
+            })?,
+            iccid: self.iccid,
+            imei: self.imei,
+            model: self.model,
+            firmware: self.firmware,
+            registered_at: self.registered_at,
+            presence: Presence {
+                connected: self.connected,
+                version: self.presence_version.map(|v| (v, kind)),
+                last_seen: self.last_seen,
+                timed_out: self.timed_out_at.is_some(),
+            },
+        })
     }
 }
 
-fn attribute_to_json(value: &AttributeValue) -> serde_json::Value {
-    match value {
-        AttributeValue::Bool(b) => serde_json::Value::Bool(*b),
-        AttributeValue::N(text) => text
-            .parse::<i64>()
-            .map(serde_json::Value::from)
-            .or_else(|_| text.parse::<f64>().map(serde_json::Value::from))
-            .unwrap_or(serde_json::Value::Null),
-        AttributeValue::S(text) => serde_json::Value::String(text.clone()),
-        AttributeValue::L(items) => {
-            serde_json::Value::Array(items.iter().map(attribute_to_json).collect())
-        }
-        AttributeValue::M(fields) => serde_json::Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), attribute_to_json(v)))
-                .collect(),
-        ),
-        _ => serde_json::Value::Null,
-    }
+const DEVICE_ITEM: &str = "device item";
+
+fn device_from(item: Item) -> Result<DeviceRecord, StoreError> {
+    from_item_named::<DeviceItem>(DEVICE_ITEM, item)?.record()
 }
 
-fn text(item: &Item, name: &str) -> Result<String, StoreError> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .ok_or_else(|| StoreError::Corrupt(format!("device item without {name}")))
+/// A telemetry point as the telemetry table holds it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PointItem {
+    /// The partition key: written, not needed to read the point back.
+    #[serde(skip_deserializing)]
+    thing_name: String,
+    #[serde(with = "time::serde::timestamp::milliseconds_i64")]
+    at: OffsetDateTime,
+    #[serde(default = "epoch", with = "time::serde::timestamp::milliseconds_i64")]
+    received_at: OffsetDateTime,
+    /// The TTL, in seconds: written, never read back.
+    #[serde(skip_deserializing)]
+    expires_at: i64,
+    #[serde(default)]
+    metrics: serde_json::Map<String, serde_json::Value>,
 }
 
-fn device_from(item: &Item) -> Result<DeviceRecord, StoreError> {
-    let thing = text(item, "thingName")?;
-    let tenant = text(item, "tenantId")?;
-    let number = |name: &str| -> Option<i64> { item.get(name)?.as_n().ok()?.parse().ok() };
-    let presence_kind = match number("presenceRank") {
-        Some(1) => LifecycleKind::Disconnected,
-        _ => LifecycleKind::Connected,
-    };
-    Ok(DeviceRecord {
-        thing_name: ThingName::parse(&thing)
-            .ok_or_else(|| StoreError::Corrupt(format!("thing name {thing:?}")))?,
-        tenant: TenantId::parse(&tenant)
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant:?}")))?,
-        iccid: text(item, "iccid")?,
-        imei: item.get("imei").and_then(|v| v.as_s().ok()).cloned(),
-        model: text(item, "model")?,
-        firmware: text(item, "firmware")?,
-        registered_at: item
-            .get("registeredAt")
-            .and_then(|v| v.as_s().ok())
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        presence: Presence {
-            connected: item
-                .get("connected")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            version: number("presenceVersion").map(|v| (v, presence_kind)),
-            last_seen: time_from_epoch_ms(item.get("lastSeen")),
-            timed_out: item.contains_key("timedOutAt"),
-        },
+fn point_item(p: &TelemetryPoint, retention: Duration) -> Result<Item, StoreError> {
+    to_item(&PointItem {
+        thing_name: p.device.to_string(),
+        at: p.at,
+        received_at: p.received_at,
+        expires_at: (p.received_at + retention).unix_timestamp(),
+        metrics: p.metrics_json(),
     })
 }
 
-fn point_from(item: &Item) -> Result<StoredPoint, StoreError> {
+fn point_from(item: Item) -> Result<StoredPoint, StoreError> {
+    let point: PointItem = from_item_named("telemetry item", item)?;
     Ok(StoredPoint {
-        at: time_from_epoch_ms(item.get("at"))
-            .ok_or_else(|| StoreError::Corrupt("point without at".into()))?,
-        received_at: time_from_epoch_ms(item.get("receivedAt"))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        metrics: match item.get("metrics") {
-            Some(AttributeValue::M(fields)) => fields
-                .iter()
-                .map(|(k, v)| (k.clone(), attribute_to_json(v)))
-                .collect(),
-            _ => serde_json::Map::new(),
-        },
+        at: point.at,
+        received_at: point.received_at,
+        metrics: point.metrics,
     })
 }
 
@@ -279,7 +287,7 @@ impl DeviceStore for DynamoDevices {
             .send()
             .await
             .map_err(backend)?;
-        out.item.as_ref().map(device_from).transpose()
+        out.item.map(device_from).transpose()
     }
 
     async fn list_devices(
@@ -307,8 +315,9 @@ impl DeviceStore for DynamoDevices {
         }
         let out = query.send().await.map_err(backend)?;
         let items: Vec<DeviceRecord> = out
-            .items()
-            .iter()
+            .items
+            .unwrap_or_default()
+            .into_iter()
             .map(device_from)
             .collect::<Result<_, _>>()?;
         let next_cursor = out.last_evaluated_key.and(items.last()).map(|last| {
@@ -372,23 +381,8 @@ impl DeviceStore for DynamoDevices {
             let requests = chunk
                 .iter()
                 .map(|p| {
-                    let metrics = p
-                        .metrics_json()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), json_to_attribute(v)))
-                        .collect();
-                    let item: Item = HashMap::from([
-                        ("thingName".to_owned(), s(p.device.as_str())),
-                        ("at".to_owned(), n(epoch_ms(p.at))),
-                        ("receivedAt".to_owned(), n(epoch_ms(p.received_at))),
-                        (
-                            "expiresAt".to_owned(),
-                            n((p.received_at + retention).unix_timestamp()),
-                        ),
-                        ("metrics".to_owned(), AttributeValue::M(metrics)),
-                    ]);
                     PutRequest::builder()
-                        .set_item(Some(item))
+                        .set_item(Some(point_item(p, retention)?))
                         .build()
                         .map(|put| WriteRequest::builder().put_request(put).build())
                         .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -431,8 +425,9 @@ impl DeviceStore for DynamoDevices {
         }
         let out = query.send().await.map_err(backend)?;
         let items: Vec<StoredPoint> = out
-            .items()
-            .iter()
+            .items
+            .unwrap_or_default()
+            .into_iter()
             .map(point_from)
             .collect::<Result<_, StoreError>>()?;
         let next_cursor = out
@@ -457,7 +452,12 @@ impl DeviceStore for DynamoDevices {
             .send()
             .await
             .map_err(backend)?;
-        out.items().first().map(point_from).transpose()
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(point_from)
+            .transpose()
     }
 
     async fn sweep_silent(
@@ -521,5 +521,151 @@ impl DeviceStore for DynamoDevices {
             }
         }
         Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::telemetry::Metric;
+    use crate::testing::thing;
+    use std::collections::HashMap;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-22 09:00 UTC);
+
+    /// A device as `register`, `apply_presence` and the sweep leave it: those `UpdateItem`s
+    /// write the attributes one by one, so this is the format reads must keep accepting.
+    fn stored_device() -> Item {
+        HashMap::from([
+            ("thingName".to_owned(), s("trk-1")),
+            ("tenantId".to_owned(), s("demo")),
+            ("iccid".to_owned(), s("89012600000000000017")),
+            ("imei".to_owned(), s("490154203237518")),
+            ("model".to_owned(), s("TRK-200")),
+            ("firmware".to_owned(), s("1.4.2")),
+            ("registeredAt".to_owned(), s("2026-11-22T09:00:00Z")),
+            ("updatedAt".to_owned(), s("2026-11-22T09:05:00Z")),
+            ("connected".to_owned(), AttributeValue::Bool(false)),
+            ("presenceVersion".to_owned(), n(7)),
+            ("presenceRank".to_owned(), n(1)),
+            ("lastSeen".to_owned(), n(1_795_338_300_250_i64)),
+            ("timedOutAt".to_owned(), n(1_795_338_400_000_i64)),
+        ])
+    }
+
+    fn device() -> DeviceRecord {
+        DeviceRecord {
+            thing_name: thing("trk-1"),
+            tenant: TenantId::parse("demo").expect("tenant"),
+            iccid: "89012600000000000017".to_owned(),
+            imei: Some("490154203237518".to_owned()),
+            model: "TRK-200".to_owned(),
+            firmware: "1.4.2".to_owned(),
+            registered_at: T0,
+            presence: Presence {
+                connected: false,
+                version: Some((7, LifecycleKind::Disconnected)),
+                last_seen: Some(datetime!(2026-11-22 09:05:00.250 UTC)),
+                timed_out: true,
+            },
+        }
+    }
+
+    #[test]
+    fn device_items_as_the_updates_write_them_read_back() {
+        assert_eq!(device_from(stored_device()).expect("read"), device());
+
+        // Registered, no lifecycle event applied yet, no IMEI announced.
+        let mut fresh = stored_device();
+        for name in ["imei", "presenceVersion", "presenceRank", "timedOutAt"] {
+            fresh.remove(name);
+        }
+        fresh.insert("connected".to_owned(), AttributeValue::Bool(true));
+        let read = device_from(fresh).expect("read");
+        assert_eq!(read.imei, None);
+        assert_eq!(
+            read.presence,
+            Presence {
+                connected: true,
+                version: None,
+                last_seen: Some(datetime!(2026-11-22 09:05:00.250 UTC)),
+                timed_out: false,
+            }
+        );
+        let mut connected = stored_device();
+        connected.insert("presenceRank".to_owned(), n(0));
+        let read = device_from(connected).expect("read");
+        assert_eq!(read.presence.version, Some((7, LifecycleKind::Connected)));
+    }
+
+    fn point() -> TelemetryPoint {
+        TelemetryPoint {
+            device: thing("trk-1"),
+            at: datetime!(2026-11-22 09:00:00.125 UTC),
+            received_at: datetime!(2026-11-22 09:00:01.5 UTC),
+            metrics: BTreeMap::from([
+                ("battery".to_owned(), Metric::Number(87.0)),
+                ("gps.lat".to_owned(), Metric::Number(52.520_008)),
+                ("rssi".to_owned(), Metric::Number(-71.0)),
+                ("state".to_owned(), Metric::Text("moving".to_owned())),
+                ("door".to_owned(), Metric::Flag(false)),
+            ]),
+        }
+    }
+
+    fn stored_point() -> Item {
+        HashMap::from([
+            ("thingName".to_owned(), s("trk-1")),
+            ("at".to_owned(), n(1_795_338_000_125_i64)),
+            ("receivedAt".to_owned(), n(1_795_338_001_500_i64)),
+            ("expiresAt".to_owned(), n(1_795_942_801_i64)),
+            (
+                "metrics".to_owned(),
+                AttributeValue::M(HashMap::from([
+                    ("battery".to_owned(), n(87)),
+                    ("gps.lat".to_owned(), n(52.520_008)),
+                    ("rssi".to_owned(), n(-71)),
+                    ("state".to_owned(), s("moving")),
+                    ("door".to_owned(), AttributeValue::Bool(false)),
+                ])),
+            ),
+        ])
+    }
+
+    #[test]
+    fn telemetry_items_keep_their_stored_attributes_and_read_back() {
+        assert_eq!(
+            point_item(&point(), Duration::days(7)).expect("item"),
+            stored_point()
+        );
+        assert_eq!(
+            point_from(stored_point()).expect("read"),
+            StoredPoint {
+                at: point().at,
+                received_at: point().received_at,
+                metrics: point().metrics_json(),
+            }
+        );
+    }
+
+    #[test]
+    fn corrupt_device_and_telemetry_items_are_errors_that_name_the_fault() {
+        let corrupt = |result: Result<_, StoreError>| match result {
+            Err(StoreError::Corrupt(why)) => why,
+            other => panic!("expected a corrupt item, got {other:?}"),
+        };
+        let mut item = stored_device();
+        item.remove("iccid");
+        let why = corrupt(device_from(item).map(|_| ()));
+        assert!(why.contains("iccid"), "{why}");
+        let mut item = stored_device();
+        item.insert("thingName".to_owned(), s("trk 1"));
+        let why = corrupt(device_from(item).map(|_| ()));
+        assert!(why.contains("trk 1"), "{why}");
+        let mut item = stored_point();
+        item.remove("at");
+        let why = corrupt(point_from(item).map(|_| ()));
+        assert!(why.contains("at"), "{why}");
     }
 }

@@ -78,7 +78,7 @@ pub async fn add_user(
         username: username.clone(),
         tenant,
         roles: user.roles,
-        password_hash: hash_password(user.password)?,
+        password_hash: hash_password(user.password)?.into(),
         failed_logins: 0,
         locked_until: None,
         created_at: now,
@@ -95,6 +95,7 @@ mod tests {
     use crate::identity::memory::MemoryAccounts;
     use crate::identity::password::verify_password;
     use crate::identity::role::Role;
+    use secrecy::ExposeSecret;
 
     #[tokio::test]
     async fn users_need_an_existing_tenant_a_role_and_a_good_password() {
@@ -147,9 +148,13 @@ mod tests {
         let stored = store.get_user(&name).await.expect("store").expect("user");
         assert!(verify_password(
             "long enough password",
-            &stored.password_hash
+            stored.password_hash.expose_secret()
         ));
-        assert!(!stored.password_hash.contains("long enough password"));
+        assert!(!stored
+            .password_hash
+            .expose_secret()
+            .contains("long enough password"));
+        assert!(!format!("{stored:?}").contains("argon2"), "{stored:?}");
         assert!(matches!(
             add_user(
                 &store,

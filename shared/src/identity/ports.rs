@@ -3,6 +3,7 @@
 use crate::common::store::{Page, PageRequest, StoreError};
 use crate::common::tenant::TenantId;
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 /// A customer of the platform; every record belongs to one.
@@ -14,28 +15,31 @@ pub struct TenantRecord {
 }
 
 /// Someone who signs in with a password. Usernames are unique across tenants.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UserRecord {
     pub username: crate::identity::username::Username,
     pub tenant: TenantId,
     pub roles: crate::identity::role::Roles,
-    /// Argon2id, PHC string form.
-    pub password_hash: String,
+    /// Argon2id, PHC string form. Not the password, but whoever has it can guess at it offline,
+    /// so it never prints.
+    pub password_hash: SecretString,
     /// Wrong passwords since the last good one or the last lock.
     pub failed_logins: u32,
     pub locked_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
 
-impl std::fmt::Debug for UserRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRecord")
-            .field("username", &self.username)
-            .field("tenant", &self.tenant)
-            .field("roles", &self.roles)
-            .field("failed_logins", &self.failed_logins)
-            .field("locked_until", &self.locked_until)
-            .finish_non_exhaustive()
+/// Equal when every field is, the hash included (compared as text: it is salted, so equal
+/// hashes mean the same stored record, not the same password).
+impl PartialEq for UserRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.username == other.username
+            && self.tenant == other.tenant
+            && self.roles == other.roles
+            && self.password_hash.expose_secret() == other.password_hash.expose_secret()
+            && self.failed_logins == other.failed_logins
+            && self.locked_until == other.locked_until
+            && self.created_at == other.created_at
     }
 }
 

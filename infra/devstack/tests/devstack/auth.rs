@@ -2,7 +2,6 @@
 //! sees it: the authorizer in front of every route, the functions behind it.
 
 use super::{client_with, signed_in, valid_request, DEMO_PASSWORD};
-use devstack::api_client::{ApiClient, ApiError};
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -11,6 +10,7 @@ use cellbridge::identity::principal::Identity;
 use cellbridge::identity::role::{Role, Roles};
 use cellbridge::identity::token::TokenSigner;
 use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+use devstack::api_client::{ApiClient, ApiError};
 use devstack::Devstack;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -202,7 +202,11 @@ async fn create_recorded(client: &ApiClient, key: &str) -> Result<String> {
 }
 
 fn status_code(outcome: Result<impl std::fmt::Debug, ApiError>) -> Option<u16> {
-    outcome.err().as_ref().and_then(ApiError::status).map(|s| s.as_u16())
+    outcome
+        .err()
+        .as_ref()
+        .and_then(ApiError::status)
+        .map(|s| s.as_u16())
 }
 
 pub async fn tenants_never_see_each_other(stack: &Devstack) -> Result<()> {

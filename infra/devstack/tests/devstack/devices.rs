@@ -4,9 +4,9 @@
 
 use super::{signed_in, OPERATOR};
 use anyhow::{bail, ensure, Context, Result};
-use device_sim::{Fleet, FleetOptions, Misbehaviour};
 use cellbridge::devices::command::CommandStatus;
 use cellbridge::devices::views::DeviceStatus;
+use device_sim::{Fleet, FleetOptions, Misbehaviour};
 use devstack::api_client::{ApiClient, ApiError};
 use devstack::Devstack;
 use std::collections::HashSet;

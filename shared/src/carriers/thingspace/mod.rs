@@ -27,7 +27,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,20 +66,22 @@ pub enum ThingSpaceRequestStatus {
     Failure,
 }
 
+#[derive(Debug)]
 struct ApiToken {
-    value: String,
+    value: SecretString,
     expires_at: Instant,
     renew_at: Instant,
 }
 
-#[derive(Default)]
+/// The cached credentials, as secrets so that printing the client shows neither.
+#[derive(Debug, Default)]
 struct AuthState {
     token: Option<ApiToken>,
-    session: Option<String>,
+    session: Option<SecretString>,
     login_refused_at: Option<Instant>,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ThingSpaceClient {
     http: reqwest::Client,
     /// e.g. `https://thingspace.verizon.com/api`
@@ -98,18 +99,6 @@ pub struct ThingSpaceClient {
 /// Settled request statuses remembered per client; past this the memo starts afresh.
 const SETTLED_MEMO: usize = 1_000;
 
-impl fmt::Debug for ThingSpaceClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The cached token and session are credentials too: never printed.
-        f.debug_struct("ThingSpaceClient")
-            .field("base_url", &self.base_url)
-            .field("credentials", &self.credentials)
-            .field("default_service_plan", &self.default_service_plan)
-            .field("default_zip_code", &self.default_zip_code)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ErrorBody {
@@ -119,14 +108,14 @@ struct ErrorBody {
 
 #[derive(Debug, Deserialize)]
 struct TokenAnswer {
-    access_token: Option<String>,
+    access_token: Option<SecretString>,
     expires_in: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionAnswer {
-    session_token: Option<String>,
+    session_token: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -450,7 +439,10 @@ impl ThingSpaceClient {
         answer
     }
 
-    async fn fetch_token(&self, journal: &CallJournal) -> Result<(String, Duration), CarrierError> {
+    async fn fetch_token(
+        &self,
+        journal: &CallJournal,
+    ) -> Result<(SecretString, Duration), CarrierError> {
         let request = self
             .http
             .post(format!("{}/ts/v1/oauth2/token", self.base_url))
@@ -476,7 +468,7 @@ impl ThingSpaceClient {
         let answer: TokenAnswer = response.json().map_err(|e| unreadable("OAuth token", e))?;
         let token = answer
             .access_token
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.expose_secret().is_empty())
             .ok_or_else(|| CarrierError::Transient("OAuth answer without a token".into()))?;
         Ok((
             token,
@@ -489,7 +481,7 @@ impl ThingSpaceClient {
         &self,
         auth: &mut AuthState,
         journal: &CallJournal,
-    ) -> Result<String, CarrierError> {
+    ) -> Result<SecretString, CarrierError> {
         let now = Instant::now();
         if let Some(token) = auth.token.as_ref().filter(|t| now < t.renew_at) {
             return Ok(token.value.clone());
@@ -499,7 +491,10 @@ impl ThingSpaceClient {
                 let expires_at = now + life;
                 // Verizon hands back the same token for its whole life: once it came back
                 // unchanged, use it until it expires rather than asking on every call.
-                let unchanged = auth.token.as_ref().is_some_and(|t| t.value == value);
+                let unchanged = auth
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.value.expose_secret() == value.expose_secret());
                 let renew_at = if unchanged {
                     expires_at
                 } else {
@@ -525,28 +520,30 @@ impl ThingSpaceClient {
         &self,
         auth: &mut AuthState,
         journal: &CallJournal,
-    ) -> Result<String, CarrierError> {
+    ) -> Result<SecretString, CarrierError> {
         let mut renewed = false;
         loop {
             let token = self.ensure_token(auth, journal).await?;
             let request = self
                 .http
                 .post(self.m2m("session/login"))
-                .bearer_auth(&token)
+                .bearer_auth(token.expose_secret())
                 .json(&json!({
                     "username": self.credentials.username,
                     "password": self.credentials.password.expose_secret(),
                 }))
                 .build()
                 .map_err(transport)?;
-            let response = self.exchange(request, &[&token], journal).await?;
+            let response = self
+                .exchange(request, &[token.expose_secret()], journal)
+                .await?;
             if response.status.is_success() {
                 let answer: SessionAnswer = response
                     .json()
                     .map_err(|e| unreadable("session answer", e))?;
                 let session = answer
                     .session_token
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.expose_secret().is_empty())
                     .ok_or_else(|| {
                         CarrierError::Transient("login answered without a session token".into())
                     })?;
@@ -571,7 +568,10 @@ impl ThingSpaceClient {
 
     /// The OAuth token and session of the next call. The lock is held while logging in, so
     /// concurrent callers wait for one login and share it.
-    async fn session(&self, journal: &CallJournal) -> Result<(String, String), CarrierError> {
+    async fn session(
+        &self,
+        journal: &CallJournal,
+    ) -> Result<(SecretString, SecretString), CarrierError> {
         let mut auth = self.auth.lock().await;
         let token = self.ensure_token(&mut auth, journal).await?;
         if let Some(session) = &auth.session {
@@ -592,14 +592,22 @@ impl ThingSpaceClient {
     /// Drops `used` unless another caller already replaced it.
     async fn forget_token(&self, used: &str) {
         let mut auth = self.auth.lock().await;
-        if auth.token.as_ref().is_some_and(|t| t.value == used) {
+        if auth
+            .token
+            .as_ref()
+            .is_some_and(|t| t.value.expose_secret() == used)
+        {
             auth.token = None;
         }
     }
 
     async fn forget_session(&self, used: &str) {
         let mut auth = self.auth.lock().await;
-        if auth.session.as_deref() == Some(used) {
+        if auth
+            .session
+            .as_ref()
+            .is_some_and(|s| s.expose_secret() == used)
+        {
             auth.session = None;
         }
     }
@@ -616,12 +624,13 @@ impl ThingSpaceClient {
         let (mut renewed, mut relogged) = (false, false);
         loop {
             let (token, session) = self.session(journal).await?;
+            let (token, session) = (token.expose_secret(), session.expose_secret());
             let request = build()
-                .bearer_auth(&token)
-                .header(SESSION_HEADER, &session)
+                .bearer_auth(token)
+                .header(SESSION_HEADER, session)
                 .build()
                 .map_err(transport)?;
-            let mut known = vec![token.as_str(), session.as_str()];
+            let mut known = vec![token, session];
             known.extend_from_slice(secrets);
             let response = self.exchange(request, &known, journal).await?;
             if response.status.is_success() {
@@ -630,12 +639,12 @@ impl ThingSpaceClient {
             let refused = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN];
             if refused.contains(&response.status) && !renewed {
                 renewed = true;
-                self.forget_token(&token).await;
+                self.forget_token(token).await;
                 continue;
             }
             if session_refused(&response) && !relogged {
                 relogged = true;
-                self.forget_session(&session).await;
+                self.forget_session(session).await;
                 continue;
             }
             return Err(error_for(&response, target));
@@ -651,15 +660,16 @@ impl ThingSpaceClient {
                 _ => return Ok(()),
             }
         };
+        let (token, session) = (token.expose_secret(), session.expose_secret());
         let request = self
             .http
             .post(self.m2m("session/logout"))
-            .bearer_auth(&token)
-            .header(SESSION_HEADER, &session)
+            .bearer_auth(token)
+            .header(SESSION_HEADER, session)
             .build()
             .map_err(transport)?;
-        let response = self.exchange(request, &[&token, &session], journal).await;
-        self.forget_session(&session).await;
+        let response = self.exchange(request, &[token, session], journal).await;
+        self.forget_session(session).await;
         let response = response?;
         if response.status.is_success() {
             Ok(())
@@ -1255,13 +1265,36 @@ mod tests {
                 account_name: "0000123456-00001".into(),
             },
         );
+        {
+            let mut auth = client.auth.try_lock().expect("unshared");
+            let now = Instant::now();
+            auth.token = Some(ApiToken {
+                value: "oauth-t0ken".into(),
+                expires_at: now,
+                renew_at: now,
+            });
+            auth.session = Some("m2m-s3ssion".into());
+        }
         let printed = format!("{client:?}");
-        assert!(
-            !printed.contains("app-s3cr3t") && !printed.contains("pa55word"),
-            "{printed}"
-        );
+        for secret in ["app-s3cr3t", "pa55word", "oauth-t0ken", "m2m-s3ssion"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
         assert!(printed.contains("REDACTED") && printed.contains("0000123456-00001"));
         assert_eq!(client.base_url, "http://127.0.0.1:1/api");
+
+        let answers = format!(
+            "{:?} {:?}",
+            serde_json::from_value::<TokenAnswer>(
+                json!({"access_token": "oauth-t0ken", "expires_in": 3600})
+            )
+            .expect("token answer"),
+            serde_json::from_value::<SessionAnswer>(json!({"sessionToken": "m2m-s3ssion"}))
+                .expect("session answer"),
+        );
+        assert!(
+            !answers.contains("oauth-t0ken") && !answers.contains("m2m-s3ssion"),
+            "{answers}"
+        );
     }
 
     #[test]
