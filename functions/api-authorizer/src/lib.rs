@@ -11,15 +11,15 @@ use aws_lambda_events::event::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
 use aws_lambda_events::http::header::AUTHORIZATION;
-use cellbridge::identity::keys::KeyLoadError;
-use cellbridge::identity::token::{TokenError, TokenVerifier};
+use cellbridge_identity::keys::KeyLoadError;
+use cellbridge_identity::token::{TokenError, TokenVerifier};
 use jsonwebtoken::jwk::JwkSet;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: which tokens the API accepts and how their keys are found.
-pub type Config = cellbridge::identity::keys::AuthMode;
+pub type Config = cellbridge_identity::keys::AuthMode;
 
 /// Longer headers are no token of ours; refusing them early bounds the work per request.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -61,7 +61,7 @@ impl Authorizer {
         &self,
         token: &str,
         now: OffsetDateTime,
-    ) -> Result<cellbridge::identity::principal::Identity, TokenError> {
+    ) -> Result<cellbridge_identity::principal::Identity, TokenError> {
         self.verifier
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -145,11 +145,11 @@ pub async fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::identity::principal::Identity;
-    use cellbridge::identity::role::{Role, Roles};
-    use cellbridge::identity::token::TokenSigner;
-    use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_identity::principal::Identity;
+    use cellbridge_identity::role::{Role, Roles};
+    use cellbridge_identity::token::TokenSigner;
+    use cellbridge_identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
     use time::macros::datetime;
 
     const SAMPLE: &str = include_str!("../../../events/api-authorizer/request.json");
@@ -294,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_published_keys_are_fetched_over_http() {
-        use cellbridge::identity::keys::fetch_jwks;
+        use cellbridge_identity::keys::fetch_jwks;
         let http = reqwest::Client::new();
         let url = serve_once(200, r#"{"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "sXch", "e": "AQAB"}]}"#).await;
         let set = fetch_jwks(&http, &url).await.expect("a key set");
@@ -329,7 +329,7 @@ mod tests {
         let verifier = TokenVerifier::oidc(
             empty.clone(),
             TokenAudience::default(),
-            cellbridge::identity::token::ClaimNames::cognito(),
+            cellbridge_identity::token::ClaimNames::cognito(),
         );
         let authorizer = Authorizer::new(verifier, Some(Box::new(Rotated(empty))));
         let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5ldyJ9.e30.c2ln";

@@ -1,6 +1,6 @@
 use api_authorizer::{authorize, Authorizer, AuthorizerRequest, KeySource};
 use async_trait::async_trait;
-use cellbridge::identity::keys::{fetch_jwks, verifier, AuthMode, KeyLoadError};
+use cellbridge_identity::keys::{fetch_jwks, jwks_client, verifier, AuthMode, KeyLoadError};
 use jsonwebtoken::jwk::JwkSet;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -18,14 +18,9 @@ impl KeySource for HttpJwks {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (mode, sdk) = cellbridge::edge::lambda::cold_start::<api_authorizer::Config>().await?;
-    let http = cellbridge::carriers::http::http_client()?;
-    let verifier = verifier(
-        &mode,
-        &cellbridge::common::aws::secrets_manager(&sdk),
-        &http,
-    )
-    .await?;
+    let (mode, sdk) = cellbridge_edge::lambda::cold_start::<api_authorizer::Config>().await?;
+    let http = jwks_client()?;
+    let verifier = verifier(&mode, &cellbridge_core::aws::secrets_manager(&sdk), &http).await?;
     let keys: Option<Box<dyn KeySource>> = match &mode {
         AuthMode::Oidc { jwks_url, .. } => Some(Box::new(HttpJwks {
             http,

@@ -3,20 +3,20 @@
 //! for 15 minutes. Every refusal looks the same, so the answer never tells which usernames
 //! exist or which accounts are locked.
 
-use cellbridge::common::validation::ValidationErrors;
-use cellbridge::common::validation::{json_object, reject_unknown, required, BodyLimits};
-use cellbridge::edge::http::body::json_body;
-use cellbridge::edge::http::json_response;
-use cellbridge::edge::http::paging::allow_query;
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::identity::lockout::is_locked;
-use cellbridge::identity::lockout::LockoutPolicy;
-use cellbridge::identity::password::{verify_against_nobody, verify_password, MAX_PASSWORD_LEN};
-use cellbridge::identity::ports::AccountStore;
-use cellbridge::identity::principal::Identity;
-use cellbridge::identity::token::TokenSigner;
-use cellbridge::identity::username::Username;
-use cellbridge::identity::views::LoginView;
+use cellbridge_core::validation::ValidationErrors;
+use cellbridge_core::validation::{json_object, reject_unknown, required, BodyLimits};
+use cellbridge_edge::http::body::json_body;
+use cellbridge_edge::http::json_response;
+use cellbridge_edge::http::paging::allow_query;
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_identity::lockout::is_locked;
+use cellbridge_identity::lockout::LockoutPolicy;
+use cellbridge_identity::password::{verify_against_nobody, verify_password, MAX_PASSWORD_LEN};
+use cellbridge_identity::ports::AccountStore;
+use cellbridge_identity::principal::Identity;
+use cellbridge_identity::token::TokenSigner;
+use cellbridge_identity::username::Username;
+use cellbridge_identity::views::LoginView;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
@@ -24,12 +24,12 @@ use secrecy::ExposeSecret;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-cellbridge::composite_config! {
+cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start.
     #[derive(Debug, Clone)]
     pub struct Config {
-        pub accounts: cellbridge::identity::wiring::AccountsConfig,
-        pub tokens: cellbridge::identity::wiring::TokenIssuing,
+        pub accounts: cellbridge_identity::wiring::AccountsConfig,
+        pub tokens: cellbridge_identity::wiring::TokenIssuing,
     }
 }
 
@@ -154,13 +154,13 @@ async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::identity::memory::MemoryAccounts;
-    use cellbridge::identity::password::hash_password;
-    use cellbridge::identity::ports::UserRecord;
-    use cellbridge::identity::role::{Role, Roles};
-    use cellbridge::identity::token::TokenVerifier;
-    use cellbridge::identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_identity::memory::MemoryAccounts;
+    use cellbridge_identity::password::hash_password;
+    use cellbridge_identity::ports::UserRecord;
+    use cellbridge_identity::role::{Role, Roles};
+    use cellbridge_identity::token::TokenVerifier;
+    use cellbridge_identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
     use lambda_http::request::from_str;
     use serde_json::{json, Value};
     use time::macros::datetime;

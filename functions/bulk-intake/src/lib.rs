@@ -1,32 +1,32 @@
 //! `POST /bulk-changes`: validate, store the bulk change, hand it to the planner. Returns 202
 //! at once: device changes are written by the planner, never inline.
 
-use cellbridge::bulk_changes::bulk_change::{
+use cellbridge_bulk_changes::bulk_change::{
     AuditEntry, BulkChange, BulkChangeStatus, DeviceCounts,
 };
-use cellbridge::bulk_changes::messages::PlanMessage;
-use cellbridge::bulk_changes::ports::{BulkChangePorts, CreateOutcome};
-use cellbridge::bulk_changes::request::{parse_bulk_change_request, BulkChangeRequest};
-use cellbridge::bulk_changes::tenant::TenantStore;
-use cellbridge::bulk_changes::views::{bulk_change_location, BulkChangeView};
-use cellbridge::common::store::IdempotencyClaim;
-use cellbridge::edge::http::body::json_body;
-use cellbridge::edge::http::caller;
-use cellbridge::edge::http::caller::Caller;
-use cellbridge::edge::http::idempotency;
-use cellbridge::edge::http::idempotency::idempotency_key;
-use cellbridge::edge::http::paging::allow_query;
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
-use cellbridge::identity::role::Role;
+use cellbridge_bulk_changes::messages::PlanMessage;
+use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
+use cellbridge_bulk_changes::request::{parse_bulk_change_request, BulkChangeRequest};
+use cellbridge_bulk_changes::tenant::TenantStore;
+use cellbridge_bulk_changes::views::{bulk_change_location, BulkChangeView};
+use cellbridge_core::store::IdempotencyClaim;
+use cellbridge_edge::http::body::json_body;
+use cellbridge_edge::http::caller;
+use cellbridge_edge::http::caller::Caller;
+use cellbridge_edge::http::idempotency;
+use cellbridge_edge::http::idempotency::idempotency_key;
+use cellbridge_edge::http::paging::allow_query;
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
+use cellbridge_identity::role::Role;
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
 /// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
-pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+pub type Config = cellbridge_bulk_changes::wiring::BulkChangeConfig;
 
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -204,10 +204,10 @@ fn accepted(change: &BulkChange, replayed: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::bulk_changes::memory::MemoryPorts;
-    use cellbridge::bulk_changes::ports::{BulkChangeStore, PayloadStore};
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::edge::http::idempotency::IDEMPOTENCY_HEADER;
+    use cellbridge_bulk_changes::memory::MemoryPorts;
+    use cellbridge_bulk_changes::ports::{BulkChangeStore, PayloadStore};
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_edge::http::idempotency::IDEMPOTENCY_HEADER;
     use lambda_http::http::header;
     use lambda_http::http::StatusCode;
     use lambda_http::request::from_str;
@@ -369,7 +369,7 @@ mod tests {
             );
         }
         let mut unverified: Value = serde_json::from_str(CREATE).unwrap();
-        cellbridge::testing::unauthorize_event(&mut unverified);
+        cellbridge_core::testing::unauthorize_event(&mut unverified);
         assert_eq!(
             handle(
                 &memory.ports(),
@@ -381,7 +381,7 @@ mod tests {
             StatusCode::UNAUTHORIZED
         );
         let mut viewer: Value = serde_json::from_str(CREATE).unwrap();
-        cellbridge::testing::authorize_event(&mut viewer, "demo", "viewer");
+        cellbridge_core::testing::authorize_event(&mut viewer, "demo", "viewer");
         let refused = handle(
             &memory.ports(),
             request(&viewer.to_string()),

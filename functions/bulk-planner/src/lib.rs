@@ -4,22 +4,22 @@
 //! ignore.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use cellbridge::bulk_changes::bulk_change::{
+use cellbridge_bulk_changes::bulk_change::{
     AuditEntry, BulkChange, BulkChangeStatus, DeviceChange,
 };
-use cellbridge::bulk_changes::change::DeviceRequest;
-use cellbridge::bulk_changes::messages::{until_effective, work_for, PlanMessage};
-use cellbridge::bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
-use cellbridge::carriers::retry::MAX_QUEUE_DELAY;
-use cellbridge::common::store::StoreError;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
-use cellbridge::edge::lambda::sqs_batch::process_batch;
+use cellbridge_bulk_changes::change::DeviceRequest;
+use cellbridge_bulk_changes::messages::{until_effective, work_for, PlanMessage};
+use cellbridge_bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
+use cellbridge_carriers::retry::MAX_QUEUE_DELAY;
+use cellbridge_core::store::StoreError;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
+use cellbridge_edge::lambda::sqs_batch::process_batch;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
 /// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
-pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+pub type Config = cellbridge_bulk_changes::wiring::BulkChangeConfig;
 
 /// Device changes written and queued per step; bounds memory and keeps progress visible.
 const CHUNK: usize = 500;
@@ -144,7 +144,7 @@ pub async fn plan(
             .await?;
         // Workers may have finished every device change before the move to processing, when no
         // finisher could complete the bulk change yet.
-        cellbridge::bulk_changes::completion::complete_if_done(
+        cellbridge_bulk_changes::completion::complete_if_done(
             ports.store.as_ref(),
             tenant,
             &change.bulk_change_id,
@@ -206,7 +206,7 @@ fn scheduled_entry(
         description: format!(
             "planned {} device change(s), held until {}",
             change.counts.total,
-            cellbridge::common::clock::rfc3339(release_at)
+            cellbridge_core::clock::rfc3339(release_at)
         ),
         processed_by: PROCESSED_BY.to_owned(),
         request_text: None,
@@ -241,11 +241,11 @@ fn planned_entry(change: &BulkChange, devices: usize, now: OffsetDateTime) -> Au
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::bulk_changes::memory::MemoryPorts;
-    use cellbridge::bulk_changes::ports::{BulkChangeStore, CreateOutcome, PayloadStore};
-    use cellbridge::common::store::PageRequest;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::testing::sample_bulk_change;
+    use cellbridge_bulk_changes::memory::MemoryPorts;
+    use cellbridge_bulk_changes::ports::{BulkChangeStore, CreateOutcome, PayloadStore};
+    use cellbridge_bulk_changes::testing::sample_bulk_change;
+    use cellbridge_core::store::PageRequest;
+    use cellbridge_core::tenant::TenantId;
 
     const PLAN_EVENT: &str = include_str!("../../../events/bulk-planner/plan.json");
     const POISON_EVENT: &str = include_str!("../../../events/bulk-planner/plan-with-poison.json");
@@ -355,7 +355,7 @@ mod tests {
                 DeviceChange::pending(SAMPLE_ID, i as u32, d.clone(), OffsetDateTime::now_utc())
             })
             .collect();
-        early[3].status = cellbridge::bulk_changes::bulk_change::DeviceChangeStatus::Succeeded;
+        early[3].status = cellbridge_bulk_changes::bulk_change::DeviceChangeStatus::Succeeded;
         memory
             .store
             .insert_device_changes(&tenant(), &early)
@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(page.items.len(), 30);
         assert_eq!(
             page.items[3].status,
-            cellbridge::bulk_changes::bulk_change::DeviceChangeStatus::Succeeded
+            cellbridge_bulk_changes::bulk_change::DeviceChangeStatus::Succeeded
         );
     }
 

@@ -6,20 +6,20 @@
 //! that is due. Safe to run twice: a change is queued before it leaves `scheduled`, and the
 //! worker's claims absorb work queued twice.
 
-use cellbridge::bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus};
-use cellbridge::bulk_changes::completion;
-use cellbridge::bulk_changes::messages::PlanMessage;
-use cellbridge::bulk_changes::messages::{until_effective, work_for};
-use cellbridge::bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
-use cellbridge::bulk_changes::stalled_intake::{self, Recovery};
-use cellbridge::common::store::StoreError;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge_bulk_changes::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus};
+use cellbridge_bulk_changes::completion;
+use cellbridge_bulk_changes::messages::PlanMessage;
+use cellbridge_bulk_changes::messages::{until_effective, work_for};
+use cellbridge_bulk_changes::ports::{BulkChangePorts, PayloadError, QueueError};
+use cellbridge_bulk_changes::stalled_intake::{self, Recovery};
+use cellbridge_core::store::StoreError;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
-pub type Config = cellbridge::bulk_changes::wiring::BulkChangeConfig;
+pub type Config = cellbridge_bulk_changes::wiring::BulkChangeConfig;
 
 /// Bulk changes released per run; the next run takes the rest.
 pub const RELEASES_PER_RUN: u32 = 100;
@@ -249,12 +249,12 @@ async fn release(
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::bulk_changes::change::ChangeSpec;
-    use cellbridge::bulk_changes::memory::MemoryPorts;
-    use cellbridge::bulk_changes::messages::PlanMessage;
-    use cellbridge::bulk_changes::ports::{BulkChangeStore, CreateOutcome};
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::testing::sample_bulk_change;
+    use cellbridge_bulk_changes::change::ChangeSpec;
+    use cellbridge_bulk_changes::memory::MemoryPorts;
+    use cellbridge_bulk_changes::messages::PlanMessage;
+    use cellbridge_bulk_changes::ports::{BulkChangeStore, CreateOutcome};
+    use cellbridge_bulk_changes::testing::sample_bulk_change;
+    use cellbridge_core::tenant::TenantId;
 
     const SCHEDULED_EVENT: &str = include_str!("../../../events/bulk-scheduler/scheduled.json");
 

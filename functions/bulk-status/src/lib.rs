@@ -2,22 +2,22 @@
 //! `GET /bulk-changes/{id}/devices`. Every read is scoped to the caller's tenant; another
 //! tenant's bulk change is indistinguishable from one that does not exist.
 
-use cellbridge::bulk_changes::bulk_change::{BulkChange, BulkChangeStatus};
-use cellbridge::bulk_changes::ports::BulkChangeStore;
-use cellbridge::bulk_changes::tenant::TenantStore;
-use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
-use cellbridge::edge::http::page_view::PageView;
-use cellbridge::edge::http::paging::{allow_query, page_request};
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::http::{caller, json_response};
-use cellbridge::identity::role::Role;
+use cellbridge_bulk_changes::bulk_change::{BulkChange, BulkChangeStatus};
+use cellbridge_bulk_changes::ports::BulkChangeStore;
+use cellbridge_bulk_changes::tenant::TenantStore;
+use cellbridge_bulk_changes::views::{BulkChangeView, DeviceChangeView};
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response};
+use cellbridge_identity::role::Role;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
 use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 /// This function's configuration, read once at cold start: the bulk-change tables it reads.
-pub type Config = cellbridge::bulk_changes::dynamodb::TableNames;
+pub type Config = cellbridge_bulk_changes::dynamodb::TableNames;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -126,9 +126,9 @@ async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::bulk_changes::bulk_change::DeviceChange;
-    use cellbridge::bulk_changes::memory::MemoryStore;
-    use cellbridge::testing::sample_bulk_change;
+    use cellbridge_bulk_changes::bulk_change::DeviceChange;
+    use cellbridge_bulk_changes::memory::MemoryStore;
+    use cellbridge_bulk_changes::testing::sample_bulk_change;
     use lambda_http::request::from_str;
     use serde_json::Value;
     use time::OffsetDateTime;
@@ -173,7 +173,7 @@ mod tests {
     /// The sample event, with its query string replaced and its tenant set.
     fn event(sample: &str, tenant: &str, query: &[(&str, &str)]) -> Request {
         let mut value: Value = serde_json::from_str(sample).unwrap();
-        cellbridge::testing::authorize_event(&mut value, tenant, "viewer");
+        cellbridge_core::testing::authorize_event(&mut value, tenant, "viewer");
         let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         value["rawQueryString"] = raw.join("&").into();
         value["queryStringParameters"] = query
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
         let (_, first) = call(&store, event(DEVICES, "demo", &[("limit", "1")])).await;
         let device = &first["items"][0];
-        assert_eq!(device["iccid"], cellbridge::testing::iccid(0));
+        assert_eq!(device["iccid"], cellbridge_core::testing::iccid(0));
         assert_eq!(device["status"], "pending");
         assert!(
             device.get("edit").is_none(),
@@ -296,7 +296,7 @@ mod tests {
     async fn a_request_the_authorizer_did_not_pass_is_unauthorized() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
         let mut value: Value = serde_json::from_str(GET).unwrap();
-        cellbridge::testing::unauthorize_event(&mut value);
+        cellbridge_core::testing::unauthorize_event(&mut value);
         // A tenant named by the client itself counts for nothing.
         value["headers"]["x-cellbridge-tenant"] = "demo".into();
         let request = from_str(&value.to_string()).unwrap();
@@ -311,12 +311,12 @@ mod tests {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
         for roles in ["viewer", "operator", "admin"] {
             let mut value: Value = serde_json::from_str(GET).unwrap();
-            cellbridge::testing::authorize_event(&mut value, "demo", roles);
+            cellbridge_core::testing::authorize_event(&mut value, "demo", roles);
             let (status, _) = call(&store, from_str(&value.to_string()).unwrap()).await;
             assert_eq!(status, StatusCode::OK, "{roles}");
         }
         let mut value: Value = serde_json::from_str(GET).unwrap();
-        cellbridge::testing::authorize_event(&mut value, "demo", "");
+        cellbridge_core::testing::authorize_event(&mut value, "demo", "");
         let (status, body) = call(&store, from_str(&value.to_string()).unwrap()).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["type"], "https://cellbridge.dev/problems/forbidden");

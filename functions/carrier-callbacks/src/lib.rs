@@ -4,18 +4,18 @@
 //! them in the body), idempotent (a repeated callback finds its device change finished and
 //! changes nothing), and always answered 2xx once understood, so ThingSpace stops resending.
 
-use cellbridge::bulk_changes::bulk_change::AuditEntry;
-use cellbridge::bulk_changes::completion;
-use cellbridge::bulk_changes::completion::Finished;
-use cellbridge::bulk_changes::ports::{BulkChangeStore, DeviceOutcome};
-use cellbridge::carriers::config::CallbackCredentials;
-use cellbridge::carriers::port::RequestProgress;
-use cellbridge::carriers::thingspace::{parse_callback, CallbackReport};
-use cellbridge::common::redact::redact;
-use cellbridge::edge::http::json_response;
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge_bulk_changes::bulk_change::AuditEntry;
+use cellbridge_bulk_changes::completion;
+use cellbridge_bulk_changes::completion::Finished;
+use cellbridge_bulk_changes::ports::{BulkChangeStore, DeviceOutcome};
+use cellbridge_carriers::config::CallbackCredentials;
+use cellbridge_carriers::port::RequestProgress;
+use cellbridge_carriers::thingspace::{parse_callback, CallbackReport};
+use cellbridge_core::redact::redact;
+use cellbridge_edge::http::json_response;
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
@@ -24,12 +24,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-cellbridge::composite_config! {
+cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: the bulk-change tables, and the
     /// callback credentials from the carrier accounts.
     pub struct Config {
-        pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
-        pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
+        pub tables: cellbridge_bulk_changes::dynamodb::TableNames,
+        pub carriers: cellbridge_carriers::config::CarrierAccountsConfig,
     }
 }
 
@@ -192,13 +192,13 @@ fn same(given: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::bulk_changes::bulk_change::{
+    use cellbridge_bulk_changes::bulk_change::{
         BulkChangeStatus, DeviceChange, DeviceChangeStatus,
     };
-    use cellbridge::bulk_changes::memory::MemoryPorts;
-    use cellbridge::bulk_changes::ports::CreateOutcome;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::testing::sample_bulk_change;
+    use cellbridge_bulk_changes::memory::MemoryPorts;
+    use cellbridge_bulk_changes::ports::CreateOutcome;
+    use cellbridge_bulk_changes::testing::sample_bulk_change;
+    use cellbridge_core::tenant::TenantId;
 
     const SUCCESS: &str = include_str!("../../../events/carrier-callbacks/success.json");
     const FAILURE: &str = include_str!("../../../events/carrier-callbacks/failure.json");

@@ -2,9 +2,9 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<carrier_callbacks::Config>().await?;
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<carrier_callbacks::Config>().await?;
     let ports = carrier_callbacks::CallbackPorts {
-        store: cellbridge::bulk_changes::wiring::store(&sdk, &config.tables),
+        store: cellbridge_bulk_changes::wiring::store(&sdk, &config.tables),
         credentials: config.carriers.thingspace_callback().cloned(),
     };
     lambda_http::run(service_fn(|request: Request| {

@@ -7,29 +7,27 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use backon::Retryable;
-use cellbridge::bulk_changes::bulk_change::{
+use cellbridge_bulk_changes::bulk_change::{
     AuditEntry, BulkChange, DeviceChange, DeviceChangeStatus,
 };
-use cellbridge::bulk_changes::change::DeviceRequest;
-use cellbridge::bulk_changes::completion;
-use cellbridge::bulk_changes::completion::Finished;
-use cellbridge::bulk_changes::messages::{until_effective, WorkMessage};
-use cellbridge::bulk_changes::ports::{
+use cellbridge_bulk_changes::change::DeviceRequest;
+use cellbridge_bulk_changes::completion;
+use cellbridge_bulk_changes::completion::Finished;
+use cellbridge_bulk_changes::messages::{until_effective, WorkMessage};
+use cellbridge_bulk_changes::ports::{
     BulkChangeStore, Claim, DeviceOutcome, QueueError, WorkQueues,
 };
-use cellbridge::carriers::account::{CarrierAccount, CarrierAccounts};
-use cellbridge::carriers::error::CarrierError;
-use cellbridge::carriers::port::{CallJournal, CarrierExchange, CarrierOutcome, RequestProgress};
-use cellbridge::carriers::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
-use cellbridge::common::config::{
-    number_in, or_default, ConfigError, Environment, FromEnvironment,
-};
-use cellbridge::common::redact::redact;
-use cellbridge::common::store::StoreError;
-use cellbridge::common::tenant::TenantId;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
-use cellbridge::edge::lambda::sqs_batch::process_batch;
+use cellbridge_carriers::account::{CarrierAccount, CarrierAccounts};
+use cellbridge_carriers::error::CarrierError;
+use cellbridge_carriers::port::{CallJournal, CarrierExchange, CarrierOutcome, RequestProgress};
+use cellbridge_carriers::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
+use cellbridge_core::config::{number_in, or_default, ConfigError, Environment, FromEnvironment};
+use cellbridge_core::redact::redact;
+use cellbridge_core::store::StoreError;
+use cellbridge_core::tenant::TenantId;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
+use cellbridge_edge::lambda::sqs_batch::process_batch;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -76,12 +74,12 @@ impl FromEnvironment for WorkerSettings {
 /// How often a request the carrier accepted for later is checked, in seconds.
 pub const ACCEPTED_CHECK_INTERVAL_ENV: &str = "ACCEPTED_CHECK_INTERVAL_SECONDS";
 
-cellbridge::composite_config! {
+cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start.
     pub struct Config {
-        pub tables: cellbridge::bulk_changes::dynamodb::TableNames,
-        pub queues: cellbridge::bulk_changes::sqs::QueueUrls,
-        pub carriers: cellbridge::carriers::config::CarrierAccountsConfig,
+        pub tables: cellbridge_bulk_changes::dynamodb::TableNames,
+        pub queues: cellbridge_bulk_changes::sqs::QueueUrls,
+        pub carriers: cellbridge_carriers::config::CarrierAccountsConfig,
         pub settings: WorkerSettings,
     }
 }
@@ -721,13 +719,13 @@ fn emit_outcomes(change: &BulkChange, succeeded: u32, failed: u32) {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use cellbridge::bulk_changes::bulk_change::BulkChangeStatus;
-    use cellbridge::bulk_changes::change::{Carrier, ChangeSpec, DeviceRef};
-    use cellbridge::bulk_changes::memory::MemoryPorts;
-    use cellbridge::bulk_changes::ports::CreateOutcome;
-    use cellbridge::carriers::account::{AccountLimits, SharedAccounts};
-    use cellbridge::carriers::port::{CarrierDevice, CarrierPort};
-    use cellbridge::testing::sample_bulk_change;
+    use cellbridge_bulk_changes::bulk_change::BulkChangeStatus;
+    use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef};
+    use cellbridge_bulk_changes::memory::MemoryPorts;
+    use cellbridge_bulk_changes::ports::CreateOutcome;
+    use cellbridge_bulk_changes::testing::sample_bulk_change;
+    use cellbridge_carriers::account::{AccountLimits, SharedAccounts};
+    use cellbridge_carriers::port::{CarrierDevice, CarrierPort};
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 

@@ -3,11 +3,11 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<carrier_worker::Config>().await?;
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<carrier_worker::Config>().await?;
     let ports = carrier_worker::WorkerPorts {
-        store: cellbridge::bulk_changes::wiring::store(&sdk, &config.tables),
-        queues: cellbridge::bulk_changes::wiring::queues(&sdk, &config.queues),
-        accounts: std::sync::Arc::new(cellbridge::carriers::wiring::accounts(
+        store: cellbridge_bulk_changes::wiring::store(&sdk, &config.tables),
+        queues: cellbridge_bulk_changes::wiring::queues(&sdk, &config.queues),
+        accounts: std::sync::Arc::new(cellbridge_carriers::wiring::accounts(
             &sdk,
             config.carriers,
             &config.tables.idempotency,

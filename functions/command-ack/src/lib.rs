@@ -8,15 +8,15 @@
 //! command, stale) is logged and acknowledged; only a store failure is an error, which a retry
 //! may overcome.
 
-use cellbridge::common::store::StoreError;
-use cellbridge::devices::command::parse_ack;
-use cellbridge::devices::command::CommandStatus;
-use cellbridge::devices::ports::{CommandStore, Transition};
+use cellbridge_core::store::StoreError;
+use cellbridge_devices::command::parse_ack;
+use cellbridge_devices::command::CommandStatus;
+use cellbridge_devices::ports::{CommandStore, Transition};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: the commands table acks are recorded in.
-pub type Config = cellbridge::devices::wiring::CommandTables;
+pub type Config = cellbridge_devices::wiring::CommandTables;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -42,7 +42,7 @@ pub async fn handle(
             let thing = message
                 .get("thingName")
                 .and_then(Value::as_str)
-                .and_then(cellbridge::devices::registration::ThingName::parse);
+                .and_then(cellbridge_devices::registration::ThingName::parse);
             tracing::warn!(thing = ?thing.as_ref().map(|t| t.as_str()), %error, "command acknowledgement dropped");
             return Ok(Outcome::Malformed);
         }
@@ -74,10 +74,10 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::devices::command::{parse_command_request, Command, CommandId};
-    use cellbridge::devices::commands_memory::MemoryCommands;
-    use cellbridge::devices::registration::ThingName;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_devices::command::{parse_command_request, Command, CommandId};
+    use cellbridge_devices::commands_memory::MemoryCommands;
+    use cellbridge_devices::registration::ThingName;
     use serde_json::json;
     use CommandStatus::*;
 

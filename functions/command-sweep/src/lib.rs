@@ -6,17 +6,17 @@
 //! and decides each on the command as stored now (the index lags), so an acknowledgement that
 //! arrives meanwhile wins. Safe to run twice: statuses only move forward.
 
-use cellbridge::common::store::StoreError;
-use cellbridge::devices::command::CommandStatus;
-use cellbridge::devices::ports::{CommandStore, Transition};
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge_core::store::StoreError;
+use cellbridge_devices::command::CommandStatus;
+use cellbridge_devices::ports::{CommandStore, Transition};
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
 use futures::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: the commands table it sweeps.
-pub type Config = cellbridge::devices::wiring::CommandTables;
+pub type Config = cellbridge_devices::wiring::CommandTables;
 
 /// Commands looked at per run; the next run (a minute later) takes the rest.
 pub const SWEEP_LIMIT: u32 = 2000;
@@ -69,10 +69,10 @@ pub async fn sweep(commands: &dyn CommandStore, now: OffsetDateTime) -> Result<S
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::devices::command::{parse_command_request, Command, CommandId};
-    use cellbridge::devices::commands_memory::MemoryCommands;
-    use cellbridge::devices::registration::ThingName;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_devices::command::{parse_command_request, Command, CommandId};
+    use cellbridge_devices::commands_memory::MemoryCommands;
+    use cellbridge_devices::registration::ThingName;
     use time::Duration;
     use CommandStatus::*;
 

@@ -2,22 +2,22 @@
 //! last seen, latest telemetry) and `GET /devices/{id}/telemetry?from=&to=` (oldest first,
 //! paginated). Another tenant's device does not exist here (404).
 
-use cellbridge::devices::ports::DeviceStore;
-use cellbridge::devices::registration::ThingName;
-use cellbridge::devices::tenant::TenantDevices;
-use cellbridge::devices::views::{DeviceView, TelemetryView};
-use cellbridge::edge::http::page_view::PageView;
-use cellbridge::edge::http::paging::{allow_query, page_request};
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::http::{caller, json_response, route_key};
-use cellbridge::identity::role::Role;
+use cellbridge_devices::ports::DeviceStore;
+use cellbridge_devices::registration::ThingName;
+use cellbridge_devices::tenant::TenantDevices;
+use cellbridge_devices::views::{DeviceView, TelemetryView};
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 /// This function's configuration, read once at cold start: the device registry and telemetry it reads.
-pub type Config = cellbridge::devices::wiring::DeviceTables;
+pub type Config = cellbridge_devices::wiring::DeviceTables;
 
 /// Without `from`, telemetry starts this long before `to`.
 pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
@@ -129,10 +129,10 @@ fn window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
-    use cellbridge::devices::registration::parse_announcement;
-    use cellbridge::devices::telemetry::parse_telemetry;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::presence::{LifecycleEvent, LifecycleKind};
+    use cellbridge_devices::registration::parse_announcement;
+    use cellbridge_devices::telemetry::parse_telemetry;
     use lambda_http::request::from_str;
     use serde_json::{json, Value};
 
@@ -149,7 +149,7 @@ mod tests {
     async fn store() -> MemoryDevices {
         let store = MemoryDevices::default();
         for (thing, tenant) in [("trk-1", "demo"), ("trk-2", "demo"), ("gx-1", "globex")] {
-            let body = json!({"tenant": tenant, "iccid": cellbridge::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
+            let body = json!({"tenant": tenant, "iccid": cellbridge_core::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
             let announcement =
                 parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
             store
@@ -182,7 +182,7 @@ mod tests {
 
     fn event(sample: &str, tenant: &str, id: Option<&str>, query: &[(&str, &str)]) -> Request {
         let mut value: Value = serde_json::from_str(sample).expect("sample");
-        cellbridge::testing::authorize_event(&mut value, tenant, "viewer");
+        cellbridge_core::testing::authorize_event(&mut value, tenant, "viewer");
         if let Some(id) = id {
             value["pathParameters"]["id"] = json!(id);
         }

@@ -7,29 +7,29 @@
 //!
 //! Another tenant's device, and so its commands, does not exist here (404).
 
-use cellbridge::common::store::IdempotencyClaim;
-use cellbridge::common::store::{Page, PageRequest, StoreError};
-use cellbridge::common::tenant::TenantId;
-use cellbridge::devices::command::{
+use cellbridge_core::store::IdempotencyClaim;
+use cellbridge_core::store::{Page, PageRequest, StoreError};
+use cellbridge_core::tenant::TenantId;
+use cellbridge_devices::command::{
     parse_command_request, Command, CommandId, CommandStatus, MAX_REQUEST_BYTES,
 };
-use cellbridge::devices::delivery::{publish_command, Delivery};
-use cellbridge::devices::ports::{CommandCreated, CommandStore, DevicePublisher, DeviceStore};
-use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
-use cellbridge::devices::registration::ThingName;
-use cellbridge::devices::tenant::TenantDevices;
-pub use cellbridge::devices::views::{command_location, CommandView};
-use cellbridge::edge::http::body::json_body;
-use cellbridge::edge::http::caller::Caller;
-use cellbridge::edge::http::idempotency;
-use cellbridge::edge::http::idempotency::idempotency_key;
-use cellbridge::edge::http::page_view::PageView;
-use cellbridge::edge::http::paging::{allow_query, page_request};
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::http::{caller, json_response, route_key};
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
-use cellbridge::identity::role::Role;
+use cellbridge_devices::delivery::{publish_command, Delivery};
+use cellbridge_devices::ports::{CommandCreated, CommandStore, DevicePublisher, DeviceStore};
+use cellbridge_devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
+use cellbridge_devices::registration::ThingName;
+use cellbridge_devices::tenant::TenantDevices;
+pub use cellbridge_devices::views::{command_location, CommandView};
+use cellbridge_edge::http::body::json_body;
+use cellbridge_edge::http::caller::Caller;
+use cellbridge_edge::http::idempotency;
+use cellbridge_edge::http::idempotency::idempotency_key;
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
+use cellbridge_identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use sha2::{Digest, Sha256};
@@ -37,7 +37,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 /// This function's configuration, read once at cold start.
-pub type Config = cellbridge::devices::wiring::CommandDelivery;
+pub type Config = cellbridge_devices::wiring::CommandDelivery;
 
 pub async fn handle(
     devices: &dyn DeviceStore,
@@ -300,12 +300,12 @@ impl<'a> TenantCommands<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::devices::commands_memory::MemoryCommands;
-    use cellbridge::devices::iot_memory::RecordingPublisher;
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
-    use cellbridge::devices::registration::parse_announcement;
-    use cellbridge::devices::topics;
+    use cellbridge_devices::commands_memory::MemoryCommands;
+    use cellbridge_devices::iot_memory::RecordingPublisher;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::presence::{LifecycleEvent, LifecycleKind};
+    use cellbridge_devices::registration::parse_announcement;
+    use cellbridge_devices::topics;
     use lambda_http::http::header;
     use lambda_http::request::from_str;
     use serde_json::{json, Value};
@@ -331,7 +331,7 @@ mod tests {
     async fn ports() -> Ports {
         let ports = Ports::default();
         for (thing, tenant) in [("trk-1", "demo"), ("trk-2", "demo"), ("gx-1", "globex")] {
-            let body = json!({"tenant": tenant, "iccid": cellbridge::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
+            let body = json!({"tenant": tenant, "iccid": cellbridge_core::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
             let announcement =
                 parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
             ports
@@ -382,7 +382,7 @@ mod tests {
 
         fn request(&self) -> Request {
             let mut value: Value = serde_json::from_str(self.sample).expect("sample");
-            cellbridge::testing::authorize_event(&mut value, self.tenant, self.roles);
+            cellbridge_core::testing::authorize_event(&mut value, self.tenant, self.roles);
             value["pathParameters"]["id"] = json!(self.id);
             if let Some(command) = self.command {
                 value["pathParameters"]["commandId"] = json!(command);
@@ -612,7 +612,7 @@ mod tests {
         let (status, problem, _) = call(&ports, viewer.request()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
         let mut value: Value = serde_json::from_str(SEND).expect("sample");
-        cellbridge::testing::unauthorize_event(&mut value);
+        cellbridge_core::testing::unauthorize_event(&mut value);
         let (status, _, _) = call(&ports, from_str(&value.to_string()).expect("event")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let mut list = Call::new(LIST);

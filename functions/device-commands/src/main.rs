@@ -1,9 +1,9 @@
-use cellbridge::devices::wiring;
+use cellbridge_devices::wiring;
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<device_commands::Config>().await?;
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<device_commands::Config>().await?;
     let devices = wiring::device_store(&sdk, &config.devices);
     let commands = wiring::command_store(&sdk, &config.commands);
     let publisher = wiring::device_publisher(&sdk, &config.iot_data).await?;

@@ -11,17 +11,17 @@
 //! event is a duplicate, but it still delivers what is queued while the device is connected, so
 //! the retry finishes what failed.
 
-use cellbridge::common::store::StoreError;
-use cellbridge::devices::delivery::{publish_command, Delivery};
-use cellbridge::devices::ports::{CommandStore, DevicePublisher, DeviceStore, PublishError};
-use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
-use cellbridge::devices::registration::ThingName;
+use cellbridge_core::store::StoreError;
+use cellbridge_devices::delivery::{publish_command, Delivery};
+use cellbridge_devices::ports::{CommandStore, DevicePublisher, DeviceStore, PublishError};
+use cellbridge_devices::presence::{LifecycleEvent, LifecycleKind};
+use cellbridge_devices::registration::ThingName;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: presence is written to the devices
 /// table, and commands waiting for a device that connects are delivered.
-pub type Config = cellbridge::devices::wiring::CommandDelivery;
+pub type Config = cellbridge_devices::wiring::CommandDelivery;
 
 /// Queued commands published per connection; a device with more gets the rest on its next one
 /// (or they expire). Bounds the work of one invocation.
@@ -162,13 +162,13 @@ async fn deliver_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::common::tenant::TenantId;
-    use cellbridge::devices::command::{parse_command_request, Command, CommandId, CommandStatus};
-    use cellbridge::devices::commands_memory::MemoryCommands;
-    use cellbridge::devices::iot_memory::RecordingPublisher;
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::registration::parse_announcement;
-    use cellbridge::devices::topics;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_devices::command::{parse_command_request, Command, CommandId, CommandStatus};
+    use cellbridge_devices::commands_memory::MemoryCommands;
+    use cellbridge_devices::iot_memory::RecordingPublisher;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::registration::parse_announcement;
+    use cellbridge_devices::topics;
     use serde_json::json;
     use time::Duration;
 
@@ -191,7 +191,7 @@ mod tests {
     impl Ports {
         async fn new() -> Self {
             let ports = Self::default();
-            let body = json!({"tenant": "demo", "iccid": cellbridge::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
+            let body = json!({"tenant": "demo", "iccid": cellbridge_core::testing::iccid(1), "model": "TRK-200", "firmware": "2.4.1"});
             let announcement =
                 parse_announcement("trk-1", body.to_string().as_bytes()).expect("valid");
             ports
@@ -293,7 +293,7 @@ mod tests {
     async fn unknown_devices_and_garbage_are_dropped_not_retried() {
         let ports = Ports::new().await;
         let thing = ThingName::parse("trk-1").expect("name");
-        let presence = |device: Option<cellbridge::devices::ports::DeviceRecord>| {
+        let presence = |device: Option<cellbridge_devices::ports::DeviceRecord>| {
             device.expect("registered").presence
         };
         let before = presence(ports.devices.get_device(&thing).await.expect("store"));

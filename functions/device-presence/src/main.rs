@@ -1,13 +1,13 @@
 use async_trait::async_trait;
-use cellbridge::devices::iot::IotDataPublisher;
-use cellbridge::devices::ports::{DevicePublisher, PublishError};
-use cellbridge::devices::wiring::{self, IotDataEndpoint};
+use cellbridge_devices::iot::IotDataPublisher;
+use cellbridge_devices::ports::{DevicePublisher, PublishError};
+use cellbridge_devices::wiring::{self, IotDataEndpoint};
 use device_presence::PresenceMessage;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<device_presence::Config>().await?;
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<device_presence::Config>().await?;
     let devices = wiring::device_store(&sdk, &config.devices);
     let commands = wiring::command_store(&sdk, &config.commands);
     let publisher = LazyPublisher {

@@ -8,26 +8,26 @@
 //! rule invokes asynchronously and Lambda retries failures, so only failures a retry can cure
 //! (store, registry, publish) are errors.
 
-use cellbridge::common::store::StoreError;
-use cellbridge::common::validation::{FieldError, ValidationErrors};
-use cellbridge::devices::ports::{
+use cellbridge_core::store::StoreError;
+use cellbridge_core::validation::{FieldError, ValidationErrors};
+use cellbridge_devices::ports::{
     DevicePublisher, DeviceStore, PublishError, Registration, ThingAttributes, ThingRegistry,
     ThingRegistryError,
 };
-use cellbridge::devices::registration::{parse_announcement, Announcement};
-use cellbridge::devices::topics;
-use cellbridge::identity::ports::AccountStore;
+use cellbridge_devices::registration::{parse_announcement, Announcement};
+use cellbridge_devices::topics;
+use cellbridge_identity::ports::AccountStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-cellbridge::composite_config! {
+cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start.
     #[derive(Debug, Clone)]
     pub struct Config {
-        pub devices: cellbridge::devices::wiring::DeviceTables,
-        pub accounts: cellbridge::identity::wiring::AccountsConfig,
-        pub thing_type: cellbridge::devices::wiring::ThingType,
-        pub iot_data: cellbridge::devices::wiring::IotDataEndpoint,
+        pub devices: cellbridge_devices::wiring::DeviceTables,
+        pub accounts: cellbridge_identity::wiring::AccountsConfig,
+        pub thing_type: cellbridge_devices::wiring::ThingType,
+        pub iot_data: cellbridge_devices::wiring::IotDataEndpoint,
     }
 }
 
@@ -159,11 +159,11 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::devices::iot_memory::{MemoryThings, RecordingPublisher};
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::ports::DeviceRecord;
-    use cellbridge::devices::registration::ThingName;
-    use cellbridge::identity::memory::MemoryAccounts;
+    use cellbridge_devices::iot_memory::{MemoryThings, RecordingPublisher};
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::ports::DeviceRecord;
+    use cellbridge_devices::registration::ThingName;
+    use cellbridge_identity::memory::MemoryAccounts;
 
     const ANNOUNCEMENT: &str =
         include_str!("../../../events/device-registration/announcement.json");
@@ -181,7 +181,7 @@ mod tests {
         async fn new() -> Self {
             let accounts = MemoryAccounts::default();
             for tenant in ["demo", "globex"] {
-                cellbridge::identity::admin::add_tenant(
+                cellbridge_identity::admin::add_tenant(
                     &accounts,
                     tenant,
                     tenant,

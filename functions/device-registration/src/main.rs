@@ -1,12 +1,12 @@
-use cellbridge::devices::wiring;
+use cellbridge_devices::wiring;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (config, sdk) =
-        cellbridge::edge::lambda::cold_start::<device_registration::Config>().await?;
+        cellbridge_edge::lambda::cold_start::<device_registration::Config>().await?;
     let devices = wiring::device_store(&sdk, &config.devices);
-    let accounts = cellbridge::identity::wiring::account_store(&sdk, &config.accounts);
+    let accounts = cellbridge_identity::wiring::account_store(&sdk, &config.accounts);
     let things = wiring::thing_registry(&sdk, &config.thing_type);
     let publisher = wiring::device_publisher(&sdk, &config.iot_data).await?;
     let ports = device_registration::Ports {

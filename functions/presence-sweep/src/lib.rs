@@ -4,13 +4,13 @@
 //! event clears the mark. The device API already judges silence at read time; the sweep makes
 //! the state durable for everything that reads the table.
 
-use cellbridge::common::config::{number_in, ConfigError, Environment, FromEnvironment};
-use cellbridge::common::store::StoreError;
-use cellbridge::devices::ports::DeviceStore;
-use cellbridge::devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
-use cellbridge::devices::wiring::DeviceTables;
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge_core::config::{number_in, ConfigError, Environment, FromEnvironment};
+use cellbridge_core::store::StoreError;
+use cellbridge_devices::ports::DeviceStore;
+use cellbridge_devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
+use cellbridge_devices::wiring::DeviceTables;
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
 use time::{Duration, OffsetDateTime};
 
 pub const TIMEOUT_ENV: &str = "HEARTBEAT_TIMEOUT_SECONDS";
@@ -60,9 +60,9 @@ pub async fn sweep(
 mod tests {
     use super::*;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
-    use cellbridge::devices::registration::{parse_announcement, ThingName};
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::presence::{LifecycleEvent, LifecycleKind};
+    use cellbridge_devices::registration::{parse_announcement, ThingName};
     use serde_json::json;
 
     const SCHEDULED: &str = include_str!("../../../events/presence-sweep/scheduled.json");
@@ -73,7 +73,7 @@ mod tests {
         let store = MemoryDevices::default();
         let t0 = OffsetDateTime::now_utc();
         for (n, thing) in ["quiet", "chatty"].into_iter().enumerate() {
-            let body = json!({"tenant": "demo", "iccid": cellbridge::testing::iccid(n as u32), "model": "M", "firmware": "1"});
+            let body = json!({"tenant": "demo", "iccid": cellbridge_core::testing::iccid(n as u32), "model": "M", "firmware": "1"});
             let announcement =
                 parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
             store.register(&announcement, t0).await.expect("store");

@@ -3,8 +3,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<presence_sweep::Config>().await?;
-    let devices = cellbridge::devices::wiring::device_store(&sdk, &config.devices);
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<presence_sweep::Config>().await?;
+    let devices = cellbridge_devices::wiring::device_store(&sdk, &config.devices);
     let timeout = config.heartbeat_timeout;
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let devices = &devices;

@@ -11,12 +11,12 @@
 //! those alone.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use cellbridge::common::config::{number_in, ConfigError, Environment, FromEnvironment};
-use cellbridge::devices::ports::DeviceStore;
-use cellbridge::devices::registration::ThingName;
-use cellbridge::devices::telemetry::{parse_telemetry, TelemetryPoint};
-use cellbridge::edge::lambda::metrics;
-use cellbridge::edge::lambda::metrics::Unit;
+use cellbridge_core::config::{number_in, ConfigError, Environment, FromEnvironment};
+use cellbridge_devices::ports::DeviceStore;
+use cellbridge_devices::registration::ThingName;
+use cellbridge_devices::telemetry::{parse_telemetry, TelemetryPoint};
+use cellbridge_edge::lambda::metrics;
+use cellbridge_edge::lambda::metrics::Unit;
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
@@ -42,11 +42,11 @@ impl FromEnvironment for Settings {
     }
 }
 
-cellbridge::composite_config! {
+cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start.
     #[derive(Debug, Clone)]
     pub struct Config {
-        pub devices: cellbridge::devices::wiring::DeviceTables,
+        pub devices: cellbridge_devices::wiring::DeviceTables,
         pub settings: Settings,
     }
 }
@@ -146,7 +146,7 @@ pub async fn handle(
     match store.write_telemetry(&points, settings.retention).await {
         Ok(written) => {
             report.written = written;
-            report.write_requests = written.div_ceil(cellbridge::devices::dynamodb::BATCH);
+            report.write_requests = written.div_ceil(cellbridge_devices::dynamodb::BATCH);
             let step = (points.len() / LAG_SAMPLES).max(1);
             report.lag_ms = points
                 .iter()
@@ -171,7 +171,7 @@ pub async fn handle(
         write_requests = report.write_requests,
         "telemetry batch"
     );
-    let response = cellbridge::edge::lambda::sqs_batch::failures(failed_ids);
+    let response = cellbridge_edge::lambda::sqs_batch::failures(failed_ids);
     (response, report)
 }
 
@@ -180,11 +180,11 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use aws_lambda_events::event::sqs::SqsMessage;
-    use cellbridge::common::store::{Page, PageRequest, StoreError};
-    use cellbridge::devices::memory::MemoryDevices;
-    use cellbridge::devices::ports::{DeviceRecord, Registration, StoredPoint};
-    use cellbridge::devices::presence::LifecycleEvent;
-    use cellbridge::devices::registration::{parse_announcement, Announcement};
+    use cellbridge_core::store::{Page, PageRequest, StoreError};
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::ports::{DeviceRecord, Registration, StoredPoint};
+    use cellbridge_devices::presence::LifecycleEvent;
+    use cellbridge_devices::registration::{parse_announcement, Announcement};
     use serde_json::json;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -204,7 +204,7 @@ mod tests {
     async fn registered(things: &[&str]) -> MemoryDevices {
         let store = MemoryDevices::default();
         for (n, thing) in things.iter().enumerate() {
-            let body = json!({"tenant": "demo", "iccid": cellbridge::testing::iccid(n as u32 + 1), "model": "TRK-200", "firmware": "2.4.1"});
+            let body = json!({"tenant": "demo", "iccid": cellbridge_core::testing::iccid(n as u32 + 1), "model": "TRK-200", "firmware": "2.4.1"});
             let announcement =
                 parse_announcement(thing, body.to_string().as_bytes()).expect("valid");
             store
@@ -333,7 +333,7 @@ mod tests {
         }
         async fn list_devices(
             &self,
-            tenant: &cellbridge::common::tenant::TenantId,
+            tenant: &cellbridge_core::tenant::TenantId,
             page: &PageRequest,
         ) -> Result<Page<DeviceRecord>, StoreError> {
             self.inner.list_devices(tenant, page).await

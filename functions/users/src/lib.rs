@@ -1,28 +1,28 @@
 //! Users of the caller's tenant, for its admins: `GET /users`, `POST /users`,
 //! `DELETE /users/{username}`. A user of another tenant does not exist here (404).
 
-use cellbridge::common::validation::ValidationErrors;
-use cellbridge::common::validation::{json_object, reject_unknown, required, BodyLimits};
-use cellbridge::edge::http::body::json_body;
-use cellbridge::edge::http::caller::Caller;
-use cellbridge::edge::http::page_view::PageView;
-use cellbridge::edge::http::paging::{allow_query, page_request};
-use cellbridge::edge::http::problem::Problem;
-use cellbridge::edge::http::{caller, json_response, route_key};
-use cellbridge::identity::admin::AccountError;
-use cellbridge::identity::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
-use cellbridge::identity::ports::AccountStore;
-use cellbridge::identity::role::{Role, Roles};
-use cellbridge::identity::tenant::TenantAccounts;
-use cellbridge::identity::username::Username;
-use cellbridge::identity::views::UserView;
+use cellbridge_core::validation::ValidationErrors;
+use cellbridge_core::validation::{json_object, reject_unknown, required, BodyLimits};
+use cellbridge_edge::http::body::json_body;
+use cellbridge_edge::http::caller::Caller;
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_identity::admin::AccountError;
+use cellbridge_identity::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
+use cellbridge_identity::ports::AccountStore;
+use cellbridge_identity::role::{Role, Roles};
+use cellbridge_identity::tenant::TenantAccounts;
+use cellbridge_identity::username::Username;
+use cellbridge_identity::views::UserView;
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: the table of tenants and users.
-pub type Config = cellbridge::identity::wiring::AccountsConfig;
+pub type Config = cellbridge_identity::wiring::AccountsConfig;
 
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
@@ -154,10 +154,10 @@ fn problem_of(error: AccountError) -> Problem {
     match error {
         AccountError::InvalidUsername(_) => invalid(
             "username",
-            cellbridge::identity::username::USERNAME_RULE.to_owned(),
+            cellbridge_identity::username::USERNAME_RULE.to_owned(),
         ),
         AccountError::NoRoles => invalid("roles", "must name at least one role".to_owned()),
-        AccountError::Password(cellbridge::identity::password::PasswordError::Length) => invalid(
+        AccountError::Password(cellbridge_identity::password::PasswordError::Length) => invalid(
             "password",
             format!("must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters long"),
         ),
@@ -205,8 +205,8 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge::identity::admin::{add_tenant, add_user, NewUser};
-    use cellbridge::identity::memory::MemoryAccounts;
+    use cellbridge_identity::admin::{add_tenant, add_user, NewUser};
+    use cellbridge_identity::memory::MemoryAccounts;
     use lambda_http::request::from_str;
     use serde_json::json;
 
@@ -242,7 +242,7 @@ mod tests {
 
     fn event(sample: &str, roles: &str, body: Option<Value>, username: Option<&str>) -> Request {
         let mut value: Value = serde_json::from_str(sample).expect("sample");
-        cellbridge::testing::authorize_event(&mut value, "demo", roles);
+        cellbridge_core::testing::authorize_event(&mut value, "demo", roles);
         value["requestContext"]["authorizer"]["lambda"]["sub"] = json!("admin@demo.example");
         if let Some(body) = body {
             value["body"] = body.to_string().into();

@@ -2,8 +2,8 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge::edge::lambda::cold_start::<users::Config>().await?;
-    let accounts = cellbridge::identity::wiring::account_store(&sdk, &config);
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<users::Config>().await?;
+    let accounts = cellbridge_identity::wiring::account_store(&sdk, &config);
     lambda_http::run(service_fn(|request: Request| {
         let accounts = &accounts;
         async move {

@@ -1,0 +1,192 @@
+//! What a bulk change asks of each device: the change types the legacy M2M and Mobility portals
+//! offered (status updates, activations, rate and customer plans, customer assignment, ICCID/IMEI
+//! swaps, username and cost-center edits).
+
+use cellbridge_core::ids::{Iccid, Imei, Msisdn};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Carrier {
+    Jasper,
+    ThingSpace,
+    Telegence,
+}
+
+impl Carrier {
+    pub const ALL: [Carrier; 3] = [Carrier::Jasper, Carrier::ThingSpace, Carrier::Telegence];
+
+    /// Device changes one carrier request may carry for `change`: ThingSpace's actions take up to
+    /// 10,000 devices, Telegence activates up to 200 services a request; the rest go one by one.
+    pub fn batch_limit(self, change: &ChangeSpec) -> u32 {
+        match (self, change) {
+            (
+                Carrier::ThingSpace,
+                ChangeSpec::StatusUpdate { .. }
+                | ChangeSpec::CarrierRatePlanChange {
+                    comm_plan: None, ..
+                }
+                | ChangeSpec::ActivateNewService { .. },
+            ) => 10_000,
+            (Carrier::Telegence, ChangeSpec::ActivateNewService { .. }) => 200,
+            _ => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Carrier::Jasper => "jasper",
+            Carrier::ThingSpace => "thingSpace",
+            Carrier::Telegence => "telegence",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatusAction {
+    Activate,
+    Suspend,
+    Restore,
+    Deactivate,
+}
+
+impl StatusAction {
+    pub const ALL: [StatusAction; 4] = [
+        StatusAction::Activate,
+        StatusAction::Suspend,
+        StatusAction::Restore,
+        StatusAction::Deactivate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusAction::Activate => "activate",
+            StatusAction::Suspend => "suspend",
+            StatusAction::Restore => "restore",
+            StatusAction::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// The change applied to every device of a bulk change, with its change-wide parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ChangeSpec {
+    StatusUpdate {
+        action: StatusAction,
+    },
+    ActivateNewService {
+        rate_plan: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zip_code: Option<String>,
+    },
+    CarrierRatePlanChange {
+        rate_plan: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comm_plan: Option<String>,
+    },
+    CustomerRatePlanChange {
+        customer_rate_plan_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_allocation_mb: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool_id: Option<String>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        effective_date: Option<OffsetDateTime>,
+    },
+    CustomerAssignment {
+        customer_id: String,
+    },
+    /// Per-device: the new ICCID and/or IMEI are given on each device entry.
+    IccidImeiChange,
+    /// Per-device: the new username and/or cost center are given on each device entry.
+    UsernameCostCenterEdit,
+}
+
+impl ChangeSpec {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChangeSpec::StatusUpdate { .. } => "statusUpdate",
+            ChangeSpec::ActivateNewService { .. } => "activateNewService",
+            ChangeSpec::CarrierRatePlanChange { .. } => "carrierRatePlanChange",
+            ChangeSpec::CustomerRatePlanChange { .. } => "customerRatePlanChange",
+            ChangeSpec::CustomerAssignment { .. } => "customerAssignment",
+            ChangeSpec::IccidImeiChange => "iccidImeiChange",
+            ChangeSpec::UsernameCostCenterEdit => "usernameCostCenterEdit",
+        }
+    }
+
+    /// Changes kept by cellbridge itself (the customer's own plan), with no carrier call.
+    pub fn is_platform_only(&self) -> bool {
+        matches!(self, ChangeSpec::CustomerRatePlanChange { .. })
+    }
+
+    /// When the change takes effect, if it was asked for later.
+    pub fn effective_date(&self) -> Option<OffsetDateTime> {
+        match self {
+            ChangeSpec::CustomerRatePlanChange { effective_date, .. } => *effective_date,
+            _ => None,
+        }
+    }
+
+    pub const TYPE_NAMES: [&'static str; 7] = [
+        "statusUpdate",
+        "activateNewService",
+        "carrierRatePlanChange",
+        "customerRatePlanChange",
+        "customerAssignment",
+        "iccidImeiChange",
+        "usernameCostCenterEdit",
+    ];
+}
+
+/// The device a change targets. The ICCID is the key every carrier accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRef {
+    pub iccid: Iccid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msisdn: Option<Msisdn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imei: Option<Imei>,
+}
+
+/// The per-device part of a change, for the change types that carry one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum DeviceEdit {
+    None,
+    IdentifierSwap {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_iccid: Option<Iccid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_imei: Option<Imei>,
+    },
+    Labels {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_center: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRequest {
+    pub device: DeviceRef,
+    pub edit: DeviceEdit,
+}

@@ -1,0 +1,277 @@
+//! Cisco Control Center (Jasper) REST: `GET`/`PUT {base}/devices/{iccid}` with Basic auth.
+//!
+//! Mapping of bulk-change actions to Jasper statuses: activate and restore → `ACTIVATED`;
+//! suspend and deactivate → `DEACTIVATED` (Jasper has no separate suspended state at account
+//! level; retiring and purging a SIM are lifecycle steps outside bulk status changes).
+
+use crate::error::CarrierError;
+use crate::http::{retry_after, send_recorded, CarrierResponse};
+use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
+use async_trait::async_trait;
+use cellbridge_bulk_changes::change::{
+    Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
+};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Jasper's rate-limit error code, sent with HTTP 400 by some pods and 429 by others.
+const RATE_LIMIT_CODE: &str = "40000029";
+
+#[derive(Debug, Clone)]
+pub struct JasperCredentials {
+    pub username: String,
+    pub api_key: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct JasperClient {
+    http: reqwest::Client,
+    /// e.g. `https://restapi1.jasper.com/rws/api/v1`
+    base_url: String,
+    credentials: JasperCredentials,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceDetails {
+    iccid: String,
+    status: String,
+    rate_plan: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    error_code: Option<String>,
+    error_message: Option<String>,
+}
+
+pub fn jasper_status(action: StatusAction) -> &'static str {
+    match action {
+        StatusAction::Activate | StatusAction::Restore => "ACTIVATED",
+        StatusAction::Suspend | StatusAction::Deactivate => "DEACTIVATED",
+    }
+}
+
+impl JasperClient {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: impl Into<String>,
+        credentials: JasperCredentials,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            credentials,
+        }
+    }
+
+    fn url(&self, iccid: &str) -> String {
+        format!("{}/devices/{iccid}", self.base_url)
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        journal: &CallJournal,
+    ) -> Result<CarrierResponse, CarrierError> {
+        let request = request
+            .basic_auth(
+                &self.credentials.username,
+                Some(self.credentials.api_key.expose_secret()),
+            )
+            .build()
+            .map_err(crate::http::transport)?;
+        let response = send_recorded(
+            &self.http,
+            request,
+            &[self.credentials.api_key.expose_secret()],
+            journal,
+        )
+        .await?;
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        Err(error(&response))
+    }
+
+    pub async fn get_device(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError> {
+        let response = self.send(self.http.get(self.url(iccid)), journal).await?;
+        let details: DeviceDetails = response
+            .json()
+            .map_err(|e| CarrierError::Transient(format!("unreadable device details: {e}")))?;
+        Ok(CarrierDevice {
+            iccid: details.iccid,
+            status: details.status,
+            rate_plan: details.rate_plan,
+        })
+    }
+
+    /// Edits the device; 202 means accepted for a future effective date.
+    pub async fn edit_device(
+        &self,
+        iccid: &str,
+        edit: &Value,
+        journal: &CallJournal,
+    ) -> Result<CarrierOutcome, CarrierError> {
+        let response = self
+            .send(self.http.put(self.url(iccid)).json(edit), journal)
+            .await?;
+        let accepted = response.status == StatusCode::ACCEPTED;
+        let body: Value = response.json().unwrap_or(Value::Null);
+        // Real clients treat a 2xx without the ICCID echoed back as a failure.
+        if body.get("iccid").and_then(Value::as_str) != Some(iccid) {
+            return Err(CarrierError::Transient(
+                "edit answered without the device's ICCID".into(),
+            ));
+        }
+        Ok(if accepted {
+            CarrierOutcome::Accepted { request_id: None }
+        } else {
+            CarrierOutcome::Completed
+        })
+    }
+}
+
+fn error(response: &CarrierResponse) -> CarrierError {
+    let status = response.status;
+    let wait = retry_after(&response.headers);
+    let body: ErrorBody = response.json().unwrap_or_default();
+    let code = body.error_code.unwrap_or_default();
+    let message = body.error_message.unwrap_or_default();
+    match status {
+        _ if code == RATE_LIMIT_CODE || status == StatusCode::TOO_MANY_REQUESTS => {
+            CarrierError::RateLimited { retry_after: wait }
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CarrierError::AuthFailed,
+        StatusCode::NOT_FOUND => CarrierError::NotFound,
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+            CarrierError::Transient(format!("HTTP {}", s.as_u16()))
+        }
+        s => CarrierError::Permanent {
+            code: if code.is_empty() {
+                s.as_u16().to_string()
+            } else {
+                code
+            },
+            message,
+        },
+    }
+}
+
+/// The Jasper edit for a change, or why Jasper cannot make it.
+pub fn edit_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
+    let unsupported = |what: &str| CarrierError::Permanent {
+        code: "unsupported".into(),
+        message: format!("{what} is not a Jasper device edit"),
+    };
+    Ok(match change {
+        ChangeSpec::StatusUpdate { action } => json!({"status": jasper_status(*action)}),
+        ChangeSpec::CarrierRatePlanChange {
+            rate_plan,
+            comm_plan,
+        } => match comm_plan {
+            Some(comm) => json!({"ratePlan": rate_plan, "communicationPlan": comm}),
+            None => json!({"ratePlan": rate_plan}),
+        },
+        ChangeSpec::CustomerAssignment { customer_id } => json!({"customer": customer_id}),
+        ChangeSpec::ActivateNewService { .. } => return Err(unsupported("activating new service")),
+        ChangeSpec::CustomerRatePlanChange { .. } => {
+            return Err(unsupported("a customer rate plan change"))
+        }
+        ChangeSpec::IccidImeiChange => return Err(unsupported("an ICCID/IMEI change")),
+        ChangeSpec::UsernameCostCenterEdit => {
+            return Err(unsupported("a username/cost center edit"))
+        }
+    })
+}
+
+#[async_trait]
+impl CarrierPort for JasperClient {
+    fn carrier(&self) -> Carrier {
+        Carrier::Jasper
+    }
+
+    async fn read_device(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError> {
+        self.get_device(device.iccid.as_str(), journal).await
+    }
+
+    fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
+        match change {
+            ChangeSpec::StatusUpdate { action } => device.status == jasper_status(*action),
+            ChangeSpec::CarrierRatePlanChange { rate_plan, .. } => {
+                device.rate_plan.as_deref() == Some(rate_plan.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    async fn apply(
+        &self,
+        change: &ChangeSpec,
+        requests: &[DeviceRequest],
+        journal: &CallJournal,
+    ) -> Result<CarrierOutcome, CarrierError> {
+        let [request] = requests else {
+            return Err(CarrierError::Permanent {
+                code: "batch".into(),
+                message: format!("Jasper edits one device a call, not {}", requests.len()),
+            });
+        };
+        let edit = edit_for(change)?;
+        self.edit_device(request.device.iccid.as_str(), &edit, journal)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_the_key() {
+        let credentials = JasperCredentials {
+            username: "ops".into(),
+            api_key: "s3cr3t-key".into(),
+        };
+        let client = JasperClient::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:1/rws/api/v1/",
+            credentials,
+        );
+        let printed = format!("{client:?}");
+        assert!(!printed.contains("s3cr3t-key"), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
+    }
+
+    #[test]
+    fn status_actions_map_to_jasper_statuses() {
+        let edits: Vec<Value> = StatusAction::ALL
+            .into_iter()
+            .map(|action| edit_for(&ChangeSpec::StatusUpdate { action }).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            edits,
+            vec![
+                json!({"status": "ACTIVATED"}),
+                json!({"status": "DEACTIVATED"}),
+                json!({"status": "ACTIVATED"}),
+                json!({"status": "DEACTIVATED"})
+            ]
+        );
+        assert!(matches!(
+            edit_for(&ChangeSpec::IccidImeiChange),
+            Err(CarrierError::Permanent { .. })
+        ));
+    }
+}

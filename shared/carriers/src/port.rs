@@ -1,0 +1,155 @@
+//! The carrier port: what the worker asks of a carrier and what it learns back, the call
+//! journal every exchange is recorded in, and the account gate that paces calls.
+
+use crate::error::CarrierError;
+use async_trait::async_trait;
+use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
+use cellbridge_core::store::StoreError;
+use time::OffsetDateTime;
+
+/// What a carrier says about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierDevice {
+    pub iccid: String,
+    /// The carrier's own status name (e.g. Jasper's `ACTIVATED`).
+    pub status: String,
+    pub rate_plan: Option<String>,
+}
+
+/// How a carrier took a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarrierOutcome {
+    /// Done when the call returned.
+    Completed,
+    /// Accepted for later (a future effective date, or an asynchronous carrier); `request_id`
+    /// tracks it when the carrier gives one, and [`CarrierPort::check`] follows it up.
+    Accepted { request_id: Option<String> },
+}
+
+/// Where an accepted request stands for one of its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestProgress {
+    Pending,
+    Succeeded,
+    Failed(CarrierError),
+}
+
+/// One HTTP exchange with a carrier, with secrets already removed: it becomes an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierExchange {
+    pub method: String,
+    pub url: String,
+    pub request_body: Option<String>,
+    /// `None` when no answer came (timeout, connection failure).
+    pub status: Option<u16>,
+    pub response_body: Option<String>,
+    pub duration: std::time::Duration,
+}
+
+/// Collects the exchanges of one operation, so the caller can audit every carrier call, including
+/// the ones an adapter makes on its own (token renewals, retries of a stale session).
+#[derive(Debug, Default)]
+pub struct CallJournal {
+    exchanges: std::sync::Mutex<Vec<CarrierExchange>>,
+}
+
+impl CallJournal {
+    pub fn record(&self, exchange: CarrierExchange) {
+        self.exchanges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(exchange);
+    }
+
+    pub fn take(&self) -> Vec<CarrierExchange> {
+        std::mem::take(
+            &mut *self
+                .exchanges
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// Admission to call one carrier account, shared by every worker instance: Jasper allows one call
+/// in flight per account, and Lambda runs at least two instances of a queue's consumer.
+#[async_trait]
+pub trait AccountGate: Send + Sync {
+    /// Waits until no other caller holds `account` and `spacing` has passed since the last call
+    /// began, then holds it for at most `hold` (a holder that dies frees it by then).
+    async fn enter(
+        &self,
+        account: &str,
+        spacing: std::time::Duration,
+        hold: std::time::Duration,
+    ) -> Result<GateTicket, StoreError>;
+
+    /// Frees the account; the next call may begin `spacing` after `started`, when this call
+    /// actually went out (entering can take a while, and the carrier counts what arrives).
+    async fn leave(
+        &self,
+        ticket: &GateTicket,
+        started: OffsetDateTime,
+        spacing: std::time::Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// Proof of holding an account's gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateTicket {
+    pub account: String,
+    pub holder: String,
+}
+
+/// One carrier account, as a bulk change needs it.
+#[async_trait]
+pub trait CarrierPort: Send + Sync {
+    fn carrier(&self) -> Carrier;
+
+    /// Devices one [`CarrierPort::apply`] call may carry for this change: 1 for per-device APIs,
+    /// up to 10,000 for ThingSpace's batch actions.
+    fn batch_limit(&self, _change: &ChangeSpec) -> usize {
+        1
+    }
+
+    async fn read_device(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CarrierDevice, CarrierError>;
+
+    /// Applies `change` to `requests` (at most [`CarrierPort::batch_limit`] of them) in one
+    /// carrier request.
+    async fn apply(
+        &self,
+        change: &ChangeSpec,
+        requests: &[DeviceRequest],
+        journal: &CallJournal,
+    ) -> Result<CarrierOutcome, CarrierError>;
+
+    /// Whether `device`, as the carrier reports it, already shows `change` done: lets a worker
+    /// that resumes after a crash skip a call that had reached the carrier.
+    fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
+        let _ = (change, device);
+        false
+    }
+
+    /// Follows up an accepted request for one of its devices (polling, for when a callback never
+    /// comes or the carrier has none).
+    async fn check(
+        &self,
+        change: &ChangeSpec,
+        request_id: &str,
+        request: &DeviceRequest,
+        journal: &CallJournal,
+    ) -> Result<RequestProgress, CarrierError> {
+        let _ = (change, request, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!(
+                "{} requests cannot be polled (request {request_id})",
+                self.carrier().as_str()
+            ),
+        })
+    }
+}
