@@ -1,34 +1,39 @@
-//! Test harness: a moto server per test, provisioned from template.yaml by the devstack, and
-//! helpers to look at what the functions left in DynamoDB, SQS and S3.
+//! Test harness: the local AWS emulators per test (MiniStack for DynamoDB and SQS, moto for the
+//! rest), provisioned from template.yaml by the devstack, and helpers to look at what the
+//! functions left in DynamoDB, SQS and S3.
 
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use cellbridge::bulk_changes::ports::BulkChangePorts;
-use devstack::moto::MotoServer;
+use devstack::local_aws::{LocalAws, LocalAwsPorts};
 use devstack::tools::{workspace_root, Tools};
 
-pub struct MotoStack {
-    pub moto: MotoServer,
+pub struct LocalAwsStack {
+    pub aws: LocalAws,
     pub config: SdkConfig,
     pub template: devstack::template::Template,
     pub resources: devstack::template::Resources,
 }
 
-impl MotoStack {
-    /// A fresh moto server with every table, queue and bucket of template.yaml.
+impl LocalAwsStack {
+    /// Fresh emulators with every table, queue and bucket of template.yaml.
     pub async fn start() -> Result<Self> {
         let root = workspace_root();
-        let moto = MotoServer::start(&Tools::at(&root), 0).await?;
-        let config = moto.sdk_config().await;
+        let aws = LocalAws::start(&Tools::at(&root), LocalAwsPorts::default()).await?;
+        let config = aws.sdk_config().await;
         let template = devstack::template::Template::load(&root.join("template.yaml"))?;
         let resources = devstack::provision::provision(&template, &config).await?;
         Ok(Self {
-            moto,
+            aws,
             config,
             template,
             resources,
         })
+    }
+
+    pub async fn stop(self) {
+        self.aws.stop().await;
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

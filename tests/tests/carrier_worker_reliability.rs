@@ -1,4 +1,4 @@
-//! The carrier worker against moto (real SDK) and the Jasper simulator: duplicate delivery, a
+//! The carrier worker against the local emulators (real SDK) and the Jasper simulator: duplicate delivery, a
 //! worker dying between the carrier call and the status write, faults and rate limits, poison
 //! messages, and secrets kept out of logs and audit entries.
 
@@ -19,7 +19,7 @@ use cellbridge::carriers::port::{CallJournal, CarrierDevice, CarrierOutcome, Car
 use cellbridge::carriers::retry::RetryBudget;
 use cellbridge::common::tenant::TenantId;
 use cellbridge::testing::{iccid, sample_bulk_change};
-use cellbridge_tests::MotoStack;
+use cellbridge_tests::LocalAwsStack;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,13 +35,13 @@ fn tenant() -> TenantId {
 }
 
 struct Rig {
-    stack: MotoStack,
+    stack: LocalAwsStack,
     sim: SimServer,
     ports: BulkChangePorts,
 }
 
 async fn rig(jasper: JasperConfig, devices: u32) -> Result<Rig> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let sim = SimServer::start("127.0.0.1:0".parse()?, jasper).await?;
     let iccids: Vec<String> = (0..devices).map(iccid).collect();
     sim.sims
@@ -101,7 +101,7 @@ fn generous() -> AccountLimits {
     }
 }
 
-/// Stores a suspend of `devices` devices and plans it, which queues its work in moto.
+/// Stores a suspend of `devices` devices and plans it, which queues its work in the local SQS.
 async fn planned(rig: &Rig, id: &str, devices: u32) -> Result<BulkChange> {
     let (mut change, requests) = sample_bulk_change("acme", id, devices, true);
     change.tenant_id = tenant();

@@ -1,9 +1,10 @@
 //! `cargo xtask bench devices`: a simulated fleet through the local broker, the rules engine and
 //! the ingest function, as in production but on one machine. Measures whether ingest keeps up
 //! (the telemetry queue's backlog over time), the lag from the rule's receive time to the write,
-//! how full the `BatchWriteItem` requests are, the ingest function's CPU per message, and the
-//! command round trip from the API call to the recorded acknowledgement.
+//! how full the `BatchWriteItem` requests are, the ingest function's CPU per message, the
+//! command round trip from the API call to the recorded acknowledgement, and where the CPU goes.
 
+use super::cpu_profile::{self, CpuSnapshot};
 use super::{write_section, DocSection, Machine};
 use anyhow::{Context, Result};
 use devstack::api_client::command_round_trip;
@@ -25,7 +26,6 @@ const INGEST_BINARY: &str = "telemetry-ingest";
 const PRESENCE_BINARY: &str = "device-presence";
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 const TELEMETRY_QUEUE: &str = "TelemetryQueue";
-const MOTO_LAUNCHER: &str = "cellbridge_moto_server";
 
 #[derive(clap::Args)]
 pub struct DevicesArgs {
@@ -64,8 +64,8 @@ struct Results {
     malformed: f64,
     lag_ms: Vec<f64>,
     cpu_per_message_us: Option<f64>,
-    /// moto's CPU over the window, in cores (1.0 = one core busy throughout).
-    moto_cores: Option<f64>,
+    /// Each part's CPU over the window, in cores (1.0 = one core busy throughout).
+    cpu: Vec<(String, f64)>,
     round_trips_ms: Vec<f64>,
     command_failures: usize,
 }
@@ -84,7 +84,7 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
     options.lambda_concurrency = Some(4);
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
-    spinner.set_message("starting the devstack (moto, functions, broker, rules)");
+    spinner.set_message("starting the devstack (emulators, functions, broker, rules)");
     spinner.enable_steady_tick(Duration::from_millis(120));
     let stack = Devstack::start(options).await;
     spinner.finish_and_clear();
@@ -103,7 +103,6 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
 }
 
 async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Results> {
-    use devstack::demo_accounts::DEMO_PASSWORD;
     let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
     options.devices = args.devices;
     options.prefix = "bench".to_owned();
@@ -111,7 +110,31 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     // Connecting a thousand devices at once would measure the stampede, not the steady state.
     options.start_spread = Duration::from_secs(20);
     options.heartbeat_every = Duration::from_secs(args.heartbeat_seconds.max(1));
-    let fleet = device_sim::Fleet::start(options)?;
+    // A runtime of its own, so the profile tells the simulator's CPU from the local stack's.
+    let simulator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(cpu_profile::SIMULATOR_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the device simulator's runtime")?;
+    let fleet = {
+        let _entered = simulator.enter();
+        device_sim::Fleet::start(options)?
+    };
+    let outcome = measure_fleet(stack, args, log, &fleet).await;
+    let _ = fleet.shutdown().await;
+    simulator.shutdown_background();
+    outcome
+}
+
+async fn measure_fleet(
+    stack: &Devstack,
+    args: &DevicesArgs,
+    log: &Path,
+    fleet: &device_sim::Fleet,
+) -> Result<Results> {
+    use devstack::demo_accounts::DEMO_PASSWORD;
+    let functions = stack.template().function_binaries()?;
     let registering = ProgressBar::new(args.devices as u64).with_style(
         ProgressStyle::with_template("  {bar:40} {pos}/{len} devices registered {elapsed}")?,
     );
@@ -132,8 +155,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     let api = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let window = Duration::from_secs(args.seconds);
     let log_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-    let cpu_before = cpu_ticks(INGEST_BINARY);
-    let moto_before = moto_ticks();
+    let cpu_before = cpu_profile::snapshot(&functions);
     let sent_before = fleet.stats().telemetry_sent;
     let measuring = Instant::now();
     let bar = ProgressBar::new(args.seconds).with_style(ProgressStyle::with_template(
@@ -185,9 +207,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     let telemetry_sent = fleet.stats().telemetry_sent - sent_before;
     // The commands may run past the window; rates are over the time really measured.
     let window = measuring.elapsed();
-    let cpu_after = cpu_ticks(INGEST_BINARY);
-    let moto_after = moto_ticks();
-    let _ = fleet.shutdown().await;
+    let cpu_after = cpu_profile::snapshot(&functions);
     // Let the last batches land in the log.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let batches = ingest_metrics(log, log_offset)?;
@@ -195,7 +215,7 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     let mut lag_ms: Vec<f64> = batches.iter().flat_map(|b| b.lag_ms.clone()).collect();
     lag_ms.sort_by(f64::total_cmp);
     round_trips_ms.sort_by(f64::total_cmp);
-    let ticks_per_second = tick_rate();
+    let ingest_seconds = ingest_cpu_seconds(&cpu_before, &cpu_after);
     Ok(Results {
         devices: args.devices,
         heartbeat_seconds: args.heartbeat_seconds,
@@ -209,10 +229,9 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         write_requests: batches.iter().map(|b| b.write_requests).sum(),
         malformed: batches.iter().map(|b| b.malformed).sum(),
         lag_ms,
-        cpu_per_message_us: (written > 0.0 && cpu_after > cpu_before)
-            .then(|| (cpu_after - cpu_before) as f64 / ticks_per_second * 1_000_000.0 / written),
-        moto_cores: (moto_after > moto_before)
-            .then(|| (moto_after - moto_before) as f64 / ticks_per_second / window.as_secs_f64()),
+        cpu_per_message_us: (written > 0.0 && ingest_seconds > 0.0)
+            .then(|| ingest_seconds * 1_000_000.0 / written),
+        cpu: cpu_profile::cores_between(&cpu_before, &cpu_after, window),
         round_trips_ms,
         command_failures,
     })
@@ -255,52 +274,8 @@ fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
     Ok(batches)
 }
 
-/// User plus system CPU ticks of every running process whose executable is `binary`.
-/// CPU ticks (user + system) of the processes whose executable is named `binary`.
-fn cpu_ticks(binary: &str) -> u64 {
-    process_ticks(|process| {
-        std::fs::read_link(process.join("exe"))
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy() == binary))
-            .unwrap_or(false)
-    })
-}
-
-/// CPU ticks of moto: the Python process running the devstack's launcher.
-fn moto_ticks() -> u64 {
-    process_ticks(|process| {
-        std::fs::read(process.join("cmdline"))
-            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(MOTO_LAUNCHER))
-    })
-}
-
-fn process_ticks(wanted: impl Fn(&Path) -> bool) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| wanted(&e.path()))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum()
-}
-
-fn tick_rate() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    #[allow(unsafe_code)]
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+fn ingest_cpu_seconds(before: &CpuSnapshot, after: &CpuSnapshot) -> f64 {
+    cpu_profile::seconds_between(before, after, &format!("function {INGEST_BINARY}"))
 }
 
 /// Heartbeats and lifecycle events waiting for `device-presence`.
@@ -353,7 +328,7 @@ impl Results {
         let per_second = self.telemetry_sent as f64 / self.window.as_secs_f64();
         let _ = writeln!(
             out,
-            "Measured {} with `cargo xtask bench devices` at {} on {} ({} cores, load {}), debug builds under `cargo lambda watch`, moto for DynamoDB and SQS.\n",
+            "Measured {} with `cargo xtask bench devices` at {} on {} ({} cores, load {}), debug builds under `cargo lambda watch`, MiniStack for DynamoDB and SQS, moto for the IoT registry.\n",
             machine.date, machine.commit, machine.cpu, machine.nproc, machine.load
         );
         let _ = writeln!(
@@ -409,18 +384,24 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "| moto's CPU over the window (one Python process serving DynamoDB, SQS and IoT) | {} | below 1 core |",
-            self.moto_cores
-                .map_or_else(|| "not measured".to_owned(), |cores| format!("{:.0}% of a core", cores * 100.0))
-        );
-        let _ = writeln!(
-            out,
             "| command round trip p50 / p95 (API call to recorded ack, {} commands, {} failed) | {:.0} ms / {:.0} ms | under 100 ms |",
             self.round_trips_ms.len() + self.command_failures,
             self.command_failures,
             percentile(&self.round_trips_ms, 0.5),
             percentile(&self.round_trips_ms, 0.95)
         );
+        let total: f64 = self.cpu.iter().map(|(_, cores)| cores).sum();
+        let _ = writeln!(
+            out,
+            "\nWhere the CPU went over the window ({:.0}% of a core in all, on {} cores):\n",
+            total * 100.0,
+            machine.nproc
+        );
+        let _ = writeln!(out, "| part | CPU (100% = one core) |");
+        let _ = writeln!(out, "|---|---|");
+        for (part, cores) in &self.cpu {
+            let _ = writeln!(out, "| {part} | {:.0}% |", cores * 100.0);
+        }
         out
     }
 }

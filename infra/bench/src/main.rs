@@ -7,9 +7,14 @@
 //!
 //! `bulk-change` (in [`bulk_change`]) sends a 10,000-device status change per carrier through the
 //! carrier worker against the carrier simulators and compares its time with the simulators' limits.
+//!
+//! `devices` (in [`devices`]) runs a simulated fleet through the local stack; `local-aws` (in
+//! [`local_aws`]) times the local DynamoDB and SQS of both emulators.
 
 mod bulk_change;
+mod cpu_profile;
 mod devices;
+mod local_aws;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -52,6 +57,9 @@ pub enum BenchCommand {
     /// 1,000 simulated devices through the local broker, rules and ingest: backlog, ingest lag,
     /// items per BatchWriteItem, CPU per message, and the command round trip.
     Devices(devices::DevicesArgs),
+    /// moto's and MiniStack's DynamoDB and SQS side by side through the SDK: a 100,000-item
+    /// table's Query, BatchWriteItem, conditional UpdateItem, SQS with a backlog.
+    LocalAws(local_aws::LocalAwsArgs),
 }
 
 #[derive(Args)]
@@ -72,6 +80,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::ColdStart(args) => cold_start(args).await,
         BenchCommand::BulkChange(args) => bulk_change::run(args).await,
         BenchCommand::Devices(args) => devices::run(args).await,
+        BenchCommand::LocalAws(args) => local_aws::run(args).await,
     }
 }
 

@@ -1,5 +1,6 @@
-//! `cargo xtask admin` (`devstack admin`): tenants and users of a deployed stack (or of a local moto, with
-//! `AWS_ENDPOINT_URL`). Uses the standard AWS credentials and region of the shell.
+//! `cargo xtask admin` (`devstack admin`): tenants and users of a deployed stack (or of a local stack's
+//! DynamoDB, with `AWS_ENDPOINT_URL_DYNAMODB`). Uses the standard AWS credentials and region of the
+//! shell.
 
 use anyhow::{bail, Context, Result};
 use cellbridge::identity::admin::{add_tenant, add_user, NewUser};

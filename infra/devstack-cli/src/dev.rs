@@ -39,7 +39,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     local_tools::ensure_installed(&root)?;
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
-    spinner.set_message("starting moto, provisioning from template.yaml, building functions, starting cargo lambda watch");
+    spinner.set_message("starting the AWS emulators, provisioning from template.yaml, building functions, starting cargo lambda watch");
     spinner.enable_steady_tick(Duration::from_millis(120));
     let mut options = DevstackOptions::new(root);
     options.api_port = args.port;

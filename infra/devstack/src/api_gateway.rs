@@ -3,7 +3,7 @@
 //! its answer back into an HTTP response.
 
 use crate::lambda_watch::{InvokeError, Invoker};
-use crate::moto::ACCOUNT_ID;
+use crate::local_aws::ACCOUNT_ID;
 use crate::server_task::ServerTask;
 use crate::template::{ApiAuth, FunctionSpec, LOCAL_API_ID};
 use anyhow::{bail, Context, Result};
@@ -342,7 +342,7 @@ pub fn authorizer_event(route: &ApiRoute, request_event: &Json, identity: Vec<St
             "routeArn".into(),
             json!(format!(
                 "arn:aws:execute-api:{}:{ACCOUNT_ID}:{LOCAL_API_ID}/$default/{method}{path}",
-                crate::moto::REGION
+                crate::local_aws::REGION
             )),
         );
         fields.insert("identitySource".into(), json!(identity));

@@ -86,7 +86,7 @@ fn is_zombie(pid: i32) -> bool {
 }
 
 /// Asks the kernel to SIGTERM the child when this process dies, however it dies (SIGKILL
-/// included), so a killed devstack leaves no moto or cargo-lambda behind. Linux ties this to the
+/// included), so a killed devstack leaves no emulator or cargo-lambda behind. Linux ties this to the
 /// spawning thread; the supervisor restarts cargo-lambda should that thread ever end early.
 pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]

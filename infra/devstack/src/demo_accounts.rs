@@ -1,5 +1,5 @@
 //! The accounts every local stack starts with, so that signing in works out of the box. They
-//! exist only in the local moto; the password is public on purpose.
+//! exist only in the local emulators; the password is public on purpose.
 
 use anyhow::{Context, Result};
 use cellbridge::identity::admin::{add_tenant, add_user, AccountError, NewUser};

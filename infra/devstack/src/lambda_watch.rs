@@ -16,7 +16,7 @@
 //! - `Lambda-Runtime-Deadline-Ms` is always 600000 (1970), so `Context::deadline` is in the past.
 
 use crate::children;
-use crate::moto::free_port;
+use crate::python_server::free_port;
 use anyhow::{bail, Context, Result};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -735,7 +735,7 @@ fn child_path() -> OsString {
 fn prepare_env(cmd: &mut Command, target_dir: Option<&Path>) {
     cmd.env("PATH", child_path());
     // Credentials, profiles or per-service endpoints of the developer's shell must not reach the
-    // functions: they talk to moto only, through the env file.
+    // functions: they talk to the local emulators only, through the env file.
     for (key, _) in std::env::vars_os() {
         if key.to_str().is_some_and(|k| k.starts_with("AWS_")) {
             cmd.env_remove(&key);

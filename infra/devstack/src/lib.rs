@@ -1,9 +1,10 @@
-//! The local stack: moto for AWS, `cargo lambda watch` for the functions, and what neither
-//! provides (API Gateway routes, SQS event sources, AWS IoT Core's broker, topic rules and data
-//! plane), all derived from `template.yaml`.
+//! The local stack: emulators for AWS ([`local_aws`]: MiniStack for DynamoDB and SQS, moto for
+//! the rest), `cargo lambda watch` for the functions, and what neither provides (API Gateway
+//! routes, SQS event sources, AWS IoT Core's broker, topic rules and data plane), all derived from
+//! `template.yaml`.
 //!
-//! [`Devstack::start`] runs the lot; the modules can also be used one by one (the moto-backed
-//! tests only [`provision`] a moto server).
+//! [`Devstack::start`] runs the lot; the modules can also be used one by one (the integration
+//! tests only [`provision`] the emulators).
 
 pub mod api_client;
 pub mod api_gateway;
@@ -12,15 +13,18 @@ mod children;
 pub mod demo_accounts;
 pub mod iot;
 pub mod lambda_watch;
-pub mod moto;
+pub mod local_aws;
+mod ministack;
+mod moto;
 pub mod ports;
 pub mod provision;
+pub mod python_server;
 pub mod schedules;
 mod server_task;
 pub mod sqs_source;
 pub mod stack;
 pub mod template;
-/// The local tools (moto, cargo-lambda) live in their own small crate, so the xtask installs them
+/// The local tools (the emulators, cargo-lambda) live in their own small crate, so the xtask installs them
 /// without building the devstack; re-exported under the name the stack's users know.
 pub use local_tools as tools;
 

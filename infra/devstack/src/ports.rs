@@ -3,7 +3,7 @@
 //! environment in template.yaml is resolved against the stack's resources and read by the same
 //! configuration types and wiring the function's `main.rs` uses.
 
-use crate::moto::{ACCOUNT_ID, REGION};
+use crate::local_aws::{ACCOUNT_ID, REGION};
 use crate::template::{ResourceKind, Resources, Template};
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;

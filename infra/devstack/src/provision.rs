@@ -1,5 +1,6 @@
-//! Creates the template's tables, queues, buckets, secrets and IoT thing types in moto. Safe to re-run against the same
-//! moto: what exists is kept (queue attributes are brought up to date).
+//! Creates the template's tables, queues, buckets, secrets and IoT thing types in the local
+//! emulators (each client goes where [`crate::local_aws`] sends its service). Safe to re-run
+//! against the same emulators: what exists is kept (queue attributes are brought up to date).
 
 pub use crate::template::Resources;
 use crate::template::{QueueSpec, TableSpec, Template, ThingTypeSpec};
@@ -22,7 +23,7 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
     }
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    // Dead-letter queues first, so a RedrivePolicy names the ARN moto gave the created queue.
+    // Dead-letter queues first, so a RedrivePolicy names the ARN the emulator gave the created queue.
     for id in template.queue_order()? {
         let spec = template.queue(&id, &resources)?;
         let (url, arn) = create_queue(&sqs, &spec)
@@ -235,7 +236,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> R
         .await;
     match created {
         Ok(_) => {}
-        // Already there from an earlier run against this moto: keep it and its data.
+        // Already there from an earlier run against this emulator: keep it and its data.
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) => {}

@@ -2,7 +2,7 @@
 //! event EventBridge would send. Cron schedules run only in AWS.
 
 use crate::lambda_watch::Invoker;
-use crate::moto::REGION;
+use crate::local_aws::{ACCOUNT_ID, REGION};
 use crate::template::FunctionSpec;
 use serde_json::json;
 use std::time::Duration;
@@ -21,10 +21,10 @@ pub fn scheduled_event(rule: &str) -> serde_json::Value {
         "id": uuid::Uuid::new_v4().to_string(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
-        "account": "123456789012",
+        "account": ACCOUNT_ID,
         "time": cellbridge::common::clock::rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
         "region": REGION,
-        "resources": [format!("arn:aws:events:{REGION}:123456789012:rule/{rule}")],
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule}")],
         "detail": {}
     })
 }

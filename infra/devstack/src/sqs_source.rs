@@ -2,7 +2,7 @@
 //! an SQS event and delete what it processed, as Lambda's own pollers do.
 
 use crate::lambda_watch::Invoker;
-use crate::moto::REGION;
+use crate::local_aws::REGION;
 use crate::template::{FunctionSpec, Resources, SqsSource};
 use anyhow::{Context, Result};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};

@@ -1,4 +1,4 @@
-//! The whole local stack, started in order: moto, the template's resources, the function builds,
+//! The whole local stack, started in order: the AWS emulators, the template's resources, the function builds,
 //! the MQTT broker and IoT data plane, `cargo lambda watch`, the SQS pollers, the IoT rules engine
 //! and the API.
 
@@ -9,7 +9,7 @@ use crate::iot::{
     Broker, BrokerOptions, BrokerStats, DataPlane, RulesEngine, RulesOptions, RulesStats,
 };
 use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
-use crate::moto::MotoServer;
+use crate::local_aws::{LocalAws, LocalAwsPorts};
 use crate::schedules::Schedules;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
 use crate::template::{FunctionSpec, ResourceKind, Resources, Template};
@@ -35,8 +35,8 @@ pub struct DevstackOptions {
     pub mqtt_port: u16,
     /// Port of the IoT data plane (`IOT_DATA_ENDPOINT`); 0 picks a free one.
     pub iot_data_port: u16,
-    /// 0 picks a free one.
-    pub moto_port: u16,
+    /// Ports of the AWS emulators; 0 picks a free one.
+    pub aws_ports: LocalAwsPorts,
     /// Port `cargo lambda watch` takes invocations on; 0 picks a free one.
     pub lambda_port: u16,
     /// Create the demo tenants and users (see [`crate::demo_accounts`]).
@@ -77,7 +77,7 @@ impl DevstackOptions {
             api_port: 3000,
             mqtt_port: 1883,
             iot_data_port: 0,
-            moto_port: 0,
+            aws_ports: LocalAwsPorts::default(),
             lambda_port: 0,
             demo_accounts: true,
             log_dir: root.join(".devstack"),
@@ -115,7 +115,7 @@ pub const ACCOUNTS_TABLE: &str = "AccountsTable";
 
 pub struct Devstack {
     template: Template,
-    moto: MotoServer,
+    aws: LocalAws,
     sdk: SdkConfig,
     resources: Resources,
     functions: Vec<FunctionSpec>,
@@ -157,7 +157,7 @@ impl Devstack {
 
         let binaries = template.function_binaries()?;
 
-        // The build and moto are independent: run them side by side.
+        // The build and the emulators are independent: run them side by side.
         let build = async {
             if opts.prebuild {
                 prebuild(&opts.root, &binaries, &output, opts.target_dir.as_deref())
@@ -167,13 +167,11 @@ impl Devstack {
             anyhow::Ok(())
         };
         let aws = async {
-            let moto = MotoServer::start(&tools, opts.moto_port)
-                .await
-                .context("starting moto")?;
-            let sdk = moto.sdk_config().await;
+            let aws = LocalAws::start(&tools, opts.aws_ports).await?;
+            let sdk = aws.sdk_config().await;
             let resources = crate::provision::provision(&template, &sdk)
                 .await
-                .context("provisioning the template's resources in moto")?;
+                .context("provisioning the template's resources in the AWS emulators")?;
             if opts.demo_accounts {
                 let table = resources.table_name(ACCOUNTS_TABLE).with_context(|| {
                     format!("the template has no {ACCOUNTS_TABLE} for the demo accounts")
@@ -184,12 +182,12 @@ impl Devstack {
                 );
                 crate::demo_accounts::seed(&store).await?;
             }
-            anyhow::Ok((moto, sdk, resources))
+            anyhow::Ok((aws, sdk, resources))
         };
-        let ((), (moto, sdk, resources)) = tokio::try_join!(build, aws)?;
+        let ((), (aws, sdk, resources)) = tokio::try_join!(build, aws)?;
 
         let functions = template.functions(&resources)?;
-        let mut env = function_env(&functions, &moto);
+        let mut env = function_env(&functions, &aws);
         let carriers = match &opts.carriers {
             Some(config) => Some(LocalCarriers::start(opts.carrier_port, config.clone()).await?),
             None => None,
@@ -280,7 +278,7 @@ impl Devstack {
         }
         Ok(Self {
             template,
-            moto,
+            aws,
             sdk,
             resources,
             functions,
@@ -345,11 +343,12 @@ impl Devstack {
         self.carriers.as_ref()
     }
 
-    pub fn moto(&self) -> &MotoServer {
-        &self.moto
+    /// The AWS emulators.
+    pub fn aws(&self) -> &LocalAws {
+        &self.aws
     }
 
-    /// SDK configuration for the stack's moto.
+    /// SDK configuration for the stack's AWS emulators.
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.sdk
     }
@@ -472,12 +471,9 @@ impl Devstack {
         for line in self.rules.summary() {
             let _ = writeln!(s, "  Topic rule   {line}");
         }
-        let _ = writeln!(
-            s,
-            "  moto         {}  (AWS_ENDPOINT_URL; any credentials, region {})",
-            self.moto.endpoint(),
-            crate::moto::REGION
-        );
+        for line in self.aws.summary() {
+            let _ = writeln!(s, "  {line}");
+        }
         let names = |kind| {
             self.resources
                 .of_kind(kind)
@@ -522,7 +518,8 @@ impl Devstack {
         s
     }
 
-    /// Stops the API, the IoT side, the pollers, cargo-lambda with its functions, and moto.
+    /// Stops the API, the IoT side, the pollers, cargo-lambda with its functions, and the
+    /// emulators.
     pub async fn shutdown(self) {
         self.api.shutdown().await;
         self.rules.shutdown().await;
@@ -531,13 +528,13 @@ impl Devstack {
         self.schedules.shutdown();
         self.pollers.shutdown().await;
         self.lambda.shutdown().await;
-        self.moto.stop().await;
+        self.aws.stop().await;
     }
 }
 
 /// What every function process gets: the union of the functions' template environments (one
-/// cargo-lambda serves them all) and moto's endpoint and credentials.
-fn function_env(functions: &[FunctionSpec], moto: &MotoServer) -> BTreeMap<String, String> {
+/// cargo-lambda serves them all) and the emulators' endpoints and credentials.
+fn function_env(functions: &[FunctionSpec], aws: &LocalAws) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for f in functions {
         for (k, v) in &f.environment {
@@ -551,6 +548,6 @@ fn function_env(functions: &[FunctionSpec], moto: &MotoServer) -> BTreeMap<Strin
             }
         }
     }
-    env.extend(moto.client_env());
+    env.extend(aws.client_env());
     env
 }

@@ -2,9 +2,9 @@
 //! intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, short or long form) resolved to local
 //! names. Locally, tables and queues are named by their logical id, buckets by the lowercased
 //! logical id, so every name and ARN is known before anything is created; only queue URLs come
-//! from moto.
+//! from the emulator.
 
-use crate::moto::{ACCOUNT_ID, REGION};
+use crate::local_aws::{ACCOUNT_ID, REGION};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -213,7 +213,7 @@ impl Resources {
         self.by_id.values().find(|r| r.arn == arn)
     }
 
-    /// Records what moto answered for a created queue.
+    /// Records what the emulator answered for a created queue.
     pub fn set_arn(&mut self, logical_id: &str, arn: String) {
         if let Some(r) = self.by_id.get_mut(logical_id) {
             r.arn = arn;
@@ -862,7 +862,7 @@ impl Template {
         })?;
         match local.kind {
             ResourceKind::Queue => local.url.clone().with_context(|| {
-                format!("Ref {target}: the queue URL is known once moto created the queue; provision first")
+                format!("Ref {target}: the queue URL is known once the emulator created the queue; provision first")
             }),
             // CloudFormation's Ref of a secret is its ARN.
             ResourceKind::Secret => Ok(local.arn.clone()),
@@ -1710,7 +1710,7 @@ mod tests {
         }
     }
 
-    /// Resources as after provisioning: moto's URL shape for every queue.
+    /// Resources as after provisioning: a queue URL for every queue.
     fn provisioned(t: &Template) -> Resources {
         let mut res = Resources::planned(t);
         let queues: Vec<(String, String, String)> = res

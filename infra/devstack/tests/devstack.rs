@@ -1,4 +1,4 @@
-//! The whole local stack from template.yaml: moto provisioned, the API routes, and bulk changes
+//! The whole local stack from template.yaml: the AWS emulators provisioned, the API routes, and bulk changes
 //! going from `POST /bulk-changes` through the planner and the carrier worker to the carrier
 //! simulators, ThingSpace's answers coming back through the callback route; and simulated devices
 //! registering, reporting and answering commands over the local MQTT broker.
@@ -517,7 +517,7 @@ async fn a_telegence_bulk_change_completes(stack: &Devstack) -> Result<()> {
 }
 
 /// The planner reports the unreadable message as a batch item failure; the poller leaves it on
-/// the queue, and after maxReceiveCount receives moto moves it to the dead-letter queue.
+/// the queue, and after maxReceiveCount receives the local SQS moves it to the dead-letter queue.
 async fn a_poison_message_ends_in_the_dead_letter_queue(stack: &Devstack) -> Result<()> {
     let sqs = aws_sdk_sqs::Client::new(stack.sdk_config());
     let plan_queue = stack

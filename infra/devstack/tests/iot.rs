@@ -1,7 +1,7 @@
 //! The local AWS IoT Core: the MQTT broker with real rumqttc clients (QoS, AWS's filters,
 //! lifecycle events, duplicate client ids, the payload and rate limits, keep alive, slow
 //! subscribers), the data plane through aws-sdk-iotdataplane, and the rules engine's actions
-//! against moto.
+//! against the local AWS emulators.
 //!
 //! Tests of timed behaviours (keep alive, the rate limit, the slow-subscriber grace) give the
 //! broker a clock they move by hand and connect through memory, on a single-threaded runtime:
@@ -15,7 +15,7 @@ use devstack::iot::rules::FunctionInvoker;
 use devstack::iot::{
     Broker, BrokerClock, BrokerMessage, BrokerOptions, DataPlane, RulesEngine, RulesOptions,
 };
-use devstack::moto::MotoServer;
+use devstack::local_aws::{LocalAws, LocalAwsPorts};
 use devstack::template::Template;
 use devstack::tools::{workspace_root, Tools};
 use futures::future::BoxFuture;
@@ -812,7 +812,7 @@ async fn the_data_plane_publishes_to_mqtt_devices() -> Result<()> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Rules engine against moto.
+// Rules engine against the local emulators.
 
 /// Records invocations; an event with `"fail": true` fails, as a failing function would.
 #[derive(Default)]
@@ -949,15 +949,15 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topic_rules_run_their_actions_against_moto() -> Result<()> {
-    let moto = MotoServer::start(&Tools::at(&workspace_root()), 0).await?;
-    let outcome = rules_against(&moto).await;
-    moto.stop().await;
+async fn topic_rules_run_their_actions_against_the_local_emulators() -> Result<()> {
+    let aws = LocalAws::start(&Tools::at(&workspace_root()), LocalAwsPorts::default()).await?;
+    let outcome = rules_against(&aws).await;
+    aws.stop().await;
     outcome
 }
 
-async fn rules_against(moto: &MotoServer) -> Result<()> {
-    let sdk = moto.sdk_config().await;
+async fn rules_against(aws: &LocalAws) -> Result<()> {
+    let sdk = aws.sdk_config().await;
     let template = Template::parse(RULES_TEMPLATE, Path::new("/nowhere"))?;
     let resources = devstack::provision::provision(&template, &sdk).await?;
     let functions = template.functions(&resources)?;

@@ -1,6 +1,7 @@
-//! The project-local virtualenv holding moto, cargo-lambda and cfn-lint, pinned in
-//! `infra/requirements.txt`. A crate of its own, with no heavy dependency, so the xtask can
-//! install the tools without compiling the devstack, and the devstack finds them at the same paths.
+//! The project-local virtualenv holding the AWS emulators (moto, MiniStack), cargo-lambda and
+//! cfn-lint, pinned in `infra/requirements.txt`. A crate of its own, with no heavy dependency, so
+//! the xtask can install the tools without compiling the devstack, and the devstack finds them at
+//! the same paths.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -64,6 +65,10 @@ impl Tools {
         self.bin("moto_server")
     }
 
+    pub fn ministack(&self) -> PathBuf {
+        self.bin("ministack")
+    }
+
     pub fn cargo_lambda(&self) -> PathBuf {
         self.bin("cargo-lambda")
     }
@@ -80,15 +85,16 @@ impl Tools {
     pub fn is_current(&self, requirements: &Path) -> bool {
         let wanted = std::fs::read_to_string(requirements).ok();
         let installed = std::fs::read_to_string(self.stamp()).ok();
-        wanted.is_some()
-            && wanted == installed
-            && self.moto_server().exists()
-            && self.cargo_lambda().exists()
+        wanted.is_some() && wanted == installed && self.is_complete()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.moto_server().exists() && self.ministack().exists() && self.cargo_lambda().exists()
     }
 
     /// Fails with the command to run when the tools are missing.
     pub fn require(&self) -> Result<()> {
-        if !self.moto_server().exists() || !self.cargo_lambda().exists() {
+        if !self.is_complete() {
             bail!(
                 "the local tools are not installed in {}: run `cargo xtask setup` (or `cargo xtask test`, which runs it)",
                 self.venv.display()
@@ -126,7 +132,7 @@ pub fn ensure_installed(root: &Path) -> Result<Tools> {
     }
     // A line of its own as well as the spinner: without a terminal (CI) the spinner is hidden.
     eprintln!(
-        "==> installing moto, cargo-lambda and cfn-lint into {} (pinned in infra/requirements.txt)",
+        "==> installing moto, MiniStack, cargo-lambda and cfn-lint into {} (pinned in infra/requirements.txt)",
         tools.venv.display()
     );
     let spinner = ProgressBar::new_spinner()

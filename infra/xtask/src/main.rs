@@ -22,8 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the pinned tools: moto, cargo-lambda and cfn-lint into ./.venv, cargo-deny and
-    /// cargo-machete into the shared tool cache.
+    /// Install the pinned tools: moto, MiniStack, cargo-lambda and cfn-lint into ./.venv,
+    /// cargo-deny and cargo-machete into the shared tool cache.
     Setup,
     /// Run the whole platform locally, show a bulk change going through, keep serving
     /// (`cargo xtask dev --help` for the options).

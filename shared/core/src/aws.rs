@@ -1,5 +1,6 @@
 //! SDK clients, built once per cold start. Endpoints come from the standard `AWS_ENDPOINT_URL`
-//! variables, so the same binary talks to AWS or to a local moto server.
+//! variables (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), so the same binary talks to AWS or
+//! to local emulators.
 
 use crate::config::ConfigError;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -79,13 +80,31 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
 pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
     let mut builder = aws_sdk_s3::config::Builder::from(config);
-    if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+    if s3_endpoint_is_set(config) {
         builder = builder
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Whether S3 is sent to an endpoint of the configuration's choosing (an emulator) rather than
+/// AWS's: one set for every service, or one for S3 (`AWS_ENDPOINT_URL_S3`, the profile's
+/// `services` section, or a service configuration of the caller's).
+fn s3_endpoint_is_set(config: &SdkConfig) -> bool {
+    use aws_types::service_config::ServiceConfigKey;
+    let key = ServiceConfigKey::builder()
+        .service_id("S3")
+        .env("AWS_ENDPOINT_URL")
+        .profile("endpoint_url")
+        .build();
+    config.endpoint_url().is_some()
+        || config
+            .service_config()
+            .zip(key.ok())
+            .and_then(|(services, key)| services.load_config(key))
+            .is_some()
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ mod tests {
         }
     }
 
-    /// The in-memory store keeps the rules the DynamoDB one has (tests/commands_against_moto.rs).
+    /// The in-memory store keeps the rules the DynamoDB one has (tests/commands_on_local_aws.rs).
     #[tokio::test]
     async fn memory_commands_keep_the_same_rules() {
         let store = MemoryCommands::default();

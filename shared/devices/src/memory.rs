@@ -200,7 +200,7 @@ mod tests {
         parse_announcement("trk-1", body.to_string().as_bytes()).expect("valid")
     }
 
-    /// The in-memory store keeps the rules the DynamoDB one has (tests/devices_against_moto.rs).
+    /// The in-memory store keeps the rules the DynamoDB one has (tests/devices_on_local_aws.rs).
     #[tokio::test]
     async fn memory_devices_keep_the_same_rules() {
         let store = MemoryDevices::default();

@@ -1,6 +1,6 @@
 //! The rules' SQS action, sent in batches. AWS IoT sends one `SendMessage` per matched message;
-//! locally, with a fleet of devices each sending telemetry every second, those calls alone use up
-//! moto. Grouping the messages bound for one queue into `SendMessageBatch` calls changes nothing a
+//! locally, with a fleet of devices each sending telemetry every second, those calls alone would
+//! occupy the local SQS. Grouping the messages bound for one queue into `SendMessageBatch` calls changes nothing a
 //! consumer can see (every message still arrives on its own, with its own body), and each action
 //! still learns its own outcome, so the error action fires exactly as before.
 
@@ -18,7 +18,7 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long the first message of a batch waits for company; short next to the ingest's own
 /// one-second batching window.
 const LINGER: Duration = Duration::from_millis(5);
-/// Batch calls in flight per queue: moto's latency under load, not the batch size, bounds the
+/// Batch calls in flight per queue: the emulator's latency under load, not the batch size, bounds the
 /// rate of a single sender.
 const BATCHES_IN_FLIGHT: usize = 8;
 /// Messages waiting for a batch, per queue, before senders wait.

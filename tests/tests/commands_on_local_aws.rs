@@ -1,4 +1,4 @@
-//! The device command store with the real SDK against moto: statuses that only move forward
+//! The device command store with the real SDK against the local DynamoDB: statuses that only move forward
 //! (duplicate, late and racing acknowledgements), the sweep's sparse deadline index, commands
 //! kept apart by thing, and idempotency keys per tenant.
 
@@ -10,12 +10,12 @@ use cellbridge::devices::command::{parse_command_request, Command, CommandId, Co
 use cellbridge::devices::commands_dynamodb::DynamoCommands;
 use cellbridge::devices::ports::{CommandCreated, CommandStore, Transition};
 use cellbridge::devices::registration::ThingName;
-use cellbridge_tests::MotoStack;
+use cellbridge_tests::LocalAwsStack;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use CommandStatus::*;
 
-async fn store(stack: &MotoStack) -> Result<DynamoCommands> {
+async fn store(stack: &LocalAwsStack) -> Result<DynamoCommands> {
     Ok(DynamoCommands::new(
         stack.dynamodb(),
         stack.name("CommandsTable")?,
@@ -50,7 +50,7 @@ fn reboot(on: &str, created: OffsetDateTime) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_only_move_forward_and_repeated_acks_change_nothing() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let commands = store(&stack).await?;
     let now = OffsetDateTime::now_utc();
     let created = reboot("trk-1", now);
@@ -165,7 +165,7 @@ async fn statuses_only_move_forward_and_repeated_acks_change_nothing() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_acknowledgements_apply_one_final_status_once() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let commands = std::sync::Arc::new(store(&stack).await?);
     let now = OffsetDateTime::now_utc();
     let created = reboot("trk-1", now);
@@ -213,7 +213,7 @@ async fn racing_acknowledgements_apply_one_final_status_once() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_index_holds_only_open_commands_and_yields_the_due_ones() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let commands = store(&stack).await?;
     let now = OffsetDateTime::now_utc();
     let body = |expires: i64| json!({"name": "reboot", "expiresInSeconds": expires, "ackTimeoutSeconds": 30});
@@ -304,7 +304,7 @@ async fn the_sweep_index_holds_only_open_commands_and_yields_the_due_ones() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_kept_apart_by_thing_listed_newest_first_and_queued_oldest_first() -> Result<()>
 {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let commands = store(&stack).await?;
     let now = OffsetDateTime::now_utc();
     let mut mine = Vec::new();
@@ -381,7 +381,7 @@ async fn commands_are_kept_apart_by_thing_listed_newest_first_and_queued_oldest_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_binds_one_command_per_tenant() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let commands = store(&stack).await?;
     let now = OffsetDateTime::now_utc();
     let claim = |digest: &str| IdempotencyClaim {

@@ -1,4 +1,4 @@
-//! The device registry and telemetry store with the real SDK against moto, tables from
+//! The device registry and telemetry store with the real SDK against the local DynamoDB, tables from
 //! template.yaml: idempotent registration, presence events out of order, batched telemetry.
 
 use anyhow::Result;
@@ -9,11 +9,11 @@ use cellbridge::devices::ports::{DeviceStore, Registration};
 use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
 use cellbridge::devices::registration::{parse_announcement, ThingName};
 use cellbridge::devices::telemetry::parse_telemetry;
-use cellbridge_tests::MotoStack;
+use cellbridge_tests::LocalAwsStack;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-fn store(stack: &MotoStack) -> Result<DynamoDevices> {
+fn store(stack: &LocalAwsStack) -> Result<DynamoDevices> {
     Ok(DynamoDevices::new(
         stack.dynamodb(),
         stack.name("DevicesTable")?,
@@ -33,7 +33,7 @@ fn announce(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_is_idempotent_and_a_thing_keeps_its_tenant() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;
     let now = OffsetDateTime::now_utc();
     assert_eq!(
@@ -105,7 +105,7 @@ async fn registration_is_idempotent_and_a_thing_keeps_its_tenant() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_events_apply_once_and_in_version_order() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;
     let t0 = OffsetDateTime::now_utc();
     devices
@@ -193,7 +193,7 @@ async fn presence_events_apply_once_and_in_version_order() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;
     let received = 1_795_338_000_000_i64;
     devices
@@ -263,7 +263,7 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_sweep_times_out_silent_connected_devices_only() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;
     let t0 = OffsetDateTime::now_utc();
     let timeout = Duration::seconds(10);

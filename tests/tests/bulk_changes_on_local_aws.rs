@@ -1,10 +1,10 @@
-//! The bulk-change handlers with the real AWS SDK against a moto server provisioned from
+//! The bulk-change handlers with the real AWS SDK against the local emulators provisioned from
 //! template.yaml: intake → planner → status, idempotency, tenant isolation, dead letters.
 
 use anyhow::Result;
 use cellbridge::bulk_changes::ports::BulkChangePorts;
 use cellbridge::testing::suspend_request;
-use cellbridge_tests::MotoStack;
+use cellbridge_tests::LocalAwsStack;
 use lambda_http::http::StatusCode;
 use lambda_http::request::from_str;
 use lambda_http::{Body, Request, Response};
@@ -76,7 +76,7 @@ async fn create(ports: &BulkChangePorts, tenant: &str, body: &Value) -> (StatusC
 }
 
 /// Delivers the plan queue to the planner the way the event source mapping would.
-async fn run_planner(stack: &MotoStack, ports: &BulkChangePorts) -> Result<()> {
+async fn run_planner(stack: &LocalAwsStack, ports: &BulkChangePorts) -> Result<()> {
     loop {
         let (event, receipts) = stack.receive_event("PlanQueue", 60).await?;
         if event.records.is_empty() {
@@ -107,7 +107,7 @@ async fn run_planner(stack: &MotoStack, ports: &BulkChangePorts) -> Result<()> {
 
 #[tokio::test]
 async fn a_bulk_change_is_accepted_planned_and_reported() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let (status, created) = create(&ports, "tenant-a", &suspend_request(250, true)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
@@ -165,13 +165,13 @@ async fn a_bulk_change_is_accepted_planned_and_reported() -> Result<()> {
         }
     }
     assert_eq!(seqs, (0..250).collect::<Vec<u64>>());
-    stack.moto.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let request = event(CREATE, "tenant-a", None, None, &[]);
     let first = json(bulk_intake::handle(&ports, request, OffsetDateTime::now_utc()).await);
@@ -218,13 +218,13 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     );
     assert_eq!(refused.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(stack.item_count("BulkChangesTable").await?, 2);
-    stack.moto.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn tenants_see_only_their_own_bulk_changes() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let (_, a) = create(&ports, "tenant-a", &suspend_request(3, true)).await;
     let a_id = a["id"].as_str().expect("id");
@@ -275,13 +275,13 @@ async fn tenants_see_only_their_own_bulk_changes() -> Result<()> {
         .await,
     );
     assert_eq!(filtered["items"].as_array().map(Vec::len), Some(3));
-    stack.moto.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn an_invalid_request_leaves_no_trace() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let mut body = suspend_request(5, true);
     body["devices"][2]["iccid"] = "8901260000000000010".into();
@@ -299,13 +299,13 @@ async fn an_invalid_request_leaves_no_trace() -> Result<()> {
     }
     assert_eq!(stack.object_count("PayloadBucket").await?, 0);
     assert_eq!(stack.queue_depth("PlanQueue").await?, 0);
-    stack.moto.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_poison_plan_message_reaches_the_dead_letter_queue() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     stack
         .sqs()
@@ -326,26 +326,107 @@ async fn a_poison_plan_message_reaches_the_dead_letter_queue() -> Result<()> {
     }
     assert_eq!(stack.queue_depth("PlanQueue").await?, 0);
     assert_eq!(stack.queue_depth("PlanDeadLetterQueue").await?, 1);
-    stack.moto.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
-/// The largest request: intake returns after writing one record; the planner writes the 10,000.
-/// Record-only, because moto's SQS slows quadratically with queue depth (2,000 messages take about
-/// a minute); the fan-out to the work queue is covered above with 250 devices.
+/// The largest request: intake returns after writing one record; the planner writes the 10,000
+/// device changes and queues a work message for each.
 #[tokio::test]
 async fn ten_thousand_devices_are_planned_not_written_inline() -> Result<()> {
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
-    let (status, created) = create(&ports, "tenant-a", &suspend_request(10_000, false)).await;
+    let (status, created) = create(&ports, "tenant-a", &suspend_request(10_000, true)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     assert_eq!(created["counts"]["total"], 10_000);
     assert_eq!(stack.item_count("BulkChangesTable").await?, 1);
     assert_eq!(stack.item_count("DeviceChangesTable").await?, 0);
     run_planner(&stack, &ports).await?;
     assert_eq!(stack.item_count("DeviceChangesTable").await?, 10_000);
-    assert_eq!(stack.queue_depth("JasperWorkQueue").await?, 0);
-    stack.moto.stop().await;
+    assert_eq!(stack.queue_depth("JasperWorkQueue").await?, 10_000);
+    stack.stop().await;
+    Ok(())
+}
+
+/// Conditional writes racing from many connections at once: DynamoDB lets exactly one writer of
+/// an item win, and the local emulator must too, or outcome counts drift and a work unit runs
+/// twice. Every device change is finished by four racers and every work unit claimed by four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_writes_let_exactly_one_writer_win() -> Result<()> {
+    use cellbridge::bulk_changes::ports::{Claim, DeviceOutcome};
+    use cellbridge::common::tenant::TenantId;
+    use futures::future::join_all;
+
+    const DEVICES: u32 = 100;
+    const RACERS: usize = 4;
+    let stack = LocalAwsStack::start().await?;
+    let ports = stack.ports()?;
+    let (status, created) = create(&ports, "tenant-a", &suspend_request(DEVICES, true)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    run_planner(&stack, &ports).await?;
+    let tenant = TenantId::parse("tenant-a").expect("tenant id");
+    let now = OffsetDateTime::now_utc();
+
+    let outcome = DeviceOutcome {
+        succeeded: true,
+        reason: None,
+        attempts: 1,
+    };
+    // Each racer runs on its own task, so the requests really overlap on the wire.
+    let finishes = (0..DEVICES).flat_map(|seq| (0..RACERS).map(move |_| seq));
+    let finished = join_all(finishes.map(|seq| {
+        let store = ports.store.clone();
+        let (tenant, id, outcome) = (tenant.clone(), id.clone(), outcome.clone());
+        tokio::spawn(async move {
+            store
+                .finish_device_change(&tenant, &id, seq, &outcome, now)
+                .await
+        })
+    }))
+    .await;
+    let mut winners = 0;
+    for result in finished {
+        winners += usize::from(result??);
+    }
+    assert_eq!(
+        winners, DEVICES as usize,
+        "one finish per device change wins"
+    );
+    let bulk = ports
+        .store
+        .get_bulk_change(&tenant, &id)
+        .await?
+        .expect("bulk change");
+    assert_eq!(bulk.counts.succeeded, DEVICES);
+    assert_eq!(bulk.counts.failed, 0);
+
+    let claims = (0..DEVICES).flat_map(|unit| (0..RACERS).map(move |_| unit));
+    let claimed = join_all(claims.map(|unit| {
+        let (store, tenant, id) = (ports.store.clone(), tenant.clone(), id.clone());
+        tokio::spawn(async move {
+            store
+                .claim_work(
+                    &tenant,
+                    &id,
+                    &format!("unit-{unit}"),
+                    0,
+                    now,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+        })
+    }))
+    .await;
+    let mut granted = 0;
+    for result in claimed {
+        granted += usize::from(matches!(result??, Claim::Granted { .. }));
+    }
+    assert_eq!(
+        granted, DEVICES as usize,
+        "one claim per work unit is granted"
+    );
+    stack.stop().await;
     Ok(())
 }
 
@@ -358,7 +439,7 @@ async fn a_stalled_intake_is_found_through_the_release_index_then_replanned_or_f
 
     // Bulk change ids are UUIDs; the status API finds no other kind.
     const LOST: &str = "019aa8e4-0000-7000-8000-000000000001";
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let tenant = TenantId::parse("tenant-a").expect("tenant");
     // Stored as intake stores it, but the request stopped before the device list and the plan
@@ -466,7 +547,7 @@ async fn a_missing_table_or_queue_is_a_refusal_no_retry_can_cure() -> Result<()>
     use cellbridge::common::store::StoreError;
     use cellbridge::common::tenant::TenantId;
 
-    let stack = MotoStack::start().await?;
+    let stack = LocalAwsStack::start().await?;
     let missing = |what: &str| format!("cellbridge-missing-{what}");
     let store = DynamoStore::new(
         stack.dynamodb(),
