@@ -91,6 +91,11 @@ fn thread_ticks(process: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// CPU ticks (user + system) of process `pid` so far; 0 once it is gone.
+pub fn process_ticks(pid: u32) -> u64 {
+    read_ticks(Path::new(&format!("/proc/{pid}/stat"))).unwrap_or(0)
+}
+
 fn read_ticks(stat: &Path) -> Option<u64> {
     parse_ticks(&std::fs::read_to_string(stat).ok()?)
 }

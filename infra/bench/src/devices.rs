@@ -407,7 +407,7 @@ impl Results {
 }
 
 /// The value at `q` (0..=1) of sorted samples.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

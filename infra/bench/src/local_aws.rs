@@ -5,7 +5,8 @@
 //! Reports latency through the SDK and, the steadier figure on a busy machine, the emulator
 //! process's own CPU per request.
 
-use super::cpu_profile::tick_rate;
+use super::cpu_profile::{process_ticks, tick_rate};
+use super::devices::percentile;
 use super::{write_section, DocSection, Machine};
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::{
@@ -334,17 +335,6 @@ impl CpuClock {
     }
 }
 
-fn process_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.get(stat.rfind(')')? + 2..)?.to_owned();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
 async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
     let key = |name: &str, kind| {
         KeySchemaElement::builder()
@@ -418,14 +408,6 @@ async fn write_batch(
             .unwrap_or_default();
     }
     Ok(())
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn markdown(results: &[EmulatorResults], args: &LocalAwsArgs, machine: &Machine) -> String {
