@@ -4,6 +4,7 @@
 //! local stack (MQTT broker, rules engine, SQS pollers, API). Read from /proc; elsewhere the
 //! profile is empty.
 
+use devstack::ministack::MiniStackServices;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use std::time::Duration;
 /// Thread name of the runtime the device simulator runs on.
 pub const SIMULATOR_THREADS: &str = "device-sim";
 
-const MINISTACK: &str = "MiniStack (DynamoDB, SQS)";
 const MOTO: &str = "moto (IoT registry, Secrets Manager, S3)";
 const CARGO_LAMBDA: &str = "cargo-lambda (runs the functions, routes invocations)";
 const SIMULATOR: &str = "device simulator (MQTT clients)";
@@ -62,8 +62,10 @@ pub fn snapshot(functions: &[String]) -> CpuSnapshot {
 fn part_of(process: &Path, functions: &[String]) -> Option<String> {
     let cmdline = std::fs::read(process.join("cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
-    if cmdline.contains("cellbridge_ministack_server") {
-        return Some(MINISTACK.to_owned());
+    for services in [MiniStackServices::DynamoDb, MiniStackServices::Sqs] {
+        if cmdline.contains(services.script_name()) {
+            return Some(services.name().to_owned());
+        }
     }
     if cmdline.contains("cellbridge_moto_server") {
         return Some(MOTO.to_owned());

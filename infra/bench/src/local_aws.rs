@@ -73,11 +73,23 @@ pub async fn run(args: LocalAwsArgs) -> Result<()> {
     let sdk = aws.sdk_config().await;
     let measured = async {
         let mut results = Vec::new();
-        for (name, server) in [
-            ("moto 5.2.5", aws.moto()),
-            ("MiniStack 1.5.33", aws.ministack()),
+        for (name, servers) in [
+            (
+                "moto 5.2.5",
+                Servers {
+                    dynamodb: aws.moto(),
+                    sqs: aws.moto(),
+                },
+            ),
+            (
+                "MiniStack 1.5.33",
+                Servers {
+                    dynamodb: aws.dynamodb(),
+                    sqs: aws.sqs(),
+                },
+            ),
         ] {
-            let result = measure(name, server, &sdk, &args)
+            let result = measure(name, servers, &sdk, &args)
                 .await
                 .with_context(|| format!("measuring {name}"))?;
             results.push(result);
@@ -97,21 +109,29 @@ pub async fn run(args: LocalAwsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The processes of one emulator that serve DynamoDB and SQS (one process may serve both).
+#[derive(Clone, Copy)]
+struct Servers<'a> {
+    dynamodb: &'a PythonServer,
+    sqs: &'a PythonServer,
+}
+
 async fn measure(
     name: &'static str,
-    server: &PythonServer,
+    servers: Servers<'_>,
     sdk: &aws_config::SdkConfig,
     args: &LocalAwsArgs,
 ) -> Result<EmulatorResults> {
-    let pid = server.pid().context("the emulator has exited")?;
+    let pid = servers.dynamodb.pid().context("the emulator has exited")?;
+    let sqs_pid = servers.sqs.pid().context("the emulator has exited")?;
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk)
-            .endpoint_url(server.endpoint())
+            .endpoint_url(servers.dynamodb.endpoint())
             .build(),
     );
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(sdk)
-            .endpoint_url(server.endpoint())
+            .endpoint_url(servers.sqs.endpoint())
             .build(),
     );
     let limit = Duration::from_secs(args.seconds);
@@ -202,7 +222,7 @@ async fn measure(
     let update = cpu.finish(latencies, started.elapsed());
     bar.finish_and_clear();
 
-    let sqs_measure = measure_sqs(name, &sqs, pid, args, limit).await?;
+    let sqs_measure = measure_sqs(name, &sqs, sqs_pid, args, limit).await?;
     Ok(EmulatorResults {
         name,
         load,

@@ -71,6 +71,17 @@ pub struct LambdaWatchOptions {
     pub compile_allowance: Duration,
     /// `CARGO_TARGET_DIR` for the builds; `None` keeps ours.
     pub target_dir: Option<PathBuf>,
+    /// Cargo profile of the builds; `None` is cargo-lambda's default (dev).
+    pub profile: Option<String>,
+}
+
+/// Where and how the function binaries are built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Build<'a> {
+    /// `CARGO_TARGET_DIR`; `None` keeps ours.
+    pub target_dir: Option<&'a Path>,
+    /// Cargo profile; `None` is dev.
+    pub profile: Option<&'a str>,
 }
 
 impl LambdaWatchOptions {
@@ -85,6 +96,7 @@ impl LambdaWatchOptions {
             concurrency: 1,
             compile_allowance: Duration::from_secs(20 * 60),
             target_dir: None,
+            profile: None,
         }
     }
 }
@@ -421,6 +433,9 @@ impl Spawner {
         if !o.reload {
             cmd.arg("--ignore-changes");
         }
+        if let Some(profile) = &o.profile {
+            cmd.args(["--profile", profile]);
+        }
         cmd.current_dir(&o.root);
         prepare_env(&mut cmd, o.target_dir.as_deref());
         // cargo-lambda's own log level: the functions' RUST_LOG comes from the env file.
@@ -742,15 +757,9 @@ fn prepare_env(cmd: &mut Command, target_dir: Option<&Path>) {
         }
     }
     // When the devstack runs inside `cargo test` or `cargo run`, cargo has set these for that
-    // crate. Build scripts (ring's, for one) rerun when they change, so inherited they would
-    // make every function build here recompile the dependencies a shell build just compiled.
-    for (key, _) in std::env::vars_os() {
-        if key
-            .to_str()
-            .is_some_and(local_tools::is_crate_build_variable)
-        {
-            cmd.env_remove(&key);
-        }
+    // crate; inherited they would make every function build recompile dependencies.
+    for key in local_tools::crate_build_variables() {
+        cmd.env_remove(key);
     }
     if let Some(dir) = target_dir {
         cmd.env("CARGO_TARGET_DIR", dir);
@@ -795,18 +804,21 @@ pub async fn prebuild(
     root: &Path,
     binaries: &[String],
     output: &ChildOutput,
-    target_dir: Option<&Path>,
+    build: Build<'_>,
 ) -> Result<()> {
     if binaries.is_empty() {
         return Ok(());
     }
     let mut cmd = Command::new("cargo");
     cmd.arg("build").args(["--color", "never"]);
+    if let Some(profile) = build.profile {
+        cmd.args(["--profile", profile]);
+    }
     for b in binaries {
         cmd.args(["--bin", b]);
     }
     cmd.current_dir(root);
-    prepare_env(&mut cmd, target_dir);
+    prepare_env(&mut cmd, build.target_dir);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

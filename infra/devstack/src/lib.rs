@@ -14,7 +14,7 @@ pub mod demo_accounts;
 pub mod iot;
 pub mod lambda_watch;
 pub mod local_aws;
-mod ministack;
+pub mod ministack;
 mod moto;
 pub mod ports;
 pub mod provision;

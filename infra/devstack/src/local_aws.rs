@@ -1,16 +1,18 @@
-//! The local AWS: two emulators behind the endpoints the SDK already reads.
+//! The local AWS: emulators behind the endpoints the SDK already reads.
 //!
 //! - MiniStack serves DynamoDB (with its streams) and SQS, the services the functions call on
-//!   every message. moto spends tens of milliseconds of CPU on one Query against a 10,000-item
-//!   table and more on each SQS receive as a queue fills; MiniStack answers both in about a
-//!   millisecond, whatever the table's size (numbers in docs/benchmarks.md).
+//!   every message, in one process each (see [`crate::ministack`]). moto spends tens of
+//!   milliseconds of CPU on one Query against a 10,000-item table and more on each SQS receive
+//!   as a queue fills; MiniStack answers both in about a millisecond, whatever the table's size
+//!   (numbers in docs/benchmarks.md).
 //! - moto serves everything else cellbridge uses: the IoT registry, Secrets Manager and S3.
 //!
 //! Functions find them through `AWS_ENDPOINT_URL` (moto) and `AWS_ENDPOINT_URL_DYNAMODB`,
 //! `AWS_ENDPOINT_URL_DYNAMODB_STREAMS` and `AWS_ENDPOINT_URL_SQS` (MiniStack): the SDK honours
-//! them, so no function knows it runs locally. Both emulators are given the same account and
-//! region, so an ARN one of them makes (a queue's, a table's) means the same in the other.
+//! them, so no function knows it runs locally. Every emulator is given the same account and
+//! region, so an ARN one of them makes (a queue's, a table's) means the same in the others.
 
+use crate::ministack::MiniStackServices;
 use crate::python_server::PythonServer;
 use crate::tools::Tools;
 use anyhow::{Context, Result};
@@ -19,55 +21,86 @@ use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
 /// Region of every local resource: emulators accept any, the SDK insists on one.
 pub const REGION: &str = "us-east-1";
-/// The account both emulators put in their ARNs and queue URLs.
+/// The account every emulator puts in its ARNs and queue URLs.
 pub const ACCOUNT_ID: &str = "123456789012";
 
-/// The services MiniStack takes over from moto: the SDK's service id and the variable naming
-/// the service's own endpoint.
-const MINISTACK_SERVICES: &[(&str, &str)] = &[
-    ("DynamoDB", "AWS_ENDPOINT_URL_DYNAMODB"),
-    ("DynamoDB Streams", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS"),
-    ("SQS", "AWS_ENDPOINT_URL_SQS"),
+/// The services taken from moto: the SDK's service id, the variable naming the service's own
+/// endpoint, and the MiniStack process that serves it.
+const MINISTACK_SERVICES: &[(&str, &str, MiniStackServices)] = &[
+    (
+        "DynamoDB",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        MiniStackServices::DynamoDb,
+    ),
+    (
+        "DynamoDB Streams",
+        "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+        MiniStackServices::DynamoDb,
+    ),
+    ("SQS", "AWS_ENDPOINT_URL_SQS", MiniStackServices::Sqs),
 ];
 
 /// Ports to listen on; 0 picks a free one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalAwsPorts {
     pub moto: u16,
-    pub ministack: u16,
+    pub dynamodb: u16,
+    pub sqs: u16,
 }
 
 pub struct LocalAws {
     moto: PythonServer,
-    ministack: PythonServer,
+    dynamodb: PythonServer,
+    sqs: PythonServer,
 }
 
 impl LocalAws {
-    /// Starts both emulators, side by side, and waits until both answer.
+    /// Starts the emulators, side by side, and waits until all of them answer.
     pub async fn start(tools: &Tools, ports: LocalAwsPorts) -> Result<Self> {
         let moto = async {
             crate::moto::start(tools, ports.moto)
                 .await
                 .context("starting moto (IoT registry, Secrets Manager, S3)")
         };
-        let ministack = async {
-            crate::ministack::start(tools, ports.ministack)
+        let ministack = |services: MiniStackServices, port| async move {
+            crate::ministack::start(tools, services, port)
                 .await
-                .context("starting MiniStack (DynamoDB, SQS)")
+                .with_context(|| format!("starting {}", services.name()))
         };
-        let (moto, ministack) = tokio::try_join!(moto, ministack)?;
-        Ok(Self { moto, ministack })
+        let (moto, dynamodb, sqs) = tokio::try_join!(
+            moto,
+            ministack(MiniStackServices::DynamoDb, ports.dynamodb),
+            ministack(MiniStackServices::Sqs, ports.sqs),
+        )?;
+        Ok(Self {
+            moto,
+            dynamodb,
+            sqs,
+        })
     }
 
     pub fn moto(&self) -> &PythonServer {
         &self.moto
     }
 
-    pub fn ministack(&self) -> &PythonServer {
-        &self.ministack
+    /// The MiniStack serving DynamoDB and its streams.
+    pub fn dynamodb(&self) -> &PythonServer {
+        &self.dynamodb
     }
 
-    /// What a process needs in its environment to reach both through the AWS SDK.
+    /// The MiniStack serving SQS.
+    pub fn sqs(&self) -> &PythonServer {
+        &self.sqs
+    }
+
+    fn ministack(&self, services: MiniStackServices) -> &PythonServer {
+        match services {
+            MiniStackServices::DynamoDb => &self.dynamodb,
+            MiniStackServices::Sqs => &self.sqs,
+        }
+    }
+
+    /// What a process needs in its environment to reach them through the AWS SDK.
     pub fn client_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("AWS_ENDPOINT_URL", self.moto.endpoint()),
@@ -80,15 +113,13 @@ impl LocalAws {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        env.extend(
-            MINISTACK_SERVICES
-                .iter()
-                .map(|(_, variable)| ((*variable).to_owned(), self.ministack.endpoint())),
-        );
+        env.extend(MINISTACK_SERVICES.iter().map(|(_, variable, services)| {
+            ((*variable).to_owned(), self.ministack(*services).endpoint())
+        }));
         env
     }
 
-    /// An SDK configuration that reaches both, without touching the process environment: each
+    /// An SDK configuration that reaches them, without touching the process environment: each
     /// client finds its service's endpoint as it would find `AWS_ENDPOINT_URL_<SERVICE>` and
     /// `AWS_ENDPOINT_URL` in the environment. (An endpoint set on the configuration itself would
     /// override every service's.)
@@ -103,7 +134,8 @@ impl LocalAws {
         config
             .into_builder()
             .service_config(ServiceEndpoints {
-                ministack: self.ministack.endpoint(),
+                dynamodb: self.dynamodb.endpoint(),
+                sqs: self.sqs.endpoint(),
                 moto: self.moto.endpoint(),
             })
             .build()
@@ -113,8 +145,12 @@ impl LocalAws {
     pub fn summary(&self) -> Vec<String> {
         vec![
             format!(
-                "MiniStack    {}  (AWS_ENDPOINT_URL_DYNAMODB, _DYNAMODB_STREAMS, _SQS)",
-                self.ministack.endpoint()
+                "MiniStack    {}  (AWS_ENDPOINT_URL_DYNAMODB, _DYNAMODB_STREAMS)",
+                self.dynamodb.endpoint()
+            ),
+            format!(
+                "MiniStack    {}  (AWS_ENDPOINT_URL_SQS)",
+                self.sqs.endpoint()
             ),
             format!(
                 "moto         {}  (AWS_ENDPOINT_URL: IoT registry, Secrets Manager, S3)",
@@ -125,15 +161,16 @@ impl LocalAws {
     }
 
     pub async fn stop(self) {
-        tokio::join!(self.moto.stop(), self.ministack.stop());
+        tokio::join!(self.moto.stop(), self.dynamodb.stop(), self.sqs.stop());
     }
 }
 
 /// Each service's endpoint, for clients built from an [`SdkConfig`]: MiniStack's services go to
-/// MiniStack, every other one to moto.
+/// their MiniStack, every other one to moto.
 #[derive(Debug)]
 struct ServiceEndpoints {
-    ministack: String,
+    dynamodb: String,
+    sqs: String,
     moto: String,
 }
 
@@ -142,13 +179,14 @@ impl LoadServiceConfig for ServiceEndpoints {
         if key.env() != "AWS_ENDPOINT_URL" {
             return None;
         }
-        let on_ministack = MINISTACK_SERVICES
+        let ministack = MINISTACK_SERVICES
             .iter()
-            .any(|(service_id, _)| service_id.eq_ignore_ascii_case(key.service_id()));
-        Some(if on_ministack {
-            self.ministack.clone()
-        } else {
-            self.moto.clone()
+            .find(|(service_id, _, _)| service_id.eq_ignore_ascii_case(key.service_id()))
+            .map(|(_, _, services)| *services);
+        Some(match ministack {
+            Some(MiniStackServices::DynamoDb) => self.dynamodb.clone(),
+            Some(MiniStackServices::Sqs) => self.sqs.clone(),
+            None => self.moto.clone(),
         })
     }
 }
@@ -159,7 +197,8 @@ mod tests {
 
     fn endpoint_of(service_id: &str) -> Option<String> {
         let endpoints = ServiceEndpoints {
-            ministack: "http://ministack".into(),
+            dynamodb: "http://dynamodb".into(),
+            sqs: "http://sqs".into(),
             moto: "http://moto".into(),
         };
         let key = ServiceConfigKey::builder()
@@ -172,14 +211,14 @@ mod tests {
     }
 
     #[test]
-    fn dynamodb_its_streams_and_sqs_go_to_ministack_and_the_rest_to_moto() {
+    fn dynamodb_its_streams_and_sqs_go_to_their_ministack_and_the_rest_to_moto() {
         // The service ids the generated clients ask with.
-        for service in ["DynamoDB", "DynamoDB Streams", "SQS"] {
-            assert_eq!(
-                endpoint_of(service).as_deref(),
-                Some("http://ministack"),
-                "{service}"
-            );
+        for (service, endpoint) in [
+            ("DynamoDB", "http://dynamodb"),
+            ("DynamoDB Streams", "http://dynamodb"),
+            ("SQS", "http://sqs"),
+        ] {
+            assert_eq!(endpoint_of(service).as_deref(), Some(endpoint), "{service}");
         }
         for service in ["S3", "IoT", "Secrets Manager", "IoT Data Plane"] {
             assert_eq!(
@@ -193,7 +232,8 @@ mod tests {
     #[test]
     fn settings_other_than_the_endpoint_are_left_to_the_sdk() {
         let endpoints = ServiceEndpoints {
-            ministack: "http://ministack".into(),
+            dynamodb: "http://dynamodb".into(),
+            sqs: "http://sqs".into(),
             moto: "http://moto".into(),
         };
         let key = ServiceConfigKey::builder()

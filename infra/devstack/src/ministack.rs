@@ -1,6 +1,7 @@
-//! MiniStack: the local DynamoDB (with its streams) and SQS. Its requests are handled one at a
-//! time on an event loop, so each operation is atomic, as on AWS: two conditional writes to one
-//! item can never both pass.
+//! MiniStack: the local DynamoDB (with its streams) and SQS, in two processes. Each handles its
+//! requests one at a time on one Python event loop, so each operation is atomic, as on AWS (two
+//! conditional writes to one item can never both pass), and one process can use one core at
+//! most: DynamoDB and SQS in processes of their own use two.
 
 use crate::local_aws::{ACCOUNT_ID, REGION};
 use crate::python_server::{Launcher, PythonServer};
@@ -9,17 +10,49 @@ use anyhow::Result;
 
 const LAUNCHER: &str = include_str!("ministack_server.py");
 
-/// The services MiniStack serves here, by its names for them: nothing else starts.
-const SERVICES: &str = "dynamodb,dynamodbstreams,sqs";
+/// What one MiniStack process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MiniStackServices {
+    /// DynamoDB and DynamoDB Streams (the streams read the tables, so they share a process).
+    DynamoDb,
+    Sqs,
+}
 
-/// Starts MiniStack on `port` (0 picks a free one) and waits until it answers.
-pub async fn start(tools: &Tools, port: u16) -> Result<PythonServer> {
+impl MiniStackServices {
+    /// For messages and the stack's summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            MiniStackServices::DynamoDb => "MiniStack (DynamoDB)",
+            MiniStackServices::Sqs => "MiniStack (SQS)",
+        }
+    }
+
+    /// MiniStack's names for them: nothing else starts.
+    fn services(self) -> &'static str {
+        match self {
+            MiniStackServices::DynamoDb => "dynamodb,dynamodbstreams",
+            MiniStackServices::Sqs => "sqs",
+        }
+    }
+
+    /// One launcher, saved under a name per process, so `ps` and the benchmarks' CPU profile
+    /// tell the two apart.
+    pub fn script_name(self) -> &'static str {
+        match self {
+            MiniStackServices::DynamoDb => "cellbridge_ministack_dynamodb.py",
+            MiniStackServices::Sqs => "cellbridge_ministack_sqs.py",
+        }
+    }
+}
+
+/// Starts a MiniStack for `services` on `port` (0 picks a free one) and waits until it answers.
+pub async fn start(tools: &Tools, services: MiniStackServices, port: u16) -> Result<PythonServer> {
     let launcher = Launcher {
-        name: "MiniStack",
-        script_name: "cellbridge_ministack_server.py",
+        name: services.name(),
+        script_name: services.script_name(),
         script: LAUNCHER,
         env: vec![
-            ("SERVICES", SERVICES.to_owned()),
+            ("SERVICES", services.services().to_owned()),
             ("MINISTACK_ACCOUNT_ID", ACCOUNT_ID.to_owned()),
             ("MINISTACK_REGION", REGION.to_owned()),
             ("LOG_LEVEL", "WARNING".to_owned()),

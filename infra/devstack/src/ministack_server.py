@@ -1,4 +1,4 @@
-"""MiniStack's DynamoDB, DynamoDB Streams and SQS, serving on a listening socket it inherits.
+"""MiniStack's DynamoDB and DynamoDB Streams, or its SQS, serving on a listening socket it inherits.
 
 The parent binds the port and hands the listening socket over, its descriptor in
 CELLBRIDGE_LISTEN_FD: no other process can take a port between its choice and its use.
@@ -18,29 +18,51 @@ from ministack.app import app
 from ministack.services import sqs
 
 
-def _delete_message_batch(data, qurl):
-    """DeleteMessageBatch in one pass over the queue.
+def _remove_received(queue, handles):
+    """Removes the messages whose receipt handles are in `handles`; returns the handles found.
 
-    MiniStack walks the whole queue once per entry; with a few thousand messages waiting (a
-    telemetry queue that fell behind) the deletes of a fleet's batches took more than half its
-    time. Same answers: an entry succeeds when its receipt handle matched a message (the first
-    entry naming a handle, as deleting one message twice finds nothing the second time).
+    MiniStack's deletes walk the whole queue, once per entry of a batch; with tens of thousands
+    of messages waiting (a telemetry queue that fell behind) a fleet's deletes took most of its
+    time. A receive hands out the oldest visible messages, so the ones being deleted sit near the
+    head of the queue and this walk stops as soon as every handle is found. A message that was
+    never received has no handle, so no handle removes it.
     """
+    messages = queue["messages"]
+    found = set()
+    positions = []
+    for position, message in enumerate(messages):
+        if len(found) == len(handles):
+            break
+        handle = message["receipt_handle"]
+        if handle is not None and handle in handles:
+            found.add(handle)
+            positions.append(position)
+    for position in reversed(positions):
+        del messages[position]
+    return found
+
+
+def _delete_message(data, qurl):
+    queue = sqs._get_q(data.get("QueueUrl", qurl), "sqs:DeleteMessage")
+    handle = data.get("ReceiptHandle", "")
+    if not handle:
+        raise sqs._Err("MissingParameter", "The request must contain the parameter ReceiptHandle.")
+    if not _remove_received(queue, {handle}):
+        raise sqs._Err("ReceiptHandleIsInvalid", "The input receipt handle is invalid.")
+    return {}
+
+
+def _delete_message_batch(data, qurl):
+    """Same answers as MiniStack's: an entry succeeds when its receipt handle matched a message
+    (the first entry naming a handle, as deleting one message twice finds nothing the second
+    time)."""
     queue = sqs._get_q(data.get("QueueUrl", qurl), "sqs:DeleteMessage")
     entries = data.get("Entries", [])
     sqs._validate_batch_entries(entries, "DeleteMessageBatchRequestEntry")
     first_entry_by_handle = {}
     for entry in entries:
         first_entry_by_handle.setdefault(entry.get("ReceiptHandle", ""), entry.get("Id", ""))
-    matched = set()
-    kept = []
-    for message in queue["messages"]:
-        handle = message["receipt_handle"]
-        if handle is not None and handle in first_entry_by_handle:
-            matched.add(handle)
-        else:
-            kept.append(message)
-    queue["messages"] = kept
+    matched = _remove_received(queue, first_entry_by_handle)
     successful, failed = [], []
     for entry in entries:
         entry_id, handle = entry.get("Id", ""), entry.get("ReceiptHandle", "")
@@ -56,6 +78,7 @@ def _delete_message_batch(data, qurl):
     return {"Successful": successful, "Failed": failed}
 
 
+sqs._HANDLERS["DeleteMessage"] = _delete_message
 sqs._HANDLERS["DeleteMessageBatch"] = _delete_message_batch
 
 # Every ReceiveMessage also walked the whole queue three times (retention, dead letters, then the
@@ -86,6 +109,10 @@ def _collect_msgs(queue, max_n, vis_timeout):
     for message in queue["messages"]:
         if len(result) >= max_n:
             break
+        # The in-flight messages at the head are passed over on every receive: one look each.
+        visible_at = message.get("visible_at")
+        if visible_at is not None and visible_at > now:
+            continue
         sqs._ensure_msg_fields(message)
         if message["visible_at"] > now:
             continue

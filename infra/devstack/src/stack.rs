@@ -8,7 +8,7 @@ use crate::carriers::LocalCarriers;
 use crate::iot::{
     Broker, BrokerOptions, BrokerStats, DataPlane, RulesEngine, RulesOptions, RulesStats,
 };
-use crate::lambda_watch::{prebuild, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
+use crate::lambda_watch::{prebuild, Build, ChildOutput, Invoker, LambdaWatch, LambdaWatchOptions};
 use crate::local_aws::{LocalAws, LocalAwsPorts};
 use crate::schedules::Schedules;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
@@ -59,6 +59,9 @@ pub struct DevstackOptions {
     pub compile_allowance: Duration,
     /// `CARGO_TARGET_DIR` for the function builds; `None` keeps the inherited one.
     pub target_dir: Option<PathBuf>,
+    /// Cargo profile of the function builds; `None` is the dev profile `cargo lambda watch`
+    /// uses by default.
+    pub function_profile: Option<String>,
     /// The carrier simulators the functions talk to; `None` runs without carriers.
     pub carriers: Option<carrier_sim::SimConfig>,
     /// Port of the carrier simulators; 0 picks a free one.
@@ -88,6 +91,7 @@ impl DevstackOptions {
             sqs: SqsSourceOptions::default(),
             compile_allowance: Duration::from_secs(20 * 60),
             target_dir: None,
+            function_profile: None,
             carriers: Some(carrier_sim::SimConfig::default()),
             carrier_port: 0,
             // Callbacks normally finish the work first; a minute leaves them time on a busy laptop.
@@ -160,7 +164,11 @@ impl Devstack {
         // The build and the emulators are independent: run them side by side.
         let build = async {
             if opts.prebuild {
-                prebuild(&opts.root, &binaries, &output, opts.target_dir.as_deref())
+                let build = Build {
+                    target_dir: opts.target_dir.as_deref(),
+                    profile: opts.function_profile.as_deref(),
+                };
+                prebuild(&opts.root, &binaries, &output, build)
                     .await
                     .context("building the functions")?;
             }
@@ -236,6 +244,7 @@ impl Devstack {
         lambda_opts.concurrency = concurrency;
         lambda_opts.compile_allowance = opts.compile_allowance;
         lambda_opts.target_dir = opts.target_dir.clone();
+        lambda_opts.profile = opts.function_profile.clone();
         let lambda = LambdaWatch::start(&tools, lambda_opts)
             .await
             .context("starting cargo lambda watch")?;

@@ -3,7 +3,9 @@
 //! not leave the function dead.
 
 use anyhow::{Context, Result};
-use devstack::lambda_watch::{prebuild, ChildOutput, InvokeError, LambdaWatch, LambdaWatchOptions};
+use devstack::lambda_watch::{
+    prebuild, Build, ChildOutput, InvokeError, LambdaWatch, LambdaWatchOptions,
+};
 use devstack::tools::{workspace_root, Tools};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,10 @@ async fn errors_panics_and_crashes_are_invocation_failures() -> Result<()> {
         &root,
         &["throwaway-fn".to_owned()],
         &output,
-        Some(&target_dir()),
+        Build {
+            target_dir: Some(&target_dir()),
+            profile: None,
+        },
     )
     .await?;
 

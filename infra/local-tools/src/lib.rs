@@ -156,6 +156,16 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The variables of this process's environment that cargo set for the crate it builds or runs
+/// (see [`is_crate_build_variable`]). A `cargo` started from a process that `cargo run` or
+/// `cargo test` started removes them: build scripts (ring's, for one) rerun when they change,
+/// so inherited they would make that build recompile what a shell build just compiled.
+pub fn crate_build_variables() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.to_str().is_some_and(is_crate_build_variable))
+}
+
 /// Variables cargo sets for the crate it builds or runs, as opposed to the user's own settings.
 pub fn is_crate_build_variable(key: &str) -> bool {
     const PREFIXES: [&str; 5] = [

@@ -5,11 +5,42 @@ use local_tools::workspace_root;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `cargo run -p <package> --bin <bin> -- [<subcommand>] <args>` from the workspace root, in
-/// place of this process.
-pub fn run(package: &str, bin: &str, subcommand: &str, args: &[String]) -> Result<()> {
+/// Which cargo profile a forwarded command is built with.
+#[derive(Clone, Copy)]
+pub enum Profile {
+    Dev,
+    /// Cargo.toml's `bench-optimized`: optimised, no link-time optimisation.
+    BenchOptimized,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::BenchOptimized => "bench-optimized",
+        }
+    }
+
+    /// The folder of the target directory its binaries go to.
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Dev => "debug",
+            Profile::BenchOptimized => "bench-optimized",
+        }
+    }
+}
+
+/// `cargo run --profile <profile> -p <package> --bin <bin> -- [<subcommand>] <args>` from the
+/// workspace root, in place of this process.
+pub fn run(
+    package: &str,
+    bin: &str,
+    profile: Profile,
+    subcommand: &str,
+    args: &[String],
+) -> Result<()> {
     let root = workspace_root();
-    if !built(bin) {
+    if !built(bin, profile) {
         eprintln!(
             "==> first run of `{bin}`: cargo builds it (with the AWS SDK) before it starts; this \
              takes several minutes once, then seconds"
@@ -19,7 +50,13 @@ pub fn run(package: &str, bin: &str, subcommand: &str, args: &[String]) -> Resul
     // Not `--quiet`: it would hide cargo's progress bar too, and the first build is long.
     command
         .current_dir(&root)
-        .args(["run", "--package", package, "--bin", bin, "--"]);
+        .args(["run", "--profile", profile.name()])
+        .args(["--package", package, "--bin", bin, "--"]);
+    // This process runs under `cargo run`; with the xtask crate's variables inherited, the
+    // build below would recompile dependencies a plain `cargo build` had just compiled.
+    for key in local_tools::crate_build_variables() {
+        command.env_remove(key);
+    }
     if !subcommand.is_empty() {
         command.arg(subcommand);
     }
@@ -27,13 +64,13 @@ pub fn run(package: &str, bin: &str, subcommand: &str, args: &[String]) -> Resul
     exec(command)
 }
 
-/// Whether a debug build of `bin` is already there (only to say why the start may be slow).
-fn built(bin: &str) -> bool {
+/// Whether a build of `bin` is already there (only to say why the start may be slow).
+fn built(bin: &str, profile: Profile) -> bool {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     target
-        .join("debug")
+        .join(profile.dir())
         .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
         .exists()
 }

@@ -12,6 +12,7 @@ mod test;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use forward::Profile;
 
 #[derive(Parser)]
 #[command(bin_name = "cargo xtask", about = "cellbridge project commands", long_about = None)]
@@ -51,10 +52,14 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(args),
-        Command::Dev(Forwarded { args }) => forward::run("devstack-cli", "devstack", "dev", &args),
-        Command::Admin(Forwarded { args }) => {
-            forward::run("devstack-cli", "devstack", "admin", &args)
+        Command::Dev(Forwarded { args }) => {
+            forward::run("devstack-cli", "devstack", Profile::Dev, "dev", &args)
         }
-        Command::Bench(Forwarded { args }) => forward::run("bench", "bench", "", &args),
+        Command::Admin(Forwarded { args }) => {
+            forward::run("devstack-cli", "devstack", Profile::Dev, "admin", &args)
+        }
+        Command::Bench(Forwarded { args }) => {
+            forward::run("bench", "bench", Profile::BenchOptimized, "", &args)
+        }
     }
 }

@@ -47,13 +47,8 @@ fn cargo_tool(args: &[&str]) -> Result<Command> {
     command.env("PATH", cargo_tools::path_with_tools()?);
     // `cargo xtask` runs under `cargo run`, which sets the xtask crate's own variables; with
     // `CARGO_PKG_NAME` set, cargo-machete takes its arguments as paths to analyse.
-    for (key, _) in std::env::vars_os() {
-        if key
-            .to_str()
-            .is_some_and(local_tools::is_crate_build_variable)
-        {
-            command.env_remove(&key);
-        }
+    for key in local_tools::crate_build_variables() {
+        command.env_remove(key);
     }
     Ok(command)
 }
