@@ -12,6 +12,10 @@
 //! [`local_aws`]) times the local DynamoDB and SQS of both emulators.
 
 mod bulk_change;
+// The pricing half of the cost model; only `prices` and the tests use it until the metered
+// fleet run (`bench cost`) does.
+#[cfg_attr(not(test), allow(dead_code))]
+mod cost;
 mod cpu_profile;
 mod devices;
 mod local_aws;
@@ -60,6 +64,16 @@ pub enum BenchCommand {
     /// moto's and MiniStack's DynamoDB and SQS side by side through the SDK: a 100,000-item
     /// table's Query, BatchWriteItem, conditional UpdateItem, SQS with a backlog.
     LocalAws(local_aws::LocalAwsArgs),
+    /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
+    /// and the date they were checked.
+    Prices(PricesArgs),
+}
+
+#[derive(Args)]
+pub struct PricesArgs {
+    /// Region whose prices to show: its own entries, us-east-1's for the rest.
+    #[arg(long, default_value = cost::BASE_REGION)]
+    pub region: String,
 }
 
 #[derive(Args)]
@@ -81,7 +95,33 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::BulkChange(args) => bulk_change::run(args).await,
         BenchCommand::Devices(args) => devices::run(args).await,
         BenchCommand::LocalAws(args) => local_aws::run(args).await,
+        BenchCommand::Prices(args) => print_prices(&args),
     }
+}
+
+fn print_prices(args: &PricesArgs) -> Result<()> {
+    let path = devstack::tools::workspace_root().join(cost::PRICE_TABLE);
+    let table = cost::PriceTable::load(&path)?;
+    let prices = table.prices(&args.region)?;
+    println!(
+        "AWS list prices in {} (USD), checked {}, from {}:\n",
+        args.region,
+        table.checked,
+        cost::PRICE_TABLE
+    );
+    println!("| service | billed | price | source | note |\n|---|---|---:|---|---|");
+    for (billed, price) in &prices {
+        println!(
+            "| {} | {} | {} per {} | {} | {} |",
+            billed.service(),
+            billed.unit(),
+            price.price,
+            price.per,
+            price.source,
+            price.note.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 /// The baseline every function is compared with (infra/hello-lambda).
