@@ -27,10 +27,6 @@ const PRESENCE_BINARY: &str = "device-presence";
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 const TELEMETRY_QUEUE: &str = "TelemetryQueue";
 
-/// Cargo profile of the functions and of this binary (Cargo.toml): optimised, as in AWS, so the
-/// figures are what the product spends rather than what unoptimised code does.
-const FUNCTION_PROFILE: &str = "bench-optimized";
-
 #[derive(clap::Args)]
 pub struct DevicesArgs {
     /// Simulated devices, each sending one telemetry message and one heartbeat a second.
@@ -87,7 +83,7 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
     // The ingest queue's MaximumConcurrency; more instances only cost memory here.
     options.lambda_concurrency = Some(4);
     // The functions run optimised, as in AWS, so their CPU is what a deployment would spend.
-    options.function_profile = Some(FUNCTION_PROFILE.to_owned());
+    options.function_profile = Some(local_tools::BENCH_PROFILE.to_owned());
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}")?);
     spinner.set_message("starting the devstack (emulators, functions, broker, rules)");
@@ -334,8 +330,9 @@ impl Results {
         let per_second = self.telemetry_sent as f64 / self.window.as_secs_f64();
         let _ = writeln!(
             out,
-            "Measured {} with `cargo xtask bench devices` at {} on {} ({} cores, load {}), the functions under `cargo lambda watch` and the local stack built with the `{FUNCTION_PROFILE}` profile (optimised, no link-time optimisation), MiniStack for DynamoDB and SQS, moto for the IoT registry.\n",
-            machine.date, machine.commit, machine.cpu, machine.nproc, machine.load
+            "{}, the functions under `cargo lambda watch` and the local stack built with the `{}` profile (optimised, no link-time optimisation), MiniStack for DynamoDB and SQS, moto for the IoT registry.\n",
+            machine.measured_with("devices"),
+            local_tools::BENCH_PROFILE
         );
         let _ = writeln!(
             out,

@@ -166,16 +166,9 @@ async fn measure(
     bar.finish_and_clear();
 
     let partitions = args.items.div_ceil(ITEMS_PER_PARTITION);
-    let bar = progress(name, "querying", args.queries as u64)?;
-    let cpu = CpuClock::new(pid);
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    for n in 0..args.queries {
-        if started.elapsed() > limit {
-            break;
-        }
+    let dynamodb = &dynamodb;
+    let query = one_at_a_time(name, "querying", pid, args.queries, limit, |n| async move {
         let device = (n * 7919) % partitions;
-        let began = Instant::now();
         let page = dynamodb
             .query()
             .table_name(table)
@@ -185,42 +178,37 @@ async fn measure(
             .limit(20)
             .send()
             .await?;
-        latencies.push(began.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(page.count == 20, "query returned {} items", page.count);
-        bar.inc(1);
-    }
-    let query = cpu.finish(latencies, started.elapsed());
-    bar.finish_and_clear();
+        Ok(())
+    })
+    .await?;
 
-    let bar = progress(name, "conditional updates", args.queries as u64)?;
-    let cpu = CpuClock::new(pid);
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    for n in 0..args.queries {
-        if started.elapsed() > limit {
-            break;
-        }
-        let began = Instant::now();
-        dynamodb
-            .update_item()
-            .table_name(table)
-            .key(
-                "pk",
-                AttributeValue::S(format!("device#{}", n % partitions)),
-            )
-            .key("sk", AttributeValue::S(sort_key(0)))
-            .update_expression("SET lastSeen = :now")
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(lastSeen) OR lastSeen < :now)",
-            )
-            .expression_attribute_values(":now", AttributeValue::N((n + 1).to_string()))
-            .send()
-            .await?;
-        latencies.push(began.elapsed().as_secs_f64() * 1000.0);
-        bar.inc(1);
-    }
-    let update = cpu.finish(latencies, started.elapsed());
-    bar.finish_and_clear();
+    let update = one_at_a_time(
+        name,
+        "conditional updates",
+        pid,
+        args.queries,
+        limit,
+        |n| async move {
+            dynamodb
+                .update_item()
+                .table_name(table)
+                .key(
+                    "pk",
+                    AttributeValue::S(format!("device#{}", n % partitions)),
+                )
+                .key("sk", AttributeValue::S(sort_key(0)))
+                .update_expression("SET lastSeen = :now")
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(lastSeen) OR lastSeen < :now)",
+                )
+                .expression_attribute_values(":now", AttributeValue::N((n + 1).to_string()))
+                .send()
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
 
     let sqs_measure = measure_sqs(name, &sqs, sqs_pid, args, limit).await?;
     Ok(EmulatorResults {
@@ -317,6 +305,37 @@ async fn measure_sqs(
     measure.requests = requests;
     bar.finish_and_clear();
     Ok(measure)
+}
+
+/// Up to `count` requests one after another (`request(n)` makes the n-th), stopping early when
+/// `limit` has passed: latency of each and the emulator's CPU over all of them.
+async fn one_at_a_time<F, Fut>(
+    emulator: &str,
+    what: &str,
+    pid: u32,
+    count: usize,
+    limit: Duration,
+    mut request: F,
+) -> Result<Measure>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let bar = progress(emulator, what, count as u64)?;
+    let cpu = CpuClock::new(pid);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for n in 0..count {
+        if started.elapsed() > limit {
+            break;
+        }
+        let began = Instant::now();
+        request(n).await?;
+        latencies.push(began.elapsed().as_secs_f64() * 1000.0);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(cpu.finish(latencies, started.elapsed()))
 }
 
 fn progress(emulator: &str, what: &str, len: u64) -> Result<ProgressBar> {
@@ -434,8 +453,8 @@ fn markdown(results: &[EmulatorResults], args: &LocalAwsArgs, machine: &Machine)
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Measured {} with `cargo xtask bench local-aws` at {} on {} ({} cores, load {}). The AWS SDK for Rust against each emulator in turn, one process each, from `./.venv`. Latency is through the SDK on loopback (the benchmark's own CPU included); server CPU is the emulator process's user + system time over the measure, divided by its requests: the steadier figure when the machine is busy.\n",
-        machine.date, machine.commit, machine.cpu, machine.nproc, machine.load
+        "{}. The AWS SDK for Rust against each emulator in turn, one process each, from `./.venv`. Latency is through the SDK on loopback (the benchmark's own CPU included); server CPU is the emulator process's user + system time over the measure, divided by its requests: the steadier figure when the machine is busy.\n",
+        machine.measured_with("local-aws")
     );
     let _ = writeln!(
         out,

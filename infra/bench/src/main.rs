@@ -1121,6 +1121,15 @@ async fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<Stri
 }
 
 impl Machine {
+    /// "Measured <date> with `cargo xtask bench <bench>` at <commit> on <cpu> (<n> cores, load
+    /// <load>)": how a benchmark's section starts.
+    fn measured_with(&self, bench: &str) -> String {
+        format!(
+            "Measured {} with `cargo xtask bench {bench}` at {} on {} ({} cores, load {})",
+            self.date, self.commit, self.cpu, self.nproc, self.load
+        )
+    }
+
     async fn detect(here: &Path) -> Self {
         let unknown = || "unknown".to_string();
         let commit = match command_output("git", &["rev-parse", "--short", "HEAD"], here).await {

@@ -156,6 +156,10 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Cargo profile (Cargo.toml) of the benchmarks and of the functions they run: optimised, so
+/// what they measure is the product rather than unoptimised code.
+pub const BENCH_PROFILE: &str = "bench-optimized";
+
 /// The variables of this process's environment that cargo set for the crate it builds or runs
 /// (see [`is_crate_build_variable`]). A `cargo` started from a process that `cargo run` or
 /// `cargo test` started removes them: build scripts (ring's, for one) rerun when they change,

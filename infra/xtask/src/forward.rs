@@ -9,7 +9,7 @@ use std::process::Command;
 #[derive(Clone, Copy)]
 pub enum Profile {
     Dev,
-    /// Cargo.toml's `bench-optimized`: optimised, no link-time optimisation.
+    /// [`local_tools::BENCH_PROFILE`]: optimised, no link-time optimisation.
     BenchOptimized,
 }
 
@@ -17,7 +17,7 @@ impl Profile {
     fn name(self) -> &'static str {
         match self {
             Profile::Dev => "dev",
-            Profile::BenchOptimized => "bench-optimized",
+            Profile::BenchOptimized => local_tools::BENCH_PROFILE,
         }
     }
 
@@ -25,7 +25,8 @@ impl Profile {
     fn dir(self) -> &'static str {
         match self {
             Profile::Dev => "debug",
-            Profile::BenchOptimized => "bench-optimized",
+            // A custom profile's binaries go to a folder of its name.
+            Profile::BenchOptimized => local_tools::BENCH_PROFILE,
         }
     }
 }
