@@ -1,10 +1,10 @@
 //! The cost model: billable units, priced from the dated table in `infra/bench/aws-prices.yaml`
 //! into dollars per device per month, itemized by flow and by what AWS bills.
 //!
-//! Units are what AWS would bill, not what the local stand-ins do: an IoT message is counted in
-//! 5 KB units, an SQS request in 64 KB chunks, a Lambda invocation's duration in GB-seconds at
-//! the template's memory size. The units measured over a window of a fleet are scaled to one
-//! device and one month (AWS prices by the 730-hour month).
+//! The units come counted as AWS would bill them (the local stack's meters: `devstack::billing`
+//! and MiniStack's DynamoDB and SQS meters): an IoT message in 5 KB units, an SQS request in 64 KB
+//! chunks, DynamoDB units by item size. The units measured over a window of a fleet are scaled to
+//! one device and one month (AWS prices by the 730-hour month).
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -91,38 +91,6 @@ impl Billed {
             Billed::SecretsManagerApiCalls => "Secrets Manager",
         }
     }
-}
-
-/// IoT Core meters messages in 5 KB units: a 12 KB publish is three messages, an empty one one.
-pub fn iot_message_units(metered_bytes: u64) -> u64 {
-    metered_bytes.div_ceil(5 * 1024).max(1)
-}
-
-/// SQS bills each 64 KB chunk of a request's payload as one request.
-pub fn sqs_request_units(payload_bytes: u64) -> u64 {
-    payload_bytes.div_ceil(64 * 1024).max(1)
-}
-
-/// DynamoDB on-demand: a write of an item costs one unit per started KB.
-pub fn dynamodb_write_units(item_bytes: u64) -> u64 {
-    item_bytes.div_ceil(1024).max(1)
-}
-
-/// DynamoDB on-demand: a strongly consistent read costs one unit per started 4 KB of what it
-/// read; an eventually consistent one half of that.
-pub fn dynamodb_read_units(read_bytes: u64, strongly_consistent: bool) -> f64 {
-    let units = read_bytes.div_ceil(4 * 1024).max(1) as f64;
-    if strongly_consistent {
-        units
-    } else {
-        units / 2.0
-    }
-}
-
-/// Lambda bills duration by the millisecond, rounded up, at the configured memory.
-pub fn lambda_gb_seconds(duration: Duration, memory_mb: u32) -> f64 {
-    let billed_ms = duration.as_secs_f64() * 1000.0;
-    billed_ms.ceil() / 1000.0 * f64::from(memory_mb) / 1024.0
 }
 
 /// One price: dollars for `per` units.
@@ -363,22 +331,6 @@ mod tests {
             "checked: x\nregions:\n  us-east-1:\n    sqs-requests: {price: -1, per: 1, source: s}\n"
         )
         .is_err());
-    }
-
-    #[test]
-    fn units_round_up_as_aws_meters_them() {
-        assert_eq!(iot_message_units(0), 1);
-        assert_eq!(iot_message_units(5 * 1024), 1);
-        assert_eq!(iot_message_units(5 * 1024 + 1), 2);
-        assert_eq!(sqs_request_units(300), 1);
-        assert_eq!(sqs_request_units(64 * 1024 + 1), 2);
-        assert_eq!(dynamodb_write_units(1024), 1);
-        assert_eq!(dynamodb_write_units(1025), 2);
-        assert_eq!(dynamodb_read_units(4097, true), 2.0);
-        assert_eq!(dynamodb_read_units(100, false), 0.5);
-        // 12.3 ms bills as 13 ms; at 128 MB that is 13/1000 * 1/8 GB-s.
-        let gb_s = lambda_gb_seconds(Duration::from_micros(12_300), 128);
-        assert!((gb_s - 0.013 / 8.0).abs() < 1e-12, "{gb_s}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use devstack::lambda_watch::ChildOutput;
 use devstack::{Devstack, DevstackOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SECTION: DocSection = DocSection {
@@ -72,10 +72,27 @@ struct Results {
 
 pub async fn run(args: DevicesArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
-    local_tools::ensure_installed(&root)?;
-    let log = root.join(".devstack/bench-devices.log");
+    let (stack, log) = start_stack(&root, "bench-devices.log").await?;
+    let outcome = measure(&stack, &args, &log).await;
+    stack.shutdown().await;
+    let results = outcome?;
+    let machine = Machine::detect(&root).await;
+    let markdown = results.markdown(&machine);
+    println!("{markdown}");
+    if !args.no_write {
+        write_section(&root.join("docs/benchmarks.md"), &SECTION, &markdown)?;
+        println!("written to docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+/// The local stack as the fleet benchmarks run it: functions built with the benchmark profile
+/// and logging to `.devstack/<log_name>` (returned), no carrier simulators.
+pub(crate) async fn start_stack(root: &Path, log_name: &str) -> Result<(Devstack, PathBuf)> {
+    local_tools::ensure_installed(root)?;
+    let log = root.join(".devstack").join(log_name);
     let _ = std::fs::remove_file(&log);
-    let mut options = DevstackOptions::new(&root);
+    let mut options = DevstackOptions::new(root);
     options.api_port = 0;
     options.mqtt_port = 0;
     options.carriers = None;
@@ -91,28 +108,14 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
     let stack = Devstack::start(options).await;
     spinner.finish_and_clear();
     let stack = stack.context("the devstack did not start; see .devstack/")?;
-    let outcome = measure(&stack, &args, &log).await;
-    stack.shutdown().await;
-    let results = outcome?;
-    let machine = Machine::detect(&root).await;
-    let markdown = results.markdown(&machine);
-    println!("{markdown}");
-    if !args.no_write {
-        write_section(&root.join("docs/benchmarks.md"), &SECTION, &markdown)?;
-        println!("written to docs/benchmarks.md");
-    }
-    Ok(())
+    Ok((stack, log))
 }
 
-async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Results> {
-    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
-    options.devices = args.devices;
-    options.prefix = "bench".to_owned();
-    options.tenant = "demo".to_owned();
-    // Connecting a thousand devices at once would measure the stampede, not the steady state.
-    options.start_spread = Duration::from_secs(20);
-    options.heartbeat_every = Duration::from_secs(args.heartbeat_seconds.max(1));
-    // A runtime of its own, so the profile tells the simulator's CPU from the local stack's.
+/// A simulated fleet on a runtime of its own, so the CPU profile tells the simulator's CPU from
+/// the local stack's. Shut both down with [`stop_fleet`].
+pub(crate) fn start_fleet(
+    options: device_sim::FleetOptions,
+) -> Result<(tokio::runtime::Runtime, device_sim::Fleet)> {
     let simulator = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(cpu_profile::SIMULATOR_THREADS)
@@ -123,9 +126,45 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
         let _entered = simulator.enter();
         device_sim::Fleet::start(options)?
     };
-    let outcome = measure_fleet(stack, args, log, &fleet).await;
+    Ok((simulator, fleet))
+}
+
+pub(crate) async fn stop_fleet(simulator: tokio::runtime::Runtime, fleet: device_sim::Fleet) {
     let _ = fleet.shutdown().await;
     simulator.shutdown_background();
+}
+
+/// Waits (up to 10 minutes) until every device of the fleet registered; returns how many did.
+pub(crate) async fn wait_registered(fleet: &device_sim::Fleet, devices: usize) -> Result<u64> {
+    let registering = ProgressBar::new(devices as u64).with_style(ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} devices registered {elapsed}",
+    )?);
+    let started = Instant::now();
+    let registered = loop {
+        let stats = fleet.stats();
+        registering.set_position(stats.registered_accepted);
+        if stats.registered_accepted as usize >= devices
+            || started.elapsed() > Duration::from_secs(600)
+        {
+            break stats.registered_accepted;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    registering.finish();
+    Ok(registered)
+}
+
+async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Results> {
+    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
+    options.devices = args.devices;
+    options.prefix = "bench".to_owned();
+    options.tenant = "demo".to_owned();
+    // Connecting a thousand devices at once would measure the stampede, not the steady state.
+    options.start_spread = Duration::from_secs(20);
+    options.heartbeat_every = Duration::from_secs(args.heartbeat_seconds.max(1));
+    let (simulator, fleet) = start_fleet(options)?;
+    let outcome = measure_fleet(stack, args, log, &fleet).await;
+    stop_fleet(simulator, fleet).await;
     outcome
 }
 
@@ -137,21 +176,7 @@ async fn measure_fleet(
 ) -> Result<Results> {
     use devstack::demo_accounts::DEMO_PASSWORD;
     let functions = stack.template().function_binaries()?;
-    let registering = ProgressBar::new(args.devices as u64).with_style(
-        ProgressStyle::with_template("  {bar:40} {pos}/{len} devices registered {elapsed}")?,
-    );
-    let started = Instant::now();
-    let registered = loop {
-        let stats = fleet.stats();
-        registering.set_position(stats.registered_accepted);
-        if stats.registered_accepted as usize >= args.devices
-            || started.elapsed() > Duration::from_secs(600)
-        {
-            break stats.registered_accepted;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    registering.finish();
+    let registered = wait_registered(fleet, args.devices).await?;
     settle(stack, args.devices).await?;
 
     let api = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
@@ -294,7 +319,7 @@ fn presence_waiting(stack: &Devstack) -> u64 {
 
 /// Waits (up to `SETTLE_LIMIT`) for the start-up burst (a connect, an announcement and the first
 /// heartbeats of every device) to be worked off, so the window measures the steady state.
-async fn settle(stack: &Devstack, devices: usize) -> Result<()> {
+pub(crate) async fn settle(stack: &Devstack, devices: usize) -> Result<()> {
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("  {spinner} {msg} {elapsed}")?);
     spinner.enable_steady_tick(Duration::from_millis(120));

@@ -9,15 +9,14 @@
 //! carrier worker against the carrier simulators and compares its time with the simulators' limits.
 //!
 //! `devices` (in [`devices`]) runs a simulated fleet through the local stack; `local-aws` (in
-//! [`local_aws`]) times the local DynamoDB and SQS of both emulators.
+//! [`local_aws`]) times the local DynamoDB and SQS of both emulators; `cost` (in [`fleet_cost`],
+//! priced by [`cost`]) meters a fleet's billable units and prices them per device-month.
 
 mod bulk_change;
-// The pricing half of the cost model; only `prices` and the tests use it until the metered
-// fleet run (`bench cost`) does.
-#[cfg_attr(not(test), allow(dead_code))]
 mod cost;
 mod cpu_profile;
 mod devices;
+mod fleet_cost;
 mod local_aws;
 
 use std::collections::BTreeMap;
@@ -64,6 +63,9 @@ pub enum BenchCommand {
     /// moto's and MiniStack's DynamoDB and SQS side by side through the SDK: a 100,000-item
     /// table's Query, BatchWriteItem, conditional UpdateItem, SQS with a backlog.
     LocalAws(local_aws::LocalAwsArgs),
+    /// A simulated fleet on the local stack for a fixed time: what AWS would bill for it, per
+    /// service and flow, in dollars per device per month.
+    Cost(fleet_cost::CostArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -95,6 +97,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::BulkChange(args) => bulk_change::run(args).await,
         BenchCommand::Devices(args) => devices::run(args).await,
         BenchCommand::LocalAws(args) => local_aws::run(args).await,
+        BenchCommand::Cost(args) => fleet_cost::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }

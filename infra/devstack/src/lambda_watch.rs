@@ -15,6 +15,7 @@
 //! - `--env-file` is a dotenv parser where only single quotes are literal;
 //! - `Lambda-Runtime-Deadline-Ms` is always 600000 (1970), so `Context::deadline` is in the past.
 
+use crate::billing::{LambdaMeter, LambdaSnapshot};
 use crate::children;
 use crate::python_server::free_port;
 use anyhow::{bail, Context, Result};
@@ -152,6 +153,8 @@ struct Shared {
     tail: Mutex<VecDeque<String>>,
     /// The current cargo-lambda pid, for synchronous cleanup on drop.
     pid: AtomicI32,
+    /// Invocations and their durations, for the cost benchmark.
+    meter: LambdaMeter,
 }
 
 impl Shared {
@@ -225,6 +228,8 @@ impl Invoker {
             .post(self.invoke_url(binary))
             .json(event)
             .send();
+        // From here on is what Lambda would bill: not the wait for cargo-lambda to be ready.
+        let sent = Instant::now();
         let remaining = limit.saturating_sub(started.elapsed());
         let response = tokio::select! {
             r = tokio::time::timeout(remaining, request) => match r {
@@ -252,7 +257,7 @@ impl Invoker {
             }
             _ => {}
         }
-        match status {
+        let result = match status {
             200 if body.is_empty() => Ok(Json::Null),
             200 => serde_json::from_slice(&body).map_err(|e| InvokeError::Unexpected {
                 function,
@@ -287,7 +292,20 @@ impl Invoker {
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
             }),
+        };
+        // A function that ran and failed is billed as one that succeeded.
+        if matches!(result, Ok(_) | Err(InvokeError::Function { .. })) {
+            self.shared
+                .meter
+                .count(binary, sent.elapsed(), result.is_err());
         }
+        result
+    }
+
+    /// Invocations so far and what Lambda would bill for them; subtract an earlier snapshot
+    /// with [`LambdaSnapshot::since`].
+    pub fn usage(&self) -> LambdaSnapshot {
+        self.shared.meter.snapshot()
     }
 }
 
@@ -320,6 +338,7 @@ impl LambdaWatch {
             warm: Mutex::new(HashSet::new()),
             tail: Mutex::new(VecDeque::new()),
             pid: AtomicI32::new(0),
+            meter: LambdaMeter::default(),
         });
         let sink = Sink::open(&opts.output).await?;
         let (lines_tx, lines_rx) = mpsc::channel(1024);

@@ -8,6 +8,7 @@
 
 pub mod api_client;
 pub mod api_gateway;
+pub mod billing;
 pub mod carriers;
 mod children;
 pub mod demo_accounts;

@@ -165,6 +165,15 @@ impl LocalAws {
     }
 }
 
+/// `sdk` with an app name in its user agent, by which the emulators' meters tell its requests
+/// from those of the functions.
+pub fn for_caller(sdk: &SdkConfig, caller: &'static str) -> SdkConfig {
+    match aws_config::AppName::new(caller) {
+        Ok(name) => sdk.to_builder().app_name(name).build(),
+        Err(_) => sdk.clone(),
+    }
+}
+
 /// Each service's endpoint, for clients built from an [`SdkConfig`]: MiniStack's services go to
 /// their MiniStack, every other one to moto.
 #[derive(Debug)]

@@ -2,11 +2,17 @@
 //! requests one at a time on one Python event loop, so each operation is atomic, as on AWS (two
 //! conditional writes to one item can never both pass), and one process can use one core at
 //! most: DynamoDB and SQS in processes of their own use two.
+//!
+//! Each process also meters what AWS would bill for the requests it served, per caller (the app
+//! name an SDK client was given): [`read_meter`] reads it, [`EmulatorMeter::since`] takes the
+//! difference of two readings, so a benchmark can tell what a run would cost on AWS.
 
 use crate::local_aws::{ACCOUNT_ID, REGION};
 use crate::python_server::{Launcher, PythonServer};
 use crate::tools::Tools;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 const LAUNCHER: &str = include_str!("ministack_server.py");
 
@@ -62,4 +68,119 @@ pub async fn start(tools: &Tools, services: MiniStackServices, port: u16) -> Res
         ready_path: "/_ministack/health",
     };
     PythonServer::start(tools, launcher, port).await
+}
+
+/// Where each MiniStack serves its meter, on its own port.
+pub const METER_PATH: &str = "/_cellbridge/meter";
+
+/// What AWS would bill a MiniStack's callers, counted since the process started: DynamoDB rows
+/// in the DynamoDB process, SQS rows in the SQS one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmulatorMeter {
+    pub dynamodb: Vec<DynamoDbUsage>,
+    pub sqs: Vec<SqsUsage>,
+}
+
+/// One caller's use of one table by one operation, in on-demand capacity units. Index reads and
+/// writes count under the base table; Streams and control-plane operations count requests only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamoDbUsage {
+    /// The `app/<name>` in the caller's user agent (an SDK client's app name), or `unnamed`.
+    pub caller: String,
+    pub table: String,
+    pub operation: String,
+    /// A batch or transaction over several tables counts as a request on each.
+    pub requests: u64,
+    pub write_units: f64,
+    pub read_units: f64,
+    /// Writes refused by their condition (billed in `write_units` all the same).
+    pub conditional_check_failures: u64,
+}
+
+/// One caller's use of one queue by one action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SqsUsage {
+    /// As in [`DynamoDbUsage::caller`].
+    pub caller: String,
+    /// `""` for actions naming no queue (ListQueues).
+    pub queue: String,
+    pub action: String,
+    /// API calls.
+    pub requests: u64,
+    /// What AWS bills: each 64 KB of a call's payload (messages sent or received) is a request.
+    pub billed_requests: u64,
+    /// Sent, received, or deleted, by the action.
+    pub messages: u64,
+}
+
+impl EmulatorMeter {
+    /// What was counted between `earlier` and this reading: rows that did not change are left out.
+    pub fn since(&self, earlier: &EmulatorMeter) -> EmulatorMeter {
+        let dynamodb_before: HashMap<_, _> = earlier
+            .dynamodb
+            .iter()
+            .map(|row| ((&row.caller, &row.table, &row.operation), row))
+            .collect();
+        let dynamodb = self
+            .dynamodb
+            .iter()
+            .filter_map(|row| {
+                let Some(before) = dynamodb_before.get(&(&row.caller, &row.table, &row.operation))
+                else {
+                    return Some(row.clone());
+                };
+                let change = DynamoDbUsage {
+                    requests: row.requests.saturating_sub(before.requests),
+                    write_units: row.write_units - before.write_units,
+                    read_units: row.read_units - before.read_units,
+                    conditional_check_failures: row
+                        .conditional_check_failures
+                        .saturating_sub(before.conditional_check_failures),
+                    ..row.clone()
+                };
+                (change.requests != 0
+                    || change.write_units != 0.0
+                    || change.read_units != 0.0
+                    || change.conditional_check_failures != 0)
+                    .then_some(change)
+            })
+            .collect();
+        let sqs_before: HashMap<_, _> = earlier
+            .sqs
+            .iter()
+            .map(|row| ((&row.caller, &row.queue, &row.action), row))
+            .collect();
+        let sqs = self
+            .sqs
+            .iter()
+            .filter_map(|row| {
+                let Some(before) = sqs_before.get(&(&row.caller, &row.queue, &row.action)) else {
+                    return Some(row.clone());
+                };
+                let change = SqsUsage {
+                    requests: row.requests.saturating_sub(before.requests),
+                    billed_requests: row.billed_requests.saturating_sub(before.billed_requests),
+                    messages: row.messages.saturating_sub(before.messages),
+                    ..row.clone()
+                };
+                (change.requests != 0 || change.billed_requests != 0 || change.messages != 0)
+                    .then_some(change)
+            })
+            .collect();
+        EmulatorMeter { dynamodb, sqs }
+    }
+}
+
+/// Reads the meter of the MiniStack at `endpoint` (its base URL, `http://127.0.0.1:PORT`).
+pub async fn read_meter(client: &reqwest::Client, endpoint: &str) -> Result<EmulatorMeter> {
+    let url = format!("{}{METER_PATH}", endpoint.trim_end_matches('/'));
+    client
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading the meter at {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("decoding the meter at {url}"))
 }

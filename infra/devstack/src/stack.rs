@@ -176,7 +176,12 @@ impl Devstack {
         };
         let aws = async {
             let aws = LocalAws::start(&tools, opts.aws_ports).await?;
-            let sdk = aws.sdk_config().await;
+            // What the stack itself does (provisioning, seeding, the benchmarks' probes) is no
+            // traffic a deployment would pay for: its own name keeps it off the meters' bills.
+            let sdk = crate::local_aws::for_caller(
+                &aws.sdk_config().await,
+                crate::billing::DEVSTACK_CALLER,
+            );
             let resources = crate::provision::provision(&template, &sdk)
                 .await
                 .context("provisioning the template's resources in the AWS emulators")?;
@@ -254,7 +259,10 @@ impl Devstack {
             sqs_opts.concurrency_cap = Some(u32::try_from(cap).unwrap_or(u32::MAX));
         }
         let pollers = SqsPollers::start(
-            aws_sdk_sqs::Client::new(&sdk),
+            aws_sdk_sqs::Client::new(&crate::local_aws::for_caller(
+                &sdk,
+                crate::billing::EVENT_SOURCE_CALLER,
+            )),
             &functions,
             &resources,
             lambda.invoker(),

@@ -556,6 +556,11 @@ impl Template {
         Ok(template)
     }
 
+    /// A parameter's `Default`, as the local stack deploys it.
+    pub fn parameter_default(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name)?.default.as_deref()
+    }
+
     /// Parses template text; functions need a `Metadata.BuildProperties.Binary` or a later
     /// [`Template::load`] to know their binary.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self> {

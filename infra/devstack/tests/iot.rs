@@ -650,6 +650,83 @@ async fn a_flooding_client_is_throttled_and_others_are_not() -> Result<()> {
 }
 
 #[tokio::test]
+async fn the_broker_meters_messages_in_5_kb_units_and_connected_time_as_aws_bills_them(
+) -> Result<()> {
+    let clock = BrokerClock::manual();
+    let broker = broker_on(&clock).await?;
+    let mut app = MemoryClient::connect(&broker, "app", 0).await?;
+    app.subscribe("devices/+/commands", QoS::AtLeastOnce)
+        .await?;
+    let mut device = MemoryClient::connect(&broker, "d1", 60).await?;
+    let start = broker.usage();
+
+    // 6 KB of payload and its topic: two 5 KB units.
+    let mut publish = Publish::new("devices/d1/telemetry", QoS::AtLeastOnce, vec![b'x'; 6_000]);
+    publish.pkid = 1;
+    device.send(encoded(|out| publish.write(out))?).await?;
+    loop {
+        if let Packet::PubAck(_) = device.next_packet().await? {
+            break;
+        }
+    }
+    // Keep-alive pings are free.
+    device.ping().await?;
+    // A cloud publish bills its publish and each delivery.
+    broker
+        .publish("devices/d1/commands", Bytes::from_static(b"{}"))
+        .await;
+    app.next_publish().await?;
+    clock.advance(Duration::from_secs(90));
+
+    let usage = broker.usage().since(&start);
+    let topic = |pattern: &str| {
+        usage
+            .topics
+            .iter()
+            .find(|t| t.pattern == pattern)
+            .cloned()
+            .with_context(|| format!("no {pattern} in {usage:?}"))
+    };
+    let telemetry = topic("devices/+/telemetry")?;
+    assert_eq!(
+        (
+            telemetry.published,
+            telemetry.published_units,
+            telemetry.delivered
+        ),
+        (1, 2, 0)
+    );
+    let commands = topic("devices/+/commands")?;
+    assert_eq!(
+        (
+            commands.published_units,
+            commands.delivered,
+            commands.delivered_units
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(usage.topics.len(), 2, "the ping is no message: {usage:?}");
+    // Two connections open for the 90 s the clock moved.
+    assert_eq!(usage.connected_ms, 2 * 90_000);
+
+    // A closed connection keeps its time, and AWS's own lifecycle events bill no publish.
+    broker.disconnect("d1").await;
+    let after = broker.usage().since(&start);
+    let disconnected = after
+        .topics
+        .iter()
+        .find(|t| t.pattern == "$aws/events/presence/disconnected/+")
+        .context("the disconnected event is metered")?;
+    assert_eq!(
+        (disconnected.published, disconnected.published_units),
+        (1, 0)
+    );
+    assert_eq!(after.connected_ms, 2 * 90_000);
+    broker.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn silence_past_one_and_a_half_keep_alives_disconnects() -> Result<()> {
     let clock = BrokerClock::manual();
     let broker = broker_on(&clock).await?;

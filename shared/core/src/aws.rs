@@ -20,10 +20,17 @@ pub async fn load_config() -> Result<SdkConfig, ConfigError> {
         })?),
         None => None,
     };
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client(ca_bundle)?)
-        .load()
-        .await)
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(https_client(ca_bundle)?);
+    // The function's name in the user agent of its requests tells its calls from other
+    // functions' in CloudTrail and in the local emulators' billing meters.
+    if let Some(name) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .and_then(|name| aws_config::AppName::new(name).ok())
+    {
+        loader = loader.app_name(name);
+    }
+    Ok(loader.load().await)
 }
 
 /// The roots AWS service endpoints chain to (see shared/certs/README.md).

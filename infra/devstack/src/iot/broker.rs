@@ -30,6 +30,7 @@
 //! does not depend on how busy the machine is.
 
 use super::subscriptions::{ConnId, SubscriptionTree};
+use crate::billing::{BrokerMeter, BrokerUsage, Publisher};
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
@@ -253,6 +254,8 @@ struct ConnEntry {
     /// Taken to end the connection; the connection task then reports the reason.
     kick: Option<oneshot::Sender<DisconnectReason>>,
     filters: HashMap<String, QoS>,
+    /// When it connected, in ms of the broker's clock, for the connected time AWS bills.
+    connected_at_ms: u64,
     /// Since when (ms since the broker started, plus one) the queue has been full; 0 when not.
     full_since: AtomicU64,
 }
@@ -272,6 +275,7 @@ struct Inner {
     registry: RwLock<Registry>,
     messages: broadcast::Sender<BrokerMessage>,
     counters: Counters,
+    meter: BrokerMeter,
     next_conn: AtomicU64,
 }
 
@@ -306,6 +310,7 @@ impl Broker {
             registry: RwLock::new(Registry::default()),
             messages,
             counters: Counters::default(),
+            meter: BrokerMeter::default(),
             next_conn: AtomicU64::new(1),
         });
         let (shutdown, stopped) = watch::channel(false);
@@ -374,6 +379,19 @@ impl Broker {
             slow_subscribers_disconnected: get(&c.slow_subscribers_disconnected),
             keep_alive_timeouts: get(&c.keep_alive_timeouts),
         }
+    }
+
+    /// What AWS IoT Core would bill for the traffic so far: messages by topic and connected time.
+    pub fn usage(&self) -> BrokerUsage {
+        let now = self.inner.elapsed_ms();
+        let open: u64 = self
+            .inner
+            .read()
+            .conns
+            .values()
+            .map(|c| now.saturating_sub(c.connected_at_ms))
+            .sum();
+        self.inner.meter.usage(open)
     }
 
     /// Disconnects the client (SERVER_INITIATED_DISCONNECT) and waits until its disconnected
@@ -482,18 +500,22 @@ impl Inner {
         } else {
             qos
         };
-        self.route(topic, payload, qos, None);
+        self.route(topic, payload, qos, Publisher::Cloud);
         Ok(())
     }
 
     /// Accepts a message: to the rules engine, then to every matching subscriber.
-    fn route(&self, topic: &str, payload: Bytes, qos: QoS, client_id: Option<&str>) {
+    fn route(&self, topic: &str, payload: Bytes, qos: QoS, publisher: Publisher<'_>) {
         bump(&self.counters.messages_in);
+        let client_id = match publisher {
+            Publisher::Device(id) => Some(id.to_owned()),
+            Publisher::Cloud | Publisher::Lifecycle(_) => None,
+        };
         // No receiver (no rules engine) is fine.
         let _ = self.messages.send(BrokerMessage {
             topic: topic.to_owned(),
             payload: payload.clone(),
-            client_id: client_id.map(str::to_owned),
+            client_id,
             timestamp_ms: now_ms(),
         });
         let mut targets = HashMap::new();
@@ -501,6 +523,13 @@ impl Inner {
         {
             let registry = self.read();
             registry.tree.matches(topic, &mut targets);
+            self.meter.count(
+                topic,
+                payload.len(),
+                publisher,
+                targets.len() as u64,
+                |level| registry.clients.contains_key(level),
+            );
             if targets.is_empty() {
                 return;
             }
@@ -697,6 +726,7 @@ async fn serve(
                 tx,
                 kick: Some(kick),
                 filters: HashMap::new(),
+                connected_at_ms: inner.elapsed_ms(),
                 full_since: AtomicU64::new(0),
             },
         );
@@ -1020,7 +1050,7 @@ impl Session {
                 &publish.topic,
                 publish.payload,
                 publish.qos,
-                Some(&self.client_id),
+                Publisher::Device(&self.client_id),
             );
         }
         if ack {
@@ -1054,7 +1084,7 @@ impl Session {
             &topic,
             Bytes::from(event.to_string()),
             QoS::AtLeastOnce,
-            None,
+            Publisher::Lifecycle(&self.client_id),
         );
     }
 
@@ -1063,6 +1093,11 @@ impl Session {
         {
             let mut registry = self.inner.write();
             if let Some(entry) = registry.conns.remove(&self.conn) {
+                let connected = self
+                    .inner
+                    .elapsed_ms()
+                    .saturating_sub(entry.connected_at_ms);
+                self.inner.meter.connection_closed(connected);
                 for filter in entry.filters.keys() {
                     registry.tree.remove(filter, self.conn);
                 }
@@ -1082,8 +1117,12 @@ impl Session {
                 } else {
                     QoS::AtLeastOnce
                 };
-                self.inner
-                    .route(&will.topic, will.message, qos, Some(&self.client_id));
+                self.inner.route(
+                    &will.topic,
+                    will.message,
+                    qos,
+                    Publisher::Device(&self.client_id),
+                );
             }
         }
         self.lifecycle_event(Some(reason));

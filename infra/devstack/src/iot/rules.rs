@@ -17,6 +17,7 @@
 
 use super::broker::{valid_topic_name, Broker, BrokerHandle, BrokerMessage};
 use super::sqs_batches::SqsBatches;
+use crate::billing::{sqs_request_units, RULES_ENGINE_CALLER};
 use crate::lambda_watch::Invoker;
 use crate::template::{FunctionSpec, ResourceKind, Resources, RuleActionSpec, TopicRuleSpec};
 use anyhow::{Context, Result};
@@ -104,6 +105,9 @@ pub struct RuleStats {
     /// Asynchronous invocations of the rule's Lambda actions that ran to completion or failed.
     pub lambda_completed: u64,
     pub lambda_errors: u64,
+    /// The SQS requests AWS would bill for the rule's SQS actions: one `SendMessage` per
+    /// execution (in 64 KB chunks), whatever this engine's batching made of them.
+    pub sqs_requests_billed: u64,
 }
 
 /// The asynchronous invocations of one function, across the rules that invoke it.
@@ -135,6 +139,7 @@ struct RuleCounters {
     error_actions_failed: AtomicU64,
     lambda_completed: AtomicU64,
     lambda_errors: AtomicU64,
+    sqs_requests_billed: AtomicU64,
 }
 
 /// Adds one and returns the new count.
@@ -422,7 +427,10 @@ impl RulesEngine {
             rules: compiled,
             pools,
             broker: broker.handle(),
-            sqs: SqsBatches::new(aws_sdk_sqs::Client::new(sdk)),
+            sqs: SqsBatches::new(aws_sdk_sqs::Client::new(&crate::local_aws::for_caller(
+                sdk,
+                RULES_ENGINE_CALLER,
+            ))),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             invoker,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -465,6 +473,7 @@ impl RulesEngine {
                     error_actions_failed: get(&r.counters.error_actions_failed),
                     lambda_completed: get(&r.counters.lambda_completed),
                     lambda_errors: get(&r.counters.lambda_errors),
+                    sqs_requests_billed: get(&r.counters.sqs_requests_billed),
                 })
                 .collect(),
             functions: self
@@ -752,12 +761,18 @@ async fn act(
             } else {
                 text
             };
+            // AWS's SQS action makes one SendMessage per execution, however this engine batches.
+            let billed = sqs_request_units(body.len() as u64);
             shared.sqs.send(&url, body).await.map_err(|reason| {
                 fail(
                     url.clone(),
                     format!("Failed to send a message to the SQS queue: {reason}"),
                 )
-            })
+            })?;
+            rule.counters
+                .sqs_requests_billed
+                .fetch_add(billed, Ordering::Relaxed);
+            Ok(())
         }
         Target::DynamoDb { table } => {
             let table = table.render(&original);

@@ -1,0 +1,640 @@
+//! `cargo xtask bench cost`: a simulated fleet on the local stack for a fixed window; the units
+//! AWS would bill for what happened, read from the stack's meters (broker, topic rules, Lambda
+//! invoker, and the MiniStack processes' DynamoDB and SQS meters), priced per device per month
+//! with the dated price table ([`super::cost`]).
+//!
+//! Each unit goes to the flow that caused it, named as a fleet manager would name it: a Lambda
+//! invocation, a DynamoDB write or an SQS request to the flow of the function that made it (the
+//! SDK puts the function's name in its user agent); an MQTT message to the flow of the topic rule
+//! its topic fires; a rule to the flow of the function its action reaches.
+
+use super::cost::{self, Bill, Billed, PriceTable, Usage, Window};
+use super::devices::{settle, start_fleet, start_stack, stop_fleet, wait_registered};
+use super::{write_section, DocSection, Machine};
+use anyhow::{Context, Result};
+use devstack::billing::{
+    BrokerUsage, FunctionUsage, LambdaSnapshot, DEVSTACK_CALLER, EVENT_SOURCE_CALLER,
+    RULES_ENGINE_CALLER,
+};
+use devstack::iot::RulesStats;
+use devstack::ministack::{read_meter, EmulatorMeter};
+use devstack::template::{FunctionSpec, Resources, RuleActionSpec, TopicRuleSpec};
+use devstack::Devstack;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// How the simulated devices behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetBehaviour {
+    /// The legacy system's rates: one telemetry message and one heartbeat a second per device.
+    Legacy,
+}
+
+impl FleetBehaviour {
+    fn section(self) -> DocSection {
+        match self {
+            FleetBehaviour::Legacy => DocSection {
+                name: "cost-legacy",
+                heading: "Cost: devices at the legacy rates",
+                begin: "<!-- cost-legacy:begin (written by `cargo xtask bench cost --fleet legacy`) -->",
+                end: "<!-- cost-legacy:end -->",
+            },
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            FleetBehaviour::Legacy => {
+                "each sending one telemetry message (one sample) and one heartbeat a second over MQTT, as the legacy system's devices do"
+            }
+        }
+    }
+
+    fn options(self, fleet: &mut device_sim::FleetOptions) {
+        match self {
+            FleetBehaviour::Legacy => {
+                fleet.telemetry_every = Duration::from_secs(1);
+                fleet.heartbeat_every = Duration::from_secs(1);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Architecture {
+    Arm64,
+    X86_64,
+}
+
+#[derive(clap::Args)]
+pub struct CostArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 100)]
+    pub devices: usize,
+    /// Length of the measured window, after every device registered.
+    #[arg(long, default_value_t = 120)]
+    pub seconds: u64,
+    #[arg(long, value_enum, default_value = "legacy")]
+    pub fleet: FleetBehaviour,
+    /// Region whose prices to use (infra/bench/aws-prices.yaml).
+    #[arg(long, default_value = cost::BASE_REGION)]
+    pub region: String,
+    /// Lambda architecture to price; by default the template's `Architecture` parameter's.
+    #[arg(long, value_enum)]
+    pub architecture: Option<Architecture>,
+    /// Print the results only; leave docs/benchmarks.md untouched.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+/// Every meter of the stack at one moment.
+struct Meters {
+    broker: BrokerUsage,
+    rules: RulesStats,
+    lambda: LambdaSnapshot,
+    emulators: EmulatorMeter,
+}
+
+impl Meters {
+    async fn read(stack: &Devstack, http: &reqwest::Client) -> Result<Meters> {
+        let dynamodb = read_meter(http, &stack.aws().dynamodb().endpoint())
+            .await
+            .context("reading MiniStack's DynamoDB meter")?;
+        let sqs = read_meter(http, &stack.aws().sqs().endpoint())
+            .await
+            .context("reading MiniStack's SQS meter")?;
+        Ok(Meters {
+            broker: stack.broker().usage(),
+            rules: stack.iot_stats().rules,
+            lambda: stack.invoker().usage(),
+            emulators: EmulatorMeter {
+                dynamodb: dynamodb.dynamodb,
+                sqs: sqs.sqs,
+            },
+        })
+    }
+}
+
+/// What happened during the window, from two readings of the meters.
+struct Measured {
+    broker: BrokerUsage,
+    rules: RulesStats,
+    functions: Vec<FunctionUsage>,
+    emulators: EmulatorMeter,
+    window: Duration,
+}
+
+pub async fn run(args: CostArgs) -> Result<()> {
+    let root = devstack::tools::workspace_root();
+    let table = PriceTable::load(&root.join(cost::PRICE_TABLE))?;
+    let prices = table.prices(&args.region)?;
+    let (stack, _log) = start_stack(&root, "bench-cost.log").await?;
+    let outcome = measure(&stack, &args).await;
+    let flows = Flows::of(&stack);
+    let architecture = args.architecture.unwrap_or_else(|| {
+        match stack.template().parameter_default("Architecture") {
+            Some("x86_64") => Architecture::X86_64,
+            _ => Architecture::Arm64,
+        }
+    });
+    stack.shutdown().await;
+    let measured = outcome?;
+    let usage = flows.usage(&measured, architecture);
+    let bill = cost::price(
+        &usage.per_device,
+        Window {
+            devices: args.devices as u64,
+            duration: measured.window,
+        },
+        &prices,
+    )?;
+    // The window priced as one "device" is the whole deployment's month.
+    let fixed = cost::price(
+        &usage.fixed,
+        Window {
+            devices: 1,
+            duration: measured.window,
+        },
+        &prices,
+    )?;
+    let machine = Machine::detect(&root).await;
+    let markdown = markdown(
+        &args,
+        architecture,
+        &table.checked,
+        &measured,
+        (&bill, &fixed),
+        &machine,
+    );
+    println!("{markdown}");
+    if !args.no_write {
+        write_section(
+            &root.join("docs/benchmarks.md"),
+            &args.fleet.section(),
+            &markdown,
+        )?;
+        println!("written to docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+async fn measure(stack: &Devstack, args: &CostArgs) -> Result<Measured> {
+    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
+    options.devices = args.devices;
+    options.prefix = "cost".to_owned();
+    options.tenant = "demo".to_owned();
+    options.start_spread = Duration::from_secs(10);
+    args.fleet.options(&mut options);
+    let (simulator, fleet) = start_fleet(options)?;
+    let outcome = async {
+        wait_registered(&fleet, args.devices).await?;
+        settle(stack, args.devices).await?;
+        let http = reqwest::Client::new();
+        let before = Meters::read(stack, &http).await?;
+        let started = Instant::now();
+        let bar = ProgressBar::new(args.seconds).with_style(ProgressStyle::with_template(
+            "  {bar:40} {pos}/{len} s metered",
+        )?);
+        while started.elapsed() < Duration::from_secs(args.seconds) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            bar.set_position(started.elapsed().as_secs());
+        }
+        bar.finish();
+        let after = Meters::read(stack, &http).await?;
+        let window = started.elapsed();
+        anyhow::Ok(Measured {
+            broker: after.broker.since(&before.broker),
+            rules: rules_since(&after.rules, &before.rules),
+            functions: after.lambda.since(&before.lambda),
+            emulators: after.emulators.since(&before.emulators),
+            window,
+        })
+    }
+    .await;
+    stop_fleet(simulator, fleet).await;
+    outcome
+}
+
+/// The rules' counters between two readings.
+fn rules_since(after: &RulesStats, before: &RulesStats) -> RulesStats {
+    let mut rules = after.clone();
+    for rule in &mut rules.rules {
+        if let Some(b) = before.rules.iter().find(|b| b.name == rule.name) {
+            rule.matched -= b.matched.min(rule.matched);
+            rule.actions_succeeded -= b.actions_succeeded.min(rule.actions_succeeded);
+            rule.actions_failed -= b.actions_failed.min(rule.actions_failed);
+            rule.error_actions_sent -= b.error_actions_sent.min(rule.error_actions_sent);
+            rule.error_actions_failed -= b.error_actions_failed.min(rule.error_actions_failed);
+            rule.sqs_requests_billed -= b.sqs_requests_billed.min(rule.sqs_requests_billed);
+        }
+    }
+    rules
+}
+
+/// The flow of each function's work, as the people who run a fleet name it.
+fn flow_of_function(binary: &str) -> &str {
+    match binary {
+        "telemetry-ingest" => "telemetry",
+        "device-presence" | "presence-sweep" => "presence",
+        "device-registration" => "registration",
+        "device-commands" | "command-ack" | "command-sweep" => "commands",
+        "api-authorizer" | "auth-login" | "users" | "device-api" | "bulk-status" => "API",
+        "bulk-intake" | "bulk-planner" | "bulk-scheduler" | "carrier-worker"
+        | "carrier-callbacks" => "bulk changes",
+        other => other,
+    }
+}
+
+/// Where each rule, queue and topic leads, from the template.
+struct Flows {
+    /// Rule name → its topic filter and flow.
+    rules: Vec<(String, String, String)>,
+    /// Queue name → the flow of the function it feeds.
+    queues: BTreeMap<String, String>,
+    /// Binary → memory size in MB.
+    memory_mb: BTreeMap<String, u64>,
+    /// Binaries run on a schedule, with the schedule's period in AWS: their invocations cost
+    /// the same whatever the fleet's size.
+    scheduled: BTreeMap<String, Duration>,
+}
+
+/// The window's usage: what grows with the fleet, and what a deployment pays whatever its size.
+struct FleetUsage {
+    per_device: Vec<Usage>,
+    fixed: Vec<Usage>,
+}
+
+impl Flows {
+    fn of(stack: &Devstack) -> Flows {
+        let resources = stack.resources();
+        let functions = stack.functions();
+        let rules = stack
+            .template()
+            .topic_rules(resources)
+            .unwrap_or_default()
+            .iter()
+            .map(|rule| {
+                let flow =
+                    rule_flow(rule, functions, resources).unwrap_or_else(|| rule.name.clone());
+                (rule.name.clone(), topic_filter(&rule.sql), flow)
+            })
+            .collect();
+        let queues = functions
+            .iter()
+            .flat_map(|f| {
+                f.sqs_sources.iter().filter_map(|source| {
+                    let name = resources.queue_name(&source.queue_logical_id)?;
+                    Some((name.to_owned(), flow_of_function(&f.binary).to_owned()))
+                })
+            })
+            .collect();
+        let memory_mb = functions
+            .iter()
+            .map(|f| (f.binary.clone(), f.memory_size_mb))
+            .collect();
+        let scheduled = functions
+            .iter()
+            .filter_map(|f| {
+                let every = f.schedules.iter().filter_map(|s| s.every).min()?;
+                Some((f.binary.clone(), every))
+            })
+            .collect();
+        Flows {
+            rules,
+            queues,
+            memory_mb,
+            scheduled,
+        }
+    }
+
+    /// The flow of a topic pattern: that of the rule its messages fire, or else that of the rule
+    /// of the same subject (`devices/+/commands` goes with `devices/+/commands/ack`).
+    fn of_topic(&self, pattern: &str) -> String {
+        if let Some((_, _, flow)) = self
+            .rules
+            .iter()
+            .find(|(_, filter, _)| filter_matches(filter, pattern))
+        {
+            return flow.clone();
+        }
+        let subject = |topic: &str| topic.split('/').take(3).collect::<Vec<_>>().join("/");
+        self.rules
+            .iter()
+            .find(|(_, filter, _)| subject(filter) == subject(pattern))
+            .map(|(_, _, flow)| flow.clone())
+            .unwrap_or_else(|| pattern.to_owned())
+    }
+
+    fn of_rule(&self, name: &str) -> String {
+        self.rules
+            .iter()
+            .find(|(rule, _, _)| rule == name)
+            .map(|(_, _, flow)| flow.clone())
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// A caller of the emulators: a function, the event sources (by queue), the rules engine
+    /// (billed through the rules' own counts) or the stack itself (not billed).
+    fn of_caller(&self, caller: &str, queue: &str) -> Option<String> {
+        match caller {
+            RULES_ENGINE_CALLER | DEVSTACK_CALLER => None,
+            EVENT_SOURCE_CALLER => Some(
+                self.queues
+                    .get(queue)
+                    .cloned()
+                    .unwrap_or_else(|| format!("queue {queue}")),
+            ),
+            function => Some(flow_of_function(function).to_owned()),
+        }
+    }
+
+    fn usage(&self, measured: &Measured, architecture: Architecture) -> FleetUsage {
+        let mut per_device = Vec::new();
+        let mut fixed = Vec::new();
+        let mut add = |flow: String, billed: Billed, units: f64, is_fixed: bool| {
+            if units > 0.0 {
+                let usage = Usage {
+                    flow,
+                    billed,
+                    units,
+                };
+                if is_fixed {
+                    fixed.push(usage);
+                } else {
+                    per_device.push(usage);
+                }
+            }
+        };
+        add(
+            "connectivity".to_owned(),
+            Billed::IotConnectionMinutes,
+            measured.broker.connection_minutes(),
+            false,
+        );
+        for topic in &measured.broker.topics {
+            add(
+                self.of_topic(&topic.pattern),
+                Billed::IotMessages,
+                (topic.published_units + topic.delivered_units) as f64,
+                false,
+            );
+        }
+        for rule in &measured.rules.rules {
+            let flow = self.of_rule(&rule.name);
+            add(
+                flow.clone(),
+                Billed::IotRulesTriggered,
+                rule.matched as f64,
+                false,
+            );
+            add(
+                flow.clone(),
+                Billed::IotRuleActions,
+                (rule.actions_succeeded + rule.actions_failed + rule.error_actions_sent) as f64,
+                false,
+            );
+            add(
+                flow,
+                Billed::SqsRequests,
+                rule.sqs_requests_billed as f64,
+                false,
+            );
+        }
+        let gb_seconds = match architecture {
+            Architecture::Arm64 => Billed::LambdaGbSecondsArm,
+            Architecture::X86_64 => Billed::LambdaGbSecondsX86,
+        };
+        for function in &measured.functions {
+            let flow = flow_of_function(&function.function).to_owned();
+            let memory_mb = self
+                .memory_mb
+                .get(&function.function)
+                .copied()
+                .unwrap_or(128);
+            let gb_per_ms = memory_mb as f64 / 1024.0 / 1000.0;
+            match self.scheduled.get(&function.function) {
+                // The local stack runs schedules more often than AWS would, so that a developer
+                // sees them work: count the invocations EventBridge would make in the window,
+                // each as long as the median local one.
+                Some(every) => {
+                    let invocations = measured.window.as_secs_f64() / every.as_secs_f64();
+                    add(flow.clone(), Billed::LambdaRequests, invocations, true);
+                    let ms = invocations * function.median_ms.max(1) as f64;
+                    add(flow, gb_seconds, ms * gb_per_ms, true);
+                }
+                None => {
+                    add(
+                        flow.clone(),
+                        Billed::LambdaRequests,
+                        function.invocations as f64,
+                        false,
+                    );
+                    add(
+                        flow,
+                        gb_seconds,
+                        function.billed_ms as f64 * gb_per_ms,
+                        false,
+                    );
+                }
+            }
+        }
+        for row in &measured.emulators.dynamodb {
+            if let Some(flow) = self.of_caller(&row.caller, "") {
+                add(
+                    flow.clone(),
+                    Billed::DynamodbWriteUnits,
+                    row.write_units,
+                    false,
+                );
+                add(flow, Billed::DynamodbReadUnits, row.read_units, false);
+            }
+        }
+        for row in &measured.emulators.sqs {
+            // An event source polling an empty queue does so whatever the fleet's size, and
+            // Lambda's pollers wait 20 s a receive where the local ones return sooner: only the
+            // polling that fetched messages is counted.
+            if row.caller == EVENT_SOURCE_CALLER && row.messages == 0 {
+                continue;
+            }
+            if let Some(flow) = self.of_caller(&row.caller, &row.queue) {
+                add(flow, Billed::SqsRequests, row.billed_requests as f64, false);
+            }
+        }
+        FleetUsage { per_device, fixed }
+    }
+}
+
+/// The topic filter of a rule's SQL (`... FROM 'filter' ...`; the SELECT may quote strings too).
+fn topic_filter(sql: &str) -> String {
+    let from = sql
+        .to_ascii_uppercase()
+        .rfind(" FROM ")
+        .map_or(0, |at| at + 6);
+    sql[from..]
+        .split('\'')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether `filter` (with `+` and `#`) matches a topic pattern (whose `+` levels stand for any
+/// device).
+fn filter_matches(filter: &str, pattern: &str) -> bool {
+    let mut topic = pattern.split('/');
+    for level in filter.split('/') {
+        match (level, topic.next()) {
+            ("#", _) => return true,
+            (_, None) => return false,
+            ("+", Some(_)) => {}
+            (wanted, Some(actual)) if wanted == actual => {}
+            _ => return false,
+        }
+    }
+    topic.next().is_none()
+}
+
+/// The flow a rule's first action leads to: the function it invokes, or the function fed by
+/// the queue it sends to.
+fn rule_flow(
+    rule: &TopicRuleSpec,
+    functions: &[FunctionSpec],
+    resources: &Resources,
+) -> Option<String> {
+    let function = match rule.actions.first()? {
+        RuleActionSpec::Lambda { function_arn } => {
+            let logical_id = &resources.by_arn(function_arn)?.logical_id;
+            functions.iter().find(|f| &f.logical_id == logical_id)?
+        }
+        RuleActionSpec::Sqs { queue_url, .. } => functions.iter().find(|f| {
+            f.sqs_sources
+                .iter()
+                .any(|s| resources.queue_url(&s.queue_logical_id) == Some(queue_url.as_str()))
+        })?,
+        _ => return None,
+    };
+    Some(flow_of_function(&function.binary).to_owned())
+}
+
+fn markdown(
+    args: &CostArgs,
+    architecture: Architecture,
+    checked: &str,
+    measured: &Measured,
+    (bill, fixed): (&Bill, &Bill),
+    machine: &Machine,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} simulated devices, {}, metered for {} s after every device registered. Units are what AWS would bill (IoT messages in 5 KB units of topic and payload, one SQS `SendMessage` per rule execution, Lambda milliseconds at each function's template memory on {}, DynamoDB units by item size), priced with {} in {} (checked {checked}) and scaled to one device for a 730-hour month.\n",
+        machine.measured_with(&format!("cost --fleet {}", fleet_name(args.fleet))),
+        args.devices,
+        args.fleet.describe(),
+        measured.window.as_secs(),
+        match architecture {
+            Architecture::Arm64 => "arm64",
+            Architecture::X86_64 => "x86_64",
+        },
+        cost::PRICE_TABLE,
+        args.region,
+    );
+    let _ = writeln!(
+        out,
+        "**${:.2} per device per month**, and ${:.2} a month whatever the fleet's size (the scheduled functions' invocations at their template rates): {} a month for 10,000 devices.\n",
+        bill.total(),
+        fixed.total(),
+        thousands(bill.total() * 10_000.0 + fixed.total()),
+    );
+    out.push_str("| flow | $ per device-month | share |\n|---|---:|---:|\n");
+    for (flow, dollars) in bill.by_flow() {
+        let _ = writeln!(
+            out,
+            "| {flow} | {dollars:.4} | {:.0}% |",
+            dollars / bill.total() * 100.0
+        );
+    }
+    out.push('\n');
+    out.push_str(&bill.markdown());
+    out.push('\n');
+    if !fixed.lines.is_empty() {
+        out.push_str(
+            "Whatever the fleet's size (the table's device-month columns are the deployment's month here):\n\n",
+        );
+        out.push_str(&fixed.markdown());
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "Lambda duration is each invocation's round trip through `cargo lambda watch` on this machine, rounded up to the millisecond: an upper bound of what Lambda bills. Median invocations: {}.",
+        measured
+            .functions
+            .iter()
+            .map(|f| format!("{} {} ms", f.function, f.median_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
+/// `$139,645`
+fn thousands(dollars: f64) -> String {
+    let whole = format!("{:.0}", dollars.max(0.0));
+    let mut out = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    format!("${out}")
+}
+
+fn fleet_name(fleet: FleetBehaviour) -> &'static str {
+    match fleet {
+        FleetBehaviour::Legacy => "legacy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_match_rule_filters_level_by_level() {
+        assert!(filter_matches("devices/+/telemetry", "devices/+/telemetry"));
+        assert!(filter_matches(
+            "$aws/events/presence/+/+",
+            "$aws/events/presence/connected/+"
+        ));
+        assert!(!filter_matches(
+            "devices/+/commands/ack",
+            "devices/+/commands"
+        ));
+        assert!(!filter_matches(
+            "devices/+/register",
+            "devices/+/register/accepted"
+        ));
+        assert!(filter_matches("devices/#", "devices/+/register/accepted"));
+    }
+
+    #[test]
+    fn dollars_are_grouped_by_thousands() {
+        assert_eq!(thousands(139_645.4), "$139,645");
+        assert_eq!(thousands(999.0), "$999");
+        assert_eq!(thousands(1_000.0), "$1,000");
+    }
+
+    #[test]
+    fn a_rules_filter_is_read_from_its_sql() {
+        assert_eq!(
+            topic_filter("SELECT *, topic(2) AS deviceId FROM 'devices/+/telemetry' WHERE x > 1"),
+            "devices/+/telemetry"
+        );
+        assert_eq!(
+            topic_filter("SELECT 'heartbeat' AS eventType from 'devices/+/heartbeat'"),
+            "devices/+/heartbeat"
+        );
+    }
+}
