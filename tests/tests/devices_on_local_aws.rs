@@ -1,12 +1,16 @@
 //! The device registry and telemetry store with the real SDK against the local DynamoDB, tables from
-//! template.yaml: idempotent registration, presence events out of order, batched telemetry.
+//! template.yaml: idempotent registration, presence events out of order, the presence write gate's
+//! reads and conditional writes (and what they cost, from MiniStack's meter), batched telemetry.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cellbridge::common::store::PageRequest;
 use cellbridge::common::tenant::TenantId;
+use cellbridge::devices::activity::ActivityRecorder;
 use cellbridge::devices::dynamodb::DynamoDevices;
 use cellbridge::devices::ports::{DeviceStore, Registration};
-use cellbridge::devices::presence::{LifecycleEvent, LifecycleKind};
+use cellbridge::devices::presence::{
+    LifecycleEvent, LifecycleKind, DEFAULT_PRESENCE_TIMEOUT, DEFAULT_WRITE_INTERVAL,
+};
 use cellbridge::devices::registration::{parse_announcement, ThingName};
 use cellbridge::devices::telemetry::parse_telemetry;
 use cellbridge_tests::LocalAwsStack;
@@ -207,14 +211,18 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
     // QoS 1 redelivered ten of them, some in the same call.
     points.extend((0..10).map(point));
     assert_eq!(
-        devices.write_telemetry(&points, Duration::days(30)).await?,
+        devices
+            .write_telemetry(&points, Duration::days(30))
+            .await?
+            .samples,
         60
     );
     assert_eq!(stack.item_count("TelemetryTable").await?, 60);
     assert_eq!(
         devices
             .write_telemetry(&points[..5], Duration::days(30))
-            .await?,
+            .await?
+            .samples,
         5
     );
     assert_eq!(
@@ -225,8 +233,8 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
 
     // A range, page by page, oldest first.
     let thing = ThingName::parse("trk-1").expect("name");
-    let from = point(10).at;
-    let to = point(24).at;
+    let from = point(10).samples[0].at;
+    let to = point(24).samples[0].at;
     let mut temps = Vec::new();
     let mut cursor = None;
     loop {
@@ -255,18 +263,58 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
         .await?;
     let latest = devices.latest_telemetry(&thing).await?.expect("latest");
     assert_eq!(latest.metrics["temp"], json!(79));
-    assert_eq!(latest.at, point(59).at);
+    assert_eq!(latest.at, point(59).samples[0].at);
     let unknown = ThingName::parse("trk-none").expect("name");
     assert_eq!(devices.latest_telemetry(&unknown).await?, None);
+
+    // A minute of samples in one message is one item; read back page by page, each sample once.
+    devices
+        .register(&announce("trk-2", "demo", "1.0"), OffsetDateTime::now_utc())
+        .await?;
+    let samples: Vec<_> = (0..60)
+        .map(|i| json!({"ts": received + i * 1000, "temp": i}))
+        .collect();
+    let minute = json!({"deviceId": "trk-2", "receivedAt": received + 60_000, "samples": samples});
+    let batch = parse_telemetry(minute.to_string().as_bytes()).expect("valid");
+    let written = devices
+        .write_telemetry(&[batch.clone(), batch], Duration::days(30))
+        .await?;
+    assert_eq!((written.samples, written.items), (60, 1));
+    assert_eq!(stack.item_count("TelemetryTable").await?, 61);
+    let trk2 = ThingName::parse("trk-2").expect("name");
+    let mut temps = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = devices
+            .query_telemetry(
+                &trk2,
+                OffsetDateTime::from_unix_timestamp(received / 1000 + 5)?,
+                OffsetDateTime::from_unix_timestamp(received / 1000 + 59)?,
+                &PageRequest {
+                    limit: 7,
+                    cursor: cursor.clone(),
+                },
+            )
+            .await?;
+        assert!(page.items.len() <= 7);
+        temps.extend(page.items.iter().filter_map(|p| p.metrics["temp"].as_i64()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(temps, (5..=59).collect::<Vec<i64>>());
+    let latest = devices.latest_telemetry(&trk2).await?.expect("latest");
+    assert_eq!(latest.metrics["temp"], json!(59));
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_heartbeat_sweep_times_out_silent_connected_devices_only() -> Result<()> {
+async fn the_presence_sweep_times_out_silent_connected_devices_only() -> Result<()> {
     let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;
     let t0 = OffsetDateTime::now_utc();
-    let timeout = Duration::seconds(10);
+    let timeout = DEFAULT_PRESENCE_TIMEOUT;
     for thing in ["silent", "beating", "gone"] {
         devices
             .register(&announce(thing, "demo", "1.0"), t0)
@@ -294,10 +342,25 @@ async fn the_heartbeat_sweep_times_out_silent_connected_devices_only() -> Result
             },
         )
         .await?;
-    devices
-        .record_activity(&name("beating"), t0 + Duration::seconds(25))
-        .await?;
-    let now = t0 + Duration::seconds(30);
+    // Connected, so online with nothing but keep-alive, until the timeout.
+    let quiet = t0 + Duration::minutes(14);
+    assert!(devices.sweep_silent(quiet, timeout).await?.is_empty());
+    assert!(devices
+        .get_device(&name("silent"))
+        .await?
+        .expect("device")
+        .presence
+        .is_online(quiet, timeout));
+    assert!(
+        devices
+            .record_activity_if_due(
+                &name("beating"),
+                t0 + Duration::minutes(10),
+                DEFAULT_WRITE_INTERVAL
+            )
+            .await?
+    );
+    let now = t0 + Duration::minutes(16);
     assert_eq!(devices.sweep_silent(now, timeout).await?, [name("silent")]);
     assert!(
         devices.sweep_silent(now, timeout).await?.is_empty(),
@@ -307,12 +370,187 @@ async fn the_heartbeat_sweep_times_out_silent_connected_devices_only() -> Result
     assert!(silent.presence.timed_out);
     assert!(silent.presence.connected, "the session may still be open");
     assert!(!silent.presence.is_online(now, timeout));
-    // A heartbeat from a device the sweep gave up on brings it back.
-    devices
-        .record_activity(&name("silent"), now + Duration::seconds(1))
-        .await?;
+    // A sign of life from a device the sweep gave up on brings it back.
+    assert!(
+        devices
+            .record_activity_if_due(
+                &name("silent"),
+                now + Duration::seconds(1),
+                DEFAULT_WRITE_INTERVAL
+            )
+            .await?
+    );
     let back = devices.get_device(&name("silent")).await?.expect("device");
     assert!(!back.presence.timed_out);
     assert!(back.presence.is_online(now + Duration::seconds(2), timeout));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_gate_reads_many_devices_at_once_and_writes_only_when_due() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let devices = store(&stack)?;
+    let t0 = OffsetDateTime::now_utc();
+    // More than one BatchGetItem's worth (100 keys).
+    let things: Vec<ThingName> = (0..120)
+        .map(|i| ThingName::parse(&format!("trk-{i:03}")).expect("name"))
+        .collect();
+    for thing in &things {
+        devices
+            .register(&announce(thing.as_str(), "demo", "1.0"), t0)
+            .await?;
+    }
+    let mut asked = things.clone();
+    asked.push(ThingName::parse("never-registered").expect("name"));
+    asked.push(things[0].clone());
+    let read = devices.last_seen_of(&asked).await?;
+    assert_eq!(read.len(), things.len(), "every registered device, once");
+    let first = read.get(&things[0]).copied().expect("read");
+    assert_eq!(
+        first.at.map(|at| at.unix_timestamp()),
+        Some(t0.unix_timestamp())
+    );
+    assert!(!first.timed_out);
+
+    let thing = &things[0];
+    let interval = DEFAULT_WRITE_INTERVAL;
+    let due = |s: i64| devices.record_activity_if_due(thing, t0 + Duration::seconds(s), interval);
+    assert!(!due(300).await?, "within the interval of its registration");
+    assert!(due(301).await?);
+    assert!(!due(302).await?, "an interval from the write just made");
+    assert!(!due(0).await?, "never back in time");
+    devices
+        .sweep_silent(t0 + Duration::minutes(30), DEFAULT_PRESENCE_TIMEOUT)
+        .await?;
+    let marked = devices.last_seen_of(std::slice::from_ref(thing)).await?;
+    assert!(marked.get(thing).is_some_and(|l| l.timed_out));
+    assert!(due(400).await?, "a timed-out device is written at once");
+    let unknown = ThingName::parse("never-registered").expect("name");
+    assert!(
+        !devices
+            .record_activity_if_due(&unknown, t0, interval)
+            .await?
+    );
+    assert!(
+        devices.get_device(&unknown).await?.is_none(),
+        "no item made"
+    );
+    Ok(())
+}
+
+/// The cost of presence, from MiniStack's meter: heartbeats queued by the rule, taken from the
+/// template's `PresenceQueue` in batches as Lambda would, cost one read and one write for the
+/// whole interval on a warm instance, and one read and no write on a second, cold one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_of_a_device_within_the_interval_are_one_stored_write() -> Result<()> {
+    const CALLER: &str = "presence-cost-test";
+    let stack = LocalAwsStack::start().await?;
+    store(&stack)?
+        .register(
+            &announce("trk-1", "demo", "1.0"),
+            OffsetDateTime::now_utc() - Duration::days(1),
+        )
+        .await?;
+    // The function's requests, told from the test's own by the caller name.
+    let metered = devstack::local_aws::for_caller(&stack.config, CALLER);
+    let devices = DynamoDevices::new(
+        cellbridge::common::aws::dynamodb(&metered),
+        stack.name("DevicesTable")?,
+        stack.name("TelemetryTable")?,
+    );
+    let http = reqwest::Client::new();
+    let endpoint = stack.aws.dynamodb().endpoint();
+    let before = devstack::ministack::read_meter(&http, &endpoint).await?;
+
+    // Four minutes of heartbeats, one every two seconds, as HeartbeatRule sends them.
+    let t0 = OffsetDateTime::now_utc();
+    let queue = stack.queue_url("PresenceQueue")?;
+    let beats: Vec<i64> = (0..120).map(|i| i * 2).collect();
+    for chunk in beats.chunks(10) {
+        let mut send = stack.sqs().send_message_batch().queue_url(&queue);
+        for s in chunk {
+            let body = json!({"clientId": "trk-1", "eventType": "heartbeat",
+                              "timestamp": (t0 + Duration::seconds(*s)).unix_timestamp() * 1000});
+            send = send.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("b{s}"))
+                    .message_body(body.to_string())
+                    .build()?,
+            );
+        }
+        send.send().await?;
+    }
+    let warm = ActivityRecorder::new(DEFAULT_WRITE_INTERVAL);
+    let mut handled = 0;
+    while handled < beats.len() {
+        let (event, receipts) = stack.receive_event("PresenceQueue", 30).await?;
+        if event.records.is_empty() {
+            anyhow::bail!("{handled} of {} heartbeats came back", beats.len());
+        }
+        let (response, report) = device_presence::handle_heartbeats(
+            &devices,
+            &warm,
+            &event,
+            t0 + Duration::seconds(240),
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty(), "{report:?}");
+        handled += event.records.len();
+        for receipt in receipts {
+            stack.delete("PresenceQueue", &receipt).await?;
+        }
+    }
+    // A second instance, cold, gets a heartbeat of the same interval.
+    let cold = ActivityRecorder::new(DEFAULT_WRITE_INTERVAL);
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+    record.message_id = Some("late".into());
+    record.body = Some(
+        json!({"clientId": "trk-1", "eventType": "heartbeat",
+               "timestamp": (t0 + Duration::seconds(250)).unix_timestamp() * 1000})
+        .to_string(),
+    );
+    event.records.push(record);
+    let (response, _) =
+        device_presence::handle_heartbeats(&devices, &cold, &event, t0 + Duration::seconds(251))
+            .await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let spent = devstack::ministack::read_meter(&http, &endpoint)
+        .await?
+        .since(&before);
+    let row = |operation: &str| {
+        spent
+            .dynamodb
+            .iter()
+            .find(|u| u.caller == CALLER && u.operation == operation)
+    };
+    let writes = row("UpdateItem").context("no write at all")?;
+    assert_eq!(writes.requests, 1, "{spent:?}");
+    assert_eq!(writes.conditional_check_failures, 0, "{spent:?}");
+    assert!(writes.write_units > 0.0, "{spent:?}");
+    let reads = row("BatchGetItem").context("no read at all")?;
+    assert_eq!(reads.requests, 2, "one per instance: {spent:?}");
+    assert_eq!(reads.read_units, 1.0, "half a unit each: {spent:?}");
+    let other: Vec<_> = spent
+        .dynamodb
+        .iter()
+        .filter(|u| {
+            u.caller == CALLER && !["UpdateItem", "BatchGetItem"].contains(&u.operation.as_str())
+        })
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
+    let seen = devices
+        .get_device(&ThingName::parse("trk-1").expect("name"))
+        .await?
+        .expect("device")
+        .presence
+        .last_seen
+        .expect("seen");
+    // The first batch's latest heartbeat, whichever the queue handed out first.
+    assert!(
+        seen.unix_timestamp() >= t0.unix_timestamp() && seen <= t0 + Duration::seconds(238),
+        "{seen}"
+    );
     Ok(())
 }

@@ -96,6 +96,9 @@ fn a_malformed_value_fails_the_start_instead_of_falling_back() -> Result<()> {
         ("auth-login", "AUTH_TOKEN_HOURS", "a day"),
         ("api-authorizer", "AUTH_MODE", "saml"),
         ("device-commands", "IOT_DATA_ENDPOINT", "iot.local:8443"),
+        ("presence-sweep", "PRESENCE_TIMEOUT_SECONDS", "15m"),
+        // Not shorter than the timeout: a device could time out between two writes.
+        ("device-presence", "PRESENCE_WRITE_INTERVAL_SECONDS", "900"),
     ];
     for (binary, name, value) in bad {
         let (_, env) = environments

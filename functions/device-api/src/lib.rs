@@ -16,8 +16,15 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-/// This function's configuration, read once at cold start: the device registry and telemetry it reads.
-pub type Config = cellbridge_devices::wiring::DeviceTables;
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start: the device registry and telemetry
+    /// it reads, and how long a connected device may be silent before it shows as offline.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub devices: cellbridge_devices::wiring::DeviceTables,
+        pub presence: cellbridge_devices::wiring::PresenceSettings,
+    }
+}
 
 /// Without `from`, telemetry starts this long before `to`.
 pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
@@ -26,10 +33,11 @@ pub const MAX_WINDOW: Duration = Duration::days(31);
 
 pub async fn handle(
     devices: &dyn DeviceStore,
+    presence_timeout: Duration,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match respond(devices, &request, now).await {
+    match respond(devices, presence_timeout, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
@@ -37,6 +45,7 @@ pub async fn handle(
 
 async fn respond(
     store: &dyn DeviceStore,
+    presence_timeout: Duration,
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
@@ -52,7 +61,12 @@ async fn respond(
             Ok(json_response(
                 StatusCode::OK,
                 &PageView::from_page(&page, |(device, latest)| {
-                    DeviceView::new(device, latest.as_ref(), now)
+                    DeviceView::with_presence_timeout(
+                        device,
+                        latest.as_ref(),
+                        now,
+                        presence_timeout,
+                    )
                 }),
             ))
         }
@@ -65,7 +79,7 @@ async fn respond(
                 .ok_or_else(|| Problem::not_found("this device"))?;
             Ok(json_response(
                 StatusCode::OK,
-                &DeviceView::new(&device, latest.as_ref(), now),
+                &DeviceView::with_presence_timeout(&device, latest.as_ref(), now, presence_timeout),
             ))
         }
         "GET /devices/{id}/telemetry" => {
@@ -200,7 +214,13 @@ mod tests {
     }
 
     async fn call(store: &MemoryDevices, request: Request) -> (StatusCode, Value) {
-        let response = handle(store, request, now()).await;
+        let response = handle(
+            store,
+            cellbridge_devices::presence::DEFAULT_PRESENCE_TIMEOUT,
+            request,
+            now(),
+        )
+        .await;
         let status = response.status();
         (
             status,

@@ -15,7 +15,6 @@ use cellbridge_devices::command::{
 };
 use cellbridge_devices::delivery::{publish_command, Delivery};
 use cellbridge_devices::ports::{CommandCreated, CommandStore, DevicePublisher, DeviceStore};
-use cellbridge_devices::presence::DEFAULT_HEARTBEAT_TIMEOUT;
 use cellbridge_devices::registration::ThingName;
 use cellbridge_devices::tenant::TenantDevices;
 pub use cellbridge_devices::views::{command_location, CommandView};
@@ -33,34 +32,48 @@ use cellbridge_identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
 /// This function's configuration, read once at cold start.
 pub type Config = cellbridge_devices::wiring::CommandDelivery;
 
+/// `presence_timeout` judges who is online (`PresenceSettings::timeout`).
 pub async fn handle(
     devices: &dyn DeviceStore,
     commands: &dyn CommandStore,
     publisher: &dyn DevicePublisher,
+    presence_timeout: Duration,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match respond(devices, commands, publisher, &request, now).await {
+    let ports = Ports {
+        devices,
+        commands,
+        presence_timeout,
+    };
+    match respond(ports, publisher, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
 }
 
+/// The stores, and how presence is judged.
+#[derive(Clone, Copy)]
+struct Ports<'a> {
+    devices: &'a dyn DeviceStore,
+    commands: &'a dyn CommandStore,
+    presence_timeout: Duration,
+}
+
 async fn respond(
-    devices: &dyn DeviceStore,
-    commands: &dyn CommandStore,
+    ports: Ports<'_>,
     publisher: &dyn DevicePublisher,
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
-    let tenant = TenantCommands::of(devices, commands, &caller);
+    let tenant = TenantCommands::of(ports, &caller);
     match route_key(request).as_str() {
         "POST /devices/{id}/commands" => {
             caller.require(Role::Operator)?;
@@ -250,14 +263,16 @@ struct TenantCommands<'a> {
     devices: TenantDevices<'a>,
     commands: &'a dyn CommandStore,
     tenant: TenantId,
+    presence_timeout: Duration,
 }
 
 impl<'a> TenantCommands<'a> {
-    fn of(devices: &'a dyn DeviceStore, commands: &'a dyn CommandStore, caller: &Caller) -> Self {
+    fn of(ports: Ports<'a>, caller: &Caller) -> Self {
         Self {
-            devices: TenantDevices::of(devices, caller),
-            commands,
+            devices: TenantDevices::of(ports.devices, caller),
+            commands: ports.commands,
             tenant: caller.tenant().clone(),
+            presence_timeout: ports.presence_timeout,
         }
     }
 
@@ -271,7 +286,7 @@ impl<'a> TenantCommands<'a> {
             .devices
             .get_device(thing)
             .await?
-            .map(|device| device.presence.is_online(now, DEFAULT_HEARTBEAT_TIMEOUT)))
+            .map(|device| device.presence.is_online(now, self.presence_timeout)))
     }
 
     async fn get(&self, thing: &ThingName, id: &CommandId) -> Result<Option<Command>, StoreError> {
@@ -424,6 +439,7 @@ mod tests {
             &ports.devices,
             &ports.commands,
             &ports.publisher,
+            cellbridge_devices::presence::DEFAULT_PRESENCE_TIMEOUT,
             request,
             now(),
         )

@@ -7,6 +7,7 @@ async fn main() -> Result<(), Error> {
     let devices = wiring::device_store(&sdk, &config.devices);
     let commands = wiring::command_store(&sdk, &config.commands);
     let publisher = wiring::device_publisher(&sdk, &config.iot_data).await?;
+    let presence_timeout = config.presence.timeout;
     lambda_http::run(service_fn(|request: Request| {
         let (devices, commands, publisher) = (&devices, &commands, &publisher);
         async move {
@@ -15,6 +16,7 @@ async fn main() -> Result<(), Error> {
                     devices,
                     commands,
                     publisher,
+                    presence_timeout,
                     request,
                     time::OffsetDateTime::now_utc(),
                 )

@@ -1,8 +1,10 @@
 use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use cellbridge_devices::activity::ActivityRecorder;
 use cellbridge_devices::iot::IotDataPublisher;
 use cellbridge_devices::ports::{DevicePublisher, PublishError};
 use cellbridge_devices::wiring::{self, IotDataEndpoint};
-use device_presence::PresenceMessage;
+use device_presence::{Ports, PresenceEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -15,25 +17,42 @@ async fn main() -> Result<(), Error> {
         endpoint: config.iot_data,
         publisher: tokio::sync::OnceCell::new(),
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<PresenceMessage>| {
-        let (devices, commands, publisher) = (&devices, &commands, &publisher);
+    // Lives as long as the instance: what it learns of each device spares later batches the reads
+    // and writes.
+    let activity = ActivityRecorder::new(config.presence.write_interval);
+    let ports = Ports {
+        devices: &devices,
+        commands: &commands,
+        publisher: &publisher,
+        activity: &activity,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<PresenceEvent>| {
+        let ports = &ports;
         async move {
-            device_presence::handle(
-                devices,
-                commands,
-                publisher,
-                &event.payload,
-                time::OffsetDateTime::now_utc(),
-            )
-            .await?;
-            Ok::<_, Error>(())
+            let now = time::OffsetDateTime::now_utc();
+            match &event.payload {
+                PresenceEvent::Heartbeats(batch) => {
+                    let (response, report) =
+                        device_presence::handle_heartbeats(ports.devices, ports.activity, batch, now)
+                            .await;
+                    report.emit_metrics();
+                    Ok::<Option<SqsBatchResponse>, Error>(Some(response))
+                }
+                PresenceEvent::Message(message) => {
+                    if let Err(error) = device_presence::handle(ports, message, now).await {
+                        tracing::error!(%error, retryable = error.is_retryable(), "presence message failed; Lambda retries it");
+                        return Err(error.into());
+                    }
+                    Ok(None)
+                }
+            }
         }
     }))
     .await
 }
 
-/// The IoT data-plane client, made on the first publish. Most invocations are heartbeats that
-/// publish nothing, so they neither wait for the endpoint lookup (DescribeEndpoint) at cold
+/// The IoT data-plane client, made on the first publish. Most invocations are heartbeat batches
+/// that publish nothing, so they neither wait for the endpoint lookup (DescribeEndpoint) at cold
 /// start nor fail when it fails.
 struct LazyPublisher {
     sdk: aws_config::SdkConfig,

@@ -5,7 +5,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     let (config, sdk) = cellbridge_edge::lambda::cold_start::<presence_sweep::Config>().await?;
     let devices = cellbridge_devices::wiring::device_store(&sdk, &config.devices);
-    let timeout = config.heartbeat_timeout;
+    let timeout = config.presence.timeout;
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent>| {
         let devices = &devices;
         async move {

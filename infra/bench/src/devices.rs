@@ -161,7 +161,9 @@ async fn measure(stack: &Devstack, args: &DevicesArgs, log: &Path) -> Result<Res
     options.tenant = "demo".to_owned();
     // Connecting a thousand devices at once would measure the stampede, not the steady state.
     options.start_spread = Duration::from_secs(20);
-    options.heartbeat_every = Duration::from_secs(args.heartbeat_seconds.max(1));
+    // One message per sample, the load this benchmark has always measured.
+    options.batch_every = None;
+    options.heartbeat_every = Some(Duration::from_secs(args.heartbeat_seconds.max(1)));
     let (simulator, fleet) = start_fleet(options)?;
     let outcome = measure_fleet(stack, args, log, &fleet).await;
     stop_fleet(simulator, fleet).await;
@@ -265,15 +267,17 @@ async fn measure_fleet(
 }
 
 /// One ingest batch's metrics line.
-struct BatchMetrics {
+pub(crate) struct BatchMetrics {
     written: f64,
     write_requests: f64,
     malformed: f64,
     lag_ms: Vec<f64>,
+    /// From when each (sampled) sample was taken to its write.
+    pub sample_age_ms: Vec<f64>,
 }
 
 /// The ingest function's embedded-metric lines written to the log after `offset`.
-fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
+pub(crate) fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
     let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
     let start = usize::try_from(offset).unwrap_or(0).min(text.len());
     let mut batches = Vec::new();
@@ -288,14 +292,18 @@ fn ingest_metrics(log: &Path, offset: u64) -> Result<Vec<BatchMetrics>> {
             continue;
         };
         let number = |k: &str| value[k].as_f64().unwrap_or(0.0);
+        let values = |k: &str| -> Vec<f64> {
+            value[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default()
+        };
         batches.push(BatchMetrics {
             written: number("TelemetryWritten"),
             write_requests: number("TelemetryWriteRequests"),
             malformed: number("TelemetryMalformed"),
-            lag_ms: value["IngestLagMs"]
-                .as_array()
-                .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-                .unwrap_or_default(),
+            lag_ms: values("IngestLagMs"),
+            sample_age_ms: values("SampleAgeMs"),
         });
     }
     Ok(batches)

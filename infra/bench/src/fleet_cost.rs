@@ -9,7 +9,9 @@
 //! its topic fires; a rule to the flow of the function its action reaches.
 
 use super::cost::{self, Bill, Billed, PriceTable, Usage, Window};
-use super::devices::{settle, start_fleet, start_stack, stop_fleet, wait_registered};
+use super::devices::{
+    ingest_metrics, percentile, settle, start_fleet, start_stack, stop_fleet, wait_registered,
+};
 use super::{write_section, DocSection, Machine};
 use anyhow::{Context, Result};
 use devstack::billing::{
@@ -23,11 +25,18 @@ use devstack::Devstack;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How the simulated devices behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FleetBehaviour {
+    /// The device contract: a sample a second, published in batches once a minute (as many as
+    /// fit one 5 KB metered message), presence from MQTT keep-alive, no heartbeats.
+    Batched,
+    /// Someone watches every device: each sample published as it is taken (a `live` command),
+    /// no heartbeats. Its cost per device-month over 730 is the cost of a watched device-hour.
+    Live,
     /// The legacy system's rates: one telemetry message and one heartbeat a second per device.
     Legacy,
 }
@@ -35,6 +44,18 @@ pub enum FleetBehaviour {
 impl FleetBehaviour {
     fn section(self) -> DocSection {
         match self {
+            FleetBehaviour::Batched => DocSection {
+                name: "cost-batched",
+                heading: "Cost: devices in batches",
+                begin: "<!-- cost-batched:begin (written by `cargo xtask bench cost --fleet batched`) -->",
+                end: "<!-- cost-batched:end -->",
+            },
+            FleetBehaviour::Live => DocSection {
+                name: "cost-live",
+                heading: "Cost: devices streaming live",
+                begin: "<!-- cost-live:begin (written by `cargo xtask bench cost --fleet live`) -->",
+                end: "<!-- cost-live:end -->",
+            },
             FleetBehaviour::Legacy => DocSection {
                 name: "cost-legacy",
                 heading: "Cost: devices at the legacy rates",
@@ -46,6 +67,12 @@ impl FleetBehaviour {
 
     fn describe(self) -> &'static str {
         match self {
+            FleetBehaviour::Batched => {
+                "each sampling every second and publishing its samples in one message a minute (presence from MQTT keep-alive, no heartbeats), as the device contract has it"
+            }
+            FleetBehaviour::Live => {
+                "each streaming every sample as it takes it, once a second (live mode: someone is watching), no heartbeats"
+            }
             FleetBehaviour::Legacy => {
                 "each sending one telemetry message (one sample) and one heartbeat a second over MQTT, as the legacy system's devices do"
             }
@@ -54,9 +81,20 @@ impl FleetBehaviour {
 
     fn options(self, fleet: &mut device_sim::FleetOptions) {
         match self {
+            FleetBehaviour::Batched => {
+                fleet.telemetry_every = Duration::from_secs(1);
+                fleet.batch_every = Some(Duration::from_secs(60));
+                fleet.heartbeat_every = None;
+            }
+            FleetBehaviour::Live => {
+                fleet.telemetry_every = Duration::from_secs(1);
+                fleet.batch_every = None;
+                fleet.heartbeat_every = None;
+            }
             FleetBehaviour::Legacy => {
                 fleet.telemetry_every = Duration::from_secs(1);
-                fleet.heartbeat_every = Duration::from_secs(1);
+                fleet.batch_every = None;
+                fleet.heartbeat_every = Some(Duration::from_secs(1));
             }
         }
     }
@@ -73,10 +111,11 @@ pub struct CostArgs {
     /// Simulated devices.
     #[arg(long, default_value_t = 100)]
     pub devices: usize,
-    /// Length of the measured window, after every device registered.
-    #[arg(long, default_value_t = 120)]
+    /// Length of the measured window, after every device registered: several of the devices'
+    /// batch periods.
+    #[arg(long, default_value_t = 300)]
     pub seconds: u64,
-    #[arg(long, value_enum, default_value = "legacy")]
+    #[arg(long, value_enum, default_value = "batched")]
     pub fleet: FleetBehaviour,
     /// Region whose prices to use (infra/bench/aws-prices.yaml).
     #[arg(long, default_value = cost::BASE_REGION)]
@@ -124,14 +163,16 @@ struct Measured {
     functions: Vec<FunctionUsage>,
     emulators: EmulatorMeter,
     window: Duration,
+    /// From when a sample was taken to its write, sorted: how fresh what readers see is.
+    sample_age_ms: Vec<f64>,
 }
 
 pub async fn run(args: CostArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
     let table = PriceTable::load(&root.join(cost::PRICE_TABLE))?;
     let prices = table.prices(&args.region)?;
-    let (stack, _log) = start_stack(&root, "bench-cost.log").await?;
-    let outcome = measure(&stack, &args).await;
+    let (stack, log) = start_stack(&root, "bench-cost.log").await?;
+    let outcome = measure(&stack, &args, &log).await;
     let flows = Flows::of(&stack);
     let architecture = args.architecture.unwrap_or_else(|| {
         match stack.template().parameter_default("Architecture") {
@@ -180,7 +221,7 @@ pub async fn run(args: CostArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure(stack: &Devstack, args: &CostArgs) -> Result<Measured> {
+async fn measure(stack: &Devstack, args: &CostArgs, log: &Path) -> Result<Measured> {
     let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
     options.devices = args.devices;
     options.prefix = "cost".to_owned();
@@ -192,6 +233,7 @@ async fn measure(stack: &Devstack, args: &CostArgs) -> Result<Measured> {
         wait_registered(&fleet, args.devices).await?;
         settle(stack, args.devices).await?;
         let http = reqwest::Client::new();
+        let log_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         let before = Meters::read(stack, &http).await?;
         let started = Instant::now();
         let bar = ProgressBar::new(args.seconds).with_style(ProgressStyle::with_template(
@@ -204,12 +246,20 @@ async fn measure(stack: &Devstack, args: &CostArgs) -> Result<Measured> {
         bar.finish();
         let after = Meters::read(stack, &http).await?;
         let window = started.elapsed();
+        // Let the window's last batches land in the log.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut sample_age_ms: Vec<f64> = ingest_metrics(log, log_offset)?
+            .into_iter()
+            .flat_map(|b| b.sample_age_ms)
+            .collect();
+        sample_age_ms.sort_by(f64::total_cmp);
         anyhow::Ok(Measured {
             broker: after.broker.since(&before.broker),
             rules: rules_since(&after.rules, &before.rules),
             functions: after.lambda.since(&before.lambda),
             emulators: after.emulators.since(&before.emulators),
             window,
+            sample_age_ms,
         })
     }
     .await;
@@ -547,6 +597,24 @@ fn markdown(
         fixed.total(),
         thousands(bill.total() * 10_000.0 + fixed.total()),
     );
+    if args.fleet == FleetBehaviour::Live {
+        let _ = writeln!(
+            out,
+            "A device streaming live costs **${:.4} per watched hour** (the device-month over 730 hours).\n",
+            bill.total() / 730.0
+        );
+    }
+    if !measured.sample_age_ms.is_empty() {
+        let p50 = percentile(&measured.sample_age_ms, 0.50);
+        let p95 = percentile(&measured.sample_age_ms, 0.95);
+        let _ = writeln!(
+            out,
+            "Freshness, from a sample taken on the device to it stored and readable through the API: p50 {:.1} s, p95 {:.1} s ({} samples).\n",
+            p50 / 1000.0,
+            p95 / 1000.0,
+            measured.sample_age_ms.len()
+        );
+    }
     out.push_str("| flow | $ per device-month | share |\n|---|---:|---:|\n");
     for (flow, dollars) in bill.by_flow() {
         let _ = writeln!(
@@ -593,6 +661,8 @@ fn thousands(dollars: f64) -> String {
 
 fn fleet_name(fleet: FleetBehaviour) -> &'static str {
     match fleet {
+        FleetBehaviour::Batched => "batched",
+        FleetBehaviour::Live => "live",
         FleetBehaviour::Legacy => "legacy",
     }
 }

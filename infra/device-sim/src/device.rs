@@ -42,6 +42,8 @@ const REBOOT_OFFLINE: Duration = Duration::from_secs(2);
 /// fleet that lost its broker does not come back in one burst.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX_DOUBLINGS: u32 = 4;
+/// How often an unanswered announcement is checked for (against `register_retry`).
+const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A device that breaks the rules, for reliability tests. It keeps its normal traffic and adds
 /// the bad messages on its telemetry topic.
@@ -199,7 +201,8 @@ pub(crate) struct DeviceSpec {
     pub firmware: String,
     pub seed: u64,
     pub telemetry_every: Duration,
-    pub heartbeat_every: Duration,
+    pub batch_every: Option<Duration>,
+    pub heartbeat_every: Option<Duration>,
     pub keep_alive: Duration,
     pub start_after: Duration,
     pub register_retry: Duration,
@@ -263,7 +266,14 @@ pub(crate) struct Device {
     announced_at: Option<Instant>,
     telemetry_every: Duration,
     telemetry_timer: Option<Interval>,
-    heartbeat_timer: Interval,
+    /// Samples waiting for the batch timer (batch mode only).
+    batch: protocol::SampleBatch,
+    batch_timer: Option<Interval>,
+    heartbeat_timer: Option<Interval>,
+    /// Announces again when `register/accepted` does not come.
+    watchdog_timer: Interval,
+    /// Until then each sample goes out as it is taken (a `live` command: someone is watching).
+    live_until: Option<Instant>,
     misbehaviour: Misbehaviour,
     misbehaviour_timer: Option<Interval>,
     reboot_at: Option<Instant>,
@@ -332,7 +342,11 @@ impl Device {
             announced_at: None,
             telemetry_every: spec.telemetry_every,
             telemetry_timer: None,
-            heartbeat_timer: interval_every(spec.heartbeat_every),
+            batch: protocol::SampleBatch::default(),
+            batch_timer: spec.batch_every.map(interval_every),
+            heartbeat_timer: spec.heartbeat_every.map(interval_every),
+            watchdog_timer: interval_every(WATCHDOG_EVERY),
+            live_until: None,
             misbehaviour: Misbehaviour::None,
             misbehaviour_timer: None,
             reboot_at: None,
@@ -370,7 +384,9 @@ impl Device {
                         _ = tick(&mut self.telemetry_timer), if sends_telemetry => {
                             self.send_telemetry();
                         }
-                        _ = self.heartbeat_timer.tick(), if self.online => self.send_heartbeat(),
+                        _ = tick(&mut self.batch_timer), if sends_telemetry => self.send_batch(),
+                        _ = tick(&mut self.heartbeat_timer), if self.online => self.send_heartbeat(),
+                        _ = self.watchdog_timer.tick(), if self.online => self.check_registration(),
                         _ = tick(&mut self.misbehaviour_timer), if self.online => self.misbehave(),
                         _ = sleep_until(self.reboot_at) => {
                             self.reboot_at = None;
@@ -565,6 +581,11 @@ impl Device {
                 }
                 self.shared.state().telemetry_every = every;
             }
+            Effect::Live(period) => {
+                // What waits goes first, so the samples arrive in order.
+                self.send_batch();
+                self.live_until = Some(Instant::now() + period);
+            }
             Effect::Reboot => self.reboot_at = Some(Instant::now() + REBOOT_AFTER_ACK),
         }
     }
@@ -633,10 +654,42 @@ impl Device {
         }
     }
 
+    /// A sample: published at once, or added to the batch (which goes first when full).
     fn send_telemetry(&mut self) {
         self.sensors.step(&mut self.rng);
+        let now = protocol::unix_ms_now();
+        bump(&self.counters.samples_taken);
+        let live = self.live_until.is_some_and(|until| Instant::now() < until);
+        if !live {
+            self.live_until = None;
+        }
+        if self.spec.batch_every.is_none() || live {
+            self.seq += 1;
+            let payload = protocol::telemetry(now, self.seq, &self.sensors);
+            self.published_telemetry(payload);
+            return;
+        }
+        let sample = protocol::sample(now, &self.sensors);
+        if !self.batch.fits(
+            &self.topics.telemetry,
+            &sample,
+            protocol::METERED_UNIT_BYTES,
+        ) {
+            self.send_batch();
+        }
+        self.batch.push(sample);
+    }
+
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
         self.seq += 1;
-        let payload = protocol::telemetry(protocol::unix_ms_now(), self.seq, &self.sensors);
+        let payload = self.batch.take(self.seq);
+        self.published_telemetry(payload);
+    }
+
+    fn published_telemetry(&mut self, payload: Vec<u8>) {
         if self.publish(&self.topics.telemetry, payload) {
             bump(&self.counters.telemetry_sent);
             self.shared.telemetry_sent.fetch_add(1, Ordering::Relaxed);
@@ -650,8 +703,10 @@ impl Device {
         ) {
             bump(&self.counters.heartbeats_sent);
         }
-        // The heartbeat doubles as the registration watchdog: an announcement or its reply may
-        // be lost (the cloud was down), and a real device would ask again.
+    }
+
+    /// An announcement or its reply may be lost (the cloud was down); a real device asks again.
+    fn check_registration(&mut self) {
         let unanswered = self.registration == Registration::Announced
             && self
                 .announced_at

@@ -2,7 +2,9 @@
 //!
 //! Each device is a tokio task with its own MQTT connection (clean session, QoS 1, client id =
 //! thing name). It announces itself on `register` with a deterministic ICCID and IMEI, waits for
-//! `register/accepted`, then sends telemetry and heartbeats and answers commands. Topics come from
+//! `register/accepted`, then samples its sensors every second and publishes the samples in
+//! batches (once a minute by default; or one message per sample, and heartbeats, as older devices
+//! do) and answers commands. Topics come from
 //! [`cellbridge::devices::topics`]; nothing here spells one out.
 //!
 //! ```no_run
@@ -49,8 +51,13 @@ pub struct FleetOptions {
     pub prefix: String,
     /// Announced as the devices' tenant; the cloud decides whether it exists.
     pub tenant: String,
+    /// How often a device samples its sensors.
     pub telemetry_every: Duration,
-    pub heartbeat_every: Duration,
+    /// Samples go out together this often, as many as fit one 5 KB metered message (a full
+    /// message goes at once); `None` publishes each sample as it is taken (the original format).
+    pub batch_every: Option<Duration>,
+    /// `None`: no heartbeats (presence comes from MQTT keep-alive and the lifecycle events).
+    pub heartbeat_every: Option<Duration>,
     /// MQTT keep-alive: zero or at least one second.
     pub keep_alive: Duration,
     /// First connections are spread evenly over this, so a large fleet does not stampede.
@@ -65,8 +72,8 @@ pub struct FleetOptions {
 }
 
 impl FleetOptions {
-    /// Ten devices `sim-0001`.. of tenant `demo`, one telemetry message and one heartbeat a
-    /// second each.
+    /// Ten devices `sim-0001`.. of tenant `demo` as the device contract has them: a sample a
+    /// second, published in batches once a minute, no heartbeats, keep-alive 30 s.
     pub fn new(mqtt: SocketAddr) -> Self {
         Self {
             mqtt,
@@ -74,7 +81,8 @@ impl FleetOptions {
             prefix: "sim".to_owned(),
             tenant: "demo".to_owned(),
             telemetry_every: Duration::from_secs(1),
-            heartbeat_every: Duration::from_secs(1),
+            batch_every: Some(Duration::from_secs(60)),
+            heartbeat_every: None,
             keep_alive: Duration::from_secs(30),
             start_spread: Duration::ZERO,
             register_retry: Duration::from_secs(30),
@@ -97,7 +105,14 @@ impl FleetOptions {
         }
         for (name, period) in [
             ("telemetry_every", self.telemetry_every),
-            ("heartbeat_every", self.heartbeat_every),
+            (
+                "batch_every",
+                self.batch_every.unwrap_or(self.telemetry_every),
+            ),
+            (
+                "heartbeat_every",
+                self.heartbeat_every.unwrap_or(self.telemetry_every),
+            ),
             ("register_retry", self.register_retry),
         ] {
             if period.is_zero() {
@@ -157,6 +172,7 @@ impl Fleet {
                 firmware: options.firmware.clone(),
                 seed: options.seed,
                 telemetry_every: options.telemetry_every,
+                batch_every: options.batch_every,
                 heartbeat_every: options.heartbeat_every,
                 keep_alive: options.keep_alive,
                 start_after,

@@ -20,9 +20,14 @@ struct Args {
     prefix: String,
     #[arg(long, default_value = "demo")]
     tenant: String,
+    /// Milliseconds between samples.
     #[arg(long, default_value_t = 1000)]
     telemetry_ms: u64,
-    #[arg(long, default_value_t = 1000)]
+    /// Milliseconds between batches of samples; 0 publishes each sample alone.
+    #[arg(long, default_value_t = 60_000)]
+    batch_ms: u64,
+    /// Milliseconds between heartbeats; 0 (the default) sends none.
+    #[arg(long, default_value_t = 0)]
     heartbeat_ms: u64,
     #[arg(long, default_value_t = 30)]
     keep_alive_s: u64,
@@ -76,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
         prefix: args.prefix,
         tenant: args.tenant,
         telemetry_every: Duration::from_millis(args.telemetry_ms),
-        heartbeat_every: Duration::from_millis(args.heartbeat_ms),
+        batch_every: (args.batch_ms > 0).then(|| Duration::from_millis(args.batch_ms)),
+        heartbeat_every: (args.heartbeat_ms > 0).then(|| Duration::from_millis(args.heartbeat_ms)),
         keep_alive: Duration::from_secs(args.keep_alive_s),
         start_spread: Duration::from_millis(
             args.start_spread_ms.unwrap_or(5 * args.devices as u64),

@@ -12,6 +12,10 @@ use time::OffsetDateTime;
 
 /// Telemetry intervals a `set-interval` command may ask for.
 pub const INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// How long a `live` command may ask a device to stream each sample as it is taken.
+pub const LIVE_SECONDS: std::ops::RangeInclusive<u64> = 10..=3_600;
+/// A `live` command without `seconds` streams this long.
+pub const DEFAULT_LIVE_SECONDS: u64 = 300;
 
 pub fn unix_ms_now() -> i64 {
     SystemTime::now()
@@ -90,6 +94,64 @@ pub fn telemetry(ts_ms: i64, seq: u64, sensors: &Sensors) -> Vec<u8> {
     payload
 }
 
+/// One sample of a batch: `{"ts", "battery", "rssi", "temp", "gps": {"lat", "lon"}}`.
+pub fn sample(ts_ms: i64, sensors: &Sensors) -> String {
+    format!(
+        r#"{{"ts":{ts_ms},"battery":{:.1},"rssi":{},"temp":{:.1},"gps":{{"lat":{:.6},"lon":{:.6}}}}}"#,
+        sensors.battery,
+        sensors.rssi.round() as i64,
+        sensors.temp,
+        sensors.lat,
+        sensors.lon,
+    )
+}
+
+/// IoT Core meters a message (its topic and payload) in 5 KB units: a batch fills one.
+pub const METERED_UNIT_BYTES: usize = 5 * 1024;
+
+/// Samples waiting to go out together as `{"batch": n, "samples": [...]}`.
+#[derive(Debug, Default)]
+pub struct SampleBatch {
+    samples: Vec<String>,
+    bytes: usize,
+}
+
+/// `{"batch":<seq>,"samples":[` and `]}`, with room for the sequence number's digits.
+const BATCH_OVERHEAD: usize = 40;
+
+impl SampleBatch {
+    /// Whether `sample` (and its separating comma) still fits a message of `limit` bytes on
+    /// `topic` with the ones waiting.
+    pub fn fits(&self, topic: &str, sample: &str, limit: usize) -> bool {
+        let comma = 1;
+        topic.len() + BATCH_OVERHEAD + self.bytes + sample.len() + comma <= limit
+    }
+
+    pub fn push(&mut self, sample: String) {
+        self.bytes += sample.len() + 1;
+        self.samples.push(sample);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The message, emptying the batch.
+    pub fn take(&mut self, seq: u64) -> Vec<u8> {
+        let payload = format!(
+            r#"{{"batch":{seq},"samples":[{}]}}"#,
+            self.samples.join(",")
+        );
+        self.samples.clear();
+        self.bytes = 0;
+        payload.into_bytes()
+    }
+}
+
 /// A command as the cloud sends it on `commands`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -160,6 +222,8 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, MalformedCommand> {
 pub enum Effect {
     None,
     SetTelemetryInterval(Duration),
+    /// Publish each sample as it is taken for this long (someone is watching), then batches again.
+    Live(Duration),
     Reboot,
 }
 
@@ -222,8 +286,24 @@ pub fn execute(command: &Command, now: OffsetDateTime, location: (f64, f64)) -> 
                 INTERVAL_SECONDS.end()
             )),
         },
+        "live" => match command.params.get("seconds").map(Value::as_u64) {
+            None => live(DEFAULT_LIVE_SECONDS),
+            Some(Some(seconds)) if LIVE_SECONDS.contains(&seconds) => live(seconds),
+            Some(_) => Outcome::failed(format!(
+                "params.seconds must be a whole number from {} to {}",
+                LIVE_SECONDS.start(),
+                LIVE_SECONDS.end()
+            )),
+        },
         unknown => Outcome::failed(format!("unknown command '{unknown}'")),
     }
+}
+
+fn live(seconds: u64) -> Outcome {
+    Outcome::successful(
+        format!("streaming every sample for {seconds} s"),
+        Effect::Live(Duration::from_secs(seconds)),
+    )
 }
 
 /// `{"commandId", "status", "detail"?, "location"?}` for `commands/ack`.
@@ -326,9 +406,10 @@ mod tests {
         for seq in 1..=1_000 {
             sensors.step(&mut rng);
             let payload = telemetry(now, seq, &sensors);
-            let point = parse_telemetry(&as_rule_forwards(&payload, "sim-0001", now + 40))
+            let batch = parse_telemetry(&as_rule_forwards(&payload, "sim-0001", now + 40))
                 .expect("valid telemetry");
-            assert_eq!(point.device.as_str(), "sim-0001");
+            assert_eq!(batch.device.as_str(), "sim-0001");
+            let point = &batch.samples[0];
             assert_eq!(point.at.unix_timestamp_nanos() / 1_000_000, i128::from(now));
             let names: Vec<&str> = point.metrics.keys().map(String::as_str).collect();
             assert_eq!(names, ["battery", "gps.lat", "gps.lon", "rssi", "temp"]);
@@ -337,6 +418,37 @@ mod tests {
             };
             assert!((5.0..=100.0).contains(&battery));
         }
+    }
+
+    #[test]
+    fn a_batch_stops_short_of_one_metered_unit_and_parses_sample_by_sample() {
+        let mut rng = SimRng::for_device(1, 0);
+        let mut sensors = Sensors::new(&mut rng);
+        let now = unix_ms_now();
+        let topic = "devices/sim-0001/telemetry";
+        let mut batch = SampleBatch::default();
+        let mut at = now - 200_000;
+        loop {
+            sensors.step(&mut rng);
+            let sample = sample(at, &sensors);
+            if !batch.fits(topic, &sample, METERED_UNIT_BYTES) {
+                break;
+            }
+            batch.push(sample);
+            at += 1_000;
+        }
+        let samples = batch.len();
+        let payload = batch.take(7);
+        assert!(batch.is_empty());
+        assert!(topic.len() + payload.len() <= METERED_UNIT_BYTES);
+        assert!(
+            topic.len() + payload.len() > METERED_UNIT_BYTES - 200,
+            "nearly full"
+        );
+        let parsed =
+            parse_telemetry(&as_rule_forwards(&payload, "sim-0001", now)).expect("a valid batch");
+        assert_eq!(parsed.samples.len(), samples);
+        assert!(samples >= 45, "{samples} samples in 5 KB");
     }
 
     #[test]
@@ -386,6 +498,18 @@ mod tests {
         );
         let locate = outcome(json!({"commandId": "c4", "name": "locate"}));
         assert_eq!(locate.location, Some((47.5, -122.25)));
+        let live = outcome(json!({"commandId": "c5", "name": "live", "params": {"seconds": 600}}));
+        assert_eq!(live.effect, Effect::Live(Duration::from_secs(600)));
+        let default = outcome(json!({"commandId": "c6", "name": "live"}));
+        assert_eq!(
+            default.effect,
+            Effect::Live(Duration::from_secs(DEFAULT_LIVE_SECONDS))
+        );
+        for seconds in [json!(5), json!(7_200), json!("60")] {
+            let bad =
+                outcome(json!({"commandId": "c7", "name": "live", "params": {"seconds": seconds}}));
+            assert_eq!(bad.status, CommandStatus::Failed, "{seconds}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub rejected: AtomicI64,
     pub announcements_sent: AtomicU64,
     pub telemetry_sent: AtomicU64,
+    pub samples_taken: AtomicU64,
     pub heartbeats_sent: AtomicU64,
     pub commands_received: AtomicU64,
     pub acks_sent: AtomicU64,
@@ -41,6 +42,7 @@ impl Counters {
             registered_rejected: gauge(&self.rejected),
             announcements_sent: count(&self.announcements_sent),
             telemetry_sent: count(&self.telemetry_sent),
+            samples_taken: count(&self.samples_taken),
             heartbeats_sent: count(&self.heartbeats_sent),
             commands_received: count(&self.commands_received),
             acks_sent: count(&self.acks_sent),
@@ -65,7 +67,10 @@ pub struct FleetStats {
     /// Devices whose last registration reply was `register/rejected`.
     pub registered_rejected: u64,
     pub announcements_sent: u64,
+    /// Telemetry messages published: one per sample, or one per batch.
     pub telemetry_sent: u64,
+    /// Sensor readings taken (each goes out alone or in a batch).
+    pub samples_taken: u64,
     pub heartbeats_sent: u64,
     pub commands_received: u64,
     pub acks_sent: u64,
@@ -85,12 +90,13 @@ impl fmt::Display for FleetStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connected {}/{} | accepted {} rejected {} | telemetry {} heartbeats {} | \
+            "connected {}/{} | accepted {} rejected {} | samples {} telemetry {} heartbeats {} | \
              commands {} acks {} | reconnects {} conn-errors {} publish-errors {}",
             self.connected,
             self.devices,
             self.registered_accepted,
             self.registered_rejected,
+            self.samples_taken,
             self.telemetry_sent,
             self.heartbeats_sent,
             self.commands_received,

@@ -186,7 +186,9 @@ fn options(broker: &Broker, prefix: &str, devices: usize) -> FleetOptions {
         devices,
         prefix: prefix.to_owned(),
         telemetry_every: Duration::from_millis(200),
-        heartbeat_every: Duration::from_millis(200),
+        // One message per sample, and heartbeats: what these tests watch for comes at once.
+        batch_every: None,
+        heartbeat_every: Some(Duration::from_millis(200)),
         start_spread: Duration::from_millis(200),
         ..FleetOptions::new(broker.address())
     }
@@ -347,6 +349,76 @@ async fn devices_register_report_and_answer_commands() {
             "{thing}"
         );
     }
+    responder.abort();
+}
+
+/// Devices as the contract has them: their samples go out in batches that fill one 5 KB metered
+/// message, each sample with its own time, and no heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_fill_one_metered_message_and_every_sample_parses() {
+    let broker = start_broker().await;
+    let mut watch = Watch::new(&broker);
+    let responder = answer_registrations(broker.clone(), HashSet::new());
+    let fleet = Fleet::start(FleetOptions {
+        devices: 2,
+        prefix: "bat".to_owned(),
+        // A sample a millisecond, and a batch timer that does not fire during the test: only
+        // full messages go out.
+        telemetry_every: Duration::from_millis(1),
+        batch_every: Some(Duration::from_secs(3_600)),
+        ..FleetOptions::new(broker.address())
+    })
+    .expect("fleet starts");
+    let is_telemetry = |m: &BrokerMessage| m.topic.ends_with("/telemetry");
+    watch
+        .until("four full batches", |seen| {
+            seen.iter().filter(|m| is_telemetry(m)).count() >= 4
+        })
+        .await;
+    for message in watch.seen.iter().filter(|m| is_telemetry(m)) {
+        let metered = message.topic.len() + message.payload.len();
+        assert!(
+            (4 * 1024..=5 * 1024).contains(&metered),
+            "a full batch fills one 5 KB unit: {metered} bytes"
+        );
+        let thing = message.client_id.as_deref().expect("from a device");
+        let mut body: Value = serde_json::from_slice(&message.payload).expect("JSON");
+        body["deviceId"] = json!(thing);
+        body["receivedAt"] = json!(message.timestamp_ms);
+        let batch =
+            parse_telemetry(body.to_string().as_bytes()).expect("a batch the platform reads");
+        assert!(batch.samples.len() > 20, "{} samples", batch.samples.len());
+        assert!(batch.samples.iter().all(|s| s.metrics.len() == 5));
+    }
+    assert_eq!(
+        watch.count(|m| m.topic.ends_with("/heartbeat")),
+        0,
+        "presence comes from keep-alive"
+    );
+
+    // Someone watches bat-0001: it streams each sample as it is taken.
+    send_command(
+        &broker,
+        "bat-0001",
+        json!({"commandId": "c-live", "name": "live", "params": {"seconds": 600}}),
+    )
+    .await;
+    let acks = watch.acks("bat-0001", "c-live").await;
+    assert_eq!(
+        acks.last().map(|a| a["status"].clone()),
+        Some(json!("SUCCESSFUL"))
+    );
+    let telemetry = topics::telemetry("bat-0001");
+    let single = watch
+        .next("a sample streamed on its own", |m| {
+            m.topic == telemetry
+                && serde_json::from_slice::<Value>(&m.payload)
+                    .is_ok_and(|b| b.get("samples").is_none())
+        })
+        .await;
+    let body: Value = serde_json::from_slice(&single.payload).expect("JSON");
+    assert!(body["ts"].is_i64() && body["battery"].is_number(), "{body}");
+    fleet.shutdown().await.expect("shuts down");
     responder.abort();
 }
 
@@ -548,6 +620,8 @@ async fn a_thousand_devices_keep_one_message_a_second() {
         devices: 1_000,
         prefix: "load".to_owned(),
         start_spread: Duration::from_secs(5),
+        batch_every: None,
+        heartbeat_every: Some(Duration::from_secs(1)),
         ..FleetOptions::new(broker.address())
     })
     .expect("fleet starts");

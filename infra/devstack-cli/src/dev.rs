@@ -84,6 +84,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     Ok(())
 }
 
+/// How often the demo's devices publish their samples.
+const DEMO_BATCH_EVERY: Duration = Duration::from_secs(10);
+
 /// Starts `devices` simulated devices of tenant `demo` against the local broker and shows, through
 /// the API, that they registered and are online, that their telemetry is stored, and a command's
 /// round trip. The fleet keeps running while the stack serves.
@@ -95,9 +98,13 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
     options.prefix = "demo-trk".to_owned();
     options.tenant = "demo".to_owned();
     options.start_spread = Duration::from_secs(2);
+    // The contract's batches go once a minute; the demo's every ten seconds, so its telemetry
+    // shows up while you watch.
+    options.batch_every = Some(DEMO_BATCH_EVERY);
     println!(
-        "\nDevices: {devices} simulated devices connect to mqtt://{}, register, and send telemetry and heartbeats every second",
-        stack.mqtt_address()
+        "\nDevices: {devices} simulated devices connect to mqtt://{}, register, sample every second and publish their samples in batches every {} s (presence from MQTT keep-alive, no heartbeats)",
+        stack.mqtt_address(),
+        DEMO_BATCH_EVERY.as_secs()
     );
     let fleet = device_sim::Fleet::start(options)?;
     let things: std::collections::HashSet<String> = fleet.things().map(str::to_owned).collect();
@@ -112,10 +119,16 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
         .await?;
     bar.finish();
     let first = fleet.things().next().context("an empty fleet")?.to_owned();
-    // Telemetry flows through the rule, the queue and the batch writer: give it a few batches.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Telemetry flows through the rule, the queue and the batch writer: wait for the first batch.
     let last_hour = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let points = api.telemetry_since(&first, last_hour).await?.len();
+    let waiting_since = std::time::Instant::now();
+    let points = loop {
+        let points = api.telemetry_since(&first, last_hour).await?.len();
+        if points > 0 || waiting_since.elapsed() > 3 * DEMO_BATCH_EVERY {
+            break points;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let id = api.send_command(&first, "ping", None).await?.id;
     let view = api
         .wait_command_final(&first, &id, Duration::from_secs(60))
@@ -123,8 +136,8 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
     let stats = fleet.stats();
     println!("  devices online      {online}/{devices}");
     println!(
-        "  telemetry           {} messages sent by the fleet; {points} points stored for {first} (GET /devices/{first}/telemetry)",
-        stats.telemetry_sent
+        "  telemetry           {} samples in {} messages sent by the fleet; {points} samples stored for {first} (GET /devices/{first}/telemetry)",
+        stats.samples_taken, stats.telemetry_sent
     );
     println!(
         "  command round trip  ping to {first}: {} in {} ms (POST /devices/{first}/commands to the recorded ack)",

@@ -2060,7 +2060,8 @@ Resources:
     }
 
     /// Every topic rule of template.yaml resolves: SQL, actions with local ARNs and queue URLs,
-    /// and an error action; the presence rules invoke the presence function.
+    /// and an error action; lifecycle events invoke the presence function, heartbeats queue for
+    /// it.
     #[test]
     fn topic_rules_of_the_real_template_resolve() {
         let t = real();
@@ -2095,15 +2096,35 @@ Resources:
         let presence_arn = res
             .arn("DevicePresenceFunction")
             .expect("presence function");
-        for name in ["PresenceLifecycleRule", "HeartbeatRule"] {
-            let rule = rules.iter().find(|r| r.name == name).expect(name);
-            assert_eq!(
-                rule.actions,
-                vec![RuleActionSpec::Lambda {
-                    function_arn: presence_arn.to_owned()
-                }]
-            );
-        }
+        let rule = |name: &str| rules.iter().find(|r| r.name == name).expect(name);
+        assert_eq!(
+            rule("PresenceLifecycleRule").actions,
+            vec![RuleActionSpec::Lambda {
+                function_arn: presence_arn.to_owned()
+            }]
+        );
+        assert_eq!(
+            rule("HeartbeatRule").actions,
+            vec![RuleActionSpec::Sqs {
+                queue_url: res
+                    .queue_url("PresenceQueue")
+                    .expect("presence queue")
+                    .to_owned(),
+                use_base64: false
+            }]
+        );
+        let presence_source = t
+            .functions(&res)
+            .expect("functions")
+            .into_iter()
+            .find(|f| f.logical_id == "DevicePresenceFunction")
+            .expect("presence function")
+            .sqs_sources
+            .into_iter()
+            .next()
+            .expect("the heartbeats' event source");
+        assert_eq!(presence_source.queue_logical_id, "PresenceQueue");
+        assert!(presence_source.report_batch_item_failures);
         let lifecycle = rules
             .iter()
             .find(|r| r.name == "PresenceLifecycleRule")

@@ -32,6 +32,8 @@ const DEVICES: u32 = 25;
 mod auth;
 #[path = "devstack/devices.rs"]
 mod devices;
+#[path = "devstack/presence.rs"]
+mod presence;
 
 fn valid_request() -> Value {
     cellbridge::testing::suspend_request(DEVICES, true)
@@ -74,6 +76,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(a_telegence_bulk_change_completes),
         scenario!(a_poison_message_ends_in_the_dead_letter_queue),
         scenario!(devices::devices_register_report_and_answer_commands),
+        scenario!(presence::heartbeats_reach_presence_in_batches_and_cost_no_write),
         scenario!(secrets_stay_out_of_logs_and_audit),
     ]
 }
@@ -296,6 +299,7 @@ async fn resources_come_from_the_template(stack: &Devstack) -> Result<()> {
         ("JasperWorkQueue", "JasperWorkDeadLetterQueue", 8),
         ("ThingSpaceWorkQueue", "ThingSpaceWorkDeadLetterQueue", 8),
         ("TelegenceWorkQueue", "TelegenceWorkDeadLetterQueue", 8),
+        ("PresenceQueue", "PresenceDeadLetterQueue", 5),
     ] {
         let url = resources.queue_url(queue).context("queue URL")?;
         let attrs = sqs

@@ -11,7 +11,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::de::value::{MapAccessDeserializer, StrDeserializer};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess};
 use std::collections::HashMap;
-use time::OffsetDateTime;
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -23,9 +22,7 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-pub fn epoch_ms(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use crate::clock::epoch_ms;
 
 /// The full cause chain of an SDK error; the plain Display of `SdkError` says only "service error".
 pub fn sdk_message<E: std::error::Error>(error: E) -> String {
@@ -136,6 +133,7 @@ pub fn updated_unless_condition_failed<T>(
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};
+    use time::OffsetDateTime;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]

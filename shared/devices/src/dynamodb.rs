@@ -3,14 +3,17 @@
 //! - devices: `thingName` (thing names are unique in an AWS account), GSI `ByTenant` on
 //!   `tenantId` / `thingName`; presence as `connected`, `presenceVersion`, `presenceRank`,
 //!   `lastSeen` (ms)
-//! - telemetry: `thingName` / `at` (ms), `receivedAt` (ms), `metrics` (a map), expiring through
-//!   `expiresAt`; a device's latest state is its newest point here (one `Query`, newest first,
-//!   `Limit` 1)
+//! - telemetry: one item per chunk of a device's samples ([`crate::series`]): `thingName` /
+//!   `at` (the first sample's time, ms), `last` (ms), `count`, `receivedAt` (ms), `samples` (the
+//!   columns, JSON text), expiring through `expiresAt`. Items written before batching hold one
+//!   sample as a `metrics` map and read back alike. A device's latest state is its newest sample
+//!   here (one `Query`, newest first, `Limit` 2)
 
-use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint};
-use crate::presence::{LifecycleEvent, LifecycleKind, Presence};
+use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint, TelemetryWritten};
+use crate::presence::{LastSeen, LifecycleEvent, LifecycleKind, Presence};
 use crate::registration::{Announcement, ThingName};
-use crate::telemetry::TelemetryPoint;
+use crate::series::{self, Chunk, RangeCollector};
+use crate::telemetry::TelemetryBatch;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
 use aws_sdk_dynamodb::Client;
@@ -34,6 +37,8 @@ const TENANT_INDEX: &str = "ByTenant";
 pub const BATCH: usize = 25;
 /// `BatchWriteItem` requests of one `write_telemetry` call in flight at once.
 const WRITES_IN_FLIGHT: usize = 4;
+/// Chunks read per telemetry `Query` request: at about 4 KB each, well under its 1 MB page.
+const CHUNKS_PER_QUERY: i32 = 100;
 /// Unprocessed items are retried this many times, waiting 50 ms, 100 ms, 200 ms...
 const BATCH_RETRIES: usize = 6;
 
@@ -104,41 +109,55 @@ fn device_from(item: Item) -> Result<DeviceRecord, StoreError> {
     from_item_named::<DeviceItem>(DEVICE_ITEM, item)?.record()
 }
 
-/// A telemetry point as the telemetry table holds it.
+/// A chunk of telemetry as the telemetry table holds it.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PointItem {
-    /// The partition key: written, not needed to read the point back.
+struct ChunkItem {
+    /// The partition key: written, not needed to read the chunk back.
     #[serde(skip_deserializing)]
     thing_name: String,
-    #[serde(with = "time::serde::timestamp::milliseconds_i64")]
-    at: OffsetDateTime,
+    /// The first sample's time, ms.
+    at: i64,
+    #[serde(default)]
+    last: Option<i64>,
+    #[serde(default)]
+    count: Option<usize>,
     #[serde(default = "epoch", with = "time::serde::timestamp::milliseconds_i64")]
     received_at: OffsetDateTime,
     /// The TTL, in seconds: written, never read back.
     #[serde(skip_deserializing)]
     expires_at: i64,
-    #[serde(default)]
-    metrics: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    samples: Option<String>,
+    /// The one sample of an item written before batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn point_item(p: &TelemetryPoint, retention: Duration) -> Result<Item, StoreError> {
-    to_item(&PointItem {
-        thing_name: p.device.to_string(),
-        at: p.at,
-        received_at: p.received_at,
-        expires_at: (p.received_at + retention).unix_timestamp(),
-        metrics: p.metrics_json(),
+fn chunk_item(device: &ThingName, chunk: &Chunk, retention: Duration) -> Result<Item, StoreError> {
+    to_item(&ChunkItem {
+        thing_name: device.to_string(),
+        at: chunk.first_ms,
+        last: Some(chunk.last_ms),
+        count: Some(chunk.count),
+        received_at: chunk.received_at,
+        expires_at: (chunk.received_at + retention).unix_timestamp(),
+        samples: Some(chunk.encoded.clone()),
+        metrics: None,
     })
 }
 
-fn point_from(item: Item) -> Result<StoredPoint, StoreError> {
-    let point: PointItem = from_item_named("telemetry item", item)?;
-    Ok(StoredPoint {
-        at: point.at,
-        received_at: point.received_at,
-        metrics: point.metrics,
-    })
+/// A chunk's samples and when they were received.
+type DecodedChunk = (series::Samples, OffsetDateTime);
+
+fn chunk_from(item: Item) -> Result<(i64, DecodedChunk), StoreError> {
+    let chunk: ChunkItem = from_item_named("telemetry item", item)?;
+    let samples = match (chunk.samples, chunk.metrics) {
+        (Some(encoded), _) => series::decode(chunk.at, &encoded)
+            .map_err(|why| StoreError::Corrupt(format!("telemetry item at {}: {why}", chunk.at)))?,
+        (None, metrics) => vec![(chunk.at, metrics.unwrap_or_default())],
+    };
+    Ok((chunk.at, (samples, chunk.received_at)))
 }
 
 /// Telemetry cursors carry the last point's time (ms).
@@ -157,14 +176,17 @@ fn rank(kind: LifecycleKind) -> i64 {
     }
 }
 
-/// Later points of the same device and time replace earlier ones: BatchWriteItem refuses two
-/// writes of one key in a request.
-pub(crate) fn unique_points(points: &[TelemetryPoint]) -> Vec<&TelemetryPoint> {
-    let mut by_key: BTreeMap<(&str, i64), &TelemetryPoint> = BTreeMap::new();
-    for point in points {
-        by_key.insert((point.device.as_str(), epoch_ms(point.at)), point);
+/// Each message's chunks, keyed by device and first sample time; a later chunk of one key
+/// replaces an earlier one (the same samples sent twice): BatchWriteItem refuses two writes of
+/// one key in a request.
+pub(crate) fn unique_chunks(batches: &[TelemetryBatch]) -> BTreeMap<(ThingName, i64), Chunk> {
+    let mut by_key = BTreeMap::new();
+    for batch in batches {
+        for chunk in series::chunks(batch) {
+            by_key.insert((batch.device.clone(), chunk.first_ms), chunk);
+        }
     }
-    by_key.into_values().collect()
+    by_key
 }
 
 #[derive(Debug, Clone)]
@@ -372,34 +394,76 @@ impl DeviceStore for DynamoDevices {
         updated_unless_condition_failed(result)
     }
 
+    async fn last_seen_of(
+        &self,
+        things: &[ThingName],
+    ) -> Result<std::collections::HashMap<ThingName, LastSeen>, StoreError> {
+        // BatchGetItem refuses a key twice in one request.
+        let unique: Vec<&ThingName> = things
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut found = std::collections::HashMap::new();
+        for chunk in unique.chunks(BATCH_GET) {
+            self.read_last_seen(chunk, &mut found).await?;
+        }
+        Ok(found)
+    }
+
+    async fn record_activity_if_due(
+        &self,
+        thing_name: &ThingName,
+        at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<bool, StoreError> {
+        // `LastSeen::is_moved_by` as the write's condition, so of instances racing, one moves it.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .update_expression("SET lastSeen = :at REMOVE timedOutAt")
+            .condition_expression(
+                "attribute_exists(thingName) AND (attribute_not_exists(lastSeen) OR lastSeen < :due \
+                 OR (attribute_exists(timedOutAt) AND lastSeen < :at))",
+            )
+            .expression_attribute_values(":at", n(epoch_ms(at)))
+            .expression_attribute_values(":due", n(epoch_ms(at - interval)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
     async fn write_telemetry(
         &self,
-        points: &[TelemetryPoint],
+        batches: &[TelemetryBatch],
         retention: Duration,
-    ) -> Result<usize, StoreError> {
-        let unique = unique_points(points);
-        let mut batches = Vec::new();
-        for chunk in unique.chunks(BATCH) {
-            let requests = chunk
-                .iter()
-                .map(|p| {
-                    PutRequest::builder()
-                        .set_item(Some(point_item(p, retention)?))
-                        .build()
-                        .map(|put| WriteRequest::builder().put_request(put).build())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            batches.push(requests);
-        }
+    ) -> Result<TelemetryWritten, StoreError> {
+        let unique = unique_chunks(batches);
+        let written = TelemetryWritten {
+            samples: unique.values().map(|c| c.count).sum(),
+            items: unique.len(),
+        };
+        let items = unique
+            .iter()
+            .map(|((device, _), chunk)| {
+                PutRequest::builder()
+                    .set_item(Some(chunk_item(device, chunk, retention)?))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batches: Vec<Vec<WriteRequest>> = items.chunks(BATCH).map(<[_]>::to_vec).collect();
         // A few requests in flight: one after another, a large batch waits out every round trip.
         use futures::StreamExt as _;
         let mut writes = futures::stream::iter(batches.into_iter().map(|b| self.write_batch(b)))
             .buffer_unordered(WRITES_IN_FLIGHT);
-        while let Some(written) = writes.next().await {
-            written?;
+        while let Some(done) = writes.next().await {
+            done?;
         }
-        Ok(unique.len())
+        Ok(written)
     }
 
     async fn query_telemetry(
@@ -410,39 +474,49 @@ impl DeviceStore for DynamoDevices {
         page: &PageRequest,
     ) -> Result<Page<StoredPoint>, StoreError> {
         let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.telemetry_table)
-            .key_condition_expression("thingName = :thing AND #at BETWEEN :from AND :to")
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":thing", s(thing_name.as_str()))
-            .expression_attribute_values(":from", n(epoch_ms(from)))
-            .expression_attribute_values(":to", n(epoch_ms(to)))
-            .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
-        if let Some(after) = after {
-            query = query
-                .exclusive_start_key("thingName", s(thing_name.as_str()))
-                .exclusive_start_key("at", n(after));
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let mut collector = RangeCollector::new(from, to, after, limit);
+        let mut start: Option<Item> = None;
+        'pages: loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.telemetry_table)
+                .key_condition_expression("thingName = :thing AND #at BETWEEN :from AND :to")
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":thing", s(thing_name.as_str()))
+                .expression_attribute_values(":from", n(collector.first_key_ms()))
+                .expression_attribute_values(":to", n(collector.last_key_ms()))
+                .set_exclusive_start_key(start.take())
+                .limit(CHUNKS_PER_QUERY)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let (first_ms, (samples, received_at)) = chunk_from(item)?;
+                if collector.is_settled_before(first_ms) {
+                    break 'pages;
+                }
+                collector.add(samples, received_at);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
         }
-        let out = query.send().await.map_err(backend)?;
-        let items: Vec<StoredPoint> = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(point_from)
-            .collect::<Result<_, StoreError>>()?;
-        let next_cursor = out
-            .last_evaluated_key
-            .and(items.last())
-            .map(|last| encode_after_ms(epoch_ms(last.at)));
-        Ok(Page { items, next_cursor })
+        let (items, next) = collector.page();
+        Ok(Page {
+            items,
+            next_cursor: next.map(encode_after_ms),
+        })
     }
 
     async fn latest_telemetry(
         &self,
         thing_name: &ThingName,
     ) -> Result<Option<StoredPoint>, StoreError> {
+        // Two chunks: a late message's chunk may start after the newest chunk started and end
+        // before it ends; chunks of one device rarely overlap more than that.
         let out = self
             .client
             .query()
@@ -450,16 +524,17 @@ impl DeviceStore for DynamoDevices {
             .key_condition_expression("thingName = :thing")
             .expression_attribute_values(":thing", s(thing_name.as_str()))
             .scan_index_forward(false)
-            .limit(1)
+            .limit(2)
             .send()
             .await
             .map_err(backend)?;
-        out.items
+        let chunks = out
+            .items
             .unwrap_or_default()
             .into_iter()
-            .next()
-            .map(point_from)
-            .transpose()
+            .map(|item| chunk_from(item).map(|(_, chunk)| chunk))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(series::newest(chunks))
     }
 
     async fn sweep_silent(
@@ -523,6 +598,93 @@ impl DeviceStore for DynamoDevices {
             }
         }
         Ok(swept)
+    }
+}
+
+/// DynamoDB's limit of keys per `BatchGetItem`.
+const BATCH_GET: usize = 100;
+
+/// A device's last sign of life, as `last_seen_of` projects it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LastSeenItem {
+    thing_name: String,
+    #[serde(default, with = "time::serde::timestamp::milliseconds_i64::option")]
+    last_seen: Option<OffsetDateTime>,
+    #[serde(default)]
+    timed_out_at: Option<IgnoredAny>,
+}
+
+fn last_seen_from(item: Item) -> Result<(ThingName, LastSeen), StoreError> {
+    let read: LastSeenItem = from_item_named(DEVICE_ITEM, item)?;
+    let thing = ThingName::parse(&read.thing_name).ok_or_else(|| {
+        StoreError::Corrupt(format!("{DEVICE_ITEM}: thing name {:?}", read.thing_name))
+    })?;
+    Ok((
+        thing,
+        LastSeen {
+            at: read.last_seen,
+            timed_out: read.timed_out_at.is_some(),
+        },
+    ))
+}
+
+impl DynamoDevices {
+    /// One `BatchGetItem` of at most [`BATCH_GET`] devices, eventually consistent (half a read
+    /// unit each), asking again for what DynamoDB left unprocessed (throttled partitions) with
+    /// growing waits.
+    async fn read_last_seen(
+        &self,
+        things: &[&ThingName],
+        found: &mut std::collections::HashMap<ThingName, LastSeen>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Item> = things
+            .iter()
+            .map(|thing| Item::from([("thingName".to_owned(), s(thing.as_str()))]))
+            .collect();
+        let mut pending = Some(
+            aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression("thingName, lastSeen, timedOutAt")
+                .build()
+                .map_err(cellbridge_core::dynamodb::unbuildable)?,
+        );
+        let mut wait = std::time::Duration::from_millis(50);
+        let mut retries = 0;
+        while let Some(request) = pending.take() {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.devices_table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            let items = out
+                .responses
+                .and_then(|mut tables| tables.remove(&self.devices_table))
+                .unwrap_or_default();
+            for item in items {
+                let (thing, last_seen) = last_seen_from(item)?;
+                found.insert(thing, last_seen);
+            }
+            let left = out
+                .unprocessed_keys
+                .and_then(|mut tables| tables.remove(&self.devices_table))
+                .filter(|left| !left.keys().is_empty());
+            if let Some(left) = left {
+                if retries == BATCH_RETRIES {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} presence reads stayed unprocessed after {BATCH_RETRIES} retries",
+                        left.keys().len()
+                    )));
+                }
+                retries += 1;
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                pending = Some(left);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -601,21 +763,27 @@ mod tests {
         assert_eq!(read.presence.version, Some((7, LifecycleKind::Connected)));
     }
 
-    fn point() -> TelemetryPoint {
-        TelemetryPoint {
-            device: thing("trk-1"),
-            at: datetime!(2026-11-22 09:00:00.125 UTC),
-            received_at: datetime!(2026-11-22 09:00:01.5 UTC),
+    fn batch() -> TelemetryBatch {
+        let sample = |at: OffsetDateTime, battery: f64| crate::telemetry::Sample {
+            at,
             metrics: BTreeMap::from([
-                ("battery".to_owned(), Metric::Number(87.0)),
+                ("battery".to_owned(), Metric::Number(battery)),
                 ("gps.lat".to_owned(), Metric::Number(52.520_008)),
-                ("rssi".to_owned(), Metric::Number(-71.0)),
                 ("state".to_owned(), Metric::Text("moving".to_owned())),
                 ("door".to_owned(), Metric::Flag(false)),
             ]),
+        };
+        TelemetryBatch {
+            device: thing("trk-1"),
+            received_at: datetime!(2026-11-22 09:00:01.5 UTC),
+            samples: vec![
+                sample(datetime!(2026-11-22 09:00:00.125 UTC), 87.0),
+                sample(datetime!(2026-11-22 09:00:01.125 UTC), 86.5),
+            ],
         }
     }
 
+    /// An item as ingest wrote it before telemetry was batched: one point, its metrics a map.
     fn stored_point() -> Item {
         HashMap::from([
             ("thingName".to_owned(), s("trk-1")),
@@ -626,29 +794,37 @@ mod tests {
                 "metrics".to_owned(),
                 AttributeValue::M(HashMap::from([
                     ("battery".to_owned(), n(87)),
-                    ("gps.lat".to_owned(), n(52.520_008)),
-                    ("rssi".to_owned(), n(-71)),
                     ("state".to_owned(), s("moving")),
-                    ("door".to_owned(), AttributeValue::Bool(false)),
                 ])),
             ),
         ])
     }
 
     #[test]
-    fn telemetry_items_keep_their_stored_attributes_and_read_back() {
-        assert_eq!(
-            point_item(&point(), Duration::days(7)).expect("item"),
-            stored_point()
-        );
-        assert_eq!(
-            point_from(stored_point()).expect("read"),
-            StoredPoint {
-                at: point().at,
-                received_at: point().received_at,
-                metrics: point().metrics_json(),
-            }
-        );
+    fn chunk_items_keep_their_stored_attributes_and_read_back() {
+        let chunks = unique_chunks(&[batch(), batch()]);
+        assert_eq!(chunks.len(), 1, "the same message twice is one item");
+        let ((device, _), chunk) = chunks.iter().next().expect("a chunk");
+        let item = chunk_item(device, chunk, Duration::days(7)).expect("item");
+        assert_eq!(item["at"], n(1_795_338_000_125_i64));
+        assert_eq!(item["last"], n(1_795_338_001_125_i64));
+        assert_eq!(item["count"], n(2));
+        assert_eq!(item["expiresAt"], n(1_795_942_801_i64));
+        assert!(!item.contains_key("metrics"));
+        let (first, (samples, received_at)) = chunk_from(item).expect("read");
+        assert_eq!(first, 1_795_338_000_125);
+        assert_eq!(received_at, batch().received_at);
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].0, 1_795_338_001_125);
+        assert_eq!(samples[1].1, batch().samples[1].metrics_json());
+    }
+
+    #[test]
+    fn items_written_before_batching_read_back_as_one_sample() {
+        let (first, (samples, _)) = chunk_from(stored_point()).expect("read");
+        assert_eq!(first, 1_795_338_000_125);
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].1["battery"], serde_json::json!(87));
     }
 
     #[test]
@@ -667,7 +843,11 @@ mod tests {
         assert!(why.contains("trk 1"), "{why}");
         let mut item = stored_point();
         item.remove("at");
-        let why = corrupt(point_from(item).map(|_| ()));
+        let why = corrupt(chunk_from(item).map(|_| ()));
         assert!(why.contains("at"), "{why}");
+        let mut item = stored_point();
+        item.insert("samples".to_owned(), s("{\"t\": 7}"));
+        let why = corrupt(chunk_from(item).map(|_| ()));
+        assert!(why.contains("offsets"), "{why}");
     }
 }

@@ -1,6 +1,7 @@
 //! Devices on AWS IoT Core: what a device announces, its presence, the commands sent to it and
 //! the telemetry it reports. Pure rules; the functions and adapters of the devices issue use them.
 
+pub mod activity;
 pub mod command;
 pub mod commands_dynamodb;
 #[cfg(any(test, feature = "test-util"))]
@@ -15,6 +16,7 @@ pub mod memory;
 pub mod ports;
 pub mod presence;
 pub mod registration;
+pub mod series;
 pub mod telemetry;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]

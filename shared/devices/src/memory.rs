@@ -1,18 +1,19 @@
 //! The device registry and telemetry in memory, for unit tests.
 
-use crate::dynamodb::{decode_after_ms, encode_after_ms, unique_points};
-use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint};
-use crate::presence::{LifecycleEvent, Presence};
+use crate::dynamodb::{decode_after_ms, encode_after_ms, unique_chunks};
+use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint, TelemetryWritten};
+use crate::presence::{LastSeen, LifecycleEvent, Presence};
 use crate::registration::{Announcement, ThingName};
-use crate::telemetry::TelemetryPoint;
+use crate::series::{self, Chunk, RangeCollector};
+use crate::telemetry::TelemetryBatch;
 use async_trait::async_trait;
 use cellbridge_core::cursor;
 use cellbridge_core::cursor::AfterId;
-use cellbridge_core::dynamodb::epoch_ms;
 use cellbridge_core::memory::{locked, page_of};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
@@ -20,11 +21,57 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug, Default)]
 pub struct MemoryDevices {
     devices: Mutex<BTreeMap<ThingName, DeviceRecord>>,
-    telemetry: Mutex<BTreeMap<(ThingName, i64), TelemetryPoint>>,
+    /// What the presence write gate cost: devices read by `last_seen_of`, and
+    /// `record_activity_if_due` calls that wrote or were refused.
+    activity_reads: AtomicUsize,
+    activity_writes: AtomicUsize,
+    activity_refused: AtomicUsize,
+    /// Fails those reads and writes, as a throttled table would.
+    presence_unavailable: std::sync::atomic::AtomicBool,
+    /// Chunks by device and first sample time, as the telemetry table keys them.
+    telemetry: Mutex<BTreeMap<(ThingName, i64), Chunk>>,
 }
 
 impl MemoryDevices {
+    /// Makes `last_seen_of` and `record_activity_if_due` fail (retryable) while set.
+    pub fn set_presence_unavailable(&self, unavailable: bool) {
+        self.presence_unavailable
+            .store(unavailable, Ordering::SeqCst);
+    }
+
+    fn presence_available(&self) -> Result<(), StoreError> {
+        if self.presence_unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("presence throttled".into()));
+        }
+        Ok(())
+    }
+
+    /// Devices whose last sign of life `last_seen_of` read.
+    pub fn activity_reads(&self) -> usize {
+        self.activity_reads.load(Ordering::SeqCst)
+    }
+
+    /// `record_activity_if_due` calls that moved `lastSeen`.
+    pub fn activity_writes(&self) -> usize {
+        self.activity_writes.load(Ordering::SeqCst)
+    }
+
+    /// `record_activity_if_due` calls refused (not due, or not registered): billed on DynamoDB
+    /// all the same.
+    pub fn activity_refused(&self) -> usize {
+        self.activity_refused.load(Ordering::SeqCst)
+    }
+
+    /// Samples stored.
     pub fn telemetry_count(&self) -> usize {
+        self.telemetry
+            .lock()
+            .map(|t| t.values().map(|c| c.count).sum())
+            .unwrap_or(0)
+    }
+
+    /// Chunks (items) stored.
+    pub fn telemetry_items(&self) -> usize {
         self.telemetry.lock().map(|t| t.len()).unwrap_or(0)
     }
 }
@@ -121,17 +168,59 @@ impl DeviceStore for MemoryDevices {
         Ok(true)
     }
 
+    async fn last_seen_of(
+        &self,
+        things: &[ThingName],
+    ) -> Result<HashMap<ThingName, LastSeen>, StoreError> {
+        self.presence_available()?;
+        self.activity_reads
+            .fetch_add(things.len(), Ordering::SeqCst);
+        let devices = locked(&self.devices);
+        Ok(things
+            .iter()
+            .filter_map(|thing| {
+                let device = devices.get(thing)?;
+                Some((thing.clone(), device.presence.last_seen_state()))
+            })
+            .collect())
+    }
+
+    async fn record_activity_if_due(
+        &self,
+        thing_name: &ThingName,
+        at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<bool, StoreError> {
+        self.presence_available()?;
+        let mut devices = locked(&self.devices);
+        let due = devices
+            .get(thing_name)
+            .is_some_and(|d| d.presence.last_seen_state().is_moved_by(at, interval));
+        match devices.get_mut(thing_name) {
+            Some(device) if due => {
+                device.presence = device.presence.after_activity(at);
+                self.activity_writes.fetch_add(1, Ordering::SeqCst);
+                Ok(true)
+            }
+            _ => {
+                self.activity_refused.fetch_add(1, Ordering::SeqCst);
+                Ok(false)
+            }
+        }
+    }
+
     async fn write_telemetry(
         &self,
-        points: &[TelemetryPoint],
+        batches: &[TelemetryBatch],
         _retention: Duration,
-    ) -> Result<usize, StoreError> {
-        let unique = unique_points(points);
-        let mut series = locked(&self.telemetry);
-        for point in &unique {
-            series.insert((point.device.clone(), epoch_ms(point.at)), (*point).clone());
-        }
-        Ok(unique.len())
+    ) -> Result<TelemetryWritten, StoreError> {
+        let unique = unique_chunks(batches);
+        let written = TelemetryWritten {
+            samples: unique.values().map(|c| c.count).sum(),
+            items: unique.len(),
+        };
+        locked(&self.telemetry).extend(unique);
+        Ok(written)
     }
 
     async fn query_telemetry(
@@ -142,25 +231,36 @@ impl DeviceStore for MemoryDevices {
         page: &PageRequest,
     ) -> Result<Page<StoredPoint>, StoreError> {
         let after = page.cursor.as_deref().map(decode_after_ms).transpose()?;
-        let series = locked(&self.telemetry);
-        let items: Vec<StoredPoint> = series
-            .range((thing_name.clone(), epoch_ms(from))..=(thing_name.clone(), epoch_ms(to)))
-            .filter(|((_, at), _)| after.is_none_or(|a| *at > a))
-            .map(|(_, p)| stored(p))
-            .collect();
-        Ok(page_of(items, page.limit, |last| {
-            encode_after_ms(epoch_ms(last.at))
-        }))
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let mut collector = RangeCollector::new(from, to, after, limit);
+        let chunks = locked(&self.telemetry);
+        let keys = (thing_name.clone(), collector.first_key_ms())
+            ..=(thing_name.clone(), collector.last_key_ms());
+        for ((_, first_ms), chunk) in chunks.range(keys) {
+            if collector.is_settled_before(*first_ms) {
+                break;
+            }
+            collector.add(decoded(chunk)?, chunk.received_at);
+        }
+        let (items, next) = collector.page();
+        Ok(Page {
+            items,
+            next_cursor: next.map(encode_after_ms),
+        })
     }
 
     async fn latest_telemetry(
         &self,
         thing_name: &ThingName,
     ) -> Result<Option<StoredPoint>, StoreError> {
-        Ok(locked(&self.telemetry)
+        let chunks = locked(&self.telemetry);
+        let newest = chunks
             .range((thing_name.clone(), i64::MIN)..=(thing_name.clone(), i64::MAX))
-            .next_back()
-            .map(|(_, p)| stored(p)))
+            .rev()
+            .take(2)
+            .map(|(_, chunk)| Ok((decoded(chunk)?, chunk.received_at)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(series::newest(newest))
     }
 
     async fn sweep_silent(
@@ -179,12 +279,8 @@ impl DeviceStore for MemoryDevices {
     }
 }
 
-fn stored(point: &TelemetryPoint) -> StoredPoint {
-    StoredPoint {
-        at: point.at,
-        received_at: point.received_at,
-        metrics: point.metrics_json(),
-    }
+fn decoded(chunk: &Chunk) -> Result<series::Samples, StoreError> {
+    series::decode(chunk.first_ms, &chunk.encoded).map_err(StoreError::Corrupt)
 }
 
 #[cfg(test)]
@@ -237,15 +333,13 @@ mod tests {
         };
         let received = 1_795_338_000_000_i64;
         let points = [point(received), point(received), point(received + 1000)];
-        assert_eq!(
-            store
-                .write_telemetry(&points, Duration::days(1))
-                .await
-                .expect("ok"),
-            2
-        );
+        let written = store
+            .write_telemetry(&points, Duration::days(1))
+            .await
+            .expect("ok");
+        assert_eq!((written.samples, written.items), (2, 2));
         assert_eq!(store.telemetry_count(), 2);
         let latest = store.latest_telemetry(&thing).await.expect("ok");
-        assert_eq!(latest.map(|p| p.at), Some(points[2].at));
+        assert_eq!(latest.map(|p| p.at), Some(points[2].samples[0].at));
     }
 }

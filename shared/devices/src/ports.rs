@@ -28,6 +28,14 @@ pub struct StoredPoint {
     pub metrics: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What a telemetry write stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TelemetryWritten {
+    pub samples: usize,
+    /// Stored items (chunks), after duplicates within the call were merged.
+    pub items: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     Created,
@@ -64,23 +72,70 @@ pub trait DeviceStore: Send + Sync {
         event: &crate::presence::LifecycleEvent,
     ) -> Result<bool, StoreError>;
 
-    /// A heartbeat or other sign of life at `at`; false when an equal or later one is stored
-    /// already, or the device is not registered.
+    /// A sign of life at `at`, written whatever the interval since the last one (the functions
+    /// go through the write gate and [`DeviceStore::record_activity_if_due`]); false when an
+    /// equal or later one is stored already, or the device is not registered.
     async fn record_activity(
         &self,
         thing_name: &crate::registration::ThingName,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// Writes telemetry points, many per call (BatchWriteItem, 25 a request, unprocessed items
-    /// retried). A point is keyed by device and time, so writing it again changes nothing.
+    /// The stored last sign of life of each of `things` that is registered; the others are left
+    /// out. Many per call, read eventually consistent (on DynamoDB `BatchGetItem`, 100 keys a
+    /// request, half a read unit a device): the write gate's read, where a value a moment old
+    /// only costs a refused write.
+    ///
+    /// The default reads device by device; the adapters override it.
+    async fn last_seen_of(
+        &self,
+        things: &[crate::registration::ThingName],
+    ) -> Result<
+        std::collections::HashMap<crate::registration::ThingName, crate::presence::LastSeen>,
+        StoreError,
+    > {
+        let mut found = std::collections::HashMap::new();
+        for thing in things {
+            if let Some(device) = self.get_device(thing).await? {
+                found.insert(thing.clone(), device.presence.last_seen_state());
+            }
+        }
+        Ok(found)
+    }
+
+    /// A sign of life at `at`, written only when [`crate::presence::LastSeen::is_moved_by`]
+    /// holds for what is stored (at most once per `interval`; never back in time; clears the
+    /// sweep's mark). The adapters make it one conditional write, so of instances racing, one
+    /// moves it. False when it was not due, or the device is not registered.
+    ///
+    /// The default reads, then writes with [`DeviceStore::record_activity`]: not one atomic step,
+    /// for test doubles only; the adapters override it.
+    async fn record_activity_if_due(
+        &self,
+        thing_name: &crate::registration::ThingName,
+        at: OffsetDateTime,
+        interval: time::Duration,
+    ) -> Result<bool, StoreError> {
+        let due = self
+            .get_device(thing_name)
+            .await?
+            .is_some_and(|device| device.presence.last_seen_state().is_moved_by(at, interval));
+        if !due {
+            return Ok(false);
+        }
+        self.record_activity(thing_name, at).await
+    }
+
+    /// Writes telemetry messages, many per call, each as its chunks ([`crate::series`];
+    /// BatchWriteItem, 25 items a request, unprocessed items retried). A chunk is keyed by device
+    /// and first sample time, so writing a message again changes nothing.
     async fn write_telemetry(
         &self,
-        points: &[crate::telemetry::TelemetryPoint],
+        batches: &[crate::telemetry::TelemetryBatch],
         retention: time::Duration,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<TelemetryWritten, StoreError>;
 
-    /// The device's points with `from <= at <= to`, oldest first.
+    /// The device's samples with `from <= at <= to`, oldest first, one per time.
     async fn query_telemetry(
         &self,
         thing_name: &crate::registration::ThingName,
@@ -89,16 +144,16 @@ pub trait DeviceStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<StoredPoint>, StoreError>;
 
-    /// The device's newest point by its own time: the latest state. Read from the time series
-    /// rather than kept on the device, so ingest writes each point once, and a duplicate or late
-    /// delivery cannot change which point is newest. `None` before its first point.
+    /// The device's newest sample by its own time: the latest state. Read from the time series
+    /// rather than kept on the device, so ingest writes each sample once, and a duplicate or late
+    /// delivery cannot change which sample is newest. `None` before its first sample.
     async fn latest_telemetry(
         &self,
         thing_name: &crate::registration::ThingName,
     ) -> Result<Option<StoredPoint>, StoreError>;
 
-    /// The heartbeat sweep: marks timed out every connected device silent for longer than
-    /// `timeout` at `now` (see `Presence::is_silent`) and returns them. A device heard from
+    /// The presence sweep: marks timed out every connected device not heard from for longer
+    /// than `timeout` at `now` (see `Presence::is_silent`) and returns them. A device heard from
     /// meanwhile is left alone.
     async fn sweep_silent(
         &self,

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use time::OffsetDateTime;
 
-/// A device with its status: online while connected and heard from within the heartbeat
-/// timeout, offline otherwise (a lost disconnect shows as offline once the device is silent).
+/// A device with its status: online while connected (IoT Core's lifecycle events; MQTT
+/// keep-alive holds the connection) and not timed out, offline otherwise (a lost disconnect shows
+/// as offline once the device has been silent for the presence timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
@@ -39,15 +40,30 @@ pub struct DeviceView<'a> {
 }
 
 impl<'a> DeviceView<'a> {
-    /// `latest` is the device's newest telemetry point (`DeviceStore::latest_telemetry`).
+    /// `latest` is the device's newest telemetry point (`DeviceStore::latest_telemetry`); the
+    /// status is judged with the default presence timeout.
     pub fn new(
         device: &'a crate::ports::DeviceRecord,
         latest: Option<&'a crate::ports::StoredPoint>,
         now: OffsetDateTime,
     ) -> Self {
-        let online = device
-            .presence
-            .is_online(now, crate::presence::DEFAULT_HEARTBEAT_TIMEOUT);
+        Self::with_presence_timeout(
+            device,
+            latest,
+            now,
+            crate::presence::DEFAULT_PRESENCE_TIMEOUT,
+        )
+    }
+
+    /// As [`DeviceView::new`], with the presence timeout the deployment configured
+    /// (`crate::wiring::PresenceSettings`).
+    pub fn with_presence_timeout(
+        device: &'a crate::ports::DeviceRecord,
+        latest: Option<&'a crate::ports::StoredPoint>,
+        now: OffsetDateTime,
+        presence_timeout: time::Duration,
+    ) -> Self {
+        let online = device.presence.is_online(now, presence_timeout);
         Self {
             id: Cow::Borrowed(device.thing_name.as_str()),
             iccid: Cow::Borrowed(&device.iccid),

@@ -42,6 +42,9 @@ pub async fn devices_register_report_and_answer_commands(stack: &Devstack) -> Re
     options.devices = DEVICES;
     options.prefix = "e2e".to_owned();
     options.tenant = "demo".to_owned();
+    // Batches as the contract has them, every two seconds rather than every minute, so the
+    // stored telemetry this test waits for comes soon.
+    options.batch_every = Some(Duration::from_secs(2));
     let fleet = Fleet::start(options)?;
     let mut stranger = FleetOptions::new(stack.mqtt_address());
     stranger.devices = 1;
