@@ -680,7 +680,12 @@ impl Device {
         self.batch.push(sample);
     }
 
+    /// Publishes what waits; the next batch is due a full period later, so a batch that filled
+    /// early is not followed by a small one at the old schedule.
     fn send_batch(&mut self) {
+        if let Some(every) = self.spec.batch_every {
+            self.batch_timer = Some(interval_every(every));
+        }
         if self.batch.is_empty() {
             return;
         }

@@ -53,8 +53,9 @@ pub struct FleetOptions {
     pub tenant: String,
     /// How often a device samples its sensors.
     pub telemetry_every: Duration,
-    /// Samples go out together this often, as many as fit one 5 KB metered message (a full
-    /// message goes at once); `None` publishes each sample as it is taken (the original format).
+    /// Samples go out together this long after the previous batch, or sooner when the next one
+    /// would not fit one 5 KB metered message; `None` publishes each sample as it is taken (the
+    /// original format).
     pub batch_every: Option<Duration>,
     /// `None`: no heartbeats (presence comes from MQTT keep-alive and the lifecycle events).
     pub heartbeat_every: Option<Duration>,
