@@ -70,6 +70,8 @@ pub struct DevstackOptions {
     pub accepted_check_interval: Duration,
     /// Replaces the period of every `rate(...)` schedule locally; `None` keeps the template's.
     pub schedule_period: Option<Duration>,
+    /// Environment of every function over the template's (as a stack parameter would set it).
+    pub function_env: BTreeMap<String, String>,
 }
 
 impl DevstackOptions {
@@ -97,6 +99,7 @@ impl DevstackOptions {
             // Callbacks normally finish the work first; a minute leaves them time on a busy laptop.
             accepted_check_interval: Duration::from_secs(60),
             schedule_period: Some(Duration::from_secs(15)),
+            function_env: BTreeMap::new(),
             root,
         }
     }
@@ -201,6 +204,7 @@ impl Devstack {
 
         let functions = template.functions(&resources)?;
         let mut env = function_env(&functions, &aws);
+        env.extend(opts.function_env.clone());
         let carriers = match &opts.carriers {
             Some(config) => Some(LocalCarriers::start(opts.carrier_port, config.clone()).await?),
             None => None,

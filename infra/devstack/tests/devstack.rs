@@ -15,6 +15,7 @@ use devstack::{Devstack, DevstackOptions};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -35,6 +36,25 @@ mod devices;
 #[path = "devstack/presence.rs"]
 mod presence;
 
+/// Checks `check` every 200 ms until it holds; fails naming `what` after `timeout`, a limit on
+/// waiting, never an assertion on how long something took.
+pub(crate) async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn valid_request() -> Value {
     cellbridge::testing::suspend_request(DEVICES, true)
 }
@@ -44,6 +64,15 @@ async fn start(log_dir: &std::path::Path) -> Result<Devstack> {
     opts.api_port = 0;
     opts.mqtt_port = 0;
     opts.log_dir = log_dir.to_path_buf();
+    // A presence write interval longer than the whole run: the presence scenario's "no write
+    // within the interval" then holds however slow the machine is.
+    opts.function_env = BTreeMap::from([
+        (
+            "PRESENCE_WRITE_INTERVAL_SECONDS".to_owned(),
+            "3600".to_owned(),
+        ),
+        ("PRESENCE_TIMEOUT_SECONDS".to_owned(), "7200".to_owned()),
+    ]);
     Devstack::start(opts).await
 }
 

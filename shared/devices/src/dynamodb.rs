@@ -189,6 +189,14 @@ pub(crate) fn unique_chunks(batches: &[TelemetryBatch]) -> BTreeMap<(ThingName, 
     by_key
 }
 
+/// What writing `chunks` (from [`unique_chunks`]) stores.
+pub(crate) fn written(chunks: &BTreeMap<(ThingName, i64), Chunk>) -> TelemetryWritten {
+    TelemetryWritten {
+        samples: chunks.values().map(|c| c.count).sum(),
+        items: chunks.len(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DynamoDevices {
     client: Client,
@@ -381,17 +389,9 @@ impl DeviceStore for DynamoDevices {
         thing_name: &ThingName,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.devices_table)
-            .key("thingName", s(thing_name.as_str()))
-            .update_expression("SET lastSeen = :at REMOVE timedOutAt")
-            .condition_expression("attribute_exists(thingName) AND (attribute_not_exists(lastSeen) OR lastSeen < :at)")
-            .expression_attribute_values(":at", n(epoch_ms(at)))
-            .send()
-            .await;
-        updated_unless_condition_failed(result)
+        // With no interval the gate's condition is "later than what is stored".
+        self.record_activity_if_due(thing_name, at, Duration::ZERO)
+            .await
     }
 
     async fn last_seen_of(
@@ -441,10 +441,7 @@ impl DeviceStore for DynamoDevices {
         retention: Duration,
     ) -> Result<TelemetryWritten, StoreError> {
         let unique = unique_chunks(batches);
-        let written = TelemetryWritten {
-            samples: unique.values().map(|c| c.count).sum(),
-            items: unique.len(),
-        };
+        let written = written(&unique);
         let items = unique
             .iter()
             .map(|((device, _), chunk)| {

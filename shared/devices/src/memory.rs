@@ -1,6 +1,6 @@
 //! The device registry and telemetry in memory, for unit tests.
 
-use crate::dynamodb::{decode_after_ms, encode_after_ms, unique_chunks};
+use crate::dynamodb::{decode_after_ms, encode_after_ms, unique_chunks, written};
 use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint, TelemetryWritten};
 use crate::presence::{LastSeen, LifecycleEvent, Presence};
 use crate::registration::{Announcement, ThingName};
@@ -215,10 +215,7 @@ impl DeviceStore for MemoryDevices {
         _retention: Duration,
     ) -> Result<TelemetryWritten, StoreError> {
         let unique = unique_chunks(batches);
-        let written = TelemetryWritten {
-            samples: unique.values().map(|c| c.count).sum(),
-            items: unique.len(),
-        };
+        let written = written(&unique);
         locked(&self.telemetry).extend(unique);
         Ok(written)
     }

@@ -2,7 +2,7 @@
 //! the template's topic rules run the registration, telemetry and presence flows, and commands
 //! go from the API to the device and back.
 
-use super::{signed_in, OPERATOR};
+use super::{signed_in, until, OPERATOR};
 use anyhow::{bail, ensure, Context, Result};
 use cellbridge::devices::command::CommandStatus;
 use cellbridge::devices::views::DeviceStatus;
@@ -10,7 +10,7 @@ use device_sim::{Fleet, FleetOptions, Misbehaviour};
 use devstack::api_client::{ApiClient, ApiError};
 use devstack::Devstack;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEVICES: usize = 4;
 
@@ -18,23 +18,6 @@ const DEVICES: usize = 4;
 async fn points_last_hour(api: &ApiClient, thing: &str) -> Result<usize> {
     let from = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     Ok(api.telemetry_since(thing, from).await?.len())
-}
-
-async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 pub async fn devices_register_report_and_answer_commands(stack: &Devstack) -> Result<()> {
