@@ -198,6 +198,8 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bill {
     pub lines: Vec<Line>,
+    /// What each line's units and dollars are for: `device-month`, `bulk change`, ...
+    pub per: String,
 }
 
 impl Bill {
@@ -205,7 +207,7 @@ impl Bill {
         self.lines.iter().map(|l| l.dollars).sum()
     }
 
-    /// Dollars per device per month by flow, most expensive first.
+    /// Dollars per [`Bill::per`] by flow, most expensive first.
     pub fn by_flow(&self) -> Vec<(String, f64)> {
         let mut flows: BTreeMap<&str, f64> = BTreeMap::new();
         for line in &self.lines {
@@ -219,9 +221,9 @@ impl Bill {
 
     /// The itemized table, in markdown.
     pub fn markdown(&self) -> String {
-        let mut out = String::from(
-            "| flow | service | billed | units per device-month | $ per device-month |\n\
-             |---|---|---|---:|---:|\n",
+        let per = &self.per;
+        let mut out = format!(
+            "| flow | service | billed | units per {per} | $ per {per} |\n|---|---|---|---:|---:|\n"
         );
         for line in &self.lines {
             let _ = writeln!(
@@ -242,7 +244,17 @@ impl Bill {
 /// Prices what a fleet used over a window, per device per month, one line per flow and item
 /// (most expensive first). An item without a price is an error, not a free line.
 pub fn price(usage: &[Usage], window: Window, prices: &BTreeMap<Billed, Price>) -> Result<Bill> {
-    let scale = window.per_device_month()?;
+    price_scaled(usage, window.per_device_month()?, "device-month", prices)
+}
+
+/// Prices `usage` times `scale`, for one `per` (a piece of work: `bulk change of 10,000
+/// devices`), one line per flow and item (most expensive first).
+pub fn price_scaled(
+    usage: &[Usage],
+    scale: f64,
+    per: &str,
+    prices: &BTreeMap<Billed, Price>,
+) -> Result<Bill> {
     let mut summed: BTreeMap<(&str, Billed), f64> = BTreeMap::new();
     for u in usage {
         *summed.entry((&u.flow, u.billed)).or_default() += u.units;
@@ -261,7 +273,10 @@ pub fn price(usage: &[Usage], window: Window, prices: &BTreeMap<Billed, Price>) 
         });
     }
     lines.sort_by(|a, b| b.dollars.total_cmp(&a.dollars));
-    Ok(Bill { lines })
+    Ok(Bill {
+        lines,
+        per: per.to_owned(),
+    })
 }
 
 #[cfg(test)]

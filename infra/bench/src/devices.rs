@@ -72,7 +72,7 @@ struct Results {
 
 pub async fn run(args: DevicesArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
-    let (stack, log) = start_stack(&root, "bench-devices.log").await?;
+    let (stack, log) = start_stack(&root, "bench-devices.log", false).await?;
     let outcome = measure(&stack, &args, &log).await;
     stack.shutdown().await;
     let results = outcome?;
@@ -86,16 +86,22 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
     Ok(())
 }
 
-/// The local stack as the fleet benchmarks run it: functions built with the benchmark profile
-/// and logging to `.devstack/<log_name>` (returned), no carrier simulators.
-pub(crate) async fn start_stack(root: &Path, log_name: &str) -> Result<(Devstack, PathBuf)> {
+/// The local stack as the benchmarks run it: functions built with the benchmark profile and
+/// logging to `.devstack/<log_name>` (returned), the carrier simulators only when asked for.
+pub(crate) async fn start_stack(
+    root: &Path,
+    log_name: &str,
+    with_carriers: bool,
+) -> Result<(Devstack, PathBuf)> {
     local_tools::ensure_installed(root)?;
     let log = root.join(".devstack").join(log_name);
     let _ = std::fs::remove_file(&log);
     let mut options = DevstackOptions::new(root);
     options.api_port = 0;
     options.mqtt_port = 0;
-    options.carriers = None;
+    if !with_carriers {
+        options.carriers = None;
+    }
     options.function_output = Some(ChildOutput::LogFile(log.clone()));
     // The ingest queue's MaximumConcurrency; more instances only cost memory here.
     options.lambda_concurrency = Some(4);

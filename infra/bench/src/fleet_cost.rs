@@ -15,7 +15,7 @@ use super::devices::{
 use super::{write_section, DocSection, Machine};
 use anyhow::{Context, Result};
 use devstack::billing::{
-    BrokerUsage, FunctionUsage, LambdaSnapshot, DEVSTACK_CALLER, EVENT_SOURCE_CALLER,
+    ApiUsage, BrokerUsage, FunctionUsage, LambdaSnapshot, DEVSTACK_CALLER, EVENT_SOURCE_CALLER,
     RULES_ENGINE_CALLER,
 };
 use devstack::iot::RulesStats;
@@ -79,7 +79,7 @@ impl FleetBehaviour {
         }
     }
 
-    fn options(self, fleet: &mut device_sim::FleetOptions) {
+    pub(crate) fn options(self, fleet: &mut device_sim::FleetOptions) {
         match self {
             FleetBehaviour::Batched => {
                 fleet.telemetry_every = Duration::from_secs(1);
@@ -123,66 +123,125 @@ pub struct CostArgs {
     /// Lambda architecture to price; by default the template's `Architecture` parameter's.
     #[arg(long, value_enum)]
     pub architecture: Option<Architecture>,
+    /// What to price: a fleet per device-month (`--fleet` says how its devices behave), a
+    /// 10,000-device bulk change on each carrier, or a console user's day of API use.
+    #[arg(long, value_enum, default_value = "fleet")]
+    pub scenario: CostScenario,
+    /// Devices in each carrier's metered bulk change (`--scenario bulk-change`), scaled to 10,000.
+    #[arg(long, default_value_t = 1000)]
+    pub bulk_devices: u32,
     /// Print the results only; leave docs/benchmarks.md untouched.
     #[arg(long)]
     pub no_write: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CostScenario {
+    Fleet,
+    BulkChange,
+    ConsoleDay,
+}
+
 /// Every meter of the stack at one moment.
-struct Meters {
+pub(crate) struct Meters {
     broker: BrokerUsage,
     rules: RulesStats,
     lambda: LambdaSnapshot,
+    api: ApiUsage,
     emulators: EmulatorMeter,
 }
 
 impl Meters {
-    async fn read(stack: &Devstack, http: &reqwest::Client) -> Result<Meters> {
+    pub(crate) async fn read(stack: &Devstack, http: &reqwest::Client) -> Result<Meters> {
         let dynamodb = read_meter(http, &stack.aws().dynamodb().endpoint())
             .await
             .context("reading MiniStack's DynamoDB meter")?;
         let sqs = read_meter(http, &stack.aws().sqs().endpoint())
             .await
             .context("reading MiniStack's SQS meter")?;
+        let moto = read_meter(http, &stack.aws().moto().endpoint())
+            .await
+            .context("reading moto's meter (S3, Secrets Manager, IoT registry)")?;
         Ok(Meters {
             broker: stack.broker().usage(),
             rules: stack.iot_stats().rules,
             lambda: stack.invoker().usage(),
-            emulators: EmulatorMeter {
-                dynamodb: dynamodb.dynamodb,
-                sqs: sqs.sqs,
-            },
+            api: stack.api_usage(),
+            // Each process meters only the services it serves.
+            emulators: EmulatorMeter::merged([
+                EmulatorMeter {
+                    dynamodb: dynamodb.dynamodb,
+                    ..EmulatorMeter::default()
+                },
+                EmulatorMeter {
+                    sqs: sqs.sqs,
+                    ..EmulatorMeter::default()
+                },
+                EmulatorMeter {
+                    requests: moto.requests,
+                    ..EmulatorMeter::default()
+                },
+            ]),
         })
+    }
+
+    /// What happened between `before` and this reading, over `window`.
+    pub(crate) fn since(&self, before: &Meters, window: Duration) -> Measured {
+        Measured {
+            broker: self.broker.since(&before.broker),
+            rules: rules_since(&self.rules, &before.rules),
+            functions: self.lambda.since(&before.lambda),
+            api: self.api.since(&before.api),
+            emulators: self.emulators.since(&before.emulators),
+            window,
+            sample_age_ms: Vec::new(),
+        }
     }
 }
 
 /// What happened during the window, from two readings of the meters.
-struct Measured {
+pub(crate) struct Measured {
     broker: BrokerUsage,
     rules: RulesStats,
     functions: Vec<FunctionUsage>,
+    api: ApiUsage,
     emulators: EmulatorMeter,
-    window: Duration,
+    pub(crate) window: Duration,
     /// From when a sample was taken to its write, sorted: how fresh what readers see is.
     sample_age_ms: Vec<f64>,
 }
 
 pub async fn run(args: CostArgs) -> Result<()> {
+    match args.scenario {
+        CostScenario::Fleet => run_fleet(args).await,
+        CostScenario::BulkChange => super::activity_cost::bulk_change(args).await,
+        CostScenario::ConsoleDay => super::activity_cost::console_day(args).await,
+    }
+}
+
+/// The Lambda architecture to price: the one asked for, else the template's default.
+pub(crate) fn architecture(args: &CostArgs, stack: &Devstack) -> Architecture {
+    args.architecture.unwrap_or_else(
+        || match stack.template().parameter_default("Architecture") {
+            Some("x86_64") => Architecture::X86_64,
+            _ => Architecture::Arm64,
+        },
+    )
+}
+
+async fn run_fleet(args: CostArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
     let table = PriceTable::load(&root.join(cost::PRICE_TABLE))?;
     let prices = table.prices(&args.region)?;
-    let (stack, log) = start_stack(&root, "bench-cost.log").await?;
+    let (stack, log) = start_stack(&root, "bench-cost.log", false).await?;
     let outcome = measure(&stack, &args, &log).await;
     let flows = Flows::of(&stack);
-    let architecture = args.architecture.unwrap_or_else(|| {
-        match stack.template().parameter_default("Architecture") {
-            Some("x86_64") => Architecture::X86_64,
-            _ => Architecture::Arm64,
-        }
-    });
+    let architecture = architecture(&args, &stack);
     stack.shutdown().await;
     let measured = outcome?;
-    let usage = flows.usage(&measured, architecture);
+    let usage = flows.usage(&measured, architecture, &|function| {
+        Some(flow_of_function(function).to_owned())
+    });
     let bill = cost::price(
         &usage.per_device,
         Window {
@@ -254,12 +313,8 @@ async fn measure(stack: &Devstack, args: &CostArgs, log: &Path) -> Result<Measur
             .collect();
         sample_age_ms.sort_by(f64::total_cmp);
         anyhow::Ok(Measured {
-            broker: after.broker.since(&before.broker),
-            rules: rules_since(&after.rules, &before.rules),
-            functions: after.lambda.since(&before.lambda),
-            emulators: after.emulators.since(&before.emulators),
-            window,
             sample_age_ms,
+            ..after.since(&before, window)
         })
     }
     .await;
@@ -284,7 +339,7 @@ fn rules_since(after: &RulesStats, before: &RulesStats) -> RulesStats {
 }
 
 /// The flow of each function's work, as the people who run a fleet name it.
-fn flow_of_function(binary: &str) -> &str {
+pub(crate) fn flow_of_function(binary: &str) -> &str {
     match binary {
         "telemetry-ingest" => "telemetry",
         "device-presence" | "presence-sweep" => "presence",
@@ -297,12 +352,15 @@ fn flow_of_function(binary: &str) -> &str {
     }
 }
 
-/// Where each rule, queue and topic leads, from the template.
-struct Flows {
-    /// Rule name → its topic filter and flow.
+/// Where each rule, queue, route and topic leads, from the template: to the function whose work
+/// it is.
+pub(crate) struct Flows {
+    /// Rule name → its topic filter and the function it leads to.
     rules: Vec<(String, String, String)>,
-    /// Queue name → the flow of the function it feeds.
+    /// Queue name → the function it feeds.
     queues: BTreeMap<String, String>,
+    /// Route key (`GET /devices`) → the function that answers it.
+    routes: BTreeMap<String, String>,
     /// Binary → memory size in MB.
     memory_mb: BTreeMap<String, u64>,
     /// Binaries run on a schedule, with the schedule's period in AWS: their invocations cost
@@ -311,13 +369,17 @@ struct Flows {
 }
 
 /// The window's usage: what grows with the fleet, and what a deployment pays whatever its size.
-struct FleetUsage {
-    per_device: Vec<Usage>,
-    fixed: Vec<Usage>,
+pub(crate) struct FleetUsage {
+    pub(crate) per_device: Vec<Usage>,
+    pub(crate) fixed: Vec<Usage>,
 }
 
+/// The line a function's units go to on the bill; `None` leaves them out. `connectivity` stands
+/// for the devices' connected time.
+pub(crate) type LineOf<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 impl Flows {
-    fn of(stack: &Devstack) -> Flows {
+    pub(crate) fn of(stack: &Devstack) -> Flows {
         let resources = stack.resources();
         let functions = stack.functions();
         let rules = stack
@@ -326,9 +388,9 @@ impl Flows {
             .unwrap_or_default()
             .iter()
             .map(|rule| {
-                let flow =
-                    rule_flow(rule, functions, resources).unwrap_or_else(|| rule.name.clone());
-                (rule.name.clone(), topic_filter(&rule.sql), flow)
+                let function =
+                    rule_function(rule, functions, resources).unwrap_or_else(|| rule.name.clone());
+                (rule.name.clone(), topic_filter(&rule.sql), function)
             })
             .collect();
         let queues = functions
@@ -336,7 +398,19 @@ impl Flows {
             .flat_map(|f| {
                 f.sqs_sources.iter().filter_map(|source| {
                     let name = resources.queue_name(&source.queue_logical_id)?;
-                    Some((name.to_owned(), flow_of_function(&f.binary).to_owned()))
+                    Some((name.to_owned(), f.binary.clone()))
+                })
+            })
+            .collect();
+        let routes = functions
+            .iter()
+            .flat_map(|f| {
+                f.http_routes.iter().map(|route| {
+                    let key = match &route.path {
+                        Some(path) => format!("{} {path}", route.method),
+                        None => "$default".to_owned(),
+                    };
+                    (key, f.binary.clone())
                 })
             })
             .collect();
@@ -354,26 +428,27 @@ impl Flows {
         Flows {
             rules,
             queues,
+            routes,
             memory_mb,
             scheduled,
         }
     }
 
-    /// The flow of a topic pattern: that of the rule its messages fire, or else that of the rule
-    /// of the same subject (`devices/+/commands` goes with `devices/+/commands/ack`).
+    /// The function of a topic pattern: that of the rule its messages fire, or else that of the
+    /// rule of the same subject (`devices/+/commands` goes with `devices/+/commands/ack`).
     fn of_topic(&self, pattern: &str) -> String {
-        if let Some((_, _, flow)) = self
+        if let Some((_, _, function)) = self
             .rules
             .iter()
             .find(|(_, filter, _)| filter_matches(filter, pattern))
         {
-            return flow.clone();
+            return function.clone();
         }
         let subject = |topic: &str| topic.split('/').take(3).collect::<Vec<_>>().join("/");
         self.rules
             .iter()
             .find(|(_, filter, _)| subject(filter) == subject(pattern))
-            .map(|(_, _, flow)| flow.clone())
+            .map(|(_, _, function)| function.clone())
             .unwrap_or_else(|| pattern.to_owned())
     }
 
@@ -381,8 +456,15 @@ impl Flows {
         self.rules
             .iter()
             .find(|(rule, _, _)| rule == name)
-            .map(|(_, _, flow)| flow.clone())
+            .map(|(_, _, function)| function.clone())
             .unwrap_or_else(|| name.to_owned())
+    }
+
+    fn of_route(&self, route: &str) -> String {
+        self.routes
+            .get(route)
+            .cloned()
+            .unwrap_or_else(|| route.to_owned())
     }
 
     /// A caller of the emulators: a function, the event sources (by queue), the rules engine
@@ -396,14 +478,23 @@ impl Flows {
                     .cloned()
                     .unwrap_or_else(|| format!("queue {queue}")),
             ),
-            function => Some(flow_of_function(function).to_owned()),
+            function => Some(function.to_owned()),
         }
     }
 
-    fn usage(&self, measured: &Measured, architecture: Architecture) -> FleetUsage {
+    /// The measured units on the lines `line_of` gives each function.
+    pub(crate) fn usage(
+        &self,
+        measured: &Measured,
+        architecture: Architecture,
+        line_of: LineOf<'_>,
+    ) -> FleetUsage {
         let mut per_device = Vec::new();
         let mut fixed = Vec::new();
-        let mut add = |flow: String, billed: Billed, units: f64, is_fixed: bool| {
+        let mut add = |function: &str, billed: Billed, units: f64, is_fixed: bool| {
+            let Some(flow) = line_of(function) else {
+                return;
+            };
             if units > 0.0 {
                 let usage = Usage {
                     flow,
@@ -418,37 +509,45 @@ impl Flows {
             }
         };
         add(
-            "connectivity".to_owned(),
+            "connectivity",
             Billed::IotConnectionMinutes,
             measured.broker.connection_minutes(),
             false,
         );
         for topic in &measured.broker.topics {
             add(
-                self.of_topic(&topic.pattern),
+                &self.of_topic(&topic.pattern),
                 Billed::IotMessages,
                 (topic.published_units + topic.delivered_units) as f64,
                 false,
             );
         }
         for rule in &measured.rules.rules {
-            let flow = self.of_rule(&rule.name);
+            let function = self.of_rule(&rule.name);
             add(
-                flow.clone(),
+                &function,
                 Billed::IotRulesTriggered,
                 rule.matched as f64,
                 false,
             );
             add(
-                flow.clone(),
+                &function,
                 Billed::IotRuleActions,
                 (rule.actions_succeeded + rule.actions_failed + rule.error_actions_sent) as f64,
                 false,
             );
             add(
-                flow,
+                &function,
                 Billed::SqsRequests,
                 rule.sqs_requests_billed as f64,
+                false,
+            );
+        }
+        for route in &measured.api.routes {
+            add(
+                &self.of_route(&route.route),
+                Billed::ApiRequests,
+                route.billed_units as f64,
                 false,
             );
         }
@@ -457,32 +556,28 @@ impl Flows {
             Architecture::X86_64 => Billed::LambdaGbSecondsX86,
         };
         for function in &measured.functions {
-            let flow = flow_of_function(&function.function).to_owned();
-            let memory_mb = self
-                .memory_mb
-                .get(&function.function)
-                .copied()
-                .unwrap_or(128);
+            let name = function.function.as_str();
+            let memory_mb = self.memory_mb.get(name).copied().unwrap_or(128);
             let gb_per_ms = memory_mb as f64 / 1024.0 / 1000.0;
-            match self.scheduled.get(&function.function) {
+            match self.scheduled.get(name) {
                 // The local stack runs schedules more often than AWS would, so that a developer
                 // sees them work: count the invocations EventBridge would make in the window,
                 // each as long as the median local one.
                 Some(every) => {
                     let invocations = measured.window.as_secs_f64() / every.as_secs_f64();
-                    add(flow.clone(), Billed::LambdaRequests, invocations, true);
+                    add(name, Billed::LambdaRequests, invocations, true);
                     let ms = invocations * function.median_ms.max(1) as f64;
-                    add(flow, gb_seconds, ms * gb_per_ms, true);
+                    add(name, gb_seconds, ms * gb_per_ms, true);
                 }
                 None => {
                     add(
-                        flow.clone(),
+                        name,
                         Billed::LambdaRequests,
                         function.invocations as f64,
                         false,
                     );
                     add(
-                        flow,
+                        name,
                         gb_seconds,
                         function.billed_ms as f64 * gb_per_ms,
                         false,
@@ -491,14 +586,14 @@ impl Flows {
             }
         }
         for row in &measured.emulators.dynamodb {
-            if let Some(flow) = self.of_caller(&row.caller, "") {
+            if let Some(function) = self.of_caller(&row.caller, "") {
                 add(
-                    flow.clone(),
+                    &function,
                     Billed::DynamodbWriteUnits,
                     row.write_units,
                     false,
                 );
-                add(flow, Billed::DynamodbReadUnits, row.read_units, false);
+                add(&function, Billed::DynamodbReadUnits, row.read_units, false);
             }
         }
         for row in &measured.emulators.sqs {
@@ -508,8 +603,26 @@ impl Flows {
             if row.caller == EVENT_SOURCE_CALLER && row.messages == 0 {
                 continue;
             }
-            if let Some(flow) = self.of_caller(&row.caller, &row.queue) {
-                add(flow, Billed::SqsRequests, row.billed_requests as f64, false);
+            if let Some(function) = self.of_caller(&row.caller, &row.queue) {
+                add(
+                    &function,
+                    Billed::SqsRequests,
+                    row.billed_requests as f64,
+                    false,
+                );
+            }
+        }
+        for row in &measured.emulators.requests {
+            let billed = match (row.service.as_str(), row.kind.as_str()) {
+                ("s3", "put" | "list") => Billed::S3PutRequests,
+                ("s3", "get") => Billed::S3GetRequests,
+                ("secretsmanager", _) => Billed::SecretsManagerApiCalls,
+                ("iot", _) => Billed::IotRegistryOperations,
+                // S3 deletes are free; moto's other services are not priced here.
+                _ => continue,
+            };
+            if let Some(function) = self.of_caller(&row.caller, "") {
+                add(&function, billed, row.requests as f64, false);
             }
         }
         FleetUsage { per_device, fixed }
@@ -545,9 +658,9 @@ fn filter_matches(filter: &str, pattern: &str) -> bool {
     topic.next().is_none()
 }
 
-/// The flow a rule's first action leads to: the function it invokes, or the function fed by
-/// the queue it sends to.
-fn rule_flow(
+/// The function a rule's first action leads to: the one it invokes, or the one fed by the queue
+/// it sends to.
+fn rule_function(
     rule: &TopicRuleSpec,
     functions: &[FunctionSpec],
     resources: &Resources,
@@ -564,7 +677,7 @@ fn rule_flow(
         })?,
         _ => return None,
     };
-    Some(flow_of_function(&function.binary).to_owned())
+    Some(function.binary.clone())
 }
 
 fn markdown(
@@ -648,15 +761,20 @@ fn markdown(
 
 /// `$139,645`
 fn thousands(dollars: f64) -> String {
-    let whole = format!("{:.0}", dollars.max(0.0));
+    format!("${}", grouped(dollars.max(0.0).round() as u64))
+}
+
+/// `139,645`
+pub(crate) fn grouped(whole: u64) -> String {
+    let whole = whole.to_string();
     let mut out = String::new();
     for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
     }
-    format!("${out}")
+    out
 }
 
 fn fleet_name(fleet: FleetBehaviour) -> &'static str {

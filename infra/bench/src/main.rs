@@ -12,6 +12,7 @@
 //! [`local_aws`]) times the local DynamoDB and SQS of both emulators; `cost` (in [`fleet_cost`],
 //! priced by [`cost`]) meters a fleet's billable units and prices them per device-month.
 
+mod activity_cost;
 mod bulk_change;
 mod cost;
 mod cpu_profile;

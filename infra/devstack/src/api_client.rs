@@ -364,12 +364,13 @@ impl ApiClient {
     // ---------------------------------------------------------------------------------------
     // The calls underneath
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> ApiResult<T> {
+    /// `GET path` (with its query), the body decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> ApiResult<T> {
         self.call(Method::GET, path, |r| r, StatusCode::OK).await
     }
 
-    /// Every page of a listing, following `nextCursor` (1,000 items a page).
-    async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> ApiResult<Vec<T>> {
+    /// `GET path` (with its query), every page, following `nextCursor` (1,000 items a page).
+    pub async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> ApiResult<Vec<T>> {
         let first = with_query(path, "limit=1000");
         let mut page: PageView<T> = self.get(&first).await?;
         let mut all = std::mem::take(&mut page.items);

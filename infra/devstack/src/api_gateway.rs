@@ -2,6 +2,7 @@
 //! the route's Lambda authorizer, turned into a payload format 2.0 event for the function, and
 //! its answer back into an HTTP response.
 
+use crate::billing::{ApiMeter, ApiUsage};
 use crate::lambda_watch::{InvokeError, Invoker};
 use crate::local_aws::ACCOUNT_ID;
 use crate::server_task::ServerTask;
@@ -97,11 +98,13 @@ pub struct ApiGatewayOptions {
 
 struct ApiState {
     invoker: Invoker,
+    meter: ApiMeter,
 }
 
 pub struct ApiGateway {
     addr: SocketAddr,
     server: ServerTask,
+    state: Arc<ApiState>,
 }
 
 impl ApiGateway {
@@ -110,7 +113,10 @@ impl ApiGateway {
         invoker: Invoker,
         opts: ApiGatewayOptions,
     ) -> Result<Self> {
-        let state = Arc::new(ApiState { invoker });
+        let state = Arc::new(ApiState {
+            invoker,
+            meter: ApiMeter::default(),
+        });
         let router = build_router(&routes, &state)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await.with_context(|| {
             format!("the API cannot listen on 127.0.0.1:{}; is it in use? Choose another port (0 = any free one)", opts.port)
@@ -124,7 +130,16 @@ impl ApiGateway {
             .with_graceful_shutdown(stopped)
             .await
         });
-        Ok(Self { addr, server })
+        Ok(Self {
+            addr,
+            server,
+            state,
+        })
+    }
+
+    /// The requests served so far, per route, as AWS bills them.
+    pub fn usage(&self) -> ApiUsage {
+        self.state.meter.usage()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -243,6 +258,7 @@ async fn handle(route: &ApiRoute, state: &ApiState, peer: SocketAddr, req: Reque
         match authorize(state, route, authorizer, &parts, &event).await {
             Ok(context) => event["requestContext"]["authorizer"] = json!({ "lambda": context }),
             Err(mut refused) => {
+                state.meter.count(&route.route_key(), body.len(), false);
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     refused.headers_mut().insert("apigw-requestid", v);
                 }
@@ -250,6 +266,7 @@ async fn handle(route: &ApiRoute, state: &ApiState, peer: SocketAddr, req: Reque
             }
         }
     }
+    state.meter.count(&route.route_key(), body.len(), true);
     let mut response = match state
         .invoker
         .invoke(&route.function, &event, route.timeout)

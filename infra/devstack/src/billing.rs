@@ -272,6 +272,88 @@ impl LambdaSnapshot {
     }
 }
 
+/// An HTTP API meters each request in 512 KB units of its payload.
+pub fn api_request_units(payload_bytes: u64) -> u64 {
+    payload_bytes.div_ceil(512 * 1024).max(1)
+}
+
+/// The requests of one route (`GET /devices/{id}`) of the HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteUsage {
+    pub route: String,
+    /// Requests that reached the route's function: what AWS bills.
+    pub requests: u64,
+    /// Those requests in billed 512 KB units.
+    pub billed_units: u64,
+    /// Requests the route's authorizer refused (401 or 403): not billed by AWS.
+    pub refused: u64,
+}
+
+/// What the HTTP API served, per route, sorted by route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApiUsage {
+    pub routes: Vec<RouteUsage>,
+}
+
+impl ApiUsage {
+    /// What happened between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &ApiUsage) -> ApiUsage {
+        let before: HashMap<&str, &RouteUsage> = earlier
+            .routes
+            .iter()
+            .map(|r| (r.route.as_str(), r))
+            .collect();
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| match before.get(r.route.as_str()) {
+                Some(b) => RouteUsage {
+                    route: r.route.clone(),
+                    requests: r.requests.saturating_sub(b.requests),
+                    billed_units: r.billed_units.saturating_sub(b.billed_units),
+                    refused: r.refused.saturating_sub(b.refused),
+                },
+                None => r.clone(),
+            })
+            .filter(|r| r.requests + r.refused > 0)
+            .collect();
+        ApiUsage { routes }
+    }
+}
+
+/// The HTTP API's meter.
+#[derive(Default)]
+pub(crate) struct ApiMeter {
+    routes: Mutex<HashMap<String, RouteUsage>>,
+}
+
+impl ApiMeter {
+    /// Counts one request to `route`: billed when it reached the function, else refused.
+    pub(crate) fn count(&self, route: &str, payload_bytes: usize, authorized: bool) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let usage = routes
+            .entry(route.to_owned())
+            .or_insert_with_key(|route| RouteUsage {
+                route: route.clone(),
+                ..RouteUsage::default()
+            });
+        if authorized {
+            usage.requests += 1;
+            usage.billed_units += api_request_units(payload_bytes as u64);
+        } else {
+            usage.refused += 1;
+        }
+    }
+
+    pub(crate) fn usage(&self) -> ApiUsage {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let sorted: BTreeMap<&String, &RouteUsage> = routes.iter().collect();
+        ApiUsage {
+            routes: sorted.into_values().cloned().collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +372,37 @@ mod tests {
         assert_eq!(sqs_request_units(0), 1);
         assert_eq!(sqs_request_units(64 * 1024), 1);
         assert_eq!(sqs_request_units(100 * 1024), 2);
+    }
+
+    #[test]
+    fn api_requests_are_billed_per_512_kb_and_refused_ones_not_at_all() {
+        assert_eq!(api_request_units(0), 1);
+        assert_eq!(api_request_units(512 * 1024), 1);
+        assert_eq!(api_request_units(512 * 1024 + 1), 2);
+        let meter = ApiMeter::default();
+        meter.count("GET /devices", 0, true);
+        let before = meter.usage();
+        meter.count("GET /devices", 0, true);
+        meter.count("POST /bulk-changes", 600 * 1024, true);
+        meter.count("POST /bulk-changes", 10, false);
+        let since = meter.usage().since(&before);
+        assert_eq!(
+            since.routes,
+            vec![
+                RouteUsage {
+                    route: "GET /devices".to_owned(),
+                    requests: 1,
+                    billed_units: 1,
+                    refused: 0,
+                },
+                RouteUsage {
+                    route: "POST /bulk-changes".to_owned(),
+                    requests: 1,
+                    billed_units: 2,
+                    refused: 1,
+                },
+            ]
+        );
     }
 
     #[test]

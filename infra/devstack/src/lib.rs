@@ -16,7 +16,7 @@ pub mod iot;
 pub mod lambda_watch;
 pub mod local_aws;
 pub mod ministack;
-mod moto;
+pub mod moto;
 pub mod ports;
 pub mod provision;
 pub mod python_server;

@@ -5,7 +5,8 @@
 //!
 //! Each process also meters what AWS would bill for the requests it served, per caller (the app
 //! name an SDK client was given): [`read_meter`] reads it, [`EmulatorMeter::since`] takes the
-//! difference of two readings, so a benchmark can tell what a run would cost on AWS.
+//! difference of two readings, so a benchmark can tell what a run would cost on AWS. Moto serves
+//! a meter of the same shape at the same path for S3 and Secrets Manager requests.
 
 use crate::local_aws::{ACCOUNT_ID, REGION};
 use crate::python_server::{Launcher, PythonServer};
@@ -77,8 +78,13 @@ pub const METER_PATH: &str = "/_cellbridge/meter";
 /// in the DynamoDB process, SQS rows in the SQS one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmulatorMeter {
+    #[serde(default)]
     pub dynamodb: Vec<DynamoDbUsage>,
+    #[serde(default)]
     pub sqs: Vec<SqsUsage>,
+    /// Moto's meter: services billed per request.
+    #[serde(default)]
+    pub requests: Vec<RequestUsage>,
 }
 
 /// One caller's use of one table by one operation, in on-demand capacity units. Index reads and
@@ -113,22 +119,29 @@ pub struct SqsUsage {
     pub messages: u64,
 }
 
+/// One caller's requests of one price class to a service metered by request (moto's S3 and
+/// Secrets Manager).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestUsage {
+    /// As in [`DynamoDbUsage::caller`].
+    pub caller: String,
+    /// The service of the request's signature: `s3`, `secretsmanager`, ...
+    pub service: String,
+    /// S3: `put` (PUT, COPY, POST), `list`, `get` (GET, HEAD) or `delete` (free); otherwise `call`.
+    pub kind: String,
+    pub requests: u64,
+    /// Request bodies, in bytes (what S3 stores, for a PUT).
+    pub bytes: u64,
+}
+
 impl EmulatorMeter {
     /// What was counted between `earlier` and this reading: rows that did not change are left out.
     pub fn since(&self, earlier: &EmulatorMeter) -> EmulatorMeter {
-        let dynamodb_before: HashMap<_, _> = earlier
-            .dynamodb
-            .iter()
-            .map(|row| ((&row.caller, &row.table, &row.operation), row))
-            .collect();
-        let dynamodb = self
-            .dynamodb
-            .iter()
-            .filter_map(|row| {
-                let Some(before) = dynamodb_before.get(&(&row.caller, &row.table, &row.operation))
-                else {
-                    return Some(row.clone());
-                };
+        let dynamodb = rows_since(
+            &self.dynamodb,
+            &earlier.dynamodb,
+            |row| (row.caller.clone(), row.table.clone(), row.operation.clone()),
+            |row, before| {
                 let change = DynamoDbUsage {
                     requests: row.requests.saturating_sub(before.requests),
                     write_units: row.write_units - before.write_units,
@@ -143,20 +156,13 @@ impl EmulatorMeter {
                     || change.read_units != 0.0
                     || change.conditional_check_failures != 0)
                     .then_some(change)
-            })
-            .collect();
-        let sqs_before: HashMap<_, _> = earlier
-            .sqs
-            .iter()
-            .map(|row| ((&row.caller, &row.queue, &row.action), row))
-            .collect();
-        let sqs = self
-            .sqs
-            .iter()
-            .filter_map(|row| {
-                let Some(before) = sqs_before.get(&(&row.caller, &row.queue, &row.action)) else {
-                    return Some(row.clone());
-                };
+            },
+        );
+        let sqs = rows_since(
+            &self.sqs,
+            &earlier.sqs,
+            |row| (row.caller.clone(), row.queue.clone(), row.action.clone()),
+            |row, before| {
                 let change = SqsUsage {
                     requests: row.requests.saturating_sub(before.requests),
                     billed_requests: row.billed_requests.saturating_sub(before.billed_requests),
@@ -165,10 +171,55 @@ impl EmulatorMeter {
                 };
                 (change.requests != 0 || change.billed_requests != 0 || change.messages != 0)
                     .then_some(change)
-            })
-            .collect();
-        EmulatorMeter { dynamodb, sqs }
+            },
+        );
+        let requests = rows_since(
+            &self.requests,
+            &earlier.requests,
+            |row| (row.caller.clone(), row.service.clone(), row.kind.clone()),
+            |row, before| {
+                let change = RequestUsage {
+                    requests: row.requests.saturating_sub(before.requests),
+                    bytes: row.bytes.saturating_sub(before.bytes),
+                    ..row.clone()
+                };
+                (change.requests != 0).then_some(change)
+            },
+        );
+        EmulatorMeter {
+            dynamodb,
+            sqs,
+            requests,
+        }
     }
+
+    /// Both readings' rows in one meter: each emulator process meters its own services.
+    pub fn merged(readings: impl IntoIterator<Item = EmulatorMeter>) -> EmulatorMeter {
+        let mut merged = EmulatorMeter::default();
+        for reading in readings {
+            merged.dynamodb.extend(reading.dynamodb);
+            merged.sqs.extend(reading.sqs);
+            merged.requests.extend(reading.requests);
+        }
+        merged
+    }
+}
+
+/// The rows of `now` that changed since `earlier` (matched by `key`), as `change` computes them;
+/// a row new since then counts whole.
+fn rows_since<R: Clone, K: std::hash::Hash + Eq>(
+    now: &[R],
+    earlier: &[R],
+    key: impl Fn(&R) -> K,
+    change: impl Fn(&R, &R) -> Option<R>,
+) -> Vec<R> {
+    let before: HashMap<K, &R> = earlier.iter().map(|row| (key(row), row)).collect();
+    now.iter()
+        .filter_map(|row| match before.get(&key(row)) {
+            Some(before) => change(row, before),
+            None => Some(row.clone()),
+        })
+        .collect()
 }
 
 /// Reads the meter of the MiniStack at `endpoint` (its base URL, `http://127.0.0.1:PORT`).

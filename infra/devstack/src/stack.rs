@@ -4,6 +4,7 @@
 
 use crate::api_client::ApiClient;
 use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
+use crate::billing::ApiUsage;
 use crate::carriers::LocalCarriers;
 use crate::iot::{
     Broker, BrokerOptions, BrokerStats, DataPlane, RulesEngine, RulesOptions, RulesStats,
@@ -352,6 +353,11 @@ impl Devstack {
         ApiClient::sign_in(&self.api_url(), username, password)
             .await
             .with_context(|| format!("signing in as {username}"))
+    }
+
+    /// The HTTP API's requests so far, per route, as AWS bills them.
+    pub fn api_usage(&self) -> ApiUsage {
+        self.api.usage()
     }
 
     /// Base URL of the local API, without a trailing slash.

@@ -1,6 +1,7 @@
-//! The MiniStacks' billing meter, read through the real SDK clients: what AWS would bill each
-//! caller for its DynamoDB and SQS requests (on-demand capacity units, SQS requests per 64 KB),
-//! checked to the unit, one operation at a time, by the difference of two readings.
+//! The emulators' billing meters, read through the real SDK clients: what AWS would bill each
+//! caller for its DynamoDB and SQS requests (on-demand capacity units, SQS requests per 64 KB) in
+//! the MiniStacks, and its S3 and Secrets Manager requests (by price class) in moto, checked to
+//! the unit, one operation at a time, by the difference of two readings.
 //!
 //! Item sizes below are DynamoDB's: each attribute's name plus its value's bytes.
 
@@ -15,7 +16,9 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
 };
 use devstack::local_aws::REGION;
-use devstack::ministack::{self, DynamoDbUsage, EmulatorMeter, MiniStackServices, SqsUsage};
+use devstack::ministack::{
+    self, DynamoDbUsage, EmulatorMeter, MiniStackServices, RequestUsage, SqsUsage,
+};
 use devstack::python_server::PythonServer;
 use devstack::tools::{workspace_root, Tools};
 use std::collections::HashMap;
@@ -33,7 +36,14 @@ struct Metered {
 
 impl Metered {
     async fn start(services: MiniStackServices) -> Result<Self> {
-        let server = ministack::start(&Tools::at(&workspace_root()), services, 0).await?;
+        Self::metering(ministack::start(&Tools::at(&workspace_root()), services, 0).await?).await
+    }
+
+    async fn start_moto() -> Result<Self> {
+        Self::metering(devstack::moto::start(&Tools::at(&workspace_root()), 0).await?).await
+    }
+
+    async fn metering(server: PythonServer) -> Result<Self> {
         let http = reqwest::Client::new();
         let last = ministack::read_meter(&http, &server.endpoint()).await?;
         Ok(Self { server, http, last })
@@ -65,14 +75,14 @@ impl Metered {
 fn dynamodb_only(rows: Vec<DynamoDbUsage>) -> EmulatorMeter {
     EmulatorMeter {
         dynamodb: rows,
-        sqs: Vec::new(),
+        ..EmulatorMeter::default()
     }
 }
 
 fn sqs_only(rows: Vec<SqsUsage>) -> EmulatorMeter {
     EmulatorMeter {
-        dynamodb: Vec::new(),
         sqs: rows,
+        ..EmulatorMeter::default()
     }
 }
 
@@ -674,5 +684,128 @@ async fn sqs_requests_are_billed_per_64_kb_of_payload() -> Result<()> {
     );
 
     meter.server.stop().await;
+    Ok(())
+}
+
+fn requests(service: &str, kind: &str, requests: u64, bytes: u64) -> RequestUsage {
+    RequestUsage {
+        caller: APP.to_owned(),
+        service: service.to_owned(),
+        kind: kind.to_owned(),
+        requests,
+        bytes,
+    }
+}
+
+fn requests_only(rows: Vec<RequestUsage>) -> EmulatorMeter {
+    EmulatorMeter {
+        requests: rows,
+        ..EmulatorMeter::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_and_secrets_manager_requests_are_counted_by_price_class() -> Result<()> {
+    let mut moto = Metered::start_moto().await?;
+    let sdk = moto.sdk_config(Some(APP)).await?;
+    let s3 = cellbridge::common::aws::s3(&sdk);
+    let secrets = cellbridge::common::aws::secrets_manager(&sdk);
+    moto.change().await?;
+
+    s3.create_bucket().bucket("metered").send().await?;
+    assert_eq!(
+        moto.change().await?,
+        requests_only(vec![requests("s3", "put", 1, 0)]),
+        "creating a bucket is a PUT"
+    );
+
+    let body = vec![b'x'; 2048];
+    s3.put_object()
+        .bucket("metered")
+        .key("payloads/one.json")
+        .body(body.into())
+        .send()
+        .await?;
+    assert_eq!(
+        moto.change().await?,
+        requests_only(vec![requests("s3", "put", 1, 2048)]),
+        "a PUT with the bytes it stores"
+    );
+
+    s3.get_object()
+        .bucket("metered")
+        .key("payloads/one.json")
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?;
+    s3.head_object()
+        .bucket("metered")
+        .key("payloads/one.json")
+        .send()
+        .await?;
+    assert_eq!(
+        moto.change().await?,
+        requests_only(vec![requests("s3", "get", 2, 0)]),
+        "GET and HEAD are billed at the GET rate"
+    );
+
+    s3.list_objects_v2().bucket("metered").send().await?;
+    assert_eq!(
+        moto.change().await?,
+        requests_only(vec![requests("s3", "list", 1, 0)]),
+        "a listing is billed at the PUT rate"
+    );
+
+    s3.delete_object()
+        .bucket("metered")
+        .key("payloads/one.json")
+        .send()
+        .await?;
+    assert_eq!(
+        moto.change().await?,
+        requests_only(vec![requests("s3", "delete", 1, 0)]),
+        "deletes are counted apart (AWS does not bill them)"
+    );
+
+    secrets
+        .create_secret()
+        .name("signing")
+        .secret_string("0123456789abcdef0123456789abcdef")
+        .send()
+        .await?;
+    let change = moto.change().await?;
+    assert_eq!(change.requests.len(), 1, "{change:?}");
+    assert_eq!(
+        (
+            change.requests[0].service.as_str(),
+            change.requests[0].kind.as_str(),
+            change.requests[0].requests,
+        ),
+        ("secretsmanager", "call", 1)
+    );
+    secrets
+        .get_secret_value()
+        .secret_id("signing")
+        .send()
+        .await?;
+    let unnamed = cellbridge::common::aws::secrets_manager(&moto.sdk_config(None).await?);
+    unnamed
+        .get_secret_value()
+        .secret_id("signing")
+        .send()
+        .await?;
+    let change = moto.change().await?;
+    let callers: Vec<(&str, u64)> = change
+        .requests
+        .iter()
+        .map(|row| (row.caller.as_str(), row.requests))
+        .collect();
+    assert_eq!(
+        callers,
+        [(APP, 1), (UNNAMED, 1)],
+        "each call under its caller"
+    );
     Ok(())
 }

@@ -28,10 +28,7 @@ impl Meters {
     async fn read(&self) -> Result<EmulatorMeter> {
         let dynamodb = read_meter(&self.http, &self.dynamodb).await?;
         let sqs = read_meter(&self.http, &self.sqs).await?;
-        Ok(EmulatorMeter {
-            dynamodb: dynamodb.dynamodb,
-            sqs: sqs.sqs,
-        })
+        Ok(EmulatorMeter::merged([dynamodb, sqs]))
     }
 }
 
