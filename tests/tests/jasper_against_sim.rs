@@ -103,6 +103,46 @@ async fn status_changes_reach_the_device_and_invalid_ones_are_refused() -> anyho
 }
 
 #[tokio::test]
+async fn usernames_and_cost_centers_land_in_the_accounts_custom_fields() -> anyhow::Result<()> {
+    let server = simulator(JasperConfig::default()).await?;
+    let jasper = client(&server, API_KEY)?;
+    let body = json!({"carrier": "jasper", "change": {"type": "usernameCostCenterEdit"},
+        "devices": [{"iccid": iccid(2), "username": "pump-7", "costCenter": "CC-12"},
+                    {"iccid": iccid(3), "costCenter": "CC-40"}]});
+    let request = parse_bulk_change_request(body.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for device in &request.devices {
+        assert_eq!(
+            jasper
+                .apply(
+                    &request.change,
+                    std::slice::from_ref(device),
+                    &CallJournal::default()
+                )
+                .await?,
+            CarrierOutcome::Completed
+        );
+    }
+    let labels = |n: u32| {
+        server
+            .sims
+            .jasper
+            .device(&iccid(n))
+            .map(|d| (d.account_custom1, d.account_custom2))
+    };
+    assert_eq!(
+        labels(2),
+        Some((Some("pump-7".to_owned()), Some("CC-12".to_owned())))
+    );
+    assert_eq!(
+        labels(3),
+        Some((None, Some("CC-40".to_owned()))),
+        "a field left out is left alone"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn unknown_devices_and_bad_credentials_are_told_apart() -> anyhow::Result<()> {
     let server = simulator(JasperConfig::default()).await?;
     assert_eq!(

@@ -253,6 +253,70 @@ async fn invalid_transitions_unknown_subscribers_and_unsupported_changes_map_rig
 }
 
 #[tokio::test]
+async fn equipment_swaps_and_labels_reach_the_subscriber() -> anyhow::Result<()> {
+    let server = simulator(TelegenceConfig::default()).await?;
+    let telegence = client(&server, APP_SECRET)?;
+    let journal = CallJournal::default();
+    let mut swap = device(1, false)?;
+    swap.edit = DeviceEdit::IdentifierSwap {
+        new_iccid: Some(Iccid::parse(&iccid(201))?),
+        new_imei: Some(cellbridge::common::ids::Imei::parse("490154203237518")?),
+    };
+    assert_eq!(
+        telegence
+            .apply(&ChangeSpec::IccidImeiChange, &[swap], &journal)
+            .await?,
+        CarrierOutcome::Completed
+    );
+    let line = server
+        .sims
+        .telegence
+        .subscriber(&number(1))
+        .ok_or_else(|| anyhow::anyhow!("line 1"))?;
+    assert_eq!(
+        (line.iccid.as_str(), line.imei.as_deref()),
+        (iccid(201).as_str(), Some("490154203237518"))
+    );
+
+    // Another line's SIM cannot be taken: the carrier's refusal is permanent.
+    let mut taken = device(2, true)?;
+    taken.edit = DeviceEdit::IdentifierSwap {
+        new_iccid: Some(Iccid::parse(&iccid(3))?),
+        new_imei: None,
+    };
+    match telegence
+        .apply(&ChangeSpec::IccidImeiChange, &[taken], &journal)
+        .await
+    {
+        Err(CarrierError::Permanent { code, .. }) => assert_eq!(code, "ICCID_IN_USE"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let mut labels = device(4, true)?;
+    labels.edit = DeviceEdit::Labels {
+        username: Some("pump-7".into()),
+        cost_center: Some("CC-12".into()),
+    };
+    assert_eq!(
+        telegence
+            .apply(&ChangeSpec::UsernameCostCenterEdit, &[labels], &journal)
+            .await?,
+        CarrierOutcome::Completed
+    );
+    let line = server
+        .sims
+        .telegence
+        .subscriber(&number(4))
+        .ok_or_else(|| anyhow::anyhow!("line 4"))?;
+    assert_eq!(
+        (line.user_name.as_deref(), line.cost_center.as_deref()),
+        (Some("pump-7"), Some("CC-12"))
+    );
+    without_secrets(&journal);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_batch_activation_is_one_request_polled_to_success_or_failure() -> anyhow::Result<()> {
     let esim_only = iccid(107);
     let config = TelegenceConfig {

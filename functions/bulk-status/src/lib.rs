@@ -1,8 +1,10 @@
 //! Read side of bulk changes: `GET /bulk-changes`, `GET /bulk-changes/{id}` and
-//! `GET /bulk-changes/{id}/devices`. Every read is scoped to the caller's tenant; another
-//! tenant's bulk change is indistinguishable from one that does not exist.
+//! `GET /bulk-changes/{id}/devices`, and what each carrier can do (`GET /carriers`). Every read
+//! is scoped to the caller's tenant; another tenant's bulk change is indistinguishable from one
+//! that does not exist.
 
 use cellbridge_bulk_changes::bulk_change::{BulkChange, BulkChangeStatus};
+use cellbridge_bulk_changes::capabilities::{self, CarrierCapabilities};
 use cellbridge_bulk_changes::ports::BulkChangeStore;
 use cellbridge_bulk_changes::tenant::TenantStore;
 use cellbridge_bulk_changes::views::{BulkChangeView, DeviceChangeView};
@@ -24,6 +26,13 @@ enum Route {
     List,
     Get,
     Devices,
+    Carriers,
+}
+
+/// `GET /carriers`: every carrier's capability table.
+#[derive(serde::Serialize)]
+struct CarriersView {
+    items: [&'static CarrierCapabilities; 3],
 }
 
 pub async fn handle(store: &dyn BulkChangeStore, request: Request) -> Response<Body> {
@@ -41,6 +50,15 @@ async fn respond(
     caller.require(Role::Viewer)?;
     let store = TenantStore::of(store, &caller);
     match route(request)? {
+        Route::Carriers => {
+            allow_query(request, &[])?;
+            Ok(json_response(
+                StatusCode::OK,
+                &CarriersView {
+                    items: capabilities::all(),
+                },
+            ))
+        }
         Route::List => {
             allow_query(request, &["status", "limit", "cursor"])?;
             let status = match request.query_string_parameters().first("status") {
@@ -96,6 +114,7 @@ fn route(request: &Request) -> Result<Route, Problem> {
     let key = route_key.unwrap_or_else(|| {
         let path = request.uri().path();
         let shape = match path.trim_end_matches('/').split('/').skip(1).count() {
+            _ if path.starts_with("/carriers") => "/carriers",
             1 => "/bulk-changes",
             2 => "/bulk-changes/{id}",
             _ => "/bulk-changes/{id}/devices",
@@ -106,6 +125,7 @@ fn route(request: &Request) -> Result<Route, Problem> {
         "GET /bulk-changes" => Ok(Route::List),
         "GET /bulk-changes/{id}" => Ok(Route::Get),
         "GET /bulk-changes/{id}/devices" => Ok(Route::Devices),
+        "GET /carriers" => Ok(Route::Carriers),
         _ => Err(Problem::not_found("this route")),
     }
 }
@@ -136,6 +156,7 @@ mod tests {
     const GET: &str = include_str!("../../../events/bulk-status/get-bulk-change.json");
     const LIST: &str = include_str!("../../../events/bulk-status/list-bulk-changes.json");
     const DEVICES: &str = include_str!("../../../events/bulk-status/list-device-changes.json");
+    const CARRIERS: &str = include_str!("../../../events/bulk-status/list-carriers.json");
     const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
 
     async fn store_with(
@@ -201,6 +222,36 @@ mod tests {
             body["counts"],
             serde_json::json!({"total": 3, "pending": 3, "succeeded": 0, "failed": 0})
         );
+    }
+
+    #[tokio::test]
+    async fn the_sample_carriers_request_lists_what_each_carrier_can_do() {
+        let store = MemoryStore::default();
+        let (status, body) = call(&store, from_str(CARRIERS).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let carriers: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["carrier"].as_str().unwrap())
+            .collect();
+        assert_eq!(carriers, ["jasper", "thingSpace", "telegence"]);
+        let thingspace = &body["items"][1];
+        assert_eq!(
+            thingspace["changes"][0],
+            serde_json::json!({"type": "statusUpdate", "devicesPerCall": 10000, "completion": "callback"})
+        );
+        let telegence = &body["items"][2];
+        let plan = telegence["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "carrierRatePlanChange")
+            .unwrap();
+        assert_eq!(plan["unsupportedFields"], serde_json::json!(["commPlan"]));
+        assert_eq!(telegence["limits"]["callsPerSecond"], 10.0);
+        let (status, _) = call(&store, event(CARRIERS, "demo", &[("limit", "2")])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "no query on this route");
     }
 
     #[tokio::test]

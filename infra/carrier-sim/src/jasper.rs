@@ -74,6 +74,11 @@ pub struct Device {
     pub rate_plan: String,
     pub communication_plan: String,
     pub customer: Option<String>,
+    /// Two of the account's own custom fields (of ten), free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_custom1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_custom2: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +88,8 @@ struct Edit {
     rate_plan: Option<String>,
     communication_plan: Option<String>,
     customer: Option<String>,
+    account_custom1: Option<String>,
+    account_custom2: Option<String>,
     effective_date: Option<String>,
 }
 
@@ -172,6 +179,8 @@ impl Jasper {
                     rate_plan: "RP-1GB".to_owned(),
                     communication_plan: "CP_Basic_ON".to_owned(),
                     customer: None,
+                    account_custom1: None,
+                    account_custom2: None,
                 },
             );
         }
@@ -313,6 +322,8 @@ impl Jasper {
             && edit.rate_plan.is_none()
             && edit.communication_plan.is_none()
             && edit.customer.is_none()
+            && edit.account_custom1.is_none()
+            && edit.account_custom2.is_none()
         {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -352,6 +363,12 @@ impl Jasper {
         }
         if edit.customer.is_some() {
             device.customer = edit.customer;
+        }
+        if edit.account_custom1.is_some() {
+            device.account_custom1 = edit.account_custom1;
+        }
+        if edit.account_custom2.is_some() {
+            device.account_custom2 = edit.account_custom2;
         }
         let status = if accepted {
             StatusCode::ACCEPTED

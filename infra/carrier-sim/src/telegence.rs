@@ -12,7 +12,8 @@
 //! - `GET   /api/v1/subscribers/{subscriberNumber}`: one subscriber.
 //! - `GET   /api/v1/subscribers?iccid=…`: `{"subscribers": [...]}`, the SIM's subscriber if any
 //!   (AT&T's back end has an `accountByEquipmentBySim` operation).
-//! - `PATCH /api/v1/subscribers/{subscriberNumber}`: status action and/or rate plan (SOC).
+//! - `PATCH /api/v1/subscribers/{subscriberNumber}`: status action, rate plan (SOC), equipment
+//!   swap (new ICCID and/or IMEI) and labels (user name, cost center).
 //! - `POST  /api/v1/activations`: `{"services": [...]}`, answered 202 with a `batchId` at once.
 //! - `GET   /api/v1/activations/status`: `PENDING`, `ACTIVE` or `FAILED` for one subscriber.
 //! - `POST  /_sim/subscribers`: test and demo hook adding subscribers.
@@ -35,6 +36,12 @@ use std::time::{Duration, Instant};
 pub const STATUS_CHARACTERISTIC: &str = "subscriberStatusAction";
 /// Name of the characteristic carrying the new rate plan, an AT&T SOC (inferred).
 pub const RATE_PLAN_CHARACTERISTIC: &str = "ratePlanCode";
+/// Equipment swap: the subscriber's new SIM and device.
+pub const ICCID_CHARACTERISTIC: &str = "iccid";
+pub const IMEI_CHARACTERISTIC: &str = "imei";
+/// Labels of the subscriber, free text.
+pub const USER_NAME_CHARACTERISTIC: &str = "userName";
+pub const COST_CENTER_CHARACTERISTIC: &str = "costCenter";
 /// Error code of a change the subscriber's status does not allow (inferred).
 pub const INVALID_TRANSITION: &str = "INVALID_STATUS_TRANSITION";
 /// Error code of an eSIM-only device activated with a physical SIM; the message is what AT&T's
@@ -183,6 +190,14 @@ pub struct Subscriber {
     pub rate_plan_code: String,
     #[serde(default = "default_ban")]
     pub ban: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center: Option<String>,
+}
+
+fn is_digits(value: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn default_rate_plan() -> String {
@@ -203,6 +218,8 @@ impl Subscriber {
             status,
             rate_plan_code: default_rate_plan(),
             ban: default_ban(),
+            user_name: None,
+            cost_center: None,
         }
     }
 }
@@ -566,8 +583,28 @@ impl Telegence {
         };
         let mut action = None;
         let mut rate_plan = None;
+        let mut new_iccid = None;
+        let mut new_imei = None;
+        let mut user_name = None;
+        let mut cost_center = None;
         for characteristic in &update.service_characteristic {
+            let value = characteristic.value.trim();
             match characteristic.name.as_str() {
+                ICCID_CHARACTERISTIC if is_digits(value, 19..=20) => {
+                    new_iccid = Some(value.to_owned());
+                }
+                IMEI_CHARACTERISTIC if is_digits(value, 15..=15) => {
+                    new_imei = Some(value.to_owned());
+                }
+                name @ (ICCID_CHARACTERISTIC | IMEI_CHARACTERISTIC) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_CHARACTERISTIC",
+                        &format!("{name} {value:?} is not a valid identifier"),
+                    )
+                }
+                USER_NAME_CHARACTERISTIC => user_name = Some(value.to_owned()),
+                COST_CENTER_CHARACTERISTIC => cost_center = Some(value.to_owned()),
                 STATUS_CHARACTERISTIC => match StatusAction::parse(&characteristic.value) {
                     Some(parsed) => action = Some(parsed),
                     None => {
@@ -590,7 +627,13 @@ impl Telegence {
                 }
             }
         }
-        if action.is_none() && rate_plan.is_none() {
+        if action.is_none()
+            && rate_plan.is_none()
+            && new_iccid.is_none()
+            && new_imei.is_none()
+            && user_name.is_none()
+            && cost_center.is_none()
+        {
             return error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",
@@ -607,6 +650,18 @@ impl Telegence {
         };
         let mut store = locked(&self.store);
         store.settle(Instant::now());
+        // A SIM serves one subscriber at a time.
+        if let Some(owner) = new_iccid
+            .as_deref()
+            .and_then(|iccid| store.number_of_iccid(iccid))
+            .filter(|owner| owner != number)
+        {
+            return error(
+                StatusCode::CONFLICT,
+                "ICCID_IN_USE",
+                &format!("the SIM is already on subscriber {owner}"),
+            );
+        }
         let Some(subscriber) = store.subscribers.get_mut(number) else {
             return not_found(number);
         };
@@ -640,6 +695,18 @@ impl Telegence {
         }
         if let Some(plan) = rate_plan {
             subscriber.rate_plan_code = plan;
+        }
+        if let Some(iccid) = new_iccid {
+            subscriber.iccid = iccid;
+        }
+        if new_imei.is_some() {
+            subscriber.imei = new_imei;
+        }
+        if user_name.is_some() {
+            subscriber.user_name = user_name;
+        }
+        if cost_center.is_some() {
+            subscriber.cost_center = cost_center;
         }
         let status = if future {
             StatusCode::ACCEPTED

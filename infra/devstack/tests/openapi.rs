@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use cellbridge::bulk_changes::bulk_change::{BulkChangeStatus, DeviceChange};
+use cellbridge::bulk_changes::capabilities::{capabilities, Completion};
 use cellbridge::bulk_changes::change::{Carrier, ChangeSpec};
 use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
 use cellbridge::devices::command::{Command, CommandStatus};
@@ -175,6 +176,53 @@ fn reads_back<T: serde::Serialize + serde::de::DeserializeOwned>(json: &Value) -
     let read: T =
         serde_json::from_value(json.clone()).with_context(|| format!("reading back {json}"))?;
     assert_eq!(&serde_json::to_value(read)?, json);
+    Ok(())
+}
+
+#[test]
+fn the_carrier_capabilities_are_documented_as_served() -> Result<()> {
+    let spec = spec()?;
+    let completions: Vec<String> = [
+        Completion::Synchronous,
+        Completion::Callback,
+        Completion::Polling,
+        Completion::NoCarrierCall,
+    ]
+    .iter()
+    .map(|c| serde_json::to_value(c).map(|v| v.as_str().unwrap_or_default().to_owned()))
+    .collect::<Result<_, _>>()?;
+    let documented: BTreeSet<String> = spec["components"]["schemas"]["ChangeSupport"]["properties"]
+        ["completion"]["enum"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(documented, names(completions.iter().map(String::as_str)));
+    let thingspace = serde_json::to_value(capabilities(Carrier::ThingSpace))?;
+    check_schema(&spec, "CarrierCapabilities", &thingspace, &[]);
+    check_schema(
+        &spec,
+        "DocumentedLimits",
+        &thingspace["limits"],
+        &["callsPerSecond", "callsInFlight", "pageSize"],
+    );
+    check_schema(
+        &spec,
+        "ChangeSupport",
+        &thingspace["changes"][0],
+        &["unsupportedFields"],
+    );
+    let telegence = serde_json::to_value(capabilities(Carrier::Telegence))?;
+    let plan = telegence["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "carrierRatePlanChange")
+        .context("Telegence changes rate plans")?;
+    check_schema(&spec, "ChangeSupport", plan, &[]);
+    let jasper = serde_json::to_value(capabilities(Carrier::Jasper))?;
+    check_schema(&spec, "DocumentedLimits", &jasper["limits"], &[]);
     Ok(())
 }
 

@@ -17,21 +17,13 @@ pub enum Carrier {
 impl Carrier {
     pub const ALL: [Carrier; 3] = [Carrier::Jasper, Carrier::ThingSpace, Carrier::Telegence];
 
-    /// Device changes one carrier request may carry for `change`: ThingSpace's actions take up to
-    /// 10,000 devices, Telegence activates up to 200 services a request; the rest go one by one.
+    /// Device changes one carrier request may carry for `change`, from the capability table
+    /// (ThingSpace's actions take up to 10,000 devices, Telegence activates up to 200 services a
+    /// request); a change the carrier cannot make goes one by one.
     pub fn batch_limit(self, change: &ChangeSpec) -> u32 {
-        match (self, change) {
-            (
-                Carrier::ThingSpace,
-                ChangeSpec::StatusUpdate { .. }
-                | ChangeSpec::CarrierRatePlanChange {
-                    comm_plan: None, ..
-                }
-                | ChangeSpec::ActivateNewService { .. },
-            ) => 10_000,
-            (Carrier::Telegence, ChangeSpec::ActivateNewService { .. }) => 200,
-            _ => 1,
-        }
+        crate::capabilities::capabilities(self)
+            .support(change)
+            .map_or(1, |support| support.devices_per_call)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -2,6 +2,7 @@
 //! planned into per-device changes, worked through the carrier and counted to completion.
 
 pub mod bulk_change;
+pub mod capabilities;
 pub mod change;
 pub mod completion;
 pub mod dynamodb;

@@ -3,6 +3,7 @@
 //! The request is walked as a JSON tree rather than deserialized into structs, so that a wrong
 //! type in one field does not hide the errors in the others.
 
+use crate::capabilities::capabilities;
 use crate::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction};
 use cellbridge_core::ids::{Iccid, Imei, Msisdn};
 use cellbridge_core::validation::{
@@ -67,6 +68,12 @@ pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, Valid
     let devices = required(object, "", "devices", &mut errors)
         .and_then(|v| parse_devices(v, change.as_ref(), &mut errors));
 
+    // A change the carrier cannot make would fail on every device; recording one is harmless.
+    if let (Some(carrier), Some(change), Some(true)) = (carrier, &change, process_changes) {
+        if let Err(refusal) = capabilities(carrier).support(change) {
+            errors.push(refusal.field, refusal.reason);
+        }
+    }
     match (carrier, change, process_changes, devices) {
         (Some(carrier), Some(change), Some(process_changes), Some(devices))
             if errors.is_empty() =>
@@ -407,13 +414,15 @@ mod tests {
             json!({"type": "customerAssignment", "customerId": "CUST-9"}),
         ];
         for change in cases {
+            // Recorded only: what each carrier can make is checked apart.
             let request = parse(
-                json!({"carrier": "thingSpace", "change": change, "devices": [{"iccid": iccid(2)}]}),
+                json!({"carrier": "thingSpace", "change": change, "processChanges": false,
+                "devices": [{"iccid": iccid(2)}]}),
             );
             assert!(request.is_ok(), "{request:?}");
         }
         let swap = parse(
-            json!({"carrier": "telegence", "change": {"type": "iccidImeiChange"},
+            json!({"carrier": "telegence", "change": {"type": "iccidImeiChange"}, "processChanges": false,
             "devices": [{"iccid": iccid(3), "newIccid": iccid(4), "newImei": "490154203237518"}]}),
         )
         .unwrap();
@@ -425,7 +434,7 @@ mod tests {
             }
         ));
         let labels = parse(
-            json!({"carrier": "jasper", "change": {"type": "usernameCostCenterEdit"},
+            json!({"carrier": "jasper", "change": {"type": "usernameCostCenterEdit"}, "processChanges": false,
             "devices": [{"iccid": iccid(5), "costCenter": "CC-12"}]}),
         )
         .unwrap();
@@ -495,10 +504,40 @@ mod tests {
         );
         assert_eq!(fields(result), vec!["devices[0].newIccid"]);
         let result = parse(
-            json!({"carrier": "jasper", "change": {"type": "iccidImeiChange"},
+            json!({"carrier": "jasper", "change": {"type": "iccidImeiChange"}, "processChanges": false,
             "devices": [{"iccid": iccid(1)}]}),
         );
         assert_eq!(fields(result), vec!["devices[0]"]);
+    }
+
+    #[test]
+    fn a_change_the_carrier_cannot_make_is_refused_unless_only_recorded() {
+        let request = |carrier: &str, change: Value, process: bool| {
+            parse(
+                json!({"carrier": carrier, "change": change, "processChanges": process,
+                "devices": [{"iccid": iccid(1)}]}),
+            )
+        };
+        let assign = json!({"type": "customerAssignment", "customerId": "CUST-9"});
+        let refused = request("thingSpace", assign.clone(), true).expect_err("ThingSpace cannot");
+        assert_eq!(refused.errors[0].field, "change.type");
+        assert!(
+            refused.errors[0].message.contains("Jasper"),
+            "names who can: {}",
+            refused.errors[0].message
+        );
+        assert!(request("jasper", assign.clone(), true).is_ok());
+        assert!(
+            request("thingSpace", assign, false).is_ok(),
+            "recording is harmless"
+        );
+        let with_comm_plan =
+            json!({"type": "carrierRatePlanChange", "ratePlan": "IOT-5GB", "commPlan": "CP-1"});
+        assert_eq!(
+            fields(request("telegence", with_comm_plan.clone(), true)),
+            vec!["change.commPlan"]
+        );
+        assert!(request("jasper", with_comm_plan, true).is_ok());
     }
 
     #[test]

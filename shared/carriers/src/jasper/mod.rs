@@ -9,7 +9,7 @@ use crate::http::{retry_after, send_recorded, CarrierResponse};
 use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
-    Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
+    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
 };
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -165,8 +165,14 @@ fn error(response: &CarrierResponse) -> CarrierError {
     }
 }
 
-/// The Jasper edit for a change, or why Jasper cannot make it.
-pub fn edit_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
+/// Where a Jasper account keeps what cellbridge calls a device's username and cost center: two of
+/// the account's custom fields, as Control Center has no field of either name.
+pub const USERNAME_FIELD: &str = "accountCustom1";
+pub const COST_CENTER_FIELD: &str = "accountCustom2";
+
+/// The Jasper edit for a change to one device (`device` carries its per-device values), or why
+/// Jasper cannot make it.
+pub fn edit_for(change: &ChangeSpec, device: &DeviceEdit) -> Result<Value, CarrierError> {
     let unsupported = |what: &str| CarrierError::Permanent {
         code: "unsupported".into(),
         message: format!("{what} is not a Jasper device edit"),
@@ -187,7 +193,24 @@ pub fn edit_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
         }
         ChangeSpec::IccidImeiChange => return Err(unsupported("an ICCID/IMEI change")),
         ChangeSpec::UsernameCostCenterEdit => {
-            return Err(unsupported("a username/cost center edit"))
+            let DeviceEdit::Labels {
+                username,
+                cost_center,
+            } = device
+            else {
+                return Err(CarrierError::Permanent {
+                    code: "request".into(),
+                    message: "a username/cost center edit needs the device's username, cost center or both".into(),
+                });
+            };
+            let mut edit = serde_json::Map::new();
+            if let Some(username) = username {
+                edit.insert(USERNAME_FIELD.into(), json!(username));
+            }
+            if let Some(cost_center) = cost_center {
+                edit.insert(COST_CENTER_FIELD.into(), json!(cost_center));
+            }
+            Value::Object(edit)
         }
     })
 }
@@ -228,7 +251,7 @@ impl CarrierPort for JasperClient {
                 message: format!("Jasper edits one device a call, not {}", requests.len()),
             });
         };
-        let edit = edit_for(change)?;
+        let edit = edit_for(change, &request.edit)?;
         self.edit_device(request.device.iccid.as_str(), &edit, journal)
             .await
     }
@@ -258,7 +281,10 @@ mod tests {
     fn status_actions_map_to_jasper_statuses() {
         let edits: Vec<Value> = StatusAction::ALL
             .into_iter()
-            .map(|action| edit_for(&ChangeSpec::StatusUpdate { action }).unwrap_or_default())
+            .map(|action| {
+                edit_for(&ChangeSpec::StatusUpdate { action }, &DeviceEdit::None)
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(
             edits,
@@ -270,8 +296,29 @@ mod tests {
             ]
         );
         assert!(matches!(
-            edit_for(&ChangeSpec::IccidImeiChange),
+            edit_for(&ChangeSpec::IccidImeiChange, &DeviceEdit::None),
             Err(CarrierError::Permanent { .. })
+        ));
+    }
+
+    #[test]
+    fn usernames_and_cost_centers_go_to_the_accounts_custom_fields() {
+        let labels = |username: Option<&str>, cost_center: Option<&str>| DeviceEdit::Labels {
+            username: username.map(str::to_owned),
+            cost_center: cost_center.map(str::to_owned),
+        };
+        let edit = |device: &DeviceEdit| edit_for(&ChangeSpec::UsernameCostCenterEdit, device);
+        assert_eq!(
+            edit(&labels(Some("pump-7"), Some("CC-12"))).ok(),
+            Some(json!({"accountCustom1": "pump-7", "accountCustom2": "CC-12"}))
+        );
+        assert_eq!(
+            edit(&labels(None, Some("CC-12"))).ok(),
+            Some(json!({"accountCustom2": "CC-12"}))
+        );
+        assert!(matches!(
+            edit(&DeviceEdit::None),
+            Err(CarrierError::Permanent { code, .. }) if code == "request"
         ));
     }
 }

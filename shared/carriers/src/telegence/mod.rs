@@ -18,7 +18,7 @@ use crate::http::{retry_after, send_recorded, CarrierResponse};
 use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, RequestProgress};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
-    Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
+    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
 };
 use cellbridge_core::ids::Msisdn;
 use reqwest::{StatusCode, Url};
@@ -32,6 +32,12 @@ pub const MAX_SERVICES_PER_REQUEST: usize = 200;
 pub const STATUS_CHARACTERISTIC: &str = "subscriberStatusAction";
 /// Characteristic carrying the new rate plan SOC (inferred).
 pub const RATE_PLAN_CHARACTERISTIC: &str = "ratePlanCode";
+/// Characteristics of an equipment swap: the subscriber's new SIM and device (inferred).
+pub const ICCID_CHARACTERISTIC: &str = "iccid";
+pub const IMEI_CHARACTERISTIC: &str = "imei";
+/// Characteristics of the subscriber's user name and cost center (inferred).
+pub const USER_NAME_CHARACTERISTIC: &str = "userName";
+pub const COST_CENTER_CHARACTERISTIC: &str = "costCenter";
 /// Error code of a change the subscriber's status does not allow (inferred).
 pub const INVALID_TRANSITION_CODE: &str = "INVALID_STATUS_TRANSITION";
 
@@ -145,16 +151,59 @@ fn unsupported(change: &ChangeSpec, why: &str) -> CarrierError {
     }
 }
 
-/// The `PATCH` body for a per-subscriber change, or why Telegence cannot make it that way.
-pub fn update_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
-    let characteristic = match change {
+/// The `PATCH` body for a change to one subscriber (`device` carries its per-device values), or
+/// why Telegence cannot make it that way.
+pub fn update_for(change: &ChangeSpec, device: &DeviceEdit) -> Result<Value, CarrierError> {
+    let pair = |name: &str, value: &str| json!({"name": name, "value": value});
+    let missing = |what: &str| CarrierError::Permanent {
+        code: "request".into(),
+        message: format!("{} needs the device's {what}", change.type_name()),
+    };
+    let characteristics = match change {
         ChangeSpec::StatusUpdate { action } => {
-            json!({"name": STATUS_CHARACTERISTIC, "value": telegence_status_action(*action)})
+            vec![pair(
+                STATUS_CHARACTERISTIC,
+                telegence_status_action(*action),
+            )]
         }
         ChangeSpec::CarrierRatePlanChange {
             rate_plan,
             comm_plan: None,
-        } => json!({"name": RATE_PLAN_CHARACTERISTIC, "value": rate_plan}),
+        } => vec![pair(RATE_PLAN_CHARACTERISTIC, rate_plan)],
+        ChangeSpec::IccidImeiChange => {
+            let DeviceEdit::IdentifierSwap {
+                new_iccid,
+                new_imei,
+            } = device
+            else {
+                return Err(missing("new ICCID, new IMEI or both"));
+            };
+            let mut swap = Vec::new();
+            if let Some(iccid) = new_iccid {
+                swap.push(pair(ICCID_CHARACTERISTIC, iccid.as_str()));
+            }
+            if let Some(imei) = new_imei {
+                swap.push(pair(IMEI_CHARACTERISTIC, imei.as_str()));
+            }
+            swap
+        }
+        ChangeSpec::UsernameCostCenterEdit => {
+            let DeviceEdit::Labels {
+                username,
+                cost_center,
+            } = device
+            else {
+                return Err(missing("username, cost center or both"));
+            };
+            let mut labels = Vec::new();
+            if let Some(username) = username {
+                labels.push(pair(USER_NAME_CHARACTERISTIC, username));
+            }
+            if let Some(cost_center) = cost_center {
+                labels.push(pair(COST_CENTER_CHARACTERISTIC, cost_center));
+            }
+            labels
+        }
         ChangeSpec::CarrierRatePlanChange {
             comm_plan: Some(_), ..
         } => {
@@ -169,15 +218,15 @@ pub fn update_for(change: &ChangeSpec) -> Result<Value, CarrierError> {
                 "is a batch activation, not a subscriber update",
             ))
         }
-        ChangeSpec::CustomerRatePlanChange { .. }
-        | ChangeSpec::CustomerAssignment { .. }
-        | ChangeSpec::IccidImeiChange
-        | ChangeSpec::UsernameCostCenterEdit => {
+        ChangeSpec::CustomerRatePlanChange { .. } | ChangeSpec::CustomerAssignment { .. } => {
             return Err(unsupported(change, "is not supported by Telegence"))
         }
     };
+    if characteristics.is_empty() {
+        return Err(missing("values"));
+    }
     // An empty effective date means "now" to Telegence.
-    Ok(json!({"serviceCharacteristic": [characteristic], "effectiveDate": ""}))
+    Ok(json!({"serviceCharacteristic": characteristics, "effectiveDate": ""}))
 }
 
 /// One service of an activation request.
@@ -495,8 +544,6 @@ impl CarrierPort for TelegenceClient {
                 request_id: Some(batch_id),
             });
         }
-        // Refuse what Telegence cannot do before any call is made.
-        let update = update_for(change)?;
         let [request] = requests else {
             return Err(CarrierError::Permanent {
                 code: "batch".into(),
@@ -506,6 +553,8 @@ impl CarrierPort for TelegenceClient {
                 ),
             });
         };
+        // Refuse what Telegence cannot do before any call is made.
+        let update = update_for(change, &request.edit)?;
         let number = self.subscriber_number(&request.device, journal).await?;
         self.update_subscriber(&number, &update, journal).await
     }
@@ -661,7 +710,10 @@ mod tests {
     fn changes_map_to_subscriber_updates() {
         let bodies: Vec<Value> = StatusAction::ALL
             .into_iter()
-            .map(|action| update_for(&ChangeSpec::StatusUpdate { action }).unwrap_or_default())
+            .map(|action| {
+                update_for(&ChangeSpec::StatusUpdate { action }, &DeviceEdit::None)
+                    .unwrap_or_default()
+            })
             .collect();
         let values: Vec<&Value> = bodies
             .iter()
@@ -678,10 +730,13 @@ mod tests {
         );
         assert_eq!(bodies[1]["effectiveDate"], json!(""));
         assert_eq!(
-            update_for(&ChangeSpec::CarrierRatePlanChange {
-                rate_plan: "IOT5GB".into(),
-                comm_plan: None
-            })
+            update_for(
+                &ChangeSpec::CarrierRatePlanChange {
+                    rate_plan: "IOT5GB".into(),
+                    comm_plan: None
+                },
+                &DeviceEdit::None
+            )
             .ok(),
             Some(json!({
                 "serviceCharacteristic": [{"name": "ratePlanCode", "value": "IOT5GB"}],
@@ -691,10 +746,41 @@ mod tests {
     }
 
     #[test]
+    fn swaps_and_labels_carry_only_the_values_given() {
+        let swap = DeviceEdit::IdentifierSwap {
+            new_iccid: Iccid::parse(&cellbridge_core::testing::iccid(9)).ok(),
+            new_imei: None,
+        };
+        assert_eq!(
+            update_for(&ChangeSpec::IccidImeiChange, &swap).ok(),
+            Some(json!({
+                "serviceCharacteristic": [{"name": "iccid", "value": cellbridge_core::testing::iccid(9)}],
+                "effectiveDate": ""
+            }))
+        );
+        let labels = DeviceEdit::Labels {
+            username: Some("pump-7".into()),
+            cost_center: Some("CC-12".into()),
+        };
+        assert_eq!(
+            update_for(&ChangeSpec::UsernameCostCenterEdit, &labels).ok(),
+            Some(json!({
+                "serviceCharacteristic": [
+                    {"name": "userName", "value": "pump-7"},
+                    {"name": "costCenter", "value": "CC-12"}
+                ],
+                "effectiveDate": ""
+            }))
+        );
+        assert!(matches!(
+            update_for(&ChangeSpec::UsernameCostCenterEdit, &DeviceEdit::None),
+            Err(CarrierError::Permanent { code, .. }) if code == "request"
+        ));
+    }
+
+    #[test]
     fn unsupported_changes_are_refused_by_name() {
         for change in [
-            ChangeSpec::IccidImeiChange,
-            ChangeSpec::UsernameCostCenterEdit,
             ChangeSpec::CustomerAssignment {
                 customer_id: "c-1".into(),
             },
@@ -703,7 +789,7 @@ mod tests {
                 comm_plan: Some("CP".into()),
             },
         ] {
-            match update_for(&change) {
+            match update_for(&change, &DeviceEdit::None) {
                 Err(CarrierError::Permanent { code, message }) => {
                     assert_eq!(code, "unsupported");
                     assert!(message.contains(change.type_name()), "{message}");

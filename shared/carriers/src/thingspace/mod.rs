@@ -155,7 +155,7 @@ struct ListAnswer {
 
 /// How ThingSpace carries a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Move {
+pub(crate) enum Move {
     Activate {
         service_plan: Option<String>,
         zip_code: Option<String>,
@@ -174,7 +174,7 @@ fn unsupported(what: &str) -> CarrierError {
 }
 
 impl Move {
-    fn of(change: &ChangeSpec) -> Result<Self, CarrierError> {
+    pub(crate) fn of(change: &ChangeSpec) -> Result<Self, CarrierError> {
         Ok(match change {
             ChangeSpec::StatusUpdate { action } => match action {
                 StatusAction::Activate => Move::Activate {
