@@ -30,6 +30,7 @@ const FUNCTIONS: &[(&str, Reader)] = &[
     ("device-presence", reads::<device_presence::Config>),
     ("device-registration", reads::<device_registration::Config>),
     ("presence-sweep", reads::<presence_sweep::Config>),
+    ("service-providers", reads::<service_providers::Config>),
     ("telemetry-ingest", reads::<telemetry_ingest::Config>),
     ("users", reads::<users::Config>),
 ];

@@ -345,7 +345,8 @@ pub(crate) fn flow_of_function(binary: &str) -> &str {
         "device-presence" | "presence-sweep" => "presence",
         "device-registration" => "registration",
         "device-commands" | "command-ack" | "command-sweep" => "commands",
-        "api-authorizer" | "auth-login" | "users" | "device-api" | "bulk-status" => "API",
+        "api-authorizer" | "auth-login" | "users" | "device-api" | "bulk-status"
+        | "service-providers" => "API",
         "bulk-intake" | "bulk-planner" | "bulk-scheduler" | "carrier-worker"
         | "carrier-callbacks" => "bulk changes",
         other => other,

@@ -5,6 +5,7 @@
 //! behaviour (status codes of malformed requests, headers) use an HTTP client directly.
 
 use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
+use cellbridge::carriers::provider::{ProviderView, TestResult};
 use cellbridge::devices::views::{CommandView, DeviceView, TelemetryView};
 use cellbridge::edge::http::page_view::PageView;
 use cellbridge::edge::http::problem::Problem;
@@ -249,6 +250,36 @@ impl ApiClient {
             waited: timeout,
             last: "no view".to_owned(),
         })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Service providers
+
+    /// `GET /service-providers`, every page.
+    pub async fn service_providers(&self) -> ApiResult<Vec<ProviderView>> {
+        self.all_pages("/service-providers").await
+    }
+
+    /// `POST /service-providers` with `body`; the created provider.
+    pub async fn create_service_provider(&self, body: &Value) -> ApiResult<ProviderView> {
+        self.call(
+            Method::POST,
+            "/service-providers",
+            |request| request.json(body),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// `POST /service-providers/{id}/test`: how the carrier took the stored credentials.
+    pub async fn test_service_provider(&self, id: &str) -> ApiResult<TestResult> {
+        self.call(
+            Method::POST,
+            &format!("/service-providers/{id}/test"),
+            |request| request,
+            StatusCode::OK,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------------------------------

@@ -94,6 +94,53 @@ pub fn accounts_document(
     }))
 }
 
+/// Settings of a carrier account that are not credentials (the rest of an account but its
+/// endpoint, limits and callback are).
+const PROVIDER_SETTINGS: [&str; 3] = ["accountName", "defaultServicePlan", "defaultZipCode"];
+
+/// A `POST /service-providers` body for each account of an accounts `document`: the providers
+/// the local stack gives each demo tenant.
+pub fn provider_requests(document: &Value) -> Vec<Value> {
+    let Some(accounts) = document.as_object() else {
+        return Vec::new();
+    };
+    accounts
+        .iter()
+        .filter_map(|(carrier, account)| {
+            let mut credentials = account.as_object()?.clone();
+            let endpoint = credentials.remove("baseUrl")?;
+            let limits = credentials.remove("limits").unwrap_or(Value::Null);
+            credentials.remove("callback");
+            let mut settings = serde_json::Map::new();
+            for name in PROVIDER_SETTINGS {
+                if let Some(value) = credentials.remove(name) {
+                    settings.insert(name.to_owned(), value);
+                }
+            }
+            Some(json!({
+                "name": provider_name(carrier),
+                "carrier": carrier,
+                "portalType": "m2m",
+                "endpoint": endpoint,
+                "limits": limits,
+                "settings": settings,
+                "credentials": credentials,
+            }))
+        })
+        .collect()
+}
+
+/// The name the local stack gives its provider at `carrier`.
+pub fn provider_name(carrier: &str) -> String {
+    let name = match carrier {
+        "jasper" => "Jasper",
+        "thingSpace" => "ThingSpace",
+        "telegence" => "Telegence",
+        other => other,
+    };
+    format!("{name} (local simulator)")
+}
+
 impl LocalCarriers {
     /// Serves the simulators on `port` (0 picks a free one) on loopback.
     pub async fn start(port: u16, config: SimConfig) -> Result<Self> {
@@ -122,6 +169,41 @@ impl LocalCarriers {
     /// The `CARRIER_ACCOUNTS` document for the functions (see [`accounts_document`]).
     pub fn accounts_document(&self, worker_instances: u32) -> Result<Value> {
         accounts_document(&self.url(), &self.config, worker_instances)
+    }
+
+    /// Gives each demo tenant one service provider per carrier, at the simulators, through the
+    /// API as the tenant's admin; providers already there by name are left alone.
+    pub async fn seed_providers(&self, api_url: &str) -> Result<()> {
+        use crate::demo_accounts::{DEMO_PASSWORD, DEMO_TENANTS};
+        use cellbridge::identity::role::Role;
+        let requests = provider_requests(&self.accounts_document(1)?);
+        for (tenant, _, users) in DEMO_TENANTS {
+            let Some((admin, _)) = users.iter().find(|(_, role)| *role == Role::Admin) else {
+                continue;
+            };
+            let client = crate::api_client::ApiClient::sign_in(api_url, admin, DEMO_PASSWORD)
+                .await
+                .with_context(|| format!("signing in as {admin} to seed {tenant}'s providers"))?;
+            let existing: Vec<String> = client
+                .service_providers()
+                .await?
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+            for request in &requests {
+                if existing
+                    .iter()
+                    .any(|name| Some(name.as_str()) == request["name"].as_str())
+                {
+                    continue;
+                }
+                client
+                    .create_service_provider(request)
+                    .await
+                    .with_context(|| format!("seeding {tenant}'s provider {}", request["name"]))?;
+            }
+        }
+        Ok(())
     }
 
     /// Registers the local API's callback route as ThingSpace's CarrierService listener.

@@ -26,7 +26,10 @@ pub const DEMO_TENANTS: &[DemoTenant] = &[
     (
         "globex",
         "Globex Logistics",
-        &[("ops@globex.example", Role::Operator)],
+        &[
+            ("admin@globex.example", Role::Admin),
+            ("ops@globex.example", Role::Operator),
+        ],
     ),
 ];
 

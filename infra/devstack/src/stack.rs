@@ -297,6 +297,7 @@ impl Devstack {
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
         if let Some(carriers) = &carriers {
             carriers.register_callbacks(&api.url()).await?;
+            carriers.seed_providers(&api.url()).await?;
         }
         Ok(Self {
             template,

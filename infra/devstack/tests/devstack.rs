@@ -35,6 +35,8 @@ mod auth;
 mod devices;
 #[path = "devstack/presence.rs"]
 mod presence;
+#[path = "devstack/providers.rs"]
+mod providers;
 
 /// Checks `check` every 200 ms until it holds; fails naming `what` after `timeout`, a limit on
 /// waiting, never an assertion on how long something took.
@@ -106,6 +108,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(a_poison_message_ends_in_the_dead_letter_queue),
         scenario!(devices::devices_register_report_and_answer_commands),
         scenario!(presence::heartbeats_reach_presence_in_batches_and_cost_no_write),
+        scenario!(providers::service_providers_keep_their_credentials_to_themselves),
         scenario!(secrets_stay_out_of_logs_and_audit),
     ]
 }

@@ -6,6 +6,7 @@ use cellbridge::bulk_changes::bulk_change::{BulkChangeStatus, DeviceChange};
 use cellbridge::bulk_changes::capabilities::{capabilities, Completion};
 use cellbridge::bulk_changes::change::{Carrier, ChangeSpec};
 use cellbridge::bulk_changes::views::{BulkChangeView, DeviceChangeView};
+use cellbridge::carriers::provider::{parse_new_provider, PortalType, ProviderView, TestResult};
 use cellbridge::devices::command::{Command, CommandStatus};
 use cellbridge::devices::views::{CommandView, DeviceView};
 use cellbridge::identity::role::Role;
@@ -223,6 +224,46 @@ fn the_carrier_capabilities_are_documented_as_served() -> Result<()> {
     check_schema(&spec, "ChangeSupport", plan, &[]);
     let jasper = serde_json::to_value(capabilities(Carrier::Jasper))?;
     check_schema(&spec, "DocumentedLimits", &jasper["limits"], &[]);
+    Ok(())
+}
+
+#[test]
+fn the_service_provider_schema_matches_its_view() -> Result<()> {
+    let spec = spec()?;
+    let body = serde_json::json!({
+        "name": "Verizon production", "carrier": "thingSpace", "endpoint": "https://thingspace.verizon.com/api",
+        "limits": {"callsPerSecond": 2},
+        "settings": {"accountName": "0342351234-00001"},
+        "credentials": {"appKey": "k", "appSecret": "s", "username": "u", "password": "p"}
+    });
+    let new =
+        parse_new_provider(body.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let at = time::OffsetDateTime::UNIX_EPOCH;
+    let mut provider = new.into_provider(
+        cellbridge::common::tenant::TenantId::parse("demo").context("tenant")?,
+        "019aa8e4-0000-7000-8000-000000000001".into(),
+        "s".into(),
+        at,
+    );
+    let view = serde_json::to_value(ProviderView::from(&provider))?;
+    check_schema(&spec, "ServiceProvider", &view, &["lastTest"]);
+    check_schema(
+        &spec,
+        "ProviderLimits",
+        &view["limits"],
+        &["burst", "maxInFlight"],
+    );
+    reads_back::<ProviderView>(&view)?;
+    provider.last_test = Some(TestResult {
+        at,
+        ok: true,
+        detail: "the carrier accepted the credentials".into(),
+    });
+    let view = serde_json::to_value(ProviderView::from(&provider))?;
+    check_schema(&spec, "ServiceProvider", &view, &[]);
+    check_schema(&spec, "ProviderTest", &view["lastTest"], &[]);
+    let portal_types: Vec<&str> = PortalType::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(enum_of(&spec, "PortalType"), names(portal_types));
     Ok(())
 }
 

@@ -25,11 +25,14 @@ pub enum CarrierConfigError {
 }
 
 /// Limits that override a carrier's documented ones (a contract with higher limits, a simulator).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub calls_per_second: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
 }
 

@@ -8,6 +8,13 @@ pub mod http;
 pub mod jasper;
 pub mod pacing;
 pub mod port;
+pub mod provider;
+pub mod provider_dynamodb;
+#[cfg(any(test, feature = "test-util"))]
+pub mod provider_memory;
+pub mod provider_ports;
+pub mod provider_probe;
+pub mod provider_secrets;
 pub mod retry;
 pub mod telegence;
 pub mod thingspace;

@@ -23,3 +23,42 @@ pub fn accounts(
 ) -> Result<SharedAccounts, CarrierConfigError> {
     build_accounts(config, Some(account_gate(sdk, idempotency_table)))
 }
+
+/// Where a deployment keeps its tenants' service providers, read once at cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidersConfig {
+    /// `SERVICE_PROVIDERS_TABLE`.
+    pub table: String,
+    /// `PROVIDER_SECRET_PREFIX`: each provider's secret is `<prefix><tenant>/<provider id>`.
+    pub secret_prefix: String,
+}
+
+impl cellbridge_core::config::FromEnvironment for ProvidersConfig {
+    fn from_env(
+        env: &dyn cellbridge_core::config::Environment,
+    ) -> Result<Self, cellbridge_core::config::ConfigError> {
+        use cellbridge_core::config::required;
+        Ok(Self {
+            table: required(env, "SERVICE_PROVIDERS_TABLE")?,
+            secret_prefix: required(env, "PROVIDER_SECRET_PREFIX")?,
+        })
+    }
+}
+
+impl ProvidersConfig {
+    /// The name of the secret holding a provider's credentials.
+    pub fn secret_name(&self, tenant: &cellbridge_core::tenant::TenantId, id: &str) -> String {
+        format!("{}{}/{id}", self.secret_prefix, tenant.as_str())
+    }
+}
+
+pub fn provider_store(
+    sdk: &SdkConfig,
+    config: &ProvidersConfig,
+) -> crate::provider_dynamodb::DynamoProviders {
+    crate::provider_dynamodb::DynamoProviders::new(aws::dynamodb(sdk), &config.table)
+}
+
+pub fn credential_vault(sdk: &SdkConfig) -> crate::provider_secrets::SecretsManagerVault {
+    crate::provider_secrets::SecretsManagerVault::new(aws::secrets_manager(sdk))
+}

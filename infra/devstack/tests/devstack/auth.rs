@@ -575,6 +575,10 @@ async fn secrets_of_the_run(stack: &Devstack) -> Result<Vec<(String, String)>> {
             String::from_utf8(secret_bytes(stack).await?)?,
         ),
     ];
+    secrets.push((
+        "the wrong Jasper key of the providers scenario".to_owned(),
+        super::providers::WRONG_JASPER_KEY.to_owned(),
+    ));
     for (i, token) in super::issued_tokens().into_iter().enumerate() {
         secrets.push((format!("token #{i}"), token));
     }

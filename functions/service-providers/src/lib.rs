@@ -1,0 +1,469 @@
+//! A tenant's carrier accounts (service providers): `GET /service-providers`, `POST`, `GET`,
+//! `PATCH` and `DELETE /service-providers/{id}`, and `POST /service-providers/{id}/test`, one
+//! cheap authenticated call with the stored credentials. Operators read; admins change. The
+//! credentials go to the vault, one secret per provider, and are never returned or logged; another
+//! tenant's provider does not exist here (404).
+
+use cellbridge_carriers::provider::{
+    parse_new_provider, parse_provider_change, ProviderView, ServiceProvider, TestResult,
+    MAX_REFUSED_TESTS,
+};
+use cellbridge_carriers::provider_ports::{CredentialVault, ProviderStore, VaultError};
+use cellbridge_carriers::provider_probe::{ProbeOutcome, ProviderProbe};
+use cellbridge_edge::http::body::json_body;
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_identity::role::Role;
+use lambda_http::http::{header, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use time::OffsetDateTime;
+
+/// This function's configuration, read once at cold start.
+pub type Config = cellbridge_carriers::wiring::ProvidersConfig;
+
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What the handler works with.
+pub struct Ports<'a> {
+    pub providers: &'a dyn ProviderStore,
+    pub vault: &'a dyn CredentialVault,
+    pub probe: &'a dyn ProviderProbe,
+    pub config: &'a Config,
+}
+
+pub async fn handle(ports: &Ports<'_>, request: Request, now: OffsetDateTime) -> Response<Body> {
+    match respond(ports, &request, now).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn vault_problem(error: VaultError) -> Problem {
+    match error {
+        VaultError::Unavailable(detail) => Problem::unavailable(&detail),
+        VaultError::Rejected(detail) => Problem::internal(&detail),
+    }
+}
+
+async fn respond(
+    ports: &Ports<'_>,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Response<Body>, Problem> {
+    let caller = caller(request)?;
+    let tenant = caller.tenant().clone();
+    let route = route_key(request);
+    let needed = if route.starts_with("GET ") {
+        Role::Operator
+    } else {
+        Role::Admin
+    };
+    caller.require(needed)?;
+    let id = request
+        .path_parameters()
+        .first("id")
+        .unwrap_or_default()
+        .to_owned();
+    match route.as_str() {
+        "GET /service-providers" => {
+            allow_query(request, &["limit", "cursor"])?;
+            let page = ports
+                .providers
+                .list_providers(&tenant, &page_request(request)?)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, ProviderView::from),
+            ))
+        }
+        "POST /service-providers" => {
+            allow_query(request, &[])?;
+            let body = json_body(
+                request,
+                MAX_BODY_BYTES,
+                "send a name, a carrier, an endpoint and the carrier's credentials",
+            )?;
+            let new = parse_new_provider(body).map_err(Problem::invalid)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let secret_id = ports
+                .vault
+                .put(&ports.config.secret_name(&tenant, &id), &new.credentials)
+                .await
+                .map_err(vault_problem)?;
+            let provider = new.into_provider(tenant.clone(), id.clone(), secret_id.clone(), now);
+            if let Err(error) = ports.providers.create_provider(&provider).await {
+                // No record points at the secret: remove it rather than leave credentials behind.
+                let _ = ports.vault.delete(&secret_id).await;
+                return Err(error.into());
+            }
+            tracing::info!(provider = %id, carrier = provider.carrier.as_str(), tenant = %tenant, by = %caller.principal(), "service provider created");
+            let mut response = json_response(StatusCode::CREATED, &ProviderView::from(&provider));
+            if let Ok(location) = format!("/service-providers/{id}").parse() {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+        "GET /service-providers/{id}" => {
+            allow_query(request, &[])?;
+            let provider = find(ports, &tenant, &id).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &ProviderView::from(&provider),
+            ))
+        }
+        "PATCH /service-providers/{id}" => {
+            allow_query(request, &[])?;
+            let body = json_body(
+                request,
+                MAX_BODY_BYTES,
+                "send the fields to change (name, portalType, endpoint, limits, settings, credentials)",
+            )?;
+            let mut provider = find(ports, &tenant, &id).await?;
+            let change = parse_provider_change(provider.carrier, body).map_err(Problem::invalid)?;
+            if let Some(credentials) = &change.credentials {
+                // A new version of the same secret: the worker reads it at its next call.
+                provider.secret_id = ports
+                    .vault
+                    .put(&ports.config.secret_name(&tenant, &id), credentials)
+                    .await
+                    .map_err(vault_problem)?;
+                provider.credentials_updated_at = now;
+                provider.refused_tests = 0;
+            }
+            if let Some(name) = change.name {
+                provider.name = name;
+            }
+            if let Some(portal_type) = change.portal_type {
+                provider.portal_type = portal_type;
+            }
+            if let Some(endpoint) = change.endpoint {
+                provider.endpoint = endpoint;
+            }
+            if let Some(limits) = change.limits {
+                provider.limits = limits;
+            }
+            if let Some(settings) = change.settings {
+                provider.settings = settings;
+            }
+            save(ports, &mut provider, now).await?;
+            tracing::info!(provider = %id, tenant = %tenant, by = %caller.principal(), credentials = change.credentials.is_some(), "service provider changed");
+            Ok(json_response(
+                StatusCode::OK,
+                &ProviderView::from(&provider),
+            ))
+        }
+        "DELETE /service-providers/{id}" => {
+            allow_query(request, &[])?;
+            let provider = find(ports, &tenant, &id).await?;
+            if !ports.providers.delete_provider(&tenant, &id).await? {
+                return Err(Problem::not_found("this service provider"));
+            }
+            ports
+                .vault
+                .delete(&provider.secret_id)
+                .await
+                .map_err(vault_problem)?;
+            tracing::info!(provider = %id, tenant = %tenant, by = %caller.principal(), "service provider deleted");
+            Ok(Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Body::Empty)
+                .unwrap_or_default())
+        }
+        "POST /service-providers/{id}/test" => {
+            allow_query(request, &[])?;
+            let mut provider = find(ports, &tenant, &id).await?;
+            if provider.refused_tests >= MAX_REFUSED_TESTS {
+                return Err(Problem::conflict(
+                    "credentials-refused",
+                    "The carrier refused these credentials",
+                    format!(
+                        "the carrier refused these credentials {} times in a row; update them (PATCH with new credentials) before testing again, as carriers lock a login after a few failures",
+                        provider.refused_tests
+                    ),
+                ));
+            }
+            let credentials = ports
+                .vault
+                .get(&provider.secret_id)
+                .await
+                .map_err(vault_problem)?;
+            let outcome = ports.probe.probe(&provider, &credentials).await;
+            provider.refused_tests = match outcome {
+                ProbeOutcome::Refused => provider.refused_tests + 1,
+                ProbeOutcome::Accepted => 0,
+                _ => provider.refused_tests,
+            };
+            let result = TestResult {
+                at: now,
+                ok: outcome.is_ok(),
+                detail: outcome.detail(),
+            };
+            provider.last_test = Some(result.clone());
+            save(ports, &mut provider, now).await?;
+            tracing::info!(provider = %id, tenant = %tenant, ok = result.ok, "service provider tested");
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        _ => Err(Problem::not_found("this route")),
+    }
+}
+
+async fn find(
+    ports: &Ports<'_>,
+    tenant: &cellbridge_core::tenant::TenantId,
+    id: &str,
+) -> Result<ServiceProvider, Problem> {
+    // Ids are UUIDs; anything else cannot exist, and is not worth a store round trip.
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(Problem::not_found("this service provider"));
+    }
+    ports
+        .providers
+        .get_provider(tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("this service provider"))
+}
+
+/// Writes `provider` as its next version, unless someone changed it since it was read.
+async fn save(
+    ports: &Ports<'_>,
+    provider: &mut ServiceProvider,
+    now: OffsetDateTime,
+) -> Result<(), Problem> {
+    provider.version += 1;
+    provider.updated_at = now;
+    if ports.providers.update_provider(provider).await? {
+        Ok(())
+    } else {
+        Err(Problem::conflict(
+            "changed-meanwhile",
+            "The service provider changed meanwhile",
+            "another change to this service provider came first; read it again and retry",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge_carriers::provider::Credentials;
+    use cellbridge_carriers::provider_memory::{MemoryProviders, MemoryVault};
+    use lambda_http::request::from_str;
+    use serde_json::{json, Value};
+    use std::sync::Mutex;
+
+    const CREATE: &str = include_str!("../../../events/service-providers/create.json");
+    const LIST: &str = include_str!("../../../events/service-providers/list.json");
+    const TEST: &str = include_str!("../../../events/service-providers/test.json");
+    const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
+
+    /// Answers what it is told to, and remembers what it was given.
+    struct ScriptedProbe {
+        outcome: Mutex<ProbeOutcome>,
+        secrets_seen: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ProviderProbe for ScriptedProbe {
+        async fn probe(&self, _: &ServiceProvider, credentials: &Credentials) -> ProbeOutcome {
+            use secrecy::ExposeSecret;
+            self.secrets_seen
+                .lock()
+                .unwrap()
+                .push(credentials.secret().expose_secret().to_owned());
+            self.outcome.lock().unwrap().clone()
+        }
+    }
+
+    struct World {
+        providers: MemoryProviders,
+        vault: MemoryVault,
+        probe: ScriptedProbe,
+        config: Config,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                providers: MemoryProviders::default(),
+                vault: MemoryVault::default(),
+                probe: ScriptedProbe {
+                    outcome: Mutex::new(ProbeOutcome::Accepted),
+                    secrets_seen: Mutex::new(Vec::new()),
+                },
+                config: Config {
+                    table: "providers".into(),
+                    secret_prefix: "cellbridge/providers/".into(),
+                },
+            }
+        }
+
+        async fn call(&self, request: Request) -> (StatusCode, Value) {
+            let ports = Ports {
+                providers: &self.providers,
+                vault: &self.vault,
+                probe: &self.probe,
+                config: &self.config,
+            };
+            let response = handle(&ports, request, NOW).await;
+            let status = response.status();
+            let body = match response.body() {
+                Body::Text(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+                Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
+                Body::Empty => Value::Null,
+                _ => Value::Null,
+            };
+            (status, body)
+        }
+    }
+
+    /// `sample` as `tenant`'s caller with `roles`, at `path` (the route key kept).
+    fn event(sample: &str, tenant: &str, roles: &str, id: Option<&str>) -> Request {
+        let mut value: Value = serde_json::from_str(sample).unwrap();
+        let authorizer = &mut value["requestContext"]["authorizer"]["lambda"];
+        authorizer["tenant"] = json!(tenant);
+        authorizer["roles"] = json!(roles);
+        if let Some(id) = id {
+            value["pathParameters"] = json!({ "id": id });
+            let path = value["rawPath"]
+                .as_str()
+                .unwrap()
+                .replace("019aa8e4-0000-7000-8000-000000000001", id);
+            value["rawPath"] = json!(path);
+            value["requestContext"]["http"]["path"] = json!(path);
+        }
+        from_str(&value.to_string()).unwrap()
+    }
+
+    fn with_route(sample: &str, method: &str, route: &str, body: Option<Value>) -> String {
+        let mut value: Value = serde_json::from_str(sample).unwrap();
+        value["routeKey"] = json!(format!("{method} {route}"));
+        value["requestContext"]["routeKey"] = json!(format!("{method} {route}"));
+        value["requestContext"]["http"]["method"] = json!(method);
+        match body {
+            Some(body) => {
+                value["body"] = json!(body.to_string());
+                value["headers"]["content-type"] = json!("application/json");
+            }
+            None => {
+                value.as_object_mut().unwrap().remove("body");
+            }
+        }
+        value.to_string()
+    }
+
+    #[tokio::test]
+    async fn the_sample_create_stores_the_credentials_in_the_vault_only() {
+        let world = World::new();
+        let (status, created) = world.call(from_str(CREATE).unwrap()).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["carrier"], "jasper");
+        assert_eq!(created["credentials"], json!(["username", "apiKey"]));
+        assert!(!created.to_string().contains("sample-api-key"));
+        let id = created["id"].as_str().unwrap();
+        assert_eq!(
+            world.vault.names(),
+            [format!("cellbridge/providers/demo/{id}")]
+        );
+        let stored = world
+            .providers
+            .get_provider(
+                &cellbridge_core::tenant::TenantId::parse("demo").unwrap(),
+                id,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!serde_json::to_string(&stored)
+            .unwrap()
+            .contains("sample-api-key"));
+
+        let (status, list) = world.call(event(LIST, "demo", "operator", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["items"][0]["id"], created["id"]);
+    }
+
+    #[tokio::test]
+    async fn operators_read_admins_change_and_other_tenants_see_nothing() {
+        let world = World::new();
+        let (_, created) = world.call(from_str(CREATE).unwrap()).await;
+        let id = created["id"].as_str().unwrap();
+        let (status, _) = world.call(event(CREATE, "demo", "operator", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "operators cannot create");
+        let (status, _) = world.call(event(LIST, "demo", "viewer", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "viewers cannot list");
+        let (status, list) = world.call(event(LIST, "globex", "admin", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["items"], json!([]));
+        let (status, _) = world.call(event(TEST, "globex", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let delete = with_route(LIST, "DELETE", "/service-providers/{id}", None);
+        let (status, _) = world
+            .call(event(&delete, "globex", "admin", Some(id)))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = world.call(event(&delete, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(world.vault.names().is_empty(), "the secret goes too");
+    }
+
+    #[tokio::test]
+    async fn tests_record_their_outcome_and_stop_after_refusals_until_new_credentials() {
+        let world = World::new();
+        let (_, created) = world.call(from_str(CREATE).unwrap()).await;
+        let id = created["id"].as_str().unwrap();
+        let (status, result) = world.call(event(TEST, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(result["ok"], true);
+        assert!(
+            world.probe.secrets_seen.lock().unwrap()[0].contains("sample-api-key"),
+            "the probe gets the stored credentials"
+        );
+
+        *world.probe.outcome.lock().unwrap() = ProbeOutcome::Refused;
+        for _ in 0..MAX_REFUSED_TESTS {
+            let (status, result) = world.call(event(TEST, "demo", "admin", Some(id))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(result["ok"], false);
+        }
+        let (status, problem) = world.call(event(TEST, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert_eq!(world.probe.secrets_seen.lock().unwrap().len(), 3);
+
+        let patch = with_route(
+            LIST,
+            "PATCH",
+            "/service-providers/{id}",
+            Some(json!({"credentials": {"username": "ops", "apiKey": "rotated-key"}})),
+        );
+        let (status, changed) = world.call(event(&patch, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::OK, "{changed}");
+        assert_eq!(changed["lastTest"]["ok"], false);
+        *world.probe.outcome.lock().unwrap() = ProbeOutcome::Accepted;
+        let (status, result) = world.call(event(TEST, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(result["ok"], true);
+        assert!(world.probe.secrets_seen.lock().unwrap()[3].contains("rotated-key"));
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_name_their_fields() {
+        let world = World::new();
+        let bad = with_route(
+            CREATE,
+            "POST",
+            "/service-providers",
+            Some(json!({"name": "x", "carrier": "sprint", "endpoint": "ftp://x"})),
+        );
+        let (status, problem) = world.call(event(&bad, "demo", "admin", None)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["carrier", "endpoint"]);
+    }
+}
