@@ -143,6 +143,68 @@ async fn usernames_and_cost_centers_land_in_the_accounts_custom_fields() -> anyh
 }
 
 #[tokio::test]
+async fn a_sync_pages_through_the_devices_changed_since_a_time() -> anyhow::Result<()> {
+    let server = simulator(JasperConfig {
+        calls_per_second: 100,
+        ..JasperConfig::default()
+    })
+    .await?;
+    let more: Vec<String> = (5..125).map(iccid).collect();
+    server
+        .sims
+        .jasper
+        .seed_devices(more.iter().map(String::as_str), "ACTIVATED");
+    let jasper = client(&server, API_KEY)?;
+    let journal = CallJournal::default();
+
+    let mut listed = Vec::new();
+    let mut pages = Vec::new();
+    for page_number in 1.. {
+        let page = jasper
+            .search_devices(time::OffsetDateTime::UNIX_EPOCH, page_number, &journal)
+            .await?;
+        pages.push(page.sims.len());
+        listed.extend(page.sims);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, [50, 50, 25], "50 a page, every device once");
+    let watermark = listed
+        .iter()
+        .filter_map(|sim| sim.updated_at)
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("the listing gives change times"))?;
+    assert_eq!(
+        listed.last().and_then(|sim| sim.updated_at),
+        Some(watermark),
+        "oldest change first"
+    );
+
+    // Changed in Control Center by someone else: the next listing from the watermark finds those.
+    let changed = server.sims.jasper.change_outside(3, "RP-5GB");
+    let since = watermark + time::Duration::milliseconds(1);
+    let page = jasper.search_devices(since, 1, &journal).await?;
+    let mut found: Vec<String> = page.sims.iter().map(|sim| sim.iccid.clone()).collect();
+    found.sort();
+    let mut expected = changed.clone();
+    expected.sort();
+    assert_eq!(found, expected);
+    assert!(page
+        .sims
+        .iter()
+        .all(|sim| sim.rate_plan.as_deref() == Some("RP-5GB")));
+    assert!(!page.more);
+
+    // A page past the end is Jasper's 400, a permanent refusal.
+    match jasper.search_devices(since, 2, &journal).await {
+        Err(CarrierError::Permanent { code, .. }) => assert_eq!(code, "10000003"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn unknown_devices_and_bad_credentials_are_told_apart() -> anyhow::Result<()> {
     let server = simulator(JasperConfig::default()).await?;
     assert_eq!(

@@ -1,9 +1,10 @@
-//! Cisco Control Center (Jasper) REST simulator: `GET`/`PUT /rws/api/v1/devices/{iccid}`.
+//! Cisco Control Center (Jasper) REST simulator: `GET`/`PUT /rws/api/v1/devices/{iccid}` and
+//! Search Devices (`GET /rws/api/v1/devices?modifiedSince=...`, 50 a page, oldest change first).
 
 use crate::random::Random;
 use crate::{locked, LoggedRequest, RequestLog};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,7 +12,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,7 +80,37 @@ pub struct Device {
     pub account_custom1: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_custom2: Option<String>,
+    #[serde(default)]
+    pub msisdn: String,
+    #[serde(default)]
+    pub imsi: String,
+    /// When anything about the device last changed, as Jasper writes it
+    /// (`2016-07-06 22:04:04.380+0000`).
+    #[serde(default)]
+    pub date_updated: String,
+    /// The same instant in milliseconds since the epoch: the order of `modifiedSince` searches.
+    #[serde(skip)]
+    pub updated_ms: i64,
 }
+
+/// Jasper's date format in answers: `yyyy-MM-dd HH:mm:ss.SSS+0000`, always UTC.
+fn jasper_date(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}+0000",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Most devices one search page returns (Jasper's documented `pageSize` limit).
+pub const MAX_PAGE_SIZE: usize = 50;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -127,6 +158,9 @@ struct AccountLoad {
 pub struct Jasper {
     config: Mutex<JasperConfig>,
     devices: Mutex<BTreeMap<String, Device>>,
+    /// The last `updated_ms` handed out: every change gets a later one, so changes made in one
+    /// millisecond still sort, and a search from a change's time finds every later one.
+    clock_ms: Mutex<i64>,
     load: Arc<Mutex<HashMap<String, AccountLoad>>>,
     random: Random,
     log: Arc<RequestLog>,
@@ -161,17 +195,28 @@ impl Jasper {
             random: Random::new(config.seed),
             config: Mutex::new(config),
             devices: Mutex::new(BTreeMap::new()),
+            clock_ms: Mutex::new(0),
             load: Arc::default(),
             log,
             started: Instant::now(),
         }
     }
 
-    /// Adds devices (or resets them) in `status` on the default plans.
+    /// A change's time: now, or just after the previous change when that is later.
+    fn stamp(&self) -> i64 {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut clock = locked(&self.clock_ms);
+        *clock = now.max(*clock + 1);
+        *clock
+    }
+
+    /// Adds devices (or resets them) in `status` on the default plans. MSISDN and IMSI follow
+    /// from the ICCID's last ten digits.
     pub fn seed_devices<'a>(&self, iccids: impl IntoIterator<Item = &'a str>, status: &str) {
-        let mut devices = locked(&self.devices);
         for iccid in iccids {
-            devices.insert(
+            let at = self.stamp();
+            let tail = &iccid[iccid.len().saturating_sub(10)..];
+            locked(&self.devices).insert(
                 iccid.to_owned(),
                 Device {
                     iccid: iccid.to_owned(),
@@ -181,9 +226,33 @@ impl Jasper {
                     customer: None,
                     account_custom1: None,
                     account_custom2: None,
+                    msisdn: format!("88235{tail}"),
+                    imsi: format!("90116{tail}"),
+                    date_updated: jasper_date(at),
+                    updated_ms: at,
                 },
             );
         }
+    }
+
+    /// Changes `count` devices' rate plans as someone in Control Center would, outside
+    /// cellbridge; returns their ICCIDs (a carrier sync must find exactly these).
+    pub fn change_outside(&self, count: usize, rate_plan: &str) -> Vec<String> {
+        let iccids: Vec<String> = {
+            let devices = locked(&self.devices);
+            let all: Vec<&String> = devices.keys().collect();
+            let step = (all.len() / count.max(1)).max(1);
+            all.into_iter().step_by(step).take(count).cloned().collect()
+        };
+        for iccid in &iccids {
+            let at = self.stamp();
+            if let Some(device) = locked(&self.devices).get_mut(iccid) {
+                device.rate_plan = rate_plan.to_owned();
+                device.date_updated = jasper_date(at);
+                device.updated_ms = at;
+            }
+        }
+        iccids
     }
 
     pub fn device(&self, iccid: &str) -> Option<Device> {
@@ -267,12 +336,12 @@ impl Jasper {
         })
     }
 
-    async fn handle(
+    /// Runs `work` as Jasper serves a call: authenticated, within the account's limits, with the
+    /// configured slow answers and faults. Returns the account (when known) and the answer.
+    async fn serve(
         &self,
-        method: &Method,
-        iccid: &str,
         headers: &HeaderMap,
-        body: &[u8],
+        work: impl FnOnce() -> Response,
     ) -> (Option<String>, Response) {
         let config = self.config();
         let account = match self.authenticate(headers, &config) {
@@ -292,15 +361,77 @@ impl Jasper {
                 (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
             );
         }
-        let response = if method == Method::GET {
-            match self.device(iccid) {
-                Some(device) => Json(device).into_response(),
-                None => error(StatusCode::NOT_FOUND, None, "Resource not found"),
+        (Some(account), work())
+    }
+
+    async fn handle(
+        &self,
+        method: &Method,
+        iccid: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (Option<String>, Response) {
+        self.serve(headers, || {
+            if method == Method::GET {
+                match self.device(iccid) {
+                    Some(device) => Json(device).into_response(),
+                    None => error(StatusCode::NOT_FOUND, None, "Resource not found"),
+                }
+            } else {
+                self.edit(iccid, body)
             }
-        } else {
-            self.edit(iccid, body)
+        })
+        .await
+    }
+
+    /// Search Devices: devices changed at or after `modifiedSince` (and before `modifiedTill`),
+    /// oldest change first, `pageSize` (at most 50) a page.
+    fn search(&self, query: &HashMap<String, String>) -> Response {
+        let bad = |message: &str| error(StatusCode::BAD_REQUEST, Some("10000003"), message);
+        let Some(since) = query.get("modifiedSince").and_then(|v| parse_iso_ms(v)) else {
+            return bad("modifiedSince is required, as an ISO-8601 date and time");
         };
-        (Some(account), response)
+        let till = match query.get("modifiedTill") {
+            None => i64::MAX,
+            Some(v) => match parse_iso_ms(v) {
+                Some(ms) => ms,
+                None => return bad("modifiedTill must be an ISO-8601 date and time"),
+            },
+        };
+        let page_size = match query.get("pageSize").map(|v| v.parse::<usize>()) {
+            None => MAX_PAGE_SIZE,
+            Some(Ok(n)) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            Some(_) => return bad("pageSize must be 1 to 50"),
+        };
+        let page_number = match query.get("pageNumber").map(|v| v.parse::<usize>()) {
+            None => 1,
+            Some(Ok(n)) if n >= 1 => n,
+            Some(_) => return bad("pageNumber must be 1 or more"),
+        };
+        let mut changed: Vec<Device> = locked(&self.devices)
+            .values()
+            .filter(|d| d.updated_ms >= since && d.updated_ms < till)
+            .cloned()
+            .collect();
+        changed.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.iccid.cmp(&b.iccid)));
+        let start = (page_number - 1).saturating_mul(page_size);
+        if start > 0 && start >= changed.len() {
+            return bad("pageNumber is past the last page");
+        }
+        let page: Vec<Value> = changed
+            .iter()
+            .skip(start)
+            .take(page_size)
+            .map(|d| {
+                json!({
+                    "iccid": d.iccid, "status": d.status, "ratePlan": d.rate_plan,
+                    "communicationPlan": d.communication_plan, "dateUpdated": d.date_updated,
+                })
+            })
+            .collect();
+        let last_page = start + page_size >= changed.len();
+        Json(json!({"devices": page, "pageNumber": page_number, "lastPage": last_page}))
+            .into_response()
     }
 
     fn edit(&self, iccid: &str, body: &[u8]) -> Response {
@@ -314,6 +445,7 @@ impl Jasper {
                 )
             }
         };
+        let at = self.stamp();
         let mut devices = locked(&self.devices);
         let Some(device) = devices.get_mut(iccid) else {
             return error(StatusCode::NOT_FOUND, None, "Resource not found");
@@ -370,6 +502,8 @@ impl Jasper {
         if edit.account_custom2.is_some() {
             device.account_custom2 = edit.account_custom2;
         }
+        device.updated_ms = at;
+        device.date_updated = jasper_date(at);
         let status = if accepted {
             StatusCode::ACCEPTED
         } else {
@@ -418,8 +552,36 @@ async fn seed_route(State(jasper): State<Arc<Jasper>>, Json(seed): Json<SeedRequ
     (StatusCode::OK, Json(json!({"seeded": seed.iccids.len()}))).into_response()
 }
 
+/// `2024-01-01T00:00:00+00:00` (or `Z`) in milliseconds since the epoch.
+fn parse_iso_ms(value: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+async fn search_route(
+    State(jasper): State<Arc<Jasper>>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let (account, response) = jasper.serve(&headers, || jasper.search(&query)).await;
+    jasper.log.push(LoggedRequest {
+        carrier: "jasper",
+        method: "GET".to_owned(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        account,
+        status: response.status().as_u16(),
+        at_ms: jasper.started.elapsed().as_millis() as u64,
+    });
+    response
+}
+
 pub fn router(jasper: Arc<Jasper>) -> Router {
     Router::new()
+        .route("/rws/api/v1/devices", get(search_route))
         .route(
             "/rws/api/v1/devices/{iccid}",
             get(device_route).put(device_route),

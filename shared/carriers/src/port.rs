@@ -16,6 +16,26 @@ pub struct CarrierDevice {
     pub rate_plan: Option<String>,
 }
 
+/// A SIM as a carrier's inventory listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierSim {
+    pub iccid: String,
+    /// The carrier's own status name.
+    pub status: String,
+    pub rate_plan: Option<String>,
+    pub communication_plan: Option<String>,
+    /// When the carrier last changed anything about it, when the listing says.
+    pub updated_at: Option<OffsetDateTime>,
+}
+
+/// One page of a carrier's inventory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryPage {
+    pub sims: Vec<CarrierSim>,
+    /// Whether a next page follows.
+    pub more: bool,
+}
+
 /// How a carrier took a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierOutcome {

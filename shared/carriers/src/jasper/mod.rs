@@ -6,7 +6,9 @@
 
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, CarrierResponse};
-use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort};
+use crate::port::{
+    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage,
+};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
@@ -15,6 +17,7 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 
 /// Jasper's rate-limit error code, sent with HTTP 400 by some pods and 429 by others.
 const RATE_LIMIT_CODE: &str = "40000029";
@@ -113,6 +116,47 @@ impl JasperClient {
         })
     }
 
+    /// One page (`page_number` from 1, 50 devices) of Search Devices: the devices changed at
+    /// or after `since`, oldest change first, the listing a carrier sync pages through.
+    pub async fn search_devices(
+        &self,
+        since: OffsetDateTime,
+        page_number: u32,
+        journal: &CallJournal,
+    ) -> Result<InventoryPage, CarrierError> {
+        let since = since
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| CarrierError::Permanent {
+                code: "request".into(),
+                message: format!("modifiedSince cannot be written: {e}"),
+            })?
+            .replace('Z', "+00:00");
+        let request = self.http.get(format!("{}/devices", self.base_url)).query(&[
+            ("modifiedSince", since.as_str()),
+            ("pageSize", SEARCH_PAGE_SIZE),
+            ("pageNumber", &page_number.to_string()),
+        ]);
+        let response = self.send(request, journal).await?;
+        let page: SearchPage = response
+            .json()
+            .map_err(|e| CarrierError::Transient(format!("unreadable device search: {e}")))?;
+        Ok(InventoryPage {
+            sims: page
+                .devices
+                .into_iter()
+                .map(|d| CarrierSim {
+                    updated_at: d.date_updated.as_deref().and_then(parse_jasper_date),
+                    iccid: d.iccid,
+                    status: d.status,
+                    rate_plan: d.rate_plan,
+                    communication_plan: d.communication_plan,
+                })
+                .collect(),
+            more: !page.last_page,
+        })
+    }
+
     /// Edits the device; 202 means accepted for a future effective date.
     pub async fn edit_device(
         &self,
@@ -163,6 +207,41 @@ fn error(response: &CarrierResponse) -> CarrierError {
             message,
         },
     }
+}
+
+/// Devices a Search Devices page asks for: Jasper's maximum.
+const SEARCH_PAGE_SIZE: &str = "50";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchPage {
+    #[serde(default)]
+    devices: Vec<SearchedDevice>,
+    #[serde(default = "last_page_when_unsaid")]
+    last_page: bool,
+}
+
+/// A page that does not say whether more follow is taken as the last, so a sync cannot loop.
+fn last_page_when_unsaid() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchedDevice {
+    iccid: String,
+    status: String,
+    rate_plan: Option<String>,
+    communication_plan: Option<String>,
+    date_updated: Option<String>,
+}
+
+/// Jasper's `2016-07-06 22:04:04.380+0000`.
+pub fn parse_jasper_date(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
+    );
+    OffsetDateTime::parse(text, &format).ok()
 }
 
 /// Where a Jasper account keeps what cellbridge calls a device's username and cost center: two of
@@ -299,6 +378,14 @@ mod tests {
             edit_for(&ChangeSpec::IccidImeiChange, &DeviceEdit::None),
             Err(CarrierError::Permanent { .. })
         ));
+    }
+
+    #[test]
+    fn jaspers_dates_are_read_to_the_millisecond() {
+        let at = parse_jasper_date("2016-07-06 22:04:04.380+0000").expect("a Jasper date");
+        assert_eq!(at.unix_timestamp(), 1_467_842_644);
+        assert_eq!(at.millisecond(), 380);
+        assert!(parse_jasper_date("2016-07-06T22:04:04Z").is_none());
     }
 
     #[test]
