@@ -317,6 +317,43 @@ async fn equipment_swaps_and_labels_reach_the_subscriber() -> anyhow::Result<()>
 }
 
 #[tokio::test]
+async fn a_sync_lists_every_subscriber_with_its_number() -> anyhow::Result<()> {
+    let server = simulator(TelegenceConfig::default()).await?;
+    server.sims.telegence.seed_subscribers(
+        (5..1200).map(|n| Subscriber::new(&number(n), &iccid(n), SubscriberStatus::Active)),
+    );
+    let telegence = client(&server, APP_SECRET)?;
+    let journal = CallJournal::default();
+    let mut listed = Vec::new();
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = telegence
+            .list_subscribers(token.as_deref(), &journal)
+            .await?;
+        pages.push(page.subscribers.len());
+        listed.extend(page.subscribers);
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, [500, 500, 200]);
+    let numbers: BTreeSet<&str> = listed
+        .iter()
+        .map(|s| s.subscriber_number.as_str())
+        .collect();
+    assert_eq!(numbers.len(), 1200, "every line once");
+    let line = listed
+        .iter()
+        .find(|s| s.iccid == iccid(700))
+        .ok_or_else(|| anyhow::anyhow!("line 700"))?;
+    assert_eq!(line.subscriber_number, number(700));
+    without_secrets(&journal);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_batch_activation_is_one_request_polled_to_success_or_failure() -> anyhow::Result<()> {
     let esim_only = iccid(107);
     let config = TelegenceConfig {

@@ -21,7 +21,7 @@ use cellbridge::common::ids::Iccid;
 use cellbridge::testing::iccid;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 const TOKEN_PATH: &str = "/api/ts/v1/oauth2/token";
@@ -221,6 +221,44 @@ async fn one_token_and_one_session_serve_many_calls() -> anyhow::Result<()> {
         .iter()
         .filter(|e| e.path != TOKEN_PATH)
         .all(|e| e.account.as_deref() == Some(DEFAULT_ACCOUNT)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sync_lists_the_whole_account_page_by_page() -> anyhow::Result<()> {
+    let server = simulator(ThingSpaceConfig {
+        list_page_size: 40,
+        ..quick()
+    })
+    .await?;
+    seed(&server, 0..90, DeviceState::Active);
+    seed(&server, 90..100, DeviceState::Suspend);
+    let thingspace = client(&server)?;
+    let journal = CallJournal::default();
+    let mut listed = Vec::new();
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = thingspace.list_devices(after.as_deref(), &journal).await?;
+        pages.push(page.sims.len());
+        after = page.sims.last().map(|sim| sim.iccid.clone());
+        listed.extend(page.sims);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, [40, 40, 20]);
+    let iccids: BTreeSet<&str> = listed.iter().map(|sim| sim.iccid.as_str()).collect();
+    assert_eq!(
+        (iccids.len(), listed.len()),
+        (100, 100),
+        "every device once"
+    );
+    let suspended = listed
+        .iter()
+        .filter(|sim| sim.status.eq_ignore_ascii_case("suspend"))
+        .count();
+    assert_eq!(suspended, 10, "{:?}", listed.last());
     Ok(())
 }
 

@@ -11,7 +11,8 @@
 //! Routes, under the `/telegence` prefix:
 //! - `GET   /api/v1/subscribers/{subscriberNumber}`: one subscriber.
 //! - `GET   /api/v1/subscribers?iccid=…`: `{"subscribers": [...]}`, the SIM's subscriber if any
-//!   (AT&T's back end has an `accountByEquipmentBySim` operation).
+//!   (AT&T's back end has an `accountByEquipmentBySim` operation); without `iccid`, every
+//!   subscriber by number, `pageSize` (up to 500) a page, `pageToken` from `nextPageToken`.
 //! - `PATCH /api/v1/subscribers/{subscriberNumber}`: status action, rate plan (SOC), equipment
 //!   swap (new ICCID and/or IMEI) and labels (user name, cost center).
 //! - `POST  /api/v1/activations`: `{"services": [...]}`, answered 202 with a `batchId` at once.
@@ -36,6 +37,8 @@ use std::time::{Duration, Instant};
 pub const STATUS_CHARACTERISTIC: &str = "subscriberStatusAction";
 /// Name of the characteristic carrying the new rate plan, an AT&T SOC (inferred).
 pub const RATE_PLAN_CHARACTERISTIC: &str = "ratePlanCode";
+/// Most subscribers one listing page returns.
+pub const MAX_LIST_PAGE: usize = 500;
 /// Equipment swap: the subscriber's new SIM and device.
 pub const ICCID_CHARACTERISTIC: &str = "iccid";
 pub const IMEI_CHARACTERISTIC: &str = "imei";
@@ -558,16 +561,42 @@ impl Telegence {
         }
     }
 
+    /// The SIM's subscriber (`?iccid=`), or a page of every subscriber by number
+    /// (`?pageSize=` up to 500, `&pageToken=` from the previous page's `nextPageToken`).
     fn find_subscribers(&self, query: &HashMap<String, String>) -> Response {
-        let Some(iccid) = query.get("iccid").filter(|i| !i.is_empty()) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST",
-                "the iccid query parameter is required",
-            );
+        if let Some(iccid) = query.get("iccid").filter(|i| !i.is_empty()) {
+            let found: Vec<Subscriber> = self.subscriber_by_iccid(iccid).into_iter().collect();
+            return Json(json!({ "subscribers": found })).into_response();
+        }
+        let page_size = match query.get("pageSize").map(|v| v.parse::<usize>()) {
+            None => MAX_LIST_PAGE,
+            Some(Ok(n)) if (1..=MAX_LIST_PAGE).contains(&n) => n,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REQUEST",
+                    "pageSize must be 1 to 500",
+                )
+            }
         };
-        let found: Vec<Subscriber> = self.subscriber_by_iccid(iccid).into_iter().collect();
-        Json(json!({ "subscribers": found })).into_response()
+        let after = query.get("pageToken").cloned().unwrap_or_default();
+        let mut store = locked(&self.store);
+        store.settle(Instant::now());
+        let mut page: Vec<Subscriber> = store
+            .subscribers
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, s)| s.clone())
+            .take(page_size + 1)
+            .collect();
+        let more = page.len() > page_size;
+        page.truncate(page_size);
+        let next = more
+            .then(|| page.last().map(|s| s.subscriber_number.clone()))
+            .flatten();
+        Json(json!({ "subscribers": page, "nextPageToken": next })).into_response()
     }
 
     fn update(&self, number: &str, body: &[u8], config: &TelegenceConfig) -> Response {

@@ -26,6 +26,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+/// Subscribers a listing page asks for (inferred: the simulator serves up to 500).
+const LIST_PAGE_SIZE: &str = "500";
 /// Services one activation request may carry (AMOP's `MAX_TELEGENCE_SERVICES_PER_REQUEST`).
 pub const MAX_SERVICES_PER_REQUEST: usize = 200;
 /// Characteristic carrying a status action (inferred).
@@ -93,9 +95,21 @@ pub struct TelegenceSubscriber {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SubscriberList {
     #[serde(default)]
     subscribers: Vec<TelegenceSubscriber>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// One page of the account's subscribers (inferred format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberPage {
+    /// Each with its number (the MSISDN a later change needs no lookup for), SIM and status.
+    pub subscribers: Vec<TelegenceSubscriber>,
+    /// What to ask for the next page with; `None` after the last.
+    pub next_page_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +404,28 @@ impl TelegenceClient {
             .into_iter()
             .find(|s| s.iccid == iccid)
             .ok_or(CarrierError::NotFound)
+    }
+
+    /// One page of every subscriber of the account, by number: a carrier sync lists them all and
+    /// compares, as Telegence has no change date to search by.
+    pub async fn list_subscribers(
+        &self,
+        page_token: Option<&str>,
+        journal: &CallJournal,
+    ) -> Result<SubscriberPage, CarrierError> {
+        let url = self.url(&self.paths.subscribers, None)?;
+        let mut query = vec![("pageSize", LIST_PAGE_SIZE)];
+        if let Some(token) = page_token {
+            query.push(("pageToken", token));
+        }
+        let response = self.send(self.http.get(url).query(&query), journal).await?;
+        let list: SubscriberList = response
+            .json()
+            .map_err(|e| unreadable("subscriber list", e))?;
+        Ok(SubscriberPage {
+            subscribers: list.subscribers,
+            next_page_token: list.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     /// The device's subscriber number: from its MSISDN, or looked up by ICCID when it has none.

@@ -16,7 +16,10 @@
 
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, transport, CarrierResponse};
-use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, RequestProgress};
+use crate::port::{
+    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage,
+    RequestProgress,
+};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
@@ -148,9 +151,26 @@ struct ListedDevice {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ListAnswer {
     #[serde(default)]
     devices: Vec<ListedDevice>,
+    /// Absent means no more: a sync cannot loop on a page that does not say.
+    #[serde(default)]
+    has_more_data: bool,
+}
+
+impl ListedDevice {
+    fn iccid(&self) -> Option<&str> {
+        self.device_ids
+            .iter()
+            .find(|id| {
+                id.kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("iccid"))
+            })
+            .and_then(|id| id.id.as_deref())
+    }
 }
 
 /// How ThingSpace carries a change.
@@ -782,14 +802,7 @@ impl ThingSpaceClient {
         let device = answer
             .devices
             .into_iter()
-            .find(|d| {
-                d.device_ids.iter().any(|id| {
-                    id.kind
-                        .as_deref()
-                        .is_some_and(|k| k.eq_ignore_ascii_case("iccid"))
-                        && id.id.as_deref() == Some(iccid)
-                })
-            })
+            .find(|d| d.iccid() == Some(iccid))
             .ok_or(CarrierError::NotFound)?;
         let carrier = device.carrier_informations.into_iter().next();
         Ok(CarrierDevice {
@@ -799,6 +812,47 @@ impl ThingSpaceClient {
                 .and_then(|c| c.state.clone())
                 .unwrap_or_default(),
             rate_plan: carrier.and_then(|c| c.service_plan),
+        })
+    }
+
+    /// One page of the account's devices, after the ICCID `after` (the last of the previous page;
+    /// `None` for the first): ThingSpace has no change date to search by, so a sync lists the
+    /// whole account and compares.
+    pub async fn list_devices(
+        &self,
+        after: Option<&str>,
+        journal: &CallJournal,
+    ) -> Result<InventoryPage, CarrierError> {
+        let mut body = json!({"accountName": self.credentials.account_name});
+        if let Some(after) = after {
+            body["lastSeenDeviceId"] = json!({"kind": "iccid", "id": after});
+        }
+        let endpoint = self.m2m("devices/actions/list");
+        let response = self
+            .call(|| self.http.post(&endpoint).json(&body), &[], None, journal)
+            .await?;
+        let answer: ListAnswer = response.json().map_err(|e| unreadable("device list", e))?;
+        let sims = answer
+            .devices
+            .into_iter()
+            .filter_map(|device| {
+                let iccid = device.iccid()?.to_owned();
+                let carrier = device.carrier_informations.into_iter().next();
+                Some(CarrierSim {
+                    iccid,
+                    status: carrier
+                        .as_ref()
+                        .and_then(|c| c.state.clone())
+                        .unwrap_or_default(),
+                    rate_plan: carrier.and_then(|c| c.service_plan),
+                    communication_plan: None,
+                    updated_at: None,
+                })
+            })
+            .collect();
+        Ok(InventoryPage {
+            sims,
+            more: answer.has_more_data,
         })
     }
 
