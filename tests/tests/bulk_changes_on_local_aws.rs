@@ -11,6 +11,10 @@ use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+/// Bulk changes here name no service provider: the tenants have none.
+static NO_PROVIDERS: std::sync::LazyLock<cellbridge::carriers::provider_memory::MemoryProviders> =
+    std::sync::LazyLock::new(Default::default);
+
 const CREATE: &str = include_str!("../../events/bulk-intake/create-status-update.json");
 const GET: &str = include_str!("../../events/bulk-status/get-bulk-change.json");
 const DEVICES: &str = include_str!("../../events/bulk-status/list-device-changes.json");
@@ -68,6 +72,7 @@ async fn create(ports: &BulkChangePorts, tenant: &str, body: &Value) -> (StatusC
     json(
         bulk_intake::handle(
             ports,
+            &*NO_PROVIDERS,
             event(CREATE, tenant, Some(body), None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -174,10 +179,12 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let request = event(CREATE, "tenant-a", None, None, &[]);
-    let first = json(bulk_intake::handle(&ports, request, OffsetDateTime::now_utc()).await);
+    let first =
+        json(bulk_intake::handle(&ports, &*NO_PROVIDERS, request, OffsetDateTime::now_utc()).await);
     let retry = json(
         bulk_intake::handle(
             &ports,
+            &*NO_PROVIDERS,
             event(CREATE, "tenant-a", None, None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -192,6 +199,7 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let other = json(
         bulk_intake::handle(
             &ports,
+            &*NO_PROVIDERS,
             event(CREATE, "tenant-b", None, None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -211,6 +219,7 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let refused = json(
         bulk_intake::handle(
             &ports,
+            &*NO_PROVIDERS,
             from_str(&changed.to_string())?,
             OffsetDateTime::now_utc(),
         )

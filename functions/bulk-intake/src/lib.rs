@@ -6,9 +6,12 @@ use cellbridge_bulk_changes::bulk_change::{
 };
 use cellbridge_bulk_changes::messages::PlanMessage;
 use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
-use cellbridge_bulk_changes::request::{parse_bulk_change_request, BulkChangeRequest};
+use cellbridge_bulk_changes::request::{
+    parse_bulk_change_request_for, service_provider_id, BulkChangeRequest, ProviderRef,
+};
 use cellbridge_bulk_changes::tenant::TenantStore;
 use cellbridge_bulk_changes::views::{bulk_change_location, BulkChangeView};
+use cellbridge_carriers::provider_ports::ProviderStore;
 use cellbridge_core::store::IdempotencyClaim;
 use cellbridge_edge::http::body::json_body;
 use cellbridge_edge::http::caller;
@@ -25,18 +28,25 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-/// This function's configuration, read once at cold start: where bulk changes are stored, queued and kept.
-pub type Config = cellbridge_bulk_changes::wiring::BulkChangeConfig;
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start: where bulk changes are stored,
+    /// queued and kept, and where the tenants' service providers are.
+    pub struct Config {
+        pub bulk_changes: cellbridge_bulk_changes::wiring::BulkChangeConfig,
+        pub providers: cellbridge_carriers::wiring::ProvidersConfig,
+    }
+}
 
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub async fn handle(
     ports: &BulkChangePorts,
+    providers: &dyn ProviderStore,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match create(ports, &request, now).await {
+    match create(ports, providers, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
@@ -44,6 +54,7 @@ pub async fn handle(
 
 async fn create(
     ports: &BulkChangePorts,
+    providers: &dyn ProviderStore,
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
@@ -60,7 +71,21 @@ async fn create(
         key,
         request_digest: hex_digest(body),
     });
-    let parsed = parse_bulk_change_request(body).map_err(|errors| {
+    // A named provider must be the caller's tenant's; another tenant's does not exist here.
+    let provider = match service_provider_id(body).map_err(Problem::invalid)? {
+        None => None,
+        Some(id) => Some(
+            providers
+                .get_provider(caller.tenant(), &id)
+                .await?
+                .ok_or_else(|| Problem::not_found("this service provider"))?,
+        ),
+    };
+    let provider_ref = provider.as_ref().map(|p| ProviderRef {
+        id: &p.id,
+        carrier: p.carrier,
+    });
+    let parsed = parse_bulk_change_request_for(body, provider_ref).map_err(|errors| {
         tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
         Problem::invalid(errors)
     })?;
@@ -129,6 +154,7 @@ fn new_bulk_change(
         tenant_id: caller.tenant().clone(),
         bulk_change_id: id,
         carrier: request.carrier,
+        service_provider_id: request.service_provider_id.clone(),
         change: request.change.clone(),
         process_changes: request.process_changes,
         status: BulkChangeStatus::New,
@@ -206,6 +232,7 @@ mod tests {
     use super::*;
     use cellbridge_bulk_changes::memory::MemoryPorts;
     use cellbridge_bulk_changes::ports::{BulkChangeStore, PayloadStore};
+    use cellbridge_carriers::provider_memory::MemoryProviders;
     use cellbridge_core::tenant::TenantId;
     use cellbridge_edge::http::idempotency::IDEMPOTENCY_HEADER;
     use lambda_http::http::header;
@@ -245,7 +272,13 @@ mod tests {
     #[tokio::test]
     async fn a_valid_request_is_stored_and_handed_to_the_planner() {
         let memory = MemoryPorts::default();
-        let response = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
+        let response = handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(CREATE),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         let body = json(&response);
         let id = body["id"].as_str().unwrap().to_owned();
@@ -290,9 +323,22 @@ mod tests {
     #[tokio::test]
     async fn a_retry_with_the_same_idempotency_key_returns_the_same_bulk_change() {
         let memory = MemoryPorts::default();
-        let first =
-            json(&handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await);
-        let retry = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
+        let first = json(
+            &handle(
+                &memory.ports(),
+                &MemoryProviders::default(),
+                request(CREATE),
+                OffsetDateTime::now_utc(),
+            )
+            .await,
+        );
+        let retry = handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(CREATE),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(retry.status(), StatusCode::ACCEPTED);
         assert_eq!(retry.headers()["idempotent-replayed"], "true");
         assert_eq!(json(&retry)["id"], first["id"]);
@@ -302,7 +348,13 @@ mod tests {
     #[tokio::test]
     async fn an_idempotency_key_reused_for_another_body_is_refused() {
         let memory = MemoryPorts::default();
-        handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
+        handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(CREATE),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         let mut other: Value = serde_json::from_str(CREATE).unwrap();
         let body = other["body"]
             .as_str()
@@ -311,6 +363,7 @@ mod tests {
         other["body"] = Value::String(body);
         let response = handle(
             &memory.ports(),
+            &MemoryProviders::default(),
             request(&other.to_string()),
             OffsetDateTime::now_utc(),
         )
@@ -323,7 +376,13 @@ mod tests {
     #[tokio::test]
     async fn invalid_requests_name_every_field_and_write_nothing() {
         let memory = MemoryPorts::default();
-        let response = handle(&memory.ports(), request(INVALID), OffsetDateTime::now_utc()).await;
+        let response = handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(INVALID),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
@@ -361,7 +420,13 @@ mod tests {
             ),
         ];
         for (request, status) in cases {
-            let response = handle(&memory.ports(), request, OffsetDateTime::now_utc()).await;
+            let response = handle(
+                &memory.ports(),
+                &MemoryProviders::default(),
+                request,
+                OffsetDateTime::now_utc(),
+            )
+            .await;
             assert_eq!(response.status(), status);
             assert_eq!(
                 response.headers()[header::CONTENT_TYPE],
@@ -373,6 +438,7 @@ mod tests {
         assert_eq!(
             handle(
                 &memory.ports(),
+                &MemoryProviders::default(),
                 request(&unverified.to_string()),
                 OffsetDateTime::now_utc()
             )
@@ -384,6 +450,7 @@ mod tests {
         cellbridge_core::testing::authorize_event(&mut viewer, "demo", "viewer");
         let refused = handle(
             &memory.ports(),
+            &MemoryProviders::default(),
             request(&viewer.to_string()),
             OffsetDateTime::now_utc(),
         )
@@ -397,9 +464,14 @@ mod tests {
         text.headers_mut()
             .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(
-            handle(&memory.ports(), text, OffsetDateTime::now_utc())
-                .await
-                .status(),
+            handle(
+                &memory.ports(),
+                &MemoryProviders::default(),
+                text,
+                OffsetDateTime::now_utc()
+            )
+            .await
+            .status(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         let mut bad_key = request(CREATE);
@@ -408,9 +480,14 @@ mod tests {
             "spaces are not allowed".parse().unwrap(),
         );
         assert_eq!(
-            handle(&memory.ports(), bad_key, OffsetDateTime::now_utc())
-                .await
-                .status(),
+            handle(
+                &memory.ports(),
+                &MemoryProviders::default(),
+                bad_key,
+                OffsetDateTime::now_utc()
+            )
+            .await
+            .status(),
             StatusCode::BAD_REQUEST
         );
         assert_nothing_written(&memory);
@@ -423,7 +500,13 @@ mod tests {
             .queues
             .fail
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let failed = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
+        let failed = handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(CREATE),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(memory.queues.plans().is_empty());
 
@@ -431,7 +514,13 @@ mod tests {
             .queues
             .fail
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        let retried = handle(&memory.ports(), request(CREATE), OffsetDateTime::now_utc()).await;
+        let retried = handle(
+            &memory.ports(),
+            &MemoryProviders::default(),
+            request(CREATE),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         assert_eq!(retried.status(), StatusCode::ACCEPTED);
         assert_eq!(memory.queues.plans().len(), 1);
         assert_eq!(memory.store.bulk_change_count(), 1);
@@ -443,6 +532,7 @@ mod tests {
         let body = json(
             &handle(
                 &memory.ports(),
+                &MemoryProviders::default(),
                 request(RECORD_ONLY),
                 OffsetDateTime::now_utc(),
             )

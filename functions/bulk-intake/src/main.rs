@@ -3,12 +3,14 @@ use lambda_http::{service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (config, sdk) = cellbridge_edge::lambda::cold_start::<bulk_intake::Config>().await?;
-    let ports = cellbridge_bulk_changes::wiring::ports(&sdk, &config);
+    let ports = cellbridge_bulk_changes::wiring::ports(&sdk, &config.bulk_changes);
+    let providers = cellbridge_carriers::wiring::provider_store(&sdk, &config.providers);
     lambda_http::run(service_fn(|request: Request| {
-        let ports = &ports;
+        let (ports, providers) = (&ports, &providers);
         async move {
             Ok::<_, Error>(
-                bulk_intake::handle(ports, request, time::OffsetDateTime::now_utc()).await,
+                bulk_intake::handle(ports, providers, request, time::OffsetDateTime::now_utc())
+                    .await,
             )
         }
     }))

@@ -17,7 +17,7 @@ use cellbridge_bulk_changes::messages::{until_effective, WorkMessage};
 use cellbridge_bulk_changes::ports::{
     BulkChangeStore, Claim, DeviceOutcome, QueueError, WorkQueues,
 };
-use cellbridge_carriers::account::{CarrierAccount, CarrierAccounts};
+use cellbridge_carriers::account::{AccountLookupError, CarrierAccount, CarrierAccounts};
 use cellbridge_carriers::error::CarrierError;
 use cellbridge_carriers::port::{CallJournal, CarrierExchange, CarrierOutcome, RequestProgress};
 use cellbridge_carriers::retry::{decide, RetryDecision, RetryPolicy, MAX_QUEUE_DELAY};
@@ -80,6 +80,7 @@ cellbridge_core::composite_config! {
         pub tables: cellbridge_bulk_changes::dynamodb::TableNames,
         pub queues: cellbridge_bulk_changes::sqs::QueueUrls,
         pub carriers: cellbridge_carriers::config::CarrierAccountsConfig,
+        pub providers: cellbridge_carriers::wiring::ProvidersConfig,
         pub settings: WorkerSettings,
     }
 }
@@ -189,7 +190,7 @@ pub async fn work(
         // A retry that comes back from the queue still needs the account's retry budget; without
         // it the retry waits again, off the carrier, before anything is claimed.
         if message.retry_number > 0 && message.check_request.is_none() {
-            if let Some(account) = ports.accounts.account(tenant, change.carrier) {
+            if let Ok(Some(account)) = account_of(ports, &change).await {
                 if !account.with_budget(|budget, now| budget.try_retry(now)) {
                     let delay = ports
                         .settings
@@ -252,12 +253,20 @@ pub async fn work(
         if change.change.is_platform_only() {
             return job.record_platform_change(&open).await;
         }
-        let Some(account) = ports.accounts.account(tenant, change.carrier) else {
-            let reason = format!(
-                "no {} account is configured for this tenant",
-                change.carrier.as_str()
-            );
-            return job.fail_all(&open, &reason).await;
+        let account = match account_of(ports, &change).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                let reason = format!(
+                    "no {} account is configured for this tenant",
+                    change.carrier.as_str()
+                );
+                return job.fail_all(&open, &reason).await;
+            }
+            Err(AccountLookupError::Unusable(reason)) => return job.fail_all(&open, &reason).await,
+            // The claim is released when its lease ends; the message comes back and tries again.
+            Err(e @ AccountLookupError::Unavailable(_)) => {
+                return Err(WorkError::Store(StoreError::Unavailable(e.to_string())))
+            }
         };
         match &message.check_request {
             Some(request_id) => job.check(&account, request_id, open).await,
@@ -266,6 +275,21 @@ pub async fn work(
     }
     .instrument(span)
     .await
+}
+
+/// The account `change`'s calls go to: its service provider's, or the deployment's.
+async fn account_of(
+    ports: &WorkerPorts,
+    change: &BulkChange,
+) -> Result<Option<Arc<CarrierAccount>>, AccountLookupError> {
+    ports
+        .accounts
+        .account_for(
+            &change.tenant_id,
+            change.carrier,
+            change.service_provider_id.as_deref(),
+        )
+        .await
 }
 
 struct Job<'a> {

@@ -7,9 +7,10 @@ async fn main() -> Result<(), Error> {
     let ports = carrier_worker::WorkerPorts {
         store: cellbridge_bulk_changes::wiring::store(&sdk, &config.tables),
         queues: cellbridge_bulk_changes::wiring::queues(&sdk, &config.queues),
-        accounts: std::sync::Arc::new(cellbridge_carriers::wiring::accounts(
+        accounts: std::sync::Arc::new(cellbridge_carriers::wiring::provider_accounts(
             &sdk,
             config.carriers,
+            &config.providers,
             &config.tables.idempotency,
         )?),
         settings: config.settings,

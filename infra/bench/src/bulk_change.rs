@@ -909,6 +909,7 @@ fn bulk_change(
         tenant_id: tenant(),
         bulk_change_id: id.to_owned(),
         carrier: request.carrier,
+        service_provider_id: None,
         change: request.change,
         process_changes: true,
         status: BulkChangeStatus::New,

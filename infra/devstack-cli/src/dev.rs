@@ -200,16 +200,23 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
         "\nDemonstration: suspending {devices} devices across Jasper, ThingSpace and Telegence"
     );
 
+    // Each carrier's bulk change goes through the tenant's own account there (its service
+    // provider), as a tenant's operator would send it.
+    let providers = client.service_providers().await?;
     let mut changes = Vec::new();
     let mut first = 0;
     for (i, (carrier, percent)) in DEMO_SPLIT.iter().enumerate() {
+        let provider = providers
+            .iter()
+            .find(|p| p.carrier.as_str() == *carrier)
+            .with_context(|| format!("the demo tenant has no {carrier} service provider"))?;
         let count = if i + 1 == DEMO_SPLIT.len() {
             devices - first
         } else {
             devices * percent / 100
         };
         let body = serde_json::json!({
-            "carrier": carrier,
+            "serviceProviderId": provider.id,
             "change": {"type": "statusUpdate", "action": "suspend"},
             "processChanges": true,
             "devices": iccids[first as usize..(first + count) as usize]
@@ -223,7 +230,8 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
             .id
             .into_owned();
         println!(
-            "  POST {api}/bulk-changes  {count:>5} {carrier:<10} devices -> 202, bulk change {id}"
+            "  POST {api}/bulk-changes  {count:>5} {carrier:<10} devices via \"{}\" -> 202, bulk change {id}",
+            provider.name
         );
         changes.push((*carrier, id));
         first += count;

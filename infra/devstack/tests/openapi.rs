@@ -277,11 +277,17 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
         true,
     );
     let view = serde_json::to_value(BulkChangeView::from(&change))?;
-    check_schema(&spec, "BulkChange", &view, &["failureReason"]);
+    check_schema(
+        &spec,
+        "BulkChange",
+        &view,
+        &["failureReason", "serviceProviderId"],
+    );
     reads_back::<BulkChangeView>(&view)?;
     let mut failed = change.clone();
     failed.status = cellbridge::bulk_changes::bulk_change::BulkChangeStatus::Failed;
     failed.failure_reason = Some("the device list was never stored".into());
+    failed.service_provider_id = Some("019aa8e4-0000-7000-8000-000000000001".into());
     let view = serde_json::to_value(BulkChangeView::from(&failed))?;
     check_schema(&spec, "BulkChange", &view, &[]);
     reads_back::<BulkChangeView>(&view)?;

@@ -96,6 +96,10 @@ pub struct BulkChange {
     pub tenant_id: TenantId,
     pub bulk_change_id: String,
     pub carrier: Carrier,
+    /// The tenant's carrier account the changes go to; `None` for the deployment's own
+    /// (`CARRIER_ACCOUNTS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_provider_id: Option<String>,
     pub change: ChangeSpec,
     pub process_changes: bool,
     pub status: BulkChangeStatus,

@@ -29,32 +29,105 @@ const MAX_DATA_ALLOCATION_MB: u64 = 10_000_000;
 #[serde(rename_all = "camelCase")]
 pub struct BulkChangeRequest {
     pub carrier: Carrier,
+    /// The tenant's carrier account to use (its carrier is `carrier`); `None` for the
+    /// deployment's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_provider_id: Option<String>,
     pub change: ChangeSpec,
     pub process_changes: bool,
     pub devices: Vec<DeviceRequest>,
 }
 
+/// A service provider a request names, as the caller's tenant has it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderRef<'a> {
+    pub id: &'a str,
+    pub carrier: Carrier,
+}
+
+/// The `serviceProviderId` a request body names, if any, read before the whole request so the
+/// provider can be looked up first. `Err` when it is there but not a string.
+pub fn service_provider_id(body: &[u8]) -> Result<Option<String>, ValidationErrors> {
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(rename = "serviceProviderId", default)]
+        id: Option<Value>,
+    }
+    match serde_json::from_slice::<Named>(body) {
+        Ok(Named {
+            id: None | Some(Value::Null),
+        })
+        | Err(_) => Ok(None),
+        Ok(Named {
+            id: Some(Value::String(id)),
+        }) => Ok(Some(id)),
+        Ok(Named { id: Some(_) }) => Err(ValidationErrors::single(
+            "serviceProviderId",
+            "must be the id of one of the tenant's service providers",
+        )),
+    }
+}
+
 /// Parses a request body. Malformed JSON is reported on the document (field `""`).
 pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, ValidationErrors> {
+    parse_bulk_change_request_for(body, None)
+}
+
+/// Parses a request body whose `serviceProviderId`, if any, is `provider` (looked up already):
+/// the carrier is the provider's, and a `carrier` that names another is an error.
+pub fn parse_bulk_change_request_for(
+    body: &[u8],
+    provider: Option<ProviderRef<'_>>,
+) -> Result<BulkChangeRequest, ValidationErrors> {
     let document = json_object(body, &BODY_LIMITS)?;
     let object = &document;
     let mut errors = ValidationErrors::default();
     reject_unknown(
         object,
         "",
-        &["carrier", "change", "processChanges", "devices"],
+        &[
+            "carrier",
+            "serviceProviderId",
+            "change",
+            "processChanges",
+            "devices",
+        ],
         &mut errors,
     );
 
-    let carrier = required(object, "", "carrier", &mut errors).and_then(|v| {
-        one_of(
-            v,
-            "carrier",
-            &Carrier::ALL.map(Carrier::as_str),
-            &mut errors,
-        )
-        .map(|i| Carrier::ALL[i])
-    });
+    let named_provider = object.get("serviceProviderId").and_then(Value::as_str);
+    let carrier = match (provider, named_provider) {
+        (Some(provider), Some(named)) if provider.id == named => match object.get("carrier") {
+            None | Some(Value::Null) => Some(provider.carrier),
+            Some(v) if v.as_str() == Some(provider.carrier.as_str()) => Some(provider.carrier),
+            Some(_) => {
+                errors.push(
+                    "carrier",
+                    format!(
+                        "the service provider is at {}; leave carrier out or name it",
+                        provider.carrier.as_str()
+                    ),
+                );
+                None
+            }
+        },
+        (_, Some(_)) => {
+            errors.push(
+                "serviceProviderId",
+                "must be the id of one of the tenant's service providers",
+            );
+            None
+        }
+        (_, None) => required(object, "", "carrier", &mut errors).and_then(|v| {
+            one_of(
+                v,
+                "carrier",
+                &Carrier::ALL.map(Carrier::as_str),
+                &mut errors,
+            )
+            .map(|i| Carrier::ALL[i])
+        }),
+    };
     let change =
         required(object, "", "change", &mut errors).and_then(|v| parse_change(v, &mut errors));
     let process_changes = match object.get("processChanges") {
@@ -80,6 +153,7 @@ pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, Valid
         {
             Ok(BulkChangeRequest {
                 carrier,
+                service_provider_id: named_provider.map(str::to_owned),
                 change,
                 process_changes,
                 devices,
@@ -508,6 +582,41 @@ mod tests {
             "devices": [{"iccid": iccid(1)}]}),
         );
         assert_eq!(fields(result), vec!["devices[0]"]);
+    }
+
+    #[test]
+    fn a_named_service_provider_gives_the_carrier() {
+        let id = "019aa8e4-0000-7000-8000-000000000001";
+        let body = |carrier: Option<&str>| {
+            let mut body = json!({"serviceProviderId": id,
+                "change": {"type": "statusUpdate", "action": "suspend"},
+                "devices": [{"iccid": iccid(1)}]});
+            if let Some(carrier) = carrier {
+                body["carrier"] = json!(carrier);
+            }
+            body.to_string().into_bytes()
+        };
+        assert_eq!(service_provider_id(&body(None)), Ok(Some(id.to_owned())));
+        let provider = ProviderRef {
+            id,
+            carrier: Carrier::Telegence,
+        };
+        let request = parse_bulk_change_request_for(&body(None), Some(provider)).unwrap();
+        assert_eq!(request.carrier, Carrier::Telegence);
+        assert_eq!(request.service_provider_id.as_deref(), Some(id));
+        assert!(parse_bulk_change_request_for(&body(Some("telegence")), Some(provider)).is_ok());
+        assert_eq!(
+            fields(parse_bulk_change_request_for(
+                &body(Some("jasper")),
+                Some(provider)
+            )),
+            vec!["carrier"]
+        );
+        assert_eq!(
+            fields(parse_bulk_change_request(&body(None))),
+            vec!["serviceProviderId"],
+            "a provider that was not looked up is not taken on trust"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn sample_bulk_change(
         tenant_id: TenantId::parse(tenant).unwrap_or_else(|| panic!("bad sample tenant {tenant}")),
         bulk_change_id: id.to_owned(),
         carrier: Carrier::Jasper,
+        service_provider_id: None,
         change: ChangeSpec::StatusUpdate {
             action: StatusAction::Suspend,
         },

@@ -24,6 +24,9 @@ pub struct Counts {
 pub struct BulkChangeView<'a> {
     pub id: Cow<'a, str>,
     pub carrier: Carrier,
+    /// The tenant's carrier account the changes go to, when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_provider_id: Option<Cow<'a, str>>,
     pub change: Cow<'a, ChangeSpec>,
     pub process_changes: bool,
     pub status: BulkChangeStatus,
@@ -57,6 +60,7 @@ impl<'a> From<&'a BulkChange> for BulkChangeView<'a> {
         Self {
             id: Cow::Borrowed(&change.bulk_change_id),
             carrier: change.carrier,
+            service_provider_id: change.service_provider_id.as_deref().map(Cow::Borrowed),
             change: Cow::Borrowed(&change.change),
             process_changes: change.process_changes,
             status: change.status,

@@ -182,9 +182,38 @@ impl CarrierAccount {
     }
 }
 
+/// Why the account of a service provider could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountLookupError {
+    /// The store or the vault did not answer: the same lookup may work later.
+    #[error("the service provider could not be read: {0}")]
+    Unavailable(String),
+    /// The provider is gone, or its settings make no account: its changes cannot be made.
+    #[error("{0}")]
+    Unusable(String),
+}
+
 /// The carrier accounts a tenant's bulk changes use.
+#[async_trait::async_trait]
 pub trait CarrierAccounts: Send + Sync {
+    /// The deployment's own account at `carrier`.
     fn account(&self, tenant: &TenantId, carrier: Carrier) -> Option<Arc<CarrierAccount>>;
+
+    /// The account a bulk change's calls go to: its service provider's when it names one, else
+    /// the deployment's.
+    async fn account_for(
+        &self,
+        tenant: &TenantId,
+        carrier: Carrier,
+        provider: Option<&str>,
+    ) -> Result<Option<Arc<CarrierAccount>>, AccountLookupError> {
+        match provider {
+            None => Ok(self.account(tenant, carrier)),
+            Some(id) => Err(AccountLookupError::Unusable(format!(
+                "service provider {id}: this deployment reads no service providers"
+            ))),
+        }
+    }
 }
 
 /// One account per carrier, shared by every tenant (the platform's own carrier contracts).
@@ -200,6 +229,7 @@ impl SharedAccounts {
     }
 }
 
+#[async_trait::async_trait]
 impl CarrierAccounts for SharedAccounts {
     fn account(&self, _tenant: &TenantId, carrier: Carrier) -> Option<Arc<CarrierAccount>> {
         self.accounts.get(&carrier).cloned()

@@ -9,6 +9,7 @@ pub mod jasper;
 pub mod pacing;
 pub mod port;
 pub mod provider;
+pub mod provider_accounts;
 pub mod provider_dynamodb;
 #[cfg(any(test, feature = "test-util"))]
 pub mod provider_memory;

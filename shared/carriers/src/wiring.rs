@@ -62,3 +62,20 @@ pub fn provider_store(
 pub fn credential_vault(sdk: &SdkConfig) -> crate::provider_secrets::SecretsManagerVault {
     crate::provider_secrets::SecretsManagerVault::new(aws::secrets_manager(sdk))
 }
+
+/// The accounts the worker uses: each tenant's service providers (read when first used, kept a
+/// few minutes), and the deployment's own for bulk changes that name none.
+pub fn provider_accounts(
+    sdk: &SdkConfig,
+    shared: CarrierAccountsConfig,
+    providers: &ProvidersConfig,
+    idempotency_table: &str,
+) -> Result<crate::provider_accounts::ProviderAccounts, CarrierConfigError> {
+    let gate = account_gate(sdk, idempotency_table);
+    Ok(crate::provider_accounts::ProviderAccounts::new(
+        build_accounts(shared, Some(gate.clone()))?,
+        Arc::new(provider_store(sdk, providers)),
+        Arc::new(credential_vault(sdk)),
+        Some(gate),
+    ))
+}

@@ -1,6 +1,7 @@
 //! Service providers through the local API: each demo tenant's seeded accounts at the carrier
 //! simulators test green, credentials go to Secrets Manager and nowhere else, wrong credentials
-//! test red and stop being tried, and tenants never see each other's providers.
+//! test red and stop being tried, bulk changes naming a provider go out with its credentials, and
+//! tenants never see or use each other's providers.
 
 use super::signed_in;
 use anyhow::{Context, Result};
@@ -112,6 +113,53 @@ pub async fn service_providers_keep_their_credentials_to_themselves(
         "no credential in the API"
     );
 
+    // A bulk change naming a provider goes out with that provider's credentials: the seeded one
+    // works, the wrong key fails every device on it, and another tenant's provider is a 404.
+    let operator = signed_in(stack, "ops@demo.example").await?;
+    let iccids: Vec<String> = (900..903).map(cellbridge::testing::iccid).collect();
+    stack
+        .carriers()
+        .context("carriers")?
+        .seed_active(iccids.iter().map(String::as_str));
+    let suspend = |provider: &str, devices: &[String]| {
+        json!({
+            "serviceProviderId": provider,
+            "change": {"type": "statusUpdate", "action": "suspend"},
+            "devices": devices.iter().map(|iccid| json!({"iccid": iccid})).collect::<Vec<_>>(),
+        })
+    };
+    let through_seeded = operator
+        .create_bulk_change(&suspend(&jasper.id, &iccids[..2]), None)
+        .await?;
+    assert_eq!(
+        through_seeded.carrier.as_str(),
+        "jasper",
+        "the provider's carrier"
+    );
+    assert_eq!(
+        through_seeded.service_provider_id.as_deref(),
+        Some(jasper.id.as_str())
+    );
+    let through_wrong = operator
+        .create_bulk_change(&suspend(&wrong.id, &iccids[2..]), None)
+        .await?;
+    let timeout = std::time::Duration::from_secs(120);
+    let done = operator
+        .wait_bulk_change_final(&through_seeded.id, timeout)
+        .await?;
+    assert_eq!(
+        (done.counts.succeeded, done.counts.failed),
+        (2, 0),
+        "{done:?}"
+    );
+    let refused = operator
+        .wait_bulk_change_final(&through_wrong.id, timeout)
+        .await?;
+    assert_eq!((refused.counts.succeeded, refused.counts.failed), (0, 1));
+    let outcomes = operator.bulk_change_devices(&through_wrong.id).await?;
+    let reason = outcomes[0].status_reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("credentials"), "{reason}");
+
     // Another tenant sees none of it.
     let globex = signed_in(stack, "admin@globex.example").await?;
     let theirs = globex.service_providers().await?;
@@ -122,6 +170,11 @@ pub async fn service_providers_keep_their_credentials_to_themselves(
         .await
         .expect_err("demo's provider is not globex's");
     assert_eq!(hidden.status().map(|s| s.as_u16()), Some(404));
+    let foreign = operator
+        .create_bulk_change(&suspend(&theirs[0].id, &iccids[..1]), None)
+        .await
+        .expect_err("globex's provider is not demo's");
+    assert_eq!(foreign.status().map(|s| s.as_u16()), Some(404));
 
     // Deleting the provider deletes its secret.
     let delete = reqwest::Client::new()
