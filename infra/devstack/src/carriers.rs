@@ -172,11 +172,12 @@ impl LocalCarriers {
     }
 
     /// Gives each demo tenant one service provider per carrier, at the simulators, through the
-    /// API as the tenant's admin; providers already there by name are left alone.
-    pub async fn seed_providers(&self, api_url: &str) -> Result<()> {
+    /// API as the tenant's admin, with the limits shared out between `worker_instances` (see
+    /// [`accounts_document`]); providers already there by name are left alone.
+    pub async fn seed_providers(&self, api_url: &str, worker_instances: u32) -> Result<()> {
         use crate::demo_accounts::{DEMO_PASSWORD, DEMO_TENANTS};
         use cellbridge::identity::role::Role;
-        let requests = provider_requests(&self.accounts_document(1)?);
+        let requests = provider_requests(&self.accounts_document(worker_instances)?);
         for (tenant, _, users) in DEMO_TENANTS {
             let Some((admin, _)) = users.iter().find(|(_, role)| *role == Role::Admin) else {
                 continue;

@@ -297,7 +297,10 @@ impl Devstack {
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
         if let Some(carriers) = &carriers {
             carriers.register_callbacks(&api.url()).await?;
-            carriers.seed_providers(&api.url()).await?;
+            // The providers' limits are shared out between the worker instances, as the
+            // deployment's accounts are.
+            let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
+            carriers.seed_providers(&api.url(), instances).await?;
         }
         Ok(Self {
             template,
