@@ -12,7 +12,9 @@ use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, so a test can pause it and move it on instead of waiting out the TTL.
+use tokio::time::Instant;
 
 /// How long a provider's account is used before its record and secret are read again.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(300);
@@ -26,7 +28,6 @@ pub struct ProviderAccounts {
     /// The gate one-call-in-flight accounts (Jasper) pass across instances.
     gate: Option<Arc<dyn AccountGate>>,
     cache: Mutex<HashMap<(TenantId, String), Cached>>,
-    ttl: Duration,
 }
 
 impl ProviderAccounts {
@@ -42,14 +43,7 @@ impl ProviderAccounts {
             vault,
             gate,
             cache: Mutex::default(),
-            ttl: ACCOUNT_TTL,
         }
-    }
-
-    /// Accounts kept for `ttl` instead of [`ACCOUNT_TTL`].
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
     }
 
     async fn load(
@@ -118,7 +112,7 @@ impl CarrierAccounts for ProviderAccounts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            .filter(|(at, account)| at.elapsed() < self.ttl && account.port.carrier() == carrier)
+            .filter(|(at, account)| at.elapsed() < ACCOUNT_TTL && account.port.carrier() == carrier)
             .map(|(_, account)| account.clone());
         if let Some(account) = fresh {
             return Ok(Some(account));
@@ -163,7 +157,7 @@ mod tests {
         (providers, vault, tenant, "p-1".into())
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_providers_account_is_built_once_and_a_deleted_one_is_unusable() {
         let (providers, vault, tenant, id) = world().await;
         let accounts = ProviderAccounts::new(
@@ -209,16 +203,16 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn new_credentials_take_over_once_the_kept_account_expires() {
         let (providers, vault, tenant, id) = world().await;
-        let accounts = ProviderAccounts::new(SharedAccounts::default(), providers, vault, None)
-            .with_ttl(Duration::ZERO);
+        let accounts = ProviderAccounts::new(SharedAccounts::default(), providers, vault, None);
         let first = accounts
             .account_for(&tenant, Carrier::Jasper, Some(&id))
             .await
             .expect("found")
             .expect("an account");
+        tokio::time::advance(ACCOUNT_TTL).await;
         let second = accounts
             .account_for(&tenant, Carrier::Jasper, Some(&id))
             .await
