@@ -6,13 +6,12 @@ use cellbridge_bulk_changes::bulk_change::{
 };
 use cellbridge_bulk_changes::messages::PlanMessage;
 use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
-use cellbridge_bulk_changes::request::{
-    parse_bulk_change_request_for, service_provider_id, BulkChangeRequest, ProviderRef,
-};
+use cellbridge_bulk_changes::request::{BulkChangeRequest, ProviderRef, RequestDocument};
 use cellbridge_bulk_changes::tenant::TenantStore;
 use cellbridge_bulk_changes::views::{bulk_change_location, BulkChangeView};
 use cellbridge_carriers::provider_ports::ProviderStore;
 use cellbridge_core::store::IdempotencyClaim;
+use cellbridge_core::validation::ValidationErrors;
 use cellbridge_edge::http::body::json_body;
 use cellbridge_edge::http::caller;
 use cellbridge_edge::http::caller::Caller;
@@ -71,12 +70,17 @@ async fn create(
         key,
         request_digest: hex_digest(body),
     });
+    let rejected = |errors: ValidationErrors| {
+        tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
+        Problem::invalid(errors)
+    };
+    let document = RequestDocument::read(body).map_err(rejected)?;
     // A named provider must be the caller's tenant's; another tenant's does not exist here.
-    let provider = match service_provider_id(body).map_err(Problem::invalid)? {
+    let provider = match document.service_provider_id() {
         None => None,
         Some(id) => Some(
             providers
-                .get_provider(caller.tenant(), &id)
+                .get_provider(caller.tenant(), id)
                 .await?
                 .ok_or_else(|| Problem::not_found("this service provider"))?,
         ),
@@ -85,10 +89,7 @@ async fn create(
         id: &p.id,
         carrier: p.carrier,
     });
-    let parsed = parse_bulk_change_request_for(body, provider_ref).map_err(|errors| {
-        tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
-        Problem::invalid(errors)
-    })?;
+    let parsed = document.parse(provider_ref).map_err(rejected)?;
     let change = new_bulk_change(&caller, &parsed, now);
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant(), bulk_change_id = %change.bulk_change_id);
     async {

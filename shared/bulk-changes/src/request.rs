@@ -45,42 +45,42 @@ pub struct ProviderRef<'a> {
     pub carrier: Carrier,
 }
 
-/// The `serviceProviderId` a request body names, if any, read before the whole request so the
-/// provider can be looked up first. `Err` when it is there but not a string.
-pub fn service_provider_id(body: &[u8]) -> Result<Option<String>, ValidationErrors> {
-    #[derive(Deserialize)]
-    struct Named {
-        #[serde(rename = "serviceProviderId", default)]
-        id: Option<Value>,
+/// A request body read as JSON (within the body limits), before its fields are checked: read
+/// once, looked into for the service provider it names, then parsed.
+pub struct RequestDocument(Map<String, Value>);
+
+impl RequestDocument {
+    /// Malformed JSON is reported on the document (field `""`).
+    pub fn read(body: &[u8]) -> Result<Self, ValidationErrors> {
+        json_object(body, &BODY_LIMITS).map(Self)
     }
-    match serde_json::from_slice::<Named>(body) {
-        Ok(Named {
-            id: None | Some(Value::Null),
-        })
-        | Err(_) => Ok(None),
-        Ok(Named {
-            id: Some(Value::String(id)),
-        }) => Ok(Some(id)),
-        Ok(Named { id: Some(_) }) => Err(ValidationErrors::single(
-            "serviceProviderId",
-            "must be the id of one of the tenant's service providers",
-        )),
+
+    /// The `serviceProviderId` it names, so the provider can be looked up before the rest is
+    /// checked (one that is not a string is reported by [`RequestDocument::parse`]).
+    pub fn service_provider_id(&self) -> Option<&str> {
+        self.0.get("serviceProviderId").and_then(Value::as_str)
+    }
+
+    /// The request, its `serviceProviderId` (if any) being `provider`, looked up already: the
+    /// carrier is the provider's, and a `carrier` that names another is an error.
+    pub fn parse(
+        &self,
+        provider: Option<ProviderRef<'_>>,
+    ) -> Result<BulkChangeRequest, ValidationErrors> {
+        parse_document(&self.0, provider)
     }
 }
 
-/// Parses a request body. Malformed JSON is reported on the document (field `""`).
+/// Parses a request body that names no service provider (or is refused for naming one that was
+/// not looked up).
 pub fn parse_bulk_change_request(body: &[u8]) -> Result<BulkChangeRequest, ValidationErrors> {
-    parse_bulk_change_request_for(body, None)
+    RequestDocument::read(body)?.parse(None)
 }
 
-/// Parses a request body whose `serviceProviderId`, if any, is `provider` (looked up already):
-/// the carrier is the provider's, and a `carrier` that names another is an error.
-pub fn parse_bulk_change_request_for(
-    body: &[u8],
+fn parse_document(
+    object: &Map<String, Value>,
     provider: Option<ProviderRef<'_>>,
 ) -> Result<BulkChangeRequest, ValidationErrors> {
-    let document = json_object(body, &BODY_LIMITS)?;
-    let object = &document;
     let mut errors = ValidationErrors::default();
     reject_unknown(
         object,
@@ -95,7 +95,17 @@ pub fn parse_bulk_change_request_for(
         &mut errors,
     );
 
-    let named_provider = object.get("serviceProviderId").and_then(Value::as_str);
+    let named_provider = match object.get("serviceProviderId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.as_str()),
+        Some(_) => {
+            errors.push(
+                "serviceProviderId",
+                "must be the id of one of the tenant's service providers",
+            );
+            return Err(errors);
+        }
+    };
     let carrier = match (provider, named_provider) {
         (Some(provider), Some(named)) if provider.id == named => match object.get("carrier") {
             None | Some(Value::Null) => Some(provider.carrier),
@@ -596,20 +606,32 @@ mod tests {
             }
             body.to_string().into_bytes()
         };
-        assert_eq!(service_provider_id(&body(None)), Ok(Some(id.to_owned())));
+        assert_eq!(
+            RequestDocument::read(&body(None))
+                .unwrap()
+                .service_provider_id(),
+            Some(id)
+        );
         let provider = ProviderRef {
             id,
             carrier: Carrier::Telegence,
         };
-        let request = parse_bulk_change_request_for(&body(None), Some(provider)).unwrap();
+        let request = RequestDocument::read(&body(None))
+            .unwrap()
+            .parse(Some(provider))
+            .unwrap();
         assert_eq!(request.carrier, Carrier::Telegence);
         assert_eq!(request.service_provider_id.as_deref(), Some(id));
-        assert!(parse_bulk_change_request_for(&body(Some("telegence")), Some(provider)).is_ok());
+        assert!(RequestDocument::read(&body(Some("telegence")))
+            .unwrap()
+            .parse(Some(provider))
+            .is_ok());
         assert_eq!(
-            fields(parse_bulk_change_request_for(
-                &body(Some("jasper")),
-                Some(provider)
-            )),
+            fields(
+                RequestDocument::read(&body(Some("jasper")))
+                    .unwrap()
+                    .parse(Some(provider))
+            ),
             vec!["carrier"]
         );
         assert_eq!(
