@@ -7,7 +7,7 @@ use super::devices::{start_fleet, start_stack, stop_fleet, wait_registered};
 use super::fleet_cost::{
     architecture, flow_of_function, grouped, CostArgs, FleetBehaviour, Flows, Measured, Meters,
 };
-use super::{write_section, DocSection, Machine};
+use super::{publish, DocSection, Machine};
 use anyhow::{bail, Context, Result};
 use cellbridge::bulk_changes::bulk_change::BulkChange;
 use cellbridge::common::tenant::TenantId;
@@ -23,7 +23,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -97,7 +96,7 @@ pub async fn bulk_change(args: CostArgs) -> Result<()> {
     }
     let machine = Machine::detect(&root).await;
     let markdown = bulk_markdown(&args, &table.checked, &runs, &bills, &machine);
-    finish(&root, &args, &BULK_SECTION, &markdown)
+    publish(&root, &BULK_SECTION, &markdown, args.no_write)
 }
 
 async fn measure_bulk_changes(stack: &Devstack, devices: u32) -> Result<Vec<BulkRun>> {
@@ -285,7 +284,7 @@ pub async fn console_day(args: CostArgs) -> Result<()> {
         bill.total() * 20.0
     );
     markdown.push_str(&bill.markdown());
-    finish(&root, &args, &CONSOLE_SECTION, &markdown)
+    publish(&root, &CONSOLE_SECTION, &markdown, args.no_write)
 }
 
 async fn measure_console_day(stack: &Devstack) -> Result<(Measured, u64)> {
@@ -472,13 +471,4 @@ async fn run_console_day(stack: &Devstack, things: &[String], bulk_change: &str)
     }
     bar.finish();
     Ok(requests)
-}
-
-fn finish(root: &Path, args: &CostArgs, section: &DocSection, markdown: &str) -> Result<()> {
-    println!("{markdown}");
-    if !args.no_write {
-        write_section(&root.join("docs/benchmarks.md"), section, markdown)?;
-        println!("written to docs/benchmarks.md");
-    }
-    Ok(())
 }

@@ -5,7 +5,7 @@
 //! command round trip from the API call to the recorded acknowledgement, and where the CPU goes.
 
 use super::cpu_profile::{self, CpuSnapshot};
-use super::{write_section, DocSection, Machine};
+use super::{publish, DocSection, Machine};
 use anyhow::{Context, Result};
 use devstack::api_client::command_round_trip;
 use devstack::lambda_watch::ChildOutput;
@@ -78,12 +78,7 @@ pub async fn run(args: DevicesArgs) -> Result<()> {
     let results = outcome?;
     let machine = Machine::detect(&root).await;
     let markdown = results.markdown(&machine);
-    println!("{markdown}");
-    if !args.no_write {
-        write_section(&root.join("docs/benchmarks.md"), &SECTION, &markdown)?;
-        println!("written to docs/benchmarks.md");
-    }
-    Ok(())
+    publish(&root, &SECTION, &markdown, args.no_write)
 }
 
 /// The local stack as the benchmarks run it: functions built with the benchmark profile and

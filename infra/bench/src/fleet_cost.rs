@@ -12,7 +12,7 @@ use super::cost::{self, Bill, Billed, PriceTable, Usage, Window};
 use super::devices::{
     ingest_metrics, percentile, settle, start_fleet, start_stack, stop_fleet, wait_registered,
 };
-use super::{write_section, DocSection, Machine};
+use super::{publish, DocSection, Machine};
 use anyhow::{Context, Result};
 use devstack::billing::{
     ApiUsage, BrokerUsage, FunctionUsage, LambdaSnapshot, DEVSTACK_CALLER, EVENT_SOURCE_CALLER,
@@ -268,16 +268,7 @@ async fn run_fleet(args: CostArgs) -> Result<()> {
         (&bill, &fixed),
         &machine,
     );
-    println!("{markdown}");
-    if !args.no_write {
-        write_section(
-            &root.join("docs/benchmarks.md"),
-            &args.fleet.section(),
-            &markdown,
-        )?;
-        println!("written to docs/benchmarks.md");
-    }
-    Ok(())
+    publish(&root, &args.fleet.section(), &markdown, args.no_write)
 }
 
 async fn measure(stack: &Devstack, args: &CostArgs, log: &Path) -> Result<Measured> {

@@ -7,7 +7,7 @@
 
 use super::cpu_profile::{process_ticks, tick_rate};
 use super::devices::percentile;
-use super::{write_section, DocSection, Machine};
+use super::{publish, DocSection, Machine};
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
@@ -101,12 +101,7 @@ pub async fn run(args: LocalAwsArgs) -> Result<()> {
     let results = measured?;
     let machine = Machine::detect(&root).await;
     let markdown = markdown(&results, &args, &machine);
-    println!("{markdown}");
-    if !args.no_write {
-        write_section(&root.join("docs/benchmarks.md"), &SECTION, &markdown)?;
-        println!("written to docs/benchmarks.md");
-    }
-    Ok(())
+    publish(&root, &SECTION, &markdown, args.no_write)
 }
 
 /// The processes of one emulator that serve DynamoDB and SQS (one process may serve both).

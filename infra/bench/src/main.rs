@@ -1209,6 +1209,17 @@ fn write_docs(path: &Path, section: &str) -> Result<()> {
     write_section(path, &COLD_START_SECTION, section)
 }
 
+/// Prints a benchmark's results and, unless `no_write`, puts them in their section of
+/// docs/benchmarks.md.
+fn publish(root: &Path, section: &DocSection, markdown: &str, no_write: bool) -> Result<()> {
+    println!("{markdown}");
+    if !no_write {
+        write_section(&root.join("docs/benchmarks.md"), section, markdown)?;
+        println!("written to docs/benchmarks.md");
+    }
+    Ok(())
+}
+
 /// Rewrites one benchmark's section of docs/benchmarks.md between its markers, keeping every
 /// other section; creates the file, or appends the section, when there is none yet.
 fn write_section(path: &Path, marks: &DocSection, section: &str) -> Result<()> {
