@@ -176,6 +176,34 @@ pub enum DeviceEdit {
     },
 }
 
+/// One of the labels a `usernameCostCenterEdit` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Username,
+    CostCenter,
+}
+
+impl DeviceEdit {
+    /// The labels a labels edit gives, in order; none for any other edit. Each carrier names
+    /// them its own way.
+    pub fn labels(&self) -> Vec<(Label, &str)> {
+        let DeviceEdit::Labels {
+            username,
+            cost_center,
+        } = self
+        else {
+            return Vec::new();
+        };
+        [
+            (Label::Username, username.as_deref()),
+            (Label::CostCenter, cost_center.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(label, value)| Some((label, value?)))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRequest {

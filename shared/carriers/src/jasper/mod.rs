@@ -11,7 +11,7 @@ use crate::port::{
 };
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
-    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
+    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Label, StatusAction,
 };
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -272,24 +272,23 @@ pub fn edit_for(change: &ChangeSpec, device: &DeviceEdit) -> Result<Value, Carri
         }
         ChangeSpec::IccidImeiChange => return Err(unsupported("an ICCID/IMEI change")),
         ChangeSpec::UsernameCostCenterEdit => {
-            let DeviceEdit::Labels {
-                username,
-                cost_center,
-            } = device
-            else {
+            let labels = device.labels();
+            if labels.is_empty() {
                 return Err(CarrierError::Permanent {
                     code: "request".into(),
                     message: "a username/cost center edit needs the device's username, cost center or both".into(),
                 });
+            }
+            let field = |label| match label {
+                Label::Username => USERNAME_FIELD,
+                Label::CostCenter => COST_CENTER_FIELD,
             };
-            let mut edit = serde_json::Map::new();
-            if let Some(username) = username {
-                edit.insert(USERNAME_FIELD.into(), json!(username));
-            }
-            if let Some(cost_center) = cost_center {
-                edit.insert(COST_CENTER_FIELD.into(), json!(cost_center));
-            }
-            Value::Object(edit)
+            Value::Object(
+                labels
+                    .into_iter()
+                    .map(|(label, value)| (field(label).to_owned(), json!(value)))
+                    .collect(),
+            )
         }
     })
 }

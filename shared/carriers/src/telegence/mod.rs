@@ -18,7 +18,7 @@ use crate::http::{retry_after, send_recorded, CarrierResponse};
 use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, RequestProgress};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
-    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
+    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Label, StatusAction,
 };
 use cellbridge_core::ids::Msisdn;
 use reqwest::{StatusCode, Url};
@@ -202,21 +202,17 @@ pub fn update_for(change: &ChangeSpec, device: &DeviceEdit) -> Result<Value, Car
             swap
         }
         ChangeSpec::UsernameCostCenterEdit => {
-            let DeviceEdit::Labels {
-                username,
-                cost_center,
-            } = device
-            else {
+            let labels = device.labels();
+            if labels.is_empty() {
                 return Err(missing("username, cost center or both"));
-            };
-            let mut labels = Vec::new();
-            if let Some(username) = username {
-                labels.push(pair(USER_NAME_CHARACTERISTIC, username));
-            }
-            if let Some(cost_center) = cost_center {
-                labels.push(pair(COST_CENTER_CHARACTERISTIC, cost_center));
             }
             labels
+                .into_iter()
+                .map(|(label, value)| match label {
+                    Label::Username => pair(USER_NAME_CHARACTERISTIC, value),
+                    Label::CostCenter => pair(COST_CENTER_CHARACTERISTIC, value),
+                })
+                .collect()
         }
         ChangeSpec::CarrierRatePlanChange {
             comm_plan: Some(_), ..
