@@ -157,6 +157,15 @@ pub fn capabilities(carrier: Carrier) -> &'static CarrierCapabilities {
     }
 }
 
+/// Device changes one carrier request may carry for `change` (ThingSpace's actions take up to
+/// 10,000 devices, Telegence activates up to 200 services a request); a change the carrier cannot
+/// make goes one by one.
+pub fn batch_limit(carrier: Carrier, change: &ChangeSpec) -> u32 {
+    capabilities(carrier)
+        .support(change)
+        .map_or(1, |support| support.devices_per_call)
+}
+
 /// Every carrier's capabilities, in [`Carrier::ALL`] order.
 pub fn all() -> [&'static CarrierCapabilities; 3] {
     Carrier::ALL.map(capabilities)
@@ -305,14 +314,14 @@ mod tests {
         let suspend = ChangeSpec::StatusUpdate {
             action: StatusAction::Suspend,
         };
-        assert_eq!(Carrier::ThingSpace.batch_limit(&suspend), 10_000);
-        assert_eq!(Carrier::Jasper.batch_limit(&suspend), 1);
+        assert_eq!(batch_limit(Carrier::ThingSpace, &suspend), 10_000);
+        assert_eq!(batch_limit(Carrier::Jasper, &suspend), 1);
         let activate = ChangeSpec::ActivateNewService {
             rate_plan: "p".into(),
             zip_code: None,
         };
-        assert_eq!(Carrier::Telegence.batch_limit(&activate), 200);
+        assert_eq!(batch_limit(Carrier::Telegence, &activate), 200);
         // A change the carrier cannot make goes one device at a time (and fails on the first).
-        assert_eq!(Carrier::Jasper.batch_limit(&activate), 1);
+        assert_eq!(batch_limit(Carrier::Jasper, &activate), 1);
     }
 }

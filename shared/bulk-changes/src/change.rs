@@ -2,38 +2,10 @@
 //! offered (status updates, activations, rate and customer plans, customer assignment, ICCID/IMEI
 //! swaps, username and cost-center edits).
 
+pub use cellbridge_core::carrier::Carrier;
 use cellbridge_core::ids::{Iccid, Imei, Msisdn};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Carrier {
-    Jasper,
-    ThingSpace,
-    Telegence,
-}
-
-impl Carrier {
-    pub const ALL: [Carrier; 3] = [Carrier::Jasper, Carrier::ThingSpace, Carrier::Telegence];
-
-    /// Device changes one carrier request may carry for `change`, from the capability table
-    /// (ThingSpace's actions take up to 10,000 devices, Telegence activates up to 200 services a
-    /// request); a change the carrier cannot make goes one by one.
-    pub fn batch_limit(self, change: &ChangeSpec) -> u32 {
-        crate::capabilities::capabilities(self)
-            .support(change)
-            .map_or(1, |support| support.devices_per_call)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Carrier::Jasper => "jasper",
-            Carrier::ThingSpace => "thingSpace",
-            Carrier::Telegence => "telegence",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -68,7 +68,7 @@ impl WorkMessage {
 
 /// One work message per carrier request: a device each, or a batch where the carrier takes one.
 pub fn work_for(change: &crate::bulk_change::BulkChange) -> Vec<WorkMessage> {
-    let limit = change.carrier.batch_limit(&change.change).max(1);
+    let limit = crate::capabilities::batch_limit(change.carrier, &change.change).max(1);
     (0..change.counts.total)
         .step_by(limit as usize)
         .map(|first| {

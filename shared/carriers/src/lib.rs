@@ -118,11 +118,13 @@ mod capability_table {
             action: StatusAction::Suspend,
         };
         assert_eq!(
-            Carrier::ThingSpace.batch_limit(&suspend) as usize,
+            cellbridge_bulk_changes::capabilities::batch_limit(Carrier::ThingSpace, &suspend)
+                as usize,
             crate::thingspace::MAX_BATCH
         );
         assert_eq!(
-            Carrier::Telegence.batch_limit(&activate) as usize,
+            cellbridge_bulk_changes::capabilities::batch_limit(Carrier::Telegence, &activate)
+                as usize,
             crate::telegence::MAX_SERVICES_PER_REQUEST
         );
     }

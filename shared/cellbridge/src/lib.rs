@@ -13,10 +13,11 @@
 //! | `cellbridge-carriers` (`shared/carriers`) | [`carriers`] | the carrier port, errors, retry policies and budgets, pacing per account, account configuration, one folder per carrier | carrier-worker, carrier-callbacks |
 //! | `cellbridge-identity` (`shared/identity`) | [`identity`] | users, tenants, roles, the caller, tokens, passwords, lockout, the tenant's view of the accounts store | auth-login, api-authorizer, users |
 //! | `cellbridge-devices` (`shared/devices`) | [`devices`] | registration, presence, telemetry, commands, AWS IoT (things, data plane) | device-registration, device-presence, presence-sweep, telemetry-ingest, device-api, device-commands, command-ack, command-sweep |
+//! | `cellbridge-sims` (`shared/sims`) | [`sims`] | the SIM inventory: one record per SIM of a tenant, its history, the queries of listings and selections | sim-api |
 //! | `cellbridge-core` (`shared/core`) | [`common`] | what every area uses: tenant and device identifiers, time, configuration, the AWS client factory, store errors and pages, DynamoDB and in-memory helpers | |
 //! | `cellbridge-edge` (`shared/edge`) | [`edge`] | where requests and events come in: HTTP problems, the caller from a request, paging, body limits, idempotency keys; SQS batches, tracing, metrics, cold start | |
 //!
-//! New areas (inventory, events, policies, towers, reports) follow the same shape: a crate in
+//! New areas (events, policies, towers, reports) follow the same shape: a crate in
 //! `shared/<area>/`, named here.
 //!
 //! # Rules
@@ -44,6 +45,7 @@ pub use cellbridge_core::composite_config;
 pub use cellbridge_devices as devices;
 pub use cellbridge_edge as edge;
 pub use cellbridge_identity as identity;
+pub use cellbridge_sims as sims;
 
 /// Sample data of every area, for tests and local tools.
 #[cfg(feature = "test-util")]
@@ -51,4 +53,5 @@ pub mod testing {
     pub use cellbridge_bulk_changes::testing::*;
     pub use cellbridge_core::testing::*;
     pub use cellbridge_devices::testing::*;
+    pub use cellbridge_sims::testing::*;
 }

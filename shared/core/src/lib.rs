@@ -2,6 +2,7 @@
 //! factory, the store error and pages, and the DynamoDB and in-memory adapter helpers.
 
 pub mod aws;
+pub mod carrier;
 pub mod clock;
 pub mod config;
 pub mod cursor;

@@ -1,0 +1,146 @@
+//! The SIM inventory in memory, for tests and local tools.
+
+use crate::ports::{SimStore, Written};
+use crate::query::SimQuery;
+use crate::sim::{Sim, SimChange, SimEvent};
+use async_trait::async_trait;
+use cellbridge_core::memory::{locked, page_of};
+use cellbridge_core::store::{Page, PageRequest, StoreError};
+use cellbridge_core::tenant::TenantId;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use time::OffsetDateTime;
+
+#[derive(Debug, Default)]
+struct State {
+    sims: HashMap<TenantId, BTreeMap<String, Sim>>,
+    /// Per tenant and ICCID, oldest first.
+    history: HashMap<(TenantId, String), Vec<SimEvent>>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemorySims {
+    state: Mutex<State>,
+}
+
+impl MemorySims {
+    /// Every SIM of `tenant`, by ICCID.
+    pub fn all(&self, tenant: &TenantId) -> Vec<Sim> {
+        locked(&self.state)
+            .sims
+            .get(tenant)
+            .map(|sims| sims.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl SimStore for MemorySims {
+    async fn get_sim(&self, tenant: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError> {
+        Ok(locked(&self.state)
+            .sims
+            .get(tenant)
+            .and_then(|sims| sims.get(iccid))
+            .cloned())
+    }
+
+    async fn list_sims(
+        &self,
+        tenant: &TenantId,
+        query: &SimQuery,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|cursor| query.order.decode_cursor(cursor))
+            .transpose()?;
+        let mut sims: Vec<Sim> = locked(&self.state)
+            .sims
+            .get(tenant)
+            .map(|sims| {
+                sims.values()
+                    .filter(|sim| query.filter.matches(sim))
+                    .filter(|sim| after.as_ref().is_none_or(|p| query.order.is_after(sim, p)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        query.order.sort(&mut sims);
+        Ok(page_of(sims, page.limit, |sim| {
+            query.order.cursor_after(sim)
+        }))
+    }
+
+    async fn sim_history(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        page: &PageRequest,
+    ) -> Result<Page<SimEvent>, StoreError> {
+        let skip = page
+            .cursor
+            .as_deref()
+            .map(cellbridge_core::cursor::decode::<cellbridge_core::cursor::AfterSeq>)
+            .transpose()?
+            .map_or(0, |position| position.after as usize);
+        let events: Vec<SimEvent> = locked(&self.state)
+            .history
+            .get(&(tenant.clone(), iccid.to_owned()))
+            .map(|events| events.iter().rev().skip(skip).cloned().collect())
+            .unwrap_or_default();
+        let limit = page.limit as usize;
+        let more = events.len() > limit;
+        let items: Vec<SimEvent> = events.into_iter().take(limit).collect();
+        let next_cursor = more.then(|| {
+            cellbridge_core::cursor::encode(&cellbridge_core::cursor::AfterSeq {
+                after: u32::try_from(skip + limit).unwrap_or(u32::MAX),
+            })
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn put_sim(
+        &self,
+        tenant: &TenantId,
+        sim: &Sim,
+        stored_version: Option<u64>,
+        event: &SimEvent,
+    ) -> Result<Written, StoreError> {
+        let mut state = locked(&self.state);
+        let sims = state.sims.entry(tenant.clone()).or_default();
+        let current = sims.get(&sim.iccid).map(|stored| stored.version);
+        if current != stored_version {
+            return Ok(Written::Conflict);
+        }
+        sims.insert(sim.iccid.clone(), sim.clone());
+        state
+            .history
+            .entry((tenant.clone(), sim.iccid.clone()))
+            .or_default()
+            .push(event.clone());
+        Ok(Written::Written)
+    }
+
+    async fn apply_change(
+        &self,
+        tenant: &TenantId,
+        change: &SimChange,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut state = locked(&self.state);
+        let sims = state.sims.entry(tenant.clone()).or_default();
+        match sims.get_mut(&change.iccid) {
+            Some(sim) => change.apply(sim, at),
+            None => {
+                sims.insert(change.iccid.clone(), change.new_sim(at));
+            }
+        }
+        state
+            .history
+            .entry((tenant.clone(), change.iccid.clone()))
+            .or_default()
+            .push(change.event(at));
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! The SIM inventory's store.
+
+use crate::query::SimQuery;
+use crate::sim::{Sim, SimChange, SimEvent};
+use async_trait::async_trait;
+use cellbridge_core::store::{Page, PageRequest, StoreError};
+use cellbridge_core::tenant::TenantId;
+use time::OffsetDateTime;
+
+/// A listing reads at most this many stored SIMs for one page: a filter that matches few SIMs
+/// answers a short page with a cursor rather than reading a whole inventory in one request.
+pub const READ_BUDGET: usize = 5_000;
+
+/// How a write conditional on the stored record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Written,
+    /// The stored record is not the one the write was based on (another writer came first).
+    Conflict,
+}
+
+#[async_trait]
+pub trait SimStore: Send + Sync {
+    async fn get_sim(&self, tenant: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError>;
+
+    /// The SIMs of `query`, in its order. A page can hold fewer than `page.limit` SIMs and still
+    /// have a next cursor, when [`READ_BUDGET`] ran out before the page filled.
+    async fn list_sims(
+        &self,
+        tenant: &TenantId,
+        query: &SimQuery,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError>;
+
+    /// A SIM's history, newest first.
+    async fn sim_history(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        page: &PageRequest,
+    ) -> Result<Page<SimEvent>, StoreError>;
+
+    /// Writes `sim` with `event` in its history, if the stored record is still at
+    /// `stored_version` (`None`: there must be no record yet). `sim.version` is the new one.
+    async fn put_sim(
+        &self,
+        tenant: &TenantId,
+        sim: &Sim,
+        stored_version: Option<u64>,
+        event: &SimEvent,
+    ) -> Result<Written, StoreError>;
+
+    /// Applies a change made through cellbridge without reading the record first (creating it
+    /// when there is none), with its history entry.
+    async fn apply_change(
+        &self,
+        tenant: &TenantId,
+        change: &SimChange,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+}
