@@ -31,6 +31,7 @@ const FUNCTIONS: &[(&str, Reader)] = &[
     ("device-registration", reads::<device_registration::Config>),
     ("presence-sweep", reads::<presence_sweep::Config>),
     ("service-providers", reads::<service_providers::Config>),
+    ("sim-api", reads::<sim_api::Config>),
     ("telemetry-ingest", reads::<telemetry_ingest::Config>),
     ("users", reads::<users::Config>),
 ];

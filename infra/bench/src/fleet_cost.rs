@@ -337,7 +337,7 @@ pub(crate) fn flow_of_function(binary: &str) -> &str {
         "device-registration" => "registration",
         "device-commands" | "command-ack" | "command-sweep" => "commands",
         "api-authorizer" | "auth-login" | "users" | "device-api" | "bulk-status"
-        | "service-providers" => "API",
+        | "service-providers" | "sim-api" => "API",
         "bulk-intake" | "bulk-planner" | "bulk-scheduler" | "carrier-worker"
         | "carrier-callbacks" => "bulk changes",
         other => other,

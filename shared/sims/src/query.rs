@@ -138,6 +138,7 @@ pub fn parse_filter<'a>(
 ) -> Result<SimFilter, ValidationErrors> {
     let mut filter = SimFilter::default();
     let mut errors = ValidationErrors::default();
+    let mut searched = Vec::new();
     for (name, value) in pairs {
         let label = |errors: &mut ValidationErrors| {
             if value.is_empty() || value.len() > MAX_LABEL || value.chars().any(char::is_control) {
@@ -175,15 +176,8 @@ pub fn parse_filter<'a>(
                 else {
                     continue;
                 };
-                if let Some((other, _)) = &filter.prefix {
-                    errors.push(
-                        name,
-                        format!(
-                            "search one identifier at a time (already {})",
-                            other.prefix_parameter()
-                        ),
-                    );
-                } else if value.is_empty()
+                searched.push(name);
+                if value.is_empty()
                     || value.len() > 22
                     || !value.bytes().all(|b| b.is_ascii_digit())
                 {
@@ -193,6 +187,13 @@ pub fn parse_filter<'a>(
                 }
             }
         }
+    }
+    if searched.len() > 1 {
+        // Each is named: which came first is not something a query string keeps.
+        for name in searched {
+            errors.push(name, "search one identifier at a time");
+        }
+        filter.prefix = None;
     }
     errors.into_result(filter)
 }
@@ -342,7 +343,8 @@ mod tests {
             ["status", "carrier", "linked", "iccidPrefix", "costCenter"]
         );
         let two = parse_filter([("iccidPrefix", "89"), ("imeiPrefix", "35")]).expect_err("two");
-        assert_eq!(two.errors[0].field, "imeiPrefix");
+        let named: Vec<&str> = two.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(named, ["iccidPrefix", "imeiPrefix"]);
     }
 
     #[test]

@@ -1,0 +1,270 @@
+//! The SIM inventory over HTTP, for viewers and up: `GET /sims` (filters, one prefix search, an
+//! order, cursor pages) and `GET /sims/{iccid}` (the SIM and a page of its history, newest
+//! first). Another tenant's SIM does not exist here (404).
+
+use cellbridge_edge::http::page_view::PageView;
+use cellbridge_edge::http::paging::{allow_query, page_request};
+use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_identity::role::Role;
+use cellbridge_sims::ports::SimStore;
+use cellbridge_sims::query::{parse_filter, parse_order, SimQuery, FILTER_NAMES};
+use cellbridge_sims::sim::{Sim, SimEvent};
+use cellbridge_sims::tenant::TenantSims;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start: the inventory it reads.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub sims: cellbridge_sims::wiring::SimTables,
+    }
+}
+
+/// A SIM with a page of its history.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimDetail<'a> {
+    #[serde(flatten)]
+    pub sim: &'a Sim,
+    pub history: PageView<&'a SimEvent>,
+}
+
+pub async fn handle(sims: &dyn SimStore, request: Request) -> Response<Body> {
+    match respond(sims, &request).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn respond(store: &dyn SimStore, request: &Request) -> Result<Response<Body>, Problem> {
+    let caller = caller(request)?;
+    caller.require(Role::Viewer)?;
+    let sims = TenantSims::of(store, &caller);
+    match route_key(request).as_str() {
+        "GET /sims" => {
+            let mut allowed = FILTER_NAMES.to_vec();
+            allowed.extend(["sort", "limit", "cursor"]);
+            allow_query(request, &allowed)?;
+            let query = sim_query(request)?;
+            let page = sims.list(&query, &page_request(request)?).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, |sim| sim),
+            ))
+        }
+        "GET /sims/{iccid}" => {
+            allow_query(request, &["limit", "cursor"])?;
+            let iccid = iccid(request)?;
+            let (sim, history) = sims
+                .with_history(iccid, &page_request(request)?)
+                .await?
+                .ok_or_else(|| Problem::not_found("this SIM"))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &SimDetail {
+                    sim: &sim,
+                    history: PageView::from_page(&history, |event| event),
+                },
+            ))
+        }
+        _ => Err(Problem::not_found("this route")),
+    }
+}
+
+fn sim_query(request: &Request) -> Result<SimQuery, Problem> {
+    let parameters = request.query_string_parameters();
+    let filters = parameters
+        .iter()
+        .filter(|(name, _)| FILTER_NAMES.contains(name));
+    let filter = parse_filter(filters).map_err(bad_parameters)?;
+    let order = parse_order(parameters.first("sort"), &filter).map_err(bad_parameters)?;
+    Ok(SimQuery { filter, order })
+}
+
+/// Query parameters are not a body: their problems are 400s, every one named.
+fn bad_parameters(errors: cellbridge_core::validation::ValidationErrors) -> Problem {
+    let mut problem = Problem::bad_parameter(&errors.errors[0].field, &errors.errors[0].message);
+    problem.errors = errors.errors;
+    problem
+}
+
+/// An ICCID has 18 to 22 digits (carriers differ); anything else cannot be a SIM's.
+fn iccid(request: &Request) -> Result<&str, Problem> {
+    request
+        .path_parameters_ref()
+        .and_then(|params| params.first("iccid"))
+        .filter(|iccid| {
+            (18..=22).contains(&iccid.len()) && iccid.bytes().all(|b| b.is_ascii_digit())
+        })
+        .ok_or_else(|| Problem::not_found("this SIM"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_sims::memory::MemorySims;
+    use cellbridge_sims::testing::{imported, sample_sim};
+    use lambda_http::request::from_str;
+    use serde_json::{json, Value};
+
+    const LIST: &str = include_str!("../../../events/sim-api/list-sims.json");
+    const GET: &str = include_str!("../../../events/sim-api/get-sim.json");
+
+    async fn store() -> MemorySims {
+        let store = MemorySims::default();
+        for (tenant, count) in [("demo", 30), ("globex", 3)] {
+            let tenant = TenantId::parse(tenant).expect("tenant");
+            for n in 0..count {
+                let sim = sample_sim(n);
+                store
+                    .put_sim(&tenant, &sim, None, &imported(&sim))
+                    .await
+                    .expect("stored");
+            }
+        }
+        store
+    }
+
+    fn event(sample: &str, tenant: &str, iccid: Option<&str>, query: &[(&str, &str)]) -> Request {
+        let mut value: Value = serde_json::from_str(sample).expect("sample");
+        cellbridge_core::testing::authorize_event(&mut value, tenant, "viewer");
+        if let Some(iccid) = iccid {
+            value["pathParameters"]["iccid"] = json!(iccid);
+        }
+        value["rawQueryString"] = json!(query
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&"));
+        value["queryStringParameters"] = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        from_str(&value.to_string()).expect("event")
+    }
+
+    async fn call(store: &MemorySims, request: Request) -> (StatusCode, Value) {
+        let response = handle(store, request).await;
+        let status = response.status();
+        (
+            status,
+            serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_samples_list_filtered_sims_and_show_one_with_its_history() {
+        let store = store().await;
+        let (status, page) = call(&store, from_str(LIST).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert!(!items.is_empty());
+        for sim in items {
+            assert_eq!(sim["status"], "active", "{sim}");
+            assert_eq!(sim["carrier"], "jasper", "{sim}");
+        }
+        let (status, sim) = call(&store, from_str(GET).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{sim}");
+        assert_eq!(sim["iccid"], sample_sim(3).iccid);
+        assert_eq!(sim["msisdn"], "14040000003");
+        assert_eq!(sim["lastChange"]["source"]["kind"], "carrierSync");
+        assert_eq!(sim["history"]["items"][0]["kind"], "imported");
+    }
+
+    #[tokio::test]
+    async fn pages_follow_the_cursor_in_the_order_asked() {
+        let store = store().await;
+        let mut msisdns = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "4"), ("sort", "-msisdn"), ("status", "active")];
+            if let Some(c) = cursor.as_deref() {
+                query.push(("cursor", c));
+            }
+            let (status, page) = call(&store, event(LIST, "demo", None, &query)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            msisdns.extend(
+                page["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|sim| sim["msisdn"].as_str().unwrap_or("~").to_owned()),
+            );
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let active = (0..30u32).filter(|n| n % 10 <= 6).count();
+        assert_eq!(msisdns.len(), active);
+        let mut sorted = msisdns.clone();
+        sorted.sort();
+        sorted.reverse();
+        assert_eq!(msisdns, sorted);
+        assert_eq!(msisdns[0], "~", "no MSISDN first when descending");
+    }
+
+    #[tokio::test]
+    async fn another_tenants_sim_does_not_exist() {
+        let store = store().await;
+        let (status, _) = call(
+            &store,
+            event(GET, "globex", Some(&sample_sim(2).iccid), &[]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "globex has its own SIM 2");
+        let (status, _) = call(
+            &store,
+            event(GET, "globex", Some(&sample_sim(12).iccid), &[]),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "demo's SIM 12 is not globex's"
+        );
+        let (_, page) = call(&store, event(LIST, "globex", None, &[])).await;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
+        let (status, _) = call(&store, event(GET, "demo", Some("not-an-iccid"), &[])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_named() {
+        let store = store().await;
+        type Query<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Query, &[&str]); 5] = [
+            (
+                &[("status", "on"), ("carrier", "sprint")],
+                &["carrier", "status"],
+            ),
+            (&[("sort", "status")], &["sort"]),
+            (&[("imeiPrefix", "35"), ("sort", "iccid")], &["sort"]),
+            (
+                &[("iccidPrefix", "89"), ("msisdnPrefix", "1")],
+                &["iccidPrefix", "msisdnPrefix"],
+            ),
+            (&[("plan", "x")], &["plan"]),
+        ];
+        for (query, fields) in cases {
+            let (status, problem) = call(&store, event(LIST, "demo", None, query)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {problem}");
+            let mut named: Vec<&str> = problem["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .filter_map(|e| e["field"].as_str())
+                .collect();
+            named.sort_unstable();
+            assert_eq!(named, fields, "{query:?}");
+        }
+        let (status, problem) =
+            call(&store, event(LIST, "demo", None, &[("cursor", "garbage")])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    }
+}
