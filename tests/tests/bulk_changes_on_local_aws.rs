@@ -377,16 +377,27 @@ async fn racing_conditional_writes_let_exactly_one_writer_win() -> Result<()> {
     let tenant = TenantId::parse("tenant-a").expect("tenant id");
     let now = OffsetDateTime::now_utc();
 
-    let outcome = DeviceOutcome {
+    // Each success suspends its SIM in the inventory, in the transaction that records it.
+    let bulk = ports
+        .store
+        .get_bulk_change(&tenant, &id)
+        .await?
+        .expect("bulk change");
+    let devices = ports
+        .store
+        .get_device_changes(&tenant, &id, 0..DEVICES)
+        .await?;
+    let outcome_of = |seq: u32| DeviceOutcome {
         succeeded: true,
         reason: None,
         attempts: 1,
+        sim: cellbridge::bulk_changes::inventory::sim_change(&bulk, &devices[seq as usize].request),
     };
     // Each racer runs on its own task, so the requests really overlap on the wire.
     let finishes = (0..DEVICES).flat_map(|seq| (0..RACERS).map(move |_| seq));
     let finished = join_all(finishes.map(|seq| {
         let store = ports.store.clone();
-        let (tenant, id, outcome) = (tenant.clone(), id.clone(), outcome.clone());
+        let (tenant, id, outcome) = (tenant.clone(), id.clone(), outcome_of(seq));
         tokio::spawn(async move {
             store
                 .finish_device_change(&tenant, &id, seq, &outcome, now)
@@ -409,6 +420,39 @@ async fn racing_conditional_writes_let_exactly_one_writer_win() -> Result<()> {
         .expect("bulk change");
     assert_eq!(bulk.counts.succeeded, DEVICES);
     assert_eq!(bulk.counts.failed, 0);
+    let sims = cellbridge::sims::dynamodb::DynamoSims::new(
+        stack.dynamodb(),
+        stack.name("SimsTable")?,
+        stack.name("SimHistoryTable")?,
+    );
+    for device in &devices {
+        use cellbridge::sims::ports::SimStore;
+        let iccid = device.request.device.iccid.as_str();
+        let sim = sims
+            .get_sim(&tenant, iccid)
+            .await?
+            .expect("in the inventory");
+        assert_eq!(
+            (
+                sim.status.as_str(),
+                sim.carrier_status.as_deref(),
+                sim.version
+            ),
+            ("deactivated", Some("DEACTIVATED"), 1),
+            "written once, by the winning finish only"
+        );
+        let history = sims
+            .sim_history(
+                &tenant,
+                iccid,
+                &cellbridge::common::store::PageRequest {
+                    limit: 10,
+                    cursor: None,
+                },
+            )
+            .await?;
+        assert_eq!(history.items.len(), 1);
+    }
 
     let claims = (0..DEVICES).flat_map(|unit| (0..RACERS).map(move |_| unit));
     let claimed = join_all(claims.map(|unit| {
@@ -565,6 +609,10 @@ async fn a_missing_table_or_queue_is_a_refusal_no_retry_can_cure() -> Result<()>
             device_changes: missing("device-changes"),
             audit_log: missing("audit"),
             idempotency: missing("idempotency"),
+            sims: cellbridge::sims::wiring::SimTables {
+                sims: missing("sims"),
+                history: missing("sim-history"),
+            },
         },
     );
     let tenant = TenantId::parse("tenant-a").expect("tenant");

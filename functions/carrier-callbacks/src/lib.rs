@@ -98,10 +98,22 @@ async fn receive(
             // A callback reports an end state; a pending one carries nothing to record.
             RequestProgress::Pending => return Ok(Acknowledgement { result: "recorded" }),
         };
+        let sim = if succeeded {
+            completion::sim_change_of(
+                ports.store.as_ref(),
+                &found.tenant,
+                &found.bulk_change_id,
+                found.seq,
+            )
+            .await?
+        } else {
+            None
+        };
         let outcome = DeviceOutcome {
             succeeded,
             reason: reason.clone(),
             attempts: 1,
+            sim,
         };
         let finished = completion::finish_device_change(
             ports.store.as_ref(),
@@ -287,6 +299,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(devices[1].status, DeviceChangeStatus::Failed);
+        // Only the success reached the inventory, once despite the repeated callback.
+        let sims = memory.store.sims.all(&tenant);
+        assert_eq!(sims.len(), 1, "{sims:?}");
+        assert_eq!(sims[0].iccid, devices[0].request.device.iccid.as_str());
+        assert_eq!(sims[0].version, 1);
         assert!(devices[1]
             .status_reason
             .as_deref()

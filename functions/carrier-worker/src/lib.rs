@@ -314,6 +314,11 @@ impl Job<'_> {
             succeeded,
             reason,
             attempts: device.attempts.max(attempts),
+            sim: succeeded
+                .then(|| {
+                    cellbridge_bulk_changes::inventory::sim_change(self.change, &device.request)
+                })
+                .flatten(),
         };
         // After a carrier call the outcome must not be lost to a passing store failure: the
         // store policy (3 retries, 2, 4, 8 s) before the message fails and comes back.
@@ -987,6 +992,22 @@ mod tests {
         let text = serde_json::to_string(&audit).unwrap();
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("completed: 2 succeeded, 0 failed"), "{text}");
+        // Each success suspended its SIM in the inventory, with the bulk change as the source.
+        let sims = h.memory.store.sims.all(&tenant());
+        assert_eq!(sims.len(), 2);
+        for sim in sims {
+            assert_ne!(
+                sim.status,
+                cellbridge_sims::sim::SimStatus::Active,
+                "{sim:?}"
+            );
+            assert_eq!(
+                sim.last_change.source,
+                cellbridge_sims::sim::SimSource::BulkChange {
+                    bulk_change_id: SAMPLE_ID.into()
+                }
+            );
+        }
     }
 
     #[tokio::test]
@@ -1148,6 +1169,10 @@ mod tests {
             .status_reason
             .as_deref()
             .is_some_and(|r| r.contains("503") && r.contains("3 retries")));
+        assert!(
+            h.memory.store.sims.all(&tenant()).is_empty(),
+            "a failure changes nothing in the inventory"
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! the chosen carrier cannot make (naming the field), `GET /carriers` serves the table, and the
 //! carrier adapters are tested against it, so the table and the code cannot drift apart.
 
-use crate::change::{Carrier, ChangeSpec};
+use crate::change::{Carrier, ChangeSpec, StatusAction};
+use cellbridge_sims::sim::SimStatus;
 use serde::Serialize;
 
 /// How a carrier reports the outcome of a change.
@@ -53,6 +54,31 @@ pub struct DocumentedLimits {
     pub note: &'static str,
 }
 
+/// One of the carrier's SIM status names and the status it normalizes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusName {
+    pub carrier_status: &'static str,
+    pub status: SimStatus,
+}
+
+const fn status(carrier_status: &'static str, status: SimStatus) -> StatusName {
+    StatusName {
+        carrier_status,
+        status,
+    }
+}
+
+/// The status each status action leaves a SIM in, as the carrier names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusActions {
+    pub activate: &'static str,
+    pub suspend: &'static str,
+    pub restore: &'static str,
+    pub deactivate: &'static str,
+}
+
 /// Everything cellbridge knows a carrier can do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -62,6 +88,30 @@ pub struct CarrierCapabilities {
     pub name: &'static str,
     pub changes: &'static [ChangeSupport],
     pub limits: DocumentedLimits,
+    /// The carrier's SIM statuses, normalized (what the inventory's `status` filter matches).
+    pub statuses: &'static [StatusName],
+    pub status_actions: StatusActions,
+}
+
+impl CarrierCapabilities {
+    /// The normalized status of the carrier's `carrier_status` (case aside); unknown when the
+    /// table does not have it.
+    pub fn normalize(&self, carrier_status: &str) -> SimStatus {
+        self.statuses
+            .iter()
+            .find(|name| name.carrier_status.eq_ignore_ascii_case(carrier_status))
+            .map_or(SimStatus::Unknown, |name| name.status)
+    }
+
+    /// The status `action` leaves a SIM in, as the carrier names it.
+    pub fn status_after(&self, action: StatusAction) -> &'static str {
+        match action {
+            StatusAction::Activate => self.status_actions.activate,
+            StatusAction::Suspend => self.status_actions.suspend,
+            StatusAction::Restore => self.status_actions.restore,
+            StatusAction::Deactivate => self.status_actions.deactivate,
+        }
+    }
 }
 
 /// Why a carrier cannot make a change: the request's field to blame and the reason.
@@ -104,6 +154,23 @@ static JASPER: CarrierCapabilities = CarrierCapabilities {
         page_size: Some(50),
         note: "One call at a time per account, its customers' calls included; standard accounts are often held to 1 call a second.",
     },
+    statuses: &[
+        status("TEST_READY", SimStatus::Inventory),
+        status("ACTIVATION_READY", SimStatus::Inventory),
+        status("INVENTORY", SimStatus::Inventory),
+        status("ACTIVATED", SimStatus::Active),
+        status("DEACTIVATED", SimStatus::Deactivated),
+        status("RETIRED", SimStatus::Retired),
+        status("PURGED", SimStatus::Retired),
+        status("REPLACED", SimStatus::Retired),
+    ],
+    // Control Center has no suspended state: a suspended SIM is deactivated until restored.
+    status_actions: StatusActions {
+        activate: "ACTIVATED",
+        suspend: "DEACTIVATED",
+        restore: "ACTIVATED",
+        deactivate: "DEACTIVATED",
+    },
 };
 
 static THINGSPACE: CarrierCapabilities = CarrierCapabilities {
@@ -123,6 +190,19 @@ static THINGSPACE: CarrierCapabilities = CarrierCapabilities {
         calls_in_flight: None,
         page_size: None,
         note: "Activations at most 100 requests a minute, up to 10,000 devices a request; a line takes 5 provisioning actions a day and 4 plan changes a month; 5 failed logins lock the account.",
+    },
+    statuses: &[
+        status("pending activation", SimStatus::Inventory),
+        status("pre-active", SimStatus::Inventory),
+        status("active", SimStatus::Active),
+        status("suspend", SimStatus::Suspended),
+        status("deactive", SimStatus::Deactivated),
+    ],
+    status_actions: StatusActions {
+        activate: "active",
+        suspend: "suspend",
+        restore: "active",
+        deactivate: "deactive",
     },
 };
 
@@ -145,6 +225,18 @@ static TELEGENCE: CarrierCapabilities = CarrierCapabilities {
         calls_in_flight: None,
         page_size: None,
         note: "Subscribers are addressed by number: a device known only by ICCID costs a lookup first.",
+    },
+    statuses: &[
+        status("Reserved", SimStatus::Inventory),
+        status("Active", SimStatus::Active),
+        status("Suspended", SimStatus::Suspended),
+        status("Cancelled", SimStatus::Deactivated),
+    ],
+    status_actions: StatusActions {
+        activate: "Active",
+        suspend: "Suspended",
+        restore: "Active",
+        deactivate: "Cancelled",
     },
 };
 

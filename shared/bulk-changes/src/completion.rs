@@ -36,6 +36,25 @@ pub async fn finish_device_change(
     Ok(Finished::Recorded)
 }
 
+/// The inventory change of device change `seq` once it succeeded, read from the store (for a
+/// finisher that knows only where the device change is, as a carrier callback does).
+pub async fn sim_change_of(
+    store: &dyn BulkChangeStore,
+    tenant: &TenantId,
+    bulk_change_id: &str,
+    seq: u32,
+) -> Result<Option<cellbridge_sims::sim::SimChange>, StoreError> {
+    let Some(change) = store.get_bulk_change(tenant, bulk_change_id).await? else {
+        return Ok(None);
+    };
+    let devices = store
+        .get_device_changes(tenant, bulk_change_id, seq..seq.saturating_add(1))
+        .await?;
+    Ok(devices
+        .first()
+        .and_then(|device| crate::inventory::sim_change(&change, &device.request)))
+}
+
 /// Moves a processing bulk change with nothing pending to its final status. Safe to call from
 /// several finishers at once: the conditional transition lets exactly one through.
 pub async fn complete_if_done(

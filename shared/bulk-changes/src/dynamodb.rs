@@ -54,6 +54,8 @@ pub struct TableNames {
     pub device_changes: String,
     pub audit_log: String,
     pub idempotency: String,
+    /// The inventory a device change's outcome updates.
+    pub sims: cellbridge_sims::wiring::SimTables,
 }
 
 impl cellbridge_core::config::FromEnvironment for TableNames {
@@ -66,6 +68,7 @@ impl cellbridge_core::config::FromEnvironment for TableNames {
             device_changes: required(env, "DEVICE_CHANGES_TABLE")?,
             audit_log: required(env, "AUDIT_LOG_TABLE")?,
             idempotency: required(env, "IDEMPOTENCY_TABLE")?,
+            sims: cellbridge_sims::wiring::SimTables::from_env(env)?,
         })
     }
 }
@@ -74,6 +77,7 @@ impl cellbridge_core::config::FromEnvironment for TableNames {
 pub struct DynamoStore {
     client: Client,
     tables: TableNames,
+    sims: cellbridge_sims::dynamodb::DynamoSims,
 }
 
 fn status_key(tenant: &TenantId, status: BulkChangeStatus) -> String {
@@ -114,7 +118,16 @@ impl DynamoStore {
     }
 
     pub fn new(client: Client, tables: TableNames) -> Self {
-        Self { client, tables }
+        let sims = cellbridge_sims::dynamodb::DynamoSims::new(
+            client.clone(),
+            &tables.sims.sims,
+            &tables.sims.history,
+        );
+        Self {
+            client,
+            tables,
+            sims,
+        }
     }
 
     fn bulk_change_item(&self, change: &BulkChange) -> Result<Item, StoreError> {
@@ -745,19 +758,22 @@ impl BulkChangeStore for DynamoStore {
             .expression_attribute_names("#counter", counter)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", s(&now_text));
+        // The device change comes first: its condition is the one a duplicate fails.
+        let mut writes = vec![
+            TransactWriteItem::builder()
+                .update(device.build().map_err(unbuildable)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(count.build().map_err(unbuildable)?)
+                .build(),
+        ];
+        if let Some(sim) = &outcome.sim {
+            writes.extend(self.sims.change_writes(tenant, sim, now)?);
+        }
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(device.build().map_err(unbuildable)?)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(count.build().map_err(unbuildable)?)
-                    .build(),
-            )
+            .set_transact_items(Some(writes))
             .send()
             .await;
         match result {

@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod change;
 pub mod completion;
 pub mod dynamodb;
+pub mod inventory;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod messages;

@@ -31,6 +31,8 @@ pub struct MemoryStore {
     releases: Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
     /// Intake deadlines of new bulk changes.
     intake_deadlines: Mutex<HashMap<(TenantId, String), OffsetDateTime>>,
+    /// The inventory the outcomes' SIM changes go to.
+    pub sims: std::sync::Arc<cellbridge_sims::memory::MemorySims>,
 }
 
 impl MemoryStore {
@@ -403,6 +405,9 @@ impl BulkChangeStore for MemoryStore {
         device.attempts = outcome.attempts;
         device.updated_at = now;
         bulk.updated_at = now;
+        if let Some(sim) = &outcome.sim {
+            self.sims.apply_now(tenant, sim, now);
+        }
         Ok(true)
     }
 

@@ -57,6 +57,8 @@ pub struct DeviceOutcome {
     pub reason: Option<String>,
     /// Carrier calls made for it so far.
     pub attempts: u32,
+    /// What a success changed on the SIM, written to the inventory with the outcome.
+    pub sim: Option<cellbridge_sims::sim::SimChange>,
 }
 
 /// Where a submitted device change lives.
@@ -205,8 +207,9 @@ pub trait BulkChangeStore: Send + Sync {
         iccid: &str,
     ) -> Result<Option<SubmittedRef>, StoreError>;
 
-    /// Moves a pending device change to its outcome and counts it on the bulk change, in one
-    /// atomic write; false when it was already finished (a duplicate).
+    /// Moves a pending device change to its outcome, counts it on the bulk change and applies
+    /// the outcome's SIM change to the inventory, in one atomic write; false when it was already
+    /// finished (a duplicate).
     async fn finish_device_change(
         &self,
         tenant: &TenantId,

@@ -128,6 +128,15 @@ impl SimStore for MemorySims {
         change: &SimChange,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        self.apply_now(tenant, change, at);
+        Ok(())
+    }
+}
+
+impl MemorySims {
+    /// [`SimStore::apply_change`] without awaiting, for an in-memory store that applies it
+    /// while holding its own locks (as the DynamoDB one writes it in its transaction).
+    pub fn apply_now(&self, tenant: &TenantId, change: &SimChange, at: OffsetDateTime) {
         let mut state = locked(&self.state);
         let sims = state.sims.entry(tenant.clone()).or_default();
         match sims.get_mut(&change.iccid) {
@@ -141,6 +150,5 @@ impl SimStore for MemorySims {
             .entry((tenant.clone(), change.iccid.clone()))
             .or_default()
             .push(change.event(at));
-        Ok(())
     }
 }

@@ -51,11 +51,9 @@ struct ErrorBody {
     error_message: Option<String>,
 }
 
+/// The status Control Center shows after `action`, from the capability table.
 pub fn jasper_status(action: StatusAction) -> &'static str {
-    match action {
-        StatusAction::Activate | StatusAction::Restore => "ACTIVATED",
-        StatusAction::Suspend | StatusAction::Deactivate => "DEACTIVATED",
-    }
+    cellbridge_bulk_changes::capabilities::capabilities(Carrier::Jasper).status_after(action)
 }
 
 impl JasperClient {

@@ -542,11 +542,9 @@ impl CarrierPort for TelegenceClient {
     fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
         match change {
             ChangeSpec::StatusUpdate { action } => {
-                let target = match action {
-                    StatusAction::Suspend => "Suspended",
-                    StatusAction::Activate | StatusAction::Restore => "Active",
-                    StatusAction::Deactivate => "Cancelled",
-                };
+                let target =
+                    cellbridge_bulk_changes::capabilities::capabilities(Carrier::Telegence)
+                        .status_after(*action);
                 device.status.eq_ignore_ascii_case(target)
             }
             ChangeSpec::CarrierRatePlanChange { rate_plan, .. } => {
