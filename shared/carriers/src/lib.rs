@@ -17,6 +17,7 @@ pub mod provider_ports;
 pub mod provider_probe;
 pub mod provider_secrets;
 pub mod retry;
+pub mod sync;
 pub mod telegence;
 pub mod thingspace;
 pub mod wiring;

@@ -16,14 +16,17 @@ pub struct CarrierDevice {
     pub rate_plan: Option<String>,
 }
 
-/// A SIM as a carrier's inventory listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A SIM as a carrier's inventory listing shows it; `None` where the listing does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CarrierSim {
     pub iccid: String,
     /// The carrier's own status name.
     pub status: String,
     pub rate_plan: Option<String>,
     pub communication_plan: Option<String>,
+    pub msisdn: Option<String>,
+    pub imsi: Option<String>,
+    pub imei: Option<String>,
     /// When the carrier last changed anything about it, when the listing says.
     pub updated_at: Option<OffsetDateTime>,
 }
@@ -34,6 +37,15 @@ pub struct InventoryPage {
     pub sims: Vec<CarrierSim>,
     /// Whether a next page follows.
     pub more: bool,
+}
+
+/// One page of an account's SIMs and where the listing goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSims {
+    pub sims: Vec<CarrierSim>,
+    /// The position of the next page, `None` after the last. Opaque: only the adapter that
+    /// gave it reads it.
+    pub next: Option<String>,
 }
 
 /// How a carrier took a change.
@@ -152,6 +164,26 @@ pub trait CarrierPort: Send + Sync {
     fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
         let _ = (change, device);
         false
+    }
+
+    /// Whether [`CarrierPort::list_sims`] can list only the SIMs changed since a time.
+    fn lists_changes_since(&self) -> bool {
+        false
+    }
+
+    /// One page of the account's SIMs from `position` (`None`: the first page); with `since`,
+    /// where the carrier allows it, only the SIMs changed since then.
+    async fn list_sims(
+        &self,
+        position: Option<&str>,
+        since: Option<OffsetDateTime>,
+        journal: &CallJournal,
+    ) -> Result<ListedSims, CarrierError> {
+        let _ = (position, since, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!("{} SIMs cannot be listed", self.carrier().as_str()),
+        })
     }
 
     /// Follows up an accepted request for one of its devices (polling, for when a callback never

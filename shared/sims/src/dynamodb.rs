@@ -4,11 +4,14 @@
 //! a status filter, a prefix search and every order are key conditions, not scans.
 //! `SimHistoryTable` keeps each SIM's events under `simKey` = tenant#ICCID, by a time-ordered id.
 
-use crate::ports::{SimStore, Written, READ_BUDGET};
+use crate::ports::{SimStore, SyncStateStore, Written, READ_BUDGET};
 use crate::query::{SimKey, SimPosition, SimQuery, NONE};
 use crate::sim::{Sim, SimChange, SimEvent, SimField, SimStatus};
+use crate::sync::SyncState;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use cellbridge_core::cursor::{self, AfterId};
@@ -23,6 +26,8 @@ pub struct DynamoSims {
     client: Client,
     sims: String,
     history: String,
+    /// Where each service provider's carrier sync stands (`tenantId`, `serviceProviderId`).
+    sync: Option<String>,
     read_budget: usize,
 }
 
@@ -65,8 +70,23 @@ impl DynamoSims {
             client,
             sims: sims.into(),
             history: history.into(),
+            sync: None,
             read_budget: READ_BUDGET,
         }
+    }
+
+    /// The same store, keeping sync states in `table` too.
+    pub fn with_sync_table(self, table: impl Into<String>) -> Self {
+        Self {
+            sync: Some(table.into()),
+            ..self
+        }
+    }
+
+    fn sync_table(&self) -> Result<&str, StoreError> {
+        self.sync
+            .as_deref()
+            .ok_or_else(|| StoreError::Rejected("no sync state table configured".into()))
     }
 
     /// The same store reading at most `items` stored SIMs for one page (a test shows a short page
@@ -353,6 +373,60 @@ impl SimStore for DynamoSims {
         out.item.map(Self::sim_of).transpose()
     }
 
+    async fn get_sims(&self, tenant: &TenantId, iccids: &[String]) -> Result<Vec<Sim>, StoreError> {
+        let mut sims = Vec::with_capacity(iccids.len());
+        // BatchGetItem takes 100 keys; what it leaves unprocessed (throttling) is asked again.
+        for chunk in iccids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|iccid| {
+                    HashMap::from([
+                        ("tenantId".to_owned(), s(tenant.as_str())),
+                        ("iccid".to_owned(), s(iccid)),
+                    ])
+                })
+                .collect();
+            let mut attempts = 0;
+            while !keys.is_empty() {
+                attempts += 1;
+                if attempts > 5 {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} SIMs left unread after 5 batch reads",
+                        keys.len()
+                    )));
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .build()
+                    .map_err(unbuildable)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.sims, request)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in out
+                    .responses
+                    .and_then(|mut tables| tables.remove(&self.sims))
+                    .unwrap_or_default()
+                {
+                    sims.push(Self::sim_of(item)?);
+                }
+                if let Some(left) = out
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.sims))
+                {
+                    keys = left.keys;
+                    if !keys.is_empty() {
+                        tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
+                    }
+                }
+            }
+        }
+        Ok(sims)
+    }
+
     async fn list_sims(
         &self,
         tenant: &TenantId,
@@ -549,4 +623,58 @@ fn position_of_key(key: SimKey, plan: &Plan, last: &Item) -> Option<SimPosition>
         value,
         iccid,
     })
+}
+
+#[async_trait]
+impl SyncStateStore for DynamoSims {
+    async fn get_sync(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.sync_table()?)
+            .key("tenantId", s(tenant.as_str()))
+            .key("serviceProviderId", s(service_provider_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item
+            .map(|mut item| {
+                item.remove("tenantId");
+                from_item_named("sync state", item)
+            })
+            .transpose()
+    }
+
+    async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError> {
+        let mut item = to_item(state)?;
+        item.insert("tenantId".into(), s(tenant.as_str()));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(self.sync_table()?)
+            .set_item(Some(item));
+        put = if state.version <= 1 {
+            put.condition_expression("attribute_not_exists(serviceProviderId)")
+        } else {
+            put.condition_expression("version = :stored")
+                .expression_attribute_values(":stored", n(state.version - 1))
+        };
+        let result = put.send().await;
+        match result {
+            Ok(_) => Ok(Written::Written),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| {
+                    matches!(e, PutItemError::ConditionalCheckFailedException(_))
+                }) =>
+            {
+                Ok(Written::Conflict)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod ports;
 pub mod query;
 pub mod sim;
+pub mod sync;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -1,8 +1,9 @@
 //! The SIM inventory in memory, for tests and local tools.
 
-use crate::ports::{SimStore, Written};
+use crate::ports::{SimStore, SyncStateStore, Written};
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
+use crate::sync::SyncState;
 use async_trait::async_trait;
 use cellbridge_core::memory::{locked, page_of};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
@@ -16,6 +17,7 @@ struct State {
     sims: HashMap<TenantId, BTreeMap<String, Sim>>,
     /// Per tenant and ICCID, oldest first.
     history: HashMap<(TenantId, String), Vec<SimEvent>>,
+    syncs: HashMap<(TenantId, String), SyncState>,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +44,18 @@ impl SimStore for MemorySims {
             .get(tenant)
             .and_then(|sims| sims.get(iccid))
             .cloned())
+    }
+
+    async fn get_sims(&self, tenant: &TenantId, iccids: &[String]) -> Result<Vec<Sim>, StoreError> {
+        let state = locked(&self.state);
+        let Some(sims) = state.sims.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        Ok(iccids
+            .iter()
+            .filter_map(|iccid| sims.get(iccid))
+            .cloned()
+            .collect())
     }
 
     async fn list_sims(
@@ -150,5 +164,30 @@ impl MemorySims {
             .entry((tenant.clone(), change.iccid.clone()))
             .or_default()
             .push(change.event(at));
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for MemorySims {
+    async fn get_sync(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        Ok(locked(&self.state)
+            .syncs
+            .get(&(tenant.clone(), service_provider_id.to_owned()))
+            .cloned())
+    }
+
+    async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError> {
+        let mut guard = locked(&self.state);
+        let key = (tenant.clone(), state.service_provider_id.clone());
+        let stored = guard.syncs.get(&key).map_or(0, |s| s.version);
+        if stored + 1 != state.version {
+            return Ok(Written::Conflict);
+        }
+        guard.syncs.insert(key, state.clone());
+        Ok(Written::Written)
     }
 }

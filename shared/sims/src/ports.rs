@@ -2,6 +2,7 @@
 
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
+use crate::sync::SyncState;
 use async_trait::async_trait;
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
@@ -22,6 +23,9 @@ pub enum Written {
 #[async_trait]
 pub trait SimStore: Send + Sync {
     async fn get_sim(&self, tenant: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError>;
+
+    /// The stored SIMs among `iccids` (any number; read in batches), in no particular order.
+    async fn get_sims(&self, tenant: &TenantId, iccids: &[String]) -> Result<Vec<Sim>, StoreError>;
 
     /// The SIMs of `query`, in its order. A page can hold fewer than `page.limit` SIMs and still
     /// have a next cursor, when [`READ_BUDGET`] ran out before the page filled.
@@ -58,4 +62,17 @@ pub trait SimStore: Send + Sync {
         change: &SimChange,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+}
+
+/// Where each service provider's carrier sync stands.
+#[async_trait]
+pub trait SyncStateStore: Send + Sync {
+    async fn get_sync(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<SyncState>, StoreError>;
+
+    /// Writes `state` if the stored one is still at `state.version - 1` (none at all for 1).
+    async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError>;
 }

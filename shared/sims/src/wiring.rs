@@ -10,6 +10,8 @@ use cellbridge_core::config::{required, ConfigError, Environment, FromEnvironmen
 pub struct SimTables {
     pub sims: String,
     pub history: String,
+    /// Where each service provider's carrier sync stands.
+    pub sync: String,
 }
 
 impl FromEnvironment for SimTables {
@@ -17,10 +19,11 @@ impl FromEnvironment for SimTables {
         Ok(Self {
             sims: required(env, "SIMS_TABLE")?,
             history: required(env, "SIM_HISTORY_TABLE")?,
+            sync: required(env, "CARRIER_SYNC_TABLE")?,
         })
     }
 }
 
 pub fn sim_store(sdk: &SdkConfig, tables: &SimTables) -> DynamoSims {
-    DynamoSims::new(aws::dynamodb(sdk), &tables.sims, &tables.history)
+    DynamoSims::new(aws::dynamodb(sdk), &tables.sims, &tables.history).with_sync_table(&tables.sync)
 }

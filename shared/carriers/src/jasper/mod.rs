@@ -7,7 +7,7 @@
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, CarrierResponse};
 use crate::port::{
-    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage,
+    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage, ListedSims,
 };
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
@@ -149,6 +149,7 @@ impl JasperClient {
                     status: d.status,
                     rate_plan: d.rate_plan,
                     communication_plan: d.communication_plan,
+                    ..CarrierSim::default()
                 })
                 .collect(),
             more: !page.last_page,
@@ -295,6 +296,53 @@ pub fn edit_for(change: &ChangeSpec, device: &DeviceEdit) -> Result<Value, Carri
 impl CarrierPort for JasperClient {
     fn carrier(&self) -> Carrier {
         Carrier::Jasper
+    }
+
+    fn lists_changes_since(&self) -> bool {
+        true
+    }
+
+    /// Search Devices, oldest change first. The position is `<since ms>:<page>`: each page
+    /// starts again from the newest change it has seen rather than counting pages, so a SIM
+    /// changed mid-listing (which moves to the end) never shifts an unread one out of reach.
+    async fn list_sims(
+        &self,
+        position: Option<&str>,
+        since: Option<OffsetDateTime>,
+        journal: &CallJournal,
+    ) -> Result<ListedSims, CarrierError> {
+        let (since_ms, page_number) = match position {
+            None => (since.map_or(0, cellbridge_core::clock::epoch_ms), 1),
+            Some(position) => position
+                .split_once(':')
+                .and_then(|(ms, page)| Some((ms.parse::<i64>().ok()?, page.parse::<u32>().ok()?)))
+                .ok_or_else(|| CarrierError::Permanent {
+                    code: "position".into(),
+                    message: format!("not a Jasper listing position: {position}"),
+                })?,
+        };
+        let page = self
+            .search_devices(
+                cellbridge_core::clock::from_epoch_ms(since_ms),
+                page_number,
+                journal,
+            )
+            .await?;
+        let newest = page
+            .sims
+            .iter()
+            .filter_map(|sim| sim.updated_at)
+            .map(cellbridge_core::clock::epoch_ms)
+            .max();
+        let next = page.more.then(|| match newest {
+            Some(newest) if newest > since_ms => format!("{newest}:1"),
+            // A whole page changed at the same instant: only counting pages gets past it.
+            _ => format!("{since_ms}:{}", page_number + 1),
+        });
+        Ok(ListedSims {
+            sims: page.sims,
+            next,
+        })
     }
 
     async fn read_device(

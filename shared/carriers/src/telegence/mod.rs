@@ -15,7 +15,10 @@
 
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, CarrierResponse};
-use crate::port::{CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, RequestProgress};
+use crate::port::{
+    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, ListedSims,
+    RequestProgress,
+};
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Label, StatusAction,
@@ -511,6 +514,31 @@ impl TelegenceClient {
 impl CarrierPort for TelegenceClient {
     fn carrier(&self) -> Carrier {
         Carrier::Telegence
+    }
+
+    /// Every subscriber by number, with its MSISDN (the subscriber number) and IMEI.
+    async fn list_sims(
+        &self,
+        position: Option<&str>,
+        _since: Option<time::OffsetDateTime>,
+        journal: &CallJournal,
+    ) -> Result<ListedSims, CarrierError> {
+        let page = self.list_subscribers(position, journal).await?;
+        Ok(ListedSims {
+            sims: page
+                .subscribers
+                .into_iter()
+                .map(|subscriber| CarrierSim {
+                    iccid: subscriber.iccid,
+                    status: subscriber.status,
+                    rate_plan: subscriber.rate_plan_code,
+                    msisdn: Some(subscriber.subscriber_number),
+                    imei: subscriber.imei,
+                    ..CarrierSim::default()
+                })
+                .collect(),
+            next: page.next_page_token,
+        })
     }
 
     fn batch_limit(&self, change: &ChangeSpec) -> usize {

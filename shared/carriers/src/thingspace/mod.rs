@@ -17,7 +17,7 @@
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, transport, CarrierResponse};
 use crate::port::{
-    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage,
+    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage, ListedSims,
     RequestProgress,
 };
 use async_trait::async_trait;
@@ -161,6 +161,18 @@ struct ListAnswer {
 }
 
 impl ListedDevice {
+    /// The identifier of `kind` (any case), when the device has one.
+    fn id_of(&self, kind: &str) -> Option<String> {
+        self.device_ids
+            .iter()
+            .find(|id| {
+                id.kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(kind))
+            })
+            .and_then(|id| id.id.clone())
+    }
+
     fn iccid(&self) -> Option<&str> {
         self.device_ids
             .iter()
@@ -837,6 +849,8 @@ impl ThingSpaceClient {
             .into_iter()
             .filter_map(|device| {
                 let iccid = device.iccid()?.to_owned();
+                let msisdn = device.id_of("msisdn").or_else(|| device.id_of("mdn"));
+                let imei = device.id_of("imei");
                 let carrier = device.carrier_informations.into_iter().next();
                 Some(CarrierSim {
                     iccid,
@@ -845,8 +859,9 @@ impl ThingSpaceClient {
                         .and_then(|c| c.state.clone())
                         .unwrap_or_default(),
                     rate_plan: carrier.and_then(|c| c.service_plan),
-                    communication_plan: None,
-                    updated_at: None,
+                    msisdn,
+                    imei,
+                    ..CarrierSim::default()
                 })
             })
             .collect();
@@ -901,6 +916,24 @@ impl ThingSpaceClient {
 impl CarrierPort for ThingSpaceClient {
     fn carrier(&self) -> Carrier {
         Carrier::ThingSpace
+    }
+
+    /// The account's devices in pages; the position is the last ICCID of the page before.
+    async fn list_sims(
+        &self,
+        position: Option<&str>,
+        _since: Option<time::OffsetDateTime>,
+        journal: &CallJournal,
+    ) -> Result<ListedSims, CarrierError> {
+        let page = self.list_devices(position, journal).await?;
+        let next = page
+            .more
+            .then(|| page.sims.last().map(|sim| sim.iccid.clone()))
+            .flatten();
+        Ok(ListedSims {
+            sims: page.sims,
+            next,
+        })
     }
 
     fn batch_limit(&self, change: &ChangeSpec) -> usize {

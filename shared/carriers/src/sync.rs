@@ -1,0 +1,786 @@
+//! The carrier sync of one service provider: lists the account's SIMs page by page at the
+//! account's pace, compares each with the inventory and writes only what changed, conditional on
+//! the stored version. The first run imports everything; later runs list only the changes since
+//! the watermark where the carrier can (Jasper), else everything again, and a complete full
+//! listing marks the SIMs it no longer shows as vanished. Every page is a checkpoint: a run cut
+//! short (a crash, the function's time running out) resumes from the last page it finished.
+
+use crate::account::CarrierAccount;
+use crate::error::CarrierError;
+use crate::port::{CallJournal, CarrierSim, ListedSims};
+use crate::provider::ServiceProvider;
+use cellbridge_bulk_changes::capabilities::capabilities;
+use cellbridge_core::store::{PageRequest, StoreError};
+use cellbridge_core::tenant::TenantId;
+use cellbridge_sims::ports::{SimStore, SyncStateStore, Written};
+use cellbridge_sims::query::{SimFilter, SimQuery};
+use cellbridge_sims::sim::{
+    CycleUsage, LastChange, Sim, SimEvent, SimEventKind, SimSource, SimStatus,
+};
+use cellbridge_sims::sync::{SyncLease, SyncRun, SyncState, SyncSummary};
+use std::collections::HashSet;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// How long a run holds its provider: longer than one invocation's work between checkpoints, so
+/// a run that died frees the provider soon after.
+pub const LEASE: time::Duration = time::Duration::minutes(16);
+
+/// Listing calls that fail for a passing reason are tried this many times in all.
+const LISTING_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The inventory or the sync state could not be read or written: try again later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SyncError::Store(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// How one step of a sync ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStep {
+    /// The run finished (or stopped on a carrier refusal, which its summary names).
+    Finished(SyncSummary),
+    /// Time ran out with pages left: run another step to go on.
+    Continue,
+    /// Another holder runs this provider's sync.
+    Busy,
+    /// The carrier refused these credentials before: nothing is tried until they change.
+    CredentialsRefused,
+}
+
+/// What a step needs besides the carrier account.
+pub struct SyncPorts<'a> {
+    pub sims: &'a dyn SimStore,
+    pub states: &'a dyn SyncStateStore,
+}
+
+/// The inventory record `listed` makes of `stored` (or of nothing, for a SIM new to the
+/// inventory) and its history entry; `None` when the carrier shows nothing new. A listing that
+/// does not give a field (`None`) leaves the stored value as it is.
+pub fn synced(
+    stored: Option<&Sim>,
+    listed: &CarrierSim,
+    provider: &ServiceProvider,
+    at: OffsetDateTime,
+) -> Option<(Sim, SimEvent)> {
+    let source = SimSource::CarrierSync {
+        service_provider_id: provider.id.clone(),
+    };
+    let base = stored.cloned().unwrap_or_else(|| Sim {
+        iccid: listed.iccid.clone(),
+        msisdn: None,
+        imsi: None,
+        imei: None,
+        carrier: provider.carrier,
+        service_provider_id: Some(provider.id.clone()),
+        status: SimStatus::Unknown,
+        carrier_status: None,
+        rate_plan: None,
+        comm_plan: None,
+        customer: None,
+        cost_center: None,
+        username: None,
+        device_id: None,
+        usage: CycleUsage::default(),
+        last_change: LastChange {
+            source: source.clone(),
+            at,
+        },
+        vanished_at: None,
+        version: 0,
+    });
+    let mut next = base.clone();
+    next.carrier = provider.carrier;
+    next.service_provider_id = Some(provider.id.clone());
+    next.status = capabilities(provider.carrier).normalize(&listed.status);
+    next.carrier_status = Some(listed.status.clone());
+    let keep_or = |listed: &Option<String>, stored: &Option<String>| {
+        listed.clone().or_else(|| stored.clone())
+    };
+    next.rate_plan = keep_or(&listed.rate_plan, &base.rate_plan);
+    next.comm_plan = keep_or(&listed.communication_plan, &base.comm_plan);
+    next.msisdn = keep_or(&listed.msisdn, &base.msisdn);
+    next.imsi = keep_or(&listed.imsi, &base.imsi);
+    next.imei = keep_or(&listed.imei, &base.imei);
+    next.vanished_at = None;
+    let kind = if stored.is_none() {
+        SimEventKind::Imported
+    } else if base.vanished_at.is_some() {
+        SimEventKind::Reappeared
+    } else if next.same_carrier_view(&base) {
+        return None;
+    } else {
+        SimEventKind::Changed
+    };
+    let changes = next.changes_since(&base);
+    next.version = base.version + 1;
+    next.last_change = LastChange {
+        source: source.clone(),
+        at,
+    };
+    Some((
+        next,
+        SimEvent {
+            at,
+            source,
+            kind,
+            changes,
+        },
+    ))
+}
+
+/// Runs `provider`'s sync until it finishes or `deadline` comes, as `holder`. `clock` tells the
+/// time of each write (a run lasts minutes).
+pub async fn sync_step(
+    ports: &SyncPorts<'_>,
+    account: &CarrierAccount,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    holder: &str,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+    deadline: Instant,
+) -> Result<SyncStep, SyncError> {
+    let mut state = ports
+        .states
+        .get_sync(tenant, &provider.id)
+        .await?
+        .unwrap_or_else(|| SyncState::new(&provider.id));
+    if state.refused_provider_version == Some(provider.version) {
+        return Ok(SyncStep::CredentialsRefused);
+    }
+    let now = clock();
+    if state.held_by_another(holder, now) {
+        return Ok(SyncStep::Busy);
+    }
+    let incremental = account.port.lists_changes_since() && state.watermark.is_some();
+    let mut run = match state.run.take() {
+        Some(mut run) => {
+            run.resumed = true;
+            run
+        }
+        None => SyncRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            started_at: now,
+            full: !incremental,
+            since: if incremental { state.watermark } else { None },
+            position: None,
+            newest_change: None,
+            resumed: false,
+            counts: Default::default(),
+        },
+    };
+    state.refused_provider_version = None;
+    state.lease = Some(SyncLease {
+        holder: holder.to_owned(),
+        until: now + LEASE,
+    });
+    state.run = Some(run.clone());
+    if !save(ports, tenant, &mut state).await? {
+        return Ok(SyncStep::Busy);
+    }
+    tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        if Instant::now() >= deadline {
+            state.run = Some(run);
+            save(ports, tenant, &mut state).await?;
+            return Ok(SyncStep::Continue);
+        }
+        let page = match list_page(account, &run).await {
+            Ok((page, calls)) => {
+                run.counts.calls += calls;
+                page
+            }
+            Err((error, calls)) => {
+                run.counts.calls += calls;
+                if error == CarrierError::AuthFailed {
+                    state.refused_provider_version = Some(provider.version);
+                }
+                let reason = format!("listing the SIMs failed: {error}");
+                tracing::warn!(provider = %provider.id, %error, "sync stopped");
+                return finish(ports, tenant, &mut state, run, false, Some(reason), clock).await;
+            }
+        };
+        compare_page(ports, tenant, provider, &page, &mut run, &mut seen, clock).await?;
+        run.position = page.next.clone();
+        if page.next.is_none() {
+            let vanish_checked = run.full && !run.resumed;
+            if vanish_checked {
+                mark_vanished(ports, tenant, provider, &seen, &mut run, clock).await?;
+            }
+            return finish(ports, tenant, &mut state, run, vanish_checked, None, clock).await;
+        }
+        state.run = Some(run.clone());
+        state.lease = Some(SyncLease {
+            holder: holder.to_owned(),
+            until: clock() + LEASE,
+        });
+        if !save(ports, tenant, &mut state).await? {
+            // Another holder took the run over (this one was presumed dead): leave it to them.
+            return Ok(SyncStep::Busy);
+        }
+    }
+}
+
+/// Writes `state` as its next version; false when another writer came first.
+async fn save(
+    ports: &SyncPorts<'_>,
+    tenant: &TenantId,
+    state: &mut SyncState,
+) -> Result<bool, SyncError> {
+    state.version += 1;
+    match ports.states.put_sync(tenant, state).await? {
+        Written::Written => Ok(true),
+        Written::Conflict => Ok(false),
+    }
+}
+
+async fn finish(
+    ports: &SyncPorts<'_>,
+    tenant: &TenantId,
+    state: &mut SyncState,
+    run: SyncRun,
+    vanish_checked: bool,
+    error: Option<String>,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<SyncStep, SyncError> {
+    if error.is_none() {
+        // The carrier's own clock: changes it lists later are after this one.
+        if let Some(newest) = run.newest_change {
+            state.watermark = Some(state.watermark.map_or(newest, |w| w.max(newest)));
+        } else if state.watermark.is_none() {
+            state.watermark = Some(run.started_at);
+        }
+    }
+    let summary = SyncSummary {
+        run_id: run.id,
+        started_at: run.started_at,
+        finished_at: clock(),
+        full: run.full,
+        counts: run.counts,
+        vanish_checked,
+        error,
+    };
+    tracing::info!(
+        listed = summary.counts.listed,
+        written = summary.counts.written(),
+        calls = summary.counts.calls,
+        error = summary.error.as_deref(),
+        "sync run finished"
+    );
+    state.run = None;
+    state.lease = None;
+    state.last_run = Some(summary.clone());
+    save(ports, tenant, state).await?;
+    Ok(SyncStep::Finished(summary))
+}
+
+/// One listing call at the account's pace, tried again on passing failures; the calls made.
+async fn list_page(
+    account: &CarrierAccount,
+    run: &SyncRun,
+) -> Result<(ListedSims, u64), (CarrierError, u64)> {
+    let mut calls = 0;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        calls += 1;
+        let journal = CallJournal::default();
+        let result = account
+            .paced(
+                account
+                    .port
+                    .list_sims(run.position.as_deref(), run.since, &journal),
+            )
+            .await;
+        match result {
+            Ok(page) => return Ok((page, calls)),
+            Err(error) if error.is_retryable() && calls < u64::from(LISTING_ATTEMPTS) => {
+                let pause = error.carrier_wait().unwrap_or(wait).max(wait);
+                tracing::info!(%error, ?pause, "listing call failed; trying again");
+                tokio::time::sleep(pause).await;
+                wait *= 2;
+            }
+            Err(error) => return Err((error, calls)),
+        }
+    }
+}
+
+async fn compare_page(
+    ports: &SyncPorts<'_>,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    page: &ListedSims,
+    run: &mut SyncRun,
+    seen: &mut HashSet<String>,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<(), SyncError> {
+    let iccids: Vec<String> = page.sims.iter().map(|sim| sim.iccid.clone()).collect();
+    let stored: std::collections::HashMap<String, Sim> = ports
+        .sims
+        .get_sims(tenant, &iccids)
+        .await?
+        .into_iter()
+        .map(|sim| (sim.iccid.clone(), sim))
+        .collect();
+    for listed in &page.sims {
+        run.counts.listed += 1;
+        seen.insert(listed.iccid.clone());
+        if let Some(updated) = listed.updated_at {
+            run.newest_change = Some(run.newest_change.map_or(updated, |n| n.max(updated)));
+        }
+        let mut current = stored.get(&listed.iccid).cloned();
+        // A conflict means another writer (a bulk change's outcome) came in between: compare
+        // once more with what it wrote, then leave it to the next run.
+        for attempt in 0..2 {
+            let Some((sim, event)) = synced(current.as_ref(), listed, provider, clock()) else {
+                run.counts.unchanged += 1;
+                break;
+            };
+            let kind = event.kind;
+            let stored_version = current.as_ref().map(|s| s.version);
+            match ports
+                .sims
+                .put_sim(tenant, &sim, stored_version, &event)
+                .await?
+            {
+                Written::Written => {
+                    count(run, kind);
+                    break;
+                }
+                Written::Conflict if attempt == 0 => {
+                    current = ports.sims.get_sim(tenant, &listed.iccid).await?;
+                }
+                Written::Conflict => run.counts.conflicts += 1,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count(run: &mut SyncRun, kind: SimEventKind) {
+    let counter = match kind {
+        SimEventKind::Imported => &mut run.counts.imported,
+        SimEventKind::Changed => &mut run.counts.changed,
+        SimEventKind::Vanished => &mut run.counts.vanished,
+        SimEventKind::Reappeared => &mut run.counts.reappeared,
+    };
+    *counter += 1;
+}
+
+/// Marks the provider's SIMs that a complete listing did not show.
+async fn mark_vanished(
+    ports: &SyncPorts<'_>,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    seen: &HashSet<String>,
+    run: &mut SyncRun,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<(), SyncError> {
+    let query = SimQuery {
+        filter: SimFilter {
+            service_provider_id: Some(provider.id.clone()),
+            ..SimFilter::default()
+        },
+        ..SimQuery::default()
+    };
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .sims
+            .list_sims(
+                tenant,
+                &query,
+                &PageRequest {
+                    limit: 1000,
+                    cursor,
+                },
+            )
+            .await?;
+        for sim in page.items {
+            if seen.contains(&sim.iccid) || sim.vanished_at.is_some() {
+                continue;
+            }
+            let at = clock();
+            let mut gone = sim.clone();
+            gone.vanished_at = Some(at);
+            gone.version += 1;
+            let source = SimSource::CarrierSync {
+                service_provider_id: provider.id.clone(),
+            };
+            gone.last_change = LastChange {
+                source: source.clone(),
+                at,
+            };
+            let event = SimEvent {
+                at,
+                source,
+                kind: SimEventKind::Vanished,
+                changes: Vec::new(),
+            };
+            match ports
+                .sims
+                .put_sim(tenant, &gone, Some(sim.version), &event)
+                .await?
+            {
+                Written::Written => run.counts.vanished += 1,
+                Written::Conflict => run.counts.conflicts += 1,
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountLimits;
+    use crate::port::{CarrierDevice, CarrierOutcome, CarrierPort};
+    use crate::provider::parse_new_provider;
+    use async_trait::async_trait;
+    use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
+    use cellbridge_sims::memory::MemorySims;
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    const PAGE: usize = 3;
+
+    /// A carrier account's SIMs, listed 3 a page; each listing call takes a second.
+    struct FakeInventory {
+        carrier: Carrier,
+        incremental: bool,
+        sims: Mutex<Vec<CarrierSim>>,
+        calls: Mutex<u32>,
+        refuse: Mutex<bool>,
+    }
+
+    impl FakeInventory {
+        fn new(carrier: Carrier, incremental: bool, count: u32) -> Arc<Self> {
+            let sims = (0..count)
+                .map(|n| CarrierSim {
+                    iccid: cellbridge_core::testing::iccid(n),
+                    status: "ACTIVATED".into(),
+                    rate_plan: Some("IOT-1GB".into()),
+                    msisdn: Some(format!("1404{n:07}")),
+                    updated_at: Some(
+                        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(n.into()),
+                    ),
+                    ..CarrierSim::default()
+                })
+                .collect();
+            Arc::new(Self {
+                carrier,
+                incremental,
+                sims: Mutex::new(sims),
+                calls: Mutex::new(0),
+                refuse: Mutex::new(false),
+            })
+        }
+
+        fn calls(&self) -> u32 {
+            *self.calls.lock().expect("calls")
+        }
+
+        /// Changes SIM `n` in the carrier's portal at second `at`.
+        fn change_outside(&self, n: usize, status: &str, at: i64) {
+            let mut sims = self.sims.lock().expect("sims");
+            sims[n].status = status.into();
+            sims[n].updated_at = Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(at));
+        }
+    }
+
+    #[async_trait]
+    impl CarrierPort for FakeInventory {
+        fn carrier(&self) -> Carrier {
+            self.carrier
+        }
+
+        fn lists_changes_since(&self) -> bool {
+            self.incremental
+        }
+
+        async fn list_sims(
+            &self,
+            position: Option<&str>,
+            since: Option<OffsetDateTime>,
+            _journal: &CallJournal,
+        ) -> Result<ListedSims, CarrierError> {
+            *self.calls.lock().expect("calls") += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if *self.refuse.lock().expect("refuse") {
+                return Err(CarrierError::AuthFailed);
+            }
+            let skip: usize =
+                position
+                    .map_or(Ok(0), str::parse)
+                    .map_err(|_| CarrierError::Permanent {
+                        code: "position".into(),
+                        message: "bad".into(),
+                    })?;
+            let mut listed: Vec<CarrierSim> = self.sims.lock().expect("sims").clone();
+            if let Some(since) = since {
+                listed.retain(|sim| sim.updated_at.is_some_and(|at| at > since));
+            }
+            let page: Vec<CarrierSim> = listed.iter().skip(skip).take(PAGE).cloned().collect();
+            let next = (skip + PAGE < listed.len()).then(|| (skip + PAGE).to_string());
+            Ok(ListedSims { sims: page, next })
+        }
+
+        async fn read_device(
+            &self,
+            _device: &DeviceRef,
+            _journal: &CallJournal,
+        ) -> Result<CarrierDevice, CarrierError> {
+            Err(CarrierError::NotFound)
+        }
+
+        async fn apply(
+            &self,
+            _change: &ChangeSpec,
+            _requests: &[DeviceRequest],
+            _journal: &CallJournal,
+        ) -> Result<CarrierOutcome, CarrierError> {
+            Ok(CarrierOutcome::Completed)
+        }
+    }
+
+    fn provider(carrier: Carrier) -> ServiceProvider {
+        let body = match carrier {
+            Carrier::Jasper => {
+                json!({"name": "Ops", "carrier": "jasper", "endpoint": "http://127.0.0.1:1/",
+                "credentials": {"username": "ops", "apiKey": "k"}})
+            }
+            _ => {
+                json!({"name": "Ops", "carrier": carrier.as_str(), "endpoint": "http://127.0.0.1:1/",
+                "settings": {"accountName": "0000123456-00001"},
+                "credentials": {"username": "ops", "password": "p", "appKey": "a", "appSecret": "b"}})
+            }
+        };
+        let new = parse_new_provider(body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("provider for {carrier:?}: {e:?}"));
+        new.into_provider(
+            TenantId::parse("demo").expect("tenant"),
+            "sp-1".into(),
+            "secret".into(),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    struct World {
+        sims: MemorySims,
+        carrier: Arc<FakeInventory>,
+        account: CarrierAccount,
+        provider: ServiceProvider,
+        tenant: TenantId,
+    }
+
+    fn world(carrier: Carrier, incremental: bool, count: u32) -> World {
+        let inventory = FakeInventory::new(carrier, incremental, count);
+        let limits = AccountLimits {
+            calls_per_second: 100,
+            burst: 10,
+            max_in_flight: 1,
+        };
+        World {
+            sims: MemorySims::default(),
+            account: CarrierAccount::new(inventory.clone(), limits, Vec::new()),
+            carrier: inventory,
+            provider: provider(carrier),
+            tenant: TenantId::parse("demo").expect("tenant"),
+        }
+    }
+
+    impl World {
+        async fn step(&self, holder: &str, budget: Duration) -> SyncStep {
+            let ports = SyncPorts {
+                sims: &self.sims,
+                states: &self.sims,
+            };
+            let clock = || OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);
+            sync_step(
+                &ports,
+                &self.account,
+                &self.tenant,
+                &self.provider,
+                holder,
+                &clock,
+                Instant::now() + budget,
+            )
+            .await
+            .expect("sync step")
+        }
+
+        async fn finished(&self) -> SyncSummary {
+            match self.step("a", Duration::from_secs(3600)).await {
+                SyncStep::Finished(summary) => summary,
+                other => panic!("not finished: {other:?}"),
+            }
+        }
+
+        fn sim(&self, n: u32) -> Sim {
+            self.sims
+                .all(&self.tenant)
+                .into_iter()
+                .find(|sim| sim.iccid == cellbridge_core::testing::iccid(n))
+                .expect("in the inventory")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_listing_imports_once_then_writes_only_what_changed_and_what_vanished() {
+        let w = world(Carrier::ThingSpace, false, 10);
+        w.carrier
+            .sims
+            .lock()
+            .expect("sims")
+            .iter_mut()
+            .for_each(|sim| sim.status = "active".into());
+        let first = w.finished().await;
+        assert_eq!(
+            (
+                first.counts.imported,
+                first.counts.listed,
+                first.counts.calls
+            ),
+            (10, 10, 4)
+        );
+        assert!(first.vanish_checked && first.error.is_none());
+        let sim = w.sim(4);
+        assert_eq!(sim.status, SimStatus::Active);
+        assert_eq!(sim.carrier_status.as_deref(), Some("active"));
+        assert_eq!(sim.msisdn.as_deref(), Some("14040000004"));
+        assert_eq!(sim.service_provider_id.as_deref(), Some("sp-1"));
+
+        let again = w.finished().await;
+        assert_eq!((again.counts.unchanged, again.counts.written()), (10, 0));
+
+        w.carrier.change_outside(2, "suspend", 100);
+        w.carrier.change_outside(7, "deactive", 101);
+        w.carrier.sims.lock().expect("sims").remove(9);
+        let drift = w.finished().await;
+        assert_eq!(
+            (
+                drift.counts.changed,
+                drift.counts.vanished,
+                drift.counts.unchanged
+            ),
+            (2, 1, 7)
+        );
+        assert_eq!(w.sim(2).status, SimStatus::Suspended);
+        assert_eq!(w.sim(7).status, SimStatus::Deactivated);
+        assert!(w.sim(9).vanished_at.is_some());
+        assert_eq!(
+            w.sim(2).last_change.source,
+            SimSource::CarrierSync {
+                service_provider_id: "sp-1".into()
+            }
+        );
+        let history = w
+            .sims
+            .sim_history(
+                &w.tenant,
+                &w.sim(2).iccid,
+                &PageRequest {
+                    limit: 10,
+                    cursor: None,
+                },
+            )
+            .await
+            .expect("history");
+        let kinds: Vec<SimEventKind> = history.items.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [SimEventKind::Changed, SimEventKind::Imported]);
+        assert_eq!(history.items[0].changes[0].from.as_deref(), Some("active"));
+
+        // Listed again: it reappears.
+        w.carrier.sims.lock().expect("sims").push(CarrierSim {
+            iccid: cellbridge_core::testing::iccid(9),
+            status: "active".into(),
+            ..CarrierSim::default()
+        });
+        let back = w.finished().await;
+        assert_eq!(back.counts.reappeared, 1);
+        assert!(w.sim(9).vanished_at.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_carrier_that_lists_changes_is_asked_only_for_those_after_the_first_import() {
+        let w = world(Carrier::Jasper, true, 30);
+        let first = w.finished().await;
+        assert!(first.full);
+        assert_eq!(first.counts.imported, 30);
+        let calls = w.carrier.calls();
+        w.carrier.change_outside(5, "DEACTIVATED", 1_000);
+        let second = w.finished().await;
+        assert!(!second.full && !second.vanish_checked);
+        assert_eq!((second.counts.listed, second.counts.changed), (1, 1));
+        assert_eq!(
+            w.carrier.calls() - calls,
+            1,
+            "one page of changes, not 10 of everything"
+        );
+        assert_eq!(w.sim(5).status, SimStatus::Deactivated);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_cut_short_resumes_from_its_last_page() {
+        let w = world(Carrier::ThingSpace, false, 12);
+        // Each listing call takes a second: two pages fit before the deadline.
+        assert_eq!(
+            w.step("a", Duration::from_millis(1_500)).await,
+            SyncStep::Continue
+        );
+        assert_eq!(w.sims.all(&w.tenant).len(), 6);
+        assert_eq!(
+            w.step("b", Duration::from_secs(60)).await,
+            SyncStep::Busy,
+            "held by the first until its lease ends"
+        );
+        let rest = w.finished().await;
+        assert_eq!(rest.counts.listed, 12, "the run's counts carry over");
+        assert_eq!(rest.counts.calls, 4, "no page listed twice");
+        assert!(
+            !rest.vanish_checked,
+            "a resumed run does not know every SIM it saw"
+        );
+        assert_eq!(w.sims.all(&w.tenant).len(), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_are_not_tried_again_until_they_change() {
+        let mut w = world(Carrier::ThingSpace, false, 5);
+        *w.carrier.refuse.lock().expect("refuse") = true;
+        let refused = w.finished().await;
+        assert!(
+            refused
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("credentials")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            w.carrier.calls(),
+            1,
+            "an authentication failure is not retried"
+        );
+        assert_eq!(
+            w.step("a", Duration::from_secs(60)).await,
+            SyncStep::CredentialsRefused
+        );
+        assert_eq!(w.carrier.calls(), 1, "and no later run logs in with them");
+        *w.carrier.refuse.lock().expect("refuse") = false;
+        w.provider.version += 1;
+        assert_eq!(w.finished().await.counts.imported, 5);
+    }
+}
