@@ -22,6 +22,7 @@ const FUNCTIONS: &[(&str, Reader)] = &[
     ("bulk-scheduler", reads::<bulk_scheduler::Config>),
     ("bulk-status", reads::<bulk_status::Config>),
     ("carrier-callbacks", reads::<carrier_callbacks::Config>),
+    ("carrier-sync", reads::<carrier_sync::Config>),
     ("carrier-worker", reads::<carrier_worker::Config>),
     ("command-ack", reads::<command_ack::Config>),
     ("command-sweep", reads::<command_sweep::Config>),

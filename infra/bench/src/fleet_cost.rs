@@ -340,6 +340,7 @@ pub(crate) fn flow_of_function(binary: &str) -> &str {
         | "service-providers" | "sim-api" => "API",
         "bulk-intake" | "bulk-planner" | "bulk-scheduler" | "carrier-worker"
         | "carrier-callbacks" => "bulk changes",
+        "carrier-sync" => "carrier sync",
         other => other,
     }
 }

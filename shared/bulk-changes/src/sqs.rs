@@ -74,53 +74,85 @@ impl SqsQueues {
     pub fn new(client: Client, urls: QueueUrls) -> Self {
         Self { client, urls }
     }
+}
 
-    /// Sends one batch; returns the entries SQS refused.
-    async fn send_once(
-        &self,
-        queue_url: &str,
-        batch: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
-        let output = self
-            .client
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(batch.clone()))
-            .send()
-            .await
-            .map_err(queue_failure)?;
-        Ok(batch
-            .into_iter()
-            .filter(|entry| output.failed().iter().any(|f| f.id() == entry.id()))
-            .collect())
-    }
+/// Sends one batch; returns the entries SQS refused.
+async fn send_once(
+    client: &Client,
+    queue_url: &str,
+    batch: Vec<SendMessageBatchRequestEntry>,
+) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
+    let output = client
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(batch.clone()))
+        .send()
+        .await
+        .map_err(queue_failure)?;
+    Ok(batch
+        .into_iter()
+        .filter(|entry| output.failed().iter().any(|f| f.id() == entry.id()))
+        .collect())
+}
 
-    /// Sends one batch, resending only what SQS refused, with backoff on transport errors.
-    async fn send_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<(), QueueError> {
-        let mut pending = entries;
-        for _ in 0..4 {
-            let batch = pending;
-            pending = (|| self.send_once(queue_url, batch.clone()))
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(50))
-                        .with_max_times(3),
-                )
-                .when(QueueError::is_retryable)
-                .await?;
-            if pending.is_empty() {
-                return Ok(());
-            }
+/// Sends one batch, resending only what SQS refused, with backoff on transport errors.
+async fn send_batch(
+    client: &Client,
+    queue_url: &str,
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<(), QueueError> {
+    let mut pending = entries;
+    for _ in 0..4 {
+        let batch = pending;
+        pending = (|| send_once(client, queue_url, batch.clone()))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_times(3),
+            )
+            .when(QueueError::is_retryable)
+            .await?;
+        if pending.is_empty() {
+            return Ok(());
         }
-        Err(QueueError::Unavailable(format!(
-            "{} messages were refused by SQS after retries",
-            pending.len()
-        )))
     }
+    Err(QueueError::Unavailable(format!(
+        "{} messages were refused by SQS after retries",
+        pending.len()
+    )))
+}
+
+/// Sends `messages` as JSON to `queue_url` in batches of 10, each held back `delay` (at most 15
+/// minutes); all are sent or the error says how many were not.
+pub async fn send_json_batches<T: serde::Serialize>(
+    client: &Client,
+    queue_url: &str,
+    messages: &[T],
+    delay: Duration,
+) -> Result<(), QueueError> {
+    let delay_seconds = delay.as_secs().min(MAX_DELAY_SECONDS) as i32;
+    let batches = messages
+        .chunks(BATCH_SIZE)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, message)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(to_json(message)?)
+                        .delay_seconds(delay_seconds)
+                        .build()
+                        .map_err(|e| QueueError::Rejected(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    stream::iter(batches)
+        .map(|batch| send_batch(client, queue_url, batch))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
 }
 
 #[async_trait]
@@ -142,29 +174,6 @@ impl WorkQueues for SqsQueues {
         messages: &[WorkMessage],
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let queue_url = self.urls.work(carrier);
-        let delay_seconds = delay.as_secs().min(MAX_DELAY_SECONDS) as i32;
-        let batches = messages
-            .chunks(BATCH_SIZE)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, message)| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(to_json(message)?)
-                            .delay_seconds(delay_seconds)
-                            .build()
-                            .map_err(|e| QueueError::Rejected(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        stream::iter(batches)
-            .map(|batch| self.send_batch(queue_url, batch))
-            .buffer_unordered(BATCHES_IN_FLIGHT)
-            .try_collect::<()>()
-            .await
+        send_json_batches(&self.client, self.urls.work(carrier), messages, delay).await
     }
 }

@@ -18,6 +18,7 @@ pub mod provider_probe;
 pub mod provider_secrets;
 pub mod retry;
 pub mod sync;
+pub mod sync_queue;
 pub mod telegence;
 pub mod thingspace;
 pub mod wiring;

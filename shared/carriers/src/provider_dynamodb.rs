@@ -106,6 +106,37 @@ impl ProviderStore for DynamoProviders {
         Ok(out.attributes.is_some_and(|old| !old.is_empty()))
     }
 
+    async fn every_provider(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let mut providers = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("tenant, id")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                let (Some(tenant), Some(id)) = (text("tenant"), text("id")) else {
+                    return Err(StoreError::Corrupt(
+                        "a provider item without its keys".into(),
+                    ));
+                };
+                let tenant = TenantId::parse(&tenant)
+                    .ok_or_else(|| StoreError::Corrupt(format!("provider tenant {tenant}")))?;
+                providers.push((tenant, id));
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(providers),
+            }
+        }
+    }
+
     async fn list_providers(
         &self,
         tenant: &TenantId,

@@ -61,6 +61,14 @@ impl ProviderStore for MemoryProviders {
             .is_some())
     }
 
+    async fn every_provider(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
+        Ok(self
+            .locked()
+            .values()
+            .map(|p| (p.tenant.clone(), p.id.clone()))
+            .collect())
+    }
+
     async fn list_providers(
         &self,
         tenant: &TenantId,

@@ -31,6 +31,9 @@ pub trait ProviderStore: Send + Sync {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<ServiceProvider>, StoreError>;
+
+    /// Every tenant's providers, as (tenant, id): what the scheduled carrier sync goes through.
+    async fn every_provider(&self) -> Result<Vec<(TenantId, String)>, StoreError>;
 }
 
 /// Why a vault call failed.

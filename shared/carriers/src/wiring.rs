@@ -79,3 +79,22 @@ pub fn provider_accounts(
         Some(gate),
     ))
 }
+
+/// The accounts of tenants' service providers alone (the carrier sync has no deployment-wide
+/// accounts), paced across instances like the worker's.
+pub fn provider_accounts_only(
+    sdk: &SdkConfig,
+    providers: &ProvidersConfig,
+    idempotency_table: &str,
+) -> crate::provider_accounts::ProviderAccounts {
+    let gate = account_gate(sdk, idempotency_table);
+    crate::provider_accounts::ProviderAccounts::new(
+        crate::account::SharedAccounts::default(),
+        Arc::new(provider_store(sdk, providers)),
+        Arc::new(credential_vault(sdk)),
+        Some(gate),
+    )
+}
+
+/// Variable holding the URL of the carrier sync queue.
+pub const SYNC_QUEUE_ENV: &str = "SYNC_QUEUE_URL";

@@ -1,0 +1,349 @@
+//! The carrier sync: on its schedule it queues one sync per service provider of every tenant;
+//! each queued sync runs the provider's listing against the inventory until it finishes or the
+//! function's time runs short, and then queues itself to go on from its last page.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use cellbridge_bulk_changes::ports::QueueError;
+use cellbridge_carriers::account::{AccountLookupError, CarrierAccounts};
+use cellbridge_carriers::provider_ports::ProviderStore;
+use cellbridge_carriers::sync::{sync_step, SyncError, SyncPorts, SyncStep};
+use cellbridge_carriers::sync_queue::{SyncQueue, SyncRequest};
+use cellbridge_core::store::StoreError;
+use cellbridge_sims::ports::{SimStore, SyncStateStore};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start: the inventory and sync states,
+    /// the service providers and their credentials, the account gate (in the idempotency
+    /// table) and the sync queue.
+    pub struct Config {
+        pub sims: cellbridge_sims::wiring::SimTables,
+        pub providers: cellbridge_carriers::wiring::ProvidersConfig,
+        pub gate: GateTable,
+        pub queue: SyncQueueUrl,
+    }
+}
+
+/// `IDEMPOTENCY_TABLE`, where the account gate that paces calls across instances lives.
+#[derive(Debug, Clone)]
+pub struct GateTable(pub String);
+
+impl cellbridge_core::config::FromEnvironment for GateTable {
+    fn from_env(
+        env: &dyn cellbridge_core::config::Environment,
+    ) -> Result<Self, cellbridge_core::config::ConfigError> {
+        cellbridge_core::config::required(env, "IDEMPOTENCY_TABLE").map(Self)
+    }
+}
+
+/// `SYNC_QUEUE_URL`.
+#[derive(Debug, Clone)]
+pub struct SyncQueueUrl(pub String);
+
+impl cellbridge_core::config::FromEnvironment for SyncQueueUrl {
+    fn from_env(
+        env: &dyn cellbridge_core::config::Environment,
+    ) -> Result<Self, cellbridge_core::config::ConfigError> {
+        cellbridge_core::config::required(env, cellbridge_carriers::wiring::SYNC_QUEUE_ENV)
+            .map(Self)
+    }
+}
+
+/// Time kept back from the function's deadline to save the run's position and queue the rest.
+pub const WRAP_UP: Duration = Duration::from_secs(60);
+
+pub struct SyncFunctionPorts {
+    pub sims: Arc<dyn SimStore>,
+    pub states: Arc<dyn SyncStateStore>,
+    pub providers: Arc<dyn ProviderStore>,
+    pub accounts: Arc<dyn CarrierAccounts>,
+    pub queue: Arc<dyn SyncQueue>,
+    /// Who this instance is, as the holder of the runs it makes.
+    pub holder: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncFunctionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the service provider could not be read: {0}")]
+    Account(String),
+    #[error("not a sync request: {0}")]
+    Malformed(String),
+}
+
+/// What the schedule does: one queued sync per provider of every tenant (one already running
+/// answers its message with "busy", so an overlap costs a message, not a second run).
+pub async fn schedule(ports: &SyncFunctionPorts) -> Result<usize, SyncFunctionError> {
+    let requests: Vec<SyncRequest> = ports
+        .providers
+        .every_provider()
+        .await?
+        .into_iter()
+        .map(|(tenant, service_provider_id)| SyncRequest {
+            tenant,
+            service_provider_id,
+        })
+        .collect();
+    ports.queue.enqueue(&requests).await?;
+    tracing::info!(providers = requests.len(), "carrier syncs queued");
+    Ok(requests.len())
+}
+
+/// Runs the queued syncs of `event` until `deadline`.
+pub async fn handle(
+    ports: &SyncFunctionPorts,
+    event: SqsEvent,
+    deadline: Instant,
+) -> SqsBatchResponse {
+    cellbridge_edge::lambda::sqs_batch::process_batch(event, |record: SqsMessage| async move {
+        let request = serde_json::from_str::<SyncRequest>(record.body.as_deref().unwrap_or(""))
+            .map_err(|e| SyncFunctionError::Malformed(e.to_string()));
+        match request {
+            // A message that is not a sync request never becomes one: drop it, loudly.
+            Err(error) => {
+                tracing::error!(%error, "dropping a malformed sync message");
+                Ok(())
+            }
+            Ok(request) => sync(ports, &request, deadline).await.map(|_| ()),
+        }
+    })
+    .await
+}
+
+/// One provider's sync until `deadline`; a run left unfinished is queued to go on.
+pub async fn sync(
+    ports: &SyncFunctionPorts,
+    request: &SyncRequest,
+    deadline: Instant,
+) -> Result<SyncStep, SyncFunctionError> {
+    let span = tracing::info_span!("carrier_sync", tenant = %request.tenant, provider = %request.service_provider_id);
+    async {
+        let Some(provider) = ports
+            .providers
+            .get_provider(&request.tenant, &request.service_provider_id)
+            .await?
+        else {
+            tracing::info!("the provider was deleted; nothing to sync");
+            return Ok(SyncStep::Busy);
+        };
+        let account = match ports
+            .accounts
+            .account_for(&request.tenant, provider.carrier, Some(&provider.id))
+            .await
+        {
+            Ok(Some(account)) => account,
+            Ok(None) => return Err(SyncFunctionError::Account("no account".into())),
+            Err(AccountLookupError::Unavailable(why)) => {
+                return Err(SyncFunctionError::Account(why))
+            }
+            Err(AccountLookupError::Unusable(why)) => {
+                tracing::warn!(%why, "the provider makes no usable account; not synced");
+                return Ok(SyncStep::Busy);
+            }
+        };
+        let step_ports = SyncPorts {
+            sims: ports.sims.as_ref(),
+            states: ports.states.as_ref(),
+        };
+        let step = sync_step(
+            &step_ports,
+            &account,
+            &request.tenant,
+            &provider,
+            &ports.holder,
+            &OffsetDateTime::now_utc,
+            deadline,
+        )
+        .await?;
+        match &step {
+            SyncStep::Continue => ports.queue.enqueue(std::slice::from_ref(request)).await?,
+            SyncStep::Busy => tracing::info!("another instance runs this sync"),
+            SyncStep::CredentialsRefused => {
+                tracing::warn!("the carrier refused these credentials; waiting for new ones")
+            }
+            SyncStep::Finished(summary) => tracing::info!(
+                listed = summary.counts.listed,
+                written = summary.counts.written(),
+                error = summary.error.as_deref(),
+                "sync finished"
+            ),
+        }
+        Ok(step)
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
+    use cellbridge_carriers::account::{AccountLimits, CarrierAccount};
+    use cellbridge_carriers::error::CarrierError;
+    use cellbridge_carriers::port::{
+        CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, ListedSims,
+    };
+    use cellbridge_carriers::provider::parse_new_provider;
+    use cellbridge_carriers::provider_memory::MemoryProviders;
+    use cellbridge_carriers::sync_queue::MemorySyncQueue;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_sims::memory::MemorySims;
+
+    const SCHEDULED: &str = include_str!("../../../events/carrier-sync/scheduled.json");
+    const QUEUED: &str = include_str!("../../../events/carrier-sync/sync.json");
+
+    /// Telegence with 1,200 subscribers, 500 a page; a listing call takes 10 seconds.
+    struct Listing;
+
+    #[async_trait::async_trait]
+    impl CarrierPort for Listing {
+        fn carrier(&self) -> Carrier {
+            Carrier::Telegence
+        }
+
+        async fn list_sims(
+            &self,
+            position: Option<&str>,
+            _since: Option<OffsetDateTime>,
+            _journal: &CallJournal,
+        ) -> Result<ListedSims, CarrierError> {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let from: u32 = position.and_then(|p| p.parse().ok()).unwrap_or(0);
+            let to = (from + 500).min(1_200);
+            Ok(ListedSims {
+                sims: (from..to)
+                    .map(|n| CarrierSim {
+                        iccid: cellbridge_core::testing::iccid(n),
+                        status: "Active".into(),
+                        ..CarrierSim::default()
+                    })
+                    .collect(),
+                next: (to < 1_200).then(|| to.to_string()),
+            })
+        }
+
+        async fn read_device(
+            &self,
+            _: &DeviceRef,
+            _: &CallJournal,
+        ) -> Result<CarrierDevice, CarrierError> {
+            Err(CarrierError::NotFound)
+        }
+
+        async fn apply(
+            &self,
+            _: &ChangeSpec,
+            _: &[DeviceRequest],
+            _: &CallJournal,
+        ) -> Result<CarrierOutcome, CarrierError> {
+            Ok(CarrierOutcome::Completed)
+        }
+    }
+
+    struct OneAccount(Arc<CarrierAccount>);
+
+    #[async_trait::async_trait]
+    impl CarrierAccounts for OneAccount {
+        fn account(&self, _: &TenantId, _: Carrier) -> Option<Arc<CarrierAccount>> {
+            None
+        }
+
+        async fn account_for(
+            &self,
+            _: &TenantId,
+            _: Carrier,
+            _: Option<&str>,
+        ) -> Result<Option<Arc<CarrierAccount>>, AccountLookupError> {
+            Ok(Some(self.0.clone()))
+        }
+    }
+
+    async fn ports() -> (SyncFunctionPorts, Arc<MemorySims>, Arc<MemorySyncQueue>) {
+        let providers = Arc::new(MemoryProviders::default());
+        let body = serde_json::json!({"name": "Telegence", "carrier": "telegence",
+            "endpoint": "http://127.0.0.1:1/", "credentials": {"appId": "c", "appSecret": "s"}});
+        let provider = parse_new_provider(body.to_string().as_bytes())
+            .expect("valid")
+            .into_provider(
+                TenantId::parse("demo").expect("tenant"),
+                "sp-telegence".into(),
+                "secret".into(),
+                OffsetDateTime::UNIX_EPOCH,
+            );
+        providers.create_provider(&provider).await.expect("created");
+        let account = CarrierAccount::new(
+            Arc::new(Listing),
+            AccountLimits::documented(Carrier::Telegence),
+            Vec::new(),
+        );
+        let sims = Arc::new(MemorySims::default());
+        let queue = Arc::new(MemorySyncQueue::default());
+        let ports = SyncFunctionPorts {
+            sims: sims.clone(),
+            states: sims.clone(),
+            providers,
+            accounts: Arc::new(OneAccount(Arc::new(account))),
+            queue: queue.clone(),
+            holder: "test".into(),
+        };
+        (ports, sims, queue)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_schedule_queues_every_provider_and_a_sync_goes_on_until_done() {
+        let (ports, sims, queue) = ports().await;
+        let _: serde_json::Value = serde_json::from_str(SCHEDULED).expect("sample");
+        assert_eq!(schedule(&ports).await.expect("queued"), 1);
+        let queued = queue.drain();
+        assert_eq!(queued[0].service_provider_id, "sp-telegence");
+
+        // The sample event names the same provider. A page starts only before the deadline: with
+        // 15 s, pages start at 0 s and 10 s.
+        let event: SqsEvent = serde_json::from_str(QUEUED).expect("sample");
+        let response = handle(&ports, event, Instant::now() + Duration::from_secs(15)).await;
+        assert!(response.batch_item_failures.is_empty());
+        let tenant = TenantId::parse("demo").expect("tenant");
+        assert_eq!(sims.all(&tenant).len(), 1_000);
+        let again = queue.drain();
+        assert_eq!(again, queued, "the rest is queued to go on");
+
+        let step = sync(&ports, &again[0], Instant::now() + Duration::from_secs(600))
+            .await
+            .expect("sync");
+        assert!(
+            matches!(step, SyncStep::Finished(ref s) if s.counts.listed == 1_200),
+            "{step:?}"
+        );
+        assert_eq!(sims.all(&tenant).len(), 1_200);
+        assert!(queue.drain().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_malformed_message_is_dropped_and_a_deleted_provider_is_not_synced() {
+        let (ports, sims, queue) = ports().await;
+        let mut event: serde_json::Value = serde_json::from_str(QUEUED).expect("sample");
+        event["Records"][0]["body"] = serde_json::json!("not json");
+        let event: SqsEvent = serde_json::from_value(event).expect("event");
+        let response = handle(&ports, event, Instant::now() + Duration::from_secs(60)).await;
+        assert!(response.batch_item_failures.is_empty());
+        let gone = SyncRequest {
+            tenant: TenantId::parse("demo").expect("tenant"),
+            service_provider_id: "sp-gone".into(),
+        };
+        sync(&ports, &gone, Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("nothing to do");
+        assert!(sims.all(&gone.tenant).is_empty());
+        assert!(queue.drain().is_empty());
+    }
+}
