@@ -32,7 +32,12 @@ async fn main() -> Result<(), Error> {
                 let queued = carrier_sync::schedule(ports).await?;
                 return Ok::<_, Error>(serde_json::json!({ "queued": queued }));
             }
-            let remaining = Duration::from_millis(event.context.deadline.saturating_sub(time_ms()));
+            // A deadline already past is a runtime that sets none (local emulators send 1970):
+            // then the function's own timeout in the template, 15 minutes, is the budget.
+            let remaining = match event.context.deadline.checked_sub(time_ms()) {
+                Some(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => NO_DEADLINE_BUDGET,
+            };
             let deadline =
                 tokio::time::Instant::now() + remaining.saturating_sub(carrier_sync::WRAP_UP);
             let batch = serde_json::from_value(event.payload)?;
@@ -42,6 +47,8 @@ async fn main() -> Result<(), Error> {
     }))
     .await
 }
+
+const NO_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
 
 fn time_ms() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)

@@ -225,6 +225,54 @@ impl LocalCarriers {
             .map_err(|e| anyhow::anyhow!("registering the ThingSpace callback listener: {e}"))
     }
 
+    /// Puts SIMs `iccids` at the carriers, one in three each, as an inventory looks: most in
+    /// service, one in 20 suspended and one in 20 not yet activated, and a third of Jasper's
+    /// moved to another rate plan in Control Center. Returns the ICCIDs by carrier.
+    pub fn seed_inventory(&self, iccids: &[String]) -> [(&'static str, Vec<String>); 3] {
+        let sims = &self.server.sims;
+        let mut by_carrier: [(&'static str, Vec<String>); 3] = [
+            ("jasper", Vec::new()),
+            ("thingSpace", Vec::new()),
+            ("telegence", Vec::new()),
+        ];
+        for (n, iccid) in iccids.iter().enumerate() {
+            by_carrier[n % 3].1.push(iccid.clone());
+        }
+        // Each carrier's n-th SIM: n % 20 == 0 not activated, 1 suspended, else active.
+        let jasper = &by_carrier[0].1;
+        for (iccid, stage) in jasper.iter().enumerate().map(|(n, i)| (i, n % 20)) {
+            let status = match stage {
+                0 => "ACTIVATION_READY",
+                1 => "DEACTIVATED",
+                _ => "ACTIVATED",
+            };
+            sims.jasper.seed_devices([iccid.as_str()], status);
+        }
+        sims.jasper.change_outside(jasper.len() / 3, "RP-5GB");
+        for (iccid, stage) in by_carrier[1].1.iter().enumerate().map(|(n, i)| (i, n % 20)) {
+            let state = match stage {
+                0 => DeviceState::PreActive,
+                1 => DeviceState::Suspend,
+                _ => DeviceState::Active,
+            };
+            sims.thingspace.seed_devices([iccid.as_str()], state);
+        }
+        sims.telegence
+            .seed_subscribers(by_carrier[2].1.iter().enumerate().map(|(n, iccid)| {
+                let status = match n % 20 {
+                    0 => SubscriberStatus::Reserved,
+                    1 => SubscriberStatus::Suspended,
+                    _ => SubscriberStatus::Active,
+                };
+                let number = format!(
+                    "469{}",
+                    &iccid[iccid.len().saturating_sub(8)..iccid.len() - 1]
+                );
+                Subscriber::new(&number, iccid, status)
+            }));
+        by_carrier
+    }
+
     /// Puts the same devices, active, at every carrier (Telegence keys them by a subscriber
     /// number derived from the ICCID).
     pub fn seed_active<'a>(&self, iccids: impl IntoIterator<Item = &'a str> + Clone) {

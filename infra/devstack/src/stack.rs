@@ -402,6 +402,16 @@ impl Devstack {
         self.lambda.invoker()
     }
 
+    /// Queues a carrier sync of every tenant's service providers now, as the schedule does.
+    pub async fn sync_inventory_now(&self) -> Result<()> {
+        let event = crate::schedules::scheduled_event("sync-now");
+        self.invoker()
+            .invoke("carrier-sync", &event, Duration::from_secs(120))
+            .await
+            .map_err(|e| anyhow::anyhow!("queueing the carrier syncs: {e}"))?;
+        Ok(())
+    }
+
     pub fn lambda_port(&self) -> u16 {
         self.lambda.port()
     }

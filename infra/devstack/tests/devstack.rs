@@ -33,6 +33,8 @@ const DEVICES: u32 = 25;
 mod auth;
 #[path = "devstack/devices.rs"]
 mod devices;
+#[path = "devstack/inventory.rs"]
+mod inventory;
 #[path = "devstack/presence.rs"]
 mod presence;
 #[path = "devstack/providers.rs"]
@@ -109,6 +111,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(devices::devices_register_report_and_answer_commands),
         scenario!(presence::heartbeats_reach_presence_in_batches_and_cost_no_write),
         scenario!(providers::service_providers_keep_their_credentials_to_themselves),
+        scenario!(inventory::the_carrier_sync_keeps_the_inventory_true),
         scenario!(secrets_stay_out_of_logs_and_audit),
     ]
 }
@@ -155,8 +158,15 @@ fn run(scenario: Scenario) -> Result<(), Failed> {
             let stack = shared_stack().await.map_err(|e| format!("{e:#}"))?;
             let outcome = scenario(&stack).await;
             outcome.map_err(|e| {
+                // The whole function log outlives the run's temporary directory for a look.
+                let kept = std::env::temp_dir()
+                    .join(format!("cellbridge-devstack-{}.log", std::process::id()));
+                let kept = match function_log().and_then(|log| Ok(std::fs::copy(log, &kept)?)) {
+                    Ok(_) => format!("the whole function log: {}", kept.display()),
+                    Err(error) => format!("the function log could not be kept: {error:#}"),
+                };
                 Failed::from(format!(
-                    "{e:#}\n--- the stack ---\n{}\n--- function output (tail) ---\n{}",
+                    "{e:#}\n--- the stack ---\n{}\n--- function output (tail; {kept}) ---\n{}",
                     stack.summary(),
                     stack.function_output_tail()
                 ))

@@ -39,6 +39,20 @@ pub struct InventoryPage {
     pub more: bool,
 }
 
+/// A listed MSISDN in E.164: kept when it has its `+`, a 10-digit North American number gets
+/// `+1`, anything else is taken to start with its country code.
+pub fn listed_msisdn(raw: &str) -> Option<String> {
+    let digits = raw.trim().trim_start_matches('+');
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(if digits.len() == 10 {
+        format!("+1{digits}")
+    } else {
+        format!("+{digits}")
+    })
+}
+
 /// One page of an account's SIMs and where the listing goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedSims {

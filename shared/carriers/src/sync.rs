@@ -191,11 +191,6 @@ pub async fn sync_step(
     tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
     let mut seen: HashSet<String> = HashSet::new();
     loop {
-        if Instant::now() >= deadline {
-            state.run = Some(run);
-            save(ports, tenant, &mut state).await?;
-            return Ok(SyncStep::Continue);
-        }
         let page = match list_page(account, &run).await {
             Ok((page, calls)) => {
                 run.counts.calls += calls;
@@ -220,14 +215,20 @@ pub async fn sync_step(
             }
             return finish(ports, tenant, &mut state, run, vanish_checked, None, clock).await;
         }
+        // Every step lists at least one page, so a short deadline still makes progress.
+        let out_of_time = Instant::now() >= deadline;
         state.run = Some(run.clone());
-        state.lease = Some(SyncLease {
+        // Out of time, the run is left to whoever takes the next step, free to take at once.
+        state.lease = (!out_of_time).then(|| SyncLease {
             holder: holder.to_owned(),
             until: clock() + LEASE,
         });
         if !save(ports, tenant, &mut state).await? {
             // Another holder took the run over (this one was presumed dead): leave it to them.
             return Ok(SyncStep::Busy);
+        }
+        if out_of_time {
+            return Ok(SyncStep::Continue);
         }
     }
 }
@@ -660,7 +661,11 @@ mod tests {
         let sim = w.sim(4);
         assert_eq!(sim.status, SimStatus::Active);
         assert_eq!(sim.carrier_status.as_deref(), Some("active"));
-        assert_eq!(sim.msisdn.as_deref(), Some("14040000004"));
+        assert_eq!(
+            sim.msisdn.as_deref(),
+            Some("14040000004"),
+            "as the carrier listed it"
+        );
         assert_eq!(sim.service_provider_id.as_deref(), Some("sp-1"));
 
         let again = w.finished().await;
@@ -742,12 +747,11 @@ mod tests {
             SyncStep::Continue
         );
         assert_eq!(w.sims.all(&w.tenant).len(), 6);
-        assert_eq!(
-            w.step("b", Duration::from_secs(60)).await,
-            SyncStep::Busy,
-            "held by the first until its lease ends"
-        );
-        let rest = w.finished().await;
+        // Whoever takes the next step goes on with the run (the first freed it).
+        let rest = match w.step("b", Duration::from_secs(60)).await {
+            SyncStep::Finished(summary) => summary,
+            other => panic!("not finished: {other:?}"),
+        };
         assert_eq!(rest.counts.listed, 12, "the run's counts carry over");
         assert_eq!(rest.counts.calls, 4, "no page listed twice");
         assert!(
@@ -755,6 +759,36 @@ mod tests {
             "a resumed run does not know every SIM it saw"
         );
         assert_eq!(w.sims.all(&w.tenant).len(), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_under_way_elsewhere_is_left_to_its_holder_until_its_lease_ends() {
+        let w = world(Carrier::ThingSpace, false, 3);
+        let mut held = SyncState::new("sp-1");
+        held.version = 1;
+        held.lease = Some(SyncLease {
+            holder: "elsewhere".into(),
+            until: OffsetDateTime::UNIX_EPOCH
+                + time::Duration::days(1)
+                + time::Duration::minutes(1),
+        });
+        assert_eq!(
+            w.sims.put_sync(&w.tenant, &held).await.expect("stored"),
+            Written::Written
+        );
+        assert_eq!(w.step("a", Duration::from_secs(60)).await, SyncStep::Busy);
+        assert_eq!(w.carrier.calls(), 0);
+        held.version = 2;
+        held.lease = Some(SyncLease {
+            holder: "elsewhere".into(),
+            until: OffsetDateTime::UNIX_EPOCH,
+        });
+        w.sims.put_sync(&w.tenant, &held).await.expect("stored");
+        assert_eq!(
+            w.finished().await.counts.imported,
+            3,
+            "an expired lease is taken over"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -104,7 +104,10 @@ impl DynamoSims {
         item.insert("statusKey".into(), s(status_key(tenant, sim.status)));
         item.insert(
             "msisdnOrder".into(),
-            s(order_value(sim.msisdn.as_deref(), &sim.iccid)),
+            s(order_value(
+                sim.msisdn.as_deref().map(|m| m.trim_start_matches('+')),
+                &sim.iccid,
+            )),
         );
         item.insert(
             "imeiOrder".into(),
@@ -232,7 +235,10 @@ impl DynamoSims {
             }
             values.insert(
                 placeholder,
-                s(order_value(set_of(field).flatten(), &change.iccid)),
+                s(order_value(
+                    set_of(field).flatten().map(|v| v.trim_start_matches('+')),
+                    &change.iccid,
+                )),
             );
         }
         let mut expression = format!("SET {}", sets.join(", "));

@@ -28,7 +28,11 @@ impl SimKey {
     pub fn value_of(self, sim: &Sim) -> &str {
         match self {
             SimKey::Iccid => &sim.iccid,
-            SimKey::Msisdn => sim.msisdn.as_deref().unwrap_or(NONE),
+            // Searched and ordered by its digits: `+1404…` is found by `1404`.
+            SimKey::Msisdn => sim
+                .msisdn
+                .as_deref()
+                .map_or(NONE, |msisdn| msisdn.trim_start_matches('+')),
             SimKey::Imei => sim.imei.as_deref().unwrap_or(NONE),
         }
     }

@@ -532,7 +532,7 @@ impl CarrierPort for TelegenceClient {
                     iccid: subscriber.iccid,
                     status: subscriber.status,
                     rate_plan: subscriber.rate_plan_code,
-                    msisdn: Some(subscriber.subscriber_number),
+                    msisdn: crate::port::listed_msisdn(&subscriber.subscriber_number),
                     imei: subscriber.imei,
                     ..CarrierSim::default()
                 })

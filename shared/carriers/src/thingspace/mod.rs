@@ -849,7 +849,10 @@ impl ThingSpaceClient {
             .into_iter()
             .filter_map(|device| {
                 let iccid = device.iccid()?.to_owned();
-                let msisdn = device.id_of("msisdn").or_else(|| device.id_of("mdn"));
+                let msisdn = device
+                    .id_of("msisdn")
+                    .or_else(|| device.id_of("mdn"))
+                    .and_then(|raw| crate::port::listed_msisdn(&raw));
                 let imei = device.id_of("imei");
                 let carrier = device.carrier_informations.into_iter().next();
                 Some(CarrierSim {

@@ -1,0 +1,136 @@
+//! The SIM inventory through the local API: the carrier sync imports what the simulators hold
+//! through each tenant's service providers, finds what changed in a carrier's portal, and a bulk
+//! change's outcome updates its SIMs.
+
+use super::{signed_in, until, OPERATOR};
+use anyhow::{Context, Result};
+use devstack::Devstack;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The scenario's SIMs: ICCIDs `iccid(500_000..500_300)`, found by this prefix and no others.
+const FIRST: u32 = 500_000;
+const COUNT: u32 = 300;
+const PREFIX: &str = "890126000000500";
+
+pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Result<()> {
+    let iccids: Vec<String> = (FIRST..FIRST + COUNT)
+        .map(cellbridge::testing::iccid)
+        .collect();
+    let carriers = stack.carriers().context("carriers")?;
+    let by_carrier = carriers.seed_inventory(&iccids);
+    stack.sync_inventory_now().await?;
+
+    let client = signed_in(stack, OPERATOR).await?;
+    let listed = |query: String| {
+        let client = &client;
+        async move { client.all_pages::<Value>(&format!("/sims?{query}")).await }
+    };
+    until(
+        "the sync imports the seeded SIMs",
+        Duration::from_secs(240),
+        || async { Ok(listed(format!("iccidPrefix={PREFIX}")).await?.len() == COUNT as usize) },
+    )
+    .await?;
+    let all = listed(format!("iccidPrefix={PREFIX}")).await?;
+    let seeded: BTreeSet<&str> = iccids.iter().map(String::as_str).collect();
+    let found: BTreeSet<&str> = all.iter().filter_map(|s| s["iccid"].as_str()).collect();
+    assert_eq!(found, seeded);
+    for (carrier, sims) in &by_carrier {
+        let of_carrier = listed(format!("iccidPrefix={PREFIX}&carrier={carrier}")).await?;
+        assert_eq!(of_carrier.len(), sims.len(), "{carrier}");
+        // One in 20 of each carrier's SIMs was seeded suspended (Jasper calls it deactivated).
+        let held = if *carrier == "jasper" {
+            "deactivated"
+        } else {
+            "suspended"
+        };
+        let suspended = listed(format!(
+            "iccidPrefix={PREFIX}&carrier={carrier}&status={held}"
+        ))
+        .await?;
+        assert_eq!(suspended.len(), sims.len().div_ceil(20), "{carrier} {held}");
+    }
+    let telegence = &by_carrier[2].1[0];
+    let line: Value = client.get(&format!("/sims/{telegence}")).await?;
+    assert!(
+        line["msisdn"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("+1469")),
+        "{line}"
+    );
+    assert_eq!(line["lastChange"]["source"]["kind"], "carrierSync");
+
+    // Changed in Control Center, outside cellbridge: the next sync finds exactly those.
+    let jasper = carriers.server.sims.jasper.change_outside(3, "RP-10GB");
+    stack.sync_inventory_now().await?;
+    until(
+        "the sync finds the plans changed in Control Center",
+        Duration::from_secs(240),
+        || async {
+            let moved = listed("ratePlan=RP-10GB&carrier=jasper".into()).await?;
+            Ok(moved.len() == jasper.len())
+        },
+    )
+    .await?;
+    let changed: Value = client.get(&format!("/sims/{}", jasper[0])).await?;
+    assert_eq!(
+        changed["history"]["items"][0]["kind"], "changed",
+        "{changed}"
+    );
+    assert_eq!(
+        changed["history"]["items"][0]["changes"][0]["field"],
+        "ratePlan"
+    );
+    assert_eq!(
+        changed["history"]["items"][0]["changes"][0]["to"],
+        "RP-10GB"
+    );
+
+    // A bulk change through the tenant's Telegence provider: its outcomes reach the inventory.
+    let provider = client
+        .service_providers()
+        .await?
+        .into_iter()
+        .find(|p| p.carrier.as_str() == "telegence")
+        .context("the demo tenant's Telegence provider")?;
+    let active: Vec<Value> = listed(format!(
+        "iccidPrefix={PREFIX}&carrier=telegence&status=active"
+    ))
+    .await?
+    .into_iter()
+    .take(3)
+    .collect();
+    let devices: Vec<Value> = active
+        .iter()
+        .map(|sim| json!({"iccid": sim["iccid"], "msisdn": sim["msisdn"]}))
+        .collect();
+    let created = client
+        .create_bulk_change(
+            &json!({"serviceProviderId": provider.id, "processChanges": true,
+                    "change": {"type": "statusUpdate", "action": "suspend"}, "devices": devices}),
+            None,
+        )
+        .await?;
+    let view = client
+        .wait_bulk_change_final(&created.id, Duration::from_secs(240))
+        .await?;
+    assert_eq!(view.counts.succeeded, 3, "{view:?}");
+    for sim in &active {
+        let now: Value = client
+            .get(&format!(
+                "/sims/{}",
+                sim["iccid"].as_str().unwrap_or_default()
+            ))
+            .await?;
+        assert_eq!(now["status"], "suspended", "{now}");
+        assert_eq!(now["carrierStatus"], "Suspended");
+        assert_eq!(now["lastChange"]["source"]["kind"], "bulkChange");
+        assert_eq!(
+            now["lastChange"]["source"]["bulkChangeId"],
+            created.id.as_ref()
+        );
+    }
+    Ok(())
+}
