@@ -14,6 +14,16 @@ use time::OffsetDateTime;
 /// Bulk changes here name no service provider: the tenants have none.
 static NO_PROVIDERS: std::sync::LazyLock<cellbridge::carriers::provider_memory::MemoryProviders> =
     std::sync::LazyLock::new(Default::default);
+static NO_SIMS: std::sync::LazyLock<cellbridge::sims::memory::MemorySims> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Intake's lookups with no service providers and an empty inventory.
+fn nothing_to_look_up() -> bulk_intake::Lookups<'static> {
+    bulk_intake::Lookups {
+        providers: &*NO_PROVIDERS,
+        sims: &*NO_SIMS,
+    }
+}
 
 const CREATE: &str = include_str!("../../events/bulk-intake/create-status-update.json");
 const GET: &str = include_str!("../../events/bulk-status/get-bulk-change.json");
@@ -72,7 +82,7 @@ async fn create(ports: &BulkChangePorts, tenant: &str, body: &Value) -> (StatusC
     json(
         bulk_intake::handle(
             ports,
-            &*NO_PROVIDERS,
+            &nothing_to_look_up(),
             event(CREATE, tenant, Some(body), None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -179,12 +189,19 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let stack = LocalAwsStack::start().await?;
     let ports = stack.ports()?;
     let request = event(CREATE, "tenant-a", None, None, &[]);
-    let first =
-        json(bulk_intake::handle(&ports, &*NO_PROVIDERS, request, OffsetDateTime::now_utc()).await);
+    let first = json(
+        bulk_intake::handle(
+            &ports,
+            &nothing_to_look_up(),
+            request,
+            OffsetDateTime::now_utc(),
+        )
+        .await,
+    );
     let retry = json(
         bulk_intake::handle(
             &ports,
-            &*NO_PROVIDERS,
+            &nothing_to_look_up(),
             event(CREATE, "tenant-a", None, None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -199,7 +216,7 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let other = json(
         bulk_intake::handle(
             &ports,
-            &*NO_PROVIDERS,
+            &nothing_to_look_up(),
             event(CREATE, "tenant-b", None, None, &[]),
             OffsetDateTime::now_utc(),
         )
@@ -219,7 +236,7 @@ async fn idempotency_keys_hold_across_dynamodb_transactions() -> Result<()> {
     let refused = json(
         bulk_intake::handle(
             &ports,
-            &*NO_PROVIDERS,
+            &nothing_to_look_up(),
             from_str(&changed.to_string())?,
             OffsetDateTime::now_utc(),
         )

@@ -1,5 +1,8 @@
 //! `POST /bulk-changes`: validate, store the bulk change, hand it to the planner. Returns 202
-//! at once: device changes are written by the planner, never inline.
+//! at once: device changes are written by the planner, never inline. The devices are listed, or
+//! selected from the tenant's inventory by a `filter`; `POST /bulk-changes/preview` shows what a
+//! filter selects (how many SIMs, on which accounts, which would be refused and why) without
+//! changing anything.
 
 use cellbridge_bulk_changes::bulk_change::{
     AuditEntry, BulkChange, BulkChangeStatus, DeviceCounts,
@@ -7,21 +10,28 @@ use cellbridge_bulk_changes::bulk_change::{
 use cellbridge_bulk_changes::messages::PlanMessage;
 use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
 use cellbridge_bulk_changes::request::{BulkChangeRequest, ProviderRef, RequestDocument};
+use cellbridge_bulk_changes::selection::{parse_selection, selectable, Reviewed, MAX_SELECTION};
 use cellbridge_bulk_changes::tenant::TenantStore;
 use cellbridge_bulk_changes::views::{bulk_change_location, BulkChangeView};
 use cellbridge_carriers::provider_ports::ProviderStore;
 use cellbridge_core::store::IdempotencyClaim;
+use cellbridge_core::store::PageRequest;
 use cellbridge_core::validation::ValidationErrors;
 use cellbridge_edge::http::body::json_body;
-use cellbridge_edge::http::caller;
 use cellbridge_edge::http::caller::Caller;
 use cellbridge_edge::http::idempotency;
 use cellbridge_edge::http::idempotency::idempotency_key;
 use cellbridge_edge::http::paging::allow_query;
 use cellbridge_edge::http::problem::Problem;
+use cellbridge_edge::http::{caller, json_response, route_key};
 use cellbridge_edge::lambda::metrics;
 use cellbridge_edge::lambda::metrics::Unit;
 use cellbridge_identity::role::Role;
+use cellbridge_sims::ports::SimStore;
+use cellbridge_sims::query::{SimFilter, SimQuery};
+use cellbridge_sims::sim::Sim;
+use cellbridge_sims::tenant::TenantSims;
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -29,11 +39,19 @@ use tracing::Instrument;
 
 cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: where bulk changes are stored,
-    /// queued and kept, and where the tenants' service providers are.
+    /// queued and kept, where the tenants' service providers are, and their inventories.
     pub struct Config {
         pub bulk_changes: cellbridge_bulk_changes::wiring::BulkChangeConfig,
         pub providers: cellbridge_carriers::wiring::ProvidersConfig,
+        pub sims: cellbridge_sims::wiring::SimTables,
     }
+}
+
+/// What a request is checked against besides the bulk-change store: the tenant's service
+/// providers (a named one must be the tenant's) and inventory (a `filter` selects from it).
+pub struct Lookups<'a> {
+    pub providers: &'a dyn ProviderStore,
+    pub sims: &'a dyn SimStore,
 }
 
 /// 10,000 devices with every optional identifier fit in about 2 MB; API Gateway allows 10 MB.
@@ -41,19 +59,122 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub async fn handle(
     ports: &BulkChangePorts,
-    providers: &dyn ProviderStore,
+    lookups: &Lookups<'_>,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match create(ports, providers, &request, now).await {
+    let outcome = match route_key(&request).as_str() {
+        "POST /bulk-changes/preview" => preview(lookups, &request).await,
+        _ => create(ports, lookups, &request, now).await,
+    };
+    match outcome {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
 }
 
+fn rejected(caller: &Caller) -> impl Fn(ValidationErrors) -> Problem + '_ {
+    move |errors: ValidationErrors| {
+        tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
+        Problem::invalid(errors)
+    }
+}
+
+/// The SIMs a request's `filter` selects from the caller's inventory, reviewed against its
+/// change; `None` when the request lists its devices.
+async fn selection(
+    lookups: &Lookups<'_>,
+    caller: &Caller,
+    document: &RequestDocument,
+) -> Result<Option<Reviewed>, Problem> {
+    let Some(filter) = document.filter() else {
+        return Ok(None);
+    };
+    let rejected = rejected(caller);
+    let mut filter = parse_selection(filter).map_err(&rejected)?;
+    // A named provider narrows the selection to its SIMs (and must be the tenant's).
+    if let Some(id) = document.service_provider_id() {
+        lookups
+            .providers
+            .get_provider(caller.tenant(), id)
+            .await?
+            .ok_or_else(|| Problem::not_found("this service provider"))?;
+        if filter
+            .service_provider_id
+            .as_deref()
+            .is_some_and(|f| f != id)
+        {
+            return Err(rejected(ValidationErrors::single(
+                "filter.serviceProviderId",
+                "differs from the request's serviceProviderId",
+            )));
+        }
+        filter.service_provider_id = Some(id.to_owned());
+    }
+    let change = document.change().map_err(&rejected)?;
+    selectable(&change).map_err(&rejected)?;
+    let (matched, sims) = read_selection(lookups.sims, caller, filter).await?;
+    Ok(Some(Reviewed::review(&change, matched, sims)))
+}
+
+/// Every SIM `filter` matches in the caller's inventory, counted; the first
+/// [`MAX_SELECTION`] + 1 kept (one more says the selection is too large).
+async fn read_selection(
+    sims: &dyn SimStore,
+    caller: &Caller,
+    filter: SimFilter,
+) -> Result<(usize, Vec<Sim>), Problem> {
+    let inventory = TenantSims::of(sims, caller);
+    let query = SimQuery {
+        filter,
+        ..SimQuery::default()
+    };
+    let mut kept = Vec::new();
+    let mut matched = 0;
+    let mut cursor = None;
+    loop {
+        let page = inventory
+            .list(
+                &query,
+                &PageRequest {
+                    limit: 1000,
+                    cursor,
+                },
+            )
+            .await?;
+        matched += page.items.len();
+        let room = (MAX_SELECTION + 1).saturating_sub(kept.len());
+        kept.extend(page.items.into_iter().take(room));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok((matched, kept)),
+        }
+    }
+}
+
+/// `POST /bulk-changes/preview`: what the request's filter selects, nothing written.
+async fn preview(lookups: &Lookups<'_>, request: &Request) -> Result<Response<Body>, Problem> {
+    let caller = caller(request)?;
+    caller.require(Role::Operator)?;
+    allow_query(request, &[])?;
+    let body = json_body(
+        request,
+        MAX_BODY_BYTES,
+        "a preview takes a filter, not devices",
+    )?;
+    let document = RequestDocument::read(body).map_err(rejected(&caller))?;
+    let Some(reviewed) = selection(lookups, &caller, &document).await? else {
+        return Err(rejected(&caller)(ValidationErrors::single(
+            "filter",
+            "is required: a preview shows what a filter selects from the inventory",
+        )));
+    };
+    Ok(json_response(StatusCode::OK, &reviewed.preview()))
+}
+
 async fn create(
     ports: &BulkChangePorts,
-    providers: &dyn ProviderStore,
+    lookups: &Lookups<'_>,
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, Problem> {
@@ -70,11 +191,16 @@ async fn create(
         key,
         request_digest: hex_digest(body),
     });
-    let rejected = |errors: ValidationErrors| {
-        tracing::info!(tenant = %caller.tenant(), invalid_fields = errors.errors.len(), "bulk change rejected");
-        Problem::invalid(errors)
-    };
-    let document = RequestDocument::read(body).map_err(rejected)?;
+    let rejected = rejected(&caller);
+    let mut document = RequestDocument::read(body).map_err(&rejected)?;
+    // A selection becomes the device list it reads as now (a snapshot of the inventory).
+    if let Some(reviewed) = selection(lookups, &caller, &document).await? {
+        let (provider, carrier) = reviewed.check().map_err(&rejected)?;
+        document = document
+            .with_selection(reviewed.device_entries(), provider.as_deref(), carrier)
+            .map_err(&rejected)?;
+    }
+    let providers = lookups.providers;
     // A named provider must be the caller's tenant's; another tenant's does not exist here.
     let provider = match document.service_provider_id() {
         None => None,
@@ -89,7 +215,7 @@ async fn create(
         id: &p.id,
         carrier: p.carrier,
     });
-    let parsed = document.parse(provider_ref).map_err(rejected)?;
+    let parsed = document.parse(provider_ref).map_err(&rejected)?;
     let change = new_bulk_change(&caller, &parsed, now);
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant(), bulk_change_id = %change.bulk_change_id);
     async {
@@ -260,6 +386,18 @@ mod tests {
         serde_json::from_slice(response.body().as_ref()).expect("JSON body")
     }
 
+    static NO_PROVIDERS: std::sync::LazyLock<MemoryProviders> =
+        std::sync::LazyLock::new(MemoryProviders::default);
+    static NO_SIMS: std::sync::LazyLock<cellbridge_sims::memory::MemorySims> =
+        std::sync::LazyLock::new(Default::default);
+
+    fn lookups() -> Lookups<'static> {
+        Lookups {
+            providers: &*NO_PROVIDERS,
+            sims: &*NO_SIMS,
+        }
+    }
+
     fn demo() -> TenantId {
         TenantId::parse("demo").unwrap()
     }
@@ -275,7 +413,7 @@ mod tests {
         let memory = MemoryPorts::default();
         let response = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(CREATE),
             OffsetDateTime::now_utc(),
         )
@@ -327,7 +465,7 @@ mod tests {
         let first = json(
             &handle(
                 &memory.ports(),
-                &MemoryProviders::default(),
+                &lookups(),
                 request(CREATE),
                 OffsetDateTime::now_utc(),
             )
@@ -335,7 +473,7 @@ mod tests {
         );
         let retry = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(CREATE),
             OffsetDateTime::now_utc(),
         )
@@ -351,7 +489,7 @@ mod tests {
         let memory = MemoryPorts::default();
         handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(CREATE),
             OffsetDateTime::now_utc(),
         )
@@ -364,7 +502,7 @@ mod tests {
         other["body"] = Value::String(body);
         let response = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(&other.to_string()),
             OffsetDateTime::now_utc(),
         )
@@ -379,7 +517,7 @@ mod tests {
         let memory = MemoryPorts::default();
         let response = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(INVALID),
             OffsetDateTime::now_utc(),
         )
@@ -423,7 +561,7 @@ mod tests {
         for (request, status) in cases {
             let response = handle(
                 &memory.ports(),
-                &MemoryProviders::default(),
+                &lookups(),
                 request,
                 OffsetDateTime::now_utc(),
             )
@@ -439,7 +577,7 @@ mod tests {
         assert_eq!(
             handle(
                 &memory.ports(),
-                &MemoryProviders::default(),
+                &lookups(),
                 request(&unverified.to_string()),
                 OffsetDateTime::now_utc()
             )
@@ -451,7 +589,7 @@ mod tests {
         cellbridge_core::testing::authorize_event(&mut viewer, "demo", "viewer");
         let refused = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(&viewer.to_string()),
             OffsetDateTime::now_utc(),
         )
@@ -465,14 +603,9 @@ mod tests {
         text.headers_mut()
             .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(
-            handle(
-                &memory.ports(),
-                &MemoryProviders::default(),
-                text,
-                OffsetDateTime::now_utc()
-            )
-            .await
-            .status(),
+            handle(&memory.ports(), &lookups(), text, OffsetDateTime::now_utc())
+                .await
+                .status(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         let mut bad_key = request(CREATE);
@@ -483,7 +616,7 @@ mod tests {
         assert_eq!(
             handle(
                 &memory.ports(),
-                &MemoryProviders::default(),
+                &lookups(),
                 bad_key,
                 OffsetDateTime::now_utc()
             )
@@ -503,7 +636,7 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let failed = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(CREATE),
             OffsetDateTime::now_utc(),
         )
@@ -517,7 +650,7 @@ mod tests {
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let retried = handle(
             &memory.ports(),
-            &MemoryProviders::default(),
+            &lookups(),
             request(CREATE),
             OffsetDateTime::now_utc(),
         )
@@ -533,7 +666,7 @@ mod tests {
         let body = json(
             &handle(
                 &memory.ports(),
-                &MemoryProviders::default(),
+                &lookups(),
                 request(RECORD_ONLY),
                 OffsetDateTime::now_utc(),
             )
@@ -542,5 +675,209 @@ mod tests {
         assert_eq!(body["processChanges"], false);
         assert_eq!(body["change"]["type"], "customerRatePlanChange");
         assert_eq!(body["change"]["effectiveDate"], "2027-01-01T00:00:00Z");
+    }
+
+    const SELECT: &str = include_str!("../../../events/bulk-intake/create-from-selection.json");
+    const PREVIEW: &str = include_str!("../../../events/bulk-intake/preview.json");
+
+    /// demo's Jasper provider, as the sample SIMs name it.
+    async fn jasper_provider() -> MemoryProviders {
+        let providers = MemoryProviders::default();
+        let body = serde_json::json!({"name": "Jasper", "carrier": "jasper",
+            "endpoint": "http://127.0.0.1:1/", "credentials": {"username": "ops", "apiKey": "k"}});
+        let provider =
+            cellbridge_carriers::provider::parse_new_provider(body.to_string().as_bytes())
+                .expect("valid")
+                .into_provider(
+                    demo(),
+                    "sp-jasper".into(),
+                    "secret".into(),
+                    OffsetDateTime::UNIX_EPOCH,
+                );
+        providers.create_provider(&provider).await.expect("created");
+        providers
+    }
+
+    /// demo's inventory: the 90 sample SIMs; globex's: none.
+    async fn inventory() -> cellbridge_sims::memory::MemorySims {
+        let sims = cellbridge_sims::memory::MemorySims::default();
+        for n in 0..90 {
+            let sim = cellbridge_sims::testing::sample_sim(n);
+            sims.put_sim(
+                &demo(),
+                &sim,
+                None,
+                &cellbridge_sims::testing::imported(&sim),
+            )
+            .await
+            .expect("stored");
+        }
+        sims
+    }
+
+    fn tenant_event(event: &str, tenant: &str, body: Option<Value>) -> Request {
+        let mut value: Value = serde_json::from_str(event).unwrap();
+        cellbridge_core::testing::authorize_event(&mut value, tenant, "operator");
+        if let Some(body) = body {
+            value["body"] = Value::String(body.to_string());
+        }
+        request(&value.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_preview_shows_the_selection_and_the_bulk_change_carries_exactly_it() {
+        let memory = MemoryPorts::default();
+        let sims = inventory().await;
+        let providers = jasper_provider().await;
+        let lookups = Lookups {
+            providers: &providers,
+            sims: &sims,
+        };
+        let now = OffsetDateTime::now_utc();
+        let preview = handle(
+            &memory.ports(),
+            &lookups,
+            tenant_event(PREVIEW, "demo", None),
+            now,
+        )
+        .await;
+        assert_eq!(preview.status(), StatusCode::OK);
+        let preview = json(&preview);
+        // Worked out from the sample data: Jasper SIMs (n % 3 == 0), active (n % 10 <= 6), on
+        // IOT-1GB ((n / 3) % 3 == 0).
+        let expected: Vec<String> = (0..90u32)
+            .filter(|n| n % 3 == 0 && n % 10 <= 6 && (n / 3) % 3 == 0)
+            .map(cellbridge_core::testing::iccid)
+            .collect();
+        assert_eq!(preview["matched"], expected.len());
+        assert_eq!(preview["accepted"], expected.len(), "{preview}");
+        assert_eq!(preview["accounts"][0]["serviceProviderId"], "sp-jasper");
+        assert_eq!(preview["refused"]["count"], 0);
+        assert!(
+            memory.store.bulk_change_count() == 0,
+            "a preview writes nothing"
+        );
+
+        let created = handle(
+            &memory.ports(),
+            &lookups,
+            tenant_event(SELECT, "demo", None),
+            now,
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::ACCEPTED, "{}", json(&created));
+        let id = json(&created)["id"].as_str().expect("id").to_owned();
+        let stored = memory
+            .store
+            .get_bulk_change(&demo(), &id)
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(stored.service_provider_id.as_deref(), Some("sp-jasper"));
+        let payload: Vec<Value> =
+            serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap())
+                .unwrap();
+        let carried: Vec<&str> = payload
+            .iter()
+            .filter_map(|d| d["device"]["iccid"].as_str())
+            .collect();
+        assert_eq!(carried, expected, "exactly the previewed SIMs");
+
+        // Suspended or deactivated SIMs are refused by name when the filter takes them in.
+        let every_jasper = serde_json::json!({"change": {"type": "statusUpdate", "action": "suspend"},
+            "filter": {"carrier": "jasper"}});
+        let preview = json(
+            &handle(
+                &memory.ports(),
+                &lookups,
+                tenant_event(PREVIEW, "demo", Some(every_jasper)),
+                now,
+            )
+            .await,
+        );
+        assert_eq!(preview["matched"], 30);
+        assert!(
+            preview["refused"]["count"].as_u64().is_some_and(|n| n > 0),
+            "{preview}"
+        );
+        assert_eq!(
+            preview["refused"]["reasons"][0]["reason"],
+            "already DEACTIVATED"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_selection_that_cannot_be_one_bulk_change_is_refused_with_the_reason() {
+        let memory = MemoryPorts::default();
+        let sims = inventory().await;
+        let providers = jasper_provider().await;
+        let lookups = Lookups {
+            providers: &providers,
+            sims: &sims,
+        };
+        let now = OffsetDateTime::now_utc();
+        let suspend = serde_json::json!({"type": "statusUpdate", "action": "suspend"});
+        let cases = [
+            (
+                "demo",
+                serde_json::json!({"change": suspend, "filter": {"costCenter": "CC-404"}}),
+                "filter",
+                "0 SIMs",
+            ),
+            (
+                "demo",
+                serde_json::json!({"change": suspend, "filter": {"status": "active"}}),
+                "filter",
+                "3 carrier accounts",
+            ),
+            (
+                "demo",
+                serde_json::json!({"change": suspend, "filter": {"plan": "x"}}),
+                "filter.plan",
+                "unknown",
+            ),
+            (
+                "demo",
+                serde_json::json!({"change": {"type": "usernameCostCenterEdit"}, "filter": {"carrier": "jasper"}}),
+                "change.type",
+                "list the devices",
+            ),
+            (
+                "demo",
+                serde_json::json!({"change": suspend, "filter": {"carrier": "jasper"}, "devices": [{"iccid": cellbridge_core::testing::iccid(1)}]}),
+                "devices",
+                "not both",
+            ),
+            // Another tenant's inventory is not there to select from.
+            (
+                "globex",
+                serde_json::json!({"change": suspend, "filter": {"carrier": "jasper"}}),
+                "filter",
+                "0 SIMs",
+            ),
+        ];
+        for (tenant, body, field, says) in cases {
+            let response = handle(
+                &memory.ports(),
+                &lookups,
+                tenant_event(SELECT, tenant, Some(body.clone())),
+                now,
+            )
+            .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{body}"
+            );
+            let problem = json(&response);
+            assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+            assert!(
+                problem["errors"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(says)),
+                "{problem}"
+            );
+        }
+        assert_nothing_written(&memory);
     }
 }

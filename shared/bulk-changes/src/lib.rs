@@ -13,6 +13,7 @@ pub mod messages;
 pub mod ports;
 pub mod request;
 pub mod s3;
+pub mod selection;
 pub mod sqs;
 pub mod stalled_intake;
 pub mod tenant;

@@ -61,6 +61,52 @@ impl RequestDocument {
         self.0.get("serviceProviderId").and_then(Value::as_str)
     }
 
+    /// The `filter` of a request that selects its devices from the inventory, if it does.
+    pub fn filter(&self) -> Option<&Value> {
+        self.0.get("filter")
+    }
+
+    /// The `change` alone (a selection is reviewed against it before the devices are known).
+    pub fn change(&self) -> Result<ChangeSpec, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let change =
+            required(&self.0, "", "change", &mut errors).and_then(|v| parse_change(v, &mut errors));
+        match change {
+            Some(change) if errors.is_empty() => Ok(change),
+            _ => Err(errors),
+        }
+    }
+
+    /// The same request with the selection's devices in place of its `filter`, on the account
+    /// the selection is on (a request that names neither provider nor carrier gets them here).
+    pub fn with_selection(
+        &self,
+        devices: Vec<Value>,
+        service_provider_id: Option<&str>,
+        carrier: Carrier,
+    ) -> Result<Self, ValidationErrors> {
+        if self.0.contains_key("devices") {
+            return Err(ValidationErrors::single(
+                "devices",
+                "give either devices or a filter, not both",
+            ));
+        }
+        let mut object = self.0.clone();
+        object.remove("filter");
+        object.insert("devices".into(), Value::Array(devices));
+        match service_provider_id {
+            Some(id) => {
+                object.insert("serviceProviderId".into(), Value::String(id.to_owned()));
+            }
+            None => {
+                object
+                    .entry("carrier")
+                    .or_insert_with(|| Value::String(carrier.as_str().to_owned()));
+            }
+        }
+        Ok(Self(object))
+    }
+
     /// The request, its `serviceProviderId` (if any) being `provider`, looked up already: the
     /// carrier is the provider's, and a `carrier` that names another is an error.
     pub fn parse(
