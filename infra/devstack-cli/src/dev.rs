@@ -1,6 +1,6 @@
 //! `cargo xtask dev` (`devstack dev`): the whole platform on this machine. Starts the devstack with the carrier
-//! simulators, suspends 1,000 devices across the three carriers through the API to show the
-//! flow end to end, then keeps serving until Ctrl-C.
+//! simulators, syncs a 10,000-SIM inventory in from them, suspends a selection from it across the
+//! three carriers through the API to show the flow end to end, then keeps serving until Ctrl-C.
 
 use anyhow::{Context, Result};
 use devstack::{Devstack, DevstackOptions};
@@ -19,9 +19,6 @@ pub struct DevArgs {
     /// Port of the carrier simulators.
     #[arg(long, default_value_t = 4010)]
     carrier_port: u16,
-    /// Devices in the demonstration, split across the three carriers.
-    #[arg(long, default_value_t = 1000)]
-    demo_devices: u32,
     /// Port of the local MQTT broker (AWS IoT Core stand-in).
     #[arg(long, default_value_t = 1883)]
     mqtt_port: u16,
@@ -59,7 +56,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     seed_sample_bulk_change(&stack, "demo").await?;
 
     if !args.no_demo {
-        if let Err(error) = demonstrate(&stack, args.demo_devices).await {
+        if let Err(error) = demonstrate(&stack).await {
             eprintln!("demonstration failed: {error:#}");
         }
     }
@@ -182,59 +179,81 @@ async fn seed_sample_bulk_change(stack: &Devstack, tenant: &str) -> Result<()> {
     Ok(())
 }
 
-/// The demonstration's share of devices per carrier (of `--demo-devices`).
-const DEMO_SPLIT: [(&str, u32); 3] = [("jasper", 40), ("thingSpace", 30), ("telegence", 30)];
+/// SIMs the local carriers hold for the demo tenant's inventory, one in three at each carrier.
+const INVENTORY_SIMS: u32 = 10_000;
 
-/// Suspends `devices` devices across the three carriers through the API, like a portal user,
-/// and follows the bulk changes to completion at the carrier simulators.
-async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
+/// The demonstration's selection: SIMs whose ICCID starts with this (the first 1,000 of the
+/// inventory), active, at each carrier account.
+const DEMO_SELECTION_PREFIX: &str = "890126000000000";
+
+/// Seeds the carriers with an inventory, syncs it in, then suspends a selection from it through
+/// the API like a portal user (preview, then the bulk change, per carrier account), follows the
+/// bulk changes to completion at the carrier simulators and shows the inventory after.
+async fn demonstrate(stack: &Devstack) -> Result<()> {
     use devstack::demo_accounts::DEMO_PASSWORD;
     let client = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let api = stack.api_url();
     let carriers = stack
         .carriers()
         .context("the devstack runs without carrier simulators")?;
-    let iccids: Vec<String> = (0..devices).map(cellbridge::testing::iccid).collect();
-    carriers.seed_active(iccids.iter().map(String::as_str));
+    let iccids: Vec<String> = (0..INVENTORY_SIMS)
+        .map(cellbridge::testing::iccid)
+        .collect();
+    carriers.seed_inventory(&iccids);
     println!(
-        "\nDemonstration: suspending {devices} devices across Jasper, ThingSpace and Telegence"
+        "\nInventory: {INVENTORY_SIMS} SIMs at Jasper, ThingSpace and Telegence; syncing them in through each tenant's service providers"
     );
+    stack.sync_inventory_now().await?;
+    let bar = ProgressBar::new(u64::from(INVENTORY_SIMS)).with_style(ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} SIMs in the demo tenant's inventory {elapsed}",
+    )?);
+    let synced = Instant::now();
+    loop {
+        let count = client
+            .all_pages::<Value>("/sims?iccidPrefix=8901260")
+            .await?
+            .len();
+        bar.set_position(count as u64);
+        if count >= INVENTORY_SIMS as usize {
+            break;
+        }
+        if synced.elapsed() > Duration::from_secs(900) {
+            anyhow::bail!("the carrier sync did not bring in {INVENTORY_SIMS} SIMs within 15 minutes; see .devstack/cargo-lambda.log");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    bar.finish();
+    print_inventory(&client, "").await?;
 
-    // Each carrier's bulk change goes through the tenant's own account there (its service
-    // provider), as a tenant's operator would send it.
+    println!(
+        "\nDemonstration: suspending a selection from the inventory, the active SIMs whose ICCID starts {DEMO_SELECTION_PREFIX}, at each carrier account"
+    );
     let providers = client.service_providers().await?;
+    let log_before = sim_requests(carriers).await?.len();
     let mut changes = Vec::new();
-    let mut first = 0;
-    for (i, (carrier, percent)) in DEMO_SPLIT.iter().enumerate() {
+    let mut devices = 0u32;
+    for carrier in ["jasper", "thingSpace", "telegence"] {
         let provider = providers
             .iter()
-            .find(|p| p.carrier.as_str() == *carrier)
+            .find(|p| p.carrier.as_str() == carrier)
             .with_context(|| format!("the demo tenant has no {carrier} service provider"))?;
-        let count = if i + 1 == DEMO_SPLIT.len() {
-            devices - first
-        } else {
-            devices * percent / 100
-        };
         let body = serde_json::json!({
             "serviceProviderId": provider.id,
             "change": {"type": "statusUpdate", "action": "suspend"},
-            "processChanges": true,
-            "devices": iccids[first as usize..(first + count) as usize]
-                .iter()
-                .map(|iccid| serde_json::json!({"iccid": iccid}))
-                .collect::<Vec<_>>(),
+            "filter": {"status": "active", "iccidPrefix": DEMO_SELECTION_PREFIX},
         });
-        let id = client
-            .create_bulk_change(&body, Some(&uuid_like()))
-            .await?
-            .id
-            .into_owned();
+        let preview = client.preview_bulk_change(&body).await?;
         println!(
-            "  POST {api}/bulk-changes  {count:>5} {carrier:<10} devices via \"{}\" -> 202, bulk change {id}",
-            provider.name
+            "  POST {api}/bulk-changes/preview  {carrier:<10} -> {} SIMs match, {} to change, {} refused",
+            preview["matched"], preview["accepted"], preview["refused"]["count"]
         );
-        changes.push((*carrier, id));
-        first += count;
+        let created = client.create_bulk_change(&body, Some(&uuid_like())).await?;
+        println!(
+            "  POST {api}/bulk-changes          {carrier:<10} -> 202, bulk change {} for {} devices via \"{}\"",
+            created.id, created.counts.total, provider.name
+        );
+        devices += created.counts.total;
+        changes.push((carrier, created.id.into_owned()));
     }
 
     let bar = ProgressBar::new(u64::from(devices)).with_style(ProgressStyle::with_template(
@@ -260,13 +279,7 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
         .context("the demonstration's bulk changes; see .devstack/cargo-lambda.log")?;
     bar.finish();
 
-    let log: Value = reqwest::Client::new()
-        .get(format!("{}/_sim/requests", carriers.url()))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let entries = log.as_array().cloned().unwrap_or_default();
+    let entries: Vec<Value> = sim_requests(carriers).await?.split_off(log_before);
     println!(
         "\n  {:<11} {:<20} {:>9} {:>7} {:>16} {:>5}",
         "carrier", "status", "succeeded", "failed", "carrier requests", "429s"
@@ -287,7 +300,11 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
             limited
         );
     }
-    println!("  finished in {:.1?}", started.elapsed());
+    println!(
+        "  finished in {:.1?} (carrier requests include the carrier sync's listings meanwhile)",
+        started.elapsed()
+    );
+    print_inventory(&client, &format!("&iccidPrefix={DEMO_SELECTION_PREFIX}")).await?;
     let (_, jasper_id) = &changes[0];
     println!("\nTry it yourself (as ops@demo.example):");
     println!("  TOKEN=$(curl -s {api}/auth/login -H 'content-type: application/json' \\");
@@ -295,7 +312,51 @@ async fn demonstrate(stack: &Devstack, devices: u32) -> Result<()> {
     println!("  curl -s {api}/bulk-changes/{jasper_id} -H \"authorization: Bearer $TOKEN\"");
     println!("  curl -s '{api}/bulk-changes/{jasper_id}/devices?limit=5' -H \"authorization: Bearer $TOKEN\"");
     println!("  curl -s '{api}/bulk-changes?status=completed' -H \"authorization: Bearer $TOKEN\"");
+    println!("  curl -s '{api}/sims?status=suspended&limit=5' -H \"authorization: Bearer $TOKEN\"");
+    println!(
+        "  curl -s '{api}/sims/{}' -H \"authorization: Bearer $TOKEN\"",
+        iccids[0]
+    );
     println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());
+    Ok(())
+}
+
+/// Every request the carrier simulators logged, oldest first.
+async fn sim_requests(carriers: &devstack::carriers::LocalCarriers) -> Result<Vec<Value>> {
+    let log: Value = reqwest::Client::new()
+        .get(format!("{}/_sim/requests", carriers.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(log.as_array().cloned().unwrap_or_default())
+}
+
+/// SIMs of the demo tenant by carrier and status (`query` narrows them), through `GET /sims`.
+async fn print_inventory(client: &devstack::api_client::ApiClient, query: &str) -> Result<()> {
+    let title = if query.is_empty() {
+        "the inventory".to_owned()
+    } else {
+        format!("the inventory where {}", query.trim_start_matches('&'))
+    };
+    println!("\n  {title}:");
+    println!(
+        "  {:<11} {:>9} {:>9} {:>11} {:>9}",
+        "carrier", "active", "suspended", "deactivated", "inventory"
+    );
+    for carrier in ["jasper", "thingSpace", "telegence"] {
+        let mut counts = Vec::new();
+        for status in ["active", "suspended", "deactivated", "inventory"] {
+            let sims = client
+                .all_pages::<Value>(&format!("/sims?carrier={carrier}&status={status}{query}"))
+                .await?;
+            counts.push(sims.len());
+        }
+        println!(
+            "  {:<11} {:>9} {:>9} {:>11} {:>9}",
+            carrier, counts[0], counts[1], counts[2], counts[3]
+        );
+    }
     Ok(())
 }
 

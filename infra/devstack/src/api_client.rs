@@ -209,6 +209,17 @@ impl ApiClient {
     }
 
     /// Polls bulk changes until each is final; `progress` sees every round of views.
+    /// `POST /bulk-changes/preview`: what `body`'s filter selects from the inventory.
+    pub async fn preview_bulk_change(&self, body: &Value) -> ApiResult<Value> {
+        self.call(
+            Method::POST,
+            "/bulk-changes/preview",
+            |r| r.json(body),
+            StatusCode::OK,
+        )
+        .await
+    }
+
     pub async fn wait_bulk_changes_final(
         &self,
         ids: &[String],

@@ -191,6 +191,7 @@ pub async fn sync_step(
     tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
     let mut seen: HashSet<String> = HashSet::new();
     loop {
+        let listed_at = clock();
         let page = match list_page(account, &run).await {
             Ok((page, calls)) => {
                 run.counts.calls += calls;
@@ -206,7 +207,14 @@ pub async fn sync_step(
                 return finish(ports, tenant, &mut state, run, false, Some(reason), clock).await;
             }
         };
-        compare_page(ports, tenant, provider, &page, &mut run, &mut seen, clock).await?;
+        let listing = Listing {
+            page: &page,
+            at: listed_at,
+        };
+        compare_page(
+            ports, tenant, provider, &listing, &mut run, &mut seen, clock,
+        )
+        .await?;
         run.position = page.next.clone();
         if page.next.is_none() {
             let vanish_checked = run.full && !run.resumed;
@@ -316,15 +324,31 @@ async fn list_page(
     }
 }
 
+/// A page of the listing and when it was asked for.
+struct Listing<'a> {
+    page: &'a ListedSims,
+    at: OffsetDateTime,
+}
+
+/// Whether `stored` was changed through cellbridge after the listing was asked for: the listing
+/// may predate that change, and must not undo it (the next run sees the carrier after it).
+fn newer_than_listing(stored: Option<&Sim>, listed_at: OffsetDateTime) -> bool {
+    stored.is_some_and(|sim| {
+        sim.last_change.at >= listed_at
+            && !matches!(sim.last_change.source, SimSource::CarrierSync { .. })
+    })
+}
+
 async fn compare_page(
     ports: &SyncPorts<'_>,
     tenant: &TenantId,
     provider: &ServiceProvider,
-    page: &ListedSims,
+    listing: &Listing<'_>,
     run: &mut SyncRun,
     seen: &mut HashSet<String>,
     clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
 ) -> Result<(), SyncError> {
+    let page = listing.page;
     let iccids: Vec<String> = page.sims.iter().map(|sim| sim.iccid.clone()).collect();
     let stored: std::collections::HashMap<String, Sim> = ports
         .sims
@@ -343,6 +367,10 @@ async fn compare_page(
         // A conflict means another writer (a bulk change's outcome) came in between: compare
         // once more with what it wrote, then leave it to the next run.
         for attempt in 0..2 {
+            if newer_than_listing(current.as_ref(), listing.at) {
+                run.counts.conflicts += 1;
+                break;
+            }
             let Some((sim, event)) = synced(current.as_ref(), listed, provider, clock()) else {
                 run.counts.unchanged += 1;
                 break;
@@ -488,6 +516,13 @@ mod tests {
                 calls: Mutex::new(0),
                 refuse: Mutex::new(false),
             })
+        }
+
+        /// Puts every SIM in `status` (ThingSpace's names, in the ThingSpace tests).
+        fn all_in(&self, status: &str) {
+            for sim in self.sims.lock().expect("sims").iter_mut() {
+                sim.status = status.into();
+            }
         }
 
         fn calls(&self) -> u32 {
@@ -642,12 +677,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_listing_imports_once_then_writes_only_what_changed_and_what_vanished() {
         let w = world(Carrier::ThingSpace, false, 10);
-        w.carrier
-            .sims
-            .lock()
-            .expect("sims")
-            .iter_mut()
-            .for_each(|sim| sim.status = "active".into());
+        w.carrier.all_in("active");
         let first = w.finished().await;
         assert_eq!(
             (
@@ -759,6 +789,38 @@ mod tests {
             "a resumed run does not know every SIM it saw"
         );
         assert_eq!(w.sims.all(&w.tenant).len(), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_older_than_a_bulk_change_outcome_does_not_undo_it() {
+        let w = world(Carrier::ThingSpace, false, 3);
+        w.carrier.all_in("active");
+        w.finished().await;
+        // A suspension's outcome lands at the instant the next listing is asked for; the
+        // listing still shows the SIM active.
+        let suspend = cellbridge_sims::sim::SimChange {
+            iccid: w.sim(1).iccid,
+            carrier: Carrier::ThingSpace,
+            service_provider_id: Some("sp-1".into()),
+            set: vec![(
+                cellbridge_sims::sim::SimField::Status,
+                Some("suspended".into()),
+            )],
+            source: SimSource::BulkChange {
+                bulk_change_id: "bc-1".into(),
+            },
+        };
+        w.sims
+            .apply_change(
+                &w.tenant,
+                &suspend,
+                OffsetDateTime::UNIX_EPOCH + time::Duration::days(1),
+            )
+            .await
+            .expect("applied");
+        let run = w.finished().await;
+        assert_eq!((run.counts.conflicts, run.counts.changed), (1, 0));
+        assert_eq!(w.sim(1).status, SimStatus::Suspended);
     }
 
     #[tokio::test(start_paused = true)]
