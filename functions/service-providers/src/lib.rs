@@ -4,12 +4,16 @@
 //! credentials go to the vault, one secret per provider, and are never returned or logged; another
 //! tenant's provider does not exist here (404).
 
+use cellbridge_bulk_changes::bulk_change::BulkChangeStatus;
+use cellbridge_bulk_changes::ports::BulkChangeStore;
 use cellbridge_carriers::provider::{
     parse_new_provider, parse_provider_change, ProviderView, ServiceProvider, TestResult,
     MAX_REFUSED_TESTS,
 };
 use cellbridge_carriers::provider_ports::{CredentialVault, ProviderStore, VaultError};
 use cellbridge_carriers::provider_probe::{ProbeOutcome, ProviderProbe};
+use cellbridge_core::store::PageRequest;
+use cellbridge_core::tenant::TenantId;
 use cellbridge_edge::http::body::json_body;
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
@@ -20,17 +24,59 @@ use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use time::OffsetDateTime;
 
-/// This function's configuration, read once at cold start.
-pub type Config = cellbridge_carriers::wiring::ProvidersConfig;
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start: where providers and their
+    /// credentials are kept, and the bulk changes that may still use one.
+    pub struct Config {
+        pub providers: cellbridge_carriers::wiring::ProvidersConfig,
+        pub bulk_changes: cellbridge_bulk_changes::dynamodb::TableNames,
+    }
+}
+
+/// Bulk changes in these states may still call their provider's carrier.
+const IN_FLIGHT: [BulkChangeStatus; 3] = [
+    BulkChangeStatus::New,
+    BulkChangeStatus::Scheduled,
+    BulkChangeStatus::Processing,
+];
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What the handler works with.
 pub struct Ports<'a> {
     pub providers: &'a dyn ProviderStore,
+    pub bulk_changes: &'a dyn BulkChangeStore,
     pub vault: &'a dyn CredentialVault,
     pub probe: &'a dyn ProviderProbe,
     pub config: &'a Config,
+}
+
+/// The ids of the tenant's bulk changes still in flight on provider `id`.
+async fn bulk_changes_using(
+    store: &dyn BulkChangeStore,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Vec<String>, Problem> {
+    let mut users = Vec::new();
+    for status in IN_FLIGHT {
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list_bulk_changes(tenant, Some(status), &PageRequest { limit: 100, cursor })
+                .await?;
+            users.extend(
+                page.items
+                    .into_iter()
+                    .filter(|change| change.service_provider_id.as_deref() == Some(id))
+                    .map(|change| change.bulk_change_id),
+            );
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(users)
 }
 
 pub async fn handle(ports: &Ports<'_>, request: Request, now: OffsetDateTime) -> Response<Body> {
@@ -89,7 +135,10 @@ async fn respond(
             let id = uuid::Uuid::now_v7().to_string();
             let secret_id = ports
                 .vault
-                .put(&ports.config.secret_name(&tenant, &id), &new.credentials)
+                .put(
+                    &ports.config.providers.secret_name(&tenant, &id),
+                    &new.credentials,
+                )
                 .await
                 .map_err(vault_problem)?;
             let provider = new.into_provider(tenant.clone(), id.clone(), secret_id.clone(), now);
@@ -126,7 +175,10 @@ async fn respond(
                 // A new version of the same secret: the worker reads it at its next call.
                 provider.secret_id = ports
                     .vault
-                    .put(&ports.config.secret_name(&tenant, &id), credentials)
+                    .put(
+                        &ports.config.providers.secret_name(&tenant, &id),
+                        credentials,
+                    )
                     .await
                     .map_err(vault_problem)?;
                 provider.credentials_updated_at = now;
@@ -157,6 +209,18 @@ async fn respond(
         "DELETE /service-providers/{id}" => {
             allow_query(request, &[])?;
             let provider = find(ports, &tenant, &id).await?;
+            // Its bulk changes would fail every device left on losing their account.
+            let users = bulk_changes_using(ports.bulk_changes, &tenant, &id).await?;
+            if let Some(first) = users.first() {
+                return Err(Problem::conflict(
+                    "service-provider-in-use",
+                    "The service provider is in use",
+                    format!(
+                        "{} bulk change(s) still use this service provider (the first: {first}); delete it once they are done",
+                        users.len()
+                    ),
+                ));
+            }
             if !ports.providers.delete_provider(&tenant, &id).await? {
                 return Err(Problem::not_found("this service provider"));
             }
@@ -247,6 +311,7 @@ async fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellbridge_bulk_changes::memory::MemoryStore;
     use cellbridge_carriers::provider::Credentials;
     use cellbridge_carriers::provider_memory::{MemoryProviders, MemoryVault};
     use lambda_http::request::from_str;
@@ -280,6 +345,7 @@ mod tests {
         providers: MemoryProviders,
         vault: MemoryVault,
         probe: ScriptedProbe,
+        bulk_changes: MemoryStore,
         config: Config,
     }
 
@@ -292,9 +358,23 @@ mod tests {
                     outcome: Mutex::new(ProbeOutcome::Accepted),
                     secrets_seen: Mutex::new(Vec::new()),
                 },
+                bulk_changes: MemoryStore::default(),
                 config: Config {
-                    table: "providers".into(),
-                    secret_prefix: "cellbridge/providers/".into(),
+                    providers: cellbridge_carriers::wiring::ProvidersConfig {
+                        table: "providers".into(),
+                        secret_prefix: "cellbridge/providers/".into(),
+                    },
+                    bulk_changes: cellbridge_bulk_changes::dynamodb::TableNames {
+                        bulk_changes: "bulk-changes".into(),
+                        device_changes: "device-changes".into(),
+                        audit_log: "audit".into(),
+                        idempotency: "idempotency".into(),
+                        sims: cellbridge_sims::wiring::SimTables {
+                            sims: "sims".into(),
+                            history: "sim-history".into(),
+                            sync: "carrier-sync".into(),
+                        },
+                    },
                 },
             }
         }
@@ -302,6 +382,7 @@ mod tests {
         async fn call(&self, request: Request) -> (StatusCode, Value) {
             let ports = Ports {
                 providers: &self.providers,
+                bulk_changes: &self.bulk_changes,
                 vault: &self.vault,
                 probe: &self.probe,
                 config: &self.config,
@@ -403,6 +484,36 @@ mod tests {
             .call(event(&delete, "globex", "admin", Some(id)))
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // A bulk change still going through it keeps it; once done, it can go.
+        let demo = cellbridge_core::tenant::TenantId::parse("demo").unwrap();
+        let (mut change, _) =
+            cellbridge_bulk_changes::testing::sample_bulk_change("demo", "bc-1", 1, true);
+        change.service_provider_id = Some(id.to_owned());
+        change.status = BulkChangeStatus::Processing;
+        world
+            .bulk_changes
+            .create_bulk_change(&change, None)
+            .await
+            .unwrap();
+        let (status, problem) = world.call(event(&delete, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("bc-1")),
+            "{problem}"
+        );
+        world
+            .bulk_changes
+            .transition(
+                &demo,
+                "bc-1",
+                BulkChangeStatus::Processing,
+                BulkChangeStatus::Completed,
+            )
+            .await
+            .unwrap();
         let (status, _) = world.call(event(&delete, "demo", "admin", Some(id))).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(world.vault.names().is_empty(), "the secret goes too");
