@@ -319,6 +319,37 @@ async fn writes_are_conditional_and_kept_in_history(store: &dyn SimStore) -> Res
         store.get_sim(&tenant("globex"), &unknown).await?.is_none(),
         "created for its tenant only"
     );
+
+    // A registered device links its SIM once; the link is a new version, and `linked` finds it.
+    let sim = sample_sim(5);
+    assert!(store.link_device(&demo, &sim.iccid, "trk-5").await?);
+    let once = store.get_sim(&demo, &sim.iccid).await?.expect("kept");
+    assert_eq!(
+        (once.device_id.as_deref(), once.version),
+        (Some("trk-5"), sim.version + 1)
+    );
+    assert!(store.link_device(&demo, &sim.iccid, "trk-5").await?);
+    assert_eq!(
+        store
+            .get_sim(&demo, &sim.iccid)
+            .await?
+            .expect("kept")
+            .version,
+        once.version,
+        "linked already: nothing written"
+    );
+    assert!(
+        !store
+            .link_device(&demo, &cellbridge::testing::iccid(9_999), "trk-x")
+            .await?
+    );
+    let (linked, _) = walk(
+        store,
+        &query(&[("linked", "true"), ("carrier", "telegence")], None),
+        50,
+    )
+    .await?;
+    assert!(linked.contains(&sim.iccid), "{linked:?}");
     Ok(())
 }
 

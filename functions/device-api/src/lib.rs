@@ -1,5 +1,5 @@
 //! The device registry over HTTP, for viewers and up: `GET /devices`, `GET /devices/{id}` (status,
-//! last seen, latest telemetry) and `GET /devices/{id}/telemetry?from=&to=` (oldest first,
+//! last seen, latest telemetry, its SIM from the inventory) and `GET /devices/{id}/telemetry?from=&to=` (oldest first,
 //! paginated). Another tenant's device does not exist here (404).
 
 use cellbridge_devices::ports::DeviceStore;
@@ -11,6 +11,9 @@ use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::http::{caller, json_response, route_key};
 use cellbridge_identity::role::Role;
+use cellbridge_sims::ports::SimStore;
+use cellbridge_sims::sim::Sim;
+use cellbridge_sims::tenant::TenantSims;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use time::format_description::well_known::Rfc3339;
@@ -23,7 +26,17 @@ cellbridge_core::composite_config! {
     pub struct Config {
         pub devices: cellbridge_devices::wiring::DeviceTables,
         pub presence: cellbridge_devices::wiring::PresenceSettings,
+        pub sims: cellbridge_sims::wiring::SimTables,
     }
+}
+
+/// A device with the SIM it has, as the tenant's inventory knows it (none when the inventory
+/// does not have its ICCID yet).
+#[derive(Debug, serde::Serialize)]
+pub struct DeviceDetail<'a> {
+    #[serde(flatten)]
+    pub device: DeviceView<'a>,
+    pub sim: Option<&'a Sim>,
 }
 
 /// Without `from`, telemetry starts this long before `to`.
@@ -33,11 +46,12 @@ pub const MAX_WINDOW: Duration = Duration::days(31);
 
 pub async fn handle(
     devices: &dyn DeviceStore,
+    sims: &dyn SimStore,
     presence_timeout: Duration,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match respond(devices, presence_timeout, &request, now).await {
+    match respond(devices, sims, presence_timeout, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
@@ -45,6 +59,7 @@ pub async fn handle(
 
 async fn respond(
     store: &dyn DeviceStore,
+    sims: &dyn SimStore,
     presence_timeout: Duration,
     request: &Request,
     now: OffsetDateTime,
@@ -77,9 +92,18 @@ async fn respond(
                 .device_with_latest(&thing)
                 .await?
                 .ok_or_else(|| Problem::not_found("this device"))?;
+            let sim = TenantSims::of(sims, &caller).get(&device.iccid).await?;
             Ok(json_response(
                 StatusCode::OK,
-                &DeviceView::with_presence_timeout(&device, latest.as_ref(), now, presence_timeout),
+                &DeviceDetail {
+                    device: DeviceView::with_presence_timeout(
+                        &device,
+                        latest.as_ref(),
+                        now,
+                        presence_timeout,
+                    ),
+                    sim: sim.as_ref(),
+                },
             ))
         }
         "GET /devices/{id}/telemetry" => {
@@ -214,8 +238,16 @@ mod tests {
     }
 
     async fn call(store: &MemoryDevices, request: Request) -> (StatusCode, Value) {
+        let inventory = cellbridge_sims::memory::MemorySims::default();
+        let sim = cellbridge_sims::testing::sample_sim(1);
+        let demo = cellbridge_core::tenant::TenantId::parse("demo").expect("tenant");
+        inventory
+            .put_sim(&demo, &sim, None, &cellbridge_sims::testing::imported(&sim))
+            .await
+            .expect("stored");
         let response = handle(
             store,
+            &inventory,
             cellbridge_devices::presence::DEFAULT_PRESENCE_TIMEOUT,
             request,
             now(),
@@ -245,6 +277,12 @@ mod tests {
         assert_eq!(device["status"], "online");
         assert_eq!(device["latest"]["metrics"], json!({"temp": 24}));
         assert_eq!(device["latest"]["at"], "2026-11-22T09:00:40Z");
+        assert_eq!(
+            device["sim"]["iccid"],
+            cellbridge_core::testing::iccid(1),
+            "its SIM"
+        );
+        assert_eq!(device["sim"]["status"], "active");
         let (_, silent) = call(&store, event(GET, "demo", Some("trk-2"), &[])).await;
         assert_eq!(silent["status"], "offline");
         assert_eq!(

@@ -17,6 +17,7 @@ use cellbridge_devices::ports::{
 use cellbridge_devices::registration::{parse_announcement, Announcement};
 use cellbridge_devices::topics;
 use cellbridge_identity::ports::AccountStore;
+use cellbridge_sims::ports::SimStore;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -28,6 +29,7 @@ cellbridge_core::composite_config! {
         pub accounts: cellbridge_identity::wiring::AccountsConfig,
         pub thing_type: cellbridge_devices::wiring::ThingType,
         pub iot_data: cellbridge_devices::wiring::IotDataEndpoint,
+        pub sims: cellbridge_sims::wiring::SimTables,
     }
 }
 
@@ -36,6 +38,8 @@ pub struct Ports<'a> {
     pub accounts: &'a dyn AccountStore,
     pub things: &'a dyn ThingRegistry,
     pub replies: &'a dyn DevicePublisher,
+    /// The tenant's SIM inventory: the SIM a device announces is linked to it.
+    pub sims: &'a dyn SimStore,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +90,20 @@ pub async fn handle(
                     .things
                     .upsert_thing(&announcement.thing_name, &attributes)
                     .await?;
+                let linked = ports
+                    .sims
+                    .link_device(
+                        &announcement.tenant,
+                        announcement.iccid.as_str(),
+                        announcement.thing_name.as_str(),
+                    )
+                    .await?;
+                if !linked {
+                    tracing::info!(
+                        iccid = announcement.iccid.as_str(),
+                        "the SIM is not in the tenant's inventory yet"
+                    );
+                }
                 Outcome::Accepted(registration)
             }
         },
@@ -175,6 +193,7 @@ mod tests {
         accounts: MemoryAccounts,
         things: MemoryThings,
         replies: RecordingPublisher,
+        sims: cellbridge_sims::memory::MemorySims,
     }
 
     impl World {
@@ -195,6 +214,7 @@ mod tests {
                 accounts,
                 things: MemoryThings::default(),
                 replies: RecordingPublisher::default(),
+                sims: inventory().await,
             }
         }
 
@@ -204,6 +224,7 @@ mod tests {
                 accounts: &self.accounts,
                 things: &self.things,
                 replies: &self.replies,
+                sims: &self.sims,
             }
         }
 
@@ -224,6 +245,24 @@ mod tests {
         fn accepted_replies(&self, thing: &str) -> Vec<Value> {
             self.replies.published_to(&topics::register_accepted(thing))
         }
+    }
+
+    /// The sample announcement's SIM, in demo's inventory and in globex's.
+    async fn inventory() -> cellbridge_sims::memory::MemorySims {
+        let sims = cellbridge_sims::memory::MemorySims::default();
+        for tenant in ["demo", "globex"] {
+            let sim = cellbridge_sims::testing::sample_sim(1);
+            let tenant = cellbridge_core::tenant::TenantId::parse(tenant).expect("tenant");
+            sims.put_sim(
+                &tenant,
+                &sim,
+                None,
+                &cellbridge_sims::testing::imported(&sim),
+            )
+            .await
+            .expect("stored");
+        }
+        sims
     }
 
     fn sample(text: &str) -> Value {
@@ -250,6 +289,13 @@ mod tests {
         let replies = world.accepted_replies("trk-1");
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0]["outcome"], "created");
+        // Its SIM in the tenant's inventory now names the device; another tenant's does not.
+        let linked = |tenant: &str| {
+            let tenant = cellbridge_core::tenant::TenantId::parse(tenant).expect("tenant");
+            world.sims.all(&tenant)[0].device_id.clone()
+        };
+        assert_eq!(linked("demo").as_deref(), Some("trk-1"));
+        assert_eq!(linked("globex"), None);
     }
 
     #[tokio::test]

@@ -1812,8 +1812,18 @@ mod tests {
         assert_eq!(intake.binary, "bulk-intake");
         assert_eq!(intake.timeout, Duration::from_secs(30));
         assert_eq!(intake.memory_size_mb, 256);
-        assert_eq!(intake.http_routes.len(), 1);
-        assert_eq!(intake.http_routes[0].route_key(), "POST /bulk-changes");
+        let intake_routes: BTreeSet<_> = intake
+            .http_routes
+            .iter()
+            .map(HttpRoute::route_key)
+            .collect();
+        assert_eq!(
+            intake_routes,
+            BTreeSet::from([
+                "POST /bulk-changes".to_owned(),
+                "POST /bulk-changes/preview".to_owned()
+            ])
+        );
 
         let status = by_id["BulkStatusFunction"];
         let keys: BTreeSet<_> = status

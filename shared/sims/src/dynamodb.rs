@@ -594,6 +594,44 @@ impl SimStore for DynamoSims {
         }
     }
 
+    async fn link_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<bool, StoreError> {
+        // Linked already: no write (a device announces itself on every start).
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sims)
+            .key("tenantId", s(tenant.as_str()))
+            .key("iccid", s(iccid))
+            .update_expression("SET deviceId = :device ADD version :one")
+            .condition_expression(
+                "attribute_exists(iccid) AND (attribute_not_exists(deviceId) OR deviceId <> :device)",
+            )
+            .expression_attribute_values(":device", s(device_id))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| {
+                    matches!(
+                        e,
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)
+                    )
+                }) =>
+            {
+                // Either no such SIM or linked already: one read tells which.
+                Ok(self.get_sim(tenant, iccid).await?.is_some())
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
     async fn apply_change(
         &self,
         tenant: &TenantId,

@@ -136,6 +136,27 @@ impl SimStore for MemorySims {
         Ok(Written::Written)
     }
 
+    async fn link_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = locked(&self.state);
+        let Some(sim) = state
+            .sims
+            .get_mut(tenant)
+            .and_then(|sims| sims.get_mut(iccid))
+        else {
+            return Ok(false);
+        };
+        if sim.device_id.as_deref() != Some(device_id) {
+            sim.device_id = Some(device_id.to_owned());
+            sim.version += 1;
+        }
+        Ok(true)
+    }
+
     async fn apply_change(
         &self,
         tenant: &TenantId,

@@ -54,6 +54,15 @@ pub trait SimStore: Send + Sync {
         event: &SimEvent,
     ) -> Result<Written, StoreError>;
 
+    /// Records that registered device `device_id` has the SIM (a new version, no history: it
+    /// is no change at the carrier); `false` when the tenant's inventory has no such SIM.
+    async fn link_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Applies a change made through cellbridge without reading the record first (creating it
     /// when there is none), with its history entry.
     async fn apply_change(
