@@ -19,6 +19,7 @@ mod cpu_profile;
 mod devices;
 mod fleet_cost;
 mod local_aws;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -67,6 +68,10 @@ pub enum BenchCommand {
     /// A simulated fleet on the local stack for a fixed time: what AWS would bill for it, per
     /// service and flow, in dollars per device per month.
     Cost(fleet_cost::CostArgs),
+    /// A carrier sync of 100,000 SIMs per carrier from the simulators at documented limits:
+    /// elapsed vs the floor the pace sets, carrier requests, writes per changed SIM, and a
+    /// re-sync after 1 % changed outside cellbridge.
+    Sync(sync::SyncArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -99,6 +104,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Devices(args) => devices::run(args).await,
         BenchCommand::LocalAws(args) => local_aws::run(args).await,
         BenchCommand::Cost(args) => fleet_cost::run(args).await,
+        BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }

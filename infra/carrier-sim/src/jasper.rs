@@ -244,7 +244,13 @@ impl Jasper {
             let step = (all.len() / count.max(1)).max(1);
             all.into_iter().step_by(step).take(count).cloned().collect()
         };
-        for iccid in &iccids {
+        self.change_plan_outside(&iccids, rate_plan);
+        iccids
+    }
+
+    /// Moves `iccids` to `rate_plan` as someone in Control Center would, outside cellbridge.
+    pub fn change_plan_outside(&self, iccids: &[String], rate_plan: &str) {
+        for iccid in iccids {
             let at = self.stamp();
             if let Some(device) = locked(&self.devices).get_mut(iccid) {
                 device.rate_plan = rate_plan.to_owned();
@@ -252,7 +258,6 @@ impl Jasper {
                 device.updated_ms = at;
             }
         }
-        iccids
     }
 
     pub fn device(&self, iccid: &str) -> Option<Device> {

@@ -63,17 +63,31 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
     assert_eq!(line["lastChange"]["source"]["kind"], "carrierSync");
 
     // Changed in Control Center, outside cellbridge: the next sync finds exactly those.
-    let jasper = carriers.server.sims.jasper.change_outside(3, "RP-10GB");
+    let jasper: Vec<String> = by_carrier[0].1[..3].to_vec();
+    carriers
+        .server
+        .sims
+        .jasper
+        .change_plan_outside(&jasper, "RP-10GB");
     stack.sync_inventory_now().await?;
-    until(
+    let moved = || async {
+        let sims = listed(format!("iccidPrefix={PREFIX}&ratePlan=RP-10GB")).await?;
+        Ok::<Vec<String>, anyhow::Error>(
+            sims.iter()
+                .filter_map(|s| s["iccid"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    };
+    let found = until(
         "the sync finds the plans changed in Control Center",
         Duration::from_secs(240),
-        || async {
-            let moved = listed("ratePlan=RP-10GB&carrier=jasper".into()).await?;
-            Ok(moved.len() == jasper.len())
-        },
+        || async { Ok(moved().await? == jasper) },
     )
-    .await?;
+    .await;
+    if let Err(error) = found {
+        let seen = moved().await?;
+        return Err(error.context(format!("changed {jasper:?}; on RP-10GB now: {seen:?}")));
+    }
     let changed: Value = client.get(&format!("/sims/{}", jasper[0])).await?;
     assert_eq!(
         changed["history"]["items"][0]["kind"], "changed",
