@@ -68,7 +68,7 @@ pub enum BenchCommand {
     /// A simulated fleet on the local stack for a fixed time: what AWS would bill for it, per
     /// service and flow, in dollars per device per month.
     Cost(fleet_cost::CostArgs),
-    /// A carrier sync of 100,000 SIMs per carrier from the simulators at documented limits:
+    /// A carrier sync of 10,000 SIMs per carrier from the simulators at documented limits:
     /// elapsed vs the floor the pace sets, carrier requests, writes per changed SIM, and a
     /// re-sync after 1 % changed outside cellbridge.
     Sync(sync::SyncArgs),
