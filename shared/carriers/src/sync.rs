@@ -14,9 +14,7 @@ use cellbridge_core::store::{PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
 use cellbridge_sims::ports::{SimStore, SyncStateStore, Written};
 use cellbridge_sims::query::{SimFilter, SimQuery};
-use cellbridge_sims::sim::{
-    CycleUsage, LastChange, Sim, SimEvent, SimEventKind, SimSource, SimStatus,
-};
+use cellbridge_sims::sim::{LastChange, Sim, SimEvent, SimEventKind, SimSource};
 use cellbridge_sims::sync::{SyncLease, SyncRun, SyncState, SyncSummary};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -76,28 +74,14 @@ pub fn synced(
     let source = SimSource::CarrierSync {
         service_provider_id: provider.id.clone(),
     };
-    let base = stored.cloned().unwrap_or_else(|| Sim {
-        iccid: listed.iccid.clone(),
-        msisdn: None,
-        imsi: None,
-        imei: None,
-        carrier: provider.carrier,
-        service_provider_id: Some(provider.id.clone()),
-        status: SimStatus::Unknown,
-        carrier_status: None,
-        rate_plan: None,
-        comm_plan: None,
-        customer: None,
-        cost_center: None,
-        username: None,
-        device_id: None,
-        usage: CycleUsage::default(),
-        last_change: LastChange {
-            source: source.clone(),
+    let base = stored.cloned().unwrap_or_else(|| {
+        Sim::unknown(
+            &listed.iccid,
+            provider.carrier,
+            Some(provider.id.clone()),
+            source.clone(),
             at,
-        },
-        vanished_at: None,
-        version: 0,
+        )
     });
     let mut next = base.clone();
     next.carrier = provider.carrier;
@@ -481,6 +465,7 @@ mod tests {
     use async_trait::async_trait;
     use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
     use cellbridge_sims::memory::MemorySims;
+    use cellbridge_sims::sim::SimStatus;
     use serde_json::json;
     use std::sync::{Arc, Mutex};
 

@@ -178,6 +178,37 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// A SIM known only by its ICCID and account (version 0, not yet stored): what a first
+    /// change or listing fills in.
+    pub fn unknown(
+        iccid: &str,
+        carrier: Carrier,
+        service_provider_id: Option<String>,
+        source: SimSource,
+        at: OffsetDateTime,
+    ) -> Sim {
+        Sim {
+            iccid: iccid.to_owned(),
+            msisdn: None,
+            imsi: None,
+            imei: None,
+            carrier,
+            service_provider_id,
+            status: SimStatus::Unknown,
+            carrier_status: None,
+            rate_plan: None,
+            comm_plan: None,
+            customer: None,
+            cost_center: None,
+            username: None,
+            device_id: None,
+            usage: CycleUsage::default(),
+            last_change: LastChange { source, at },
+            vanished_at: None,
+            version: 0,
+        }
+    }
+
     pub fn get(&self, field: SimField) -> Option<&str> {
         match field {
             SimField::Msisdn => self.msisdn.as_deref(),
@@ -289,29 +320,13 @@ pub struct SimChange {
 impl SimChange {
     /// The record (version 1) a SIM the inventory did not have starts as.
     pub fn new_sim(&self, at: OffsetDateTime) -> Sim {
-        let mut sim = Sim {
-            iccid: self.iccid.clone(),
-            msisdn: None,
-            imsi: None,
-            imei: None,
-            carrier: self.carrier,
-            service_provider_id: self.service_provider_id.clone(),
-            status: SimStatus::Unknown,
-            carrier_status: None,
-            rate_plan: None,
-            comm_plan: None,
-            customer: None,
-            cost_center: None,
-            username: None,
-            device_id: None,
-            usage: CycleUsage::default(),
-            last_change: LastChange {
-                source: self.source.clone(),
-                at,
-            },
-            vanished_at: None,
-            version: 0,
-        };
+        let mut sim = Sim::unknown(
+            &self.iccid,
+            self.carrier,
+            self.service_provider_id.clone(),
+            self.source.clone(),
+            at,
+        );
         self.apply(&mut sim, at);
         sim
     }
