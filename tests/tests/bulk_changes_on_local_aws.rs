@@ -630,6 +630,7 @@ async fn a_missing_table_or_queue_is_a_refusal_no_retry_can_cure() -> Result<()>
                 sims: missing("sims"),
                 history: missing("sim-history"),
                 sync: missing("carrier-sync"),
+                usage: missing("sim-usage"),
             },
         },
     );

@@ -526,3 +526,33 @@ async fn two_worker_instances_share_the_jasper_limits_through_the_gate() -> Resu
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn instances_take_distinct_start_slots_from_the_shared_pace() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let table = stack.name("IdempotencyTable")?;
+    // Two instances: each its own gate object (and its own idea of the next free slot).
+    let first = cellbridge::carriers::wiring::account_gate(&stack.config, &table);
+    let second = cellbridge::carriers::wiring::account_gate(&stack.config, &table);
+    let spacing = Duration::from_millis(100);
+    let at = OffsetDateTime::from_unix_timestamp(1_800_000_000)?;
+    let ms = |n: u64| at + Duration::from_millis(n);
+    let account = "telegence:pace-test";
+
+    assert_eq!(first.reserve(account, 1, spacing, at).await?, at);
+    // The second has never seen the account: its first try is refused and tells it the slot.
+    assert_eq!(second.reserve(account, 1, spacing, at).await?, ms(100));
+    // A lookup and a change take two slots in a row.
+    assert_eq!(first.reserve(account, 2, spacing, at).await?, ms(200));
+    assert_eq!(second.reserve(account, 1, spacing, ms(50)).await?, ms(400));
+    // Once the taken slots are past, the next begins when asked for.
+    assert_eq!(first.reserve(account, 1, spacing, ms(900)).await?, ms(900));
+    // Another account has its own slots.
+    assert_eq!(
+        second
+            .reserve("telegence:other", 1, spacing, ms(50))
+            .await?,
+        ms(50)
+    );
+    Ok(())
+}

@@ -312,3 +312,165 @@ async fn server_faults_are_transient() -> anyhow::Result<()> {
         .is_some_and(CarrierError::is_retryable));
     Ok(())
 }
+
+/// The sample SIM at the simulator, as the inventory keeps it after a sync by `provider`.
+fn inventory_sim(n: u32, provider: &str) -> cellbridge::sims::sim::Sim {
+    cellbridge::sims::sim::Sim::unknown(
+        &iccid(n),
+        cellbridge::common::carrier::Carrier::Jasper,
+        Some(provider.to_owned()),
+        cellbridge::sims::sim::SimSource::CarrierSync {
+            service_provider_id: provider.to_owned(),
+        },
+        time::OffsetDateTime::UNIX_EPOCH,
+    )
+}
+
+#[tokio::test]
+async fn usage_is_read_per_sim_and_a_day_is_the_difference_of_two_readings() -> anyhow::Result<()> {
+    use cellbridge::carriers::account::{AccountLimits, CarrierAccount};
+    use cellbridge::carriers::usage::{usage_step, UsagePorts, UsageRetention, UsageStep};
+    use cellbridge::sims::ports::{SimStore, UsageStore};
+    use time::macros::{date, datetime};
+
+    let server = simulator(JasperConfig {
+        calls_per_second: 200,
+        ..JasperConfig::default()
+    })
+    .await?;
+    let more: Vec<String> = (5..60).map(iccid).collect();
+    server
+        .sims
+        .jasper
+        .seed_devices(more.iter().map(String::as_str), "ACTIVATED");
+    let jasper = client(&server, API_KEY)?;
+
+    // The adapter: Get Device Usage, rated through the simulator's yesterday.
+    server.sims.fix_usage_day(Some(date!(2026 - 12 - 05)));
+    let device = cellbridge::bulk_changes::change::DeviceRef {
+        iccid: cellbridge::common::ids::Iccid::parse(&iccid(2))?,
+        msisdn: None,
+        imei: None,
+    };
+    let reading = jasper.cycle_usage(&device, &CallJournal::default()).await?;
+    let (_, bytes, sms) = carrier_sim::usage::cycle_to_date(&iccid(2), date!(2026 - 12 - 04));
+    assert_eq!((reading.data_bytes, reading.sms), (bytes, sms));
+    assert_eq!(
+        reading.cycle_start, None,
+        "Control Center gives no cycle dates"
+    );
+    let unknown = cellbridge::bulk_changes::change::DeviceRef {
+        iccid: cellbridge::common::ids::Iccid::parse(&iccid(900))?,
+        ..device.clone()
+    };
+    assert_eq!(
+        jasper.cycle_usage(&unknown, &CallJournal::default()).await,
+        Err(CarrierError::NotFound)
+    );
+
+    // The collection over 60 SIMs (two pages) of a provider, and one SIM the carrier lost.
+    let tenant = cellbridge::common::tenant::TenantId::parse("demo")
+        .ok_or_else(|| anyhow::anyhow!("tenant"))?;
+    let body = json!({"name": "Jasper", "carrier": "jasper", "endpoint": server.jasper_url(),
+        "credentials": {"username": "cellbridge", "apiKey": API_KEY}});
+    let provider = cellbridge::carriers::provider::parse_new_provider(body.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .into_provider(
+            tenant.clone(),
+            "sp-jasper".into(),
+            "secret".into(),
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+    let store = cellbridge::sims::memory::MemorySims::default();
+    for n in (0..60).chain([900]) {
+        let sim = inventory_sim(n, "sp-jasper");
+        store
+            .put_sim(&tenant, &sim, None, &cellbridge::testing::imported(&sim))
+            .await?;
+    }
+    // The simulator's scaled-up limit, so the test takes a second, not Jasper's 25.
+    let limits = AccountLimits {
+        calls_per_second: 200,
+        burst: 1,
+        max_in_flight: 1,
+    };
+    let account = CarrierAccount::new(std::sync::Arc::new(jasper), limits, Vec::new());
+    let ports = UsagePorts {
+        sims: &store,
+        usage: &store,
+        states: &store,
+    };
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    let step = |at: time::OffsetDateTime| {
+        let clock = move || at;
+        let (ports, account, tenant, provider) = (&ports, &account, &tenant, &provider);
+        async move {
+            usage_step(
+                ports,
+                account,
+                tenant,
+                provider,
+                "test",
+                &clock,
+                far,
+                UsageRetention::default(),
+            )
+            .await
+        }
+    };
+
+    // The first reading sets each SIM's cycle total and tells no day.
+    let first = step(datetime!(2026-12-05 01:00 UTC)).await?;
+    let UsageStep::Finished(summary) = first else {
+        anyhow::bail!("expected a finished collection, got {first:?}");
+    };
+    assert_eq!(summary.day, date!(2026 - 12 - 04));
+    assert_eq!(
+        (
+            summary.counts.read,
+            summary.counts.failed,
+            summary.counts.days
+        ),
+        (60, 1, 0)
+    );
+    assert_eq!(
+        step(datetime!(2026-12-05 13:00 UTC)).await?,
+        UsageStep::Idle,
+        "once a day"
+    );
+
+    // A day later, each SIM's day is the simulator's usage of that day.
+    server.sims.fix_usage_day(Some(date!(2026 - 12 - 06)));
+    let second = step(datetime!(2026-12-06 01:00 UTC)).await?;
+    assert!(
+        matches!(&second, UsageStep::Finished(s) if s.counts.days == 60),
+        "{second:?}"
+    );
+    for n in [0, 37, 59] {
+        let days = store
+            .daily_usage(
+                &tenant,
+                &iccid(n),
+                date!(2026 - 12 - 01),
+                date!(2026 - 12 - 31),
+            )
+            .await?;
+        let (bytes, sms) = carrier_sim::usage::day_usage(&iccid(n), date!(2026 - 12 - 05));
+        assert_eq!(days.len(), 1, "{days:?}");
+        assert_eq!(
+            (days[0].day, days[0].data_bytes, days[0].sms),
+            (date!(2026 - 12 - 05), bytes, sms)
+        );
+        let sim = store.get_sim(&tenant, &iccid(n)).await?.expect("stored");
+        assert_eq!(sim.usage.through, Some(date!(2026 - 12 - 05)));
+    }
+    let calls = server
+        .sims
+        .log
+        .entries()
+        .iter()
+        .filter(|e| e.path.ends_with("/ctdUsages"))
+        .count();
+    assert_eq!(calls, 2 + 2 * 61, "one call per SIM a day");
+    Ok(())
+}

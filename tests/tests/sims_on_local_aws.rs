@@ -1,16 +1,21 @@
 //! The SIM inventory store with the real SDK against the local DynamoDB (tables from
 //! template.yaml), and the in-memory store held to the same answers: listings by every order and
 //! index, filters, prefix searches, cursors, short pages when a filter matches little, writes
-//! conditional on the version, blind changes and history.
+//! conditional on the version, blind changes and history; daily usage with the cycle total, and
+//! the usage collection's state.
 
 use anyhow::Result;
 use cellbridge::common::store::{PageRequest, StoreError};
 use cellbridge::common::tenant::TenantId;
 use cellbridge::sims::dynamodb::DynamoSims;
 use cellbridge::sims::memory::MemorySims;
-use cellbridge::sims::ports::{SimStore, Written};
+use cellbridge::sims::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use cellbridge::sims::query::{parse_filter, parse_order, SimQuery};
-use cellbridge::sims::sim::{Sim, SimChange, SimEventKind, SimField, SimSource, SimStatus};
+use cellbridge::sims::sim::{
+    CycleUsage, Sim, SimChange, SimEventKind, SimField, SimSource, SimStatus,
+};
+use cellbridge::sims::sync::UsageState;
+use cellbridge::sims::usage::{DailyUsage, UsageRecord};
 use cellbridge::testing::{imported, sample_sim};
 use cellbridge_tests::LocalAwsStack;
 use time::OffsetDateTime;
@@ -353,12 +358,144 @@ async fn writes_are_conditional_and_kept_in_history(store: &dyn SimStore) -> Res
     Ok(())
 }
 
+/// Days recorded with their SIM's cycle total, read back by range; a SIM not in the inventory
+/// gets nothing; a day recorded again replaces the first; usage states are versioned.
+async fn usage_is_kept_by_day<S>(store: &S) -> Result<()>
+where
+    S: SimStore + UsageStore + SyncStateStore,
+{
+    let demo = tenant("usage-demo");
+    let sim = sample_sim(7);
+    store.put_sim(&demo, &sim, None, &imported(&sim)).await?;
+    let day = |d: time::Date, data_bytes: u64| DailyUsage {
+        day: d,
+        data_bytes,
+        sms: 2,
+    };
+    let cycle = |through: time::Date, data_bytes: u64| CycleUsage {
+        cycle_start: Some(time::macros::date!(2026 - 12 - 01)),
+        through: Some(through),
+        data_bytes,
+        sms: 4,
+    };
+    let keep = OffsetDateTime::now_utc() + time::Duration::days(30);
+    let (d1, d2, d3) = (
+        time::macros::date!(2026 - 12 - 01),
+        time::macros::date!(2026 - 12 - 02),
+        time::macros::date!(2026 - 12 - 03),
+    );
+    let records = [
+        UsageRecord {
+            iccid: sim.iccid.clone(),
+            day: Some(day(d1, 100)),
+            cycle: cycle(d1, 100),
+        },
+        UsageRecord {
+            iccid: sample_sim(8).iccid,
+            day: Some(day(d1, 999)),
+            cycle: cycle(d1, 999),
+        },
+    ];
+    store.record_usage(&demo, &records, keep).await?;
+    let again = [
+        UsageRecord {
+            iccid: sim.iccid.clone(),
+            day: Some(day(d2, 250)),
+            cycle: cycle(d2, 350),
+        },
+        UsageRecord {
+            iccid: sim.iccid.clone(),
+            day: Some(day(d3, 50)),
+            cycle: cycle(d3, 400),
+        },
+    ];
+    store.record_usage(&demo, &again, keep).await?;
+    // A repeated run replaces the day rather than adding a second.
+    store.record_usage(&demo, &again[1..], keep).await?;
+
+    let days = store.daily_usage(&demo, &sim.iccid, d1, d3).await?;
+    assert_eq!(days, [day(d1, 100), day(d2, 250), day(d3, 50)]);
+    assert_eq!(
+        store.daily_usage(&demo, &sim.iccid, d2, d2).await?,
+        [day(d2, 250)]
+    );
+    assert!(store
+        .daily_usage(&demo, &sim.iccid, d3, d1)
+        .await?
+        .is_empty());
+    assert!(
+        store
+            .daily_usage(&demo, &sample_sim(8).iccid, d1, d3)
+            .await?
+            .is_empty(),
+        "a SIM the inventory does not have gets no usage"
+    );
+    assert!(store.get_sim(&demo, &sample_sim(8).iccid).await?.is_none());
+    assert!(
+        store
+            .daily_usage(&tenant("usage-other"), &sim.iccid, d1, d3)
+            .await?
+            .is_empty(),
+        "another tenant's"
+    );
+    let stored = store.get_sim(&demo, &sim.iccid).await?.expect("the SIM");
+    assert_eq!(stored.usage, cycle(d3, 400));
+    assert!(
+        stored.version > sim.version,
+        "usage writes count as versions"
+    );
+
+    // Kept no longer than asked: a day past its time is not answered.
+    let expired = [UsageRecord {
+        iccid: sim.iccid.clone(),
+        day: Some(day(time::macros::date!(2026 - 11 - 30), 5)),
+        cycle: cycle(d3, 400),
+    }];
+    store
+        .record_usage(
+            &demo,
+            &expired,
+            OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        )
+        .await?;
+    assert_eq!(
+        store
+            .daily_usage(&demo, &sim.iccid, time::macros::date!(2026 - 11 - 01), d1)
+            .await?,
+        [day(d1, 100)]
+    );
+
+    let mut state = UsageState::new("sp-usage");
+    state.collected_through = Some(d3);
+    state.version = 1;
+    assert_eq!(
+        store.put_usage_state(&demo, &state).await?,
+        Written::Written
+    );
+    assert_eq!(
+        store.put_usage_state(&demo, &state).await?,
+        Written::Conflict,
+        "a second writer at the same version"
+    );
+    let read = store
+        .get_usage_state(&demo, "sp-usage")
+        .await?
+        .expect("stored");
+    assert_eq!(read, state);
+    assert!(
+        store.get_sync(&demo, "sp-usage").await?.is_none(),
+        "the usage state is not the provider's sync state"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_in_memory_inventory_answers_like_dynamodb() -> Result<()> {
     let store = MemorySims::default();
     let sims = seed(&store).await?;
     listings_answer_the_same(&store, &sims).await?;
-    writes_are_conditional_and_kept_in_history(&store).await
+    writes_are_conditional_and_kept_in_history(&store).await?;
+    usage_is_kept_by_day(&store).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,6 +520,10 @@ async fn the_inventory_in_dynamodb() -> Result<()> {
     assert!(sizes.iter().all(|size| *size < 50), "{sizes:?}");
 
     writes_are_conditional_and_kept_in_history(&store).await?;
+    let with_usage = store
+        .with_sync_table(stack.name("CarrierSyncTable")?)
+        .with_usage_table(stack.name("SimUsageTable")?);
+    usage_is_kept_by_day(&with_usage).await?;
     stack.stop().await;
     Ok(())
 }

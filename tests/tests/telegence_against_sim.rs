@@ -627,3 +627,37 @@ async fn subscribers_can_be_added_over_http() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn usage_is_read_by_number_and_by_iccid_with_the_bill_cycle() -> anyhow::Result<()> {
+    use time::macros::date;
+    let server = simulator(TelegenceConfig::default()).await?;
+    server.sims.fix_usage_day(Some(date!(2026 - 12 - 02)));
+    let telegence = client(&server, APP_SECRET)?;
+    let (start, bytes, sms) = carrier_sim::usage::cycle_to_date(&iccid(3), date!(2026 - 12 - 01));
+    for with_msisdn in [true, false] {
+        let journal = CallJournal::default();
+        let device = device(3, with_msisdn)?.device;
+        assert_eq!(
+            telegence.calls_to_read_usage(&device),
+            if with_msisdn { 1 } else { 2 }
+        );
+        let reading = telegence.cycle_usage(&device, &journal).await?;
+        assert_eq!(reading.cycle_start, Some(start));
+        assert_eq!((reading.data_bytes, reading.sms), (bytes, sms));
+        assert_eq!(
+            journal.take().len() as u32,
+            telegence.calls_to_read_usage(&device),
+            "the calls the pace reserves slots for"
+        );
+    }
+    assert_eq!(start, date!(2026 - 12 - 01), "cycles begin on the first");
+    let unknown = device(40, true)?.device;
+    assert_eq!(
+        telegence
+            .cycle_usage(&unknown, &CallJournal::default())
+            .await,
+        Err(CarrierError::NotFound)
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@
 use cellbridge_bulk_changes::bulk_change::{
     AuditEntry, BulkChange, BulkChangeStatus, DeviceCounts,
 };
+use cellbridge_bulk_changes::inventory::{addresses_lines_by_number, fill_known_msisdns};
 use cellbridge_bulk_changes::messages::PlanMessage;
 use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
 use cellbridge_bulk_changes::request::{BulkChangeRequest, ProviderRef, RequestDocument};
@@ -215,7 +216,20 @@ async fn create(
         id: &p.id,
         carrier: p.carrier,
     });
-    let parsed = document.parse(provider_ref).map_err(&rejected)?;
+    let mut parsed = document.parse(provider_ref).map_err(&rejected)?;
+    if addresses_lines_by_number(parsed.carrier) {
+        let iccids: Vec<String> = parsed
+            .devices
+            .iter()
+            .filter(|d| d.device.msisdn.is_none())
+            .map(|d| d.device.iccid.as_str().to_owned())
+            .collect();
+        if !iccids.is_empty() {
+            let known = lookups.sims.get_sims(caller.tenant(), &iccids).await?;
+            let filled = fill_known_msisdns(&mut parsed, &known);
+            tracing::debug!(filled, "MSISDNs from the inventory");
+        }
+    }
     let change = new_bulk_change(&caller, &parsed, now);
     let span = tracing::info_span!("bulk_change", tenant = %caller.tenant(), bulk_change_id = %change.bulk_change_id);
     async {
@@ -722,6 +736,57 @@ mod tests {
             value["body"] = Value::String(body.to_string());
         }
         request(&value.to_string())
+    }
+
+    #[tokio::test]
+    async fn telegence_devices_listed_without_a_number_get_the_inventorys() {
+        let memory = MemoryPorts::default();
+        let sims = cellbridge_sims::memory::MemorySims::default();
+        // Sample SIM 2 is at Telegence; the inventory keeps numbers in E.164.
+        let known = cellbridge_sims::sim::Sim {
+            msisdn: Some("+14045550002".into()),
+            ..cellbridge_sims::testing::sample_sim(2)
+        };
+        sims.put_sim(
+            &demo(),
+            &known,
+            None,
+            &cellbridge_sims::testing::imported(&known),
+        )
+        .await
+        .expect("stored");
+        let providers = MemoryProviders::default();
+        let lookups = Lookups {
+            providers: &providers,
+            sims: &sims,
+        };
+        let body = serde_json::json!({"carrier": "telegence",
+            "change": {"type": "statusUpdate", "action": "suspend"},
+            "devices": [{"iccid": known.iccid}, {"iccid": cellbridge_core::testing::iccid(5)}]});
+        let created = handle(
+            &memory.ports(),
+            &lookups,
+            tenant_event(SELECT, "demo", Some(body)),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::ACCEPTED, "{}", json(&created));
+        let id = json(&created)["id"].as_str().expect("id").to_owned();
+        let stored = memory
+            .store
+            .get_bulk_change(&demo(), &id)
+            .await
+            .unwrap()
+            .expect("stored");
+        let payload: Vec<Value> =
+            serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap())
+                .unwrap();
+        let numbers: Vec<&Value> = payload.iter().map(|d| &d["device"]["msisdn"]).collect();
+        assert_eq!(
+            numbers,
+            [&serde_json::json!("+14045550002"), &Value::Null],
+            "the inventory's number, none for a SIM it does not know"
+        );
     }
 
     #[tokio::test]

@@ -1,15 +1,18 @@
-//! The carrier sync: on its schedule it queues one sync per service provider of every tenant;
-//! each queued sync runs the provider's listing against the inventory until it finishes or the
-//! function's time runs short, and then queues itself to go on from its last page.
+//! The carrier sync: on its schedule it queues, for every service provider of every tenant, a
+//! sync of its inventory and one of its usage; each runs until it finishes or the function's
+//! time runs short, and then queues itself to go on from its last page. The inventory sync lists
+//! the carrier's SIMs against the inventory; the usage collection reads yesterday's usage of
+//! every SIM once a day (and answers "collected already" the rest of the day).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use cellbridge_bulk_changes::ports::QueueError;
 use cellbridge_carriers::account::{AccountLookupError, CarrierAccounts};
 use cellbridge_carriers::provider_ports::ProviderStore;
 use cellbridge_carriers::sync::{sync_step, SyncError, SyncPorts, SyncStep};
-use cellbridge_carriers::sync_queue::{SyncQueue, SyncRequest};
+use cellbridge_carriers::sync_queue::{SyncQueue, SyncRequest, SyncWork};
+use cellbridge_carriers::usage::{usage_step, UsagePorts, UsageRetention, UsageStep};
 use cellbridge_core::store::StoreError;
-use cellbridge_sims::ports::{SimStore, SyncStateStore};
+use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -19,12 +22,13 @@ use tracing::Instrument;
 cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: the inventory and sync states,
     /// the service providers and their credentials, the account gate (in the idempotency
-    /// table) and the sync queue.
+    /// table), the sync queue and how long usage is kept.
     pub struct Config {
         pub sims: cellbridge_sims::wiring::SimTables,
         pub providers: cellbridge_carriers::wiring::ProvidersConfig,
         pub gate: GateTable,
         pub queue: SyncQueueUrl,
+        pub retention: cellbridge_carriers::usage::UsageRetention,
     }
 }
 
@@ -59,6 +63,8 @@ pub const WRAP_UP: Duration = Duration::from_secs(60);
 pub struct SyncFunctionPorts {
     pub sims: Arc<dyn SimStore>,
     pub states: Arc<dyn SyncStateStore>,
+    pub usage: Arc<dyn UsageStore>,
+    pub retention: UsageRetention,
     pub providers: Arc<dyn ProviderStore>,
     pub accounts: Arc<dyn CarrierAccounts>,
     pub queue: Arc<dyn SyncQueue>,
@@ -80,22 +86,43 @@ pub enum SyncFunctionError {
     Malformed(String),
 }
 
-/// What the schedule does: one queued sync per provider of every tenant (one already running
-/// answers its message with "busy", so an overlap costs a message, not a second run).
+/// What the schedule does: an inventory sync and a usage collection queued per provider of
+/// every tenant (one already running answers its message with "busy", so an overlap costs a
+/// message, not a second run). Returns the providers.
 pub async fn schedule(ports: &SyncFunctionPorts) -> Result<usize, SyncFunctionError> {
-    let requests: Vec<SyncRequest> = ports
-        .providers
-        .every_provider()
-        .await?
-        .into_iter()
-        .map(|(tenant, service_provider_id)| SyncRequest {
-            tenant,
-            service_provider_id,
+    let providers = ports.providers.every_provider().await?;
+    let requests: Vec<SyncRequest> = providers
+        .iter()
+        .flat_map(|(tenant, service_provider_id)| {
+            [SyncWork::Inventory, SyncWork::Usage].map(|work| SyncRequest {
+                tenant: tenant.clone(),
+                service_provider_id: service_provider_id.clone(),
+                work,
+            })
         })
         .collect();
     ports.queue.enqueue(&requests).await?;
-    tracing::info!(providers = requests.len(), "carrier syncs queued");
-    Ok(requests.len())
+    tracing::info!(providers = providers.len(), "carrier syncs queued");
+    Ok(providers.len())
+}
+
+/// How one queued sync step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Inventory(SyncStep),
+    Usage(UsageStep),
+    /// The provider is gone, or makes no usable account: nothing to do.
+    Skipped,
+}
+
+impl Step {
+    /// Whether the step stopped with work left and must be queued again.
+    fn goes_on(&self) -> bool {
+        matches!(
+            self,
+            Step::Inventory(SyncStep::Continue) | Step::Usage(UsageStep::Continue)
+        )
+    }
 }
 
 /// Runs the queued syncs of `event` until `deadline`.
@@ -124,8 +151,8 @@ pub async fn sync(
     ports: &SyncFunctionPorts,
     request: &SyncRequest,
     deadline: Instant,
-) -> Result<SyncStep, SyncFunctionError> {
-    let span = tracing::info_span!("carrier_sync", tenant = %request.tenant, provider = %request.service_provider_id);
+) -> Result<Step, SyncFunctionError> {
+    let span = tracing::info_span!("carrier_sync", tenant = %request.tenant, provider = %request.service_provider_id, work = ?request.work);
     async {
         let Some(provider) = ports
             .providers
@@ -133,7 +160,7 @@ pub async fn sync(
             .await?
         else {
             tracing::info!("the provider was deleted; nothing to sync");
-            return Ok(SyncStep::Busy);
+            return Ok(Step::Skipped);
         };
         let account = match ports
             .accounts
@@ -147,36 +174,53 @@ pub async fn sync(
             }
             Err(AccountLookupError::Unusable(why)) => {
                 tracing::warn!(%why, "the provider makes no usable account; not synced");
-                return Ok(SyncStep::Busy);
+                return Ok(Step::Skipped);
             }
         };
-        let step_ports = SyncPorts {
-            sims: ports.sims.as_ref(),
-            states: ports.states.as_ref(),
-        };
-        let step = sync_step(
-            &step_ports,
-            &account,
-            &request.tenant,
-            &provider,
-            &ports.holder,
-            &OffsetDateTime::now_utc,
-            deadline,
-        )
-        .await?;
-        match &step {
-            SyncStep::Continue => ports.queue.enqueue(std::slice::from_ref(request)).await?,
-            SyncStep::Busy => tracing::info!("another instance runs this sync"),
-            SyncStep::CredentialsRefused => {
-                tracing::warn!("the carrier refused these credentials; waiting for new ones")
+        let step = match request.work {
+            SyncWork::Inventory => {
+                let step_ports = SyncPorts {
+                    sims: ports.sims.as_ref(),
+                    states: ports.states.as_ref(),
+                };
+                Step::Inventory(
+                    sync_step(
+                        &step_ports,
+                        &account,
+                        &request.tenant,
+                        &provider,
+                        &ports.holder,
+                        &OffsetDateTime::now_utc,
+                        deadline,
+                    )
+                    .await?,
+                )
             }
-            SyncStep::Finished(summary) => tracing::info!(
-                listed = summary.counts.listed,
-                written = summary.counts.written(),
-                error = summary.error.as_deref(),
-                "sync finished"
-            ),
+            SyncWork::Usage => {
+                let step_ports = UsagePorts {
+                    sims: ports.sims.as_ref(),
+                    usage: ports.usage.as_ref(),
+                    states: ports.states.as_ref(),
+                };
+                Step::Usage(
+                    usage_step(
+                        &step_ports,
+                        &account,
+                        &request.tenant,
+                        &provider,
+                        &ports.holder,
+                        &OffsetDateTime::now_utc,
+                        deadline,
+                        ports.retention,
+                    )
+                    .await?,
+                )
+            }
+        };
+        if step.goes_on() {
+            ports.queue.enqueue(std::slice::from_ref(request)).await?;
         }
+        tracing::info!(?step, "sync step done");
         Ok(step)
     }
     .instrument(span)
@@ -291,6 +335,8 @@ mod tests {
         let ports = SyncFunctionPorts {
             sims: sims.clone(),
             states: sims.clone(),
+            usage: sims.clone(),
+            retention: UsageRetention::default(),
             providers,
             accounts: Arc::new(OneAccount(Arc::new(account))),
             queue: queue.clone(),
@@ -305,7 +351,17 @@ mod tests {
         let _: serde_json::Value = serde_json::from_str(SCHEDULED).expect("sample");
         assert_eq!(schedule(&ports).await.expect("queued"), 1);
         let queued = queue.drain();
-        assert_eq!(queued[0].service_provider_id, "sp-telegence");
+        assert_eq!(
+            queued
+                .iter()
+                .map(|r| (r.service_provider_id.as_str(), r.work))
+                .collect::<Vec<_>>(),
+            [
+                ("sp-telegence", SyncWork::Inventory),
+                ("sp-telegence", SyncWork::Usage)
+            ]
+        );
+        let queued = vec![queued[0].clone()];
 
         // The sample event names the same provider. A page starts only before the deadline: with
         // 15 s, pages start at 0 s and 10 s.
@@ -321,7 +377,7 @@ mod tests {
             .await
             .expect("sync");
         assert!(
-            matches!(step, SyncStep::Finished(ref s) if s.counts.listed == 1_200),
+            matches!(step, Step::Inventory(SyncStep::Finished(ref s)) if s.counts.listed == 1_200),
             "{step:?}"
         );
         assert_eq!(sims.all(&tenant).len(), 1_200);
@@ -339,6 +395,7 @@ mod tests {
         let gone = SyncRequest {
             tenant: TenantId::parse("demo").expect("tenant"),
             service_provider_id: "sp-gone".into(),
+            work: SyncWork::Inventory,
         };
         sync(&ports, &gone, Instant::now() + Duration::from_secs(60))
             .await

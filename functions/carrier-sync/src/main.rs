@@ -8,7 +8,9 @@ async fn main() -> Result<(), Error> {
     let sims = Arc::new(cellbridge_sims::wiring::sim_store(&sdk, &config.sims));
     let ports = carrier_sync::SyncFunctionPorts {
         sims: sims.clone(),
-        states: sims,
+        states: sims.clone(),
+        usage: sims,
+        retention: config.retention,
         providers: Arc::new(cellbridge_carriers::wiring::provider_store(
             &sdk,
             &config.providers,

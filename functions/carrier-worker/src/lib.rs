@@ -500,8 +500,12 @@ impl Job<'_> {
         // retry budget and the carrier's own wait, and every attempt is audited before the next.
         loop {
             let journal = CallJournal::default();
+            let slots = account.port.calls_to_apply(&self.change.change, &requests);
             let result = account
-                .paced(account.port.apply(&self.change.change, &requests, &journal))
+                .paced_calls(
+                    slots,
+                    account.port.apply(&self.change.change, &requests, &journal),
+                )
                 .await;
             let calls = retry + 1;
             self.audit(account, journal.take(), &devices).await?;
@@ -640,13 +644,16 @@ impl Job<'_> {
         let mut still_pending = 0;
         for device in &devices {
             let journal = CallJournal::default();
+            let slots = account
+                .port
+                .calls_to_check(&self.change.change, &device.request);
             let progress = account
-                .paced(account.port.check(
-                    &self.change.change,
-                    request_id,
-                    &device.request,
-                    &journal,
-                ))
+                .paced_calls(
+                    slots,
+                    account
+                        .port
+                        .check(&self.change.change, request_id, &device.request, &journal),
+                )
                 .await;
             self.audit(account, journal.take(), std::slice::from_ref(device))
                 .await?;

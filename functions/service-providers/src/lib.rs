@@ -373,6 +373,7 @@ mod tests {
                             sims: "sims".into(),
                             history: "sim-history".into(),
                             sync: "carrier-sync".into(),
+                            usage: "sim-usage".into(),
                         },
                     },
                 },

@@ -1,19 +1,22 @@
 //! The SIM inventory over HTTP, for viewers and up: `GET /sims` (filters, one prefix search, an
-//! order, cursor pages) and `GET /sims/{iccid}` (the SIM and a page of its history, newest
-//! first). Another tenant's SIM does not exist here (404).
+//! order, cursor pages), `GET /sims/{iccid}` (the SIM and a page of its history, newest first)
+//! and `GET /sims/{iccid}/usage` (its daily usage over a range of days, with the cycle-to-date
+//! total). Another tenant's SIM does not exist here (404).
 
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::http::{caller, json_response, route_key};
 use cellbridge_identity::role::Role;
-use cellbridge_sims::ports::SimStore;
+use cellbridge_sims::ports::{SimStore, UsageStore};
 use cellbridge_sims::query::{parse_filter, parse_order, SimQuery, FILTER_NAMES};
-use cellbridge_sims::sim::{Sim, SimEvent};
+use cellbridge_sims::sim::{CycleUsage, Sim, SimEvent};
 use cellbridge_sims::tenant::TenantSims;
+use cellbridge_sims::usage::{total, DailyUsage};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
+use time::{Date, OffsetDateTime};
 
 cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: the inventory it reads.
@@ -32,17 +35,56 @@ pub struct SimDetail<'a> {
     pub history: PageView<&'a SimEvent>,
 }
 
-pub async fn handle(sims: &dyn SimStore, request: Request) -> Response<Body> {
-    match respond(sims, &request).await {
+/// Days one usage request may span (a year, leap or not).
+pub const MAX_USAGE_DAYS: i64 = 366;
+
+/// Days a usage request without `from` covers, ending with `to`.
+pub const DEFAULT_USAGE_DAYS: i64 = 30;
+
+/// A SIM's usage over a range of days.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView<'a> {
+    pub iccid: &'a str,
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub from: Date,
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub to: Date,
+    /// The cycle-to-date total as last read.
+    pub cycle: &'a CycleUsage,
+    /// The days with usage recorded, oldest first (a day not read yet has none).
+    pub days: &'a [DailyUsage],
+    pub total: UsageTotal,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotal {
+    pub data_bytes: u64,
+    pub sms: u64,
+}
+
+/// The stores the API reads.
+pub struct Stores<'a> {
+    pub sims: &'a dyn SimStore,
+    pub usage: &'a dyn UsageStore,
+}
+
+pub async fn handle(stores: &Stores<'_>, request: Request, now: OffsetDateTime) -> Response<Body> {
+    match respond(stores, &request, now).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn respond(store: &dyn SimStore, request: &Request) -> Result<Response<Body>, Problem> {
+async fn respond(
+    stores: &Stores<'_>,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Response<Body>, Problem> {
     let caller = caller(request)?;
     caller.require(Role::Viewer)?;
-    let sims = TenantSims::of(store, &caller);
+    let sims = TenantSims::of(stores.sims, &caller);
     match route_key(request).as_str() {
         "GET /sims" => {
             let mut allowed = FILTER_NAMES.to_vec();
@@ -70,8 +112,66 @@ async fn respond(store: &dyn SimStore, request: &Request) -> Result<Response<Bod
                 },
             ))
         }
+        "GET /sims/{iccid}/usage" => {
+            allow_query(request, &["from", "to"])?;
+            let iccid = iccid(request)?;
+            let (from, to) = usage_range(request, now)?;
+            let sim = sims
+                .get(iccid)
+                .await?
+                .ok_or_else(|| Problem::not_found("this SIM"))?;
+            let days = stores
+                .usage
+                .daily_usage(caller.tenant(), iccid, from, to)
+                .await?;
+            let (data_bytes, sms) = total(&days);
+            Ok(json_response(
+                StatusCode::OK,
+                &UsageView {
+                    iccid,
+                    from,
+                    to,
+                    cycle: &sim.usage,
+                    days: &days,
+                    total: UsageTotal { data_bytes, sms },
+                },
+            ))
+        }
         _ => Err(Problem::not_found("this route")),
     }
+}
+
+/// `from` and `to` (`YYYY-MM-DD`, both included): by default the 30 days through yesterday, the
+/// last day whose usage is read.
+fn usage_range(request: &Request, now: OffsetDateTime) -> Result<(Date, Date), Problem> {
+    let parameters = request.query_string_parameters();
+    let day = |name: &str| -> Result<Option<Date>, Problem> {
+        parameters
+            .first(name)
+            .map(|text| {
+                cellbridge_core::clock::parse_day(text)
+                    .ok_or_else(|| Problem::bad_parameter(name, "must be a day as YYYY-MM-DD"))
+            })
+            .transpose()
+    };
+    let yesterday = now.date().previous_day().unwrap_or(now.date());
+    let to = day("to")?.unwrap_or(yesterday);
+    let from = match day("from")? {
+        Some(from) => from,
+        None => to
+            .checked_sub(time::Duration::days(DEFAULT_USAGE_DAYS - 1))
+            .unwrap_or(to),
+    };
+    if from > to {
+        return Err(Problem::bad_parameter("from", "must not be after to"));
+    }
+    if (to - from).whole_days() >= MAX_USAGE_DAYS {
+        return Err(Problem::bad_parameter(
+            "from",
+            &format!("a request spans at most {MAX_USAGE_DAYS} days"),
+        ));
+    }
+    Ok((from, to))
 }
 
 fn sim_query(request: &Request) -> Result<SimQuery, Problem> {
@@ -113,6 +213,81 @@ mod tests {
 
     const LIST: &str = include_str!("../../../events/sim-api/list-sims.json");
     const GET: &str = include_str!("../../../events/sim-api/get-sim.json");
+    const USAGE: &str = include_str!("../../../events/sim-api/get-sim-usage.json");
+
+    /// 5 December 2026, 10:00 UTC: yesterday is the 4th.
+    fn test_now() -> OffsetDateTime {
+        time::macros::datetime!(2026-12-05 10:00 UTC)
+    }
+
+    #[tokio::test]
+    async fn a_sims_usage_is_its_days_in_the_range_with_the_cycle_total() {
+        use cellbridge_sims::usage::UsageRecord;
+        use time::macros::date;
+        let store = store().await;
+        let demo = TenantId::parse("demo").expect("tenant");
+        let iccid = sample_sim(3).iccid;
+        let day = |d: Date, data_bytes: u64| DailyUsage {
+            day: d,
+            data_bytes,
+            sms: 1,
+        };
+        let keep = test_now() + time::Duration::days(400);
+        let mut records = Vec::new();
+        for (d, bytes) in [
+            (date!(2026 - 11 - 04), 50),
+            (date!(2026 - 12 - 03), 700),
+            (date!(2026 - 12 - 04), 300),
+        ] {
+            records.push(UsageRecord {
+                iccid: iccid.clone(),
+                day: Some(day(d, bytes)),
+                cycle: CycleUsage {
+                    cycle_start: Some(date!(2026 - 12 - 01)),
+                    through: Some(d),
+                    data_bytes: 1_000,
+                    sms: 2,
+                },
+            });
+        }
+        store
+            .record_usage(&demo, &records, keep)
+            .await
+            .expect("recorded");
+
+        // The sample asks for 3 to 4 December.
+        let (status, usage) = call(&store, from_str(USAGE).expect("sample")).await;
+        assert_eq!(status, StatusCode::OK, "{usage}");
+        assert_eq!(usage["from"], "2026-12-03");
+        assert_eq!(usage["days"].as_array().map(Vec::len), Some(2));
+        assert_eq!(usage["days"][0]["day"], "2026-12-03");
+        assert_eq!(usage["total"], json!({"dataBytes": 1_000, "sms": 2}));
+        assert_eq!(usage["cycle"]["cycleStart"], "2026-12-01");
+        assert_eq!(usage["cycle"]["through"], "2026-12-04");
+
+        // By default the 30 days through yesterday: 5 November on.
+        let (status, usage) = call(&store, event(USAGE, "demo", None, &[])).await;
+        assert_eq!(status, StatusCode::OK, "{usage}");
+        assert_eq!(
+            (usage["from"].as_str(), usage["to"].as_str()),
+            (Some("2026-11-05"), Some("2026-12-04"))
+        );
+        assert_eq!(usage["days"].as_array().map(Vec::len), Some(2));
+
+        let (status, _) = call(&store, event(USAGE, "globex", None, &[])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's SIM");
+        for (query, named) in [
+            (&[("from", "2026-12-05"), ("to", "2026-12-01")][..], "from"),
+            (&[("from", "yesterday")][..], "from"),
+            (&[("from", "2025-01-01"), ("to", "2026-12-01")][..], "from"),
+            (&[("to", "2026-13-01")][..], "to"),
+            (&[("day", "2026-12-01")][..], "day"),
+        ] {
+            let (status, problem) = call(&store, event(USAGE, "demo", None, query)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}");
+            assert!(problem.to_string().contains(named), "{problem}");
+        }
+    }
 
     async fn store() -> MemorySims {
         let store = MemorySims::default();
@@ -149,7 +324,11 @@ mod tests {
     }
 
     async fn call(store: &MemorySims, request: Request) -> (StatusCode, Value) {
-        let response = handle(store, request).await;
+        let stores = Stores {
+            sims: store,
+            usage: store,
+        };
+        let response = handle(&stores, request, test_now()).await;
         let status = response.status();
         (
             status,

@@ -713,9 +713,10 @@ impl Results {
              carrier: Jasper 2 instances x batch 10, ThingSpace 2 x 1, Telegence 4 x 10. Each \
              instance has its own `CARRIER_ACCOUNTS` accounts (own HTTP client, pacer and retry \
              budget, as each Lambda instance has), configured as the local stack does: \
-             Telegence's limit shared out between the instances, Jasper's whole behind one \
-             account gate that all instances pass (the in-memory `MemoryGate` standing in for \
-             the DynamoDB item, so the gate's own DynamoDB writes are not in these numbers). \
+             every limit whole, held across the instances by one account gate (Jasper's calls \
+             pass it one at a time, Telegence's take their start slots from it; the in-memory \
+             `MemoryGate` stands in for the DynamoDB item, so the gate's own DynamoDB writes are \
+             not in these numbers). \
              Delayed messages (retries, follow-up checks \
              every {} s) are held until due, failed records for the visibility timeout (720 s). \
              ThingSpace's callbacks reach a listener in the runner that hands them to \
@@ -725,7 +726,7 @@ impl Results {
              calibration just before the run: the same suspend sent straight to the simulator \
              with a listener that only answers 200, timed to its last callback (the simulator \
              waits 1 s, then sends 16 callbacks at a time). The pacing floor is the same \
-             arithmetic at the rate the instances' pacers add up to. **Requests and 429s** come \
+             arithmetic at the rate the account gate paces at. **Requests and 429s** come \
              from the simulator's request log (`GET /_sim/requests`), counting only the run. \
              **CPU** is the runner's user + system time (`getrusage`) over the run, less what \
              it burns idle (measured for 5 s before each scenario, times the elapsed time), \
@@ -977,9 +978,10 @@ async fn run_carrier(
         }
         Carrier::Telegence => {
             let rate = config.telegence.requests_per_second;
-            let per_instance = ((rate / f64::from(instances)).floor() as u32).max(1);
             let limit = format!("{rate} calls/s, burst {}", config.telegence.burst);
-            let pacing = format!("{instances} x batch {batch}, {per_instance} calls/s each");
+            // The account gate hands out start slots at the whole rate to every instance, one
+            // slot per carrier call (a lookup takes its own).
+            let pacing = format!("{instances} x batch {batch}, one account pace: {rate} calls/s");
             let calls = f64::from(devices * calls_per_device);
             (
                 limit,
@@ -989,8 +991,7 @@ async fn run_carrier(
                     "{} calls ({calls_per_device} per device) / {rate} calls/s",
                     devices * calls_per_device
                 ),
-                // A pacer slot per device change, however many calls the adapter makes in it.
-                Some(f64::from(devices) / f64::from(per_instance * instances)),
+                Some(calls / rate.floor().max(1.0)),
             )
         }
         Carrier::ThingSpace => {
@@ -1073,7 +1074,7 @@ async fn run_carrier(
         check_policy: RetryPolicy::ACCEPTED_CHECK.every(Duration::from_secs(args.check_interval)),
         ..carrier_worker::WorkerSettings::default()
     };
-    let document = devstack::carriers::accounts_document(&sim.url, config, instances)?.to_string();
+    let document = devstack::carriers::accounts_document(&sim.url, config)?.to_string();
     // Instances share the account gate as Lambda instances share the DynamoDB item.
     let gate: Arc<dyn cellbridge::carriers::port::AccountGate> =
         Arc::new(cellbridge::carriers::pacing::memory::MemoryGate::default());

@@ -140,7 +140,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
     let config = SimConfig::default();
     let server = SimServer::start("127.0.0.1:0".parse()?, config.clone()).await?;
-    let document = devstack::carriers::accounts_document(&server.url(), &config, 1)?;
+    let document = devstack::carriers::accounts_document(&server.url(), &config)?;
     let tenant = TenantId::parse(TENANT).context("tenant")?;
     let drifted = ((f64::from(args.sims) * args.drift_percent / 100.0).round() as u32).max(1);
     let mut rows = Vec::new();

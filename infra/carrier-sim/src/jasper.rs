@@ -165,6 +165,8 @@ pub struct Jasper {
     random: Random,
     log: Arc<RequestLog>,
     started: Instant,
+    /// The day usage is rated through (see [`crate::usage`]).
+    pub usage_day: crate::usage::UsageDay,
 }
 
 /// Releases an account's in-flight slot when the call ends, however it ends.
@@ -199,7 +201,26 @@ impl Jasper {
             load: Arc::default(),
             log,
             started: Instant::now(),
+            usage_day: crate::usage::UsageDay::default(),
         }
+    }
+
+    /// Get Device Usage: the device's cycle-to-date usage, rated through yesterday.
+    fn cycle_usage(&self, iccid: &str) -> Response {
+        if !locked(&self.devices).contains_key(iccid) {
+            return error(StatusCode::NOT_FOUND, None, "Resource not found");
+        }
+        let (_, bytes, sms) = crate::usage::cycle_to_date(iccid, self.usage_day.rated_through());
+        Json(json!({
+            "iccid": iccid,
+            "ctdDataUsage": bytes,
+            "ctdSMSUsage": sms,
+            "ctdVoiceUsage": 0,
+            "ctdSessionCount": u64::from(bytes > 0),
+            "overageLimitReached": false,
+            "overageLimitOverride": "DEFAULT",
+        }))
+        .into_response()
     }
 
     /// A change's time: now, or just after the previous change when that is later.
@@ -584,9 +605,27 @@ async fn search_route(
     response
 }
 
+async fn usage_route(
+    State(jasper): State<Arc<Jasper>>,
+    Path(iccid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (account, response) = jasper.serve(&headers, || jasper.cycle_usage(&iccid)).await;
+    jasper.log.push(LoggedRequest {
+        carrier: "jasper",
+        method: "GET".to_owned(),
+        path: format!("/rws/api/v1/devices/{iccid}/ctdUsages"),
+        account,
+        status: response.status().as_u16(),
+        at_ms: jasper.started.elapsed().as_millis() as u64,
+    });
+    response
+}
+
 pub fn router(jasper: Arc<Jasper>) -> Router {
     Router::new()
         .route("/rws/api/v1/devices", get(search_route))
+        .route("/rws/api/v1/devices/{iccid}/ctdUsages", get(usage_route))
         .route(
             "/rws/api/v1/devices/{iccid}",
             get(device_route).put(device_route),

@@ -8,6 +8,7 @@ pub mod jasper;
 mod random;
 pub mod telegence;
 pub mod thingspace;
+pub mod usage;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -96,7 +97,83 @@ impl Simulators {
             .nest("/thingspace", thingspace::router(self.thingspace.clone()))
             .nest("/telegence", telegence::router(self.telegence.clone()))
             .route("/_sim/requests", get(requests).with_state(self.log.clone()))
+            .route(
+                "/_sim/usage-day",
+                axum::routing::post(fix_usage_day).with_state(self.usage_days()),
+            )
     }
+
+    /// Fixes the day the simulators take as today for usage (`None`: the real date again).
+    pub fn fix_usage_day(&self, today: Option<time::Date>) {
+        for day in self.usage_days().iter() {
+            day.fix(today);
+        }
+    }
+
+    fn usage_days(&self) -> UsageDays {
+        UsageDays(vec![self.jasper.clone(), self.telegence.clone()])
+    }
+}
+
+/// The simulators that rate usage, for the route that fixes their day.
+#[derive(Clone)]
+struct UsageDays(Vec<Arc<dyn RatesUsage>>);
+
+impl UsageDays {
+    fn iter(&self) -> impl Iterator<Item = &usage::UsageDay> {
+        self.0.iter().map(|sim| sim.usage_day())
+    }
+}
+
+trait RatesUsage: Send + Sync {
+    fn usage_day(&self) -> &usage::UsageDay;
+}
+
+impl RatesUsage for jasper::Jasper {
+    fn usage_day(&self) -> &usage::UsageDay {
+        &self.usage_day
+    }
+}
+
+impl RatesUsage for telegence::Telegence {
+    fn usage_day(&self) -> &usage::UsageDay {
+        &self.usage_day
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageDayRequest {
+    /// `YYYY-MM-DD`, or null for the real date.
+    today: Option<String>,
+}
+
+/// Test and demo hook: `{"today": "2026-12-05"}` fixes the simulators' usage day.
+async fn fix_usage_day(
+    State(days): State<UsageDays>,
+    Json(request): Json<UsageDayRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let today = match request.today.as_deref() {
+        None => None,
+        Some(text) => match time::Date::parse(
+            text,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        ) {
+            Ok(day) => Some(day),
+            Err(_) => {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "today must be YYYY-MM-DD or null",
+                )
+                    .into_response()
+            }
+        },
+    };
+    for day in days.iter() {
+        day.fix(today);
+    }
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn requests(State(log): State<Arc<RequestLog>>) -> Json<Vec<LoggedRequest>> {

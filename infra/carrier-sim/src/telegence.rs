@@ -362,6 +362,8 @@ pub struct Telegence {
     random: Random,
     log: Arc<RequestLog>,
     started: Instant,
+    /// The day usage is rated through (see [`crate::usage`]).
+    pub usage_day: crate::usage::UsageDay,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -388,7 +390,27 @@ impl Telegence {
             buckets: Mutex::default(),
             log,
             started: Instant::now(),
+            usage_day: crate::usage::UsageDay::default(),
         }
+    }
+
+    /// The subscriber's cycle-to-date usage, rated through yesterday. The shape is inferred
+    /// (Telegence publishes no usage API): the bill cycle's start, the last day rated, bytes and
+    /// SMS.
+    fn subscriber_usage(&self, number: &str) -> Response {
+        let Some(subscriber) = self.subscriber(number) else {
+            return not_found(number);
+        };
+        let through = self.usage_day.rated_through();
+        let (start, bytes, sms) = crate::usage::cycle_to_date(&subscriber.iccid, through);
+        Json(json!({
+            "subscriberNumber": number,
+            "billCycleStartDate": start.to_string(),
+            "ratedThrough": through.to_string(),
+            "dataUsageBytes": bytes,
+            "smsCount": sms,
+        }))
+        .into_response()
     }
 
     /// Adds subscribers, replacing any with the same number or the same ICCID.
@@ -957,6 +979,19 @@ async fn subscriber_route(
     .await
 }
 
+async fn usage_route(
+    State(sim): State<Arc<Telegence>>,
+    method: Method,
+    uri: Uri,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    sim.serve(&method, &uri, &headers, |sim, _| {
+        sim.subscriber_usage(&number)
+    })
+    .await
+}
+
 async fn search_route(
     State(sim): State<Arc<Telegence>>,
     method: Method,
@@ -1014,6 +1049,10 @@ pub fn router(sim: Arc<Telegence>) -> Router {
         .route(
             "/api/v1/subscribers/{subscriber_number}",
             get(subscriber_route).patch(subscriber_route),
+        )
+        .route(
+            "/api/v1/subscribers/{subscriber_number}/usage",
+            get(usage_route),
         )
         .route("/api/v1/activations", post(activations_route))
         .route("/api/v1/activations/status", get(activation_status_route))

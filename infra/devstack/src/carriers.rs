@@ -44,14 +44,9 @@ pub fn thingspace_credentials(config: &SimConfig) -> Result<ThingSpaceCredential
 }
 
 /// The `CARRIER_ACCOUNTS` document for simulators serving `config` at `sim_url`, with their own
-/// limits: Jasper's whole (the account gate spaces its calls across instances), Telegence's shared
-/// out between `worker_instances` instances, so the workers together stay under them.
-pub fn accounts_document(
-    sim_url: &str,
-    config: &SimConfig,
-    worker_instances: u32,
-) -> Result<Value> {
-    let instances = worker_instances.max(1);
+/// limits whole: the account gate holds them across every instance (Jasper's one call in flight,
+/// Telegence's rate).
+pub fn accounts_document(sim_url: &str, config: &SimConfig) -> Result<Value> {
     let (jasper_user, jasper_key) = first(&config.jasper.accounts, "Jasper account")?;
     let (telegence_id, telegence_secret) = first(&config.telegence.accounts, "Telegence account")?;
     let ts = thingspace_credentials(config)?;
@@ -88,7 +83,8 @@ pub fn accounts_document(
             "appId": telegence_id,
             "appSecret": telegence_secret,
             "limits": {
-                "callsPerSecond": ((config.telegence.requests_per_second / f64::from(instances)).floor() as u32).max(1)
+                // The account gate paces every instance together at this rate.
+                "callsPerSecond": (config.telegence.requests_per_second.floor() as u32).max(1)
             }
         }
     }))
@@ -167,17 +163,17 @@ impl LocalCarriers {
     }
 
     /// The `CARRIER_ACCOUNTS` document for the functions (see [`accounts_document`]).
-    pub fn accounts_document(&self, worker_instances: u32) -> Result<Value> {
-        accounts_document(&self.url(), &self.config, worker_instances)
+    pub fn accounts_document(&self) -> Result<Value> {
+        accounts_document(&self.url(), &self.config)
     }
 
     /// Gives each demo tenant one service provider per carrier, at the simulators, through the
-    /// API as the tenant's admin, with the limits shared out between `worker_instances` (see
-    /// [`accounts_document`]); providers already there by name are left alone.
-    pub async fn seed_providers(&self, api_url: &str, worker_instances: u32) -> Result<()> {
+    /// API as the tenant's admin, with the simulators' limits (see [`accounts_document`]);
+    /// providers already there by name are left alone.
+    pub async fn seed_providers(&self, api_url: &str) -> Result<()> {
         use crate::demo_accounts::{DEMO_PASSWORD, DEMO_TENANTS};
         use cellbridge::identity::role::Role;
-        let requests = provider_requests(&self.accounts_document(worker_instances)?);
+        let requests = provider_requests(&self.accounts_document()?);
         for (tenant, _, users) in DEMO_TENANTS {
             let Some((admin, _)) = users.iter().find(|(_, role)| *role == Role::Admin) else {
                 continue;

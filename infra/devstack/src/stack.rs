@@ -222,10 +222,9 @@ impl Devstack {
         });
         if let Some(carriers) = &carriers {
             // Stands in for the Secrets Manager reference template.yaml resolves at deploy time.
-            let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
             env.insert(
                 cellbridge::carriers::config::ENV_NAME.to_owned(),
-                carriers.accounts_document(instances)?.to_string(),
+                carriers.accounts_document()?.to_string(),
             );
         }
         env.insert(
@@ -297,10 +296,7 @@ impl Devstack {
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
         if let Some(carriers) = &carriers {
             carriers.register_callbacks(&api.url()).await?;
-            // The providers' limits are shared out between the worker instances, as the
-            // deployment's accounts are.
-            let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
-            carriers.seed_providers(&api.url(), instances).await?;
+            carriers.seed_providers(&api.url()).await?;
         }
         Ok(Self {
             template,

@@ -1,9 +1,43 @@
-//! What a successful device change changes on its SIM in the inventory, written with the outcome.
+//! Where bulk changes and the inventory meet: what a successful device change changes on its SIM
+//! (written with the outcome), and what the inventory already knows that saves carrier calls.
 
 use crate::bulk_change::BulkChange;
 use crate::capabilities::capabilities;
-use crate::change::{ChangeSpec, DeviceEdit, DeviceRequest, Label, StatusAction};
-use cellbridge_sims::sim::{SimChange, SimField, SimSource};
+use crate::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRequest, Label, StatusAction};
+use crate::request::BulkChangeRequest;
+use cellbridge_core::ids::Msisdn;
+use cellbridge_sims::sim::{Sim, SimChange, SimField, SimSource};
+use std::collections::HashMap;
+
+/// Gives each device of `request` without an MSISDN the one its SIM has in `sims` (the tenant's
+/// inventory records of those ICCIDs), when the SIM is on the request's carrier: Telegence
+/// addresses lines by number, and a device without one costs a lookup call before its change.
+/// Returns how many were filled.
+pub fn fill_known_msisdns(request: &mut BulkChangeRequest, sims: &[Sim]) -> usize {
+    let known: HashMap<&str, Msisdn> = sims
+        .iter()
+        .filter(|sim| sim.carrier == request.carrier)
+        .filter_map(|sim| {
+            let msisdn = Msisdn::parse(sim.msisdn.as_deref()?).ok()?;
+            Some((sim.iccid.as_str(), msisdn))
+        })
+        .collect();
+    let mut filled = 0;
+    for device in request.devices.iter_mut().map(|d| &mut d.device) {
+        if device.msisdn.is_none() {
+            if let Some(msisdn) = known.get(device.iccid.as_str()) {
+                device.msisdn = Some(msisdn.clone());
+                filled += 1;
+            }
+        }
+    }
+    filled
+}
+
+/// Whether `carrier` finds a line by its number, so MSISDNs from the inventory save calls.
+pub fn addresses_lines_by_number(carrier: Carrier) -> bool {
+    carrier == Carrier::Telegence
+}
 
 /// The inventory change of `request` once the carrier made `change`'s change; `None` for changes
 /// that touch nothing the inventory keeps (the customer's own rate plan). An ICCID swap moves the
@@ -95,6 +129,56 @@ mod tests {
             },
             edit,
         }
+    }
+
+    #[test]
+    fn devices_without_a_number_get_the_one_their_sim_has_on_the_same_carrier() {
+        let device = |n: u32, msisdn: Option<&str>| DeviceRequest {
+            device: DeviceRef {
+                iccid: Iccid::parse(&cellbridge_core::testing::iccid(n)).expect("iccid"),
+                msisdn: msisdn.map(|m| Msisdn::parse(m).expect("msisdn")),
+                imei: None,
+            },
+            edit: DeviceEdit::None,
+        };
+        let mut request = BulkChangeRequest {
+            carrier: Carrier::Telegence,
+            service_provider_id: None,
+            change: ChangeSpec::StatusUpdate {
+                action: StatusAction::Suspend,
+            },
+            process_changes: true,
+            devices: vec![
+                device(2, None),
+                device(5, Some("+14045550005")),
+                device(8, None),
+                device(11, None),
+            ],
+        };
+        let sim = |n: u32, carrier: Carrier, msisdn: &str| Sim {
+            carrier,
+            msisdn: Some(msisdn.to_owned()),
+            ..cellbridge_sims::testing::sample_sim(n)
+        };
+        let sims = [
+            sim(2, Carrier::Telegence, "+14045550002"),
+            sim(5, Carrier::Telegence, "+14045559999"),
+            // Another carrier's record of the ICCID says nothing about this line.
+            sim(8, Carrier::Jasper, "+14045550008"),
+            // Not a number a carrier can be asked about.
+            sim(11, Carrier::Telegence, "n/a"),
+        ];
+        assert_eq!(fill_known_msisdns(&mut request, &sims), 1);
+        let numbers: Vec<Option<&str>> = request
+            .devices
+            .iter()
+            .map(|d| d.device.msisdn.as_ref().map(|m| m.as_str()))
+            .collect();
+        assert_eq!(
+            numbers,
+            [Some("+14045550002"), Some("+14045550005"), None, None],
+            "a number the request gives is kept"
+        );
     }
 
     fn fields(change: Option<SimChange>) -> Vec<(SimField, Option<String>)> {

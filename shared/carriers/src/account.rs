@@ -56,6 +56,9 @@ pub struct CarrierAccount {
     in_flight: Semaphore,
     budget: Mutex<RetryBudget>,
     origin: Instant,
+    /// The wall-clock time at `origin`: slots at the account gate are wall-clock times every
+    /// instance shares, read off the same clock as the pacing (virtual in tests).
+    wall_origin: time::OffsetDateTime,
     gate: Option<SharedGate>,
 }
 
@@ -64,6 +67,8 @@ struct SharedGate {
     gate: Arc<dyn AccountGate>,
     account: String,
     spacing: Duration,
+    /// One call in flight over all instances (Jasper), rather than only a shared rate.
+    one_at_a_time: bool,
 }
 
 /// The gate spaces calls by when they leave us, but the carrier counts them when they arrive, and
@@ -91,6 +96,7 @@ impl CarrierAccount {
             in_flight: Semaphore::new(limits.max_in_flight.max(1) as usize),
             budget: Mutex::new(RetryBudget::for_carrier_account()),
             origin: Instant::now(),
+            wall_origin: time::OffsetDateTime::now_utc(),
             gate: None,
         }
     }
@@ -109,6 +115,30 @@ impl CarrierAccount {
                 gate,
                 account: account.into(),
                 spacing,
+                one_at_a_time: true,
+            }),
+            ..self
+        }
+    }
+
+    /// Paces this account across instances at `calls_per_second` over all of them, calls in
+    /// flight limited per instance only: every call takes its start slot at `gate` under the
+    /// name `account`. The slots are spaced at the rate exactly, so a call that leaves late
+    /// and lands close to the next is absorbed by the carrier's burst, not by a slower pace.
+    pub fn with_shared_pace(
+        self,
+        gate: Arc<dyn AccountGate>,
+        account: impl Into<String>,
+        calls_per_second: u32,
+    ) -> Self {
+        let spacing =
+            Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(calls_per_second.max(1))));
+        Self {
+            gate: Some(SharedGate {
+                gate,
+                account: account.into(),
+                spacing,
+                one_at_a_time: false,
             }),
             ..self
         }
@@ -135,19 +165,50 @@ impl CarrierAccount {
         self.origin.elapsed()
     }
 
-    /// Runs `call` once a rate slot and an in-flight permit are free.
+    /// Runs `call` (one carrier call) once a rate slot and an in-flight permit are free.
     pub async fn paced<T>(&self, call: impl Future<Output = T>) -> T {
+        self.paced_calls(1, call).await
+    }
+
+    /// Runs `call`, which makes `calls` carrier calls in a row (a lookup and then the change),
+    /// once that many rate slots and an in-flight permit are free.
+    pub async fn paced_calls<T>(&self, calls: u32, call: impl Future<Output = T>) -> T {
         // A closed semaphore cannot happen (it is never closed); run unpaced rather than fail.
         let _permit = self.in_flight.acquire().await.ok();
-        let wait = self
-            .limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reserve(self.now());
+        if let Some(shared) = self.gate.as_ref().filter(|g| !g.one_at_a_time) {
+            let now = self.wall_origin + self.now();
+            match shared
+                .gate
+                .reserve(&shared.account, calls, shared.spacing, now)
+                .await
+            {
+                Ok(start) => {
+                    let wait = start - (self.wall_origin + self.now());
+                    if wait.is_positive() {
+                        tokio::time::sleep(wait.unsigned_abs()).await;
+                    }
+                    return call.await;
+                }
+                Err(error) => {
+                    // As with the one-at-a-time gate: pacing this instance alone risks a
+                    // rate-limit answer (retried), stopping would stall the account.
+                    tracing::warn!(%error, account = %shared.account, "shared pace unavailable; pacing this instance alone");
+                }
+            }
+        }
+        let wait = {
+            let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = self.now();
+            let first = limiter.reserve(now);
+            for _ in 1..calls {
+                limiter.reserve(now);
+            }
+            first
+        };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let Some(shared) = &self.gate else {
+        let Some(shared) = self.gate.as_ref().filter(|g| g.one_at_a_time) else {
             return call.await;
         };
         // If the gate's store fails, calling anyway risks a rate-limit answer (which is retried);
@@ -311,6 +372,66 @@ mod tests {
         }
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(instances[0].is_gated());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_sharing_a_pace_start_their_calls_one_slot_apart() {
+        let gate: Arc<dyn AccountGate> = Arc::new(crate::pacing::memory::MemoryGate::default());
+        let limits = AccountLimits {
+            calls_per_second: 10,
+            burst: 2,
+            max_in_flight: 4,
+        };
+        // Four Lambda instances at Telegence's rate: one pace between them, not a quarter each.
+        let instances: Vec<Arc<CarrierAccount>> = (0..4)
+            .map(|_| {
+                Arc::new(
+                    CarrierAccount::new(Arc::new(Idle), limits, Vec::new()).with_shared_pace(
+                        gate.clone(),
+                        "telegence:test",
+                        10,
+                    ),
+                )
+            })
+            .collect();
+        let origin = Instant::now();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let calls: Vec<_> = (0..12)
+            .map(|i| {
+                let account = instances[i % 4].clone();
+                let starts = starts.clone();
+                // Every third call needs a lookup first: two calls, two slots.
+                let slots = if i % 3 == 0 { 2 } else { 1 };
+                tokio::spawn(async move {
+                    account
+                        .paced_calls(slots, async {
+                            starts
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push((origin.elapsed(), slots));
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("call task");
+        }
+        let mut starts =
+            std::mem::take(&mut *starts.lock().unwrap_or_else(PoisonError::into_inner));
+        starts.sort();
+        // Each call starts when the slots before it (one per carrier call) have passed.
+        let mut next = Duration::ZERO;
+        for (start, slots) in starts {
+            assert_eq!(start, next);
+            next += Duration::from_millis(100) * slots;
+        }
+        assert_eq!(
+            next,
+            Duration::from_millis(1_600),
+            "16 carrier calls at 10 a second"
+        );
     }
 
     #[test]

@@ -170,8 +170,8 @@ pub fn accounts_from_json(document: &str) -> Result<SharedAccounts, CarrierConfi
     gated_accounts_from_json(document, None)
 }
 
-/// As [`accounts_from_json`], with the accounts that allow one call in flight (Jasper) passing
-/// `gate`, so that holds across worker instances, not just within one.
+/// As [`accounts_from_json`], with Jasper's and Telegence's limits held across instances by
+/// `gate` (see [`build_accounts`]), not just within one.
 pub fn gated_accounts_from_json(
     document: &str,
     gate: Option<Arc<dyn AccountGate>>,
@@ -179,7 +179,8 @@ pub fn gated_accounts_from_json(
     build_accounts(CarrierAccountsConfig::parse(document)?, gate)
 }
 
-/// Makes the clients of the configured accounts; Jasper's (one call in flight) pass `gate`.
+/// Makes the clients of the configured accounts; with a `gate`, Jasper's calls pass it one at a
+/// time and Telegence's take their start slots from it, so the limits hold across instances.
 pub fn build_accounts(
     config: CarrierAccountsConfig,
     gate: Option<Arc<dyn AccountGate>>,
@@ -243,6 +244,7 @@ pub fn build_accounts(
     }
     if let Some(telegence) = parsed.telegence {
         let secrets = vec![telegence.app_secret.expose_secret().to_owned()];
+        let account_name = format!("telegence:{}", telegence.app_id);
         let client = TelegenceClient::new(
             http,
             telegence.base_url,
@@ -251,14 +253,16 @@ pub fn build_accounts(
                 app_secret: telegence.app_secret,
             },
         );
-        accounts = accounts.with(
-            Carrier::Telegence,
-            CarrierAccount::new(
-                Arc::new(client),
-                limits(Carrier::Telegence, telegence.limits),
-                secrets,
-            ),
-        );
+        let telegence_limits = limits(Carrier::Telegence, telegence.limits);
+        let mut account = CarrierAccount::new(Arc::new(client), telegence_limits, secrets);
+        if let Some(gate) = &gate {
+            account = account.with_shared_pace(
+                gate.clone(),
+                account_name,
+                telegence_limits.calls_per_second,
+            );
+        }
+        accounts = accounts.with(Carrier::Telegence, account);
     }
     Ok(accounts)
 }

@@ -21,6 +21,7 @@ pub mod sync;
 pub mod sync_queue;
 pub mod telegence;
 pub mod thingspace;
+pub mod usage;
 pub mod wiring;
 
 /// The capability table (`cellbridge_bulk_changes::capabilities`) says what intake accepts and

@@ -138,6 +138,17 @@ pub trait AccountGate: Send + Sync {
         started: OffsetDateTime,
         spacing: std::time::Duration,
     ) -> Result<(), StoreError>;
+
+    /// Takes the next `calls` start slots of `account`, `spacing` apart, at or after `now` and
+    /// after every slot any caller took before, and returns when the first begins: the pace of
+    /// accounts that allow several calls in flight but one rate over all of them (Telegence).
+    async fn reserve(
+        &self,
+        account: &str,
+        calls: u32,
+        spacing: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, StoreError>;
 }
 
 /// Proof of holding an account's gate.
@@ -155,6 +166,17 @@ pub trait CarrierPort: Send + Sync {
     /// Devices one [`CarrierPort::apply`] call may carry for this change: 1 for per-device APIs,
     /// up to 10,000 for ThingSpace's batch actions.
     fn batch_limit(&self, _change: &ChangeSpec) -> usize {
+        1
+    }
+
+    /// Carrier calls one [`CarrierPort::apply`] of `requests` makes, a lookup before the change
+    /// included: the account's pace reserves that many slots for it.
+    fn calls_to_apply(&self, _change: &ChangeSpec, _requests: &[DeviceRequest]) -> u32 {
+        1
+    }
+
+    /// Carrier calls one [`CarrierPort::check`] of `request` makes.
+    fn calls_to_check(&self, _change: &ChangeSpec, _request: &DeviceRequest) -> u32 {
         1
     }
 
@@ -197,6 +219,32 @@ pub trait CarrierPort: Send + Sync {
         Err(CarrierError::Permanent {
             code: "unsupported".into(),
             message: format!("{} SIMs cannot be listed", self.carrier().as_str()),
+        })
+    }
+
+    /// Whether [`CarrierPort::cycle_usage`] tells a SIM's cycle-to-date usage.
+    fn reads_cycle_usage(&self) -> bool {
+        false
+    }
+
+    /// Carrier calls one [`CarrierPort::cycle_usage`] of `device` makes.
+    fn calls_to_read_usage(&self, _device: &DeviceRef) -> u32 {
+        1
+    }
+
+    /// The SIM's cycle-to-date usage, rated through the end of yesterday (the carrier's day).
+    async fn cycle_usage(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<cellbridge_sims::usage::CycleReading, CarrierError> {
+        let _ = (device, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!(
+                "{} tells no cycle-to-date usage per SIM",
+                self.carrier().as_str()
+            ),
         })
     }
 

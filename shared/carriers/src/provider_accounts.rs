@@ -25,7 +25,7 @@ pub struct ProviderAccounts {
     shared: SharedAccounts,
     providers: Arc<dyn ProviderStore>,
     vault: Arc<dyn CredentialVault>,
-    /// The gate one-call-in-flight accounts (Jasper) pass across instances.
+    /// The gate that holds accounts' limits across instances (see `build_accounts`).
     gate: Option<Arc<dyn AccountGate>>,
     cache: Mutex<HashMap<(TenantId, String), Cached>>,
 }

@@ -12,6 +12,21 @@ use serde::{Deserialize, Serialize};
 pub struct SyncRequest {
     pub tenant: TenantId,
     pub service_provider_id: String,
+    /// What to bring up to date; the inventory when left out.
+    #[serde(default)]
+    pub work: SyncWork,
+}
+
+/// The two kinds of work a provider's sync does, each with its own run and lease, so the daily
+/// usage collection (hours at Jasper) never holds the inventory listing up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SyncWork {
+    /// The SIMs themselves: the carrier's listing against the inventory.
+    #[default]
+    Inventory,
+    /// Yesterday's usage of every SIM.
+    Usage,
 }
 
 #[async_trait]

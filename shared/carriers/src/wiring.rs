@@ -9,13 +9,13 @@ use aws_config::SdkConfig;
 use cellbridge_core::aws;
 use std::sync::Arc;
 
-/// The gate every worker instance shares for accounts that allow one call in flight, on the
-/// idempotency table.
+/// The gate every instance of every function shares to hold an account's limits (Jasper's one
+/// call in flight, Telegence's rate), on the idempotency table.
 pub fn account_gate(sdk: &SdkConfig, idempotency_table: &str) -> Arc<dyn AccountGate> {
     Arc::new(DynamoGate::on_table(aws::dynamodb(sdk), idempotency_table))
 }
 
-/// The configured accounts, their one-call-in-flight ones gated across instances.
+/// The configured accounts, their limits held across instances by the account gate.
 pub fn accounts(
     sdk: &SdkConfig,
     config: CarrierAccountsConfig,

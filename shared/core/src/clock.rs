@@ -19,3 +19,26 @@ pub fn from_epoch_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+// Days as `YYYY-MM-DD` in records and responses (`#[serde(with = "iso_date")]`), which also
+// orders them as strings, rather than serde's default tuple of year and day of the year.
+time::serde::format_description!(pub iso_date, Date, "[year]-[month]-[day]");
+
+/// `day` as `YYYY-MM-DD`.
+pub fn format_day(day: time::Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// A `YYYY-MM-DD` day; `None` for anything else.
+pub fn parse_day(text: &str) -> Option<time::Date> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}

@@ -4,10 +4,11 @@
 //! a status filter, a prefix search and every order are key conditions, not scans.
 //! `SimHistoryTable` keeps each SIM's events under `simKey` = tenant#ICCID, by a time-ordered id.
 
-use crate::ports::{SimStore, SyncStateStore, Written, READ_BUDGET};
+use crate::ports::{SimStore, SyncStateStore, UsageStore, Written, READ_BUDGET};
 use crate::query::{SimKey, SimPosition, SimQuery, NONE};
 use crate::sim::{Sim, SimChange, SimEvent, SimField, SimStatus};
-use crate::sync::SyncState;
+use crate::sync::{SyncState, UsageState};
+use crate::usage::{DailyUsage, UsageRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -28,6 +29,8 @@ pub struct DynamoSims {
     history: String,
     /// Where each service provider's carrier sync stands (`tenantId`, `serviceProviderId`).
     sync: Option<String>,
+    /// Each SIM's daily usage (`simKey` = tenant#ICCID, `day`), with a TTL.
+    usage: Option<String>,
     read_budget: usize,
 }
 
@@ -71,6 +74,7 @@ impl DynamoSims {
             sims: sims.into(),
             history: history.into(),
             sync: None,
+            usage: None,
             read_budget: READ_BUDGET,
         }
     }
@@ -81,6 +85,20 @@ impl DynamoSims {
             sync: Some(table.into()),
             ..self
         }
+    }
+
+    /// The same store, keeping daily usage in `table` too.
+    pub fn with_usage_table(self, table: impl Into<String>) -> Self {
+        Self {
+            usage: Some(table.into()),
+            ..self
+        }
+    }
+
+    fn usage_table(&self) -> Result<&str, StoreError> {
+        self.usage
+            .as_deref()
+            .ok_or_else(|| StoreError::Rejected("no usage table configured".into()))
     }
 
     fn sync_table(&self) -> Result<&str, StoreError> {
@@ -669,19 +687,24 @@ fn position_of_key(key: SimKey, plan: &Plan, last: &Item) -> Option<SimPosition>
     })
 }
 
-#[async_trait]
-impl SyncStateStore for DynamoSims {
-    async fn get_sync(
+/// The sort key of a provider's usage collection state, beside its sync state.
+fn usage_state_key(service_provider_id: &str) -> String {
+    format!("usage#{service_provider_id}")
+}
+
+impl DynamoSims {
+    async fn get_state<T: serde::de::DeserializeOwned>(
         &self,
         tenant: &TenantId,
-        service_provider_id: &str,
-    ) -> Result<Option<SyncState>, StoreError> {
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(self.sync_table()?)
             .key("tenantId", s(tenant.as_str()))
-            .key("serviceProviderId", s(service_provider_id))
+            .key("serviceProviderId", s(key))
             .consistent_read(true)
             .send()
             .await
@@ -689,27 +712,34 @@ impl SyncStateStore for DynamoSims {
         out.item
             .map(|mut item| {
                 item.remove("tenantId");
-                from_item_named("sync state", item)
+                from_item_named(what, item)
             })
             .transpose()
     }
 
-    async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError> {
-        let mut item = to_item(state)?;
+    /// Writes `item` under `key` if the stored one is at `version - 1` (none at all for 1).
+    async fn put_state(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        mut item: Item,
+        version: u64,
+    ) -> Result<Written, StoreError> {
         item.insert("tenantId".into(), s(tenant.as_str()));
+        // The table's sort key: a sync state's is its provider, a usage state's is prefixed.
+        item.insert("serviceProviderId".into(), s(key));
         let mut put = self
             .client
             .put_item()
             .table_name(self.sync_table()?)
             .set_item(Some(item));
-        put = if state.version <= 1 {
+        put = if version <= 1 {
             put.condition_expression("attribute_not_exists(serviceProviderId)")
         } else {
             put.condition_expression("version = :stored")
-                .expression_attribute_values(":stored", n(state.version - 1))
+                .expression_attribute_values(":stored", n(version - 1))
         };
-        let result = put.send().await;
-        match result {
+        match put.send().await {
             Ok(_) => Ok(Written::Written),
             Err(error)
                 if error.as_service_error().is_some_and(|e| {
@@ -719,6 +749,156 @@ impl SyncStateStore for DynamoSims {
                 Ok(Written::Conflict)
             }
             Err(error) => Err(backend(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for DynamoSims {
+    async fn get_sync(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        self.get_state(tenant, service_provider_id, "sync state")
+            .await
+    }
+
+    async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError> {
+        self.put_state(
+            tenant,
+            &state.service_provider_id,
+            to_item(state)?,
+            state.version,
+        )
+        .await
+    }
+
+    async fn get_usage_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<UsageState>, StoreError> {
+        let key = usage_state_key(service_provider_id);
+        let state: Option<UsageState> = self.get_state(tenant, &key, "usage state").await?;
+        Ok(state.map(|state| UsageState {
+            service_provider_id: service_provider_id.to_owned(),
+            ..state
+        }))
+    }
+
+    async fn put_usage_state(
+        &self,
+        tenant: &TenantId,
+        state: &UsageState,
+    ) -> Result<Written, StoreError> {
+        let key = usage_state_key(&state.service_provider_id);
+        self.put_state(tenant, &key, to_item(state)?, state.version)
+            .await
+    }
+}
+
+/// A day as the usage table keys it (ISO 8601, so the sort key orders days).
+fn day_key(day: time::Date) -> String {
+    cellbridge_core::clock::format_day(day)
+}
+
+#[async_trait]
+impl UsageStore for DynamoSims {
+    async fn record_usage(
+        &self,
+        tenant: &TenantId,
+        records: &[UsageRecord],
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        // One transaction per SIM: its day and its cycle total are written together, so a run
+        // that stops between them never finds a total newer than its days.
+        for record in records {
+            let cycle = serde_dynamo::to_attribute_value(&record.cycle)
+                .map_err(|e| StoreError::Rejected(format!("cycle usage: {e}")))?;
+            let update = Update::builder()
+                .table_name(&self.sims)
+                .key("tenantId", s(tenant.as_str()))
+                .key("iccid", s(&record.iccid))
+                .update_expression("SET #usage = :usage ADD version :one")
+                .condition_expression("attribute_exists(iccid)")
+                .expression_attribute_names("#usage", "usage")
+                .expression_attribute_values(":usage", cycle)
+                .expression_attribute_values(":one", n(1))
+                .build()
+                .map_err(unbuildable)?;
+            let mut writes = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(update).build());
+            if let Some(day) = &record.day {
+                let mut item = to_item(day)?;
+                item.insert("simKey".into(), s(sim_key(tenant, &record.iccid)));
+                item.insert("day".into(), s(day_key(day.day)));
+                item.insert("expiresAt".into(), n(keep_until.unix_timestamp()));
+                let put = Put::builder()
+                    .table_name(self.usage_table()?)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(unbuildable)?;
+                writes = writes.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            match writes.send().await {
+                Ok(_) => {}
+                // Not in the inventory (yet): its usage waits for the sync to import it.
+                Err(error) if error.as_service_error().is_some_and(cancelled_on_condition) => {}
+                Err(error) => return Err(backend(error)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn daily_usage(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut days = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.usage_table()?)
+                .key_condition_expression("simKey = :sim AND #day BETWEEN :from AND :to")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":sim", s(sim_key(tenant, iccid)))
+                .expression_attribute_values(":from", s(day_key(from)))
+                .expression_attribute_values(":to", s(day_key(to)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for mut item in out.items.unwrap_or_default() {
+                // DynamoDB deletes expired items within days, not at once: hide them meanwhile.
+                let expired = item
+                    .get("expiresAt")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|at| at <= now);
+                if expired {
+                    continue;
+                }
+                for bookkeeping in ["simKey", "expiresAt"] {
+                    item.remove(bookkeeping);
+                }
+                days.push(from_item_named("usage day", item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(days),
+            }
         }
     }
 }

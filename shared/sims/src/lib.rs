@@ -12,4 +12,5 @@ pub mod sync;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod usage;
 pub mod wiring;

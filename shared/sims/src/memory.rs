@@ -1,16 +1,17 @@
 //! The SIM inventory in memory, for tests and local tools.
 
-use crate::ports::{SimStore, SyncStateStore, Written};
+use crate::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
-use crate::sync::SyncState;
+use crate::sync::{SyncState, UsageState};
+use crate::usage::{DailyUsage, UsageRecord};
 use async_trait::async_trait;
 use cellbridge_core::memory::{locked, page_of};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 #[derive(Debug, Default)]
 struct State {
@@ -18,6 +19,9 @@ struct State {
     /// Per tenant and ICCID, oldest first.
     history: HashMap<(TenantId, String), Vec<SimEvent>>,
     syncs: HashMap<(TenantId, String), SyncState>,
+    usage_states: HashMap<(TenantId, String), UsageState>,
+    /// Per tenant and ICCID, by day, with the time each row is kept until.
+    usage: HashMap<(TenantId, String), BTreeMap<Date, (DailyUsage, OffsetDateTime)>>,
 }
 
 #[derive(Debug, Default)]
@@ -210,5 +214,87 @@ impl SyncStateStore for MemorySims {
         }
         guard.syncs.insert(key, state.clone());
         Ok(Written::Written)
+    }
+
+    async fn get_usage_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<UsageState>, StoreError> {
+        Ok(locked(&self.state)
+            .usage_states
+            .get(&(tenant.clone(), service_provider_id.to_owned()))
+            .cloned())
+    }
+
+    async fn put_usage_state(
+        &self,
+        tenant: &TenantId,
+        state: &UsageState,
+    ) -> Result<Written, StoreError> {
+        let mut guard = locked(&self.state);
+        let key = (tenant.clone(), state.service_provider_id.clone());
+        let stored = guard.usage_states.get(&key).map_or(0, |s| s.version);
+        if stored + 1 != state.version {
+            return Ok(Written::Conflict);
+        }
+        guard.usage_states.insert(key, state.clone());
+        Ok(Written::Written)
+    }
+}
+
+#[async_trait]
+impl UsageStore for MemorySims {
+    async fn record_usage(
+        &self,
+        tenant: &TenantId,
+        records: &[UsageRecord],
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut guard = locked(&self.state);
+        let state = &mut *guard;
+        for record in records {
+            let Some(sim) = state
+                .sims
+                .get_mut(tenant)
+                .and_then(|sims| sims.get_mut(&record.iccid))
+            else {
+                continue;
+            };
+            sim.usage = record.cycle.clone();
+            sim.version += 1;
+            if let Some(day) = record.day {
+                state
+                    .usage
+                    .entry((tenant.clone(), record.iccid.clone()))
+                    .or_default()
+                    .insert(day.day, (day, keep_until));
+            }
+        }
+        Ok(())
+    }
+
+    async fn daily_usage(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let now = OffsetDateTime::now_utc();
+        Ok(locked(&self.state)
+            .usage
+            .get(&(tenant.clone(), iccid.to_owned()))
+            .map(|days| {
+                days.range(from..=to)
+                    // What a TTL would have removed by now.
+                    .filter(|(_, (_, keep_until))| *keep_until > now)
+                    .map(|(_, (day, _))| *day)
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }

@@ -2,11 +2,12 @@
 
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
-use crate::sync::SyncState;
+use crate::sync::{SyncState, UsageState};
+use crate::usage::{DailyUsage, UsageRecord};
 use async_trait::async_trait;
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 /// A listing reads at most this many stored SIMs for one page: a filter that matches few SIMs
 /// answers a short page with a cursor rather than reading a whole inventory in one request.
@@ -84,4 +85,40 @@ pub trait SyncStateStore: Send + Sync {
 
     /// Writes `state` if the stored one is still at `state.version - 1` (none at all for 1).
     async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError>;
+
+    async fn get_usage_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<UsageState>, StoreError>;
+
+    /// As [`SyncStateStore::put_sync`], for the provider's usage collection.
+    async fn put_usage_state(
+        &self,
+        tenant: &TenantId,
+        state: &UsageState,
+    ) -> Result<Written, StoreError>;
+}
+
+/// Each SIM's daily usage and cycle-to-date total.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Writes each record's day (replacing a stored row of that day), kept until `keep_until`,
+    /// and its SIM's cycle-to-date total; a SIM the inventory does not have is skipped.
+    async fn record_usage(
+        &self,
+        tenant: &TenantId,
+        records: &[UsageRecord],
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// `iccid`'s days of usage from `from` to `to`, both included, oldest first; days without a
+    /// row (not read, or past retention) are left out.
+    async fn daily_usage(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<DailyUsage>, StoreError>;
 }

@@ -112,12 +112,23 @@ impl SimField {
     }
 }
 
-/// Data and SMS used since the carrier's billing cycle began.
+/// Data and SMS used since the carrier's billing cycle began, through the end of a day.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CycleUsage {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "cellbridge_core::clock::iso_date::option"
+    )]
     pub cycle_start: Option<time::Date>,
+    /// The last day the totals cover; `None` until the usage is first read.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "cellbridge_core::clock::iso_date::option"
+    )]
+    pub through: Option<time::Date>,
     pub data_bytes: u64,
     pub sms: u64,
 }

@@ -130,3 +130,91 @@ impl SyncState {
             .is_some_and(|lease| lease.holder != holder && lease.until > now)
     }
 }
+
+/// What a usage run did, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageCounts {
+    /// Usage calls made.
+    pub calls: u64,
+    /// SIMs whose usage the carrier told.
+    pub read: u64,
+    /// Days of usage recorded.
+    pub days: u64,
+    /// SIMs whose usage could not be read (the carrier does not know them, a lasting error).
+    pub failed: u64,
+}
+
+/// A usage collection under way: the provider's SIMs read in inventory order, for one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRun {
+    pub id: String,
+    /// The day whose usage the run records (readings cover through its end).
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub day: time::Date,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The inventory cursor of the next page; `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    pub counts: UsageCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    pub run_id: String,
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub day: time::Date,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub counts: UsageCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where each service provider's usage collection stands; held apart from the inventory sync's
+/// state, so a collection that takes hours (one call per SIM) never holds the listing up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageState {
+    pub service_provider_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<UsageRun>,
+    /// The last day whose usage was collected.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "cellbridge_core::clock::iso_date::option"
+    )]
+    pub collected_through: Option<time::Date>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<UsageSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<SyncLease>,
+    /// Counts the writes to this record; every write is conditional on it.
+    pub version: u64,
+}
+
+impl UsageState {
+    pub fn new(service_provider_id: &str) -> Self {
+        Self {
+            service_provider_id: service_provider_id.to_owned(),
+            run: None,
+            collected_through: None,
+            last_run: None,
+            lease: None,
+            version: 0,
+        }
+    }
+
+    /// Whether someone other than `holder` runs the collection at `now`.
+    pub fn held_by_another(&self, holder: &str, now: OffsetDateTime) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|lease| lease.holder != holder && lease.until > now)
+    }
+}

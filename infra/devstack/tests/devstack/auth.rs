@@ -591,7 +591,7 @@ async fn secrets_of_the_run(stack: &Devstack) -> Result<Vec<(String, String)>> {
     for (i, token) in super::issued_tokens().into_iter().enumerate() {
         secrets.push((format!("token #{i}"), token));
     }
-    let accounts = stack.carriers().context("carriers")?.accounts_document(1)?;
+    let accounts = stack.carriers().context("carriers")?.accounts_document()?;
     for (carrier, fields) in accounts.as_object().context("accounts")? {
         for (name, value) in fields.as_object().into_iter().flatten() {
             let lower = name.to_ascii_lowercase();

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Label, StatusAction,
 };
+use cellbridge_sims::usage::CycleReading;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -34,6 +35,15 @@ pub struct JasperClient {
     /// e.g. `https://restapi1.jasper.com/rws/api/v1`
     base_url: String,
     credentials: JasperCredentials,
+}
+
+/// Get Device Usage's answer, as far as the inventory uses it.
+#[derive(Debug, Deserialize)]
+struct CtdUsage {
+    #[serde(rename = "ctdDataUsage", default)]
+    ctd_data_usage: u64,
+    #[serde(rename = "ctdSMSUsage", default)]
+    ctd_sms_usage: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +121,25 @@ impl JasperClient {
             iccid: details.iccid,
             status: details.status,
             rate_plan: details.rate_plan,
+        })
+    }
+
+    /// Get Device Usage: the device's cycle-to-date data and SMS (Control Center gives no cycle
+    /// dates).
+    pub async fn ctd_usage(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CycleReading, CarrierError> {
+        let url = format!("{}/ctdUsages", self.url(iccid));
+        let response = self.send(self.http.get(url), journal).await?;
+        let usage: CtdUsage = response
+            .json()
+            .map_err(|e| CarrierError::Transient(format!("unreadable device usage: {e}")))?;
+        Ok(CycleReading {
+            cycle_start: None,
+            data_bytes: usage.ctd_data_usage,
+            sms: usage.ctd_sms_usage,
         })
     }
 
@@ -300,6 +329,18 @@ impl CarrierPort for JasperClient {
 
     fn lists_changes_since(&self) -> bool {
         true
+    }
+
+    fn reads_cycle_usage(&self) -> bool {
+        true
+    }
+
+    async fn cycle_usage(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CycleReading, CarrierError> {
+        self.ctd_usage(device.iccid.as_str(), journal).await
     }
 
     /// Search Devices, oldest change first. The position is `<since ms>:<page>`: each page

@@ -8,6 +8,8 @@ use cellbridge_bulk_changes::dynamodb::WORK_CLAIM_RETENTION;
 use cellbridge_core::dynamodb::{backend, updated_unless_condition_failed};
 use cellbridge_core::dynamodb::{epoch_ms, n, s};
 use cellbridge_core::store::StoreError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
 /// The account gate on DynamoDB: one item per account in the idempotency table, taken with a
@@ -16,6 +18,9 @@ use time::OffsetDateTime;
 pub struct DynamoGate {
     client: Client,
     table: String,
+    /// The next free slot of each paced account as this instance last saw it, so a reservation
+    /// usually succeeds on its first write instead of learning the slot from a refused one.
+    next_slots: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl DynamoGate {
@@ -23,7 +28,24 @@ impl DynamoGate {
         Self {
             client,
             table: idempotency_table.to_owned(),
+            next_slots: Arc::default(),
         }
+    }
+
+    fn last_seen_slot(&self, account: &str) -> i64 {
+        self.next_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn saw_slot(&self, account: &str, next_slot: i64) {
+        self.next_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account.to_owned(), next_slot);
     }
 }
 
@@ -112,5 +134,60 @@ impl crate::port::AccountGate for DynamoGate {
             .await;
         // Someone else holding it means this holder's time ran out already: nothing to free.
         updated_unless_condition_failed(result).map(|_| ())
+    }
+
+    async fn reserve(
+        &self,
+        account: &str,
+        calls: u32,
+        spacing: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let key = format!("pace#{account}");
+        let length = i64::from(calls.max(1)) * spacing.as_millis() as i64;
+        let now_ms = epoch_ms(now);
+        let mut next_slot = self.last_seen_slot(account);
+        // Each refusal means another caller took the slot tried, so this ends after at most as
+        // many tries as there are callers ahead.
+        loop {
+            let start = next_slot.max(now_ms);
+            // The stored slot only moves forward: a start at or after it, then past this call's.
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("idempotencyKey", s(&key))
+                .update_expression("SET nextSlot = :end, expiresAt = :expires")
+                .condition_expression("attribute_not_exists(nextSlot) OR nextSlot <= :start")
+                .expression_attribute_values(":start", n(start))
+                .expression_attribute_values(":end", n(start + length))
+                .expression_attribute_values(
+                    ":expires",
+                    n((now + WORK_CLAIM_RETENTION).unix_timestamp()),
+                )
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    self.saw_slot(account, start + length);
+                    return Ok(now + std::time::Duration::from_millis((start - now_ms) as u64));
+                }
+                Err(error) => match error.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                        next_slot = refused
+                            .item()
+                            .and_then(|item| item.get("nextSlot"))
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok())
+                            .unwrap_or(now_ms);
+                        self.saw_slot(account, next_slot);
+                    }
+                    _ => return Err(backend(error)),
+                },
+            }
+        }
     }
 }

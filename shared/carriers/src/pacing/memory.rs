@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 pub struct MemoryGate {
     /// Account to (holder, held until, next call allowed at).
     accounts: Mutex<HashMap<String, (String, std::time::Instant, std::time::Instant)>>,
+    /// Paced account to its next free start slot.
+    next_slots: Mutex<HashMap<String, OffsetDateTime>>,
 }
 
 #[async_trait]
@@ -65,5 +67,19 @@ impl AccountGate for MemoryGate {
             }
         }
         Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        account: &str,
+        calls: u32,
+        spacing: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let mut slots = locked(&self.next_slots);
+        let next = slots.entry(account.to_owned()).or_insert(now);
+        let start = (*next).max(now);
+        *next = start + spacing * calls.max(1);
+        Ok(start)
     }
 }

@@ -24,6 +24,7 @@ use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, Label, StatusAction,
 };
 use cellbridge_core::ids::Msisdn;
+use cellbridge_sims::usage::CycleReading;
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -61,6 +62,8 @@ pub struct TelegencePaths {
     pub activations: String,
     /// `GET` with `batch-id` and `subscriber-number` headers.
     pub activation_status: String,
+    /// `GET {subscribers}/{number}{usage}`: the subscriber's cycle-to-date usage.
+    pub usage: String,
 }
 
 impl Default for TelegencePaths {
@@ -69,6 +72,7 @@ impl Default for TelegencePaths {
             subscribers: "/subscribers".into(),
             activations: "/activations".into(),
             activation_status: "/activations/status".into(),
+            usage: "/usage".into(),
         }
     }
 }
@@ -80,6 +84,17 @@ pub struct TelegenceClient {
     base_url: String,
     credentials: TelegenceCredentials,
     paths: TelegencePaths,
+}
+
+/// A subscriber's usage, as far as the inventory uses it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriberUsage {
+    bill_cycle_start_date: Option<String>,
+    #[serde(default)]
+    data_usage_bytes: u64,
+    #[serde(default)]
+    sms_count: u64,
 }
 
 /// A subscriber as Telegence describes it.
@@ -145,6 +160,15 @@ struct ErrorBody {
 
 /// The subscriber number (CTN) of an MSISDN: digits only, and without the `1` country code for
 /// North American numbers, as AT&T's systems key US lines by their 10-digit number.
+/// Calls a change to `device` makes: one, plus a lookup by ICCID when it has no MSISDN.
+fn calls_by_number(device: &DeviceRef) -> u32 {
+    if device.msisdn.is_some() {
+        1
+    } else {
+        2
+    }
+}
+
 pub fn subscriber_number_of(msisdn: &Msisdn) -> String {
     let digits = msisdn.as_str().trim_start_matches('+');
     match digits.strip_prefix('1') {
@@ -386,6 +410,30 @@ impl TelegenceClient {
         response.json().map_err(|e| unreadable("subscriber", e))
     }
 
+    /// The subscriber's cycle-to-date usage. The shape is inferred (no public reference):
+    /// `billCycleStartDate` and `ratedThrough` as `YYYY-MM-DD`, `dataUsageBytes`, `smsCount`.
+    pub async fn subscriber_usage(
+        &self,
+        subscriber_number: &str,
+        journal: &CallJournal,
+    ) -> Result<CycleReading, CarrierError> {
+        let mut url = self.url(&self.paths.subscribers, Some(subscriber_number))?;
+        let path = format!("{}{}", url.path().trim_end_matches('/'), self.paths.usage);
+        url.set_path(&path);
+        let response = self.send(self.http.get(url), journal).await?;
+        let usage: SubscriberUsage = response
+            .json()
+            .map_err(|e| unreadable("subscriber usage", e))?;
+        Ok(CycleReading {
+            cycle_start: usage
+                .bill_cycle_start_date
+                .as_deref()
+                .and_then(cellbridge_core::clock::parse_day),
+            data_bytes: usage.data_usage_bytes,
+            sms: usage.sms_count,
+        })
+    }
+
     /// The subscriber of a SIM; [`CarrierError::NotFound`] when the SIM has none.
     pub async fn find_by_iccid(
         &self,
@@ -546,6 +594,35 @@ impl CarrierPort for TelegenceClient {
             ChangeSpec::ActivateNewService { .. } => MAX_SERVICES_PER_REQUEST,
             _ => 1,
         }
+    }
+
+    fn calls_to_apply(&self, change: &ChangeSpec, requests: &[DeviceRequest]) -> u32 {
+        match (change, requests) {
+            (ChangeSpec::ActivateNewService { .. }, _) => 1,
+            (_, [request]) => calls_by_number(&request.device),
+            _ => 1,
+        }
+    }
+
+    fn calls_to_check(&self, _change: &ChangeSpec, request: &DeviceRequest) -> u32 {
+        calls_by_number(&request.device)
+    }
+
+    fn reads_cycle_usage(&self) -> bool {
+        true
+    }
+
+    fn calls_to_read_usage(&self, device: &DeviceRef) -> u32 {
+        calls_by_number(device)
+    }
+
+    async fn cycle_usage(
+        &self,
+        device: &DeviceRef,
+        journal: &CallJournal,
+    ) -> Result<CycleReading, CarrierError> {
+        let number = self.subscriber_number(device, journal).await?;
+        self.subscriber_usage(&number, journal).await
     }
 
     async fn read_device(

@@ -1,0 +1,202 @@
+//! SIM usage: data and SMS per day, kept for a retention period, and the cycle-to-date total on
+//! each SIM. Jasper and Telegence tell only a SIM's cycle-to-date total, so a day's usage is the
+//! difference between two readings a day apart; a reading lower than the one before means the
+//! billing cycle began again.
+
+use crate::sim::CycleUsage;
+use serde::{Deserialize, Serialize};
+use time::Date;
+
+/// One day of a SIM's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyUsage {
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub day: Date,
+    pub data_bytes: u64,
+    pub sms: u64,
+}
+
+/// A carrier's cycle-to-date reading of one SIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleReading {
+    /// When the carrier tells it (Telegence); Jasper does not.
+    pub cycle_start: Option<Date>,
+    pub data_bytes: u64,
+    pub sms: u64,
+}
+
+/// What one reading records for a SIM: the day's usage when it can be told, and the SIM's new
+/// cycle-to-date total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub iccid: String,
+    pub day: Option<DailyUsage>,
+    pub cycle: CycleUsage,
+}
+
+/// What `reading`, covering usage through the end of `through`, records for a SIM whose stored
+/// cycle-to-date is `stored`; `None` when that day is recorded already (a run repeated after a
+/// crash writes nothing twice).
+///
+/// The first reading of a SIM sets its cycle-to-date and tells no day, except when the cycle
+/// began that very day. Readings more than a day apart give the whole difference to `through`.
+pub fn record_reading(
+    iccid: &str,
+    stored: &CycleUsage,
+    reading: CycleReading,
+    through: Date,
+) -> Option<UsageRecord> {
+    if stored.through.is_some_and(|last| last >= through) {
+        return None;
+    }
+    let cycle = |cycle_start| CycleUsage {
+        cycle_start,
+        through: Some(through),
+        data_bytes: reading.data_bytes,
+        sms: reading.sms,
+    };
+    let whole_reading = DailyUsage {
+        day: through,
+        data_bytes: reading.data_bytes,
+        sms: reading.sms,
+    };
+    let same_cycle = match (stored.cycle_start, reading.cycle_start) {
+        (Some(before), Some(now)) => before == now,
+        // Without the carrier's cycle dates, totals that went down mean a new cycle.
+        _ => reading.data_bytes >= stored.data_bytes && reading.sms >= stored.sms,
+    };
+    let Some(_) = stored.through else {
+        let day = (reading.cycle_start == Some(through)).then_some(whole_reading);
+        return Some(UsageRecord {
+            iccid: iccid.to_owned(),
+            day,
+            cycle: cycle(reading.cycle_start),
+        });
+    };
+    if same_cycle {
+        return Some(UsageRecord {
+            iccid: iccid.to_owned(),
+            day: Some(DailyUsage {
+                day: through,
+                data_bytes: reading.data_bytes.saturating_sub(stored.data_bytes),
+                sms: reading.sms.saturating_sub(stored.sms),
+            }),
+            cycle: cycle(reading.cycle_start.or(stored.cycle_start)),
+        });
+    }
+    // A new cycle: everything it counts so far is since the last reading.
+    Some(UsageRecord {
+        iccid: iccid.to_owned(),
+        day: Some(whole_reading),
+        cycle: cycle(reading.cycle_start),
+    })
+}
+
+/// The totals of `days`.
+pub fn total(days: &[DailyUsage]) -> (u64, u64) {
+    days.iter().fold((0, 0), |(data, sms), day| {
+        (data + day.data_bytes, sms + day.sms)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn reading(cycle_start: Option<Date>, data_bytes: u64, sms: u64) -> CycleReading {
+        CycleReading {
+            cycle_start,
+            data_bytes,
+            sms,
+        }
+    }
+
+    #[test]
+    fn a_day_is_the_difference_between_two_readings() {
+        let first = record_reading(
+            "8901",
+            &CycleUsage::default(),
+            reading(Some(date!(2026 - 12 - 01)), 5_000, 3),
+            date!(2026 - 12 - 03),
+        )
+        .expect("a first reading");
+        assert_eq!(first.day, None, "the first reading tells no single day");
+        assert_eq!(first.cycle.through, Some(date!(2026 - 12 - 03)));
+
+        let second = record_reading(
+            "8901",
+            &first.cycle,
+            reading(Some(date!(2026 - 12 - 01)), 7_500, 4),
+            date!(2026 - 12 - 04),
+        )
+        .expect("the next day");
+        assert_eq!(
+            second.day,
+            Some(DailyUsage {
+                day: date!(2026 - 12 - 04),
+                data_bytes: 2_500,
+                sms: 1
+            })
+        );
+        assert_eq!(second.cycle.data_bytes, 7_500);
+        assert_eq!(
+            record_reading(
+                "8901",
+                &second.cycle,
+                reading(Some(date!(2026 - 12 - 01)), 9_000, 4),
+                date!(2026 - 12 - 04)
+            ),
+            None,
+            "a day recorded already is not recorded again"
+        );
+    }
+
+    #[test]
+    fn a_new_cycle_counts_from_its_start() {
+        let stored = CycleUsage {
+            cycle_start: None,
+            through: Some(date!(2026 - 11 - 30)),
+            data_bytes: 90_000,
+            sms: 40,
+        };
+        // Jasper gives no cycle dates: totals that went down began again.
+        let record = record_reading(
+            "8901",
+            &stored,
+            reading(None, 1_200, 2),
+            date!(2026 - 12 - 01),
+        )
+        .expect("a new cycle");
+        assert_eq!(record.day.map(|d| (d.data_bytes, d.sms)), Some((1_200, 2)));
+        assert_eq!(record.cycle.data_bytes, 1_200);
+
+        // With the carrier's dates, a new cycle start says so even when totals grew.
+        let stored = CycleUsage {
+            cycle_start: Some(date!(2026 - 11 - 01)),
+            through: Some(date!(2026 - 11 - 30)),
+            data_bytes: 100,
+            sms: 0,
+        };
+        let record = record_reading(
+            "8901",
+            &stored,
+            reading(Some(date!(2026 - 12 - 01)), 400, 1),
+            date!(2026 - 12 - 01),
+        )
+        .expect("a new cycle");
+        assert_eq!(record.day.map(|d| d.data_bytes), Some(400));
+        assert_eq!(record.cycle.cycle_start, Some(date!(2026 - 12 - 01)));
+
+        // A first reading on the cycle's first day is that day.
+        let first = record_reading(
+            "8901",
+            &CycleUsage::default(),
+            reading(Some(date!(2026 - 12 - 01)), 700, 0),
+            date!(2026 - 12 - 01),
+        )
+        .expect("a first reading");
+        assert_eq!(first.day.map(|d| d.data_bytes), Some(700));
+    }
+}
