@@ -305,6 +305,32 @@ async fn demonstrate(stack: &Devstack) -> Result<()> {
         started.elapsed()
     );
     print_inventory(&client, &format!("&iccidPrefix={DEMO_SELECTION_PREFIX}")).await?;
+
+    // The day's collection ran when the inventory was still empty: read every SIM now. It shares
+    // each account's pace, so at Jasper it takes a while; the first SIMs show within seconds.
+    stack.collect_usage_now().await?;
+    let first = &iccids[0];
+    let usage_started = Instant::now();
+    let cycle = loop {
+        let usage: Value = client.get(&format!("/sims/{first}/usage")).await?;
+        if !usage["cycle"]["through"].is_null() {
+            break usage["cycle"].clone();
+        }
+        if usage_started.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!(
+                "no usage read for {first} within 2 minutes; see .devstack/cargo-lambda.log"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    println!(
+        "
+Usage: each SIM's cycle-to-date usage is read once a day at its account's pace (going on in the background:          Jasper {} SIMs a tenant at 5 a second); {first} has used {:.1} MB and {} SMS this cycle, through {}",
+        INVENTORY_SIMS.div_ceil(3),
+        cycle["dataBytes"].as_f64().unwrap_or(0.0) / 1e6,
+        cycle["sms"],
+        cycle["through"].as_str().unwrap_or("?"),
+    );
     let (_, jasper_id) = &changes[0];
     println!("\nTry it yourself (as ops@demo.example):");
     println!("  TOKEN=$(curl -s {api}/auth/login -H 'content-type: application/json' \\");
@@ -315,6 +341,10 @@ async fn demonstrate(stack: &Devstack) -> Result<()> {
     println!("  curl -s '{api}/sims?status=suspended&limit=5' -H \"authorization: Bearer $TOKEN\"");
     println!(
         "  curl -s '{api}/sims/{}' -H \"authorization: Bearer $TOKEN\"",
+        iccids[0]
+    );
+    println!(
+        "  curl -s '{api}/sims/{}/usage' -H \"authorization: Bearer $TOKEN\"   # days appear from tomorrow's collection on",
         iccids[0]
     );
     println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());

@@ -398,7 +398,8 @@ impl Devstack {
         self.lambda.invoker()
     }
 
-    /// Queues a carrier sync of every tenant's service providers now, as the schedule does.
+    /// Queues a carrier sync (inventory and usage) of every tenant's service providers now, as
+    /// the schedule does.
     pub async fn sync_inventory_now(&self) -> Result<()> {
         let event = crate::schedules::scheduled_event("sync-now");
         self.invoker()
@@ -406,6 +407,53 @@ impl Devstack {
             .await
             .map_err(|e| anyhow::anyhow!("queueing the carrier syncs: {e}"))?;
         Ok(())
+    }
+
+    /// Forgets which day each provider's usage was collected for, and queues the syncs: every
+    /// provider reads its SIMs' usage again now (once a day otherwise, so SIMs seeded after the
+    /// day's collection would wait for tomorrow).
+    pub async fn collect_usage_now(&self) -> Result<()> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let table = self
+            .resources
+            .table_name("CarrierSyncTable")
+            .context("the template has no CarrierSyncTable")?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let mut start = None;
+        loop {
+            let page = dynamodb
+                .scan()
+                .table_name(table)
+                .filter_expression("begins_with(serviceProviderId, :usage)")
+                .expression_attribute_values(":usage", AttributeValue::S("usage#".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("reading the usage states")?;
+            for item in page.items() {
+                let (Some(tenant), Some(key)) =
+                    (item.get("tenantId"), item.get("serviceProviderId"))
+                else {
+                    continue;
+                };
+                // A new version, so a collection writing meanwhile finds it changed and stops.
+                dynamodb
+                    .update_item()
+                    .table_name(table)
+                    .key("tenantId", tenant.clone())
+                    .key("serviceProviderId", key.clone())
+                    .update_expression("REMOVE collectedThrough ADD version :one")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .send()
+                    .await
+                    .context("resetting a usage state")?;
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        self.sync_inventory_now().await
     }
 
     pub fn lambda_port(&self) -> u16 {

@@ -411,18 +411,23 @@ async fn table_counts(stack: &Devstack) -> Result<Vec<(String, i32)>> {
         "IdempotencyTable",
     ] {
         let table = stack.resources().table_name(id).context("table")?;
-        // The account gate shares the idempotency table (`gate#<account>`), and the carrier
-        // sync passes it on its own schedule: only idempotency claims count here.
+        // The account gate shares the idempotency table (`gate#<account>`, and `pace#<account>`
+        // for shared paces), and the carrier sync passes it on its own schedule: only
+        // idempotency claims count here.
         let out = dynamodb
             .scan()
             .table_name(table)
             .select(aws_sdk_dynamodb::types::Select::Count)
             .filter_expression(
-                "attribute_not_exists(idempotencyKey) OR NOT begins_with(idempotencyKey, :gate)",
+                "attribute_not_exists(idempotencyKey) OR NOT (begins_with(idempotencyKey, :gate) OR begins_with(idempotencyKey, :pace))",
             )
             .expression_attribute_values(
                 ":gate",
                 aws_sdk_dynamodb::types::AttributeValue::S("gate#".into()),
+            )
+            .expression_attribute_values(
+                ":pace",
+                aws_sdk_dynamodb::types::AttributeValue::S("pace#".into()),
             )
             .send()
             .await?;

@@ -1,6 +1,6 @@
 //! The SIM inventory through the local API: the carrier sync imports what the simulators hold
-//! through each tenant's service providers, finds what changed in a carrier's portal, and a bulk
-//! change's outcome updates its SIMs.
+//! through each tenant's service providers, finds what changed in a carrier's portal, reads each
+//! SIM's usage, and a bulk change's outcome updates its SIMs.
 
 use super::{signed_in, until, OPERATOR};
 use anyhow::{Context, Result};
@@ -61,6 +61,30 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
         "{line}"
     );
     assert_eq!(line["lastChange"]["source"]["kind"], "carrierSync");
+
+    // The usage collection reads each SIM's cycle-to-date usage, as the simulator rates it
+    // through the day the collection is for.
+    stack.collect_usage_now().await?;
+    for sim in [&by_carrier[0].1[1], telegence] {
+        until(
+            "the usage collection reads the SIM's cycle total",
+            Duration::from_secs(240),
+            || async {
+                let usage: Value = client.get(&format!("/sims/{sim}/usage")).await?;
+                let cycle = &usage["cycle"];
+                let Some(through) = cycle["through"]
+                    .as_str()
+                    .and_then(cellbridge::common::clock::parse_day)
+                else {
+                    return Ok(false);
+                };
+                // Compared again on the next poll if the day turned between the two reads.
+                let (_, bytes, sms) = carrier_sim::usage::cycle_to_date(sim, through);
+                Ok(cycle["dataBytes"] == json!(bytes) && cycle["sms"] == json!(sms))
+            },
+        )
+        .await?;
+    }
 
     // Changed in Control Center, outside cellbridge: the next sync finds exactly those.
     let jasper: Vec<String> = by_carrier[0].1[..3].to_vec();
