@@ -245,6 +245,7 @@ mod tests {
 
     const SCHEDULED: &str = include_str!("../../../events/carrier-sync/scheduled.json");
     const QUEUED: &str = include_str!("../../../events/carrier-sync/sync.json");
+    const USAGE: &str = include_str!("../../../events/carrier-sync/usage.json");
 
     /// Telegence with 1,200 subscribers, 500 a page; a listing call takes 10 seconds.
     struct Listing;
@@ -381,6 +382,23 @@ mod tests {
             "{step:?}"
         );
         assert_eq!(sims.all(&tenant).len(), 1_200);
+        assert!(queue.drain().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_usage_request_runs_the_usage_collection_and_not_the_listing() {
+        let (ports, sims, queue) = ports().await;
+        let event: SqsEvent = serde_json::from_str(USAGE).expect("sample");
+        let body = event.records[0].body.as_deref().expect("a body");
+        let request: SyncRequest = serde_json::from_str(body).expect("a sync request");
+        assert_eq!(request.work, SyncWork::Usage);
+        // The test carrier lists SIMs but tells no usage per SIM.
+        let step = sync(&ports, &request, Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("a step");
+        assert_eq!(step, Step::Usage(UsageStep::Unsupported));
+        let tenant = TenantId::parse("demo").expect("tenant");
+        assert!(sims.all(&tenant).is_empty(), "no listing ran");
         assert!(queue.drain().is_empty());
     }
 

@@ -10,7 +10,8 @@
 //!
 //! `devices` (in [`devices`]) runs a simulated fleet through the local stack; `local-aws` (in
 //! [`local_aws`]) times the local DynamoDB and SQS of both emulators; `cost` (in [`fleet_cost`],
-//! priced by [`cost`]) meters a fleet's billable units and prices them per device-month.
+//! priced by [`cost`]) meters a fleet's billable units and prices them per device-month; `sims`
+//! (in [`sims`]) lists a 100,000-SIM inventory through `GET /sims`.
 
 mod activity_cost;
 mod bulk_change;
@@ -19,6 +20,7 @@ mod cpu_profile;
 mod devices;
 mod fleet_cost;
 mod local_aws;
+mod sims;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -72,6 +74,9 @@ pub enum BenchCommand {
     /// elapsed vs the floor the pace sets, carrier requests, writes per changed SIM, and a
     /// re-sync after 1 % changed outside cellbridge.
     Sync(sync::SyncArgs),
+    /// `GET /sims` with 100,000 SIMs in the tenant, through the handler and the DynamoDB
+    /// adapter on the local DynamoDB: time (the emulator's) and DynamoDB requests per page.
+    Sims(sims::SimsArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -105,6 +110,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::LocalAws(args) => local_aws::run(args).await,
         BenchCommand::Cost(args) => fleet_cost::run(args).await,
         BenchCommand::Sync(args) => sync::run(args).await,
+        BenchCommand::Sims(args) => sims::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }

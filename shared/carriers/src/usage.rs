@@ -320,3 +320,181 @@ async fn finish(
     save(ports, tenant, state).await?;
     Ok(UsageStep::Finished(summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountLimits;
+    use crate::port::{CarrierDevice, CarrierOutcome, CarrierPort};
+    use crate::provider::parse_new_provider;
+    use async_trait::async_trait;
+    use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRequest};
+    use cellbridge_sims::memory::MemorySims;
+    use cellbridge_sims::sim::SimSource;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    use time::macros::{date, datetime};
+
+    /// Every SIM's cycle total is 1,000 bytes a day of the cycle so far; the carrier fails
+    /// while `down` is set.
+    struct Meter {
+        down: AtomicBool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl CarrierPort for Meter {
+        fn carrier(&self) -> Carrier {
+            Carrier::Jasper
+        }
+
+        fn reads_cycle_usage(&self) -> bool {
+            true
+        }
+
+        async fn cycle_usage(
+            &self,
+            _device: &DeviceRef,
+            _journal: &CallJournal,
+        ) -> Result<CycleReading, CarrierError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(CarrierError::Transient("503".into()));
+            }
+            Ok(CycleReading {
+                cycle_start: Some(date!(2026 - 12 - 01)),
+                data_bytes: 4_000,
+                sms: 4,
+            })
+        }
+
+        async fn read_device(
+            &self,
+            _: &DeviceRef,
+            _: &CallJournal,
+        ) -> Result<CarrierDevice, CarrierError> {
+            Err(CarrierError::NotFound)
+        }
+
+        async fn apply(
+            &self,
+            _: &ChangeSpec,
+            _: &[DeviceRequest],
+            _: &CallJournal,
+        ) -> Result<CarrierOutcome, CarrierError> {
+            Ok(CarrierOutcome::Completed)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_carrier_that_keeps_failing_pauses_the_collection_where_it_stands() {
+        let tenant = TenantId::parse("demo").expect("tenant");
+        let body = serde_json::json!({"name": "Jasper", "carrier": "jasper",
+            "endpoint": "http://127.0.0.1:1/", "credentials": {"username": "u", "apiKey": "k"}});
+        let provider = parse_new_provider(body.to_string().as_bytes())
+            .expect("valid")
+            .into_provider(
+                tenant.clone(),
+                "sp-jasper".into(),
+                "secret".into(),
+                OffsetDateTime::UNIX_EPOCH,
+            );
+        let store = MemorySims::default();
+        // Two pages of SIMs at the provider.
+        for n in 0..(USAGE_PAGE + 10) {
+            let sim = Sim::unknown(
+                &cellbridge_core::testing::iccid(n),
+                Carrier::Jasper,
+                Some("sp-jasper".into()),
+                SimSource::CarrierSync {
+                    service_provider_id: "sp-jasper".into(),
+                },
+                OffsetDateTime::UNIX_EPOCH,
+            );
+            store
+                .put_sim(
+                    &tenant,
+                    &sim,
+                    None,
+                    &cellbridge_sims::testing::imported(&sim),
+                )
+                .await
+                .expect("stored");
+        }
+        let meter = Arc::new(Meter {
+            down: AtomicBool::new(false),
+            calls: AtomicU32::new(0),
+        });
+        let limits = AccountLimits {
+            calls_per_second: 1_000,
+            burst: 1,
+            max_in_flight: 1,
+        };
+        let account = CarrierAccount::new(meter.clone(), limits, Vec::new());
+        let ports = UsagePorts {
+            sims: &store,
+            usage: &store,
+            states: &store,
+        };
+        let at = datetime!(2026-12-05 01:00 UTC);
+        let clock = move || at;
+        let step = |holder: &'static str, deadline: Instant| {
+            let (ports, account, tenant, provider, clock) =
+                (&ports, &account, &tenant, &provider, &clock);
+            async move {
+                usage_step(
+                    ports,
+                    account,
+                    tenant,
+                    provider,
+                    holder,
+                    clock,
+                    deadline,
+                    UsageRetention::default(),
+                )
+                .await
+                .expect("a step")
+            }
+        };
+
+        // Out of time after the first page: the rest waits for the next step.
+        let first = step("a", Instant::now()).await;
+        assert_eq!(first, UsageStep::Continue);
+        let state = store
+            .get_usage_state(&tenant, "sp-jasper")
+            .await
+            .expect("read")
+            .expect("a state");
+        let run = state.run.expect("a run under way");
+        assert_eq!(run.counts.read, u64::from(USAGE_PAGE));
+        assert!(state.lease.is_none(), "free for the next step at once");
+
+        // The carrier fails on every call of the second page: three tries, then a pause.
+        meter.down.store(true, Ordering::SeqCst);
+        let before = meter.calls.load(Ordering::SeqCst);
+        let paused = step("b", Instant::now() + Duration::from_secs(600)).await;
+        assert!(matches!(paused, UsageStep::Paused(_)), "{paused:?}");
+        assert_eq!(meter.calls.load(Ordering::SeqCst) - before, USAGE_ATTEMPTS);
+
+        // Back up: the next step goes on from the second page, and the day is done.
+        meter.down.store(false, Ordering::SeqCst);
+        let done = step("c", Instant::now() + Duration::from_secs(600)).await;
+        let UsageStep::Finished(summary) = done else {
+            panic!("expected the collection to finish, got {done:?}");
+        };
+        assert_eq!(summary.day, date!(2026 - 12 - 04));
+        assert_eq!(summary.counts.read, u64::from(USAGE_PAGE + 10));
+        let sim = store
+            .get_sim(&tenant, &cellbridge_core::testing::iccid(USAGE_PAGE + 5))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(sim.usage.through, Some(date!(2026 - 12 - 04)));
+        assert_eq!(sim.usage.data_bytes, 4_000);
+        assert_eq!(
+            step("d", Instant::now() + Duration::from_secs(600)).await,
+            UsageStep::Idle,
+            "collected for the day"
+        );
+    }
+}

@@ -116,7 +116,9 @@ impl DynamoSims {
         }
     }
 
-    fn item_of(tenant: &TenantId, sim: &Sim) -> Result<Item, StoreError> {
+    /// The item that stores `sim` in `SimsTable`, with the keys of its indexes (also for bulk
+    /// loads, which write items without the history a `put_sim` records).
+    pub fn item_of(tenant: &TenantId, sim: &Sim) -> Result<Item, StoreError> {
         let mut item = to_item(sim)?;
         item.insert("tenantId".into(), s(tenant.as_str()));
         item.insert("statusKey".into(), s(status_key(tenant, sim.status)));
