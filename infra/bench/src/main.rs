@@ -11,7 +11,8 @@
 //! `devices` (in [`devices`]) runs a simulated fleet through the local stack; `local-aws` (in
 //! [`local_aws`]) times the local DynamoDB and SQS of both emulators; `cost` (in [`fleet_cost`],
 //! priced by [`cost`]) meters a fleet's billable units and prices them per device-month; `sims`
-//! (in [`sims`]) lists a 100,000-SIM inventory through `GET /sims`.
+//! (in [`sims`]) lists a 100,000-SIM inventory through `GET /sims`; `selection` (in [`selection`])
+//! makes a bulk change of a 10,000-SIM selection.
 
 mod activity_cost;
 mod bulk_change;
@@ -20,6 +21,7 @@ mod cpu_profile;
 mod devices;
 mod fleet_cost;
 mod local_aws;
+mod selection;
 mod sims;
 mod sync;
 
@@ -77,6 +79,9 @@ pub enum BenchCommand {
     /// `GET /sims` with 100,000 SIMs in the tenant, through the handler and the DynamoDB
     /// adapter on the local DynamoDB: time (the emulator's) and DynamoDB requests per page.
     Sims(sims::SimsArgs),
+    /// A bulk change from a 10,000-SIM selection: preview, acceptance and planning through the
+    /// handlers on the in-memory stores.
+    Selection(selection::SelectionArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -111,6 +116,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Cost(args) => fleet_cost::run(args).await,
         BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Sims(args) => sims::run(args).await,
+        BenchCommand::Selection(args) => selection::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }
