@@ -324,8 +324,7 @@ async fn demonstrate(stack: &Devstack) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     println!(
-        "
-Usage: each SIM's cycle-to-date usage is read once a day at its account's pace (going on in the background:          Jasper {} SIMs a tenant at 5 a second); {first} has used {:.1} MB and {} SMS this cycle, through {}",
+        "\nUsage: each SIM's cycle-to-date usage is read once a day at its account's pace (going on in the background: Jasper {} SIMs a tenant at 5 a second); {first} has used {:.1} MB and {} SMS this cycle, through {}",
         INVENTORY_SIMS.div_ceil(3),
         cycle["dataBytes"].as_f64().unwrap_or(0.0) / 1e6,
         cycle["sms"],
