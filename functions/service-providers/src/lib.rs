@@ -7,8 +7,8 @@
 use cellbridge_bulk_changes::bulk_change::BulkChangeStatus;
 use cellbridge_bulk_changes::ports::BulkChangeStore;
 use cellbridge_carriers::provider::{
-    parse_new_provider, parse_provider_change, ProviderView, ServiceProvider, TestResult,
-    MAX_REFUSED_TESTS,
+    parse_new_provider, parse_provider_change, AccountIdentity, ProviderView, ServiceProvider,
+    TestResult, MAX_REFUSED_TESTS,
 };
 use cellbridge_carriers::provider_ports::{CredentialVault, ProviderStore, VaultError};
 use cellbridge_carriers::provider_probe::{ProbeOutcome, ProviderProbe};
@@ -132,6 +132,11 @@ async fn respond(
                 "send a name, a carrier, an endpoint and the carrier's credentials",
             )?;
             let new = parse_new_provider(body).map_err(Problem::invalid)?;
+            let identity =
+                AccountIdentity::of(new.carrier, &new.endpoint, &new.settings, &new.credentials);
+            if let Some(existing) = provider_on_account(ports, &tenant, &identity, None).await? {
+                return Err(duplicate(&existing));
+            }
             let id = uuid::Uuid::now_v7().to_string();
             let secret_id = ports
                 .vault
@@ -171,6 +176,31 @@ async fn respond(
             )?;
             let mut provider = find(ports, &tenant, &id).await?;
             let change = parse_provider_change(provider.carrier, body).map_err(Problem::invalid)?;
+            // A change of account must not land on another provider's.
+            if change.endpoint.is_some()
+                || change.settings.is_some()
+                || change.credentials.is_some()
+            {
+                let credentials = match &change.credentials {
+                    Some(credentials) => credentials.clone(),
+                    None => ports
+                        .vault
+                        .get(&provider.secret_id)
+                        .await
+                        .map_err(vault_problem)?,
+                };
+                let identity = AccountIdentity::of(
+                    provider.carrier,
+                    change.endpoint.as_deref().unwrap_or(&provider.endpoint),
+                    change.settings.as_ref().unwrap_or(&provider.settings),
+                    &credentials,
+                );
+                if let Some(existing) =
+                    provider_on_account(ports, &tenant, &identity, Some(&provider.id)).await?
+                {
+                    return Err(duplicate(&existing));
+                }
+            }
             if let Some(credentials) = &change.credentials {
                 // A new version of the same secret: the worker reads it at its next call.
                 provider.secret_id = ports
@@ -270,6 +300,59 @@ async fn respond(
             Ok(json_response(StatusCode::OK, &result))
         }
         _ => Err(Problem::not_found("this route")),
+    }
+}
+
+fn duplicate(existing: &ServiceProvider) -> Problem {
+    Problem::conflict(
+        "service-provider-duplicate",
+        "The carrier account has a service provider already",
+        format!(
+            "service provider {} ({}) uses this carrier account already; two would list the same SIMs and take them from each other: change that one instead",
+            existing.id, existing.name
+        ),
+    )
+}
+
+/// The tenant's provider (other than `except`) on the carrier account `identity` names, if any:
+/// only providers at the same carrier and endpoint have their credentials read.
+async fn provider_on_account(
+    ports: &Ports<'_>,
+    tenant: &TenantId,
+    identity: &AccountIdentity,
+    except: Option<&str>,
+) -> Result<Option<ServiceProvider>, Problem> {
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .providers
+            .list_providers(tenant, &PageRequest { limit: 100, cursor })
+            .await?;
+        for provider in page.items {
+            if except == Some(provider.id.as_str())
+                || AccountIdentity::place(provider.carrier, &provider.endpoint) != identity.place
+            {
+                continue;
+            }
+            let credentials = ports
+                .vault
+                .get(&provider.secret_id)
+                .await
+                .map_err(vault_problem)?;
+            let theirs = AccountIdentity::of(
+                provider.carrier,
+                &provider.endpoint,
+                &provider.settings,
+                &credentials,
+            );
+            if &theirs == identity {
+                return Ok(Some(provider));
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(None),
+        }
     }
 }
 
@@ -557,6 +640,64 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(result["ok"], true);
         assert!(world.probe.secrets_seen.lock().unwrap()[3].contains("rotated-key"));
+    }
+
+    #[tokio::test]
+    async fn one_provider_per_carrier_account_and_tenant() {
+        let world = World::new();
+        let (status, first) = world.call(from_str(CREATE).unwrap()).await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        let body = |username: &str, endpoint: &str| {
+            json!({"name": format!("Jasper as {username}"), "carrier": "jasper",
+                   "endpoint": endpoint,
+                   "credentials": {"username": username, "apiKey": "another-key"}})
+        };
+        let endpoint = "http://127.0.0.1:4010/jasper/rws/api/v1";
+        let create = |body: Value| {
+            let sample = with_route(CREATE, "POST", "/service-providers", Some(body));
+            event(&sample, "demo", "admin", None)
+        };
+        // The same login at the same endpoint, whatever the key or a trailing slash.
+        let (status, problem) = world
+            .call(create(body("cellbridge", &format!("{endpoint}/"))))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(first["id"].as_str().unwrap())),
+            "{problem}"
+        );
+        assert!(!problem.to_string().contains("another-key"));
+        // Another login, or another tenant, is another account.
+        let (status, second) = world.call(create(body("field-ops", endpoint))).await;
+        assert_eq!(status, StatusCode::CREATED, "{second}");
+        let elsewhere = with_route(
+            CREATE,
+            "POST",
+            "/service-providers",
+            Some(body("cellbridge", endpoint)),
+        );
+        let (status, _) = world.call(event(&elsewhere, "globex", "admin", None)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        // Nor can a change move a provider onto another's account.
+        let id = second["id"].as_str().unwrap();
+        let patch = with_route(
+            CREATE,
+            "PATCH",
+            "/service-providers/{id}",
+            Some(json!({"credentials": {"username": "cellbridge", "apiKey": "k"}})),
+        );
+        let (status, problem) = world.call(event(&patch, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        let rename = with_route(
+            CREATE,
+            "PATCH",
+            "/service-providers/{id}",
+            Some(json!({"name": "Field operations"})),
+        );
+        let (status, _) = world.call(event(&rename, "demo", "admin", Some(id))).await;
+        assert_eq!(status, StatusCode::OK, "a change that keeps the account");
     }
 
     #[tokio::test]

@@ -131,6 +131,52 @@ impl Credentials {
     }
 }
 
+/// The carrier account a provider logs in to: where (its carrier and endpoint) and as whom (the
+/// value the carrier tells accounts apart by: Jasper's username, ThingSpace's account name,
+/// Telegence's app id). Two providers of one tenant on the same account would list the same SIMs
+/// and take them from each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountIdentity {
+    pub place: String,
+    pub login: String,
+}
+
+impl AccountIdentity {
+    /// Where `carrier`'s account at `endpoint` is, before its credentials are read.
+    pub fn place(carrier: Carrier, endpoint: &str) -> String {
+        format!(
+            "{}|{}",
+            carrier.as_str(),
+            endpoint.trim_end_matches('/').to_ascii_lowercase()
+        )
+    }
+
+    pub fn of(
+        carrier: Carrier,
+        endpoint: &str,
+        settings: &BTreeMap<String, String>,
+        credentials: &Credentials,
+    ) -> Self {
+        let field = match carrier {
+            Carrier::Jasper => "username",
+            Carrier::ThingSpace => "accountName",
+            Carrier::Telegence => "appId",
+        };
+        let login = settings.get(field).cloned().unwrap_or_else(|| {
+            credentials
+                .values()
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        });
+        Self {
+            place: Self::place(carrier, endpoint),
+            login: login.trim().to_owned(),
+        }
+    }
+}
+
 /// `POST /service-providers`, validated.
 #[derive(Debug)]
 pub struct NewProvider {

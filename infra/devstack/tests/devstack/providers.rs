@@ -42,17 +42,31 @@ pub async fn service_providers_keep_their_credentials_to_themselves(
         "Jasper and Telegence were asked for the probe SIM: {probes}"
     );
 
-    // A wrong key: refused, then refused again, then not tried until the credentials change.
+    // The seeded Jasper account has its provider: a second one on it would take its SIMs.
     let jasper = seeded
         .iter()
         .find(|p| p.carrier.as_str() == "jasper")
         .context("the seeded Jasper provider")?;
+    let twice = admin
+        .create_service_provider(&json!({
+            "name": "Jasper again",
+            "carrier": "jasper",
+            "endpoint": format!("{}/", jasper.endpoint),
+            "credentials": {"username": "cellbridge", "apiKey": WRONG_JASPER_KEY},
+        }))
+        .await
+        .expect_err("one provider per carrier account");
+    assert_eq!(twice.status().map(|s| s.as_u16()), Some(409), "{twice}");
+    assert!(format!("{twice:?}").contains(&jasper.id), "{twice:?}");
+
+    // A login the carrier does not know: refused, then refused again, then not tried until the
+    // credentials change.
     let wrong = admin
         .create_service_provider(&json!({
             "name": "Jasper with a wrong key",
             "carrier": "jasper",
             "endpoint": jasper.endpoint,
-            "credentials": {"username": "cellbridge", "apiKey": WRONG_JASPER_KEY},
+            "credentials": {"username": "cellbridge-unknown", "apiKey": WRONG_JASPER_KEY},
         }))
         .await?;
     for _ in 0..2 {
