@@ -767,3 +767,56 @@ async fn no_secret_reaches_the_log_or_the_journal() -> anyhow::Result<()> {
     assert!(journaled.contains("<redacted>"));
     Ok(())
 }
+
+#[tokio::test]
+async fn usage_is_read_day_by_day_from_the_device_usage_history() -> anyhow::Result<()> {
+    use time::macros::date;
+    let server = simulator(quick()).await?;
+    seed(&server, [3], DeviceState::Active);
+    server.sims.fix_usage_day(Some(date!(2026 - 12 - 05)));
+    let thingspace = client(&server)?;
+    let sim = device(3)?.device;
+    assert!(thingspace.reads_daily_usage());
+
+    // The month so far, through the last day rated (the 4th): one record a day.
+    let journal = CallJournal::default();
+    let days = thingspace
+        .daily_usage(&sim, date!(2026 - 12 - 01), date!(2026 - 12 - 06), &journal)
+        .await?;
+    let expected: Vec<(time::Date, u64, u64)> = [
+        date!(2026 - 12 - 01),
+        date!(2026 - 12 - 02),
+        date!(2026 - 12 - 03),
+        date!(2026 - 12 - 04),
+    ]
+    .into_iter()
+    .map(|day| {
+        let (bytes, sms) = carrier_sim::usage::day_usage(&iccid(3), day);
+        (day, bytes, sms)
+    })
+    .collect();
+    assert_eq!(days, expected);
+    let (_, bytes, sms) = carrier_sim::usage::cycle_to_date(&iccid(3), date!(2026 - 12 - 04));
+    assert_eq!(
+        days.iter()
+            .fold((0, 0), |(b, s), (_, db, ds)| (b + db, s + ds)),
+        (bytes, sms),
+        "the days add up to the cycle so far"
+    );
+    let one = thingspace
+        .daily_usage(&sim, date!(2026 - 12 - 03), date!(2026 - 12 - 03), &journal)
+        .await?;
+    assert_eq!(one, expected[2..3]);
+    assert_eq!(
+        thingspace
+            .daily_usage(
+                &device(40)?.device,
+                date!(2026 - 12 - 01),
+                date!(2026 - 12 - 04),
+                &journal
+            )
+            .await,
+        Err(CarrierError::NotFound)
+    );
+    Ok(())
+}

@@ -111,7 +111,11 @@ impl Simulators {
     }
 
     fn usage_days(&self) -> UsageDays {
-        UsageDays(vec![self.jasper.clone(), self.telegence.clone()])
+        UsageDays(vec![
+            self.jasper.clone(),
+            self.thingspace.clone(),
+            self.telegence.clone(),
+        ])
     }
 }
 
@@ -130,6 +134,12 @@ trait RatesUsage: Send + Sync {
 }
 
 impl RatesUsage for jasper::Jasper {
+    fn usage_day(&self) -> &usage::UsageDay {
+        &self.usage_day
+    }
+}
+
+impl RatesUsage for thingspace::ThingSpace {
     fn usage_day(&self) -> &usage::UsageDay {
         &self.usage_day
     }

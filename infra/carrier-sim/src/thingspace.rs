@@ -418,6 +418,8 @@ pub struct ThingSpace {
     started: Instant,
     /// True while requests are held pending past their `callback_delay`.
     held: watch::Sender<bool>,
+    /// The day usage is rated through (see [`crate::usage`]).
+    pub usage_day: crate::usage::UsageDay,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -547,6 +549,14 @@ struct ActionBody {
     reason_code: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageHistoryBody {
+    device_id: DeviceIdBody,
+    earliest: String,
+    latest: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListBody {
@@ -635,7 +645,60 @@ impl ThingSpace {
             log,
             started: Instant::now(),
             held: watch::Sender::new(false),
+            usage_day: crate::usage::UsageDay::default(),
         }
+    }
+
+    /// Retrieve Device Usage History: the device's usage per day from `earliest` until before
+    /// `latest`, through the last day rated (yesterday).
+    fn usage_history(&self, body: &[u8]) -> Result<Response, Box<Response>> {
+        let body: UsageHistoryBody = parse_body(body)?;
+        if !body.device_id.kind.eq_ignore_ascii_case("iccid") {
+            return Err(bad_request(
+                "INPUT_INVALID.DeviceId.Kind",
+                "the only valid kind for this query is ICCID",
+            ));
+        }
+        let iccid = body.device_id.id;
+        if !locked(&self.devices).contains_key(&iccid) {
+            return Err(bad_request(
+                "REQUEST_FAILED.DeviceNotFound",
+                "Device not found",
+            ));
+        }
+        let day_of = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(|at| at.date())
+                .map_err(|_| {
+                    bad_request(
+                        "INPUT_INVALID.Request.Invalid",
+                        &format!("{text} is not a date and time"),
+                    )
+                })
+        };
+        let (earliest, latest) = (day_of(&body.earliest)?, day_of(&body.latest)?);
+        let through = self.usage_day.rated_through();
+        let mut history = Vec::new();
+        let mut day = earliest;
+        while day < latest && day <= through {
+            let (bytes, sms) = crate::usage::day_usage(&iccid, day);
+            history.push(json!({
+                "bytesUsed": bytes,
+                "smsUsed": sms,
+                "source": "Usage Feed",
+                "timestamp": format!("{day}T00:00:00Z"),
+            }));
+            match day.next_day() {
+                Some(next) => day = next,
+                None => break,
+            }
+        }
+        Ok(Json(json!({
+            "hasMoreData": false,
+            "deviceId": {"id": iccid, "kind": "iccid"},
+            "usageHistory": history,
+        }))
+        .into_response())
     }
 
     /// Keeps requests pending (devices unresolved, no callbacks sent) past their
@@ -1537,6 +1600,20 @@ async fn action_route(
     for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
 }
 
+async fn usage_route(
+    State(sim): State<Arc<ThingSpace>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Read like the device list, under its limits.
+    let (caller, _) = match sim.gate(&headers, Some(Endpoint::List)).await {
+        Ok(gated) => gated,
+        Err(response) => return response,
+    };
+    let answer = sim.usage_history(&body);
+    for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
+}
+
 async fn status_route(
     State(sim): State<Arc<ThingSpace>>,
     Path((account, request_id)): Path<(String, String)>,
@@ -1700,6 +1777,7 @@ pub fn router(sim: Arc<ThingSpace>) -> Router {
             "/api/m2m/v1/devices/actions/{name}",
             post(action_route).put(action_route),
         )
+        .route("/api/m2m/v1/devices/usage/actions/list", post(usage_route))
         .route(
             "/api/m2m/v1/accounts/{account}/requests/{request_id}/status",
             get(status_route),

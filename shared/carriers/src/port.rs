@@ -248,6 +248,27 @@ pub trait CarrierPort: Send + Sync {
         })
     }
 
+    /// Whether [`CarrierPort::daily_usage`] tells a SIM's usage day by day.
+    fn reads_daily_usage(&self) -> bool {
+        false
+    }
+
+    /// The SIM's usage on each day from `from` through `through` (UTC) that the carrier has a
+    /// record of: (day, bytes, SMS), oldest first.
+    async fn daily_usage(
+        &self,
+        device: &DeviceRef,
+        from: time::Date,
+        through: time::Date,
+        journal: &CallJournal,
+    ) -> Result<Vec<(time::Date, u64, u64)>, CarrierError> {
+        let _ = (device, from, through, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!("{} tells no daily usage per SIM", self.carrier().as_str()),
+        })
+    }
+
     /// Follows up an accepted request for one of its devices (polling, for when a callback never
     /// comes or the carrier has none).
     async fn check(

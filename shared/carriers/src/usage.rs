@@ -1,6 +1,8 @@
 //! The daily usage collection of one service provider: once a day, every SIM the inventory has
-//! at the provider is asked for its cycle-to-date usage at the account's pace (the same pace the
-//! worker and the sync keep), and the day's usage and the new cycle total are written. Pages of
+//! at the provider is asked for its usage at the account's pace (the same pace the worker and the
+//! sync keep): its cycle-to-date total where the carrier tells that (Jasper, Telegence), its usage
+//! of the day where the carrier keeps a daily history (ThingSpace); the day's usage and the new
+//! cycle total are written. Pages of
 //! the inventory are checkpoints, so a collection that takes hours (Jasper answers one SIM a
 //! call, five calls a second) goes on over many invocations and survives a crash.
 
@@ -17,7 +19,7 @@ use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use cellbridge_sims::query::{SimFilter, SimQuery};
 use cellbridge_sims::sim::Sim;
 use cellbridge_sims::sync::{SyncLease, UsageRun, UsageState, UsageSummary};
-use cellbridge_sims::usage::{record_reading, CycleReading, UsageRecord};
+use cellbridge_sims::usage::{record_day, record_reading, CycleReading, DailyUsage, UsageRecord};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -97,7 +99,7 @@ pub async fn usage_step(
     deadline: Instant,
     retention: UsageRetention,
 ) -> Result<UsageStep, SyncError> {
-    if !account.port.reads_cycle_usage() {
+    if !account.port.reads_cycle_usage() && !account.port.reads_daily_usage() {
         return Ok(UsageStep::Unsupported);
     }
     let refused = ports
@@ -170,9 +172,28 @@ pub async fn usage_step(
             match read(account, sim, &mut run).await {
                 Ok(Some(reading)) => {
                     run.counts.read += 1;
-                    if let Some(record) = record_reading(&sim.iccid, &sim.usage, reading, run.day) {
-                        records.push(record);
-                    }
+                    let record = match reading {
+                        Reading::Cycle(reading) => {
+                            record_reading(&sim.iccid, &sim.usage, reading, run.day)
+                        }
+                        Reading::Days(days) => {
+                            // Each day in turn, its cycle total carried to the next.
+                            let mut cycle = sim.usage.clone();
+                            for (day, data_bytes, sms) in days {
+                                let usage = DailyUsage {
+                                    day,
+                                    data_bytes,
+                                    sms,
+                                };
+                                if let Some(record) = record_day(&sim.iccid, &cycle, usage) {
+                                    cycle = record.cycle.clone();
+                                    records.push(record);
+                                }
+                            }
+                            None
+                        }
+                    };
+                    records.extend(record);
                 }
                 Ok(None) => run.counts.failed += 1,
                 Err(CarrierError::AuthFailed) => {
@@ -221,6 +242,15 @@ fn device_of(sim: &Sim) -> Option<DeviceRef> {
     })
 }
 
+/// What a carrier tells of a SIM's usage.
+enum Reading {
+    /// Its cycle-to-date total.
+    Cycle(CycleReading),
+    /// Its usage day by day since the last day recorded (from the cycle's start for a SIM not
+    /// read before): (day, bytes, SMS), oldest first.
+    Days(Vec<(time::Date, u64, u64)>),
+}
+
 /// `sim`'s reading at the account's pace, tried again on passing failures; `Ok(None)` when the
 /// carrier cannot tell this SIM's usage (it does not know it), `Err` when it fails for every SIM
 /// (refused credentials, or still failing after the attempts).
@@ -228,7 +258,7 @@ async fn read(
     account: &CarrierAccount,
     sim: &Sim,
     run: &mut UsageRun,
-) -> Result<Option<CycleReading>, CarrierError> {
+) -> Result<Option<Reading>, CarrierError> {
     let Some(device) = device_of(sim) else {
         return Ok(None);
     };
@@ -239,9 +269,29 @@ async fn read(
         let calls = account.port.calls_to_read_usage(&device);
         run.counts.calls += u64::from(calls);
         let journal = CallJournal::default();
-        let result = account
-            .paced_calls(calls, account.port.cycle_usage(&device, &journal))
-            .await;
+        let result = if account.port.reads_cycle_usage() {
+            account
+                .paced_calls(calls, account.port.cycle_usage(&device, &journal))
+                .await
+                .map(Reading::Cycle)
+        } else {
+            // The days not recorded yet: a SIM read before goes on from its last day, a new one
+            // starts at its month's first day, so its cycle total is whole from the first run.
+            let from = match sim.usage.through {
+                Some(last) => last.next_day().unwrap_or(last),
+                None => run.day.replace_day(1).unwrap_or(run.day),
+            };
+            if from > run.day {
+                return Ok(Some(Reading::Days(Vec::new())));
+            }
+            account
+                .paced_calls(
+                    calls,
+                    account.port.daily_usage(&device, from, run.day, &journal),
+                )
+                .await
+                .map(Reading::Days)
+        };
         match result {
             Ok(reading) => return Ok(Some(reading)),
             Err(CarrierError::AuthFailed) => return Err(CarrierError::AuthFailed),

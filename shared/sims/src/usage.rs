@@ -93,6 +93,32 @@ pub fn record_reading(
     })
 }
 
+/// What a carrier's own day of usage (ThingSpace's daily history) records for a SIM whose stored
+/// cycle-to-date is `stored`: the day, and the cycle total with the day added (a day in another
+/// month than the stored total's cycle begins a new cycle: bill cycles are taken as calendar
+/// months). `None` when that day is recorded already.
+pub fn record_day(iccid: &str, stored: &CycleUsage, day: DailyUsage) -> Option<UsageRecord> {
+    if stored.through.is_some_and(|last| last >= day.day) {
+        return None;
+    }
+    let cycle_start = day.day.replace_day(1).unwrap_or(day.day);
+    let (data_bytes, sms) = if stored.cycle_start == Some(cycle_start) {
+        (stored.data_bytes + day.data_bytes, stored.sms + day.sms)
+    } else {
+        (day.data_bytes, day.sms)
+    };
+    Some(UsageRecord {
+        iccid: iccid.to_owned(),
+        day: Some(day),
+        cycle: CycleUsage {
+            cycle_start: Some(cycle_start),
+            through: Some(day.day),
+            data_bytes,
+            sms,
+        },
+    })
+}
+
 /// The totals of `days`.
 pub fn total(days: &[DailyUsage]) -> (u64, u64) {
     days.iter().fold((0, 0), |(data, sms), day| {
@@ -150,6 +176,41 @@ mod tests {
             ),
             None,
             "a day recorded already is not recorded again"
+        );
+    }
+
+    #[test]
+    fn a_carriers_days_add_up_within_the_month() {
+        let day = |d: Date, data_bytes: u64| DailyUsage {
+            day: d,
+            data_bytes,
+            sms: 1,
+        };
+        let first = record_day(
+            "8901",
+            &CycleUsage::default(),
+            day(date!(2026 - 11 - 30), 900),
+        )
+        .expect("a day");
+        assert_eq!(first.cycle.cycle_start, Some(date!(2026 - 11 - 01)));
+        assert_eq!(first.cycle.data_bytes, 900);
+        let next =
+            record_day("8901", &first.cycle, day(date!(2026 - 12 - 01), 100)).expect("a day");
+        assert_eq!(
+            (
+                next.cycle.cycle_start,
+                next.cycle.data_bytes,
+                next.cycle.sms
+            ),
+            (Some(date!(2026 - 12 - 01)), 100, 1),
+            "December begins a new cycle"
+        );
+        let after = record_day("8901", &next.cycle, day(date!(2026 - 12 - 02), 50)).expect("a day");
+        assert_eq!((after.cycle.data_bytes, after.cycle.sms), (150, 2));
+        assert_eq!(
+            record_day("8901", &after.cycle, day(date!(2026 - 12 - 02), 50)),
+            None,
+            "recorded already"
         );
     }
 

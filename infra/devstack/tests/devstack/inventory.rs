@@ -65,7 +65,8 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
     // The usage collection reads each SIM's cycle-to-date usage, as the simulator rates it
     // through the day the collection is for.
     stack.collect_usage_now().await?;
-    for sim in [&by_carrier[0].1[1], telegence] {
+    // Jasper and Telegence tell the cycle's total; ThingSpace's first reading sums the month's days.
+    for sim in [&by_carrier[0].1[1], &by_carrier[1].1[1], telegence] {
         until(
             "the usage collection reads the SIM's cycle total",
             Duration::from_secs(240),

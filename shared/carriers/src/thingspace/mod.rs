@@ -152,6 +152,24 @@ struct ListedDevice {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct UsageHistory {
+    #[serde(default)]
+    usage_history: Vec<UsageRecordAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageRecordAnswer {
+    #[serde(default)]
+    bytes_used: u64,
+    #[serde(default)]
+    sms_used: u64,
+    #[serde(default)]
+    timestamp: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ListAnswer {
     #[serde(default)]
     devices: Vec<ListedDevice>,
@@ -827,6 +845,42 @@ impl ThingSpaceClient {
         })
     }
 
+    /// Retrieve Device Usage History: the device's bytes and SMS on each day from `from` through
+    /// `through` (one record a day; a call answers at most 500, more than a month's worth).
+    pub async fn usage_history(
+        &self,
+        iccid: &str,
+        from: time::Date,
+        through: time::Date,
+        journal: &CallJournal,
+    ) -> Result<Vec<(time::Date, u64, u64)>, CarrierError> {
+        let at = |d: time::Date| format!("{d}T00:00:00Z");
+        let body = json!({
+            "deviceId": {"kind": "iccid", "id": iccid},
+            "earliest": at(from),
+            "latest": at(through.next_day().unwrap_or(through)),
+        });
+        let endpoint = self.m2m("devices/usage/actions/list");
+        let response = self
+            .call(|| self.http.post(&endpoint).json(&body), &[], None, journal)
+            .await?;
+        let answer: UsageHistory = response
+            .json()
+            .map_err(|e| unreadable("device usage history", e))?;
+        let mut days: Vec<(time::Date, u64, u64)> = answer
+            .usage_history
+            .iter()
+            .filter_map(|record| {
+                let day = cellbridge_core::clock::parse_day(record.timestamp.get(..10)?)?;
+                (from..=through)
+                    .contains(&day)
+                    .then_some((day, record.bytes_used, record.sms_used))
+            })
+            .collect();
+        days.sort_by_key(|(day, _, _)| *day);
+        Ok(days)
+    }
+
     /// One page of the account's devices, after the ICCID `after` (the last of the previous page;
     /// `None` for the first): ThingSpace has no change date to search by, so a sync lists the
     /// whole account and compares.
@@ -919,6 +973,21 @@ impl ThingSpaceClient {
 impl CarrierPort for ThingSpaceClient {
     fn carrier(&self) -> Carrier {
         Carrier::ThingSpace
+    }
+
+    fn reads_daily_usage(&self) -> bool {
+        true
+    }
+
+    async fn daily_usage(
+        &self,
+        device: &DeviceRef,
+        from: time::Date,
+        through: time::Date,
+        journal: &CallJournal,
+    ) -> Result<Vec<(time::Date, u64, u64)>, CarrierError> {
+        self.usage_history(device.iccid.as_str(), from, through, journal)
+            .await
     }
 
     /// The account's devices in pages; the position is the last ICCID of the page before.
