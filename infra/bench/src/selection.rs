@@ -4,27 +4,23 @@
 //! pages it reads. DynamoDB's and S3's share on AWS is not in these numbers.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use cellbridge::bulk_changes::memory::MemoryPorts;
 use cellbridge::bulk_changes::messages::PlanMessage;
 use cellbridge::carriers::provider::parse_new_provider;
 use cellbridge::carriers::provider_memory::MemoryProviders;
 use cellbridge::carriers::provider_ports::ProviderStore;
-use cellbridge::common::store::{Page, PageRequest, StoreError};
 use cellbridge::common::tenant::TenantId;
-use cellbridge::sims::memory::MemorySims;
-use cellbridge::sims::ports::{SimStore, Written};
-use cellbridge::sims::query::SimQuery;
-use cellbridge::sims::sim::{Sim, SimChange, SimEvent};
+use cellbridge::sims::ports::SimStore;
 use cellbridge::testing::{imported, sample_sim};
 use clap::Args;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::sync::CountingSims;
 use super::{publish, DocSection, Machine};
 
 const SECTION: DocSection = DocSection {
@@ -48,65 +44,6 @@ pub struct SelectionArgs {
     /// Print the table only; leave docs/benchmarks.md untouched.
     #[arg(long)]
     pub no_write: bool,
-}
-
-/// The inventory, counting the listing pages a selection reads.
-#[derive(Default)]
-struct CountingSims {
-    inner: MemorySims,
-    pages: AtomicU64,
-}
-
-#[async_trait]
-impl SimStore for CountingSims {
-    async fn get_sim(&self, tenant: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError> {
-        self.inner.get_sim(tenant, iccid).await
-    }
-    async fn get_sims(&self, tenant: &TenantId, iccids: &[String]) -> Result<Vec<Sim>, StoreError> {
-        self.inner.get_sims(tenant, iccids).await
-    }
-    async fn list_sims(
-        &self,
-        tenant: &TenantId,
-        query: &SimQuery,
-        page: &PageRequest,
-    ) -> Result<Page<Sim>, StoreError> {
-        self.pages.fetch_add(1, Ordering::Relaxed);
-        self.inner.list_sims(tenant, query, page).await
-    }
-    async fn sim_history(
-        &self,
-        tenant: &TenantId,
-        iccid: &str,
-        page: &PageRequest,
-    ) -> Result<Page<SimEvent>, StoreError> {
-        self.inner.sim_history(tenant, iccid, page).await
-    }
-    async fn put_sim(
-        &self,
-        tenant: &TenantId,
-        sim: &Sim,
-        stored_version: Option<u64>,
-        event: &SimEvent,
-    ) -> Result<Written, StoreError> {
-        self.inner.put_sim(tenant, sim, stored_version, event).await
-    }
-    async fn link_device(
-        &self,
-        tenant: &TenantId,
-        iccid: &str,
-        device: &str,
-    ) -> Result<bool, StoreError> {
-        self.inner.link_device(tenant, iccid, device).await
-    }
-    async fn apply_change(
-        &self,
-        tenant: &TenantId,
-        change: &SimChange,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.inner.apply_change(tenant, change, at).await
-    }
 }
 
 fn event(sample: &str, body: Value) -> Result<lambda_http::Request> {

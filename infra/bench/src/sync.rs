@@ -58,12 +58,14 @@ pub struct SyncArgs {
     pub no_write: bool,
 }
 
-/// The inventory, counting the writes a sync makes.
+/// The in-memory inventory, counting the store calls a benchmark cares about: the writes and
+/// batch reads a sync makes, the listing pages a selection reads.
 #[derive(Default)]
-struct CountingSims {
-    inner: MemorySims,
-    puts: AtomicU64,
-    batch_reads: AtomicU64,
+pub(crate) struct CountingSims {
+    pub(crate) inner: MemorySims,
+    pub(crate) puts: AtomicU64,
+    pub(crate) batch_reads: AtomicU64,
+    pub(crate) pages: AtomicU64,
 }
 
 #[async_trait]
@@ -83,6 +85,7 @@ impl SimStore for CountingSims {
         query: &SimQuery,
         page: &PageRequest,
     ) -> Result<Page<Sim>, StoreError> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
         self.inner.list_sims(tenant, query, page).await
     }
     async fn sim_history(

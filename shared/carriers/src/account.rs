@@ -374,6 +374,7 @@ mod tests {
         assert!(instances[0].is_gated());
     }
 
+    // Paused: `Instant` here is tokio's, so the starts below are virtual time, exact to the ms.
     #[tokio::test(start_paused = true)]
     async fn instances_sharing_a_pace_start_their_calls_one_slot_apart() {
         let gate: Arc<dyn AccountGate> = Arc::new(crate::pacing::memory::MemoryGate::default());
