@@ -15,7 +15,7 @@ use cellbridge::sims::sim::{
     CycleUsage, Sim, SimChange, SimEventKind, SimField, SimSource, SimStatus,
 };
 use cellbridge::sims::sync::UsageState;
-use cellbridge::sims::usage::{DailyUsage, UsageRecord};
+use cellbridge::sims::usage::{DailyUsage, UsageRecord, UsageRequest, UsageSpan};
 use cellbridge::testing::{imported, sample_sim};
 use cellbridge_tests::LocalAwsStack;
 use time::OffsetDateTime;
@@ -485,6 +485,30 @@ where
     assert!(
         store.get_sync(&demo, "sp-usage").await?.is_none(),
         "the usage state is not the provider's sync state"
+    );
+
+    // A usage request awaiting its callbacks, found by the carrier's id alone.
+    let request = UsageRequest {
+        request_id: "9d0c7f6e-request".into(),
+        tenant_id: demo.as_str().to_owned(),
+        service_provider_id: "sp-usage".into(),
+        span: UsageSpan {
+            from: d1,
+            through: d3,
+        },
+        requested_at: time::macros::datetime!(2026-12-04 01:00 UTC),
+        keep_days_until: keep,
+    };
+    store.put_usage_request(&request, keep).await?;
+    assert_eq!(
+        store.get_usage_request(&request.request_id).await?,
+        Some(request.clone())
+    );
+    assert_eq!(store.get_usage_request("another-request").await?, None);
+    assert_eq!(
+        store.daily_usage(&demo, &sim.iccid, d1, d3).await?.len(),
+        3,
+        "a kept request is no SIM's day"
     );
     Ok(())
 }

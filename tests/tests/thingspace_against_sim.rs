@@ -374,6 +374,7 @@ async fn ten_thousand_devices_are_one_request_and_ten_thousand_callbacks() -> an
     let thingspace = client(&server)?;
     thingspace
         .register_callback(
+            cellbridge::carriers::thingspace::CARRIER_SERVICE,
             &sink.url(),
             Some("hook"),
             Some(HOOK_PASSWORD),
@@ -466,7 +467,13 @@ async fn invalid_transitions_and_unknown_devices_fail_in_their_callbacks() -> an
     let sink = CallbackSink::start("127.0.0.1:0".parse()?).await?;
     let thingspace = client(&server)?;
     thingspace
-        .register_callback(&sink.url(), None, None, &CallJournal::default())
+        .register_callback(
+            cellbridge::carriers::thingspace::CARRIER_SERVICE,
+            &sink.url(),
+            None,
+            None,
+            &CallJournal::default(),
+        )
         .await?;
 
     let activate = status(StatusAction::Activate);
@@ -706,7 +713,13 @@ async fn no_secret_reaches_the_log_or_the_journal() -> anyhow::Result<()> {
     let journal = CallJournal::default();
 
     thingspace
-        .register_callback(&sink.url(), Some("hook"), Some(HOOK_PASSWORD), &journal)
+        .register_callback(
+            cellbridge::carriers::thingspace::CARRIER_SERVICE,
+            &sink.url(),
+            Some("hook"),
+            Some(HOOK_PASSWORD),
+            &journal,
+        )
         .await?;
     let suspend = status(StatusAction::Suspend);
     let id = request_id(
@@ -818,5 +831,77 @@ async fn usage_is_read_day_by_day_from_the_device_usage_history() -> anyhow::Res
             .await,
         Err(CarrierError::NotFound)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn aggregate_usage_comes_back_by_callback_one_device_at_a_time() -> anyhow::Result<()> {
+    use cellbridge::carriers::thingspace::DEVICE_USAGE;
+    use cellbridge::sims::usage::UsageSpan;
+    use time::macros::date;
+    let server = simulator(quick()).await?;
+    seed(&server, [3, 4], DeviceState::Active);
+    server.sims.fix_usage_day(Some(date!(2026 - 12 - 05)));
+    let thingspace = client(&server)?;
+    let journal = CallJournal::default();
+    assert!(
+        !thingspace.usage_listener_registered(&journal).await?,
+        "no listener yet: the usage collection would read SIM by SIM"
+    );
+    let sink = CallbackSink::start("127.0.0.1:0".parse()?).await?;
+    thingspace
+        .register_callback(
+            DEVICE_USAGE,
+            &sink.url(),
+            Some("hook"),
+            Some("hook-pass"),
+            &journal,
+        )
+        .await?;
+    assert!(thingspace.usage_listener_registered(&journal).await?);
+
+    // The month so far for two known SIMs and one the account lacks, asking past the last
+    // day rated (the 4th).
+    let devices = [device(3)?.device, device(4)?.device, device(40)?.device];
+    let span = UsageSpan {
+        from: date!(2026 - 12 - 01),
+        through: date!(2026 - 12 - 06),
+    };
+    let request = thingspace.request_usage(&devices, span, &journal).await?;
+    settle(&server).await?;
+    let reports = reports(&sink)?;
+    assert_eq!(reports.len(), 3, "one callback per device");
+    for report in &reports {
+        assert_eq!(report.request_id, request);
+        assert_eq!(report.username.as_deref(), Some("hook"));
+        if report.iccid == iccid(40) {
+            assert_eq!(
+                report.progress,
+                RequestProgress::Failed(CarrierError::NotFound)
+            );
+            assert_eq!(report.usage, None);
+            continue;
+        }
+        assert_eq!(report.progress, RequestProgress::Succeeded);
+        let (_, bytes, sms) =
+            carrier_sim::usage::cycle_to_date(&report.iccid, date!(2026 - 12 - 04));
+        let usage = report.usage.expect("a success carries the usage");
+        assert_eq!(
+            (usage.data_bytes, usage.sms),
+            (bytes, sms),
+            "{}",
+            report.iccid
+        );
+    }
+
+    // More than a month is refused at once.
+    let too_long = UsageSpan {
+        from: date!(2026 - 10 - 01),
+        through: date!(2026 - 12 - 04),
+    };
+    assert!(matches!(
+        thingspace.request_usage(&devices, too_long, &journal).await,
+        Err(CarrierError::Permanent { .. })
+    ));
     Ok(())
 }

@@ -717,14 +717,7 @@ mod tests {
         let sims = cellbridge_sims::memory::MemorySims::default();
         for n in 0..90 {
             let sim = cellbridge_sims::testing::sample_sim(n);
-            sims.put_sim(
-                &demo(),
-                &sim,
-                None,
-                &cellbridge_sims::testing::imported(&sim),
-            )
-            .await
-            .expect("stored");
+            cellbridge_sims::testing::put_imported(&sims, demo().as_str(), &sim).await;
         }
         sims
     }

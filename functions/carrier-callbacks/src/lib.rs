@@ -1,8 +1,11 @@
-//! `POST /carriers/thingspace/callbacks`: ThingSpace's per-device CarrierService callbacks.
+//! ThingSpace's per-device callbacks: `POST /carriers/thingspace/callbacks` takes the
+//! CarrierService ones (a device change's result), `POST /carriers/thingspace/usage-callbacks`
+//! the DeviceUsage ones (a SIM's usage over the span an aggregate usage request asked).
 //!
 //! Authenticated by the username and password registered with the listener (ThingSpace echoes
-//! them in the body), idempotent (a repeated callback finds its device change finished and
-//! changes nothing), and always answered 2xx once understood, so ThingSpace stops resending.
+//! them in the body), idempotent (a repeated callback finds its device change finished, or its
+//! usage recorded, and changes nothing), and always answered 2xx once understood, so ThingSpace
+//! stops resending.
 
 use cellbridge_bulk_changes::bulk_change::AuditEntry;
 use cellbridge_bulk_changes::completion;
@@ -16,6 +19,7 @@ use cellbridge_edge::http::json_response;
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::lambda::metrics;
 use cellbridge_edge::lambda::metrics::Unit;
+use cellbridge_sims::ports::{SimStore, UsageStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
@@ -23,6 +27,8 @@ use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
+
+mod usage;
 
 cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: the bulk-change tables, and the
@@ -39,6 +45,8 @@ const PROCESSED_BY: &str = "carrier-callbacks";
 
 pub struct CallbackPorts {
     pub store: Arc<dyn BulkChangeStore>,
+    pub sims: Arc<dyn SimStore>,
+    pub usage: Arc<dyn UsageStore>,
     /// `None`: no callback credentials configured, so every callback is refused.
     pub credentials: Option<CallbackCredentials>,
 }
@@ -46,26 +54,34 @@ pub struct CallbackPorts {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Acknowledgement {
-    /// `recorded`, `duplicate` or `unknown` (a request this platform does not track).
+    /// `recorded`, `duplicate`, `failed` (the carrier reports it could not tell a SIM's usage)
+    /// or `unknown` (a request this platform does not track).
     pub result: &'static str,
 }
+
+/// The path of the DeviceUsage listener.
+pub const USAGE_CALLBACK_PATH: &str = "/carriers/thingspace/usage-callbacks";
 
 pub async fn handle(
     ports: &CallbackPorts,
     request: Request,
     now: OffsetDateTime,
 ) -> Response<Body> {
-    match receive(ports, &request, now).await {
+    let answer = match authenticated(ports, &request) {
+        Ok(report) if request.uri().path().ends_with(USAGE_CALLBACK_PATH) => {
+            usage::receive(ports, report).await
+        }
+        Ok(report) => receive(ports, request.body().as_ref(), report, now).await,
+        Err(problem) => Err(problem),
+    };
+    match answer {
         Ok(ack) => json_response(StatusCode::OK, &ack),
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn receive(
-    ports: &CallbackPorts,
-    request: &Request,
-    now: OffsetDateTime,
-) -> Result<Acknowledgement, Problem> {
+/// The callback in `request`, once its listener credentials are checked.
+fn authenticated(ports: &CallbackPorts, request: &Request) -> Result<CallbackReport, Problem> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(Problem::payload_too_large(
@@ -77,11 +93,20 @@ async fn receive(
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-callback",
-            "Not a CarrierService callback",
+            "Not a ThingSpace callback",
             e.to_string(),
         )
     })?;
     authenticate(ports.credentials.as_ref(), &report)?;
+    Ok(report)
+}
+
+async fn receive(
+    ports: &CallbackPorts,
+    body: &[u8],
+    report: CallbackReport,
+    now: OffsetDateTime,
+) -> Result<Acknowledgement, Problem> {
     let span = tracing::info_span!("callback", request_id = %report.request_id);
     async {
         let Some(found) = ports
@@ -202,7 +227,7 @@ fn same(given: &str, expected: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cellbridge_bulk_changes::bulk_change::{
         BulkChangeStatus, DeviceChange, DeviceChangeStatus,
@@ -217,7 +242,7 @@ mod tests {
     const REQUEST_ID: &str = "5f0c7a3e-8d2b-4c1a-9e6f-0a1b2c3d4e5f";
     const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
 
-    fn credentials() -> CallbackCredentials {
+    pub(crate) fn credentials() -> CallbackCredentials {
         CallbackCredentials {
             username: "cellbridge-callbacks".into(),
             password: "local-callback-password".into(),
@@ -260,17 +285,19 @@ mod tests {
         }
         let ports = CallbackPorts {
             store: memory.store.clone(),
+            sims: memory.store.sims.clone(),
+            usage: memory.store.sims.clone(),
             credentials: Some(credentials()),
         };
         (memory, ports)
     }
 
-    async fn post(ports: &CallbackPorts, event: &str) -> Response<Body> {
+    pub(crate) async fn post(ports: &CallbackPorts, event: &str) -> Response<Body> {
         let request = lambda_http::request::from_str(event).expect("sample event parses");
         handle(ports, request, OffsetDateTime::now_utc()).await
     }
 
-    fn body_text(response: &Response<Body>) -> String {
+    pub(crate) fn body_text(response: &Response<Body>) -> String {
         String::from_utf8_lossy(response.body().as_ref()).into_owned()
     }
 

@@ -240,11 +240,7 @@ mod tests {
     async fn call(store: &MemoryDevices, request: Request) -> (StatusCode, Value) {
         let inventory = cellbridge_sims::memory::MemorySims::default();
         let sim = cellbridge_sims::testing::sample_sim(1);
-        let demo = cellbridge_core::tenant::TenantId::parse("demo").expect("tenant");
-        inventory
-            .put_sim(&demo, &sim, None, &cellbridge_sims::testing::imported(&sim))
-            .await
-            .expect("stored");
+        cellbridge_sims::testing::put_imported(&inventory, "demo", &sim).await;
         let response = handle(
             store,
             &inventory,

@@ -252,15 +252,7 @@ mod tests {
         let sims = cellbridge_sims::memory::MemorySims::default();
         for tenant in ["demo", "globex"] {
             let sim = cellbridge_sims::testing::sample_sim(1);
-            let tenant = cellbridge_core::tenant::TenantId::parse(tenant).expect("tenant");
-            sims.put_sim(
-                &tenant,
-                &sim,
-                None,
-                &cellbridge_sims::testing::imported(&sim),
-            )
-            .await
-            .expect("stored");
+            cellbridge_sims::testing::put_imported(&sims, tenant, &sim).await;
         }
         sims
     }

@@ -1056,6 +1056,7 @@ async fn run_carrier(
         let listener = CallbackListener::start(memory.clone()).await?;
         thingspace_client(sim, config)?
             .register_callback(
+                cellbridge::carriers::thingspace::CARRIER_SERVICE,
                 &listener.url(),
                 Some(CALLBACK_USERNAME),
                 Some(CALLBACK_PASSWORD),
@@ -1412,6 +1413,7 @@ async fn thingspace_floor(sim: &SimProcess, config: &SimConfig, devices: u32) ->
     let journal = CallJournal::default();
     client
         .register_callback(
+            cellbridge::carriers::thingspace::CARRIER_SERVICE,
             &sink.url(),
             Some(CALLBACK_USERNAME),
             Some(CALLBACK_PASSWORD),
@@ -1566,6 +1568,8 @@ impl CallbackListener {
         let state = Arc::new(CallbackState {
             ports: carrier_callbacks::CallbackPorts {
                 store: memory.store.clone(),
+                sims: memory.store.sims.clone(),
+                usage: memory.store.sims.clone(),
                 credentials: Some(CallbackCredentials {
                     username: CALLBACK_USERNAME.into(),
                     password: CALLBACK_PASSWORD.into(),

@@ -40,6 +40,9 @@ pub const DEFAULT_ACCOUNT: &str = "0000123456-00001";
 pub const DEFAULT_SERVICE_PLAN: &str = "M2M4G1GB";
 
 const CARRIER_SERVICE: &str = "CarrierService";
+const DEVICE_USAGE: &str = "DeviceUsage";
+/// The longest period one aggregate usage request may cover ("one month maximum").
+const AGGREGATE_MAX_DAYS: i64 = 31;
 const SESSION_HEADER: &str = "vz-m2m-token";
 /// Services a callback listener may be registered for (ThingSpace's callback service names).
 const SERVICE_NAMES: [&str; 13] = [
@@ -420,6 +423,8 @@ pub struct ThingSpace {
     held: watch::Sender<bool>,
     /// The day usage is rated through (see [`crate::usage`]).
     pub usage_day: crate::usage::UsageDay,
+    /// Aggregate usage requests accepted whose callbacks are not queued yet.
+    usage_requests_open: AtomicU64,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -557,6 +562,16 @@ struct UsageHistoryBody {
     latest: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AggregateUsageBody {
+    account_name: Option<String>,
+    #[serde(default)]
+    device_ids: Vec<DeviceIdBody>,
+    start_time: String,
+    end_time: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListBody {
@@ -613,6 +628,18 @@ fn device_identifiers(device: &DeviceBody) -> Result<(String, Option<String>), B
     Ok((iccid, imei))
 }
 
+/// The day of an RFC 3339 date and time in a request body.
+fn day_of(text: &str) -> Result<time::Date, Box<Response>> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|at| at.date())
+        .map_err(|_| {
+            bad_request(
+                "INPUT_INVALID.Request.Invalid",
+                &format!("{text} is not a date and time"),
+            )
+        })
+}
+
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
         bad_request(
@@ -646,6 +673,7 @@ impl ThingSpace {
             started: Instant::now(),
             held: watch::Sender::new(false),
             usage_day: crate::usage::UsageDay::default(),
+            usage_requests_open: AtomicU64::new(0),
         }
     }
 
@@ -666,16 +694,6 @@ impl ThingSpace {
                 "Device not found",
             ));
         }
-        let day_of = |text: &str| {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map(|at| at.date())
-                .map_err(|_| {
-                    bad_request(
-                        "INPUT_INVALID.Request.Invalid",
-                        &format!("{text} is not a date and time"),
-                    )
-                })
-        };
         let (earliest, latest) = (day_of(&body.earliest)?, day_of(&body.latest)?);
         let through = self.usage_day.rated_through();
         let mut history = Vec::new();
@@ -699,6 +717,155 @@ impl ThingSpace {
             "usageHistory": history,
         }))
         .into_response())
+    }
+
+    /// Retrieve Aggregate Device Usage History: `{requestId}` at once; after `callback_delay`,
+    /// one DeviceUsage callback per device with its bytes and SMS from `startTime` until before
+    /// `endTime` (through the last day rated), or a failure for a device the account lacks.
+    fn aggregate_usage(
+        self: &Arc<Self>,
+        caller: &Caller,
+        body: &[u8],
+        config: &ThingSpaceConfig,
+    ) -> Result<Response, Box<Response>> {
+        let body: AggregateUsageBody = parse_body(body)?;
+        Self::same_account(caller, body.account_name.as_deref())?;
+        if body.device_ids.is_empty() {
+            return Err(bad_request(
+                "INPUT_INVALID.DeviceIds.Missing",
+                "deviceIds is required",
+            ));
+        }
+        if let Some(odd) = body
+            .device_ids
+            .iter()
+            .find(|id| !id.kind.eq_ignore_ascii_case("iccid"))
+        {
+            return Err(bad_request(
+                "INPUT_INVALID.DeviceId.Kind",
+                &format!("{} is not a device id kind this query takes", odd.kind),
+            ));
+        }
+        let (start, end) = (day_of(&body.start_time)?, day_of(&body.end_time)?);
+        if end <= start || (end - start).whole_days() > AGGREGATE_MAX_DAYS {
+            return Err(bad_request(
+                "INPUT_INVALID.Request.Invalid",
+                "endTime must follow startTime by at most one month",
+            ));
+        }
+        let request_id = self.new_id();
+        let iccids: Vec<String> = body.device_ids.into_iter().map(|id| id.id).collect();
+        self.usage_requests_open.fetch_add(1, Ordering::SeqCst);
+        let id = request_id.clone();
+        let account = caller.account_name.clone();
+        let config = config.clone();
+        self.later(config.callback_delay, move |sim| async move {
+            sim.report_usage(&id, &account, &iccids, start, end, &config)
+                .await;
+        });
+        Ok(Json(json!({"requestId": request_id})).into_response())
+    }
+
+    /// Sends an aggregate usage request's callbacks to the account's DeviceUsage listener.
+    async fn report_usage(
+        self: Arc<Self>,
+        request_id: &str,
+        account: &str,
+        iccids: &[String],
+        start: time::Date,
+        end: time::Date,
+        config: &ThingSpaceConfig,
+    ) {
+        let listener = locked(&self.listeners)
+            .get(&(account.to_owned(), DEVICE_USAGE.to_owned()))
+            .cloned();
+        let through = self.usage_day.rated_through();
+        let bodies: Vec<Value> = match &listener {
+            Some(listener) => {
+                let known = locked(&self.devices);
+                iccids
+                    .iter()
+                    .map(|iccid| {
+                        let usage = known.contains_key(iccid).then(|| {
+                            let mut total = (0, 0);
+                            let mut day = start;
+                            while day < end && day <= through {
+                                let (bytes, sms) = crate::usage::day_usage(iccid, day);
+                                total = (total.0 + bytes, total.1 + sms);
+                                match day.next_day() {
+                                    Some(next) => day = next,
+                                    None => break,
+                                }
+                            }
+                            total
+                        });
+                        usage_callback_body(request_id, iccid, usage, listener, config)
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let deliveries = listener
+            .map(|listener| self.queue(&listener.url, bodies, config))
+            .unwrap_or_default();
+        // Counted as pending first, so `wait_idle` sees no gap.
+        self.usage_requests_open.fetch_sub(1, Ordering::SeqCst);
+        self.deliver(deliveries, config).await;
+    }
+
+    /// Deliveries of `bodies` to `url`, some lost and some sent twice as configured, counted as
+    /// pending.
+    fn queue(
+        &self,
+        url: &str,
+        bodies: impl IntoIterator<Item = Value>,
+        config: &ThingSpaceConfig,
+    ) -> Vec<Delivery> {
+        let mut deliveries = Vec::new();
+        let (mut lost, mut duplicated) = (0, 0);
+        for body in bodies {
+            if self.outcomes.chance(config.lost_callback_rate) {
+                lost += 1;
+                continue;
+            }
+            if self.outcomes.chance(config.duplicate_callback_rate) {
+                duplicated += 1;
+                deliveries.push(Delivery {
+                    url: url.to_owned(),
+                    body: body.clone(),
+                });
+            }
+            deliveries.push(Delivery {
+                url: url.to_owned(),
+                body,
+            });
+        }
+        let mut stats = locked(&self.stats);
+        stats.lost += lost;
+        stats.duplicated += duplicated;
+        stats.queued += deliveries.len() as u64;
+        stats.pending += deliveries.len() as u64;
+        deliveries
+    }
+
+    /// Runs `finish` once `delay` has passed and requests are not held.
+    fn later<F>(
+        self: &Arc<Self>,
+        delay: Duration,
+        finish: impl FnOnce(Arc<Self>) -> F + Send + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let sim = self.clone();
+        let mut held = self.held.subscribe();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // An error means the simulator is gone: nothing is waiting for this request.
+            if held.wait_for(|held| !held).await.is_err() {
+                return;
+            }
+            finish(sim).await;
+        });
     }
 
     /// Keeps requests pending (devices unresolved, no callbacks sent) past their
@@ -795,7 +962,8 @@ impl ThingSpace {
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let resolved = locked(&self.requests).values().all(|r| r.resolved);
+            let resolved = locked(&self.requests).values().all(|r| r.resolved)
+                && self.usage_requests_open.load(Ordering::SeqCst) == 0;
             if resolved && self.callback_stats().pending == 0 {
                 return true;
             }
@@ -1149,17 +1317,9 @@ impl ThingSpace {
                 }
             }
         }
-        let sim = self.clone();
         let id = request_id.clone();
         let account = caller.account_name.clone();
-        let delay = config.callback_delay;
-        let mut held = self.held.subscribe();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            // An error means the simulator is gone: nothing is waiting for this request.
-            if held.wait_for(|held| !held).await.is_err() {
-                return;
-            }
+        self.later(config.callback_delay, move |sim| async move {
             sim.complete(&id, &account, action, targets, service_plan)
                 .await;
         });
@@ -1195,35 +1355,15 @@ impl ThingSpace {
         let listener = locked(&self.listeners)
             .get(&(account.to_owned(), CARRIER_SERVICE.to_owned()))
             .cloned();
-        let mut deliveries = Vec::new();
-        let (mut lost, mut duplicated) = (0, 0);
-        if let Some(listener) = &listener {
-            for outcome in &outcomes {
-                if self.outcomes.chance(config.lost_callback_rate) {
-                    lost += 1;
-                    continue;
-                }
-                let body = callback_body(request_id, action, outcome, listener, &config);
-                if self.outcomes.chance(config.duplicate_callback_rate) {
-                    duplicated += 1;
-                    deliveries.push(Delivery {
-                        url: listener.url.clone(),
-                        body: body.clone(),
-                    });
-                }
-                deliveries.push(Delivery {
-                    url: listener.url.clone(),
-                    body,
-                });
+        let deliveries = match &listener {
+            Some(listener) => {
+                let bodies = outcomes
+                    .iter()
+                    .map(|outcome| callback_body(request_id, action, outcome, listener, &config));
+                self.queue(&listener.url, bodies, &config)
             }
-        }
-        {
-            let mut stats = locked(&self.stats);
-            stats.lost += lost;
-            stats.duplicated += duplicated;
-            stats.queued += deliveries.len() as u64;
-            stats.pending += deliveries.len() as u64;
-        }
+            None => Vec::new(),
+        };
         // Resolved only once the deliveries are counted as pending, so `wait_idle` sees no gap.
         if let Some(tracked) = locked(&self.requests).get_mut(request_id) {
             tracked.failed = outcomes.iter().filter(|o| o.fault.is_some()).count();
@@ -1457,11 +1597,7 @@ fn callback_body(
     listener: &Listener,
     config: &ThingSpaceConfig,
 ) -> Value {
-    let mut body = json!({
-        "requestId": request_id,
-        "maxCallbackThreshold": config.max_callback_threshold,
-        "callbackCount": 1,
-    });
+    let mut body = callback_envelope(request_id, listener, config);
     match &outcome.fault {
         Some((code, message)) => {
             let mut ids = vec![json!({"id": outcome.iccid, "kind": "Iccid"})];
@@ -1495,11 +1631,50 @@ fn callback_body(
             body["deviceResponse"] = json!({ format!("{}Response", action.as_str()): response });
         }
     }
+    body
+}
+
+/// What every callback carries: its request, the delivery counters (`callbackCount` is set per
+/// attempt) and the listener's credentials echoed.
+fn callback_envelope(request_id: &str, listener: &Listener, config: &ThingSpaceConfig) -> Value {
+    let mut body = json!({
+        "requestId": request_id,
+        "maxCallbackThreshold": config.max_callback_threshold,
+        "callbackCount": 1,
+    });
     if let Some(username) = &listener.username {
         body["username"] = json!(username);
     }
     if let Some(password) = &listener.password {
         body["password"] = json!(password);
+    }
+    body
+}
+
+/// A DeviceUsage callback: the device's totals over the request's span, or a failure for a
+/// device the account does not have (`None`).
+fn usage_callback_body(
+    request_id: &str,
+    iccid: &str,
+    usage: Option<(u64, u64)>,
+    listener: &Listener,
+    config: &ThingSpaceConfig,
+) -> Value {
+    let mut body = callback_envelope(request_id, listener, config);
+    match usage {
+        Some((bytes, sms)) => {
+            body["deviceIds"] = json!([{"id": iccid, "kind": "iccid"}]);
+            body["status"] = json!("Success");
+            body["deviceResponse"] = json!({"usage": {"bytesUsed": bytes, "smsUsed": sms}});
+        }
+        None => {
+            body["deviceIds"] = json!([{"id": iccid, "kind": "Iccid"}]);
+            body["status"] = json!("Failed");
+            body["faultResponse"] = json!({
+                "faultcode": format!("{FAULT_PREFIX}REQUEST_FAILED.DeviceNotFound"),
+                "faultstring": "Device not found",
+            });
+        }
     }
     body
 }
@@ -1611,6 +1786,20 @@ async fn usage_route(
         Err(response) => return response,
     };
     let answer = sim.usage_history(&body);
+    for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
+}
+
+async fn aggregate_usage_route(
+    State(sim): State<Arc<ThingSpace>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Under the device list's limits, as the daily history.
+    let (caller, config) = match sim.gate(&headers, Some(Endpoint::List)).await {
+        Ok(gated) => gated,
+        Err(response) => return response,
+    };
+    let answer = sim.aggregate_usage(&caller, &body, &config);
     for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
 }
 
@@ -1778,6 +1967,10 @@ pub fn router(sim: Arc<ThingSpace>) -> Router {
             post(action_route).put(action_route),
         )
         .route("/api/m2m/v1/devices/usage/actions/list", post(usage_route))
+        .route(
+            "/api/m2m/v1/devices/usage/actions/list/aggregate",
+            post(aggregate_usage_route),
+        )
         .route(
             "/api/m2m/v1/accounts/{account}/requests/{request_id}/status",
             get(status_route),

@@ -17,6 +17,7 @@ pub const CALLBACK_USERNAME: &str = "cellbridge-callbacks";
 pub const CALLBACK_PASSWORD: &str = "local-callback-password";
 /// Route of the callback function in template.yaml.
 pub const CALLBACK_PATH: &str = "/carriers/thingspace/callbacks";
+pub const USAGE_CALLBACK_PATH: &str = "/carriers/thingspace/usage-callbacks";
 
 pub struct LocalCarriers {
     pub server: SimServer,
@@ -203,22 +204,34 @@ impl LocalCarriers {
         Ok(())
     }
 
-    /// Registers the local API's callback route as ThingSpace's CarrierService listener.
+    /// Registers the local API's callback routes as ThingSpace's CarrierService and DeviceUsage
+    /// listeners.
     pub async fn register_callbacks(&self, api_url: &str) -> Result<()> {
+        use cellbridge::carriers::thingspace::{CARRIER_SERVICE, DEVICE_USAGE};
         let client = ThingSpaceClient::new(
             http_client()?,
             self.thingspace_url(),
             self.thingspace_credentials()?,
         );
-        client
-            .register_callback(
-                &format!("{}{CALLBACK_PATH}", api_url.trim_end_matches('/')),
-                Some(CALLBACK_USERNAME),
-                Some(CALLBACK_PASSWORD),
-                &CallJournal::default(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the ThingSpace callback listener: {e}"))
+        let api = api_url.trim_end_matches('/');
+        for (service, path) in [
+            (CARRIER_SERVICE, CALLBACK_PATH),
+            (DEVICE_USAGE, USAGE_CALLBACK_PATH),
+        ] {
+            client
+                .register_callback(
+                    service,
+                    &format!("{api}{path}"),
+                    Some(CALLBACK_USERNAME),
+                    Some(CALLBACK_PASSWORD),
+                    &CallJournal::default(),
+                )
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("registering the ThingSpace {service} listener: {e}")
+                })?;
+        }
+        Ok(())
     }
 
     /// Puts SIMs `iccids` at the carriers, one in three each, as an inventory looks: most in

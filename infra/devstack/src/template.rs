@@ -1847,7 +1847,9 @@ mod tests {
             for route in &f.http_routes {
                 let open = matches!(
                     route.route_key().as_str(),
-                    "POST /auth/login" | "POST /carriers/thingspace/callbacks"
+                    "POST /auth/login"
+                        | "POST /carriers/thingspace/callbacks"
+                        | "POST /carriers/thingspace/usage-callbacks"
                 );
                 assert_eq!(
                     auth.for_route(&route.auth).is_none(),

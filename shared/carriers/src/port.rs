@@ -269,6 +269,33 @@ pub trait CarrierPort: Send + Sync {
         })
     }
 
+    /// Most SIMs one [`CarrierPort::request_usage`] names; 0 when the carrier has no such request.
+    fn usage_request_size(&self) -> u32 {
+        0
+    }
+
+    /// Whether the account has a listener registered for the callbacks that answer
+    /// [`CarrierPort::request_usage`]: without one, the answers would go nowhere.
+    async fn usage_listener_registered(&self, journal: &CallJournal) -> Result<bool, CarrierError> {
+        let _ = journal;
+        Ok(false)
+    }
+
+    /// Asks the usage of `devices` (at most [`CarrierPort::usage_request_size`]) over `span`,
+    /// answered later by one callback per SIM; returns the carrier's request id.
+    async fn request_usage(
+        &self,
+        devices: &[DeviceRef],
+        span: cellbridge_sims::usage::UsageSpan,
+        journal: &CallJournal,
+    ) -> Result<String, CarrierError> {
+        let _ = (devices, span, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!("{} has no usage request", self.carrier().as_str()),
+        })
+    }
+
     /// Follows up an accepted request for one of its devices (polling, for when a callback never
     /// comes or the carrier has none).
     async fn check(

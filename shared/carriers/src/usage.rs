@@ -18,8 +18,11 @@ use cellbridge_core::tenant::TenantId;
 use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use cellbridge_sims::query::{SimFilter, SimQuery};
 use cellbridge_sims::sim::Sim;
-use cellbridge_sims::sync::{SyncLease, UsageRun, UsageState, UsageSummary};
-use cellbridge_sims::usage::{record_day, record_reading, CycleReading, DailyUsage, UsageRecord};
+use cellbridge_sims::sync::{SyncLease, UsageCounts, UsageRun, UsageState, UsageSummary};
+use cellbridge_sims::usage::{
+    record_day, record_reading, CycleReading, DailyUsage, UsageRecord, UsageRequest, UsageSpan,
+};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -99,7 +102,8 @@ pub async fn usage_step(
     deadline: Instant,
     retention: UsageRetention,
 ) -> Result<UsageStep, SyncError> {
-    if !account.port.reads_cycle_usage() && !account.port.reads_daily_usage() {
+    let port = &account.port;
+    if !port.reads_cycle_usage() && !port.reads_daily_usage() && port.usage_request_size() == 0 {
         return Ok(UsageStep::Unsupported);
     }
     let refused = ports
@@ -136,6 +140,7 @@ pub async fn usage_step(
             started_at: now,
             position: None,
             counts: Default::default(),
+            by_callback: by_callback(account).await,
         },
     };
     state.lease = Some(SyncLease {
@@ -146,7 +151,12 @@ pub async fn usage_step(
     if !save(ports, tenant, &mut state).await? {
         return Ok(UsageStep::Busy);
     }
-    tracing::info!(run = %run.id, day = %run.day, "usage step");
+    tracing::info!(run = %run.id, day = %run.day, by_callback = run.by_callback, "usage step");
+    let page_size = if run.by_callback {
+        account.port.usage_request_size()
+    } else {
+        USAGE_PAGE
+    };
     let query = SimQuery {
         filter: SimFilter {
             service_provider_id: Some(provider.id.clone()),
@@ -162,13 +172,31 @@ pub async fn usage_step(
                 tenant,
                 &query,
                 &PageRequest {
-                    limit: USAGE_PAGE,
+                    limit: page_size,
                     cursor: run.position.clone(),
                 },
             )
             .await?;
+        if run.by_callback {
+            let asked = Asked {
+                tenant,
+                provider,
+                keep_days_until: keep_until,
+            };
+            match request_page(ports, account, &asked, &page.items, &mut run, clock).await {
+                Ok(()) => {}
+                Err(CarrierError::AuthFailed) => {
+                    let reason = "the carrier refused the credentials".to_owned();
+                    return finish(ports, tenant, &mut state, run, Some(reason), clock).await;
+                }
+                Err(error) => return pause(ports, tenant, provider, &mut state, run, &error).await,
+            }
+        }
         let mut records = Vec::new();
-        for sim in page.items.iter().filter(|sim| sim.vanished_at.is_none()) {
+        // SIM by SIM here, unless their usage was just asked to come by callback.
+        let by_callback = run.by_callback;
+        let read_here = page.items.iter().filter(|_| !by_callback);
+        for sim in read_here.filter(|sim| sim.vanished_at.is_none()) {
             match read(account, sim, &mut run).await {
                 Ok(Some(reading)) => {
                     run.counts.read += 1;
@@ -204,12 +232,7 @@ pub async fn usage_step(
                 Err(error) => {
                     // Keep what was read, and the place: the next step starts at this page.
                     write(ports, tenant, &records, keep_until, &mut run).await?;
-                    let reason = format!("the carrier keeps failing: {error}");
-                    tracing::warn!(provider = %provider.id, %error, "usage collection paused");
-                    state.run = Some(run);
-                    state.lease = None;
-                    save(ports, tenant, &mut state).await?;
-                    return Ok(UsageStep::Paused(reason));
+                    return pause(ports, tenant, provider, &mut state, run, &error).await;
                 }
             }
         }
@@ -262,51 +285,186 @@ async fn read(
     let Some(device) = device_of(sim) else {
         return Ok(None);
     };
+    let calls = account.port.calls_to_read_usage(&device);
+    let journal = CallJournal::default();
+    let result = if account.port.reads_cycle_usage() {
+        with_attempts(account, calls, &mut run.counts, || {
+            account.port.cycle_usage(&device, &journal)
+        })
+        .await
+        .map(Reading::Cycle)
+    } else {
+        // The days not recorded yet: a SIM read before goes on from its last day, a new one
+        // starts at its month's first day, so its cycle total is whole from the first run.
+        let from = match sim.usage.through {
+            Some(last) => last.next_day().unwrap_or(last),
+            None => run.day.replace_day(1).unwrap_or(run.day),
+        };
+        if from > run.day {
+            return Ok(Some(Reading::Days(Vec::new())));
+        }
+        with_attempts(account, calls, &mut run.counts, || {
+            account.port.daily_usage(&device, from, run.day, &journal)
+        })
+        .await
+        .map(Reading::Days)
+    };
+    match result {
+        Ok(reading) => Ok(Some(reading)),
+        Err(error) if error.is_retryable() || error == CarrierError::AuthFailed => Err(error),
+        Err(error) => {
+            tracing::info!(iccid = %sim.iccid, %error, "no usage for this SIM");
+            Ok(None)
+        }
+    }
+}
+
+/// `call` (which makes `calls` carrier calls) at the account's pace, tried again on passing
+/// failures: [`USAGE_ATTEMPTS`] in all, waiting longer each time and at least what the carrier
+/// asked.
+async fn with_attempts<T, F>(
+    account: &CarrierAccount,
+    calls: u32,
+    counts: &mut UsageCounts,
+    call: impl Fn() -> F,
+) -> Result<T, CarrierError>
+where
+    F: std::future::Future<Output = Result<T, CarrierError>>,
+{
     let mut wait = Duration::from_secs(1);
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let calls = account.port.calls_to_read_usage(&device);
-        run.counts.calls += u64::from(calls);
-        let journal = CallJournal::default();
-        let result = if account.port.reads_cycle_usage() {
-            account
-                .paced_calls(calls, account.port.cycle_usage(&device, &journal))
-                .await
-                .map(Reading::Cycle)
-        } else {
-            // The days not recorded yet: a SIM read before goes on from its last day, a new one
-            // starts at its month's first day, so its cycle total is whole from the first run.
-            let from = match sim.usage.through {
-                Some(last) => last.next_day().unwrap_or(last),
-                None => run.day.replace_day(1).unwrap_or(run.day),
-            };
-            if from > run.day {
-                return Ok(Some(Reading::Days(Vec::new())));
-            }
-            account
-                .paced_calls(
-                    calls,
-                    account.port.daily_usage(&device, from, run.day, &journal),
-                )
-                .await
-                .map(Reading::Days)
-        };
-        match result {
-            Ok(reading) => return Ok(Some(reading)),
-            Err(CarrierError::AuthFailed) => return Err(CarrierError::AuthFailed),
-            Err(error) if error.is_retryable() && attempts < USAGE_ATTEMPTS => {
-                let pause = error.carrier_wait().unwrap_or(wait).max(wait);
-                tokio::time::sleep(pause).await;
+        counts.calls += u64::from(calls);
+        match account.paced_calls(calls, call()).await {
+            Err(error)
+                if error.is_retryable()
+                    && error != CarrierError::AuthFailed
+                    && attempts < USAGE_ATTEMPTS =>
+            {
+                tokio::time::sleep(error.carrier_wait().unwrap_or(wait).max(wait)).await;
                 wait *= 2;
             }
-            Err(error) if error.is_retryable() => return Err(error),
-            Err(error) => {
-                tracing::info!(iccid = %sim.iccid, %error, "no usage for this SIM");
-                return Ok(None);
-            }
+            answer => return answer,
         }
     }
+}
+
+/// Whether this run asks the carrier for many SIMs' usage at once and takes the answers by
+/// callback: only where the carrier has such a request and the account has a listener for its
+/// callbacks. A failed check reads SIM by SIM, which reports the carrier's failures itself.
+async fn by_callback(account: &CarrierAccount) -> bool {
+    if account.port.usage_request_size() == 0 {
+        return false;
+    }
+    let journal = CallJournal::default();
+    let registered = account
+        .paced_calls(1, account.port.usage_listener_registered(&journal))
+        .await;
+    match registered {
+        Ok(registered) => {
+            if !registered {
+                tracing::info!("no usage callback listener registered: reading SIM by SIM");
+            }
+            registered
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not list the usage callback listeners: reading SIM by SIM");
+            false
+        }
+    }
+}
+
+/// How long a usage request waits for its callbacks: the carrier re-sends a callback the
+/// listener did not take for a while; a SIM whose answer never comes is asked again with the
+/// next collection, for the days since its last one.
+const USAGE_REQUEST_KEPT: time::Duration = time::Duration::days(7);
+
+/// Asks the usage of `sims` by callback: one request per span of missing days (most SIMs miss
+/// only the run's day), each kept for its callbacks to find.
+/// Whose usage a page asks for, and how long the days its callbacks record are kept.
+struct Asked<'a> {
+    tenant: &'a TenantId,
+    provider: &'a ServiceProvider,
+    keep_days_until: OffsetDateTime,
+}
+
+async fn request_page(
+    ports: &UsagePorts<'_>,
+    account: &CarrierAccount,
+    asked: &Asked<'_>,
+    sims: &[Sim],
+    run: &mut UsageRun,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<(), CarrierError> {
+    let mut by_span: BTreeMap<UsageSpan, Vec<DeviceRef>> = BTreeMap::new();
+    for sim in sims.iter().filter(|sim| sim.vanished_at.is_none()) {
+        let Some(span) = UsageSpan::missing(&sim.usage, run.day) else {
+            continue;
+        };
+        match device_of(sim) {
+            Some(device) => by_span.entry(span).or_default().push(device),
+            None => run.counts.failed += 1,
+        }
+    }
+    for (span, devices) in by_span {
+        let journal = CallJournal::default();
+        let answer = with_attempts(account, 1, &mut run.counts, || {
+            account.port.request_usage(&devices, span, &journal)
+        })
+        .await;
+        let request_id = match answer {
+            Ok(request_id) => request_id,
+            Err(error) if error.is_retryable() || error == CarrierError::AuthFailed => {
+                return Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(%error, sims = devices.len(), "usage request refused");
+                run.counts.failed += devices.len() as u64;
+                continue;
+            }
+        };
+        let now = clock();
+        let request = UsageRequest {
+            request_id,
+            tenant_id: asked.tenant.as_str().to_owned(),
+            service_provider_id: asked.provider.id.clone(),
+            span,
+            requested_at: now,
+            keep_days_until: asked.keep_days_until,
+        };
+        if let Err(error) = ports
+            .usage
+            .put_usage_request(&request, now + USAGE_REQUEST_KEPT)
+            .await
+        {
+            // Its callbacks will find nothing to record; the next collection asks again.
+            tracing::error!(%error, request = %request.request_id, "usage request not kept");
+            run.counts.failed += devices.len() as u64;
+            continue;
+        }
+        run.counts.requested += devices.len() as u64;
+    }
+    Ok(())
+}
+
+/// Keeps the run's place and lets it go: the carrier keeps failing, the next step starts at
+/// this page.
+async fn pause(
+    ports: &UsagePorts<'_>,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    state: &mut UsageState,
+    run: UsageRun,
+    error: &CarrierError,
+) -> Result<UsageStep, SyncError> {
+    tracing::warn!(provider = %provider.id, %error, "usage collection paused");
+    state.run = Some(run);
+    state.lease = None;
+    save(ports, tenant, state).await?;
+    Ok(UsageStep::Paused(format!(
+        "the carrier keeps failing: {error}"
+    )))
 }
 
 async fn write(
@@ -358,6 +516,7 @@ async fn finish(
     tracing::info!(
         day = %summary.day,
         read = summary.counts.read,
+        requested = summary.counts.requested,
         days = summary.counts.days,
         failed = summary.counts.failed,
         calls = summary.counts.calls,
@@ -385,21 +544,36 @@ mod tests {
     use std::sync::Arc;
     use time::macros::{date, datetime};
 
-    /// Every SIM's cycle total is 1,000 bytes a day of the cycle so far; the carrier fails
-    /// while `down` is set.
-    struct Meter {
+    /// A test carrier: Jasper tells a cycle total of 4,000 bytes (and fails while `down`);
+    /// ThingSpace tells 700 bytes a day, or takes usage requests by callback when `listening`.
+    struct UsageCarrier {
+        carrier: Carrier,
         down: AtomicBool,
         calls: AtomicU32,
+        listening: bool,
+        requests: std::sync::Mutex<Vec<(UsageSpan, usize)>>,
+    }
+
+    impl UsageCarrier {
+        fn new(carrier: Carrier, listening: bool) -> Arc<Self> {
+            Arc::new(Self {
+                carrier,
+                down: AtomicBool::new(false),
+                calls: AtomicU32::new(0),
+                listening,
+                requests: Default::default(),
+            })
+        }
     }
 
     #[async_trait]
-    impl CarrierPort for Meter {
+    impl CarrierPort for UsageCarrier {
         fn carrier(&self) -> Carrier {
-            Carrier::Jasper
+            self.carrier
         }
 
         fn reads_cycle_usage(&self) -> bool {
-            true
+            self.carrier == Carrier::Jasper
         }
 
         async fn cycle_usage(
@@ -416,6 +590,44 @@ mod tests {
                 data_bytes: 4_000,
                 sms: 4,
             })
+        }
+
+        fn reads_daily_usage(&self) -> bool {
+            self.carrier == Carrier::ThingSpace
+        }
+
+        async fn daily_usage(
+            &self,
+            _device: &DeviceRef,
+            _from: time::Date,
+            through: time::Date,
+            _journal: &CallJournal,
+        ) -> Result<Vec<(time::Date, u64, u64)>, CarrierError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![(through, 700, 1)])
+        }
+
+        fn usage_request_size(&self) -> u32 {
+            if self.carrier == Carrier::ThingSpace {
+                100
+            } else {
+                0
+            }
+        }
+
+        async fn usage_listener_registered(&self, _: &CallJournal) -> Result<bool, CarrierError> {
+            Ok(self.listening)
+        }
+
+        async fn request_usage(
+            &self,
+            devices: &[DeviceRef],
+            span: UsageSpan,
+            _journal: &CallJournal,
+        ) -> Result<String, CarrierError> {
+            let mut requests = self.requests.lock().expect("requests");
+            requests.push((span, devices.len()));
+            Ok(format!("request-{}", requests.len()))
         }
 
         async fn read_device(
@@ -436,56 +648,73 @@ mod tests {
         }
     }
 
+    /// Fast enough that pacing never shows in a test.
+    const FAST: AccountLimits = AccountLimits {
+        calls_per_second: 1_000,
+        burst: 1,
+        max_in_flight: 1,
+    };
+
+    fn ports_of(store: &MemorySims) -> UsagePorts<'_> {
+        UsagePorts {
+            sims: store,
+            usage: store,
+            states: store,
+        }
+    }
+
+    fn provider(tenant: &TenantId, body: serde_json::Value, id: &str) -> ServiceProvider {
+        parse_new_provider(body.to_string().as_bytes())
+            .expect("valid")
+            .into_provider(
+                tenant.clone(),
+                id.into(),
+                "secret".into(),
+                OffsetDateTime::UNIX_EPOCH,
+            )
+    }
+
+    /// `count` SIMs of `carrier` at provider `provider`.
+    async fn seed(
+        store: &MemorySims,
+        tenant: &TenantId,
+        carrier: Carrier,
+        provider: &str,
+        count: u32,
+    ) {
+        for n in 0..count {
+            let sim = Sim::unknown(
+                &cellbridge_core::testing::iccid(n),
+                carrier,
+                Some(provider.into()),
+                SimSource::CarrierSync {
+                    service_provider_id: provider.into(),
+                },
+                OffsetDateTime::UNIX_EPOCH,
+            );
+            cellbridge_sims::testing::put_imported(store, tenant.as_str(), &sim).await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_carrier_that_keeps_failing_pauses_the_collection_where_it_stands() {
         let tenant = TenantId::parse("demo").expect("tenant");
         let body = serde_json::json!({"name": "Jasper", "carrier": "jasper",
             "endpoint": "http://127.0.0.1:1/", "credentials": {"username": "u", "apiKey": "k"}});
-        let provider = parse_new_provider(body.to_string().as_bytes())
-            .expect("valid")
-            .into_provider(
-                tenant.clone(),
-                "sp-jasper".into(),
-                "secret".into(),
-                OffsetDateTime::UNIX_EPOCH,
-            );
+        let provider = provider(&tenant, body, "sp-jasper");
         let store = MemorySims::default();
         // Two pages of SIMs at the provider.
-        for n in 0..(USAGE_PAGE + 10) {
-            let sim = Sim::unknown(
-                &cellbridge_core::testing::iccid(n),
-                Carrier::Jasper,
-                Some("sp-jasper".into()),
-                SimSource::CarrierSync {
-                    service_provider_id: "sp-jasper".into(),
-                },
-                OffsetDateTime::UNIX_EPOCH,
-            );
-            store
-                .put_sim(
-                    &tenant,
-                    &sim,
-                    None,
-                    &cellbridge_sims::testing::imported(&sim),
-                )
-                .await
-                .expect("stored");
-        }
-        let meter = Arc::new(Meter {
-            down: AtomicBool::new(false),
-            calls: AtomicU32::new(0),
-        });
-        let limits = AccountLimits {
-            calls_per_second: 1_000,
-            burst: 1,
-            max_in_flight: 1,
-        };
-        let account = CarrierAccount::new(meter.clone(), limits, Vec::new());
-        let ports = UsagePorts {
-            sims: &store,
-            usage: &store,
-            states: &store,
-        };
+        seed(
+            &store,
+            &tenant,
+            Carrier::Jasper,
+            "sp-jasper",
+            USAGE_PAGE + 10,
+        )
+        .await;
+        let meter = UsageCarrier::new(Carrier::Jasper, false);
+        let account = CarrierAccount::new(meter.clone(), FAST, Vec::new());
+        let ports = ports_of(&store);
         let at = datetime!(2026-12-05 01:00 UTC);
         let clock = move || at;
         let step = |holder: &'static str, deadline: Instant| {
@@ -546,5 +775,113 @@ mod tests {
             UsageStep::Idle,
             "collected for the day"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_listener_usage_is_asked_by_callback_one_request_per_span_and_page() {
+        let tenant = TenantId::parse("demo").expect("tenant");
+        let body = serde_json::json!({"name": "ThingSpace", "carrier": "thingSpace",
+            "endpoint": "http://127.0.0.1:1/", "settings": {"accountName": "0000123456-00001"},
+            "credentials": {"appKey": "k", "appSecret": "s", "username": "u", "password": "p"}});
+        let provider = provider(&tenant, body, "sp-ts");
+        let store = MemorySims::default();
+        seed(&store, &tenant, Carrier::ThingSpace, "sp-ts", 150).await;
+        // The last ten were collected through the day before: they miss only one day.
+        let continuing: Vec<UsageRecord> = (140..150)
+            .map(|n| UsageRecord {
+                iccid: cellbridge_core::testing::iccid(n),
+                day: None,
+                cycle: cellbridge_sims::sim::CycleUsage {
+                    cycle_start: Some(date!(2026 - 12 - 01)),
+                    through: Some(date!(2026 - 12 - 03)),
+                    data_bytes: 3_000,
+                    sms: 3,
+                },
+            })
+            .collect();
+        store
+            .record_usage(&tenant, &continuing, datetime!(2027-12-01 00:00 UTC))
+            .await
+            .expect("recorded");
+        let ports = ports_of(&store);
+        let at = datetime!(2026-12-05 01:00 UTC);
+        let clock = move || at;
+        let collect = |carrier: Arc<UsageCarrier>, holder: &'static str| {
+            let (ports, tenant, provider, clock) = (&ports, &tenant, &provider, &clock);
+            async move {
+                let account = CarrierAccount::new(carrier, FAST, Vec::new());
+                usage_step(
+                    ports,
+                    &account,
+                    tenant,
+                    provider,
+                    holder,
+                    clock,
+                    Instant::now() + Duration::from_secs(600),
+                    UsageRetention::default(),
+                )
+                .await
+                .expect("a step")
+            }
+        };
+
+        let listening = UsageCarrier::new(Carrier::ThingSpace, true);
+        let done = collect(listening.clone(), "a").await;
+        let UsageStep::Finished(summary) = done else {
+            panic!("expected the collection to finish, got {done:?}");
+        };
+        assert_eq!(summary.counts.requested, 150);
+        assert_eq!(summary.counts.calls, 3);
+        let month = UsageSpan {
+            from: date!(2026 - 12 - 01),
+            through: date!(2026 - 12 - 04),
+        };
+        let day = UsageSpan {
+            from: date!(2026 - 12 - 04),
+            through: date!(2026 - 12 - 04),
+        };
+        assert_eq!(
+            *listening.requests.lock().expect("requests"),
+            vec![(month, 100), (month, 40), (day, 10)],
+            "pages of the request size, one request per span within a page"
+        );
+        assert_eq!(
+            listening.calls.load(Ordering::SeqCst),
+            0,
+            "no SIM read one by one"
+        );
+        let kept = store
+            .get_usage_request("request-3")
+            .await
+            .expect("read")
+            .expect("kept for its callbacks");
+        assert_eq!(
+            (
+                kept.tenant_id.as_str(),
+                kept.service_provider_id.as_str(),
+                kept.span
+            ),
+            ("demo", "sp-ts", day)
+        );
+
+        // No listener: the next day is read SIM by SIM, and no request is sent.
+        let later = move || datetime!(2026-12-06 01:00 UTC);
+        let deaf = UsageCarrier::new(Carrier::ThingSpace, false);
+        let account = CarrierAccount::new(deaf.clone(), FAST, Vec::new());
+        let step = usage_step(
+            &ports,
+            &account,
+            &tenant,
+            &provider,
+            "b",
+            &later,
+            Instant::now() + Duration::from_secs(600),
+            UsageRetention::default(),
+        )
+        .await
+        .expect("a step");
+        assert!(matches!(step, UsageStep::Finished(_)), "{step:?}");
+        assert!(deaf.requests.lock().expect("requests").is_empty());
+        assert_eq!(deaf.calls.load(Ordering::SeqCst), 150);
     }
 }

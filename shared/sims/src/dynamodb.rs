@@ -8,7 +8,7 @@ use crate::ports::{SimStore, SyncStateStore, UsageStore, Written, READ_BUDGET};
 use crate::query::{SimKey, SimPosition, SimQuery, NONE};
 use crate::sim::{Sim, SimChange, SimEvent, SimField, SimStatus};
 use crate::sync::{SyncState, UsageState};
-use crate::usage::{DailyUsage, UsageRecord};
+use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -903,4 +903,54 @@ impl UsageStore for DynamoSims {
             }
         }
     }
+
+    async fn put_usage_request(
+        &self,
+        request: &UsageRequest,
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut item = to_item(request)?;
+        let (key, sort) = usage_request_key(&request.request_id);
+        item.insert("simKey".into(), key);
+        item.insert("day".into(), sort);
+        item.insert("expiresAt".into(), n(keep_until.unix_timestamp()));
+        self.client
+            .put_item()
+            .table_name(self.usage_table()?)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_usage_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<UsageRequest>, StoreError> {
+        let (key, sort) = usage_request_key(request_id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.usage_table()?)
+            .key("simKey", key)
+            .key("day", sort)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item
+            .map(|mut item| {
+                for bookkeeping in ["simKey", "day", "expiresAt"] {
+                    item.remove(bookkeeping);
+                }
+                from_item_named("usage request", item)
+            })
+            .transpose()
+    }
+}
+
+/// Where a pending usage request is kept: in the usage table beside the days it will fill
+/// (its TTL removes it), under a key no SIM's days have (`day` is never a date).
+fn usage_request_key(request_id: &str) -> (AttributeValue, AttributeValue) {
+    (s(format!("usage-request#{request_id}")), s("request"))
 }

@@ -4,7 +4,7 @@ use crate::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
 use crate::sync::{SyncState, UsageState};
-use crate::usage::{DailyUsage, UsageRecord};
+use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use cellbridge_core::memory::{locked, page_of};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
@@ -22,6 +22,7 @@ struct State {
     usage_states: HashMap<(TenantId, String), UsageState>,
     /// Per tenant and ICCID, by day, with the time each row is kept until.
     usage: HashMap<(TenantId, String), BTreeMap<Date, (DailyUsage, OffsetDateTime)>>,
+    usage_requests: HashMap<String, UsageRequest>,
 }
 
 #[derive(Debug, Default)]
@@ -296,5 +297,23 @@ impl UsageStore for MemorySims {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn put_usage_request(
+        &self,
+        request: &UsageRequest,
+        _keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        locked(&self.state)
+            .usage_requests
+            .insert(request.request_id.clone(), request.clone());
+        Ok(())
+    }
+
+    async fn get_usage_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<UsageRequest>, StoreError> {
+        Ok(locked(&self.state).usage_requests.get(request_id).cloned())
     }
 }

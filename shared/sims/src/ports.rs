@@ -3,7 +3,7 @@
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
 use crate::sync::{SyncState, UsageState};
-use crate::usage::{DailyUsage, UsageRecord};
+use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
@@ -121,4 +121,15 @@ pub trait UsageStore: Send + Sync {
         from: Date,
         to: Date,
     ) -> Result<Vec<DailyUsage>, StoreError>;
+
+    /// Keeps `request` until `keep_until`, for the callbacks that answer it.
+    async fn put_usage_request(
+        &self,
+        request: &UsageRequest,
+        keep_until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The usage request the carrier named `request_id`, if this platform sent it.
+    async fn get_usage_request(&self, request_id: &str)
+        -> Result<Option<UsageRequest>, StoreError>;
 }

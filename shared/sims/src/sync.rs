@@ -143,6 +143,9 @@ pub struct UsageCounts {
     pub days: u64,
     /// SIMs whose usage could not be read (the carrier does not know them, a lasting error).
     pub failed: u64,
+    /// SIMs whose usage was asked to come by callback.
+    #[serde(default)]
+    pub requested: u64,
 }
 
 /// A usage collection under way: the provider's SIMs read in inventory order, for one day.
@@ -159,6 +162,10 @@ pub struct UsageRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
     pub counts: UsageCounts,
+    /// The carrier is asked for many SIMs at once and answers by callback (see the carriers'
+    /// `request_usage`), rather than SIM by SIM.
+    #[serde(default)]
+    pub by_callback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,3 +52,13 @@ pub fn imported(sim: &Sim) -> SimEvent {
         changes: Vec::new(),
     }
 }
+
+/// Stores `sim` in `tenant`'s inventory as a sync imports it; panics when the store refuses
+/// (a test's setup, not what it checks).
+pub async fn put_imported(store: &dyn crate::ports::SimStore, tenant: &str, sim: &Sim) {
+    let tenant = cellbridge_core::tenant::TenantId::parse(tenant).expect("a valid tenant");
+    store
+        .put_sim(&tenant, sim, None, &imported(sim))
+        .await
+        .expect("the test store takes the SIM");
+}

@@ -119,6 +119,97 @@ pub fn record_day(iccid: &str, stored: &CycleUsage, day: DailyUsage) -> Option<U
     })
 }
 
+/// What a carrier's total for the days `from` through `through` (ThingSpace's aggregate usage)
+/// records for a SIM whose stored cycle-to-date is `stored`. A single day is recorded as that
+/// day; a longer span (a SIM not read before, or days missed) only sets the cycle total: from
+/// the month's first day it is the whole cycle so far, right after the stored total it adds to
+/// it. `None` when `through` is recorded already, or when the span neither starts the month
+/// nor continues the stored total (its days are asked again with the next collection).
+pub fn record_span(
+    iccid: &str,
+    stored: &CycleUsage,
+    span: UsageSpan,
+    data_bytes: u64,
+    sms: u64,
+) -> Option<UsageRecord> {
+    let UsageSpan { from, through } = span;
+    if from == through {
+        let day = DailyUsage {
+            day: through,
+            data_bytes,
+            sms,
+        };
+        return record_day(iccid, stored, day);
+    }
+    if from > through || stored.through.is_some_and(|last| last >= through) {
+        return None;
+    }
+    let cycle_start = through.replace_day(1).unwrap_or(through);
+    let continues = stored.cycle_start == Some(cycle_start)
+        && stored.through.and_then(Date::next_day) == Some(from);
+    let (data_bytes, sms) = if from == cycle_start {
+        (data_bytes, sms)
+    } else if continues {
+        (stored.data_bytes + data_bytes, stored.sms + sms)
+    } else {
+        return None;
+    };
+    Some(UsageRecord {
+        iccid: iccid.to_owned(),
+        day: None,
+        cycle: CycleUsage {
+            cycle_start: Some(cycle_start),
+            through: Some(through),
+            data_bytes,
+            sms,
+        },
+    })
+}
+
+/// Days `from` through `through`, both included, within one calendar month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSpan {
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub from: Date,
+    #[serde(with = "cellbridge_core::clock::iso_date")]
+    pub through: Date,
+}
+
+impl UsageSpan {
+    /// The days a SIM whose stored cycle-to-date is `stored` still needs through `through`:
+    /// from the day after the stored total when that total is this month's, else from the
+    /// month's first day (so the cycle total is whole at once); `None` when nothing is missing.
+    pub fn missing(stored: &CycleUsage, through: Date) -> Option<Self> {
+        let month_start = through.replace_day(1).unwrap_or(through);
+        let from = match stored.through {
+            Some(last) if last >= through => return None,
+            Some(last) if stored.cycle_start == Some(month_start) => {
+                last.next_day().unwrap_or(through)
+            }
+            _ => month_start,
+        };
+        Some(Self { from, through })
+    }
+}
+
+/// Usage asked of a carrier for many SIMs at once and sent back later SIM by SIM (ThingSpace's
+/// aggregate usage comes by callback naming only the request): what a callback needs to record
+/// it for the right tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRequest {
+    pub request_id: String,
+    pub tenant_id: String,
+    pub service_provider_id: String,
+    pub span: UsageSpan,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: time::OffsetDateTime,
+    /// How long the day a callback records is kept (the collection's retention).
+    #[serde(with = "time::serde::rfc3339")]
+    pub keep_days_until: time::OffsetDateTime,
+}
+
 /// The totals of `days`.
 pub fn total(days: &[DailyUsage]) -> (u64, u64) {
     days.iter().fold((0, 0), |(data, sms), day| {
@@ -211,6 +302,60 @@ mod tests {
             record_day("8901", &after.cycle, day(date!(2026 - 12 - 02), 50)),
             None,
             "recorded already"
+        );
+    }
+
+    #[test]
+    fn a_span_sets_or_continues_the_cycle_total() {
+        let span = |from, through| UsageSpan { from, through };
+        // A SIM not read before: its whole month so far, no single day.
+        let missing = UsageSpan::missing(&CycleUsage::default(), date!(2026 - 12 - 04));
+        assert_eq!(
+            missing,
+            Some(span(date!(2026 - 12 - 01), date!(2026 - 12 - 04)))
+        );
+        let first = record_span("8901", &CycleUsage::default(), missing.unwrap(), 4_000, 4)
+            .expect("the month so far");
+        assert_eq!(first.day, None);
+        assert_eq!(
+            (
+                first.cycle.cycle_start,
+                first.cycle.through,
+                first.cycle.data_bytes
+            ),
+            (
+                Some(date!(2026 - 12 - 01)),
+                Some(date!(2026 - 12 - 04)),
+                4_000
+            )
+        );
+        // The next day is a day, added to the total.
+        let next_span = UsageSpan::missing(&first.cycle, date!(2026 - 12 - 05)).unwrap();
+        assert_eq!(
+            next_span,
+            span(date!(2026 - 12 - 05), date!(2026 - 12 - 05))
+        );
+        let next = record_span("8901", &first.cycle, next_span, 500, 1).expect("a day");
+        assert_eq!(
+            next.day.map(|d| (d.day, d.data_bytes)),
+            Some((date!(2026 - 12 - 05), 500))
+        );
+        assert_eq!((next.cycle.data_bytes, next.cycle.sms), (4_500, 5));
+        // Days missed: the span continues the total without telling single days.
+        let gap = UsageSpan::missing(&next.cycle, date!(2026 - 12 - 08)).unwrap();
+        assert_eq!(gap, span(date!(2026 - 12 - 06), date!(2026 - 12 - 08)));
+        let after = record_span("8901", &next.cycle, gap, 1_500, 0).expect("the gap");
+        assert_eq!((after.day, after.cycle.data_bytes), (None, 6_000));
+        // Repeated (a duplicated callback), or not continuing what is stored: nothing.
+        assert_eq!(record_span("8901", &after.cycle, gap, 1_500, 0), None);
+        let stale = span(date!(2026 - 12 - 03), date!(2026 - 12 - 09));
+        assert_eq!(record_span("8901", &after.cycle, stale, 9, 9), None);
+        // A new month starts again from its first day.
+        let december = UsageSpan::missing(&after.cycle, date!(2027 - 01 - 02)).unwrap();
+        assert_eq!(december.from, date!(2027 - 01 - 01));
+        assert_eq!(
+            UsageSpan::missing(&after.cycle, date!(2026 - 12 - 08)),
+            None
         );
     }
 

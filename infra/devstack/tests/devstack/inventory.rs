@@ -87,6 +87,21 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
         .await?;
     }
 
+    // With the stack's DeviceUsage listener registered, ThingSpace's usage was asked in
+    // aggregate requests and came back by callback, not one SIM a call.
+    let thingspace_usage_calls = |path: &str| {
+        carriers
+            .server
+            .sims
+            .log
+            .entries()
+            .iter()
+            .filter(|e| e.carrier == "thingspace" && e.path.ends_with(path))
+            .count()
+    };
+    assert!(thingspace_usage_calls("/devices/usage/actions/list/aggregate") >= 1);
+    assert_eq!(thingspace_usage_calls("/devices/usage/actions/list"), 0);
+
     // Changed in Control Center, outside cellbridge: the next sync finds exactly those.
     let jasper: Vec<String> = by_carrier[0].1[..3].to_vec();
     carriers

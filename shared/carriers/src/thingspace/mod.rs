@@ -25,6 +25,7 @@ use cellbridge_bulk_changes::change::{
     Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
 };
 use cellbridge_core::redact::redact;
+use cellbridge_sims::usage::UsageSpan;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -35,6 +36,13 @@ use std::time::{Duration, Instant};
 
 /// Devices one ThingSpace action may carry.
 pub const MAX_BATCH: usize = 10_000;
+/// Devices one aggregate usage request names: ThingSpace documents no maximum; this keeps each
+/// request's callbacks a burst the listener takes in stride.
+pub const USAGE_REQUEST_SIZE: u32 = 500;
+/// The callback service of device changes' results.
+pub const CARRIER_SERVICE: &str = "CarrierService";
+/// The callback service of aggregate usage.
+pub const DEVICE_USAGE: &str = "DeviceUsage";
 /// Renew the OAuth token this long before it expires (at most half its life).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// After the carrier refuses the login, fail fast for this long: five failed logins lock the user,
@@ -148,6 +156,11 @@ struct ListedDevice {
     device_ids: Vec<IdAnswer>,
     #[serde(default)]
     carrier_informations: Vec<CarrierInformation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListenerAnswer {
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -728,16 +741,18 @@ impl ThingSpaceClient {
         }
     }
 
-    /// Registers the account's CarrierService callback listener; ThingSpace echoes `username`
-    /// and `password` in every callback so the listener can authenticate them.
+    /// Registers the account's listener for callback service `service` ([`CARRIER_SERVICE`],
+    /// [`DEVICE_USAGE`]); ThingSpace echoes `username` and `password` in every callback so the
+    /// listener can authenticate them.
     pub async fn register_callback(
         &self,
+        service: &str,
         url: &str,
         username: Option<&str>,
         password: Option<&str>,
         journal: &CallJournal,
     ) -> Result<(), CarrierError> {
-        let mut body = json!({"name": "CarrierService", "url": url});
+        let mut body = json!({"name": service, "url": url});
         if let Some(username) = username {
             body["username"] = json!(username);
         }
@@ -843,6 +858,54 @@ impl ThingSpaceClient {
                 .unwrap_or_default(),
             rate_plan: carrier.and_then(|c| c.service_plan),
         })
+    }
+
+    /// The callback services the account has a listener for (List Callback Listeners).
+    pub async fn listeners(&self, journal: &CallJournal) -> Result<Vec<String>, CarrierError> {
+        let endpoint = self.m2m(&format!("callbacks/{}", self.credentials.account_name));
+        let response = self
+            .call(|| self.http.get(&endpoint), &[], None, journal)
+            .await?;
+        let listed: Vec<ListenerAnswer> = response
+            .json()
+            .map_err(|e| unreadable("callback listeners", e))?;
+        Ok(listed.into_iter().filter_map(|l| l.name).collect())
+    }
+
+    /// Retrieve Aggregate Device Usage History: each device's bytes and SMS over `span`, sent
+    /// later to the DeviceUsage listener, one callback per device; answers the request id.
+    pub async fn aggregate_usage(
+        &self,
+        iccids: &[&str],
+        span: UsageSpan,
+        journal: &CallJournal,
+    ) -> Result<String, CarrierError> {
+        let at = |d: time::Date| format!("{d}T00:00:00Z");
+        let ids: Vec<Value> = iccids
+            .iter()
+            .map(|iccid| json!({"kind": "iccid", "id": iccid}))
+            .collect();
+        let body = json!({
+            "accountName": self.credentials.account_name,
+            "deviceIds": ids,
+            "startTime": at(span.from),
+            "endTime": at(span.through.next_day().unwrap_or(span.through)),
+        });
+        let endpoint = self.m2m("devices/usage/actions/list/aggregate");
+        let response = self
+            .call(|| self.http.post(&endpoint).json(&body), &[], None, journal)
+            .await?;
+        let answer: RequestAnswer = response
+            .json()
+            .map_err(|e| unreadable("aggregate usage request", e))?;
+        answer
+            .request_id
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| {
+                CarrierError::Transient(
+                    "ThingSpace took the usage request without a requestId".into(),
+                )
+            })
     }
 
     /// Retrieve Device Usage History: the device's bytes and SMS on each day from `from` through
@@ -990,6 +1053,28 @@ impl CarrierPort for ThingSpaceClient {
             .await
     }
 
+    fn usage_request_size(&self) -> u32 {
+        USAGE_REQUEST_SIZE
+    }
+
+    async fn usage_listener_registered(&self, journal: &CallJournal) -> Result<bool, CarrierError> {
+        Ok(self
+            .listeners(journal)
+            .await?
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(DEVICE_USAGE)))
+    }
+
+    async fn request_usage(
+        &self,
+        devices: &[DeviceRef],
+        span: UsageSpan,
+        journal: &CallJournal,
+    ) -> Result<String, CarrierError> {
+        let iccids: Vec<&str> = devices.iter().map(|d| d.iccid.as_str()).collect();
+        self.aggregate_usage(&iccids, span, journal).await
+    }
+
     /// The account's devices in pages; the position is the last ICCID of the page before.
     async fn list_sims(
         &self,
@@ -1115,11 +1200,20 @@ pub struct CallbackReport {
     /// The listener credentials registered with the callback, echoed for the listener to check.
     pub username: Option<String>,
     pub password: Option<SecretString>,
+    /// A DeviceUsage callback's totals for the device over the request's span.
+    pub usage: Option<ReportedUsage>,
+}
+
+/// A device's data and SMS over an aggregate usage request's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedUsage {
+    pub data_bytes: u64,
+    pub sms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
-    #[error("the callback is not the JSON of a CarrierService callback: {0}")]
+    #[error("the callback is not the JSON of a ThingSpace callback: {0}")]
     NotJson(String),
     #[error("the callback has no {0}")]
     Missing(&'static str),
@@ -1143,6 +1237,24 @@ struct RawCallback {
     fault_response: Option<RawFault>,
     username: Option<String>,
     password: Option<String>,
+    device_response: Option<RawDeviceResponse>,
+}
+
+/// The shape of a DeviceUsage callback's totals is not published; this reads them as the
+/// daily history names them (`bytesUsed`, `smsUsed`) under `deviceResponse.usage`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDeviceResponse {
+    usage: Option<RawUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUsage {
+    #[serde(default)]
+    bytes_used: u64,
+    #[serde(default)]
+    sms_used: u64,
 }
 
 /// Reads a CarrierService callback body. Identifier kinds are matched case-insensitively
@@ -1200,6 +1312,13 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackReport, CallbackError> {
         progress,
         username: raw.username,
         password: raw.password.map(SecretString::from),
+        usage: raw
+            .device_response
+            .and_then(|r| r.usage)
+            .map(|u| ReportedUsage {
+                data_bytes: u.bytes_used,
+                sms: u.sms_used,
+            }),
     })
 }
 
@@ -1344,6 +1463,27 @@ mod tests {
         );
         let printed = format!("{report:?}");
         assert!(!printed.contains("hook-pass"), "{printed}");
+        assert_eq!(
+            report.usage, None,
+            "a device change's callback tells no usage"
+        );
+    }
+
+    #[test]
+    fn thingspace_usage_callbacks_carry_the_devices_totals() {
+        let body = json!({
+            "requestId": "9a7e-2", "status": "Success",
+            "deviceIds": [{"kind": "iccid", "id": "8901260882296135418"}],
+            "deviceResponse": {"usage": {"bytesUsed": 73_400_320_u64, "smsUsed": 12}},
+        });
+        let report = parse_callback(body.to_string().as_bytes()).expect("parsed");
+        assert_eq!(
+            report.usage,
+            Some(ReportedUsage {
+                data_bytes: 73_400_320,
+                sms: 12
+            })
+        );
     }
 
     #[test]
