@@ -1533,9 +1533,13 @@ impl ThingSpace {
             Self::same_account(caller, None)?;
         }
         let after = body.last_seen_device_id.map(|id| id.id);
+        let from = match &after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Unbounded,
+        };
         let mut page: Vec<Value> = devices
-            .values()
-            .filter(|d| after.as_deref().is_none_or(|a| d.iccid.as_str() > a))
+            .range::<String, _>((from, std::ops::Bound::Unbounded))
+            .map(|(_, d)| d)
             .take(config.list_page_size.max(1) + 1)
             .map(render)
             .collect();

@@ -71,16 +71,11 @@ struct SharedGate {
     one_at_a_time: bool,
 }
 
-/// The gate spaces calls by when they leave us, but the carrier counts them when they arrive, and
-/// two calls rarely take the same time on the way: one slowed by the network (or a busy host)
-/// lands closer to the next one than it left. Spacing them 10 % wider than the documented rate
-/// absorbs up to a fifth of the nominal gap of such jitter per call, for 10 % of the rate.
-const GATE_HEADROOM_PERCENT: u64 = 10;
-
-/// Time between the starts of two gated calls to an account allowed `calls_per_second`.
+/// Least time between the starts of two gated calls to an account allowed `calls_per_second`
+/// (the gate also keeps a second between a call's end and the start of the call a second's
+/// worth of calls later: see [`crate::pacing::after_gated_call`]).
 pub fn gate_spacing(calls_per_second: u32) -> Duration {
-    let nominal_ns = 1_000_000_000u64.div_ceil(u64::from(calls_per_second.max(1)));
-    Duration::from_nanos(nominal_ns * (100 + GATE_HEADROOM_PERCENT) / 100)
+    Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(calls_per_second.max(1))))
 }
 
 /// Longest a gate is held: a whole carrier call and then some, so a holder that dies mid-call
@@ -102,7 +97,7 @@ impl CarrierAccount {
     }
 
     /// Paces this account across instances too: every call first passes `gate` under the name
-    /// `account`, one at a time and spaced by [`gate_spacing`], under `calls_per_second`.
+    /// `account`, one at a time, at `calls_per_second` as the carrier counts them.
     pub fn with_gate(
         self,
         gate: Arc<dyn AccountGate>,
@@ -131,8 +126,7 @@ impl CarrierAccount {
         account: impl Into<String>,
         calls_per_second: u32,
     ) -> Self {
-        let spacing =
-            Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(calls_per_second.max(1))));
+        let spacing = gate_spacing(calls_per_second);
         Self {
             gate: Some(SharedGate {
                 gate,
@@ -436,11 +430,10 @@ mod tests {
     }
 
     #[test]
-    fn gated_calls_leave_headroom_under_the_documented_rate() {
-        // Jasper's 5 calls a second: 200 ms apart at the limit, 220 ms through the gate.
-        assert_eq!(gate_spacing(5), Duration::from_millis(220));
-        assert_eq!(gate_spacing(100), Duration::from_millis(11));
-        assert_eq!(gate_spacing(0), Duration::from_millis(1_100));
+    fn gated_calls_start_at_least_the_documented_spacing_apart() {
+        assert_eq!(gate_spacing(5), Duration::from_millis(200));
+        assert_eq!(gate_spacing(3), Duration::from_nanos(333_333_334));
+        assert_eq!(gate_spacing(0), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

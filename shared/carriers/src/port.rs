@@ -130,8 +130,8 @@ pub trait AccountGate: Send + Sync {
         hold: std::time::Duration,
     ) -> Result<GateTicket, StoreError>;
 
-    /// Frees the account; the next call may begin `spacing` after `started`, when this call
-    /// actually went out (entering can take a while, and the carrier counts what arrives).
+    /// Frees the account after a call that went out at `started` (entering can take a while)
+    /// and ended now; the next call may begin as [`crate::pacing::after_gated_call`] says.
     async fn leave(
         &self,
         ticket: &GateTicket,
@@ -156,6 +156,8 @@ pub trait AccountGate: Send + Sync {
 pub struct GateTicket {
     pub account: String,
     pub holder: String,
+    /// When the calls before this one ended, oldest first (a second's worth of calls at most).
+    pub recent_ends: Vec<OffsetDateTime>,
 }
 
 /// One carrier account, as a bulk change needs it.

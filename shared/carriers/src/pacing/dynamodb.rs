@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use cellbridge_bulk_changes::dynamodb::WORK_CLAIM_RETENTION;
 use cellbridge_core::dynamodb::{backend, updated_unless_condition_failed};
@@ -49,6 +49,20 @@ impl DynamoGate {
     }
 }
 
+/// The call ends a gate item remembers (epoch milliseconds), oldest first.
+fn recent_ends_of(item: Option<&HashMap<String, AttributeValue>>) -> Vec<OffsetDateTime> {
+    let Some(Ok(ends)) = item
+        .and_then(|item| item.get("recentEnds"))
+        .map(AttributeValue::as_l)
+    else {
+        return Vec::new();
+    };
+    ends.iter()
+        .filter_map(|end| end.as_n().ok()?.parse::<i64>().ok())
+        .map(cellbridge_core::clock::from_epoch_ms)
+        .collect()
+}
+
 #[async_trait]
 impl crate::port::AccountGate for DynamoGate {
     async fn enter(
@@ -81,16 +95,19 @@ impl crate::port::AccountGate for DynamoGate {
                     ":expires",
                     n((now + WORK_CLAIM_RETENTION).unix_timestamp()),
                 )
+                // The ends of the last calls (`recentEnds`, set on leaving) come with the ticket.
+                .return_values(ReturnValue::AllOld)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .send()
                 .await;
             let current = match result {
-                Ok(_) => {
+                Ok(entered) => {
                     return Ok(crate::port::GateTicket {
                         account: account.to_owned(),
                         holder,
+                        recent_ends: recent_ends_of(entered.attributes()),
                     })
                 }
                 Err(error) => match error.as_service_error() {
@@ -120,15 +137,23 @@ impl crate::port::AccountGate for DynamoGate {
         started: OffsetDateTime,
         spacing: std::time::Duration,
     ) -> Result<(), StoreError> {
+        let (next_free, recent_ends) = crate::pacing::after_gated_call(
+            &ticket.recent_ends,
+            started,
+            OffsetDateTime::now_utc(),
+            spacing,
+        );
+        let ends = recent_ends.into_iter().map(|at| n(epoch_ms(at))).collect();
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("idempotencyKey", s(format!("gate#{}", ticket.account)))
-            .update_expression("SET heldUntil = :zero, nextFree = :next")
+            .update_expression("SET heldUntil = :zero, nextFree = :next, recentEnds = :ends")
             .condition_expression("holder = :me")
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":next", n(epoch_ms(started) + spacing.as_millis() as i64))
+            .expression_attribute_values(":next", n(epoch_ms(next_free)))
+            .expression_attribute_values(":ends", AttributeValue::L(ends))
             .expression_attribute_values(":me", s(&ticket.holder))
             .send()
             .await;

@@ -11,10 +11,18 @@ use time::OffsetDateTime;
 /// One process's account gate, for tests: the same contract as the DynamoDB one.
 #[derive(Default)]
 pub struct MemoryGate {
-    /// Account to (holder, held until, next call allowed at).
-    accounts: Mutex<HashMap<String, (String, std::time::Instant, std::time::Instant)>>,
+    accounts: Mutex<HashMap<String, Held>>,
     /// Paced account to its next free start slot.
     next_slots: Mutex<HashMap<String, OffsetDateTime>>,
+}
+
+/// One account's gate: who holds it until when, when the next call may begin, and when the
+/// last calls ended.
+struct Held {
+    holder: String,
+    held_until: OffsetDateTime,
+    next_free: OffsetDateTime,
+    recent_ends: Vec<OffsetDateTime>,
 }
 
 #[async_trait]
@@ -27,25 +35,35 @@ impl AccountGate for MemoryGate {
     ) -> Result<GateTicket, StoreError> {
         let holder = uuid::Uuid::new_v4().to_string();
         loop {
-            let now = std::time::Instant::now();
+            let now = OffsetDateTime::now_utc();
             let wait = {
                 let mut accounts = locked(&self.accounts);
-                match accounts.get(account) {
-                    Some((_, held_until, next_free)) if *held_until > now || *next_free > now => {
-                        (*next_free).max((*held_until).min(now + crate::pacing::GATE_POLL)) - now
+                match accounts.get_mut(account) {
+                    Some(held) if held.held_until > now || held.next_free > now => {
+                        held.next_free
+                            .max(held.held_until.min(now + crate::pacing::GATE_POLL))
+                            - now
                     }
-                    _ => {
+                    held => {
+                        let recent_ends = held.map(|h| h.recent_ends.clone()).unwrap_or_default();
                         accounts.insert(
                             account.to_owned(),
-                            (holder.clone(), now + hold, now + spacing),
+                            Held {
+                                holder: holder.clone(),
+                                held_until: now + hold,
+                                next_free: now + spacing,
+                                recent_ends: recent_ends.clone(),
+                            },
                         );
                         return Ok(GateTicket {
                             account: account.to_owned(),
                             holder,
+                            recent_ends,
                         });
                     }
                 }
             };
+            let wait = std::time::Duration::try_from(wait).unwrap_or_default();
             tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
         }
     }
@@ -56,14 +74,14 @@ impl AccountGate for MemoryGate {
         started: OffsetDateTime,
         spacing: std::time::Duration,
     ) -> Result<(), StoreError> {
-        let now = std::time::Instant::now();
-        let since_start = (OffsetDateTime::now_utc() - started)
-            .try_into()
-            .unwrap_or(std::time::Duration::ZERO);
-        if let Some(entry) = locked(&self.accounts).get_mut(&ticket.account) {
-            if entry.0 == ticket.holder {
-                entry.1 = now;
-                entry.2 = (now + spacing).checked_sub(since_start).unwrap_or(now);
+        let now = OffsetDateTime::now_utc();
+        if let Some(held) = locked(&self.accounts).get_mut(&ticket.account) {
+            if held.holder == ticket.holder {
+                let (next_free, recent_ends) =
+                    crate::pacing::after_gated_call(&ticket.recent_ends, started, now, spacing);
+                held.held_until = now;
+                held.next_free = next_free;
+                held.recent_ends = recent_ends;
             }
         }
         Ok(())
