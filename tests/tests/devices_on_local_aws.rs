@@ -108,6 +108,43 @@ async fn registration_is_idempotent_and_a_thing_keeps_its_tenant() -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_devices_are_found_by_their_sims() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let devices = store(&stack)?;
+    let holding = |thing: &str, tenant: &str, n: u32| {
+        let body = json!({"tenant": tenant, "iccid": cellbridge::testing::iccid(n),
+                          "model": "TRK-200", "firmware": "1.0"});
+        parse_announcement(thing, body.to_string().as_bytes()).expect("valid announcement")
+    };
+    let now = OffsetDateTime::now_utc();
+    devices
+        .register(&holding("holder-21", "demo", 21), now)
+        .await?;
+    devices
+        .register(&holding("holder-22", "globex", 22), now)
+        .await?;
+    let demo = TenantId::parse("demo").expect("tenant");
+    let asked: Vec<String> = [21, 22, 23].map(cellbridge::testing::iccid).into();
+    let found = devices.devices_with_iccids(&demo, &asked).await?;
+    assert_eq!(
+        found,
+        [(cellbridge::testing::iccid(21), "holder-21".to_owned())].into(),
+        "another tenant's device and a SIM no device holds are not found"
+    );
+    // A device that moves to another SIM is found by the new one only.
+    devices
+        .register(&holding("holder-21", "demo", 23), now)
+        .await?;
+    let moved = devices.devices_with_iccids(&demo, &asked).await?;
+    assert_eq!(
+        moved,
+        [(cellbridge::testing::iccid(23), "holder-21".to_owned())].into()
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_events_apply_once_and_in_version_order() -> Result<()> {
     let stack = LocalAwsStack::start().await?;
     let devices = store(&stack)?;

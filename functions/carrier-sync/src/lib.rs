@@ -12,7 +12,8 @@ use cellbridge_carriers::sync::{sync_step, SyncError, SyncPorts, SyncStep};
 use cellbridge_carriers::sync_queue::{SyncQueue, SyncRequest, SyncWork};
 use cellbridge_carriers::usage::{usage_step, UsagePorts, UsageRetention, UsageStep};
 use cellbridge_core::store::StoreError;
-use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore};
+use cellbridge_core::tenant::TenantId;
+use cellbridge_sims::ports::{DeviceDirectory, SimStore, SyncStateStore, UsageStore};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -25,6 +26,7 @@ cellbridge_core::composite_config! {
     /// table), the sync queue and how long usage is kept.
     pub struct Config {
         pub sims: cellbridge_sims::wiring::SimTables,
+        pub devices: cellbridge_devices::wiring::DeviceTables,
         pub providers: cellbridge_carriers::wiring::ProvidersConfig,
         pub gate: GateTable,
         pub queue: SyncQueueUrl,
@@ -57,12 +59,28 @@ impl cellbridge_core::config::FromEnvironment for SyncQueueUrl {
     }
 }
 
+/// The device registry answering the inventory's question of which device holds a SIM.
+pub struct RegisteredDevices(pub Arc<dyn cellbridge_devices::ports::DeviceStore>);
+
+#[async_trait::async_trait]
+impl DeviceDirectory for RegisteredDevices {
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.0.devices_with_iccids(tenant, iccids).await
+    }
+}
+
 /// Time kept back from the function's deadline to save the run's position and queue the rest.
 pub const WRAP_UP: Duration = Duration::from_secs(60);
 
 pub struct SyncFunctionPorts {
     pub sims: Arc<dyn SimStore>,
     pub states: Arc<dyn SyncStateStore>,
+    /// The registered devices imported SIMs are linked to.
+    pub devices: Arc<dyn DeviceDirectory>,
     pub usage: Arc<dyn UsageStore>,
     pub retention: UsageRetention,
     pub providers: Arc<dyn ProviderStore>,
@@ -182,6 +200,7 @@ pub async fn sync(
                 let step_ports = SyncPorts {
                     sims: ports.sims.as_ref(),
                     states: ports.states.as_ref(),
+                    devices: ports.devices.as_ref(),
                 };
                 Step::Inventory(
                     sync_step(
@@ -240,7 +259,6 @@ mod tests {
     use cellbridge_carriers::provider::parse_new_provider;
     use cellbridge_carriers::provider_memory::MemoryProviders;
     use cellbridge_carriers::sync_queue::MemorySyncQueue;
-    use cellbridge_core::tenant::TenantId;
     use cellbridge_sims::memory::MemorySims;
 
     const SCHEDULED: &str = include_str!("../../../events/carrier-sync/scheduled.json");
@@ -337,6 +355,7 @@ mod tests {
             sims: sims.clone(),
             states: sims.clone(),
             usage: sims.clone(),
+            devices: Arc::new(cellbridge_sims::memory::MemoryDeviceDirectory::default()),
             retention: UsageRetention::default(),
             providers,
             accounts: Arc::new(OneAccount(Arc::new(account))),

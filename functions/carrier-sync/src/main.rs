@@ -10,6 +10,9 @@ async fn main() -> Result<(), Error> {
         sims: sims.clone(),
         states: sims.clone(),
         usage: sims,
+        devices: Arc::new(carrier_sync::RegisteredDevices(Arc::new(
+            cellbridge_devices::wiring::device_store(&sdk, &config.devices),
+        ))),
         retention: config.retention,
         providers: Arc::new(cellbridge_carriers::wiring::provider_store(
             &sdk,

@@ -535,6 +535,13 @@ mod tests {
         ) -> Result<Page<DeviceRecord>, StoreError> {
             self.inner.list_devices(tenant, page).await
         }
+        async fn devices_with_iccids(
+            &self,
+            tenant: &cellbridge_core::tenant::TenantId,
+            iccids: &[String],
+        ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+            self.inner.devices_with_iccids(tenant, iccids).await
+        }
         async fn apply_presence(
             &self,
             thing: &ThingName,

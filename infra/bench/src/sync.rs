@@ -283,9 +283,12 @@ async fn measure(
         sims.puts.load(Ordering::Relaxed),
         sims.batch_reads.load(Ordering::Relaxed),
     );
+    // No device registered: every imported SIM is looked up, none found (as a first sync goes).
+    let devices = cellbridge::sims::memory::MemoryDeviceDirectory::default();
     let ports = SyncPorts {
         sims: sims.as_ref(),
         states: &sims.inner,
+        devices: &devices,
     };
     let started = Instant::now();
     let summary = loop {

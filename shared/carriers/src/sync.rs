@@ -12,7 +12,7 @@ use crate::provider::ServiceProvider;
 use cellbridge_bulk_changes::capabilities::capabilities;
 use cellbridge_core::store::{PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
-use cellbridge_sims::ports::{SimStore, SyncStateStore, Written};
+use cellbridge_sims::ports::{DeviceDirectory, SimStore, SyncStateStore, Written};
 use cellbridge_sims::query::{SimFilter, SimQuery};
 use cellbridge_sims::sim::{LastChange, Sim, SimEvent, SimEventKind, SimSource};
 use cellbridge_sims::sync::{SyncLease, SyncRun, SyncState, SyncSummary};
@@ -60,6 +60,8 @@ pub enum SyncStep {
 pub struct SyncPorts<'a> {
     pub sims: &'a dyn SimStore,
     pub states: &'a dyn SyncStateStore,
+    /// Which registered device holds a SIM new to the inventory.
+    pub devices: &'a dyn DeviceDirectory,
 }
 
 /// The inventory record `listed` makes of `stored` (or of nothing, for a SIM new to the
@@ -341,6 +343,18 @@ async fn compare_page(
         .into_iter()
         .map(|sim| (sim.iccid.clone(), sim))
         .collect();
+    // SIMs new to the inventory whose device registered before them: linked as they are
+    // imported (a device that registers later links itself).
+    let new: Vec<String> = iccids
+        .iter()
+        .filter(|iccid| !stored.contains_key(*iccid))
+        .cloned()
+        .collect();
+    let devices = if new.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        ports.devices.devices_with_iccids(tenant, &new).await?
+    };
     for listed in &page.sims {
         run.counts.listed += 1;
         seen.insert(listed.iccid.clone());
@@ -355,10 +369,13 @@ async fn compare_page(
                 run.counts.conflicts += 1;
                 break;
             }
-            let Some((sim, event)) = synced(current.as_ref(), listed, provider, clock()) else {
+            let Some((mut sim, event)) = synced(current.as_ref(), listed, provider, clock()) else {
                 run.counts.unchanged += 1;
                 break;
             };
+            if event.kind == SimEventKind::Imported {
+                sim.device_id = devices.get(&listed.iccid).cloned();
+            }
             let kind = event.kind;
             let stored_version = current.as_ref().map(|s| s.version);
             match ports
@@ -601,6 +618,7 @@ mod tests {
 
     struct World {
         sims: MemorySims,
+        devices: cellbridge_sims::memory::MemoryDeviceDirectory,
         carrier: Arc<FakeInventory>,
         account: CarrierAccount,
         provider: ServiceProvider,
@@ -616,6 +634,7 @@ mod tests {
         };
         World {
             sims: MemorySims::default(),
+            devices: Default::default(),
             account: CarrierAccount::new(inventory.clone(), limits, Vec::new()),
             carrier: inventory,
             provider: provider(carrier),
@@ -628,6 +647,7 @@ mod tests {
             let ports = SyncPorts {
                 sims: &self.sims,
                 states: &self.sims,
+                devices: &self.devices,
             };
             let clock = || OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);
             sync_step(
@@ -663,7 +683,16 @@ mod tests {
     async fn a_full_listing_imports_once_then_writes_only_what_changed_and_what_vanished() {
         let w = world(Carrier::ThingSpace, false, 10);
         w.carrier.all_in("active");
+        // A device registered with SIM 3 before the sync ever saw it.
+        let third = cellbridge_core::testing::iccid(3);
+        w.devices.register(&w.tenant, &third, "trk-3");
         let first = w.finished().await;
+        assert_eq!(
+            w.sim(3).device_id.as_deref(),
+            Some("trk-3"),
+            "linked as imported"
+        );
+        assert_eq!(w.sim(4).device_id, None);
         assert_eq!(
             (
                 first.counts.imported,

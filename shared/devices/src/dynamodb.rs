@@ -33,6 +33,15 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 const TENANT_INDEX: &str = "ByTenant";
+/// Devices by `tenantIccid` (tenant#ICCID): which registered device holds a SIM.
+const ICCID_INDEX: &str = "ByIccid";
+/// SIM lookups in flight at once when a page of new SIMs is matched to devices.
+const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// The `tenantIccid` of a device: its SIM, within its tenant.
+fn tenant_iccid(tenant: &TenantId, iccid: &str) -> String {
+    format!("{}#{iccid}", tenant.as_str())
+}
 /// DynamoDB's limit of items per `BatchWriteItem`.
 pub const BATCH: usize = 25;
 /// `BatchWriteItem` requests of one `write_telemetry` call in flight at once.
@@ -279,6 +288,10 @@ impl DeviceStore for DynamoDevices {
             .condition_expression("attribute_not_exists(thingName) OR tenantId = :tenant")
             .expression_attribute_values(":tenant", s(a.tenant.as_str()))
             .expression_attribute_values(":iccid", s(a.iccid.as_str()))
+            .expression_attribute_values(
+                ":tenantIccid",
+                s(tenant_iccid(&a.tenant, a.iccid.as_str())),
+            )
             .expression_attribute_values(":model", s(&a.model))
             .expression_attribute_values(":firmware", s(&a.firmware))
             .expression_attribute_values(":now", s(now.format(&Rfc3339).unwrap_or_default()))
@@ -287,7 +300,8 @@ impl DeviceStore for DynamoDevices {
             .return_values(ReturnValue::AllOld);
         // Until a lifecycle event is applied, the live connection the announcement came over is
         // all there is to go by (see `Presence::announced`).
-        let set = "SET tenantId = :tenant, iccid = :iccid, model = :model, firmware = :firmware, \
+        let set = "SET tenantId = :tenant, iccid = :iccid, tenantIccid = :tenantIccid, \
+                   model = :model, firmware = :firmware, \
                    updatedAt = :now, registeredAt = if_not_exists(registeredAt, :now), \
                    connected = if_not_exists(connected, :yes), lastSeen = if_not_exists(lastSeen, :seen)";
         update = match &a.imei {
@@ -307,6 +321,46 @@ impl DeviceStore for DynamoDevices {
                 Err(e) => Err(e),
             },
         }
+    }
+
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        // One small Query per SIM on the keys-only index, some at once: a page of new SIMs costs
+        // its own size in lookups, not a read of every device of the tenant.
+        // Each lookup owns what it needs, so the stream borrows nothing across its awaits.
+        let lookups: Vec<_> = iccids
+            .iter()
+            .map(|iccid| {
+                let query = self
+                    .client
+                    .query()
+                    .table_name(&self.devices_table)
+                    .index_name(ICCID_INDEX)
+                    .key_condition_expression("tenantIccid = :sim")
+                    .expression_attribute_values(":sim", s(tenant_iccid(tenant, iccid)))
+                    .limit(1);
+                let iccid = iccid.clone();
+                async move {
+                    let out = query.send().await.map_err(backend)?;
+                    let thing = out
+                        .items()
+                        .first()
+                        .and_then(|item| item.get("thingName"))
+                        .and_then(|v| v.as_s().ok())
+                        .map(|thing| (iccid, thing.clone()));
+                    Ok::<_, StoreError>(thing)
+                }
+            })
+            .collect();
+        let found: Vec<Option<(String, String)>> = stream::iter(lookups)
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn get_device(&self, thing_name: &ThingName) -> Result<Option<DeviceRecord>, StoreError> {

@@ -78,6 +78,19 @@ impl MemoryDevices {
 
 #[async_trait]
 impl DeviceStore for MemoryDevices {
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let wanted: std::collections::HashSet<&str> = iccids.iter().map(String::as_str).collect();
+        Ok(locked(&self.devices)
+            .values()
+            .filter(|d| d.tenant == *tenant && wanted.contains(d.iccid.as_str()))
+            .map(|d| (d.iccid.clone(), d.thing_name.as_str().to_owned()))
+            .collect())
+    }
+
     async fn register(
         &self,
         a: &Announcement,

@@ -64,6 +64,14 @@ pub trait DeviceStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<DeviceRecord>, StoreError>;
 
+    /// The thing names of `tenant`'s registered devices whose SIM is one of `iccids`, by ICCID
+    /// (one device per SIM; for a SIM two devices named, either).
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError>;
+
     /// Applies a lifecycle event unless an equal or newer one was applied; false then, or when
     /// the device is not registered.
     async fn apply_presence(

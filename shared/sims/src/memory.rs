@@ -317,3 +317,34 @@ impl UsageStore for MemorySims {
         Ok(locked(&self.state).usage_requests.get(request_id).cloned())
     }
 }
+
+/// Registered devices by tenant and ICCID, for tests of what links SIMs to them.
+#[derive(Debug, Default)]
+pub struct MemoryDeviceDirectory {
+    devices: Mutex<HashMap<(TenantId, String), String>>,
+}
+
+impl MemoryDeviceDirectory {
+    /// `thing_name` is registered in `tenant` with SIM `iccid`.
+    pub fn register(&self, tenant: &TenantId, iccid: &str, thing_name: &str) {
+        locked(&self.devices).insert((tenant.clone(), iccid.to_owned()), thing_name.to_owned());
+    }
+}
+
+#[async_trait]
+impl crate::ports::DeviceDirectory for MemoryDeviceDirectory {
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let devices = locked(&self.devices);
+        Ok(iccids
+            .iter()
+            .filter_map(|iccid| {
+                let thing = devices.get(&(tenant.clone(), iccid.clone()))?;
+                Some((iccid.clone(), thing.clone()))
+            })
+            .collect())
+    }
+}

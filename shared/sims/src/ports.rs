@@ -133,3 +133,16 @@ pub trait UsageStore: Send + Sync {
     async fn get_usage_request(&self, request_id: &str)
         -> Result<Option<UsageRequest>, StoreError>;
 }
+
+/// The registered devices SIMs are linked to, as the devices area knows them: the carrier sync
+/// links a SIM it imports to the device registered with it before (a device registered after
+/// links itself when it announces).
+#[async_trait]
+pub trait DeviceDirectory: Send + Sync {
+    /// The thing names of `tenant`'s registered devices holding one of `iccids`, by ICCID.
+    async fn devices_with_iccids(
+        &self,
+        tenant: &TenantId,
+        iccids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError>;
+}
