@@ -1,6 +1,7 @@
 //! A carrier account as the worker uses it: the adapter plus the pacing and retry budget that
 //! keep this instance's calls under the carrier's documented limits.
 
+use crate::error::CarrierError;
 use crate::pacing::RateLimiter;
 use crate::port::{AccountGate, CarrierPort};
 use crate::retry::RetryBudget;
@@ -226,6 +227,37 @@ impl CarrierAccount {
             }
         }
         outcome
+    }
+
+    /// `call` (which makes `calls` carrier calls) at the account's pace, tried again on passing
+    /// failures until `attempts` in all, waiting longer each time (a second, then twice as long)
+    /// and at least what the carrier asked; `made` counts the carrier calls. For the runs that
+    /// read a whole inventory page by page, where a failure that lasts pauses the run.
+    pub async fn paced_with_retries<T, F>(
+        &self,
+        calls: u32,
+        attempts: u32,
+        made: &mut u64,
+        call: impl Fn() -> F,
+    ) -> Result<T, CarrierError>
+    where
+        F: Future<Output = Result<T, CarrierError>>,
+    {
+        let mut wait = Duration::from_secs(1);
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            *made += u64::from(calls);
+            match self.paced_calls(calls, call()).await {
+                Err(error) if error.is_retryable() && tried < attempts => {
+                    let pause = error.carrier_wait().unwrap_or(wait).max(wait);
+                    tracing::info!(%error, ?pause, "carrier call failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    wait *= 2;
+                }
+                answer => return answer,
+            }
+        }
     }
 
     pub fn with_budget<T>(&self, use_budget: impl FnOnce(&mut RetryBudget, Duration) -> T) -> T {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod jasper;
+mod leased;
 pub mod pacing;
 pub mod port;
 pub mod provider;

@@ -7,6 +7,7 @@
 
 use crate::account::CarrierAccount;
 use crate::error::CarrierError;
+use crate::leased::{Holding, Leased, StepEnd};
 use crate::port::{CallJournal, CarrierSim, ListedSims};
 use crate::provider::ServiceProvider;
 use cellbridge_bulk_changes::capabilities::capabilities;
@@ -15,9 +16,8 @@ use cellbridge_core::tenant::TenantId;
 use cellbridge_sims::ports::{DeviceDirectory, SimStore, SyncStateStore, Written};
 use cellbridge_sims::query::{SimFilter, SimQuery};
 use cellbridge_sims::sim::{LastChange, Sim, SimEvent, SimEventKind, SimSource};
-use cellbridge_sims::sync::{SyncLease, SyncRun, SyncState, SyncSummary};
+use cellbridge_sims::sync::{SyncRun, SyncState, SyncSummary};
 use std::collections::HashSet;
-use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -54,6 +54,15 @@ pub enum SyncStep {
     Busy,
     /// The carrier refused these credentials before: nothing is tried until they change.
     CredentialsRefused,
+}
+
+impl From<StepEnd> for SyncStep {
+    fn from(end: StepEnd) -> Self {
+        match end {
+            StepEnd::OutOfTime => SyncStep::Continue,
+            StepEnd::TakenOver => SyncStep::Busy,
+        }
+    }
 }
 
 /// What a step needs besides the carrier account.
@@ -166,12 +175,8 @@ pub async fn sync_step(
         },
     };
     state.refused_provider_version = None;
-    state.lease = Some(SyncLease {
-        holder: holder.to_owned(),
-        until: now + LEASE,
-    });
-    state.run = Some(run.clone());
-    if !save(ports, tenant, &mut state).await? {
+    let holding = Holding::new(ports.states, tenant, holder, deadline);
+    if !holding.keep(&mut state, &run, true, now).await? {
         return Ok(SyncStep::Busy);
     }
     tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
@@ -190,7 +195,7 @@ pub async fn sync_step(
                 }
                 let reason = format!("listing the SIMs failed: {error}");
                 tracing::warn!(provider = %provider.id, %error, "sync stopped");
-                return finish(ports, tenant, &mut state, run, false, Some(reason), clock).await;
+                return finish(&holding, &mut state, run, false, Some(reason), clock).await;
             }
         };
         let listing = Listing {
@@ -207,42 +212,16 @@ pub async fn sync_step(
             if vanish_checked {
                 mark_vanished(ports, tenant, provider, &seen, &mut run, clock).await?;
             }
-            return finish(ports, tenant, &mut state, run, vanish_checked, None, clock).await;
+            return finish(&holding, &mut state, run, vanish_checked, None, clock).await;
         }
-        // Every step lists at least one page, so a short deadline still makes progress.
-        let out_of_time = Instant::now() >= deadline;
-        state.run = Some(run.clone());
-        // Out of time, the run is left to whoever takes the next step, free to take at once.
-        state.lease = (!out_of_time).then(|| SyncLease {
-            holder: holder.to_owned(),
-            until: clock() + LEASE,
-        });
-        if !save(ports, tenant, &mut state).await? {
-            // Another holder took the run over (this one was presumed dead): leave it to them.
-            return Ok(SyncStep::Busy);
+        if let Some(end) = holding.after_page(&mut state, &run, clock()).await? {
+            return Ok(end.into());
         }
-        if out_of_time {
-            return Ok(SyncStep::Continue);
-        }
-    }
-}
-
-/// Writes `state` as its next version; false when another writer came first.
-async fn save(
-    ports: &SyncPorts<'_>,
-    tenant: &TenantId,
-    state: &mut SyncState,
-) -> Result<bool, SyncError> {
-    state.version += 1;
-    match ports.states.put_sync(tenant, state).await? {
-        Written::Written => Ok(true),
-        Written::Conflict => Ok(false),
     }
 }
 
 async fn finish(
-    ports: &SyncPorts<'_>,
-    tenant: &TenantId,
+    holding: &Holding<'_>,
     state: &mut SyncState,
     run: SyncRun,
     vanish_checked: bool,
@@ -273,10 +252,8 @@ async fn finish(
         error = summary.error.as_deref(),
         "sync run finished"
     );
-    state.run = None;
-    state.lease = None;
     state.last_run = Some(summary.clone());
-    save(ports, tenant, state).await?;
+    holding.close(state).await?;
     Ok(SyncStep::Finished(summary))
 }
 
@@ -286,27 +263,17 @@ async fn list_page(
     run: &SyncRun,
 ) -> Result<(ListedSims, u64), (CarrierError, u64)> {
     let mut calls = 0;
-    let mut wait = Duration::from_secs(1);
-    loop {
-        calls += 1;
-        let journal = CallJournal::default();
-        let result = account
-            .paced(
-                account
-                    .port
-                    .list_sims(run.position.as_deref(), run.since, &journal),
-            )
-            .await;
-        match result {
-            Ok(page) => return Ok((page, calls)),
-            Err(error) if error.is_retryable() && calls < u64::from(LISTING_ATTEMPTS) => {
-                let pause = error.carrier_wait().unwrap_or(wait).max(wait);
-                tracing::info!(%error, ?pause, "listing call failed; trying again");
-                tokio::time::sleep(pause).await;
-                wait *= 2;
-            }
-            Err(error) => return Err((error, calls)),
-        }
+    let journal = CallJournal::default();
+    let listed = account
+        .paced_with_retries(1, LISTING_ATTEMPTS, &mut calls, || {
+            account
+                .port
+                .list_sims(run.position.as_deref(), run.since, &journal)
+        })
+        .await;
+    match listed {
+        Ok(page) => Ok((page, calls)),
+        Err(error) => Err((error, calls)),
     }
 }
 
@@ -483,8 +450,10 @@ mod tests {
     use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceRef, DeviceRequest};
     use cellbridge_sims::memory::MemorySims;
     use cellbridge_sims::sim::SimStatus;
+    use cellbridge_sims::sync::SyncLease;
     use serde_json::json;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     const PAGE: usize = 3;
 

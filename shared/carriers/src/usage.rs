@@ -8,22 +8,22 @@
 
 use crate::account::CarrierAccount;
 use crate::error::CarrierError;
+use crate::leased::{Holding, Leased, StepEnd};
 use crate::port::CallJournal;
 use crate::provider::ServiceProvider;
-use crate::sync::{SyncError, LEASE};
+use crate::sync::SyncError;
 use cellbridge_bulk_changes::change::DeviceRef;
 use cellbridge_core::ids::{Iccid, Msisdn};
 use cellbridge_core::store::PageRequest;
 use cellbridge_core::tenant::TenantId;
-use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore, Written};
+use cellbridge_sims::ports::{SimStore, SyncStateStore, UsageStore};
 use cellbridge_sims::query::{SimFilter, SimQuery};
 use cellbridge_sims::sim::Sim;
-use cellbridge_sims::sync::{SyncLease, UsageCounts, UsageRun, UsageState, UsageSummary};
+use cellbridge_sims::sync::{UsageRun, UsageState, UsageSummary};
 use cellbridge_sims::usage::{
     record_day, record_reading, CycleReading, DailyUsage, UsageRecord, UsageRequest, UsageSpan,
 };
 use std::collections::BTreeMap;
-use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -52,6 +52,15 @@ pub enum UsageStep {
     /// The carrier refused these credentials (the sync found out): nothing is tried until they
     /// change.
     CredentialsRefused,
+}
+
+impl From<StepEnd> for UsageStep {
+    fn from(end: StepEnd) -> Self {
+        match end {
+            StepEnd::OutOfTime => UsageStep::Continue,
+            StepEnd::TakenOver => UsageStep::Busy,
+        }
+    }
 }
 
 /// What a step needs besides the carrier account.
@@ -143,12 +152,8 @@ pub async fn usage_step(
             by_callback: by_callback(account).await,
         },
     };
-    state.lease = Some(SyncLease {
-        holder: holder.to_owned(),
-        until: now + LEASE,
-    });
-    state.run = Some(run.clone());
-    if !save(ports, tenant, &mut state).await? {
+    let holding = Holding::new(ports.states, tenant, holder, deadline);
+    if !holding.keep(&mut state, &run, true, now).await? {
         return Ok(UsageStep::Busy);
     }
     tracing::info!(run = %run.id, day = %run.day, by_callback = run.by_callback, "usage step");
@@ -187,9 +192,11 @@ pub async fn usage_step(
                 Ok(()) => {}
                 Err(CarrierError::AuthFailed) => {
                     let reason = "the carrier refused the credentials".to_owned();
-                    return finish(ports, tenant, &mut state, run, Some(reason), clock).await;
+                    return finish(&holding, &mut state, run, Some(reason), clock).await;
                 }
-                Err(error) => return pause(ports, tenant, provider, &mut state, run, &error).await,
+                Err(error) => {
+                    return pause(&holding, provider, &mut state, run, &error, clock()).await
+                }
             }
         }
         let mut records = Vec::new();
@@ -227,31 +234,22 @@ pub async fn usage_step(
                 Err(CarrierError::AuthFailed) => {
                     let reason = "the carrier refused the credentials".to_owned();
                     write(ports, tenant, &records, keep_until, &mut run).await?;
-                    return finish(ports, tenant, &mut state, run, Some(reason), clock).await;
+                    return finish(&holding, &mut state, run, Some(reason), clock).await;
                 }
                 Err(error) => {
                     // Keep what was read, and the place: the next step starts at this page.
                     write(ports, tenant, &records, keep_until, &mut run).await?;
-                    return pause(ports, tenant, provider, &mut state, run, &error).await;
+                    return pause(&holding, provider, &mut state, run, &error, clock()).await;
                 }
             }
         }
         write(ports, tenant, &records, keep_until, &mut run).await?;
         run.position = page.next_cursor;
         if run.position.is_none() {
-            return finish(ports, tenant, &mut state, run, None, clock).await;
+            return finish(&holding, &mut state, run, None, clock).await;
         }
-        let out_of_time = Instant::now() >= deadline;
-        state.run = Some(run.clone());
-        state.lease = (!out_of_time).then(|| SyncLease {
-            holder: holder.to_owned(),
-            until: clock() + LEASE,
-        });
-        if !save(ports, tenant, &mut state).await? {
-            return Ok(UsageStep::Busy);
-        }
-        if out_of_time {
-            return Ok(UsageStep::Continue);
+        if let Some(end) = holding.after_page(&mut state, &run, clock()).await? {
+            return Ok(end.into());
         }
     }
 }
@@ -288,11 +286,12 @@ async fn read(
     let calls = account.port.calls_to_read_usage(&device);
     let journal = CallJournal::default();
     let result = if account.port.reads_cycle_usage() {
-        with_attempts(account, calls, &mut run.counts, || {
-            account.port.cycle_usage(&device, &journal)
-        })
-        .await
-        .map(Reading::Cycle)
+        account
+            .paced_with_retries(calls, USAGE_ATTEMPTS, &mut run.counts.calls, || {
+                account.port.cycle_usage(&device, &journal)
+            })
+            .await
+            .map(Reading::Cycle)
     } else {
         // The days not recorded yet: a SIM read before goes on from its last day, a new one
         // starts at its month's first day, so its cycle total is whole from the first run.
@@ -303,11 +302,12 @@ async fn read(
         if from > run.day {
             return Ok(Some(Reading::Days(Vec::new())));
         }
-        with_attempts(account, calls, &mut run.counts, || {
-            account.port.daily_usage(&device, from, run.day, &journal)
-        })
-        .await
-        .map(Reading::Days)
+        account
+            .paced_with_retries(calls, USAGE_ATTEMPTS, &mut run.counts.calls, || {
+                account.port.daily_usage(&device, from, run.day, &journal)
+            })
+            .await
+            .map(Reading::Days)
     };
     match result {
         Ok(reading) => Ok(Some(reading)),
@@ -315,37 +315,6 @@ async fn read(
         Err(error) => {
             tracing::info!(iccid = %sim.iccid, %error, "no usage for this SIM");
             Ok(None)
-        }
-    }
-}
-
-/// `call` (which makes `calls` carrier calls) at the account's pace, tried again on passing
-/// failures: [`USAGE_ATTEMPTS`] in all, waiting longer each time and at least what the carrier
-/// asked.
-async fn with_attempts<T, F>(
-    account: &CarrierAccount,
-    calls: u32,
-    counts: &mut UsageCounts,
-    call: impl Fn() -> F,
-) -> Result<T, CarrierError>
-where
-    F: std::future::Future<Output = Result<T, CarrierError>>,
-{
-    let mut wait = Duration::from_secs(1);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        counts.calls += u64::from(calls);
-        match account.paced_calls(calls, call()).await {
-            Err(error)
-                if error.is_retryable()
-                    && error != CarrierError::AuthFailed
-                    && attempts < USAGE_ATTEMPTS =>
-            {
-                tokio::time::sleep(error.carrier_wait().unwrap_or(wait).max(wait)).await;
-                wait *= 2;
-            }
-            answer => return answer,
         }
     }
 }
@@ -409,10 +378,11 @@ async fn request_page(
     }
     for (span, devices) in by_span {
         let journal = CallJournal::default();
-        let answer = with_attempts(account, 1, &mut run.counts, || {
-            account.port.request_usage(&devices, span, &journal)
-        })
-        .await;
+        let answer = account
+            .paced_with_retries(1, USAGE_ATTEMPTS, &mut run.counts.calls, || {
+                account.port.request_usage(&devices, span, &journal)
+            })
+            .await;
         let request_id = match answer {
             Ok(request_id) => request_id,
             Err(error) if error.is_retryable() || error == CarrierError::AuthFailed => {
@@ -451,17 +421,15 @@ async fn request_page(
 /// Keeps the run's place and lets it go: the carrier keeps failing, the next step starts at
 /// this page.
 async fn pause(
-    ports: &UsagePorts<'_>,
-    tenant: &TenantId,
+    holding: &Holding<'_>,
     provider: &ServiceProvider,
     state: &mut UsageState,
     run: UsageRun,
     error: &CarrierError,
+    now: OffsetDateTime,
 ) -> Result<UsageStep, SyncError> {
     tracing::warn!(provider = %provider.id, %error, "usage collection paused");
-    state.run = Some(run);
-    state.lease = None;
-    save(ports, tenant, state).await?;
+    holding.keep(state, &run, false, now).await?;
     Ok(UsageStep::Paused(format!(
         "the carrier keeps failing: {error}"
     )))
@@ -485,18 +453,8 @@ async fn write(
     Ok(())
 }
 
-async fn save(
-    ports: &UsagePorts<'_>,
-    tenant: &TenantId,
-    state: &mut UsageState,
-) -> Result<bool, SyncError> {
-    state.version += 1;
-    Ok(ports.states.put_usage_state(tenant, state).await? == Written::Written)
-}
-
 async fn finish(
-    ports: &UsagePorts<'_>,
-    tenant: &TenantId,
+    holding: &Holding<'_>,
     state: &mut UsageState,
     run: UsageRun,
     error: Option<String>,
@@ -523,10 +481,8 @@ async fn finish(
         error = summary.error.as_deref(),
         "usage collection finished"
     );
-    state.run = None;
-    state.lease = None;
     state.last_run = Some(summary.clone());
-    save(ports, tenant, state).await?;
+    holding.close(state).await?;
     Ok(UsageStep::Finished(summary))
 }
 
@@ -542,6 +498,7 @@ mod tests {
     use cellbridge_sims::sim::SimSource;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
     use time::macros::{date, datetime};
 
     /// A test carrier: Jasper tells a cycle total of 4,000 bytes (and fails while `down`);

@@ -122,13 +122,6 @@ impl SyncState {
             version: 0,
         }
     }
-
-    /// Whether someone other than `holder` runs the sync at `now`.
-    pub fn held_by_another(&self, holder: &str, now: OffsetDateTime) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder != holder && lease.until > now)
-    }
 }
 
 /// What a usage run did, counted.
@@ -216,12 +209,5 @@ impl UsageState {
             lease: None,
             version: 0,
         }
-    }
-
-    /// Whether someone other than `holder` runs the collection at `now`.
-    pub fn held_by_another(&self, holder: &str, now: OffsetDateTime) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder != holder && lease.until > now)
     }
 }
