@@ -28,7 +28,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-mod usage;
+pub mod usage;
 
 cellbridge_core::composite_config! {
     /// This function's configuration, read once at cold start: the bulk-change tables, and the
@@ -47,6 +47,7 @@ pub struct CallbackPorts {
     pub store: Arc<dyn BulkChangeStore>,
     pub sims: Arc<dyn SimStore>,
     pub usage: Arc<dyn UsageStore>,
+    pub usage_requests: usage::UsageRequestMemo,
     /// `None`: no callback credentials configured, so every callback is refused.
     pub credentials: Option<CallbackCredentials>,
 }
@@ -287,6 +288,7 @@ pub(crate) mod tests {
             store: memory.store.clone(),
             sims: memory.store.sims.clone(),
             usage: memory.store.sims.clone(),
+            usage_requests: Default::default(),
             credentials: Some(credentials()),
         };
         (memory, ports)

@@ -11,6 +11,7 @@ async fn main() -> Result<(), Error> {
         store: cellbridge_bulk_changes::wiring::store(&sdk, &config.tables),
         sims: sims.clone(),
         usage: sims,
+        usage_requests: Default::default(),
         credentials: config.carriers.thingspace_callback().cloned(),
     };
     lambda_http::run(service_fn(|request: Request| {

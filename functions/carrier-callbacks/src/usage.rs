@@ -4,13 +4,52 @@
 use crate::{Acknowledgement, CallbackPorts};
 use cellbridge_carriers::port::RequestProgress;
 use cellbridge_carriers::thingspace::CallbackReport;
+use cellbridge_core::memory::locked;
+use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::lambda::metrics;
 use cellbridge_edge::lambda::metrics::Unit;
-use cellbridge_sims::usage::record_span;
+use cellbridge_sims::usage::{record_span, UsageRequest};
 use lambda_http::http::StatusCode;
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use tracing::Instrument;
+
+/// The usage requests this instance looked up last: a request's callbacks (hundreds, one per
+/// SIM) mostly reach the same instance, and a request never changes once kept.
+#[derive(Default)]
+pub struct UsageRequestMemo {
+    recent: Mutex<VecDeque<UsageRequest>>,
+}
+
+/// Requests remembered per instance.
+const REMEMBERED_REQUESTS: usize = 32;
+
+impl UsageRequestMemo {
+    async fn find(
+        &self,
+        ports: &CallbackPorts,
+        request_id: &str,
+    ) -> Result<Option<UsageRequest>, StoreError> {
+        let remembered = locked(&self.recent)
+            .iter()
+            .find(|r| r.request_id == request_id)
+            .cloned();
+        if remembered.is_some() {
+            return Ok(remembered);
+        }
+        let found = ports.usage.get_usage_request(request_id).await?;
+        if let Some(request) = &found {
+            let mut recent = locked(&self.recent);
+            if recent.len() == REMEMBERED_REQUESTS {
+                recent.pop_front();
+            }
+            recent.push_back(request.clone());
+        }
+        Ok(found)
+    }
+}
 
 /// Records the SIM's usage the callback reports: its day (or, for a longer span, its cycle
 /// total) once; a repeated callback finds the span recorded and changes nothing.
@@ -24,7 +63,7 @@ pub(crate) async fn receive(
         iccid = %report.iccid
     );
     async {
-        let Some(asked) = ports.usage.get_usage_request(&report.request_id).await? else {
+        let Some(asked) = ports.usage_requests.find(ports, &report.request_id).await? else {
             tracing::warn!("usage callback for a request this platform did not send");
             return Ok(Acknowledgement { result: "unknown" });
         };
@@ -141,6 +180,7 @@ mod tests {
             store: cellbridge_bulk_changes::memory::MemoryPorts::default().store,
             sims: sims.clone(),
             usage: sims.clone(),
+            usage_requests: Default::default(),
             credentials: Some(credentials()),
         };
         (sims, ports)

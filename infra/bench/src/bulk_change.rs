@@ -1570,6 +1570,7 @@ impl CallbackListener {
                 store: memory.store.clone(),
                 sims: memory.store.sims.clone(),
                 usage: memory.store.sims.clone(),
+                usage_requests: Default::default(),
                 credentials: Some(CallbackCredentials {
                     username: CALLBACK_USERNAME.into(),
                     password: CALLBACK_PASSWORD.into(),

@@ -157,6 +157,10 @@ pub struct ThingSpaceConfig {
     pub max_callback_threshold: u32,
     /// Callbacks in flight at once per request.
     pub callback_concurrency: usize,
+    /// DeviceUsage callbacks in flight at once over every aggregate usage request (set when the
+    /// simulator starts): a day's usage of a whole account comes as a steady stream, not as one
+    /// burst per request.
+    pub usage_callback_concurrency: usize,
     /// Devices per page of an account-wide `devices/actions/list`.
     pub list_page_size: usize,
     pub seed: u64,
@@ -191,6 +195,7 @@ impl Default for ThingSpaceConfig {
             lost_callback_rate: 0.0,
             max_callback_threshold: 4,
             callback_concurrency: 16,
+            usage_callback_concurrency: 4,
             list_page_size: 500,
             seed: 11,
         }
@@ -425,6 +430,8 @@ pub struct ThingSpace {
     pub usage_day: crate::usage::UsageDay,
     /// Aggregate usage requests accepted whose callbacks are not queued yet.
     usage_requests_open: AtomicU64,
+    /// Permits to deliver a DeviceUsage callback (`usage_callback_concurrency`).
+    usage_lane: Arc<tokio::sync::Semaphore>,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -656,6 +663,9 @@ impl ThingSpace {
             .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let usage_lane = Arc::new(tokio::sync::Semaphore::new(
+            config.usage_callback_concurrency.max(1),
+        ));
         Self {
             faults: Random::new(config.seed),
             ids: Random::new(config.seed.rotate_left(17) ^ 0x5EED),
@@ -674,6 +684,7 @@ impl ThingSpace {
             held: watch::Sender::new(false),
             usage_day: crate::usage::UsageDay::default(),
             usage_requests_open: AtomicU64::new(0),
+            usage_lane,
         }
     }
 
@@ -810,7 +821,8 @@ impl ThingSpace {
             .unwrap_or_default();
         // Counted as pending first, so `wait_idle` sees no gap.
         self.usage_requests_open.fetch_sub(1, Ordering::SeqCst);
-        self.deliver(deliveries, config).await;
+        self.deliver(deliveries, config, Some(&self.usage_lane))
+            .await;
     }
 
     /// Deliveries of `bodies` to `url`, some lost and some sent twice as configured, counted as
@@ -1369,7 +1381,7 @@ impl ThingSpace {
             tracked.failed = outcomes.iter().filter(|o| o.fault.is_some()).count();
             tracked.resolved = true;
         }
-        self.deliver(deliveries, &config).await;
+        self.deliver(deliveries, &config, None).await;
     }
 
     fn resolve(
@@ -1453,8 +1465,14 @@ impl ThingSpace {
         }
     }
 
-    /// Sends `deliveries` with at most `callback_concurrency` in flight.
-    async fn deliver(self: &Arc<Self>, deliveries: Vec<Delivery>, config: &ThingSpaceConfig) {
+    /// Sends `deliveries` with at most `callback_concurrency` in flight, each also holding a
+    /// permit of `lane` when one is given.
+    async fn deliver(
+        self: &Arc<Self>,
+        deliveries: Vec<Delivery>,
+        config: &ThingSpaceConfig,
+        lane: Option<&Arc<tokio::sync::Semaphore>>,
+    ) {
         if deliveries.is_empty() {
             return;
         }
@@ -1466,8 +1484,14 @@ impl ThingSpace {
             let queue = queue.clone();
             let attempts = config.max_callback_threshold.max(1);
             let pause = config.callback_retry_delay;
+            let lane = lane.cloned();
             tasks.spawn(async move {
                 loop {
+                    // A closed lane cannot happen (it is never closed); deliver unlimited then.
+                    let _permit = match &lane {
+                        Some(lane) => lane.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
                     let Some(delivery) = locked(&queue).pop_front() else {
                         break;
                     };

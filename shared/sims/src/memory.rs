@@ -74,18 +74,26 @@ impl SimStore for MemorySims {
             .as_deref()
             .map(|cursor| query.order.decode_cursor(cursor))
             .transpose()?;
-        let mut sims: Vec<Sim> = locked(&self.state)
+        let state = locked(&self.state);
+        // References until the page is chosen: a page of a large inventory copies the page
+        // (and one more, to tell whether there is a next), not every SIM that matches.
+        let mut matched: Vec<&Sim> = state
             .sims
             .get(tenant)
             .map(|sims| {
                 sims.values()
                     .filter(|sim| query.filter.matches(sim))
                     .filter(|sim| after.as_ref().is_none_or(|p| query.order.is_after(sim, p)))
-                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
-        query.order.sort(&mut sims);
+        let keep = page.limit as usize + 1;
+        if matched.len() > keep {
+            matched.select_nth_unstable_by(keep, |a, b| query.order.compare(a, b));
+            matched.truncate(keep);
+        }
+        matched.sort_by(|a, b| query.order.compare(a, b));
+        let sims: Vec<Sim> = matched.into_iter().cloned().collect();
         Ok(page_of(sims, page.limit, |sim| {
             query.order.cursor_after(sim)
         }))

@@ -298,15 +298,18 @@ impl SimOrder {
 
     /// Sorts `sims` into this order.
     pub fn sort(&self, sims: &mut [Sim]) {
-        sims.sort_by(|a, b| {
-            let ordering = (self.key.value_of(a), a.iccid.as_str())
-                .cmp(&(self.key.value_of(b), b.iccid.as_str()));
-            if self.descending {
-                ordering.reverse()
-            } else {
-                ordering
-            }
-        });
+        sims.sort_by(|a, b| self.compare(a, b));
+    }
+
+    /// Which of `a` and `b` comes first in this order.
+    pub fn compare(&self, a: &Sim, b: &Sim) -> std::cmp::Ordering {
+        let ordering =
+            (self.key.value_of(a), a.iccid.as_str()).cmp(&(self.key.value_of(b), b.iccid.as_str()));
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     }
 }
 
