@@ -2,9 +2,11 @@
 //! at the provider is asked for its usage at the account's pace (the same pace the worker and the
 //! sync keep): its cycle-to-date total where the carrier tells that (Jasper, Telegence), its usage
 //! of the day where the carrier keeps a daily history (ThingSpace); the day's usage and the new
-//! cycle total are written. Pages of
-//! the inventory are checkpoints, so a collection that takes hours (Jasper answers one SIM a
-//! call, five calls a second) goes on over many invocations and survives a crash.
+//! cycle total are written. Where the carrier reports many SIMs' usage by callback and the account
+//! listens for it (ThingSpace's aggregate usage), a page of SIMs is one request instead, kept for
+//! the callbacks that `carrier-callbacks` records. Pages of the inventory are checkpoints, so a
+//! collection that takes hours (Jasper answers one SIM a call, five calls a second) goes on over
+//! many invocations and survives a crash.
 
 use crate::account::CarrierAccount;
 use crate::error::CarrierError;
