@@ -790,26 +790,20 @@ impl ThingSpace {
         let listener = locked(&self.listeners)
             .get(&(account.to_owned(), DEVICE_USAGE.to_owned()))
             .cloned();
-        let through = self.usage_day.rated_through();
+        // The period ends before `end`, and nothing after the last day rated is told.
+        let last_day = end
+            .previous_day()
+            .unwrap_or(end)
+            .min(self.usage_day.rated_through());
         let bodies: Vec<Value> = match &listener {
             Some(listener) => {
                 let known = locked(&self.devices);
                 iccids
                     .iter()
                     .map(|iccid| {
-                        let usage = known.contains_key(iccid).then(|| {
-                            let mut total = (0, 0);
-                            let mut day = start;
-                            while day < end && day <= through {
-                                let (bytes, sms) = crate::usage::day_usage(iccid, day);
-                                total = (total.0 + bytes, total.1 + sms);
-                                match day.next_day() {
-                                    Some(next) => day = next,
-                                    None => break,
-                                }
-                            }
-                            total
-                        });
+                        let usage = known
+                            .contains_key(iccid)
+                            .then(|| crate::usage::usage_between(iccid, start, last_day));
                         usage_callback_body(request_id, iccid, usage, listener, config)
                     })
                     .collect()

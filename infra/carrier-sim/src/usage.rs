@@ -27,20 +27,26 @@ pub fn cycle_start(day: Date) -> Date {
     day.replace_day(1).unwrap_or(day)
 }
 
-/// A SIM's cycle-to-date totals through the end of `through`: (cycle start, bytes, SMS).
-pub fn cycle_to_date(iccid: &str, through: Date) -> (Date, u64, u64) {
-    let start = cycle_start(through);
+/// A SIM's totals over the days `from` through `through`, both included: (bytes, SMS).
+pub fn usage_between(iccid: &str, from: Date, through: Date) -> (u64, u64) {
     let mut totals = (0, 0);
-    let mut day = start;
-    loop {
+    let mut day = from;
+    while day <= through {
         let (bytes, sms) = day_usage(iccid, day);
         totals = (totals.0 + bytes, totals.1 + sms);
         match day.next_day() {
-            Some(next) if day < through => day = next,
-            _ => break,
+            Some(next) => day = next,
+            None => break,
         }
     }
-    (start, totals.0, totals.1)
+    totals
+}
+
+/// A SIM's cycle-to-date totals through the end of `through`: (cycle start, bytes, SMS).
+pub fn cycle_to_date(iccid: &str, through: Date) -> (Date, u64, u64) {
+    let start = cycle_start(through);
+    let (bytes, sms) = usage_between(iccid, start, through);
+    (start, bytes, sms)
 }
 
 /// What the simulators take as today: the real UTC date unless a test or demo fixed one.

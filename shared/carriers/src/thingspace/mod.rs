@@ -880,7 +880,7 @@ impl ThingSpaceClient {
         span: UsageSpan,
         journal: &CallJournal,
     ) -> Result<String, CarrierError> {
-        let at = |d: time::Date| format!("{d}T00:00:00Z");
+        let (start, end) = whole_days(span.from, span.through);
         let ids: Vec<Value> = iccids
             .iter()
             .map(|iccid| json!({"kind": "iccid", "id": iccid}))
@@ -888,8 +888,8 @@ impl ThingSpaceClient {
         let body = json!({
             "accountName": self.credentials.account_name,
             "deviceIds": ids,
-            "startTime": at(span.from),
-            "endTime": at(span.through.next_day().unwrap_or(span.through)),
+            "startTime": start,
+            "endTime": end,
         });
         let endpoint = self.m2m("devices/usage/actions/list/aggregate");
         let response = self
@@ -917,11 +917,11 @@ impl ThingSpaceClient {
         through: time::Date,
         journal: &CallJournal,
     ) -> Result<Vec<(time::Date, u64, u64)>, CarrierError> {
-        let at = |d: time::Date| format!("{d}T00:00:00Z");
+        let (earliest, latest) = whole_days(from, through);
         let body = json!({
             "deviceId": {"kind": "iccid", "id": iccid},
-            "earliest": at(from),
-            "latest": at(through.next_day().unwrap_or(through)),
+            "earliest": earliest,
+            "latest": latest,
         });
         let endpoint = self.m2m("devices/usage/actions/list");
         let response = self
@@ -1184,6 +1184,13 @@ impl CarrierPort for ThingSpaceClient {
             }
         }
     }
+}
+
+/// The days `from` through `through` as ThingSpace's usage queries take a period: from the start
+/// of the first day (UTC) to the start of the day after the last.
+fn whole_days(from: time::Date, through: time::Date) -> (String, String) {
+    let at = |d: time::Date| format!("{d}T00:00:00Z");
+    (at(from), at(through.next_day().unwrap_or(through)))
 }
 
 /// One CarrierService callback: the result of one device of a request.
