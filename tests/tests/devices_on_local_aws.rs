@@ -51,7 +51,9 @@ async fn registration_is_idempotent_and_a_thing_keeps_its_tenant() -> Result<()>
         devices
             .register(&announce("trk-1", "demo", "1.1"), later)
             .await?,
-        Registration::Updated
+        Registration::Updated {
+            previous_iccid: cellbridge::testing::iccid(7)
+        }
     );
     assert_eq!(
         devices

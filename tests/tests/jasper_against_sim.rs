@@ -201,6 +201,19 @@ async fn a_sync_pages_through_the_devices_changed_since_a_time() -> anyhow::Resu
         Err(CarrierError::Permanent { code, .. }) => assert_eq!(code, "10000003"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+
+    // The search gives no numbers; the device's details do (the MSISDN in E.164).
+    assert!(listed.iter().all(|sim| sim.msisdn.is_none()));
+    let described = jasper.describe_device(&iccid(7), &journal).await?;
+    let tail = &iccid(7)[iccid(7).len() - 10..];
+    assert_eq!(described.msisdn, Some(format!("+88235{tail}")));
+    assert_eq!(described.imsi, Some(format!("90116{tail}")));
+    assert_eq!(
+        (described.status.as_str(), described.rate_plan.as_deref()),
+        ("ACTIVATED", Some("RP-1GB"))
+    );
+    assert_eq!(described.customer, None, "an empty field is no value");
+    assert!(described.updated_at.is_some());
     Ok(())
 }
 
@@ -385,7 +398,12 @@ async fn usage_is_read_per_sim_and_a_day_is_the_difference_of_two_readings() -> 
     for n in (0..60).chain([900]) {
         let sim = inventory_sim(n, "sp-jasper");
         store
-            .put_sim(&tenant, &sim, None, &cellbridge::testing::imported(&sim))
+            .put_sim(
+                &tenant,
+                &sim,
+                None,
+                Some(&cellbridge::testing::imported(&sim)),
+            )
             .await?;
     }
     // The simulator's scaled-up limit, so the test takes a second, not Jasper's 25.

@@ -14,7 +14,7 @@ use cellbridge::sims::query::{parse_filter, parse_order, SimQuery};
 use cellbridge::sims::sim::{
     CycleUsage, Sim, SimChange, SimEventKind, SimField, SimSource, SimStatus,
 };
-use cellbridge::sims::sync::UsageState;
+use cellbridge::sims::sync::{DetailsState, UsageState};
 use cellbridge::sims::usage::{DailyUsage, UsageRecord, UsageRequest, UsageSpan};
 use cellbridge::testing::{imported, sample_sim};
 use cellbridge_tests::LocalAwsStack;
@@ -32,7 +32,7 @@ async fn seed(store: &dyn SimStore) -> Result<Vec<Sim>> {
         let sim = sample_sim(n);
         assert_eq!(
             store
-                .put_sim(&tenant("demo"), &sim, None, &imported(&sim))
+                .put_sim(&tenant("demo"), &sim, None, Some(&imported(&sim)))
                 .await?,
             Written::Written
         );
@@ -43,7 +43,7 @@ async fn seed(store: &dyn SimStore) -> Result<Vec<Sim>> {
         let mut theirs = sample_sim(n);
         theirs.rate_plan = Some("GLOBEX".into());
         store
-            .put_sim(&tenant("globex"), &theirs, None, &imported(&theirs))
+            .put_sim(&tenant("globex"), &theirs, None, Some(&imported(&theirs)))
             .await?;
     }
     Ok(sims)
@@ -225,19 +225,19 @@ async fn writes_are_conditional_and_kept_in_history(store: &dyn SimStore) -> Res
     };
     assert_eq!(
         store
-            .put_sim(&demo, &changed, Some(stored.version + 5), &event)
+            .put_sim(&demo, &changed, Some(stored.version + 5), Some(&event))
             .await?,
         Written::Conflict,
         "not the stored version"
     );
     assert_eq!(
-        store.put_sim(&demo, &changed, None, &event).await?,
+        store.put_sim(&demo, &changed, None, Some(&event)).await?,
         Written::Conflict,
         "it exists"
     );
     assert_eq!(
         store
-            .put_sim(&demo, &changed, Some(stored.version), &event)
+            .put_sim(&demo, &changed, Some(stored.version), Some(&event))
             .await?,
         Written::Written
     );
@@ -355,6 +355,23 @@ async fn writes_are_conditional_and_kept_in_history(store: &dyn SimStore) -> Res
     )
     .await?;
     assert!(linked.contains(&sim.iccid), "{linked:?}");
+
+    // The device moved to another SIM: only its own link is undone.
+    store.unlink_device(&demo, &sim.iccid, "trk-other").await?;
+    assert_eq!(
+        store.get_sim(&demo, &sim.iccid).await?.expect("kept"),
+        once,
+        "another device's unlink changes nothing"
+    );
+    store.unlink_device(&demo, &sim.iccid, "trk-5").await?;
+    let unlinked = store.get_sim(&demo, &sim.iccid).await?.expect("kept");
+    assert_eq!(
+        (unlinked.device_id, unlinked.version),
+        (None, once.version + 1)
+    );
+    store
+        .unlink_device(&demo, &cellbridge::testing::iccid(9_999), "trk-5")
+        .await?;
     Ok(())
 }
 
@@ -366,7 +383,9 @@ where
 {
     let demo = tenant("usage-demo");
     let sim = sample_sim(7);
-    store.put_sim(&demo, &sim, None, &imported(&sim)).await?;
+    store
+        .put_sim(&demo, &sim, None, Some(&imported(&sim)))
+        .await?;
     let day = |d: time::Date, data_bytes: u64| DailyUsage {
         day: d,
         data_bytes,
@@ -513,13 +532,108 @@ where
     Ok(())
 }
 
+/// SIMs whose details are due are found by provider, in ICCID order, page by page; a SIM
+/// written with its details read leaves them; details states are versioned apart.
+async fn due_details_are_found_by_provider<S>(store: &S) -> Result<()>
+where
+    S: SimStore + SyncStateStore,
+{
+    let demo = tenant("details-demo");
+    let on = |n: u32, provider: &str, due: bool| Sim {
+        service_provider_id: Some(provider.to_owned()),
+        details_due: due,
+        ..sample_sim(n)
+    };
+    let sims = [
+        on(3, "sp-a", true),
+        on(1, "sp-a", true),
+        on(2, "sp-a", false),
+        on(4, "sp-b", true),
+        on(5, "sp-a", true),
+    ];
+    for sim in &sims {
+        store
+            .put_sim(&demo, sim, None, Some(&imported(sim)))
+            .await?;
+    }
+    let other = on(1, "sp-a", true);
+    store
+        .put_sim(
+            &tenant("details-other"),
+            &other,
+            None,
+            Some(&imported(&other)),
+        )
+        .await?;
+    let page = |cursor: Option<String>| PageRequest { limit: 2, cursor };
+    let first = store.sims_due_details(&demo, "sp-a", &page(None)).await?;
+    let iccids = |sims: &[Sim]| sims.iter().map(|s| s.iccid.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        iccids(&first.items),
+        [sample_sim(1).iccid, sample_sim(3).iccid]
+    );
+    assert!(first.items.iter().all(|sim| sim.details_due));
+    let rest = store
+        .sims_due_details(&demo, "sp-a", &page(first.next_cursor.clone()))
+        .await?;
+    assert_eq!(iccids(&rest.items), [sample_sim(5).iccid]);
+    assert!(rest.next_cursor.is_none());
+
+    // Read: written without the mark (and without a history entry), it is due no more.
+    let read = Sim {
+        details_due: false,
+        version: sims[0].version + 1,
+        ..sims[0].clone()
+    };
+    assert_eq!(
+        store
+            .put_sim(&demo, &read, Some(sims[0].version), None)
+            .await?,
+        Written::Written
+    );
+    let due = store.sims_due_details(&demo, "sp-a", &page(None)).await?;
+    assert_eq!(
+        iccids(&due.items),
+        [sample_sim(1).iccid, sample_sim(5).iccid]
+    );
+    let stored = store.get_sim(&demo, &read.iccid).await?.expect("kept");
+    assert!(!stored.details_due);
+    let history = store
+        .sim_history(
+            &demo,
+            &read.iccid,
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await?;
+    assert_eq!(history.items.len(), 1, "no entry for bookkeeping");
+
+    let mut state = DetailsState::new("sp-a");
+    state.version = 1;
+    assert_eq!(
+        store.put_details_state(&demo, &state).await?,
+        Written::Written
+    );
+    assert_eq!(
+        store.put_details_state(&demo, &state).await?,
+        Written::Conflict
+    );
+    assert_eq!(store.get_details_state(&demo, "sp-a").await?, Some(state));
+    assert!(store.get_sync(&demo, "sp-a").await?.is_none());
+    assert!(store.get_usage_state(&demo, "sp-a").await?.is_none());
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_in_memory_inventory_answers_like_dynamodb() -> Result<()> {
     let store = MemorySims::default();
     let sims = seed(&store).await?;
     listings_answer_the_same(&store, &sims).await?;
     writes_are_conditional_and_kept_in_history(&store).await?;
-    usage_is_kept_by_day(&store).await
+    usage_is_kept_by_day(&store).await?;
+    due_details_are_found_by_provider(&store).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,6 +662,7 @@ async fn the_inventory_in_dynamodb() -> Result<()> {
         .with_sync_table(stack.name("CarrierSyncTable")?)
         .with_usage_table(stack.name("SimUsageTable")?);
     usage_is_kept_by_day(&with_usage).await?;
+    due_details_are_found_by_provider(&with_usage).await?;
     stack.stop().await;
     Ok(())
 }

@@ -744,7 +744,7 @@ mod tests {
             &demo(),
             &known,
             None,
-            &cellbridge_sims::testing::imported(&known),
+            Some(&cellbridge_sims::testing::imported(&known)),
         )
         .await
         .expect("stored");

@@ -7,6 +7,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use cellbridge_bulk_changes::ports::QueueError;
 use cellbridge_carriers::account::{AccountLookupError, CarrierAccounts};
+use cellbridge_carriers::details::{details_step, DetailsPorts, DetailsStep};
 use cellbridge_carriers::provider_ports::ProviderStore;
 use cellbridge_carriers::sync::{sync_step, SyncError, SyncPorts, SyncStep};
 use cellbridge_carriers::sync_queue::{SyncQueue, SyncRequest, SyncWork};
@@ -129,6 +130,7 @@ pub async fn schedule(ports: &SyncFunctionPorts) -> Result<usize, SyncFunctionEr
 pub enum Step {
     Inventory(SyncStep),
     Usage(UsageStep),
+    Details(DetailsStep),
     /// The provider is gone, or makes no usable account: nothing to do.
     Skipped,
 }
@@ -138,7 +140,9 @@ impl Step {
     fn goes_on(&self) -> bool {
         matches!(
             self,
-            Step::Inventory(SyncStep::Continue) | Step::Usage(UsageStep::Continue)
+            Step::Inventory(SyncStep::Continue)
+                | Step::Usage(UsageStep::Continue)
+                | Step::Details(DetailsStep::Continue)
         )
     }
 }
@@ -215,6 +219,24 @@ pub async fn sync(
                     .await?,
                 )
             }
+            SyncWork::Details => {
+                let step_ports = DetailsPorts {
+                    sims: ports.sims.as_ref(),
+                    states: ports.states.as_ref(),
+                };
+                Step::Details(
+                    details_step(
+                        &step_ports,
+                        &account,
+                        &request.tenant,
+                        &provider,
+                        &ports.holder,
+                        &OffsetDateTime::now_utc,
+                        deadline,
+                    )
+                    .await?,
+                )
+            }
             SyncWork::Usage => {
                 let step_ports = UsagePorts {
                     sims: ports.sims.as_ref(),
@@ -238,6 +260,16 @@ pub async fn sync(
         };
         if step.goes_on() {
             ports.queue.enqueue(std::slice::from_ref(request)).await?;
+        }
+        // A listing that leaves details out is followed by reading them (a run already under
+        // way answers "busy"; one paused goes on from its place).
+        let listed = matches!(step, Step::Inventory(SyncStep::Finished(_)));
+        if listed && !account.port.listing_is_complete() {
+            let details = SyncRequest {
+                work: SyncWork::Details,
+                ..request.clone()
+            };
+            ports.queue.enqueue(&[details]).await?;
         }
         tracing::info!(?step, "sync step done");
         Ok(step)
@@ -264,6 +296,7 @@ mod tests {
     const SCHEDULED: &str = include_str!("../../../events/carrier-sync/scheduled.json");
     const QUEUED: &str = include_str!("../../../events/carrier-sync/sync.json");
     const USAGE: &str = include_str!("../../../events/carrier-sync/usage.json");
+    const DETAILS: &str = include_str!("../../../events/carrier-sync/details.json");
 
     /// Telegence with 1,200 subscribers, 500 a page; a listing call takes 10 seconds.
     struct Listing;
@@ -418,6 +451,35 @@ mod tests {
         assert_eq!(step, Step::Usage(UsageStep::Unsupported));
         let tenant = TenantId::parse("demo").expect("tenant");
         assert!(sims.all(&tenant).is_empty(), "no listing ran");
+        assert!(queue.drain().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_details_request_reads_nothing_where_the_listing_tells_everything() {
+        let (ports, sims, queue) = ports().await;
+        let event: SqsEvent = serde_json::from_str(DETAILS).expect("sample");
+        let body = event.records[0].body.as_deref().expect("a body");
+        let request: SyncRequest = serde_json::from_str(body).expect("a sync request");
+        assert_eq!(request.work, SyncWork::Details);
+        let step = sync(&ports, &request, Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("a step");
+        assert_eq!(step, Step::Details(DetailsStep::Unneeded));
+        let tenant = TenantId::parse("demo").expect("tenant");
+        assert!(sims.all(&tenant).is_empty(), "no listing ran");
+        // Telegence's listing tells everything: a finished sync queues no details either.
+        let inventory = SyncRequest {
+            work: SyncWork::Inventory,
+            ..request
+        };
+        let step = sync(
+            &ports,
+            &inventory,
+            Instant::now() + Duration::from_secs(600),
+        )
+        .await
+        .expect("a step");
+        assert!(matches!(step, Step::Inventory(SyncStep::Finished(_))));
         assert!(queue.drain().is_empty());
     }
 

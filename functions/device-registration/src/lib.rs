@@ -104,6 +104,19 @@ pub async fn handle(
                         "the SIM is not in the tenant's inventory yet"
                     );
                 }
+                // Moved to another SIM: the one it had is no longer its.
+                if let Registration::Updated { previous_iccid } = &registration {
+                    if previous_iccid != announcement.iccid.as_str() {
+                        ports
+                            .sims
+                            .unlink_device(
+                                &announcement.tenant,
+                                previous_iccid,
+                                announcement.thing_name.as_str(),
+                            )
+                            .await?;
+                    }
+                }
                 Outcome::Accepted(registration)
             }
         },
@@ -291,6 +304,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_device_that_moves_to_another_sim_leaves_the_old_one_unlinked() {
+        let world = World::new().await;
+        let demo = cellbridge_core::tenant::TenantId::parse("demo").expect("tenant");
+        let other = cellbridge_sims::testing::sample_sim(2);
+        cellbridge_sims::testing::put_imported(&world.sims, "demo", &other).await;
+        let first = sample(ANNOUNCEMENT);
+        world.announce(&first).await;
+        let mut moved = sample(ANNOUNCEMENT);
+        moved["iccid"] = json!(other.iccid);
+        world.announce(&moved).await;
+        let device_of = |iccid: &str| {
+            let all = world.sims.all(&demo);
+            let sim = all.iter().find(|sim| sim.iccid == iccid).cloned();
+            sim.expect("in the inventory").device_id
+        };
+        assert_eq!(device_of(&other.iccid).as_deref(), Some("trk-1"));
+        let old = first["iccid"].as_str().expect("an ICCID");
+        assert_eq!(device_of(old), None, "the old SIM is no longer its");
+        // Another device on the old SIM keeps it when trk-1 moves again.
+        world
+            .sims
+            .link_device(&demo, old, "trk-9")
+            .await
+            .expect("linked");
+        let mut back = sample(ANNOUNCEMENT);
+        back["iccid"] = json!(cellbridge_core::testing::iccid(40));
+        world.announce(&moved).await;
+        world.announce(&back).await;
+        assert_eq!(device_of(old).as_deref(), Some("trk-9"));
+        assert_eq!(device_of(&other.iccid), None);
+    }
+
+    #[tokio::test]
     async fn a_repeat_announcement_updates_and_is_accepted_again() {
         let world = World::new().await;
         world.announce(&sample(ANNOUNCEMENT)).await;
@@ -298,7 +344,9 @@ mod tests {
         newer["firmware"] = json!("2.5.0");
         assert_eq!(
             world.announce(&newer).await,
-            Outcome::Accepted(Registration::Updated)
+            Outcome::Accepted(Registration::Updated {
+                previous_iccid: newer["iccid"].as_str().expect("an ICCID").to_owned()
+            })
         );
         assert_eq!(world.things.len(), 1);
         let device = world.registered("trk-1").await;

@@ -296,7 +296,7 @@ mod tests {
             for n in 0..count {
                 let sim = sample_sim(n);
                 store
-                    .put_sim(&tenant, &sim, None, &imported(&sim))
+                    .put_sim(&tenant, &sim, None, Some(&imported(&sim)))
                     .await
                     .expect("stored");
             }

@@ -65,7 +65,7 @@ pub async fn run(args: SelectionArgs) -> Result<()> {
     for n in 0..INVENTORY {
         let sim = sample_sim(n);
         sims.inner
-            .put_sim(&tenant, &sim, None, &imported(&sim))
+            .put_sim(&tenant, &sim, None, Some(&imported(&sim)))
             .await?;
     }
     // The sample SIMs name their provider by carrier; Jasper's is the tenant's.

@@ -17,12 +17,13 @@ use carrier_sim::{SimConfig, SimServer};
 use cellbridge::bulk_changes::change::Carrier;
 use cellbridge::carriers::account::{AccountLimits, CarrierAccount, CarrierAccounts};
 use cellbridge::carriers::config::build_accounts;
+use cellbridge::carriers::details::{details_step, DetailsPorts, DetailsStep};
 use cellbridge::carriers::provider::{account_config, parse_new_provider, ServiceProvider};
 use cellbridge::carriers::sync::{sync_step, SyncPorts, SyncStep};
 use cellbridge::common::store::{Page, PageRequest, StoreError};
 use cellbridge::common::tenant::TenantId;
 use cellbridge::sims::memory::MemorySims;
-use cellbridge::sims::ports::{SimStore, Written};
+use cellbridge::sims::ports::{SimStore, SyncStateStore, Written};
 use cellbridge::sims::query::SimQuery;
 use cellbridge::sims::sim::{Sim, SimChange, SimEvent};
 use cellbridge::testing::iccid;
@@ -52,6 +53,11 @@ pub struct SyncArgs {
     /// Share of the SIMs changed outside cellbridge before the re-sync, in percent.
     #[arg(long, default_value_t = 1.0)]
     pub drift_percent: f64,
+    /// How long the reading of details (Jasper's listing gives no numbers; each SIM it shows new
+    /// is then read on its own, one call each) is measured after the import: at 5 calls a second
+    /// the whole of a large import takes hours, its pace shows in a minute.
+    #[arg(long, default_value_t = 60)]
+    pub details_seconds: u64,
     /// Print the table only; leave docs/benchmarks.md untouched.
     #[arg(long)]
     pub no_write: bool,
@@ -100,10 +106,20 @@ impl SimStore for CountingSims {
         tenant: &TenantId,
         sim: &Sim,
         stored_version: Option<u64>,
-        event: &SimEvent,
+        event: Option<&SimEvent>,
     ) -> Result<Written, StoreError> {
         self.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put_sim(tenant, sim, stored_version, event).await
+    }
+    async fn sims_due_details(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError> {
+        self.inner
+            .sims_due_details(tenant, service_provider_id, page)
+            .await
     }
     async fn link_device(
         &self,
@@ -112,6 +128,14 @@ impl SimStore for CountingSims {
         device: &str,
     ) -> Result<bool, StoreError> {
         self.inner.link_device(tenant, iccid, device).await
+    }
+    async fn unlink_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.unlink_device(tenant, iccid, device).await
     }
     async fn apply_change(
         &self,
@@ -193,18 +217,30 @@ pub async fn run(args: SyncArgs) -> Result<()> {
                 resync.written
             );
         }
-        rows.push((carrier, import, resync));
+        let mut runs = vec![("import", import), ("re-sync", resync)];
+        if !account.port.listing_is_complete() {
+            println!(
+                "{}: reading details for {} s",
+                carrier.as_str(),
+                args.details_seconds
+            );
+            let budget = Duration::from_secs(args.details_seconds);
+            let details =
+                measure_details(&server, &sims, &account, &tenant, &provider, budget).await?;
+            runs.push(("details", details));
+        }
+        rows.push((carrier, runs));
     }
     let machine = Machine::detect(&root).await;
     let mut markdown = String::new();
     writeln!(markdown, "{}.", machine.measured_with("sync"))?;
     writeln!(markdown)?;
-    writeln!(markdown, "**Method:** the three simulators at their default (documented) limits, in this process; one service provider per carrier built as the `carrier-sync` function builds it (its account's pacer: Jasper 5 calls a second through the account gate, which also starts no call within a second of the end of the call five before; ThingSpace 1; Telegence 10), and `sync_step` run until the run finishes, into the in-memory inventory (so MiniStack's speed is not in the numbers; the DynamoDB requests are counted from the store calls). {} SIMs per carrier are imported, then {} of them ({}%) are changed at the carrier and the sync runs again. **Floor:** the listing calls the carrier needs at the account's pace (Jasper {JASPER_PAGE} SIMs a page; ThingSpace and Telegence {LIST_PAGE}), as (calls - 1) / rate. **DynamoDB requests per changed SIM:** each write is one `TransactWriteItems` (the SIM and its history entry, 2 item writes); reads are `BatchGetItem`s of 100 per page.", args.sims, drifted, args.drift_percent)?;
+    writeln!(markdown, "**Method:** the three simulators at their default (documented) limits, in this process; one service provider per carrier built as the `carrier-sync` function builds it (its account's pacer: Jasper 5 calls a second through the account gate, which also starts no call within a second of the end of the call five before; ThingSpace 1; Telegence 10), and `sync_step` run until the run finishes, into the in-memory inventory (so MiniStack's speed is not in the numbers; the DynamoDB requests are counted from the store calls). {} SIMs per carrier are imported, then {} of them ({}%) are changed at the carrier and the sync runs again. Jasper's listing gives no numbers, so after the re-sync its reading of details (one Get Device Details per SIM the listing showed new or changed, a run of its own beside the listing) runs for {} s from the SIMs the import left due: *listed* is the SIMs read, *written* those the details changed. **Floor:** the listing calls the carrier needs at the account's pace (Jasper {JASPER_PAGE} SIMs a page; ThingSpace and Telegence {LIST_PAGE}), as (calls - 1) / rate; for details, the calls made, likewise. **DynamoDB requests per changed SIM:** each write is one `TransactWriteItems` (the SIM and its history entry, 2 item writes); reads are `BatchGetItem`s of 100 per page.", args.sims, drifted, args.drift_percent, args.details_seconds)?;
     writeln!(markdown)?;
     writeln!(markdown, "| carrier | run | SIMs listed | written | elapsed | floor | ratio | carrier requests | 429s | TransactWriteItems per written SIM | BatchGetItem |")?;
     writeln!(markdown, "|---|---|---|---|---|---|---|---|---|---|---|")?;
-    for (carrier, import, resync) in &rows {
-        for (run, m) in [("import", import), ("re-sync", resync)] {
+    for (carrier, runs) in &rows {
+        for (run, m) in runs {
             let ratio = if m.floor.is_zero() {
                 1.0
             } else {
@@ -230,6 +266,64 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         }
     }
     publish(&root, &SECTION, &markdown, args.no_write)
+}
+
+/// One step of reading details for `budget`, from the due SIMs the import left: the SIMs read
+/// (as listed) and changed (as written), against the floor the account's pace sets for its calls.
+async fn measure_details(
+    server: &SimServer,
+    sims: &Arc<CountingSims>,
+    account: &CarrierAccount,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    budget: Duration,
+) -> Result<Measured> {
+    let log_before = server.sims.log.entries().len();
+    let puts = sims.puts.load(Ordering::Relaxed);
+    let ports = DetailsPorts {
+        sims: sims.as_ref(),
+        states: &sims.inner,
+    };
+    let started = Instant::now();
+    let step = details_step(
+        &ports,
+        account,
+        tenant,
+        provider,
+        "bench",
+        &OffsetDateTime::now_utc,
+        tokio::time::Instant::now() + budget,
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    let counts = match step {
+        DetailsStep::Continue => sims
+            .inner
+            .get_details_state(tenant, &provider.id)
+            .await?
+            .and_then(|state| state.run)
+            .map(|run| run.counts)
+            .unwrap_or_default(),
+        DetailsStep::Finished(summary) if summary.error.is_none() => summary.counts,
+        other => bail!("reading details did not run: {other:?}"),
+    };
+    let entries = server.sims.log.entries();
+    let mine = &entries[log_before..];
+    let rate = f64::from(
+        AccountLimits::documented(provider.carrier)
+            .calls_per_second
+            .max(1),
+    );
+    Ok(Measured {
+        elapsed,
+        floor: Duration::from_secs_f64(counts.calls.saturating_sub(1) as f64 / rate),
+        requests: mine.len(),
+        limited: mine.iter().filter(|e| e.status == 429).count(),
+        listed: counts.read,
+        written: counts.changed,
+        puts: sims.puts.load(Ordering::Relaxed) - puts,
+        batch_reads: 0,
+    })
 }
 
 /// Puts `iccids` at `carrier`'s simulator, active on the default plan, or (`changed`) in

@@ -1,14 +1,17 @@
-//! What the inventory sync and the usage collection share: a run per service provider that takes
-//! many steps (a Lambda invocation each), kept in one record with the run's place, a lease naming
-//! the step that holds it, and a version every write is conditional on. A step takes the lease,
-//! keeps the place after every page (giving the lease up when its time is out), and closes the
-//! run; a write that finds another version means another step took the run over.
+//! What the inventory sync, the usage collection and the reading of SIM details share: a run
+//! per service provider that takes many steps (a Lambda invocation each), kept in one record with
+//! the run's place, a lease naming the step that holds it, and a version every write is
+//! conditional on. A step takes the lease, keeps the place after every page (giving the lease up
+//! when its time is out), and closes the run; a write that finds another version means another
+//! step took the run over.
 
 use crate::sync::LEASE;
 use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
 use cellbridge_sims::ports::{SyncStateStore, Written};
-use cellbridge_sims::sync::{SyncLease, SyncRun, SyncState, UsageRun, UsageState};
+use cellbridge_sims::sync::{
+    DetailsRun, DetailsState, SyncLease, SyncRun, SyncState, UsageRun, UsageState,
+};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -69,6 +72,7 @@ macro_rules! leased {
 
 leased!(SyncState, SyncRun, put_sync);
 leased!(UsageState, UsageRun, put_usage_state);
+leased!(DetailsState, DetailsRun, put_details_state);
 
 /// A step of a provider's run: the record's store and tenant, who takes the step, and until when.
 pub(crate) struct Holding<'a> {
@@ -133,12 +137,17 @@ impl<'a> Holding<'a> {
         now: OffsetDateTime,
     ) -> Result<Option<StepEnd>, StoreError> {
         // Every step reads at least one page, so a short deadline still makes progress.
-        let out_of_time = Instant::now() >= self.deadline;
+        let out_of_time = self.out_of_time();
         Ok(match self.keep(state, run, !out_of_time, now).await? {
             false => Some(StepEnd::TakenOver),
             true if out_of_time => Some(StepEnd::OutOfTime),
             true => None,
         })
+    }
+
+    /// Whether the step's time is up: it ends after the page at hand.
+    pub(crate) fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
     }
 
     /// Ends the run (its summary set by the caller) and frees the record.

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod config;
+pub mod details;
 pub mod error;
 pub mod http;
 pub mod jasper;

@@ -27,6 +27,9 @@ pub struct CarrierSim {
     pub msisdn: Option<String>,
     pub imsi: Option<String>,
     pub imei: Option<String>,
+    pub customer: Option<String>,
+    pub cost_center: Option<String>,
+    pub username: Option<String>,
     /// When the carrier last changed anything about it, when the listing says.
     pub updated_at: Option<OffsetDateTime>,
 }
@@ -207,6 +210,26 @@ pub trait CarrierPort: Send + Sync {
     /// Whether [`CarrierPort::list_sims`] can list only the SIMs changed since a time.
     fn lists_changes_since(&self) -> bool {
         false
+    }
+
+    /// Whether [`CarrierPort::list_sims`] tells all a SIM's details; if not (Jasper's search
+    /// gives no numbers), each SIM it shows new or changed is read with
+    /// [`CarrierPort::describe_sim`] afterwards.
+    fn listing_is_complete(&self) -> bool {
+        true
+    }
+
+    /// One SIM with all the details the carrier keeps of it.
+    async fn describe_sim(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CarrierSim, CarrierError> {
+        let _ = (iccid, journal);
+        Err(CarrierError::Permanent {
+            code: "unsupported".into(),
+            message: format!("{} SIMs are not read one by one", self.carrier().as_str()),
+        })
     }
 
     /// One page of the account's SIMs from `position` (`None`: the first page); with `since`,

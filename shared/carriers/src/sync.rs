@@ -107,6 +107,9 @@ pub fn synced(
     next.msisdn = keep_or(&listed.msisdn, &base.msisdn);
     next.imsi = keep_or(&listed.imsi, &base.imsi);
     next.imei = keep_or(&listed.imei, &base.imei);
+    next.customer = keep_or(&listed.customer, &base.customer);
+    next.cost_center = keep_or(&listed.cost_center, &base.cost_center);
+    next.username = keep_or(&listed.username, &base.username);
     next.vanished_at = None;
     let kind = if stored.is_none() {
         SimEventKind::Imported
@@ -181,15 +184,17 @@ pub async fn sync_step(
     }
     tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
     let mut seen: HashSet<String> = HashSet::new();
+    // The page asked for while the one before it was compared.
+    let mut prefetched: Option<Listed> = None;
     loop {
-        let listed_at = clock();
-        let page = match list_page(account, &run).await {
-            Ok((page, calls)) => {
-                run.counts.calls += calls;
-                page
-            }
-            Err((error, calls)) => {
-                run.counts.calls += calls;
+        let listed = match prefetched.take() {
+            Some(listed) => listed,
+            None => list_page(account, run.position.clone(), run.since, clock).await,
+        };
+        run.counts.calls += listed.calls;
+        let page = match listed.sims {
+            Ok(page) => page,
+            Err(error) => {
                 if error == CarrierError::AuthFailed {
                     state.refused_provider_version = Some(provider.version);
                 }
@@ -200,12 +205,27 @@ pub async fn sync_step(
         };
         let listing = Listing {
             page: &page,
-            at: listed_at,
+            at: listed.at,
+            complete: account.port.listing_is_complete(),
         };
-        compare_page(
+        let since = run.since;
+        let compared = compare_page(
             ports, tenant, provider, &listing, &mut run, &mut seen, clock,
-        )
-        .await?;
+        );
+        // The next listing call waits only for the pace, not for this page's reads and writes:
+        // a page compared against the inventory can take longer than the pace leaves between
+        // calls. A step whose time is up asks for none.
+        match &page.next {
+            Some(next) if !holding.out_of_time() => {
+                let (compared, next_page) = tokio::join!(
+                    compared,
+                    list_page(account, Some(next.clone()), since, clock)
+                );
+                compared?;
+                prefetched = Some(next_page);
+            }
+            _ => compared.await?,
+        }
         run.position = page.next.clone();
         if page.next.is_none() {
             let vanish_checked = run.full && !run.resumed;
@@ -214,7 +234,12 @@ pub async fn sync_step(
             }
             return finish(&holding, &mut state, run, vanish_checked, None, clock).await;
         }
-        if let Some(end) = holding.after_page(&mut state, &run, clock()).await? {
+        if prefetched.is_some() {
+            // Asked for in time: compared in this step even if its time is now up.
+            if !holding.keep(&mut state, &run, true, clock()).await? {
+                return Ok(SyncStep::Busy);
+            }
+        } else if let Some(end) = holding.after_page(&mut state, &run, clock()).await? {
             return Ok(end.into());
         }
     }
@@ -257,30 +282,38 @@ async fn finish(
     Ok(SyncStep::Finished(summary))
 }
 
-/// One listing call at the account's pace, tried again on passing failures; the calls made.
+/// One listing call (tried again on passing failures) and when it was asked for.
+struct Listed {
+    sims: Result<ListedSims, CarrierError>,
+    at: OffsetDateTime,
+    /// Calls made, retries included.
+    calls: u64,
+}
+
+/// The listing page at `position` at the account's pace, tried again on passing failures.
 async fn list_page(
     account: &CarrierAccount,
-    run: &SyncRun,
-) -> Result<(ListedSims, u64), (CarrierError, u64)> {
+    position: Option<String>,
+    since: Option<OffsetDateTime>,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Listed {
     let mut calls = 0;
     let journal = CallJournal::default();
-    let listed = account
+    let at = clock();
+    let sims = account
         .paced_with_retries(1, LISTING_ATTEMPTS, &mut calls, || {
-            account
-                .port
-                .list_sims(run.position.as_deref(), run.since, &journal)
+            account.port.list_sims(position.as_deref(), since, &journal)
         })
         .await;
-    match listed {
-        Ok(page) => Ok((page, calls)),
-        Err(error) => Err((error, calls)),
-    }
+    Listed { sims, at, calls }
 }
 
 /// A page of the listing and when it was asked for.
 struct Listing<'a> {
     page: &'a ListedSims,
     at: OffsetDateTime,
+    /// Whether it tells all of each SIM (else the SIMs it shows new or changed await details).
+    complete: bool,
 }
 
 /// Whether `stored` was changed through cellbridge after the listing was asked for: the listing
@@ -343,11 +376,12 @@ async fn compare_page(
             if event.kind == SimEventKind::Imported {
                 sim.device_id = devices.get(&listed.iccid).cloned();
             }
+            sim.details_due |= !listing.complete;
             let kind = event.kind;
             let stored_version = current.as_ref().map(|s| s.version);
             match ports
                 .sims
-                .put_sim(tenant, &sim, stored_version, &event)
+                .put_sim(tenant, &sim, stored_version, Some(&event))
                 .await?
             {
                 Written::Written => {
@@ -426,7 +460,7 @@ async fn mark_vanished(
             };
             match ports
                 .sims
-                .put_sim(tenant, &gone, Some(sim.version), &event)
+                .put_sim(tenant, &gone, Some(sim.version), Some(&event))
                 .await?
             {
                 Written::Written => run.counts.vanished += 1,
@@ -464,6 +498,8 @@ mod tests {
         sims: Mutex<Vec<CarrierSim>>,
         calls: Mutex<u32>,
         refuse: Mutex<bool>,
+        /// What happened in order: `list` as a listing call starts (and what the test adds).
+        timeline: Arc<Mutex<Vec<&'static str>>>,
     }
 
     impl FakeInventory {
@@ -486,6 +522,7 @@ mod tests {
                 sims: Mutex::new(sims),
                 calls: Mutex::new(0),
                 refuse: Mutex::new(false),
+                timeline: Arc::default(),
             })
         }
 
@@ -525,6 +562,7 @@ mod tests {
             _journal: &CallJournal,
         ) -> Result<ListedSims, CarrierError> {
             *self.calls.lock().expect("calls") += 1;
+            self.timeline.lock().expect("timeline").push("list");
             tokio::time::sleep(Duration::from_secs(1)).await;
             if *self.refuse.lock().expect("refuse") {
                 return Err(CarrierError::AuthFailed);
@@ -749,6 +787,53 @@ mod tests {
             "one page of changes, not 10 of everything"
         );
         assert_eq!(w.sim(5).status, SimStatus::Deactivated);
+    }
+
+    /// A device directory that takes a second a lookup, and says when each ends.
+    struct SlowDirectory(Arc<Mutex<Vec<&'static str>>>);
+
+    #[async_trait]
+    impl DeviceDirectory for SlowDirectory {
+        async fn devices_with_iccids(
+            &self,
+            _tenant: &TenantId,
+            _iccids: &[String],
+        ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.0.lock().expect("timeline").push("compared");
+            Ok(Default::default())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_page_is_asked_for_while_one_is_compared() {
+        let w = world(Carrier::ThingSpace, false, 12);
+        let directory = SlowDirectory(w.carrier.timeline.clone());
+        let ports = SyncPorts {
+            sims: &w.sims,
+            states: &w.sims,
+            devices: &directory,
+        };
+        let clock = || OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);
+        let step = sync_step(
+            &ports,
+            &w.account,
+            &w.tenant,
+            &w.provider,
+            "a",
+            &clock,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("sync step");
+        assert!(matches!(step, SyncStep::Finished(s) if s.counts.imported == 12));
+        let timeline = w.carrier.timeline.lock().expect("timeline").clone();
+        // Each page's listing call starts before the page ahead of it is compared.
+        assert_eq!(
+            timeline,
+            ["list", "list", "compared", "list", "compared", "list", "compared", "compared"]
+        );
+        assert_eq!(w.carrier.calls(), 4, "no page asked for twice");
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,8 +17,8 @@ pub struct SyncRequest {
     pub work: SyncWork,
 }
 
-/// The two kinds of work a provider's sync does, each with its own run and lease, so the daily
-/// usage collection (hours at Jasper) never holds the inventory listing up.
+/// The kinds of work a provider's sync does, each with its own run and lease, so the daily usage
+/// collection and a first import's details (hours at Jasper) never hold the inventory listing up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum SyncWork {
@@ -27,6 +27,8 @@ pub enum SyncWork {
     Inventory,
     /// Yesterday's usage of every SIM.
     Usage,
+    /// The details of the SIMs the listing showed new or changed, where it leaves some out.
+    Details,
 }
 
 #[async_trait]

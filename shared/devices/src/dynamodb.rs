@@ -311,10 +311,9 @@ impl DeviceStore for DynamoDevices {
             None => update.update_expression(format!("{set} REMOVE imei")),
         };
         match update.send().await {
-            Ok(out) => Ok(if out.attributes.is_some_and(|old| !old.is_empty()) {
-                Registration::Updated
-            } else {
-                Registration::Created
+            Ok(out) => Ok(match out.attributes.unwrap_or_default().remove("iccid") {
+                Some(AttributeValue::S(previous_iccid)) => Registration::Updated { previous_iccid },
+                _ => Registration::Created,
             }),
             Err(error) => match updated_unless_condition_failed(Err::<(), _>(error)) {
                 Ok(_) => Ok(Registration::OtherTenant),

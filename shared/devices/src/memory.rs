@@ -114,10 +114,11 @@ impl DeviceStore for MemoryDevices {
                 .map_or(Presence::announced(now), |d| d.presence),
         };
         devices.insert(a.thing_name.clone(), record);
-        Ok(if existing.is_some() {
-            Registration::Updated
-        } else {
-            Registration::Created
+        Ok(match existing {
+            Some(before) => Registration::Updated {
+                previous_iccid: before.iccid,
+            },
+            None => Registration::Created,
         })
     }
 
@@ -317,7 +318,9 @@ mod tests {
         );
         assert_eq!(
             store.register(&announce("demo"), now).await.expect("ok"),
-            Registration::Updated
+            Registration::Updated {
+                previous_iccid: cellbridge_core::testing::iccid(3)
+            }
         );
         assert_eq!(
             store.register(&announce("globex"), now).await.expect("ok"),

@@ -36,11 +36,14 @@ pub struct TelemetryWritten {
     pub items: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
     Created,
-    /// Announced before: identifiers, model and firmware brought up to date.
-    Updated,
+    /// Announced before: identifiers, model and firmware brought up to date. The ICCID it had
+    /// until now tells whether the device moved to another SIM.
+    Updated {
+        previous_iccid: String,
+    },
     /// The thing name belongs to another tenant; nothing changed.
     OtherTenant,
 }

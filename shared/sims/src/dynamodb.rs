@@ -7,7 +7,7 @@
 use crate::ports::{SimStore, SyncStateStore, UsageStore, Written, READ_BUDGET};
 use crate::query::{SimKey, SimPosition, SimQuery, NONE};
 use crate::sim::{Sim, SimChange, SimEvent, SimField, SimStatus};
-use crate::sync::{SyncState, UsageState};
+use crate::sync::{DetailsState, SyncState, UsageState};
 use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -61,6 +61,11 @@ fn order_attribute(key: SimKey) -> Option<&'static str> {
         SimKey::Msisdn => Some("msisdnOrder"),
         SimKey::Imei => Some("imeiOrder"),
     }
+}
+
+/// The `ByDetailsDue` index's partition: a provider's SIMs whose details are due.
+fn details_due_key(tenant: &TenantId, service_provider_id: &str) -> String {
+    format!("{}#{service_provider_id}", tenant.as_str())
 }
 
 fn sim_key(tenant: &TenantId, iccid: &str) -> String {
@@ -133,6 +138,12 @@ impl DynamoSims {
             "imeiOrder".into(),
             s(order_value(sim.imei.as_deref(), &sim.iccid)),
         );
+        // Only SIMs whose details are due carry the key of the sparse index that finds them.
+        if sim.details_due {
+            if let Some(provider) = &sim.service_provider_id {
+                item.insert("detailsDue".into(), s(details_due_key(tenant, provider)));
+            }
+        }
         Ok(item)
     }
 
@@ -140,7 +151,9 @@ impl DynamoSims {
         for bookkeeping in ["tenantId", "statusKey", "msisdnOrder", "imeiOrder"] {
             item.remove(bookkeeping);
         }
-        from_item_named("SIM item", item)
+        let details_due = item.remove("detailsDue").is_some();
+        let sim: Sim = from_item_named("SIM item", item)?;
+        Ok(Sim { details_due, ..sim })
     }
 
     fn event_put(
@@ -583,7 +596,7 @@ impl SimStore for DynamoSims {
         tenant: &TenantId,
         sim: &Sim,
         stored_version: Option<u64>,
-        event: &SimEvent,
+        event: Option<&SimEvent>,
     ) -> Result<Written, StoreError> {
         let mut put = Put::builder()
             .table_name(&self.sims)
@@ -594,17 +607,15 @@ impl SimStore for DynamoSims {
                 .condition_expression("version = :stored")
                 .expression_attribute_values(":stored", n(version)),
         };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(put.build().map_err(unbuildable)?)
-                    .build(),
-            )
-            .transact_items(self.event_put(tenant, &sim.iccid, event)?)
-            .send()
-            .await;
+        let mut write = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .put(put.build().map_err(unbuildable)?)
+                .build(),
+        );
+        if let Some(event) = event {
+            write = write.transact_items(self.event_put(tenant, &sim.iccid, event)?);
+        }
+        let result = write.send().await;
         match result {
             Ok(_) => Ok(Written::Written),
             Err(error) if error.as_service_error().is_some_and(cancelled_on_condition) => {
@@ -612,6 +623,38 @@ impl SimStore for DynamoSims {
             }
             Err(error) => Err(backend(error)),
         }
+    }
+
+    async fn sims_due_details(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.sims)
+            .index_name("ByDetailsDue")
+            .expression_attribute_values(":due", s(details_due_key(tenant, service_provider_id)))
+            .limit(i32::try_from(page.limit).unwrap_or(i32::MAX));
+        query = match &page.cursor {
+            Some(after) => query
+                .key_condition_expression("detailsDue = :due AND iccid > :after")
+                .expression_attribute_values(":after", s(after)),
+            None => query.key_condition_expression("detailsDue = :due"),
+        };
+        let out = query.send().await.map_err(backend)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(Self::sim_of)
+            .collect::<Result<Vec<Sim>, _>>()?;
+        let next_cursor = out
+            .last_evaluated_key
+            .and_then(|_| items.last().map(|sim| sim.iccid.clone()));
+        Ok(Page { items, next_cursor })
     }
 
     async fn link_device(
@@ -647,6 +690,41 @@ impl SimStore for DynamoSims {
             {
                 // Either no such SIM or linked already: one read tells which.
                 Ok(self.get_sim(tenant, iccid).await?.is_some())
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn unlink_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sims)
+            .key("tenantId", s(tenant.as_str()))
+            .key("iccid", s(iccid))
+            .update_expression("REMOVE deviceId ADD version :one")
+            .condition_expression("deviceId = :device")
+            .expression_attribute_values(":device", s(device_id))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // No such SIM, or another device's (or none's): nothing to undo.
+            Err(error)
+                if error.as_service_error().is_some_and(|e| {
+                    matches!(
+                        e,
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)
+                    )
+                }) =>
+            {
+                Ok(())
             }
             Err(error) => Err(backend(error)),
         }
@@ -692,6 +770,11 @@ fn position_of_key(key: SimKey, plan: &Plan, last: &Item) -> Option<SimPosition>
 /// The sort key of a provider's usage collection state, beside its sync state.
 fn usage_state_key(service_provider_id: &str) -> String {
     format!("usage#{service_provider_id}")
+}
+
+/// The sort key of a provider's reading of SIM details, beside its sync state.
+fn details_state_key(service_provider_id: &str) -> String {
+    format!("details#{service_provider_id}")
 }
 
 impl DynamoSims {
@@ -795,6 +878,29 @@ impl SyncStateStore for DynamoSims {
         state: &UsageState,
     ) -> Result<Written, StoreError> {
         let key = usage_state_key(&state.service_provider_id);
+        self.put_state(tenant, &key, to_item(state)?, state.version)
+            .await
+    }
+
+    async fn get_details_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<DetailsState>, StoreError> {
+        let key = details_state_key(service_provider_id);
+        let state: Option<DetailsState> = self.get_state(tenant, &key, "details state").await?;
+        Ok(state.map(|state| DetailsState {
+            service_provider_id: service_provider_id.to_owned(),
+            ..state
+        }))
+    }
+
+    async fn put_details_state(
+        &self,
+        tenant: &TenantId,
+        state: &DetailsState,
+    ) -> Result<Written, StoreError> {
+        let key = details_state_key(&state.service_provider_id);
         self.put_state(tenant, &key, to_item(state)?, state.version)
             .await
     }

@@ -3,7 +3,7 @@
 use crate::ports::{SimStore, SyncStateStore, UsageStore, Written};
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
-use crate::sync::{SyncState, UsageState};
+use crate::sync::{DetailsState, SyncState, UsageState};
 use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use cellbridge_core::memory::{locked, page_of};
@@ -20,6 +20,7 @@ struct State {
     history: HashMap<(TenantId, String), Vec<SimEvent>>,
     syncs: HashMap<(TenantId, String), SyncState>,
     usage_states: HashMap<(TenantId, String), UsageState>,
+    details_states: HashMap<(TenantId, String), DetailsState>,
     /// Per tenant and ICCID, by day, with the time each row is kept until.
     usage: HashMap<(TenantId, String), BTreeMap<Date, (DailyUsage, OffsetDateTime)>>,
     usage_requests: HashMap<String, UsageRequest>,
@@ -132,7 +133,7 @@ impl SimStore for MemorySims {
         tenant: &TenantId,
         sim: &Sim,
         stored_version: Option<u64>,
-        event: &SimEvent,
+        event: Option<&SimEvent>,
     ) -> Result<Written, StoreError> {
         let mut state = locked(&self.state);
         let sims = state.sims.entry(tenant.clone()).or_default();
@@ -141,12 +142,43 @@ impl SimStore for MemorySims {
             return Ok(Written::Conflict);
         }
         sims.insert(sim.iccid.clone(), sim.clone());
-        state
-            .history
-            .entry((tenant.clone(), sim.iccid.clone()))
-            .or_default()
-            .push(event.clone());
+        if let Some(event) = event {
+            state
+                .history
+                .entry((tenant.clone(), sim.iccid.clone()))
+                .or_default()
+                .push(event.clone());
+        }
         Ok(Written::Written)
+    }
+
+    async fn sims_due_details(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError> {
+        let state = locked(&self.state);
+        let after = page.cursor.clone().unwrap_or_default();
+        let due: Vec<Sim> = state
+            .sims
+            .get(tenant)
+            .map(|sims| {
+                sims.range::<String, _>((
+                    std::ops::Bound::Excluded(&after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, sim)| sim)
+                .filter(|sim| {
+                    sim.details_due
+                        && sim.service_provider_id.as_deref() == Some(service_provider_id)
+                })
+                .take(page.limit as usize + 1)
+                .cloned()
+                .collect()
+            })
+            .unwrap_or_default();
+        Ok(page_of(due, page.limit, |sim| sim.iccid.clone()))
     }
 
     async fn link_device(
@@ -168,6 +200,25 @@ impl SimStore for MemorySims {
             sim.version += 1;
         }
         Ok(true)
+    }
+
+    async fn unlink_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = locked(&self.state);
+        let sim = state
+            .sims
+            .get_mut(tenant)
+            .and_then(|sims| sims.get_mut(iccid))
+            .filter(|sim| sim.device_id.as_deref() == Some(device_id));
+        if let Some(sim) = sim {
+            sim.device_id = None;
+            sim.version += 1;
+        }
+        Ok(())
     }
 
     async fn apply_change(
@@ -216,13 +267,13 @@ impl SyncStateStore for MemorySims {
 
     async fn put_sync(&self, tenant: &TenantId, state: &SyncState) -> Result<Written, StoreError> {
         let mut guard = locked(&self.state);
-        let key = (tenant.clone(), state.service_provider_id.clone());
-        let stored = guard.syncs.get(&key).map_or(0, |s| s.version);
-        if stored + 1 != state.version {
-            return Ok(Written::Conflict);
-        }
-        guard.syncs.insert(key, state.clone());
-        Ok(Written::Written)
+        Ok(put_versioned(
+            &mut guard.syncs,
+            tenant,
+            &state.service_provider_id,
+            state,
+            |s| s.version,
+        ))
     }
 
     async fn get_usage_state(
@@ -242,14 +293,57 @@ impl SyncStateStore for MemorySims {
         state: &UsageState,
     ) -> Result<Written, StoreError> {
         let mut guard = locked(&self.state);
-        let key = (tenant.clone(), state.service_provider_id.clone());
-        let stored = guard.usage_states.get(&key).map_or(0, |s| s.version);
-        if stored + 1 != state.version {
-            return Ok(Written::Conflict);
-        }
-        guard.usage_states.insert(key, state.clone());
-        Ok(Written::Written)
+        Ok(put_versioned(
+            &mut guard.usage_states,
+            tenant,
+            &state.service_provider_id,
+            state,
+            |s| s.version,
+        ))
     }
+
+    async fn get_details_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<DetailsState>, StoreError> {
+        Ok(locked(&self.state)
+            .details_states
+            .get(&(tenant.clone(), service_provider_id.to_owned()))
+            .cloned())
+    }
+
+    async fn put_details_state(
+        &self,
+        tenant: &TenantId,
+        state: &DetailsState,
+    ) -> Result<Written, StoreError> {
+        let mut guard = locked(&self.state);
+        Ok(put_versioned(
+            &mut guard.details_states,
+            tenant,
+            &state.service_provider_id,
+            state,
+            |s| s.version,
+        ))
+    }
+}
+
+/// Keeps `state` as the provider's record if the stored one is the version before it.
+fn put_versioned<S: Clone>(
+    records: &mut HashMap<(TenantId, String), S>,
+    tenant: &TenantId,
+    service_provider_id: &str,
+    state: &S,
+    version: fn(&S) -> u64,
+) -> Written {
+    let key = (tenant.clone(), service_provider_id.to_owned());
+    let stored = records.get(&key).map_or(0, version);
+    if stored + 1 != version(state) {
+        return Written::Conflict;
+    }
+    records.insert(key, state.clone());
+    Written::Written
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 
 use crate::query::SimQuery;
 use crate::sim::{Sim, SimChange, SimEvent};
-use crate::sync::{SyncState, UsageState};
+use crate::sync::{DetailsState, SyncState, UsageState};
 use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use cellbridge_core::store::{Page, PageRequest, StoreError};
@@ -45,15 +45,25 @@ pub trait SimStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<SimEvent>, StoreError>;
 
-    /// Writes `sim` with `event` in its history, if the stored record is still at
-    /// `stored_version` (`None`: there must be no record yet). `sim.version` is the new one.
+    /// Writes `sim` with `event` in its history (none: bookkeeping, no change to tell), if the
+    /// stored record is still at `stored_version` (`None`: there must be no record yet).
+    /// `sim.version` is the new one.
     async fn put_sim(
         &self,
         tenant: &TenantId,
         sim: &Sim,
         stored_version: Option<u64>,
-        event: &SimEvent,
+        event: Option<&SimEvent>,
     ) -> Result<Written, StoreError>;
+
+    /// `service_provider_id`'s SIMs whose details are due (see [`Sim::details_due`]), in ICCID
+    /// order after `page.cursor` (an ICCID).
+    async fn sims_due_details(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Sim>, StoreError>;
 
     /// Records that registered device `device_id` has the SIM (a new version, no history: it
     /// is no change at the carrier); `false` when the tenant's inventory has no such SIM.
@@ -63,6 +73,15 @@ pub trait SimStore: Send + Sync {
         iccid: &str,
         device_id: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Records that registered device `device_id` no longer has the SIM (it announced another);
+    /// nothing when the SIM is linked to another device, or to none.
+    async fn unlink_device(
+        &self,
+        tenant: &TenantId,
+        iccid: &str,
+        device_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Applies a change made through cellbridge without reading the record first (creating it
     /// when there is none), with its history entry.
@@ -97,6 +116,19 @@ pub trait SyncStateStore: Send + Sync {
         &self,
         tenant: &TenantId,
         state: &UsageState,
+    ) -> Result<Written, StoreError>;
+
+    async fn get_details_state(
+        &self,
+        tenant: &TenantId,
+        service_provider_id: &str,
+    ) -> Result<Option<DetailsState>, StoreError>;
+
+    /// As [`SyncStateStore::put_sync`], for the provider's reading of SIM details.
+    async fn put_details_state(
+        &self,
+        tenant: &TenantId,
+        state: &DetailsState,
     ) -> Result<Written, StoreError>;
 }
 

@@ -186,6 +186,11 @@ pub struct Sim {
     pub vanished_at: Option<OffsetDateTime>,
     /// Counts the writes to this record; every write is conditional on it.
     pub version: u64,
+    /// The carrier's listing showed the SIM new or changed but tells less than its details do
+    /// (Jasper's search gives no numbers): they are read SIM by SIM, apart from the listing.
+    /// Bookkeeping, kept by each store in its own way.
+    #[serde(skip)]
+    pub details_due: bool,
 }
 
 impl Sim {
@@ -217,6 +222,7 @@ impl Sim {
             last_change: LastChange { source, at },
             vanished_at: None,
             version: 0,
+            details_due: false,
         }
     }
 

@@ -211,3 +211,73 @@ impl UsageState {
         }
     }
 }
+
+/// What a reading of SIM details did, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsCounts {
+    /// Carrier calls made.
+    pub calls: u64,
+    /// SIMs whose details the carrier told.
+    pub read: u64,
+    /// SIMs whose record the details changed (the others were only marked read).
+    pub changed: u64,
+    /// SIMs the carrier could not describe (it no longer knows them, a lasting error).
+    pub failed: u64,
+    /// SIMs another writer changed meanwhile, left due for the next run.
+    pub conflicts: u64,
+}
+
+/// A reading of details under way: the SIMs due, in ICCID order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsRun {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The last ICCID done; `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    pub counts: DetailsCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsSummary {
+    pub run_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub counts: DetailsCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where each service provider's reading of SIM details stands; apart from the inventory sync's
+/// state, so a first import's hours of one call per SIM never hold the listing up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsState {
+    pub service_provider_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<DetailsRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<DetailsSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<SyncLease>,
+    /// Counts the writes to this record; every write is conditional on it.
+    pub version: u64,
+}
+
+impl DetailsState {
+    pub fn new(service_provider_id: &str) -> Self {
+        Self {
+            service_provider_id: service_provider_id.to_owned(),
+            run: None,
+            last_run: None,
+            lease: None,
+            version: 0,
+        }
+    }
+}

@@ -40,6 +40,7 @@ pub fn sample_sim(n: u32) -> Sim {
         },
         vanished_at: None,
         version: 1,
+        details_due: false,
     }
 }
 
@@ -58,7 +59,7 @@ pub fn imported(sim: &Sim) -> SimEvent {
 pub async fn put_imported(store: &dyn crate::ports::SimStore, tenant: &str, sim: &Sim) {
     let tenant = cellbridge_core::tenant::TenantId::parse(tenant).expect("a valid tenant");
     store
-        .put_sim(&tenant, sim, None, &imported(sim))
+        .put_sim(&tenant, sim, None, Some(&imported(sim)))
         .await
         .expect("the test store takes the SIM");
 }

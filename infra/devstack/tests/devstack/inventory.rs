@@ -62,6 +62,22 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
     );
     assert_eq!(line["lastChange"]["source"]["kind"], "carrierSync");
 
+    // Jasper's search gives no numbers: the reading of details that follows the sync does.
+    for sim in &by_carrier[0].1[..3] {
+        until(
+            "the details run gives a Jasper SIM its MSISDN and IMSI",
+            Duration::from_secs(240),
+            || async {
+                let sim: Value = client.get(&format!("/sims/{sim}")).await?;
+                let number = |field: &str, prefix: &str| {
+                    sim[field].as_str().is_some_and(|v| v.starts_with(prefix))
+                };
+                Ok(number("msisdn", "+88235") && number("imsi", "90116"))
+            },
+        )
+        .await?;
+    }
+
     // The usage collection reads each SIM's cycle-to-date usage, as the simulator rates it
     // through the day the collection is for.
     stack.collect_usage_now().await?;

@@ -7,7 +7,8 @@
 use crate::error::CarrierError;
 use crate::http::{retry_after, send_recorded, CarrierResponse};
 use crate::port::{
-    CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim, InventoryPage, ListedSims,
+    listed_msisdn, CallJournal, CarrierDevice, CarrierOutcome, CarrierPort, CarrierSim,
+    InventoryPage, ListedSims,
 };
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
@@ -52,6 +53,16 @@ struct DeviceDetails {
     iccid: String,
     status: String,
     rate_plan: Option<String>,
+    communication_plan: Option<String>,
+    msisdn: Option<String>,
+    imsi: Option<String>,
+    imei: Option<String>,
+    customer: Option<String>,
+    #[serde(rename = "accountCustom1")]
+    username: Option<String>,
+    #[serde(rename = "accountCustom2")]
+    cost_center: Option<String>,
+    date_updated: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,15 +124,47 @@ impl JasperClient {
         iccid: &str,
         journal: &CallJournal,
     ) -> Result<CarrierDevice, CarrierError> {
-        let response = self.send(self.http.get(self.url(iccid)), journal).await?;
-        let details: DeviceDetails = response
-            .json()
-            .map_err(|e| CarrierError::Transient(format!("unreadable device details: {e}")))?;
+        let details = self.device_details(iccid, journal).await?;
         Ok(CarrierDevice {
             iccid: details.iccid,
             status: details.status,
             rate_plan: details.rate_plan,
         })
+    }
+
+    /// Get Device Details: everything Control Center keeps of the device, as the inventory
+    /// holds it (an empty field is no value; the MSISDN in E.164).
+    pub async fn describe_device(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CarrierSim, CarrierError> {
+        let details = self.device_details(iccid, journal).await?;
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        Ok(CarrierSim {
+            updated_at: details.date_updated.as_deref().and_then(parse_jasper_date),
+            msisdn: details.msisdn.as_deref().and_then(listed_msisdn),
+            iccid: details.iccid,
+            status: details.status,
+            rate_plan: given(details.rate_plan),
+            communication_plan: given(details.communication_plan),
+            imsi: given(details.imsi),
+            imei: given(details.imei),
+            customer: given(details.customer),
+            cost_center: given(details.cost_center),
+            username: given(details.username),
+        })
+    }
+
+    async fn device_details(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<DeviceDetails, CarrierError> {
+        let response = self.send(self.http.get(self.url(iccid)), journal).await?;
+        response
+            .json()
+            .map_err(|e| CarrierError::Transient(format!("unreadable device details: {e}")))
     }
 
     /// Get Device Usage: the device's cycle-to-date data and SMS (Control Center gives no cycle
@@ -392,6 +435,19 @@ impl CarrierPort for JasperClient {
         journal: &CallJournal,
     ) -> Result<CarrierDevice, CarrierError> {
         self.get_device(device.iccid.as_str(), journal).await
+    }
+
+    /// Search Devices gives no numbers, customer or labels.
+    fn listing_is_complete(&self) -> bool {
+        false
+    }
+
+    async fn describe_sim(
+        &self,
+        iccid: &str,
+        journal: &CallJournal,
+    ) -> Result<CarrierSim, CarrierError> {
+        self.describe_device(iccid, journal).await
     }
 
     fn already_applied(&self, change: &ChangeSpec, device: &CarrierDevice) -> bool {
