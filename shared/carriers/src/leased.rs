@@ -145,6 +145,10 @@ impl<'a> Holding<'a> {
         })
     }
 
+    pub(crate) fn tenant(&self) -> &'a TenantId {
+        self.tenant
+    }
+
     /// Whether the step's time is up: it ends after the page at hand.
     pub(crate) fn out_of_time(&self) -> bool {
         Instant::now() >= self.deadline

@@ -183,7 +183,58 @@ pub async fn sync_step(
         return Ok(SyncStep::Busy);
     }
     tracing::info!(run = %run.id, resumed = run.resumed, full = run.full, "sync step");
+    // A complete full listing marks what it did not show as vanished. What the inventory holds
+    // is read while the listing waits for the carrier's pace, not after it.
+    let vanish_checked = run.full && !run.resumed;
     let mut seen: HashSet<String> = HashSet::new();
+    let (listed, stored) = {
+        let listing = list_all(
+            ports, account, provider, &holding, &mut state, &mut run, &mut seen, clock,
+        );
+        let stored = async {
+            match vanish_checked {
+                true => listed_before(ports, tenant, provider).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        tokio::pin!(listing, stored);
+        let mut read = None;
+        let listed = loop {
+            tokio::select! {
+                listed = &mut listing => break listed,
+                done = &mut stored, if read.is_none() => read = Some(done),
+            }
+        };
+        let stored = match (&listed, read) {
+            (Ok(None), None) => Some(stored.await),
+            (_, read) => read,
+        };
+        (listed, stored)
+    };
+    if let Some(end) = listed? {
+        return Ok(end);
+    }
+    if let Some(stored) = stored.transpose()?.flatten() {
+        let unseen: Vec<String> = stored.difference(&seen).cloned().collect();
+        mark_vanished(ports, tenant, provider, &unseen, &mut run, clock).await?;
+    }
+    finish(&holding, &mut state, run, vanish_checked, None, clock).await
+}
+
+/// Lists the account page by page from the run's position, comparing each page with the
+/// inventory; `None` once the last page is compared, else how the step ends.
+#[allow(clippy::too_many_arguments)]
+async fn list_all(
+    ports: &SyncPorts<'_>,
+    account: &CarrierAccount,
+    provider: &ServiceProvider,
+    holding: &Holding<'_>,
+    state: &mut SyncState,
+    run: &mut SyncRun,
+    seen: &mut HashSet<String>,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<Option<SyncStep>, SyncError> {
+    let tenant = holding.tenant();
     // The page asked for while the one before it was compared.
     let mut prefetched: Option<Listed> = None;
     loop {
@@ -200,7 +251,10 @@ pub async fn sync_step(
                 }
                 let reason = format!("listing the SIMs failed: {error}");
                 tracing::warn!(provider = %provider.id, %error, "sync stopped");
-                return finish(&holding, &mut state, run, false, Some(reason), clock).await;
+                let run = run.clone();
+                return finish(holding, state, run, false, Some(reason), clock)
+                    .await
+                    .map(Some);
             }
         };
         let listing = Listing {
@@ -209,9 +263,7 @@ pub async fn sync_step(
             complete: account.port.listing_is_complete(),
         };
         let since = run.since;
-        let compared = compare_page(
-            ports, tenant, provider, &listing, &mut run, &mut seen, clock,
-        );
+        let compared = compare_page(ports, tenant, provider, &listing, run, seen, clock);
         // The next listing call waits only for the pace, not for this page's reads and writes:
         // a page compared against the inventory can take longer than the pace leaves between
         // calls. A step whose time is up asks for none.
@@ -228,19 +280,15 @@ pub async fn sync_step(
         }
         run.position = page.next.clone();
         if page.next.is_none() {
-            let vanish_checked = run.full && !run.resumed;
-            if vanish_checked {
-                mark_vanished(ports, tenant, provider, &seen, &mut run, clock).await?;
-            }
-            return finish(&holding, &mut state, run, vanish_checked, None, clock).await;
+            return Ok(None);
         }
         if prefetched.is_some() {
             // Asked for in time: compared in this step even if its time is now up.
-            if !holding.keep(&mut state, &run, true, clock()).await? {
-                return Ok(SyncStep::Busy);
+            if !holding.keep(state, run, true, clock()).await? {
+                return Ok(Some(SyncStep::Busy));
             }
-        } else if let Some(end) = holding.after_page(&mut state, &run, clock()).await? {
-            return Ok(end.into());
+        } else if let Some(end) = holding.after_page(state, run, clock()).await? {
+            return Ok(Some(end.into()));
         }
     }
 }
@@ -408,15 +456,12 @@ fn count(run: &mut SyncRun, kind: SimEventKind) {
     *counter += 1;
 }
 
-/// Marks the provider's SIMs that a complete listing did not show.
-async fn mark_vanished(
+/// The provider's SIMs the inventory holds and does not know as vanished.
+async fn listed_before(
     ports: &SyncPorts<'_>,
     tenant: &TenantId,
     provider: &ServiceProvider,
-    seen: &HashSet<String>,
-    run: &mut SyncRun,
-    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
-) -> Result<(), SyncError> {
+) -> Result<HashSet<String>, StoreError> {
     let query = SimQuery {
         filter: SimFilter {
             service_provider_id: Some(provider.id.clone()),
@@ -424,6 +469,7 @@ async fn mark_vanished(
         },
         ..SimQuery::default()
     };
+    let mut stored = HashSet::new();
     let mut cursor = None;
     loop {
         let page = ports
@@ -437,41 +483,63 @@ async fn mark_vanished(
                 },
             )
             .await?;
-        for sim in page.items {
-            if seen.contains(&sim.iccid) || sim.vanished_at.is_some() {
-                continue;
-            }
-            let at = clock();
-            let mut gone = sim.clone();
-            gone.vanished_at = Some(at);
-            gone.version += 1;
-            let source = SimSource::CarrierSync {
-                service_provider_id: provider.id.clone(),
-            };
-            gone.last_change = LastChange {
-                source: source.clone(),
-                at,
-            };
-            let event = SimEvent {
-                at,
-                source,
-                kind: SimEventKind::Vanished,
-                changes: Vec::new(),
-            };
-            match ports
-                .sims
-                .put_sim(tenant, &gone, Some(sim.version), Some(&event))
-                .await?
-            {
-                Written::Written => run.counts.vanished += 1,
-                Written::Conflict => run.counts.conflicts += 1,
-            }
-        }
+        let present = page
+            .items
+            .into_iter()
+            .filter(|sim| sim.vanished_at.is_none());
+        stored.extend(present.map(|sim| sim.iccid));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
-            None => return Ok(()),
+            None => return Ok(stored),
         }
     }
+}
+
+/// Marks `unseen` (SIMs of the provider that a complete listing did not show) as vanished, as
+/// they stand now.
+async fn mark_vanished(
+    ports: &SyncPorts<'_>,
+    tenant: &TenantId,
+    provider: &ServiceProvider,
+    unseen: &[String],
+    run: &mut SyncRun,
+    clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+) -> Result<(), SyncError> {
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    for sim in ports.sims.get_sims(tenant, unseen).await? {
+        let moved = sim.service_provider_id.as_deref() != Some(provider.id.as_str());
+        if sim.vanished_at.is_some() || moved {
+            continue;
+        }
+        let at = clock();
+        let mut gone = sim.clone();
+        gone.vanished_at = Some(at);
+        gone.version += 1;
+        let source = SimSource::CarrierSync {
+            service_provider_id: provider.id.clone(),
+        };
+        gone.last_change = LastChange {
+            source: source.clone(),
+            at,
+        };
+        let event = SimEvent {
+            at,
+            source,
+            kind: SimEventKind::Vanished,
+            changes: Vec::new(),
+        };
+        match ports
+            .sims
+            .put_sim(tenant, &gone, Some(sim.version), Some(&event))
+            .await?
+        {
+            Written::Written => run.counts.vanished += 1,
+            Written::Conflict => run.counts.conflicts += 1,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -803,6 +871,118 @@ mod tests {
             self.0.lock().expect("timeline").push("compared");
             Ok(Default::default())
         }
+    }
+
+    /// The inventory, slow to list (2.5 s a page) and saying when a listing page is read.
+    struct SlowListing<'a> {
+        sims: &'a MemorySims,
+        timeline: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    #[async_trait]
+    impl SimStore for SlowListing<'_> {
+        async fn get_sim(&self, t: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError> {
+            self.sims.get_sim(t, iccid).await
+        }
+        async fn get_sims(&self, t: &TenantId, iccids: &[String]) -> Result<Vec<Sim>, StoreError> {
+            self.sims.get_sims(t, iccids).await
+        }
+        async fn list_sims(
+            &self,
+            t: &TenantId,
+            query: &SimQuery,
+            page: &PageRequest,
+        ) -> Result<cellbridge_core::store::Page<Sim>, StoreError> {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            self.timeline.lock().expect("timeline").push("inventory");
+            self.sims.list_sims(t, query, page).await
+        }
+        async fn sim_history(
+            &self,
+            t: &TenantId,
+            iccid: &str,
+            page: &PageRequest,
+        ) -> Result<cellbridge_core::store::Page<SimEvent>, StoreError> {
+            self.sims.sim_history(t, iccid, page).await
+        }
+        async fn put_sim(
+            &self,
+            t: &TenantId,
+            sim: &Sim,
+            stored: Option<u64>,
+            event: Option<&SimEvent>,
+        ) -> Result<Written, StoreError> {
+            self.sims.put_sim(t, sim, stored, event).await
+        }
+        async fn sims_due_details(
+            &self,
+            t: &TenantId,
+            provider: &str,
+            page: &PageRequest,
+        ) -> Result<cellbridge_core::store::Page<Sim>, StoreError> {
+            self.sims.sims_due_details(t, provider, page).await
+        }
+        async fn link_device(
+            &self,
+            t: &TenantId,
+            iccid: &str,
+            d: &str,
+        ) -> Result<bool, StoreError> {
+            self.sims.link_device(t, iccid, d).await
+        }
+        async fn unlink_device(
+            &self,
+            t: &TenantId,
+            iccid: &str,
+            d: &str,
+        ) -> Result<(), StoreError> {
+            self.sims.unlink_device(t, iccid, d).await
+        }
+        async fn apply_change(
+            &self,
+            t: &TenantId,
+            change: &cellbridge_sims::sim::SimChange,
+            at: OffsetDateTime,
+        ) -> Result<(), StoreError> {
+            self.sims.apply_change(t, change, at).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_the_inventory_holds_is_read_while_the_carrier_lists() {
+        let w = world(Carrier::ThingSpace, false, 12);
+        w.finished().await;
+        w.carrier.sims.lock().expect("sims").remove(4);
+        w.carrier.timeline.lock().expect("timeline").clear();
+        let slow = SlowListing {
+            sims: &w.sims,
+            timeline: w.carrier.timeline.clone(),
+        };
+        let ports = SyncPorts {
+            sims: &slow,
+            states: &w.sims,
+            devices: &w.devices,
+        };
+        let clock = || OffsetDateTime::UNIX_EPOCH + time::Duration::days(2);
+        let step = sync_step(
+            &ports,
+            &w.account,
+            &w.tenant,
+            &w.provider,
+            "a",
+            &clock,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("sync step");
+        assert!(
+            matches!(&step, SyncStep::Finished(s) if s.counts.vanished == 1 && s.vanish_checked),
+            "{step:?}"
+        );
+        // Four listing calls of a second each; the inventory's page comes in between them.
+        let timeline = w.carrier.timeline.lock().expect("timeline").clone();
+        assert_eq!(timeline, ["list", "list", "list", "inventory", "list"]);
+        assert!(w.sim(4).vanished_at.is_some());
     }
 
     #[tokio::test(start_paused = true)]
