@@ -566,6 +566,85 @@ async fn invalid_transitions_and_unknown_devices_fail_in_their_callbacks() -> an
 }
 
 #[tokio::test]
+async fn a_sim_swap_moves_the_line_to_its_new_iccid_and_answers_by_callback() -> anyhow::Result<()>
+{
+    let server = simulator(quick()).await?;
+    seed(&server, [0, 1, 2], DeviceState::Active);
+    let sink = CallbackSink::start("127.0.0.1:0".parse()?).await?;
+    let thingspace = client(&server)?;
+    let journal = CallJournal::default();
+    thingspace
+        .register_callback(
+            cellbridge::carriers::thingspace::CARRIER_SERVICE,
+            &sink.url(),
+            None,
+            None,
+            &journal,
+        )
+        .await?;
+    let swap = ChangeSpec::IccidImeiChange;
+    assert_eq!(thingspace.batch_limit(&swap), 1);
+    let to = |n: u32| -> anyhow::Result<DeviceRequest> {
+        Ok(DeviceRequest {
+            edit: DeviceEdit::IdentifierSwap {
+                new_iccid: Some(Iccid::parse(&iccid(n))?),
+                new_imei: None,
+            },
+            ..device(0)?
+        })
+    };
+    let swapped = request_id(thingspace.apply(&swap, &[to(50)?], &journal).await?)?;
+    // A SIM that is a line already cannot take one over.
+    let refused = request_id(
+        thingspace
+            .apply(
+                &swap,
+                &[DeviceRequest {
+                    device: device(1)?.device,
+                    ..to(2)?
+                }],
+                &journal,
+            )
+            .await?,
+    )?;
+    settle(&server).await?;
+
+    let reports = reports(&sink)?;
+    let report = |request: &str| reports.iter().find(|r| r.request_id == request).cloned();
+    let done = report(&swapped).ok_or_else(|| anyhow::anyhow!("no callback"))?;
+    assert_eq!(done.iccid, iccid(0), "named as the request named it");
+    assert_eq!(done.progress, RequestProgress::Succeeded);
+    assert!(matches!(
+        report(&refused).map(|r| r.progress),
+        Some(RequestProgress::Failed(CarrierError::Permanent { .. }))
+    ));
+    let moved = server.sims.thingspace.device(&iccid(50));
+    assert_eq!(moved.map(|d| d.state), Some(DeviceState::Active));
+    assert!(server.sims.thingspace.device(&iccid(0)).is_none());
+    assert_eq!(
+        calls(&server, "PUT", "/api/m2m/v1/devices/4G/actions/deviceId"),
+        2
+    );
+    // Polled instead: the request's status says it.
+    assert_eq!(
+        thingspace
+            .check(&swap, &swapped, &to(50)?, &journal)
+            .await?,
+        RequestProgress::Succeeded
+    );
+    assert!(matches!(
+        thingspace.check(&swap, &refused, &to(2)?, &journal).await?,
+        RequestProgress::Failed(_)
+    ));
+    // A swap that names no new identifier is refused before any call.
+    assert!(matches!(
+        thingspace.apply(&swap, &devices([1])?, &journal).await,
+        Err(CarrierError::Permanent { code, .. }) if code == "request"
+    ));
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_requests_are_refused_at_once() -> anyhow::Result<()> {
     let server = simulator(quick()).await?;
     seed(&server, 0..5, DeviceState::Active);
@@ -593,7 +672,7 @@ async fn malformed_requests_are_refused_at_once() -> anyhow::Result<()> {
     ));
     assert!(matches!(
         thingspace
-            .apply(&ChangeSpec::IccidImeiChange, &devices([0])?, &CallJournal::default())
+            .apply(&ChangeSpec::UsernameCostCenterEdit, &devices([0])?, &CallJournal::default())
             .await,
         Err(CarrierError::Permanent { code, .. }) if code == "unsupported"
     ));

@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -85,6 +85,8 @@ pub struct RateLimits {
     pub restore: Option<u32>,
     pub deactivate: Option<u32>,
     pub plan: Option<u32>,
+    #[serde(default)]
+    pub device_id: Option<u32>,
     pub list: Option<u32>,
     pub status: Option<u32>,
 }
@@ -97,6 +99,7 @@ impl Default for RateLimits {
             restore: None,
             deactivate: None,
             plan: None,
+            device_id: None,
             list: None,
             status: None,
         }
@@ -111,6 +114,7 @@ impl RateLimits {
             Endpoint::Action(Action::Restore) => self.restore,
             Endpoint::Action(Action::Deactivate) => self.deactivate,
             Endpoint::Action(Action::Plan) => self.plan,
+            Endpoint::Action(Action::DeviceId) => self.device_id,
             Endpoint::List => self.list,
             Endpoint::Status => self.status,
         }
@@ -261,6 +265,8 @@ pub enum Action {
     Restore,
     Deactivate,
     Plan,
+    /// Change Device Identifier (`devices/{serviceType}/actions/deviceId`): a SIM or IMEI swap.
+    DeviceId,
 }
 
 impl Action {
@@ -271,6 +277,7 @@ impl Action {
             Action::Restore => "restore",
             Action::Deactivate => "deactivate",
             Action::Plan => "plan",
+            Action::DeviceId => "deviceId",
         }
     }
 }
@@ -517,6 +524,8 @@ pub fn transition(action: Action, from: DeviceState) -> Result<DeviceState, &'st
         (Action::Suspend, Active) => Ok(Suspend),
         (Action::Deactivate, Active) => Ok(Deactive),
         (Action::Plan, Active) => Ok(Active),
+        // A line in service keeps its state on the new hardware or SIM.
+        (Action::DeviceId, Active | Suspend) => Ok(from),
         _ => Err("INPUT_INVALID.DeviceState.Invalid"),
     }
 }
@@ -559,6 +568,25 @@ struct ActionBody {
     service_plan: Option<String>,
     mdn_zip_code: Option<String>,
     reason_code: Option<String>,
+}
+
+/// Change Device Identifier: the device as it is known, what it becomes, and which swap.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceIdChangeBody {
+    #[serde(default)]
+    device_ids: Vec<DeviceIdBody>,
+    #[serde(default)]
+    device_ids_to: Vec<DeviceIdBody>,
+    #[serde(rename = "change4gOption")]
+    change_4g_option: Option<String>,
+}
+
+/// A swap's new identifiers.
+#[derive(Debug, Clone, Default)]
+struct Swap {
+    iccid: Option<String>,
+    imei: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1326,7 +1354,82 @@ impl ThingSpace {
         let id = request_id.clone();
         let account = caller.account_name.clone();
         self.later(config.callback_delay, move |sim| async move {
-            sim.complete(&id, &account, action, targets, service_plan)
+            sim.complete(
+                &id,
+                &account,
+                action,
+                targets,
+                service_plan,
+                Swap::default(),
+            )
+            .await;
+        });
+        Ok(Json(json!({"requestId": request_id})).into_response())
+    }
+
+    /// Change Device Identifier: one device a request, its new ICCID, IMEI or both as
+    /// `change4gOption` names (`ChangeMSISDN` and the 3G moves are not modelled), answered by a
+    /// CarrierService callback that names the device as the request did.
+    fn accept_device_id(
+        self: &Arc<Self>,
+        caller: &Caller,
+        body: &[u8],
+        config: &ThingSpaceConfig,
+    ) -> Result<Response, Box<Response>> {
+        let body: DeviceIdChangeBody = parse_body(body)?;
+        let target = device_identifiers(&DeviceBody {
+            device_ids: body.device_ids,
+        })?;
+        let to = DeviceBody {
+            device_ids: body.device_ids_to,
+        };
+        let mut swap = Swap::default();
+        for id in &to.device_ids {
+            let kind = id.kind.to_ascii_lowercase();
+            if !identifier_valid(&kind, &id.id) {
+                return Err(bad_request(
+                    "INPUT_INVALID.Device.Identifier.Invalid",
+                    &format!("Device identifier {} is not a valid {kind}", id.id),
+                ));
+            }
+            match kind.as_str() {
+                "iccid" => swap.iccid = Some(id.id.clone()),
+                "imei" => swap.imei = Some(id.id.clone()),
+                _ => {}
+            }
+        }
+        let wanted = match body.change_4g_option.as_deref() {
+            Some("ChangeICCID") => (true, false),
+            Some("ChangeIMEI") => (false, true),
+            Some("ChangeIMEIandICCID") => (true, true),
+            other => {
+                return Err(bad_request(
+                    "INPUT_INVALID.Change4GOption.Invalid",
+                    &format!("change4gOption {other:?} is not one this service takes"),
+                ))
+            }
+        };
+        if (swap.iccid.is_some(), swap.imei.is_some()) != wanted {
+            return Err(bad_request(
+                "INPUT_INVALID.DeviceIdsTo.Invalid",
+                "deviceIdsTo must hold exactly the identifiers change4gOption changes",
+            ));
+        }
+        let request_id = self.new_id();
+        locked(&self.requests).insert(
+            request_id.clone(),
+            Tracked {
+                account_name: caller.account_name.clone(),
+                action: Action::DeviceId,
+                devices: 1,
+                failed: 0,
+                resolved: false,
+            },
+        );
+        let id = request_id.clone();
+        let account = caller.account_name.clone();
+        self.later(config.callback_delay, move |sim| async move {
+            sim.complete(&id, &account, Action::DeviceId, vec![target], None, swap)
                 .await;
         });
         Ok(Json(json!({"requestId": request_id})).into_response())
@@ -1340,6 +1443,7 @@ impl ThingSpace {
         action: Action,
         targets: Vec<(String, Option<String>)>,
         service_plan: Option<String>,
+        swap: Swap,
     ) {
         let config = self.config();
         let outcomes: Vec<Outcome> = {
@@ -1349,7 +1453,7 @@ impl ThingSpace {
                 .map(|(iccid, imei)| {
                     self.resolve(
                         &mut devices,
-                        action,
+                        (action, &swap),
                         iccid,
                         imei,
                         service_plan.as_deref(),
@@ -1381,7 +1485,7 @@ impl ThingSpace {
     fn resolve(
         &self,
         devices: &mut BTreeMap<String, Device>,
-        action: Action,
+        (action, swap): (Action, &Swap),
         iccid: String,
         imei: Option<String>,
         service_plan: Option<&str>,
@@ -1396,6 +1500,19 @@ impl ThingSpace {
             state,
             fault: Some((code, message)),
         };
+        // The new SIM must not be a line already (Verizon publishes no code for it: ours).
+        if let Some(new) = swap.iccid.as_ref().filter(|new| devices.contains_key(*new)) {
+            let state = devices
+                .get(&iccid)
+                .map_or(DeviceState::PreActive, |d| d.state);
+            return failed(
+                iccid,
+                imei,
+                state,
+                "REQUEST_FAILED.DeviceIdentifier.InUse",
+                format!("Device {new} is already on an account"),
+            );
+        }
         let Some(device) = devices.get_mut(&iccid) else {
             return failed(
                 iccid,
@@ -1443,10 +1560,15 @@ impl ThingSpace {
                         device.ip_address = None;
                     }
                     Action::Plan => device.service_plan = service_plan.map(str::to_owned),
+                    Action::DeviceId => {
+                        if swap.imei.is_some() {
+                            device.imei.clone_from(&swap.imei);
+                        }
+                    }
                     Action::Suspend | Action::Restore => {}
                 }
                 device.state = next;
-                Outcome {
+                let outcome = Outcome {
                     iccid,
                     imei: device.imei.clone(),
                     msisdn: device.msisdn.clone(),
@@ -1454,7 +1576,15 @@ impl ThingSpace {
                     service_plan: device.service_plan.clone(),
                     state: next,
                     fault: None,
+                };
+                // The line moves to its new SIM: known by the new ICCID from now on.
+                if let Some(new) = swap.iccid.as_ref().filter(|_| action == Action::DeviceId) {
+                    if let Some(mut moved) = devices.remove(&outcome.iccid) {
+                        moved.iccid.clone_from(new);
+                        devices.insert(new.clone(), moved);
+                    }
                 }
+                outcome
             }
         }
     }
@@ -1797,6 +1927,21 @@ async fn action_route(
     for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
 }
 
+async fn device_id_route(
+    State(sim): State<Arc<ThingSpace>>,
+    Path(_service_type): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let endpoint = Endpoint::Action(Action::DeviceId);
+    let (caller, config) = match sim.gate(&headers, Some(endpoint)).await {
+        Ok(gated) => gated,
+        Err(response) => return response,
+    };
+    let answer = sim.accept_device_id(&caller, &body, &config);
+    for_account(answer.unwrap_or_else(|r| *r), &caller.account_name)
+}
+
 async fn usage_route(
     State(sim): State<Arc<ThingSpace>>,
     headers: HeaderMap,
@@ -1987,6 +2132,10 @@ pub fn router(sim: Arc<ThingSpace>) -> Router {
         .route(
             "/api/m2m/v1/devices/actions/{name}",
             post(action_route).put(action_route),
+        )
+        .route(
+            "/api/m2m/v1/devices/{service_type}/actions/deviceId",
+            put(device_id_route),
         )
         .route("/api/m2m/v1/devices/usage/actions/list", post(usage_route))
         .route(

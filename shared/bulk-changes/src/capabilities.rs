@@ -183,6 +183,7 @@ static THINGSPACE: CarrierCapabilities = CarrierCapabilities {
             unsupported_fields: &["commPlan"],
             ..change("carrierRatePlanChange", 10_000, Completion::Callback)
         },
+        change("iccidImeiChange", 1, Completion::Callback),
         CUSTOMER_RATE_PLAN,
     ],
     limits: DocumentedLimits {

@@ -31,7 +31,9 @@ pub mod wiring;
 #[cfg(test)]
 mod capability_table {
     use cellbridge_bulk_changes::capabilities::{capabilities, Completion};
-    use cellbridge_bulk_changes::change::{Carrier, ChangeSpec, DeviceEdit, StatusAction};
+    use cellbridge_bulk_changes::change::{
+        Carrier, ChangeSpec, DeviceEdit, DeviceRef, StatusAction,
+    };
     use cellbridge_core::ids::{Iccid, Imei};
 
     fn samples() -> Vec<ChangeSpec> {
@@ -85,7 +87,21 @@ mod capability_table {
     fn adapter_makes(carrier: Carrier, change: &ChangeSpec) -> bool {
         match carrier {
             Carrier::Jasper => crate::jasper::edit_for(change, &device_edit(change)).is_ok(),
-            Carrier::ThingSpace => crate::thingspace::Move::of(change).is_ok(),
+            Carrier::ThingSpace => {
+                let device = DeviceRef {
+                    iccid: Iccid::parse(&cellbridge_core::testing::iccid(1)).expect("ICCID"),
+                    msisdn: None,
+                    imei: None,
+                };
+                crate::thingspace::Move::of(change).is_ok()
+                    || (*change == ChangeSpec::IccidImeiChange
+                        && crate::thingspace::identifier_body(
+                            "0000123456-00001",
+                            &device,
+                            &device_edit(change),
+                        )
+                        .is_ok())
+            }
             Carrier::Telegence => {
                 matches!(change, ChangeSpec::ActivateNewService { .. })
                     || crate::telegence::update_for(change, &device_edit(change)).is_ok()

@@ -22,7 +22,7 @@ use crate::port::{
 };
 use async_trait::async_trait;
 use cellbridge_bulk_changes::change::{
-    Carrier, ChangeSpec, DeviceRef, DeviceRequest, StatusAction,
+    Carrier, ChangeSpec, DeviceEdit, DeviceRef, DeviceRequest, StatusAction,
 };
 use cellbridge_core::redact::redact;
 use cellbridge_sims::usage::UsageSpan;
@@ -432,6 +432,65 @@ fn issued_tokens(response: &CarrierResponse) -> Vec<String> {
         .filter_map(|name| body.get(name).and_then(Value::as_str))
         .map(str::to_owned)
         .collect()
+}
+
+/// The service type in Change Device Identifier's path (`devices/{serviceType}/actions/deviceId`):
+/// the lines cellbridge manages are 4G ones (LTE, LTE-M and NB-IoT).
+const IDENTIFIER_SERVICE_TYPE: &str = "4G";
+
+/// Change Device Identifier's body for one device's swap: the device as it is known, its new
+/// ICCID, IMEI or both, and the `change4gOption` that names which.
+pub(crate) fn identifier_body(
+    account_name: &str,
+    device: &DeviceRef,
+    edit: &DeviceEdit,
+) -> Result<Value, CarrierError> {
+    let (new_iccid, new_imei) = match edit {
+        DeviceEdit::IdentifierSwap {
+            new_iccid,
+            new_imei,
+        } => (new_iccid.as_ref(), new_imei.as_ref()),
+        _ => (None, None),
+    };
+    let option = match (new_iccid, new_imei) {
+        (Some(_), Some(_)) => "ChangeIMEIandICCID",
+        (Some(_), None) => "ChangeICCID",
+        (None, Some(_)) => "ChangeIMEI",
+        (None, None) => {
+            return Err(CarrierError::Permanent {
+                code: "request".into(),
+                message: "an identifier change needs a new ICCID, a new IMEI or both".into(),
+            })
+        }
+    };
+    let mut to = Vec::new();
+    if let Some(iccid) = new_iccid {
+        to.push(json!({"kind": "iccid", "id": iccid.as_str()}));
+    }
+    if let Some(imei) = new_imei {
+        to.push(json!({"kind": "imei", "id": imei.as_str()}));
+    }
+    Ok(json!({
+        "accountName": account_name,
+        "deviceIds": device_ids(device),
+        "deviceIdsTo": to,
+        "change4gOption": option,
+    }))
+}
+
+/// A request ThingSpace accepted: its id, to follow up.
+fn accepted(response: &CarrierResponse) -> Result<CarrierOutcome, CarrierError> {
+    let answer: RequestAnswer = response.json().unwrap_or_default();
+    match answer.request_id.filter(|id| !id.trim().is_empty()) {
+        Some(id) => Ok(CarrierOutcome::Accepted {
+            request_id: Some(id),
+        }),
+        // Nothing to follow up: as AMOP does, a failure (retrying is safe, since a repeat that
+        // finds the device already moved is judged by its state).
+        None => Err(CarrierError::Transient(
+            "ThingSpace accepted the request without a requestId".into(),
+        )),
+    }
 }
 
 fn device_ids(device: &DeviceRef) -> Value {
@@ -992,6 +1051,24 @@ impl ThingSpaceClient {
     }
 
     /// The body of `step` for `requests`, or why it cannot be sent.
+    /// Change Device Identifier for one device; accepted with a request id, answered by a
+    /// CarrierService callback like the other actions.
+    async fn change_identifier(
+        &self,
+        request: &DeviceRequest,
+        journal: &CallJournal,
+    ) -> Result<CarrierOutcome, CarrierError> {
+        let account = &self.credentials.account_name;
+        let body = identifier_body(account, &request.device, &request.edit)?;
+        let endpoint = self.m2m(&format!(
+            "devices/{IDENTIFIER_SERVICE_TYPE}/actions/deviceId"
+        ));
+        let response = self
+            .call(|| self.http.put(&endpoint).json(&body), &[], None, journal)
+            .await?;
+        accepted(&response)
+    }
+
     fn action_body(&self, step: &Move, requests: &[DeviceRequest]) -> Result<Value, CarrierError> {
         let devices: Vec<Value> = requests
             .iter()
@@ -1116,6 +1193,18 @@ impl CarrierPort for ThingSpaceClient {
         requests: &[DeviceRequest],
         journal: &CallJournal,
     ) -> Result<CarrierOutcome, CarrierError> {
+        if *change == ChangeSpec::IccidImeiChange {
+            let [request] = requests else {
+                return Err(CarrierError::Permanent {
+                    code: "batch".into(),
+                    message: format!(
+                        "a ThingSpace identifier change carries one device, not {}",
+                        requests.len()
+                    ),
+                });
+            };
+            return self.change_identifier(request, journal).await;
+        }
         let step = Move::of(change)?;
         if requests.is_empty() || requests.len() > MAX_BATCH {
             return Err(CarrierError::Permanent {
@@ -1138,19 +1227,7 @@ impl CarrierPort for ThingSpaceClient {
             )
             .await;
         match answer {
-            Ok(response) => {
-                let answer: RequestAnswer = response.json().unwrap_or_default();
-                match answer.request_id.filter(|id| !id.trim().is_empty()) {
-                    Some(id) => Ok(CarrierOutcome::Accepted {
-                        request_id: Some(id),
-                    }),
-                    // Nothing to follow up: as AMOP does, a failure (retrying is safe, since a
-                    // repeat that finds the device already moved is judged by its state).
-                    None => Err(CarrierError::Transient(
-                        "ThingSpace accepted the request without a requestId".into(),
-                    )),
-                }
-            }
+            Ok(response) => accepted(&response),
             Err(CarrierError::Permanent { code, .. })
                 if step.activates() && code == ALREADY_ACTIVE =>
             {
@@ -1161,7 +1238,8 @@ impl CarrierPort for ThingSpaceClient {
     }
 
     /// Pending and Success come from the request status; on Failure the device's own state says
-    /// whether this device made it (the status is for the whole request).
+    /// whether this device made it (the status is for the whole request; an identifier change
+    /// is one device's alone).
     async fn check(
         &self,
         change: &ChangeSpec,
@@ -1169,8 +1247,21 @@ impl CarrierPort for ThingSpaceClient {
         request: &DeviceRequest,
         journal: &CallJournal,
     ) -> Result<RequestProgress, CarrierError> {
+        let status = self.request_status(request_id, journal).await?;
+        if *change == ChangeSpec::IccidImeiChange {
+            return Ok(match status {
+                ThingSpaceRequestStatus::Pending => RequestProgress::Pending,
+                ThingSpaceRequestStatus::Success => RequestProgress::Succeeded,
+                ThingSpaceRequestStatus::Failure => {
+                    RequestProgress::Failed(CarrierError::Permanent {
+                        code: "REQUEST_FAILED".into(),
+                        message: format!("ThingSpace request {request_id} failed"),
+                    })
+                }
+            });
+        }
         let step = Move::of(change)?;
-        match self.request_status(request_id, journal).await? {
+        match status {
             ThingSpaceRequestStatus::Pending => Ok(RequestProgress::Pending),
             ThingSpaceRequestStatus::Success => Ok(RequestProgress::Succeeded),
             ThingSpaceRequestStatus::Failure => {
