@@ -81,6 +81,21 @@ pub async fn handle(
                 message: "is registered to another tenant".into(),
             }]),
             registration => {
+                // Moved to another SIM: the one it had is no longer its. First, so a failure
+                // further on (redelivered, the device then already on its new SIM) cannot
+                // leave the old link behind.
+                if let Registration::Updated { previous_iccid } = &registration {
+                    if previous_iccid != announcement.iccid.as_str() {
+                        ports
+                            .sims
+                            .unlink_device(
+                                &announcement.tenant,
+                                previous_iccid,
+                                announcement.thing_name.as_str(),
+                            )
+                            .await?;
+                    }
+                }
                 let attributes = ThingAttributes {
                     tenant: announcement.tenant.clone(),
                     iccid: announcement.iccid.as_str().to_owned(),
@@ -103,19 +118,6 @@ pub async fn handle(
                         iccid = announcement.iccid.as_str(),
                         "the SIM is not in the tenant's inventory yet"
                     );
-                }
-                // Moved to another SIM: the one it had is no longer its.
-                if let Registration::Updated { previous_iccid } = &registration {
-                    if previous_iccid != announcement.iccid.as_str() {
-                        ports
-                            .sims
-                            .unlink_device(
-                                &announcement.tenant,
-                                previous_iccid,
-                                announcement.thing_name.as_str(),
-                            )
-                            .await?;
-                    }
                 }
                 Outcome::Accepted(registration)
             }
@@ -322,18 +324,16 @@ mod tests {
         assert_eq!(device_of(&other.iccid).as_deref(), Some("trk-1"));
         let old = first["iccid"].as_str().expect("an ICCID");
         assert_eq!(device_of(old), None, "the old SIM is no longer its");
-        // Another device on the old SIM keeps it when trk-1 moves again.
+        // Another device took trk-1's SIM meanwhile: trk-1 moving on leaves that link be.
         world
             .sims
-            .link_device(&demo, old, "trk-9")
+            .link_device(&demo, &other.iccid, "trk-9")
             .await
             .expect("linked");
         let mut back = sample(ANNOUNCEMENT);
         back["iccid"] = json!(cellbridge_core::testing::iccid(40));
-        world.announce(&moved).await;
         world.announce(&back).await;
-        assert_eq!(device_of(old).as_deref(), Some("trk-9"));
-        assert_eq!(device_of(&other.iccid), None);
+        assert_eq!(device_of(&other.iccid).as_deref(), Some("trk-9"));
     }
 
     #[tokio::test]

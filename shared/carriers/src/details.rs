@@ -26,6 +26,10 @@ pub const DETAILS_PAGE: u32 = 50;
 /// A SIM's details call that fails for a passing reason is tried this many times in all.
 const DETAILS_ATTEMPTS: u32 = 5;
 
+/// Steps that may pause on the same SIM before it is passed over as failed: a SIM the carrier
+/// keeps failing on must not hold up every SIM after it.
+const PAUSES_PER_SIM: u32 = 3;
+
 /// How one step of a reading of details ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetailsStep {
@@ -37,6 +41,8 @@ pub enum DetailsStep {
     Paused(String),
     /// Another holder runs this provider's reading.
     Busy,
+    /// No SIM is due and no run is under way: nothing was written.
+    Idle,
     /// The provider's listing tells everything: nothing is ever due.
     Unneeded,
     /// The carrier refused these credentials (the sync found out): nothing is tried until they
@@ -90,10 +96,23 @@ pub async fn details_step(
     if state.held_by_another(holder, now) {
         return Ok(DetailsStep::Busy);
     }
+    let first = PageRequest {
+        limit: 1,
+        cursor: None,
+    };
+    let nothing_due = || async {
+        let due = ports.sims.sims_due_details(tenant, &provider.id, &first);
+        Ok::<bool, SyncError>(due.await?.items.is_empty())
+    };
+    // Queued after every sync: most find nothing to do, and leave the last run's summary be.
+    if state.run.is_none() && nothing_due().await? {
+        return Ok(DetailsStep::Idle);
+    }
     let mut run = state.run.take().unwrap_or_else(|| DetailsRun {
         id: uuid::Uuid::now_v7().to_string(),
         started_at: now,
         position: None,
+        pauses_here: 0,
         counts: Default::default(),
     });
     let holding = Holding::new(ports.states, tenant, holder, deadline);
@@ -114,23 +133,39 @@ pub async fn details_step(
             )
             .await?;
         for sim in &page.items {
-            match describe(account, sim, &mut run).await {
-                Ok(described) => {
-                    write(ports, tenant, provider, sim, described, &mut run, clock).await?
-                }
+            // One SIM can take a while (the shared pace, retries): the deadline is checked
+            // before each, the place kept at the last one done.
+            if holding.out_of_time() {
+                let kept = holding.keep(&mut state, &run, false, clock()).await?;
+                return Ok(if kept {
+                    DetailsStep::Continue
+                } else {
+                    DetailsStep::Busy
+                });
+            }
+            let described = match describe(account, sim, &mut run).await {
+                Ok(described) => described,
                 Err(CarrierError::AuthFailed) => {
                     let reason = "the carrier refused the credentials".to_owned();
                     return finish(&holding, &mut state, run, Some(reason), clock).await;
                 }
-                Err(error) => {
+                Err(error) if run.pauses_here + 1 < PAUSES_PER_SIM => {
                     // The place is the last SIM done: the next step starts with this one.
+                    run.pauses_here += 1;
                     tracing::warn!(provider = %provider.id, %error, "reading details paused");
                     holding.keep(&mut state, &run, false, clock()).await?;
                     return Ok(DetailsStep::Paused(format!(
                         "the carrier keeps failing: {error}"
                     )));
                 }
-            }
+                Err(error) => {
+                    tracing::warn!(iccid = %sim.iccid, %error, "details passed over");
+                    run.counts.failed += 1;
+                    None
+                }
+            };
+            write(ports, tenant, provider, sim, described, &mut run, clock).await?;
+            run.pauses_here = 0;
             run.position = Some(sim.iccid.clone());
         }
         if page.next_cursor.is_none() {
@@ -170,8 +205,9 @@ async fn describe(
     }
 }
 
-/// Writes what `described` adds to `sim` and marks its details read, conditional on the version
-/// the page showed (a SIM another writer changed since stays due for the next run).
+/// Writes what `described` adds to `sim` and marks its details read, conditional on the stored
+/// version: a SIM another writer changed meanwhile (its usage, its device) is read again and
+/// written once more, then left due for the next run.
 async fn write(
     ports: &DetailsPorts<'_>,
     tenant: &TenantId,
@@ -181,30 +217,43 @@ async fn write(
     run: &mut DetailsRun,
     clock: &(dyn Fn() -> OffsetDateTime + Send + Sync),
 ) -> Result<(), SyncError> {
-    let changed = described.and_then(|described| synced(Some(sim), &described, provider, clock()));
-    let (next, event) = match changed {
-        Some((next, event)) => (next, Some(event)),
-        // Nothing new: only the mark goes, with no history entry.
-        None => (
-            Sim {
-                version: sim.version + 1,
-                ..sim.clone()
-            },
-            None,
-        ),
-    };
-    let next = Sim {
-        details_due: false,
-        ..next
-    };
-    match ports
-        .sims
-        .put_sim(tenant, &next, Some(sim.version), event.as_ref())
-        .await?
-    {
-        Written::Written if event.is_some() => run.counts.changed += 1,
-        Written::Written => {}
-        Written::Conflict => run.counts.conflicts += 1,
+    let mut current = sim.clone();
+    for attempt in 0..2 {
+        let changed = described
+            .as_ref()
+            .and_then(|described| synced(Some(&current), described, provider, clock()));
+        let (next, event) = match changed {
+            Some((next, event)) => (next, Some(event)),
+            // Nothing new: only the mark goes, with no history entry.
+            None => (
+                Sim {
+                    version: current.version + 1,
+                    ..current.clone()
+                },
+                None,
+            ),
+        };
+        let next = Sim {
+            details_due: false,
+            ..next
+        };
+        let put = ports
+            .sims
+            .put_sim(tenant, &next, Some(current.version), event.as_ref());
+        match put.await? {
+            Written::Written => {
+                run.counts.changed += u64::from(event.is_some());
+                return Ok(());
+            }
+            Written::Conflict if attempt == 0 => {
+                match ports.sims.get_sim(tenant, &sim.iccid).await? {
+                    Some(fresh) if fresh.details_due => current = fresh,
+                    // Read meanwhile, or gone: nothing left to do.
+                    _ => return Ok(()),
+                }
+            }
+            Written::Conflict => run.counts.conflicts += 1,
+        }
     }
     Ok(())
 }
@@ -258,6 +307,18 @@ mod tests {
         described: Mutex<Vec<String>>,
         /// Details calls that fail for a passing reason before one answers.
         failing: Mutex<u32>,
+        /// SIMs whose customer was changed at the carrier, at which second.
+        edited: Mutex<std::collections::HashMap<String, i64>>,
+    }
+
+    impl Account {
+        /// When the carrier last changed `iccid` (epoch + seconds) and its customer then.
+        fn edit_of(&self, iccid: &str) -> (OffsetDateTime, String) {
+            let at = self.edited.lock().expect("edited").get(iccid).copied();
+            let customer = at.map_or("Acme".to_owned(), |at| format!("Acme-{at}"));
+            let at = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(at.unwrap_or(0));
+            (at, customer)
+        }
     }
 
     impl Account {
@@ -297,6 +358,7 @@ mod tests {
                     .map(|(iccid, status, _)| CarrierSim {
                         iccid: iccid.clone(),
                         status: status.clone(),
+                        updated_at: Some(self.edit_of(iccid).0),
                         ..CarrierSim::default()
                     })
                     .collect(),
@@ -325,11 +387,13 @@ mod tests {
             let Some((_, status, true)) = sims.iter().find(|(i, _, _)| i == iccid) else {
                 return Err(CarrierError::NotFound);
             };
+            let (updated_at, customer) = self.edit_of(iccid);
             Ok(CarrierSim {
                 iccid: iccid.to_owned(),
                 status: status.clone(),
                 msisdn: Some(format!("+88235{}", &iccid[iccid.len() - 10..])),
-                customer: Some("Acme".into()),
+                customer: Some(customer),
+                updated_at: Some(updated_at),
                 ..CarrierSim::default()
             })
         }
@@ -469,10 +533,27 @@ mod tests {
             .any(|c| c.field == SimField::Msisdn));
 
         // Nothing due: nothing read.
-        assert!(matches!(
+        assert_eq!(
             w.details("a", Duration::from_secs(60)).await,
-            DetailsStep::Finished(s) if s.counts.calls == 0
-        ));
+            DetailsStep::Idle
+        );
+
+        // Changed at the carrier in what only the details show: listed as changed (a newer
+        // `dateUpdated`), read again; listed again unchanged, not.
+        let five = cellbridge_core::testing::iccid(5);
+        w.carrier
+            .edited
+            .lock()
+            .expect("edited")
+            .insert(five.clone(), 100);
+        w.listed().await;
+        assert_eq!(w.due(), 1);
+        w.details("a", Duration::from_secs(60)).await;
+        assert_eq!(w.carrier.described(), [five]);
+        let customer = w.sims.all(&w.tenant)[5].customer.clone();
+        assert_eq!(customer.as_deref(), Some("Acme-100"));
+        w.listed().await;
+        assert_eq!(w.due(), 0);
 
         // One SIM changed at the carrier: only it is read again, and its unchanged details
         // leave no history entry of their own.
@@ -501,19 +582,19 @@ mod tests {
     async fn a_run_cut_short_or_paused_goes_on_from_its_place() {
         let w = world(120);
         w.listed().await;
-        // A page of 50 takes 50 s: the first step stops after it.
+        // A SIM takes a second: the first step stops when its 30 s are up, mid-page.
         assert_eq!(
             w.details("a", Duration::from_secs(30)).await,
             DetailsStep::Continue
         );
-        assert_eq!(w.due(), 70);
+        assert_eq!(w.due(), 90);
         // The carrier fails on the next SIM, more times than a call is tried.
         *w.carrier.failing.lock().expect("failing") = DETAILS_ATTEMPTS;
         assert!(matches!(
             w.details("b", Duration::from_secs(3600)).await,
             DetailsStep::Paused(_)
         ));
-        assert_eq!(w.due(), 70);
+        assert_eq!(w.due(), 90);
         // A SIM the carrier no longer knows is marked read (the listing tells if it vanished).
         w.carrier.sims.lock().expect("sims")[60].2 = false;
         let DetailsStep::Finished(summary) = w.details("c", Duration::from_secs(3600)).await else {
@@ -527,5 +608,30 @@ mod tests {
         let described = w.carrier.described();
         assert_eq!(described.len(), 120, "no SIM read twice: {described:?}");
         assert_eq!(w.due(), 0);
+        assert_eq!(
+            w.details("d", Duration::from_secs(60)).await,
+            DetailsStep::Idle,
+            "nothing due: nothing written"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sim_the_carrier_keeps_failing_on_is_passed_over_after_a_few_steps() {
+        let w = world(3);
+        w.listed().await;
+        *w.carrier.failing.lock().expect("failing") = DETAILS_ATTEMPTS * PAUSES_PER_SIM;
+        for holder in ["a", "b"] {
+            assert!(matches!(
+                w.details(holder, Duration::from_secs(3600)).await,
+                DetailsStep::Paused(_)
+            ));
+        }
+        let DetailsStep::Finished(summary) = w.details("c", Duration::from_secs(3600)).await else {
+            panic!("not finished");
+        };
+        assert_eq!((summary.counts.failed, summary.counts.read), (1, 2));
+        assert_eq!(w.due(), 0, "passed over, not left due");
+        let first = &w.sims.all(&w.tenant)[0];
+        assert_eq!(first.msisdn, None);
     }
 }

@@ -111,6 +111,7 @@ pub fn synced(
     next.cost_center = keep_or(&listed.cost_center, &base.cost_center);
     next.username = keep_or(&listed.username, &base.username);
     next.vanished_at = None;
+    next.carrier_updated_at = listed.updated_at.or(base.carrier_updated_at);
     let kind = if stored.is_none() {
         SimEventKind::Imported
     } else if base.vanished_at.is_some() {
@@ -364,6 +365,17 @@ struct Listing<'a> {
     complete: bool,
 }
 
+/// Whether the carrier changed `stored` after the listing it was last compared with, though
+/// nothing the listing shows differs, and its details are not due already.
+fn changed_beyond_listing(stored: &Sim, listed: &CarrierSim) -> bool {
+    let newer = match (listed.updated_at, stored.carrier_updated_at) {
+        (Some(listed), Some(stored)) => listed > stored,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    newer && !stored.details_due
+}
+
 /// Whether `stored` was changed through cellbridge after the listing was asked for: the listing
 /// may predate that change, and must not undo it (the next run sees the carrier after it).
 fn newer_than_listing(stored: Option<&Sim>, listed_at: OffsetDateTime) -> bool {
@@ -419,12 +431,30 @@ async fn compare_page(
             }
             let Some((mut sim, event)) = synced(current.as_ref(), listed, provider, clock()) else {
                 run.counts.unchanged += 1;
+                // Changed at the carrier in what the listing does not show: only the details
+                // tell what, so they are read again (no history entry until they do).
+                if let Some(stored) = current.as_ref().filter(|_| !listing.complete) {
+                    if changed_beyond_listing(stored, listed) {
+                        let marked = Sim {
+                            details_due: true,
+                            carrier_updated_at: listed.updated_at,
+                            version: stored.version + 1,
+                            ..stored.clone()
+                        };
+                        let put = ports
+                            .sims
+                            .put_sim(tenant, &marked, Some(stored.version), None);
+                        if put.await? == Written::Conflict {
+                            run.counts.conflicts += 1;
+                        }
+                    }
+                }
                 break;
             };
             if event.kind == SimEventKind::Imported {
                 sim.device_id = devices.get(&listed.iccid).cloned();
             }
-            sim.details_due |= !listing.complete;
+            sim.details_due = !listing.complete;
             let kind = event.kind;
             let stored_version = current.as_ref().map(|s| s.version);
             match ports

@@ -186,6 +186,14 @@ pub struct Sim {
     pub vanished_at: Option<OffsetDateTime>,
     /// Counts the writes to this record; every write is conditional on it.
     pub version: u64,
+    /// When the carrier last changed anything about it, as its listing last said (Jasper's
+    /// `dateUpdated`): a later one means its details may have changed too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub carrier_updated_at: Option<OffsetDateTime>,
     /// The carrier's listing showed the SIM new or changed but tells less than its details do
     /// (Jasper's search gives no numbers): they are read SIM by SIM, apart from the listing.
     /// Bookkeeping, kept by each store in its own way.
@@ -222,6 +230,7 @@ impl Sim {
             last_change: LastChange { source, at },
             vanished_at: None,
             version: 0,
+            carrier_updated_at: None,
             details_due: false,
         }
     }

@@ -238,6 +238,9 @@ pub struct DetailsRun {
     /// The last ICCID done; `None` before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// Steps paused on the SIM after `position` so far.
+    #[serde(default)]
+    pub pauses_here: u32,
     pub counts: DetailsCounts,
 }
 

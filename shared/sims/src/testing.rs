@@ -40,6 +40,7 @@ pub fn sample_sim(n: u32) -> Sim {
         },
         vanished_at: None,
         version: 1,
+        carrier_updated_at: None,
         details_due: false,
     }
 }

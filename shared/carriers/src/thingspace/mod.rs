@@ -485,8 +485,8 @@ fn accepted(response: &CarrierResponse) -> Result<CarrierOutcome, CarrierError> 
         Some(id) => Ok(CarrierOutcome::Accepted {
             request_id: Some(id),
         }),
-        // Nothing to follow up: as AMOP does, a failure (retrying is safe, since a repeat that
-        // finds the device already moved is judged by its state).
+        // Nothing to follow up: as AMOP does, a failure to try again (a state change that finds
+        // its device already moved is judged by its state).
         None => Err(CarrierError::Transient(
             "ThingSpace accepted the request without a requestId".into(),
         )),
@@ -1050,9 +1050,10 @@ impl ThingSpaceClient {
         })
     }
 
-    /// The body of `step` for `requests`, or why it cannot be sent.
     /// Change Device Identifier for one device; accepted with a request id, answered by a
-    /// CarrierService callback like the other actions.
+    /// CarrierService callback like the other actions. Tried again after a lost answer, a swap
+    /// that went through finds the device gone from its old ICCID and fails: the next sync
+    /// shows the line on its new SIM.
     async fn change_identifier(
         &self,
         request: &DeviceRequest,
@@ -1069,6 +1070,7 @@ impl ThingSpaceClient {
         accepted(&response)
     }
 
+    /// The body of `step` for `requests`, or why it cannot be sent.
     fn action_body(&self, step: &Move, requests: &[DeviceRequest]) -> Result<Value, CarrierError> {
         let devices: Vec<Value> = requests
             .iter()
