@@ -77,6 +77,21 @@ impl DeviceDirectory for RegisteredDevices {
 /// Time kept back from the function's deadline to save the run's position and queue the rest.
 pub const WRAP_UP: Duration = Duration::from_secs(60);
 
+/// The longest step of a usage collection or a reading of details: runs that take hours at
+/// Jasper queue their next step behind the work already waiting, so the few invocations the
+/// queue's concurrency allows are shared among every provider rather than held for the whole
+/// function timeout. An inventory listing keeps the whole invocation: it takes minutes, and only
+/// a listing done in one step can tell which SIMs vanished.
+pub const STEP_SLICE: Duration = Duration::from_secs(120);
+
+/// Until when a step of `work` that starts at `now` runs, given the invocation's `deadline`.
+pub fn step_deadline(work: SyncWork, now: Instant, deadline: Instant) -> Instant {
+    match work {
+        SyncWork::Inventory => deadline,
+        SyncWork::Usage | SyncWork::Details => deadline.min(now + STEP_SLICE),
+    }
+}
+
 pub struct SyncFunctionPorts {
     pub sims: Arc<dyn SimStore>,
     pub states: Arc<dyn SyncStateStore>,
@@ -199,6 +214,7 @@ pub async fn sync(
                 return Ok(Step::Skipped);
             }
         };
+        let deadline = step_deadline(request.work, Instant::now(), deadline);
         let step = match request.work {
             SyncWork::Inventory => {
                 let step_ports = SyncPorts {
@@ -452,6 +468,20 @@ mod tests {
         let tenant = TenantId::parse("demo").expect("tenant");
         assert!(sims.all(&tenant).is_empty(), "no listing ran");
         assert!(queue.drain().is_empty());
+    }
+
+    #[test]
+    fn long_runs_take_a_slice_of_the_invocation_and_listings_all_of_it() {
+        let now = Instant::now();
+        let late = now + Duration::from_secs(840);
+        assert_eq!(step_deadline(SyncWork::Usage, now, late), now + STEP_SLICE);
+        assert_eq!(
+            step_deadline(SyncWork::Details, now, late),
+            now + STEP_SLICE
+        );
+        assert_eq!(step_deadline(SyncWork::Inventory, now, late), late);
+        let soon = now + Duration::from_secs(30);
+        assert_eq!(step_deadline(SyncWork::Usage, now, soon), soon);
     }
 
     #[tokio::test(start_paused = true)]
