@@ -30,8 +30,10 @@ pub fn scheduled_event(rule: &str) -> serde_json::Value {
 }
 
 impl Schedules {
-    /// Starts a timer per rate schedule; `period_override` replaces every period (a five-minute
-    /// schedule is slow to watch on a laptop).
+    /// Starts a timer per rate schedule; `period_override` shortens every period (a five-minute
+    /// schedule is slow to watch on a laptop), to no less than a fifteenth of the template's:
+    /// the 15-minute carrier sync runs every minute, since its work (full listings, a day's usage)
+    /// takes longer than 15 s on the few invocations the local stack runs at once.
     pub fn start(
         functions: &[FunctionSpec],
         invoker: Invoker,
@@ -41,7 +43,9 @@ impl Schedules {
         let mut summary = Vec::new();
         for function in functions {
             for schedule in &function.schedules {
-                let Some(period) = period_override.or(schedule.every) else {
+                let local =
+                    |short: Duration| schedule.every.map_or(short, |every| short.max(every / 15));
+                let Some(period) = period_override.map(local).or(schedule.every) else {
                     summary.push(format!(
                         "{} -> {} (not run locally: only rate expressions are)",
                         schedule.expression, function.binary
