@@ -311,25 +311,34 @@ async fn demonstrate(stack: &Devstack) -> Result<()> {
     stack.collect_usage_now().await?;
     let first = &iccids[0];
     let usage_started = Instant::now();
+    // The local stack runs two carrier-sync invocations at once, shared with the listings and
+    // the reading of Jasper's SIM details (two-minute steps each): the collection can wait in
+    // the queue for a few minutes. Not seen within two, it is told as under way, not as failed.
     let cycle = loop {
         let usage: Value = client.get(&format!("/sims/{first}/usage")).await?;
         if !usage["cycle"]["through"].is_null() {
-            break usage["cycle"].clone();
+            break Some(usage["cycle"].clone());
         }
         if usage_started.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!(
-                "no usage read for {first} within 2 minutes; see .devstack/cargo-lambda.log"
-            );
+            break None;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    println!(
-        "\nUsage: each SIM's cycle-to-date usage is read once a day at its account's pace (going on in the background: Jasper {} SIMs a tenant at 5 a second); {first} has used {:.1} MB and {} SMS this cycle, through {}",
-        INVENTORY_SIMS.div_ceil(3),
-        cycle["dataBytes"].as_f64().unwrap_or(0.0) / 1e6,
-        cycle["sms"],
-        cycle["through"].as_str().unwrap_or("?"),
+    let pace = format!(
+        "going on in the background: Jasper {} SIMs a tenant at 5 a second",
+        INVENTORY_SIMS.div_ceil(3)
     );
+    match cycle {
+        Some(cycle) => println!(
+            "\nUsage: each SIM's cycle-to-date usage is read once a day at its account's pace ({pace}); {first} has used {:.1} MB and {} SMS this cycle, through {}",
+            cycle["dataBytes"].as_f64().unwrap_or(0.0) / 1e6,
+            cycle["sms"],
+            cycle["through"].as_str().unwrap_or("?"),
+        ),
+        None => println!(
+            "\nUsage: each SIM's cycle-to-date usage is read once a day at its account's pace ({pace}); the collection is still queued behind the listings and the details after 2 minutes: GET /sims/{first}/usage shows it when it has run"
+        ),
+    }
     let (_, jasper_id) = &changes[0];
     println!("\nTry it yourself (as ops@demo.example):");
     println!("  TOKEN=$(curl -s {api}/auth/login -H 'content-type: application/json' \\");
