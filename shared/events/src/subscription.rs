@@ -1,0 +1,44 @@
+//! What a connection asked to receive: event types, devices, bulk changes (each empty = all).
+
+use crate::event::{Event, EventType, SubjectKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// At most this many devices or bulk changes in one filter: a connection that follows more
+/// follows them all.
+pub const MAX_SUBJECTS: usize = 1_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subscription {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub types: BTreeSet<EventType>,
+    /// Thing names: their presence, telemetry and commands.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub devices: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub bulk_changes: BTreeSet<String>,
+}
+
+impl Subscription {
+    /// Whether `event` is one this subscription receives. A device or bulk change list narrows
+    /// only the events about devices or bulk changes.
+    pub fn matches(&self, event: &Event) -> bool {
+        let of_type = self.types.is_empty() || self.types.contains(&event.kind);
+        let of_subject = match event.kind.subject_kind() {
+            SubjectKind::Device => self.devices.is_empty() || self.devices.contains(&event.subject),
+            SubjectKind::BulkChange => {
+                self.bulk_changes.is_empty() || self.bulk_changes.contains(&event.subject)
+            }
+            SubjectKind::Sim => true,
+        };
+        of_type && of_subject
+    }
+
+    /// Whether it asks for `device`'s telemetry by name: while one does, the device streams
+    /// every second rather than in batches.
+    pub fn follows_telemetry_of(&self, device: &str) -> bool {
+        let telemetry = self.types.is_empty() || self.types.contains(&EventType::TelemetryLatest);
+        telemetry && self.devices.contains(device)
+    }
+}
