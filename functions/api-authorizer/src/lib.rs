@@ -6,16 +6,11 @@
 //! A refused token ends in the error `Unauthorized`, the one answer API Gateway turns into
 //! `401`. `isAuthorized: false` would be a 403, which is wrong for a bad token.
 
-use async_trait::async_trait;
 use aws_lambda_events::event::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
 use aws_lambda_events::http::header::AUTHORIZATION;
-use cellbridge_identity::keys::KeyLoadError;
-use cellbridge_identity::token::{TokenError, TokenVerifier};
-use jsonwebtoken::jwk::JwkSet;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use cellbridge_identity::token::TokenError;
 use time::OffsetDateTime;
 
 /// This function's configuration, read once at cold start: which tokens the API accepts and how their keys are found.
@@ -23,8 +18,7 @@ pub type Config = cellbridge_identity::keys::AuthMode;
 
 /// Longer headers are no token of ours; refusing them early bounds the work per request.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// An unknown key id refetches the provider's keys at most this often.
-pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+pub use cellbridge_identity::authenticator::JWKS_REFRESH_INTERVAL;
 
 /// What API Gateway sends a Lambda authorizer (HTTP API, payload format 2.0).
 pub type AuthorizerRequest = ApiGatewayV2CustomAuthorizerV2Request;
@@ -36,63 +30,8 @@ pub type AuthorizerResponse = ApiGatewayV2CustomAuthorizerSimpleResponse<serde_j
 #[error("Unauthorized")]
 pub struct Unauthorized;
 
-/// Where an OIDC provider's current keys come from.
-#[async_trait]
-pub trait KeySource: Send + Sync {
-    async fn fetch(&self) -> Result<JwkSet, KeyLoadError>;
-}
-
-pub struct Authorizer {
-    verifier: RwLock<TokenVerifier>,
-    keys: Option<Box<dyn KeySource>>,
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl Authorizer {
-    pub fn new(verifier: TokenVerifier, keys: Option<Box<dyn KeySource>>) -> Self {
-        Self {
-            verifier: RwLock::new(verifier),
-            keys,
-            last_refresh: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    fn verify(
-        &self,
-        token: &str,
-        now: OffsetDateTime,
-    ) -> Result<cellbridge_identity::principal::Identity, TokenError> {
-        self.verifier
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .verify(token, now)
-    }
-
-    fn lacks_key_for(&self, token: &str) -> bool {
-        self.verifier
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .lacks_key_for(token)
-    }
-
-    /// The provider may have rotated its keys: fetch them again, unless that was done lately.
-    async fn refresh_keys(&self) {
-        let Some(source) = &self.keys else { return };
-        let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
-            return;
-        }
-        *last = Some(Instant::now());
-        match source.fetch().await {
-            Ok(set) => self
-                .verifier
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .replace_keys(set),
-            Err(e) => tracing::error!("refreshing the identity provider's keys failed: {e}"),
-        }
-    }
-}
+/// The verifier, shared with the live event stream's `$connect`.
+pub use cellbridge_identity::authenticator::{Authenticator as Authorizer, KeySource};
 
 /// `Bearer <token>` from the identity source (or the header, for events built by hand).
 fn bearer_token(request: &AuthorizerRequest) -> Result<&str, TokenError> {
@@ -130,10 +69,7 @@ pub async fn authorize(
         Unauthorized
     };
     let token = bearer_token(request).map_err(refuse)?;
-    if authorizer.lacks_key_for(token) {
-        authorizer.refresh_keys().await;
-    }
-    let identity = authorizer.verify(token, now).map_err(refuse)?;
+    let identity = authorizer.identify(token, now).await.map_err(refuse)?;
     tracing::info!(route, tenant = %identity.tenant, subject = %identity.subject, "request authorized");
     // The response type is non-exhaustive: built from its default.
     let mut response = AuthorizerResponse::default();
@@ -148,8 +84,8 @@ mod tests {
     use cellbridge_core::tenant::TenantId;
     use cellbridge_identity::principal::Identity;
     use cellbridge_identity::role::{Role, Roles};
-    use cellbridge_identity::token::TokenSigner;
     use cellbridge_identity::token::{SigningSecret, TokenAudience, DEFAULT_LIFETIME};
+    use cellbridge_identity::token::{TokenSigner, TokenVerifier};
     use time::macros::datetime;
 
     const SAMPLE: &str = include_str!("../../../events/api-authorizer/request.json");
@@ -312,45 +248,5 @@ mod tests {
             .expect_err("not JWKS")
             .to_string();
         assert!(error.contains("not a JWKS document"), "{error}");
-    }
-
-    struct Rotated(JwkSet);
-
-    #[async_trait]
-    impl KeySource for Rotated {
-        async fn fetch(&self) -> Result<JwkSet, KeyLoadError> {
-            Ok(self.0.clone())
-        }
-    }
-
-    #[tokio::test]
-    async fn an_unknown_key_id_refreshes_the_keys_once_per_interval() {
-        let empty: JwkSet = serde_json::from_str(r#"{"keys": []}"#).expect("jwks");
-        let verifier = TokenVerifier::oidc(
-            empty.clone(),
-            TokenAudience::default(),
-            cellbridge_identity::token::ClaimNames::cognito(),
-        );
-        let authorizer = Authorizer::new(verifier, Some(Box::new(Rotated(empty))));
-        let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5ldyJ9.e30.c2ln";
-        let request = request_with(Some(&format!("Bearer {forged}")));
-        assert_eq!(
-            authorize(&authorizer, &request, NOW).await,
-            Err(Unauthorized)
-        );
-        let first = authorizer
-            .last_refresh
-            .lock()
-            .await
-            .expect("refreshed once");
-        assert_eq!(
-            authorize(&authorizer, &request, NOW).await,
-            Err(Unauthorized)
-        );
-        assert_eq!(
-            *authorizer.last_refresh.lock().await,
-            Some(first),
-            "not again within the interval"
-        );
     }
 }

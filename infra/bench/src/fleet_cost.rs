@@ -341,6 +341,7 @@ pub(crate) fn flow_of_function(binary: &str) -> &str {
         "bulk-intake" | "bulk-planner" | "bulk-scheduler" | "carrier-worker"
         | "carrier-callbacks" => "bulk changes",
         "carrier-sync" => "carrier sync",
+        "event-recorder" | "event-fanout" | "live-socket" => "live events",
         other => other,
     }
 }

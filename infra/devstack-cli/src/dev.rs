@@ -19,6 +19,9 @@ pub struct DevArgs {
     /// Port of the carrier simulators.
     #[arg(long, default_value_t = 4010)]
     carrier_port: u16,
+    /// Port of the live event stream (API Gateway WebSocket API stand-in).
+    #[arg(long, default_value_t = 3001)]
+    live_port: u16,
     /// Port of the local MQTT broker (AWS IoT Core stand-in).
     #[arg(long, default_value_t = 1883)]
     mqtt_port: u16,
@@ -44,6 +47,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     options.lambda_port = args.lambda_port;
     options.carrier_port = args.carrier_port;
     options.mqtt_port = args.mqtt_port;
+    options.live_port = args.live_port;
     // cargo lambda watch applies one concurrency to every function; two instances each keep
     // a laptop responsive and still show overlapping invocations.
     options.lambda_concurrency = Some(2);
@@ -54,14 +58,22 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("{}", stack.summary());
     print_accounts();
     seed_sample_bulk_change(&stack, "demo").await?;
+    // The demo tenant's live stream, watched while the demonstration runs.
+    let watcher = crate::live::LiveWatcher::start(
+        &stack,
+        "ops@demo.example",
+        devstack::demo_accounts::DEMO_PASSWORD,
+    )
+    .await
+    .context("following the live event stream")?;
 
     if !args.no_demo {
-        if let Err(error) = demonstrate(&stack).await {
+        if let Err(error) = demonstrate(&stack, &watcher).await {
             eprintln!("demonstration failed: {error:#}");
         }
     }
     let fleet = if args.fleet > 0 {
-        match demonstrate_fleet(&stack, args.fleet).await {
+        match demonstrate_fleet(&stack, args.fleet, &watcher).await {
             Ok(fleet) => Some(fleet),
             Err(error) => {
                 eprintln!("device demonstration failed: {error:#}");
@@ -71,6 +83,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     } else {
         None
     };
+    print_live(&stack, &watcher);
     println!("\nServing on {}. Press Ctrl-C to stop.", stack.api_url());
     tokio::signal::ctrl_c().await?;
     println!("stopping...");
@@ -87,7 +100,11 @@ const DEMO_BATCH_EVERY: Duration = Duration::from_secs(10);
 /// Starts `devices` simulated devices of tenant `demo` against the local broker and shows, through
 /// the API, that they registered and are online, that their telemetry is stored, and a command's
 /// round trip. The fleet keeps running while the stack serves.
-async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_sim::Fleet> {
+async fn demonstrate_fleet(
+    stack: &Devstack,
+    devices: usize,
+    watcher: &crate::live::LiveWatcher,
+) -> Result<device_sim::Fleet> {
     use devstack::api_client::command_round_trip;
     use devstack::demo_accounts::DEMO_PASSWORD;
     let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
@@ -141,11 +158,29 @@ async fn demonstrate_fleet(stack: &Devstack, devices: usize) -> Result<device_si
         view.status.as_str(),
         command_round_trip(&view).map_or_else(|| "?".to_owned(), |d| d.as_millis().to_string())
     );
+    let tally = watcher.tally();
+    let told = |kind: &str| tally.by_type.get(kind).copied().unwrap_or(0);
+    println!(
+        "  live stream         {} device.registered and {} device.presence events, {} command.status (the ping's queued, sent, delivered...)",
+        told("device.registered"),
+        told("device.presence"),
+        told("command.status")
+    );
     println!(
         "  try                 device-sim: cargo run -p device-sim -- --mqtt {} --devices 5 --prefix mine --tenant demo",
         stack.mqtt_address()
     );
     Ok(fleet)
+}
+
+/// What the stream told during the demonstration, and how to watch it.
+fn print_live(stack: &Devstack, watcher: &crate::live::LiveWatcher) {
+    let url = stack.live_url();
+    println!("\nLive events: {url} (WebSocket; docs/live-events.md)");
+    println!("  the demo tenant's stream told {}", watcher.line());
+    println!("  watch it (websocat, or any WebSocket client; the token as a subprotocol):");
+    println!("    websocat --protocol \"cellbridge.events.v1, $TOKEN\" {url}");
+    println!("    {{\"action\":\"subscribe\",\"filter\":{{\"types\":[\"device.presence\",\"bulkChange.progress\"]}}}}");
 }
 
 fn print_accounts() {
@@ -189,7 +224,7 @@ const DEMO_SELECTION_PREFIX: &str = "890126000000000";
 /// Seeds the carriers with an inventory, syncs it in, then suspends a selection from it through
 /// the API like a portal user (preview, then the bulk change, per carrier account), follows the
 /// bulk changes to completion at the carrier simulators and shows the inventory after.
-async fn demonstrate(stack: &Devstack) -> Result<()> {
+async fn demonstrate(stack: &Devstack, watcher: &crate::live::LiveWatcher) -> Result<()> {
     use devstack::demo_accounts::DEMO_PASSWORD;
     let client = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
     let api = stack.api_url();
@@ -304,6 +339,33 @@ async fn demonstrate(stack: &Devstack) -> Result<()> {
         "  finished in {:.1?} (carrier requests include the carrier sync's listings meanwhile)",
         started.elapsed()
     );
+    // The stream tells a bulk change's completion within a second or so of its write.
+    let mut told = watcher.tally();
+    let settle = Instant::now();
+    while ids
+        .iter()
+        .any(|id| told.bulk_changes.get(id).is_none_or(|d| d["pending"] != 0))
+        && settle.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        told = watcher.tally();
+    }
+    for ((carrier, id), view) in changes.iter().zip(&views) {
+        let progress = told
+            .by_type
+            .get("bulkChange.progress")
+            .copied()
+            .unwrap_or(0);
+        let last = told.bulk_changes.get(id);
+        println!(
+            "  live stream         {carrier:<10} last told {} ({} succeeded, {} failed; the API says {} / {})  [{progress} progress events in all]",
+            last.map_or("nothing".to_owned(), |d| d["status"].as_str().unwrap_or("?").to_owned()),
+            last.map_or(0, |d| d["succeeded"].as_u64().unwrap_or(0)),
+            last.map_or(0, |d| d["failed"].as_u64().unwrap_or(0)),
+            view.counts.succeeded,
+            view.counts.failed,
+        );
+    }
     print_inventory(&client, &format!("&iccidPrefix={DEMO_SELECTION_PREFIX}")).await?;
 
     // The day's collection ran when the inventory was still empty: read every SIM now. It shares

@@ -3,6 +3,7 @@
 
 mod admin;
 mod dev;
+mod live;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

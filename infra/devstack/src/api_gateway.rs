@@ -509,7 +509,9 @@ fn path_parameters(template: &str, path: &str) -> BTreeMap<String, String> {
     out
 }
 
-fn percent_decode(text: &str, plus_is_space: bool) -> String {
+/// Decodes `%XX` (a `%` without two hex digits stays as it is); `+` is a space in query strings
+/// when `plus_is_space`.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -521,6 +523,8 @@ fn percent_decode(text: &str, plus_is_space: bool) -> String {
                 .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
             if let Some(v) = hex
                 .and_then(|h| std::str::from_utf8(h).ok())
+                // `from_str_radix` would take a sign (`%+1`): two hex digits only.
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
             {
                 out.push(v);

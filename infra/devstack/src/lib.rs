@@ -24,7 +24,9 @@ pub mod schedules;
 mod server_task;
 pub mod sqs_source;
 pub mod stack;
+pub mod stream_source;
 pub mod template;
+pub mod websocket_api;
 /// The local tools (the emulators, cargo-lambda) live in their own small crate, so the xtask installs them
 /// without building the devstack; re-exported under the name the stack's users know.
 pub use local_tools as tools;

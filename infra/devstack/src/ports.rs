@@ -77,3 +77,25 @@ pub fn deployed_environments(
         })
         .collect())
 }
+
+/// The SIM inventory, configured as sim-api is.
+pub fn sim_store(stack: &crate::Devstack) -> Result<cellbridge::sims::dynamodb::DynamoSims> {
+    let tables: cellbridge::sims::wiring::SimTables =
+        function_config(stack.template(), stack.resources(), "SimApiFunction")?;
+    Ok(cellbridge::sims::wiring::sim_store(
+        stack.sdk_config(),
+        &tables,
+    ))
+}
+
+/// The live connections table, configured as the fan-out reads it.
+pub fn live_connections(
+    stack: &crate::Devstack,
+) -> Result<cellbridge::events::dynamodb::DynamoConnections> {
+    let tables: cellbridge::events::wiring::LiveTables =
+        function_config(stack.template(), stack.resources(), "EventFanoutFunction")?;
+    Ok(cellbridge::events::wiring::connections(
+        stack.sdk_config(),
+        &tables,
+    ))
+}

@@ -1,6 +1,7 @@
 //! Creates the template's tables, queues, buckets, secrets and IoT thing types in the local
 //! emulators (each client goes where [`crate::local_aws`] sends its service). Safe to re-run
-//! against the same emulators: what exists is kept (queue attributes are brought up to date).
+//! against the same emulators: what exists is kept (queue attributes are brought up to date, a
+//! table's stream is turned on if the template has since asked for one).
 
 pub use crate::template::Resources;
 use crate::template::{QueueSpec, TableSpec, Template, ThingTypeSpec};
@@ -17,9 +18,13 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Resources
 
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     for table in template.tables(&resources)? {
-        create_table(&dynamodb, &table)
+        let stream_arn = create_table(&dynamodb, &table)
             .await
             .with_context(|| format!("creating table {}", table.logical_id))?;
+        // The stream's label is the emulator's choice: `!GetAtt Table.StreamArn` takes it from here.
+        if let Some(arn) = stream_arn {
+            resources.set_stream_arn(&table.logical_id, arn);
+        }
     }
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -179,7 +184,12 @@ fn projection(p: &crate::template::Projection) -> ddb::Projection {
         .build()
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> Result<()> {
+/// Creates the table unless it exists, and returns the ARN of its stream when the template gives
+/// it one.
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &TableSpec,
+) -> Result<Option<String>> {
     let attributes = table
         .attribute_definitions
         .iter()
@@ -222,6 +232,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> R
         ),
         None => None,
     };
+    let wants_stream = stream.clone();
     let created = client
         .create_table()
         .table_name(&table.name)
@@ -234,13 +245,21 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> R
         .set_stream_specification(stream)
         .send()
         .await;
-    match created {
-        Ok(_) => {}
+    let mut stream_arn = match created {
+        Ok(out) => out.table_description.and_then(|d| d.latest_stream_arn),
         // Already there from an earlier run against this emulator: keep it and its data.
         Err(e)
             if e.as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            existing_stream(client, table, wants_stream).await?
+        }
         Err(e) => return Err(aws_sdk_dynamodb::Error::from(e).into()),
+    };
+    if table.stream_specification.is_none() {
+        stream_arn = None;
+    } else if stream_arn.is_none() {
+        anyhow::bail!("the emulator gave the table no LatestStreamArn, though its stream is on");
     }
 
     if let Some(ttl) = &table.time_to_live_specification {
@@ -271,7 +290,53 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &TableSpec) -> R
                 .map_err(aws_sdk_dynamodb::Error::from)?;
         }
     }
-    Ok(())
+    Ok(stream_arn)
+}
+
+/// The stream of a table an earlier run created: turned on if the template asks for one the
+/// table lacks, so the stream event sources have something to read.
+async fn existing_stream(
+    client: &aws_sdk_dynamodb::Client,
+    table: &TableSpec,
+    wanted: Option<ddb::StreamSpecification>,
+) -> Result<Option<String>> {
+    let Some(wanted) = wanted else {
+        return Ok(None);
+    };
+    let described = client
+        .describe_table()
+        .table_name(&table.name)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)?;
+    let current = described.table();
+    let enabled = current
+        .and_then(|t| t.stream_specification())
+        .is_some_and(|s| s.stream_enabled());
+    if enabled {
+        let view = current
+            .and_then(|t| t.stream_specification())
+            .and_then(|s| s.stream_view_type());
+        if view != wanted.stream_view_type() {
+            // Changing it means a new stream; the table's data is kept all the same.
+            tracing::warn!(
+                "table {}: its stream shows {view:?}, the template asks for {:?}; restart the emulators for the new view",
+                table.name,
+                wanted.stream_view_type()
+            );
+        }
+        return Ok(current
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_owned));
+    }
+    let updated = client
+        .update_table()
+        .table_name(&table.name)
+        .stream_specification(wanted)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)?;
+    Ok(updated.table_description.and_then(|d| d.latest_stream_arn))
 }
 
 /// Creates the queue (or updates an existing one) and returns its URL and ARN.

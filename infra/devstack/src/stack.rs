@@ -1,6 +1,6 @@
 //! The whole local stack, started in order: the AWS emulators, the template's resources, the function builds,
-//! the MQTT broker and IoT data plane, `cargo lambda watch`, the SQS pollers, the IoT rules engine
-//! and the API.
+//! the MQTT broker and IoT data plane, `cargo lambda watch`, the SQS and DynamoDB stream pollers,
+//! the IoT rules engine and the API.
 
 use crate::api_client::ApiClient;
 use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
@@ -13,8 +13,10 @@ use crate::lambda_watch::{prebuild, Build, ChildOutput, Invoker, LambdaWatch, La
 use crate::local_aws::{LocalAws, LocalAwsPorts};
 use crate::schedules::Schedules;
 use crate::sqs_source::{SqsPollers, SqsSourceOptions};
+use crate::stream_source::{StreamPollers, StreamSourceOptions, StreamSourceStats};
 use crate::template::{FunctionSpec, ResourceKind, Resources, Template};
 use crate::tools::Tools;
+use crate::websocket_api::{WebSocketApi, WebSocketApiOptions};
 use anyhow::{bail, Context, Result};
 use aws_config::SdkConfig;
 use std::collections::BTreeMap;
@@ -32,6 +34,8 @@ pub struct DevstackOptions {
     pub template: Option<PathBuf>,
     /// Port of the local API; 0 picks a free one.
     pub api_port: u16,
+    /// Port of the WebSocket API (the live event stream); 3001 by default, 0 picks a free one.
+    pub live_port: u16,
     /// Port of the MQTT broker (AWS IoT Core); 1883 by default, 0 picks a free one.
     pub mqtt_port: u16,
     /// Port of the IoT data plane (`IOT_DATA_ENDPOINT`); 0 picks a free one.
@@ -56,6 +60,8 @@ pub struct DevstackOptions {
     /// number on a function's first request, so a lower cap saves memory on small machines.
     pub lambda_concurrency: Option<usize>,
     pub sqs: SqsSourceOptions,
+    /// How the DynamoDB stream pollers poll and back off.
+    pub streams: StreamSourceOptions,
     /// Extra time a function's first invocation may take to compile it.
     pub compile_allowance: Duration,
     /// `CARGO_TARGET_DIR` for the function builds; `None` keeps the inherited one.
@@ -81,6 +87,7 @@ impl DevstackOptions {
         Self {
             template: None,
             api_port: 3000,
+            live_port: 3001,
             mqtt_port: 1883,
             iot_data_port: 0,
             aws_ports: LocalAwsPorts::default(),
@@ -92,6 +99,7 @@ impl DevstackOptions {
             reload: false,
             lambda_concurrency: None,
             sqs: SqsSourceOptions::default(),
+            streams: StreamSourceOptions::default(),
             compile_allowance: Duration::from_secs(20 * 60),
             target_dir: None,
             function_profile: None,
@@ -130,8 +138,10 @@ pub struct Devstack {
     routes: Vec<ApiRoute>,
     lambda: LambdaWatch,
     pollers: SqsPollers,
+    stream_pollers: StreamPollers,
     schedules: Schedules,
     api: ApiGateway,
+    live: Option<WebSocketApi>,
     output: ChildOutput,
     carriers: Option<LocalCarriers>,
     broker: Broker,
@@ -245,6 +255,28 @@ impl Devstack {
             cellbridge::devices::wiring::IOT_DATA_ENDPOINT_ENV.to_owned(),
             iot_data.url(),
         );
+        // Bound before cargo-lambda: the functions post to its `@connections` endpoint.
+        let live = WebSocketApi::bind(
+            &template,
+            &functions,
+            WebSocketApiOptions {
+                port: opts.live_port,
+                ..WebSocketApiOptions::default()
+            },
+        )
+        .await
+        .context("starting the WebSocket API")?;
+        if let Some(live) = &live {
+            let api_id = resources
+                .get(live.api_logical_id())
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            env.extend(stage_urls_pointed_at(
+                &functions,
+                &api_id,
+                &live.management_endpoint(),
+            ));
+        }
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));
         lambda_opts.port = opts.lambda_port;
         lambda_opts.env = env;
@@ -272,6 +304,24 @@ impl Devstack {
             lambda.invoker(),
             &sqs_opts,
         )?;
+        // Lambda's reads of a DynamoDB stream are free: the stack's own name keeps them off the
+        // meters' bills.
+        let stream_pollers = StreamPollers::start(
+            aws_sdk_dynamodbstreams::Client::new(&crate::local_aws::for_caller(
+                &sdk,
+                crate::billing::DEVSTACK_CALLER,
+            )),
+            &functions,
+            &resources,
+            Arc::new(lambda.invoker()),
+            &opts.streams,
+        )?;
+        // With LATEST, what is written before a poller has its place in the stream never
+        // reaches the function: a stack that says it is up has its pollers in place.
+        let limit = Duration::from_secs(60);
+        if !stream_pollers.wait_until_reading(limit).await {
+            bail!("the DynamoDB stream pollers were not reading their streams after {limit:?}; see the warnings above");
+        }
         let schedules = Schedules::start(&functions, lambda.invoker(), opts.schedule_period);
         let topic_rules = template
             .topic_rules(&resources)
@@ -294,6 +344,7 @@ impl Devstack {
             port: opts.api_port,
         };
         let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
+        let live = live.map(|bound| bound.serve(lambda.invoker()));
         if let Some(carriers) = &carriers {
             carriers.register_callbacks(&api.url()).await?;
             carriers.seed_providers(&api.url()).await?;
@@ -307,8 +358,10 @@ impl Devstack {
             routes,
             lambda,
             pollers,
+            stream_pollers,
             schedules,
             api,
+            live,
             output,
             carriers,
             broker,
@@ -358,6 +411,20 @@ impl Devstack {
     /// The HTTP API's requests so far, per route, as AWS bills them.
     pub fn api_usage(&self) -> ApiUsage {
         self.api.usage()
+    }
+
+    /// The live event stream (`ws://127.0.0.1:<port>/<stage>`); empty when the template has no
+    /// WebSocket API.
+    pub fn live_url(&self) -> String {
+        self.live
+            .as_ref()
+            .map(WebSocketApi::url)
+            .unwrap_or_default()
+    }
+
+    /// The WebSocket API, when the template has one.
+    pub fn live_api(&self) -> Option<&WebSocketApi> {
+        self.live.as_ref()
     }
 
     /// Base URL of the local API, without a trailing slash.
@@ -479,6 +546,11 @@ impl Devstack {
         Ok(())
     }
 
+    /// Each DynamoDB stream event source's counters: records delivered, retries, skips.
+    pub fn stream_stats(&self) -> Vec<StreamSourceStats> {
+        self.stream_pollers.stats()
+    }
+
     /// Messages waiting in a queue (visible ones), by logical id.
     pub async fn queue_depth(&self, logical_id: &str) -> Result<u64> {
         use aws_sdk_sqs::types::QueueAttributeName;
@@ -534,8 +606,16 @@ impl Devstack {
                 f.binary, f.logical_id, f.timeout
             );
         }
+        if let Some(live) = &self.live {
+            for line in live.summary_lines() {
+                let _ = writeln!(s, "  WebSocket    {line}");
+            }
+        }
         for line in self.pollers.summary() {
             let _ = writeln!(s, "  SQS source   {line}");
+        }
+        for line in self.stream_pollers.summary() {
+            let _ = writeln!(s, "  DDB stream   {line}");
         }
         for line in self.schedules.summary() {
             let _ = writeln!(s, "  Schedule     {line}");
@@ -607,14 +687,44 @@ impl Devstack {
     /// emulators.
     pub async fn shutdown(self) {
         self.api.shutdown().await;
+        if let Some(live) = self.live {
+            live.shutdown().await;
+        }
         self.rules.shutdown().await;
         self.iot_data.shutdown().await;
         self.broker.shutdown().await;
         self.schedules.shutdown();
         self.pollers.shutdown().await;
+        self.stream_pollers.shutdown().await;
         self.lambda.shutdown().await;
         self.aws.stop().await;
     }
+}
+
+/// The variables whose template value is a URL of the WebSocket API's stage in AWS
+/// (`https://<api id>.execute-api.<region>.<suffix>/<stage>...`), pointed at the local one.
+fn stage_urls_pointed_at(
+    functions: &[FunctionSpec],
+    api_id: &str,
+    local_endpoint: &str,
+) -> BTreeMap<String, String> {
+    let local_host = local_endpoint
+        .rsplit_once('/')
+        .map_or(local_endpoint, |(host, _stage)| host);
+    let prefix = format!("https://{api_id}.execute-api.");
+    functions
+        .iter()
+        .flat_map(|f| &f.environment)
+        .filter(|(_, value)| !api_id.is_empty() && value.starts_with(&prefix))
+        .filter_map(|(name, value)| {
+            // What follows the host (`/live`) stays as it is.
+            let path = value
+                .strip_prefix("https://")?
+                .split_once('/')
+                .map_or("", |(_, p)| p);
+            Some((name.clone(), format!("{local_host}/{path}")))
+        })
+        .collect()
 }
 
 /// What every function process gets: the union of the functions' template environments (one

@@ -1,8 +1,8 @@
 //! `template.yaml` as the local stack sees it: the resources it emulates, with CloudFormation
 //! intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, short or long form) resolved to local
 //! names. Locally, tables and queues are named by their logical id, buckets by the lowercased
-//! logical id, so every name and ARN is known before anything is created; only queue URLs come
-//! from the emulator.
+//! logical id, so every name and ARN is known before anything is created; only queue URLs (and the
+//! exact ARNs of secrets, thing types and table streams) come from the emulators.
 
 use crate::local_aws::{ACCOUNT_ID, REGION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,12 +18,22 @@ pub const STACK_NAME: &str = "cellbridge-local";
 pub const URL_SUFFIX: &str = "amazonaws.com";
 /// `!Ref` of an HTTP API and `requestContext.apiId` in API events.
 pub const LOCAL_API_ID: &str = "local";
+/// API Gateway's v2 API resource; the template's is a WebSocket API.
+pub const WEBSOCKET_API_TYPE: &str = "AWS::ApiGatewayV2::Api";
 
 /// SAM's own defaults, used when neither the function nor Globals set them.
 const DEFAULT_TIMEOUT_SECS: u64 = 3;
 const DEFAULT_MEMORY_MB: u64 = 128;
 /// Lambda's default for SQS event sources.
 const DEFAULT_SQS_BATCH_SIZE: u32 = 10;
+/// Lambda's default and maximum for DynamoDB stream event sources.
+const DEFAULT_STREAM_BATCH_SIZE: u32 = 100;
+const MAX_STREAM_BATCH_SIZE: u32 = 10_000;
+/// Lambda's limit on `MaximumBatchingWindowInSeconds` (5 minutes).
+const MAX_BATCHING_WINDOW_SECS: u64 = 300;
+/// A stream's ARN ends in its label, the time AWS created it, which nobody can know beforehand:
+/// planned ARNs carry this one until provisioning puts the emulator's in place.
+pub const PLANNED_STREAM_LABEL: &str = "1970-01-01T00:00:00.000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ResourceKind {
@@ -95,6 +105,9 @@ pub struct LocalResource {
     pub name: String,
     pub arn: String,
     pub url: Option<String>,
+    /// A table's stream (`!GetAtt Table.StreamArn`), when it has a `StreamSpecification`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -108,11 +121,16 @@ impl Resources {
         let mut by_id = BTreeMap::new();
         for r in template.resources.values() {
             let id = r.logical_id.clone();
+            let mut stream_arn = None;
             let (name, arn) = match r.kind {
-                ResourceKind::Table => (
-                    id.clone(),
-                    format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{id}"),
-                ),
+                ResourceKind::Table => {
+                    let arn = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{id}");
+                    // Provisioning puts the emulator's label in place.
+                    if r.properties.get("StreamSpecification").is_some() {
+                        stream_arn = Some(format!("{arn}/stream/{PLANNED_STREAM_LABEL}"));
+                    }
+                    (id.clone(), arn)
+                }
                 ResourceKind::Queue => {
                     let name = queue_name(r);
                     let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}");
@@ -152,6 +170,14 @@ impl Resources {
                     let arn = format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}");
                     (name, arn)
                 }
+                // The WebSocket API is served by the devstack itself (`websocket_api`): its id
+                // names it in the stage URLs functions are given, which the stack points at
+                // its own server.
+                ResourceKind::Other if r.type_name == WEBSOCKET_API_TYPE => {
+                    let api_id = id.to_lowercase();
+                    let arn = format!("arn:aws:apigateway:{REGION}::/apis/{api_id}");
+                    (api_id, arn)
+                }
                 ResourceKind::Other => continue,
             };
             by_id.insert(
@@ -162,6 +188,7 @@ impl Resources {
                     name,
                     arn,
                     url: None,
+                    stream_arn,
                 },
             );
         }
@@ -211,6 +238,27 @@ impl Resources {
     /// The resource an ARN designates (event sources name their queue by ARN).
     pub fn by_arn(&self, arn: &str) -> Option<&LocalResource> {
         self.by_id.values().find(|r| r.arn == arn)
+    }
+
+    /// The ARN of a table's stream, if it has one.
+    pub fn stream_arn(&self, logical_id: &str) -> Option<&str> {
+        self.get(logical_id)
+            .filter(|r| r.kind == ResourceKind::Table)
+            .and_then(|r| r.stream_arn.as_deref())
+    }
+
+    /// The table whose stream an ARN designates (stream event sources name it so).
+    pub fn by_stream_arn(&self, stream_arn: &str) -> Option<&LocalResource> {
+        self.by_id
+            .values()
+            .find(|r| r.kind == ResourceKind::Table && r.stream_arn.as_deref() == Some(stream_arn))
+    }
+
+    /// Records the stream ARN the emulator gave a table.
+    pub fn set_stream_arn(&mut self, logical_id: &str, stream_arn: String) {
+        if let Some(r) = self.by_id.get_mut(logical_id) {
+            r.stream_arn = Some(stream_arn);
+        }
     }
 
     /// Records what the emulator answered for a created queue.
@@ -435,6 +483,34 @@ pub struct SqsSource {
     pub enabled: bool,
 }
 
+/// Where a stream event source starts reading a shard that exists when it starts (shards
+/// created later are read from their start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StartingPosition {
+    /// Only records written from now on.
+    Latest,
+    /// The oldest record still in the stream (24 hours back at most).
+    TrimHorizon,
+}
+
+/// A `DynamoDB` event of a function: one event source mapping over a table's stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamSource {
+    pub event_id: String,
+    pub table_logical_id: String,
+    /// As the template resolved it (the emulator's once provisioned).
+    pub stream_arn: String,
+    pub batch_size: u32,
+    pub maximum_batching_window: Duration,
+    pub starting_position: StartingPosition,
+    pub report_batch_item_failures: bool,
+    /// Retries of a failing batch before its records are skipped; `None` (the template's -1,
+    /// Lambda's default) retries until the records expire from the stream, that is, forever here.
+    pub maximum_retry_attempts: Option<u32>,
+    pub bisect_batch_on_function_error: bool,
+    pub enabled: bool,
+}
+
 /// A `Schedule` or `ScheduleV2` event of a function: EventBridge invoking it on a timer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScheduleSource {
@@ -472,6 +548,7 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     pub http_routes: Vec<HttpRoute>,
     pub sqs_sources: Vec<SqsSource>,
+    pub stream_sources: Vec<StreamSource>,
     pub schedules: Vec<ScheduleSource>,
 }
 
@@ -885,6 +962,9 @@ impl Template {
         })?;
         match (local.kind, attr) {
             (_, "Arn") => Ok(local.arn.clone()),
+            (ResourceKind::Table, "StreamArn") => local.stream_arn.clone().with_context(|| {
+                format!("GetAtt {target}.StreamArn: the table has no StreamSpecification")
+            }),
             (ResourceKind::Queue, "QueueName") => Ok(local.name.clone()),
             (ResourceKind::Queue, "QueueUrl") => self.reference(target, resources),
             (ResourceKind::Bucket, "DomainName" | "RegionalDomainName") => {
@@ -1281,6 +1361,7 @@ impl Template {
 
         let mut http_routes = Vec::new();
         let mut sqs_sources = Vec::new();
+        let mut stream_sources = Vec::new();
         let mut schedules = Vec::new();
         if let Some(events) = props.get("Events").and_then(Yaml::as_mapping) {
             for (event_id, event) in events {
@@ -1318,6 +1399,9 @@ impl Template {
                         });
                     }
                     Some("SQS") => sqs_sources.push(Self::sqs_source(event_id, &ep, resources)?),
+                    Some("DynamoDB") => {
+                        stream_sources.push(Self::stream_source(event_id, &ep, resources)?);
+                    }
                     Some("Schedule" | "ScheduleV2") => {
                         let expression = ep
                             .get("Schedule")
@@ -1352,6 +1436,7 @@ impl Template {
             environment,
             http_routes,
             sqs_sources,
+            stream_sources,
             schedules,
         })
     }
@@ -1413,6 +1498,113 @@ impl Template {
             maximum_concurrency,
             enabled,
         })
+    }
+
+    /// A `DynamoDB` event: Lambda's defaults and limits for DynamoDB streams.
+    fn stream_source(
+        event_id: String,
+        ep: &serde_json::Map<String, Json>,
+        resources: &Resources,
+    ) -> Result<StreamSource> {
+        let what = format!("DynamoDB event {event_id}");
+        let stream_arn = ep
+            .get("Stream")
+            .and_then(Json::as_str)
+            .with_context(|| format!("{what} needs Stream (the table's StreamArn)"))?
+            .to_owned();
+        let table = resources.by_stream_arn(&stream_arn).with_context(|| {
+            format!("{what}: {stream_arn} is not the stream of a table of this template")
+        })?;
+        let number = |key: &str| -> Result<Option<i64>> {
+            whole_number(ep.get(key)).with_context(|| format!("{what}: {key}"))
+        };
+        let flag = |key: &str| -> Result<bool> {
+            match ep.get(key) {
+                None | Some(Json::Null) => Ok(false),
+                Some(v) => json_bool(v).with_context(|| format!("{what}: {key}")),
+            }
+        };
+        let batch_size = match number("BatchSize")? {
+            None => DEFAULT_STREAM_BATCH_SIZE,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_STREAM_BATCH_SIZE).contains(n))
+                .with_context(|| {
+                    format!("{what}: BatchSize {n} is not between 1 and {MAX_STREAM_BATCH_SIZE}")
+                })?,
+        };
+        let window = match number("MaximumBatchingWindowInSeconds")? {
+            None => 0,
+            Some(n) => u64::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_BATCHING_WINDOW_SECS)
+                .with_context(|| {
+                    format!("{what}: MaximumBatchingWindowInSeconds {n} is not between 0 and {MAX_BATCHING_WINDOW_SECS}")
+                })?,
+        };
+        // SAM requires it for streams; AT_TIMESTAMP is Kinesis's alone.
+        let starting_position = match ep.get("StartingPosition").and_then(Json::as_str) {
+            Some("LATEST") => StartingPosition::Latest,
+            Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
+            Some(other) => {
+                bail!("{what}: StartingPosition {other} is neither LATEST nor TRIM_HORIZON")
+            }
+            None => bail!("{what} needs StartingPosition (LATEST or TRIM_HORIZON)"),
+        };
+        let maximum_retry_attempts = match number("MaximumRetryAttempts")? {
+            None | Some(-1) => None,
+            Some(n) => Some(u32::try_from(n).ok().with_context(|| {
+                format!("{what}: MaximumRetryAttempts {n} is neither -1 nor a count")
+            })?),
+        };
+        let report_batch_item_failures = ep
+            .get("FunctionResponseTypes")
+            .and_then(Json::as_array)
+            .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures"));
+        // Said once, here, rather than silently doing more than the deployed mapping would.
+        for key in [
+            "FilterCriteria",
+            "ParallelizationFactor",
+            "MaximumRecordAgeInSeconds",
+            "TumblingWindowInSeconds",
+            "DestinationConfig",
+        ] {
+            if ep.get(key).is_some_and(|v| !v.is_null()) {
+                tracing::warn!("{what}: {key} is not emulated by the local stack");
+            }
+        }
+        Ok(StreamSource {
+            event_id,
+            table_logical_id: table.logical_id.clone(),
+            stream_arn,
+            batch_size,
+            maximum_batching_window: Duration::from_secs(window),
+            starting_position,
+            report_batch_item_failures,
+            maximum_retry_attempts,
+            bisect_batch_on_function_error: flag("BisectBatchOnFunctionError")?,
+            enabled: match ep.get("Enabled") {
+                None | Some(Json::Null) => true,
+                Some(v) => json_bool(v).with_context(|| format!("{what}: Enabled"))?,
+            },
+        })
+    }
+}
+
+/// A whole number property, which CloudFormation also accepts as text.
+fn whole_number(v: Option<&Json>) -> Result<Option<i64>> {
+    match v {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .with_context(|| format!("{n} is not a whole number")),
+        Some(Json::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{s:?} is not a whole number")),
+        Some(other) => bail!("{other} is not a whole number"),
     }
 }
 
@@ -1893,6 +2085,37 @@ mod tests {
         assert!(plan.report_batch_item_failures);
         assert_eq!(plan.maximum_concurrency, Some(10));
         assert!(plan.enabled);
+
+        // The live events: the recorder follows four tables' streams, the fan-out the events'.
+        let tables_of = |id: &str| -> Vec<&str> {
+            by_id[id]
+                .stream_sources
+                .iter()
+                .map(|s| s.table_logical_id.as_str())
+                .collect()
+        };
+        assert_eq!(
+            tables_of("EventRecorderFunction"),
+            [
+                "DevicesTable",
+                "CommandsTable",
+                "BulkChangesTable",
+                "SimsTable"
+            ]
+        );
+        assert_eq!(tables_of("EventFanoutFunction"), ["EventsTable"]);
+        for source in functions.iter().flat_map(|f| &f.stream_sources) {
+            assert_eq!(
+                res.stream_arn(&source.table_logical_id),
+                Some(source.stream_arn.as_str())
+            );
+            assert_eq!(source.starting_position, StartingPosition::Latest);
+            assert_eq!(source.batch_size, 100);
+            assert_eq!(source.maximum_batching_window, Duration::ZERO);
+            assert!(source.report_batch_item_failures, "{}", source.event_id);
+            assert_eq!(source.maximum_retry_attempts, Some(20));
+            assert!(source.enabled);
+        }
     }
 
     #[test]
@@ -2039,6 +2262,109 @@ Resources:
         assert_eq!(fifo.batch_size, DEFAULT_SQS_BATCH_SIZE);
         assert_eq!(fifo.maximum_batching_window, Duration::from_secs(5));
         assert!(!fifo.report_batch_item_failures);
+    }
+
+    #[test]
+    fn dynamodb_events_are_stream_sources() {
+        let text = r#"
+Resources:
+  T:
+    Type: AWS::DynamoDB::Table
+    Properties: { StreamSpecification: { StreamViewType: NEW_AND_OLD_IMAGES } }
+  Plain: { Type: AWS::DynamoDB::Table }
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: fn-bin } }
+    Properties:
+      CodeUri: somewhere
+      Events:
+        Changes: { Type: DynamoDB, Properties: { Stream: !GetAtt T.StreamArn, StartingPosition: TRIM_HORIZON } }
+        Tuned:
+          Type: DynamoDB
+          Properties:
+            Stream: { "Fn::GetAtt": [T, StreamArn] }
+            StartingPosition: LATEST
+            BatchSize: "10"
+            MaximumBatchingWindowInSeconds: 2
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            MaximumRetryAttempts: 3
+            BisectBatchOnFunctionError: true
+            Enabled: false
+"#;
+        let t = Template::parse(text, Path::new("/nowhere")).expect("parses");
+        let mut res = Resources::planned(&t);
+        let planned =
+            format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/T/stream/{PLANNED_STREAM_LABEL}");
+        assert_eq!(res.stream_arn("T"), Some(planned.as_str()));
+        assert_eq!(res.stream_arn("Plain"), None);
+        // Provisioning puts the emulator's ARN in place; the events follow it.
+        let local = format!(
+            "arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/T/stream/2024-05-01T10:00:00.123"
+        );
+        res.set_stream_arn("T", local.clone());
+        let [f] = t
+            .functions(&res)
+            .expect("resolves")
+            .try_into()
+            .expect("one function");
+        assert!(f.sqs_sources.is_empty());
+        let [changes, tuned] = f.stream_sources.as_slice() else {
+            panic!("two stream sources: {:?}", f.stream_sources)
+        };
+        assert_eq!(
+            *changes,
+            StreamSource {
+                event_id: "Changes".into(),
+                table_logical_id: "T".into(),
+                stream_arn: local.clone(),
+                batch_size: DEFAULT_STREAM_BATCH_SIZE,
+                maximum_batching_window: Duration::ZERO,
+                starting_position: StartingPosition::TrimHorizon,
+                report_batch_item_failures: false,
+                maximum_retry_attempts: None,
+                bisect_batch_on_function_error: false,
+                enabled: true,
+            }
+        );
+        assert_eq!(
+            *tuned,
+            StreamSource {
+                event_id: "Tuned".into(),
+                table_logical_id: "T".into(),
+                stream_arn: local,
+                batch_size: 10,
+                maximum_batching_window: Duration::from_secs(2),
+                starting_position: StartingPosition::Latest,
+                report_batch_item_failures: true,
+                maximum_retry_attempts: Some(3),
+                bisect_batch_on_function_error: true,
+                enabled: false,
+            }
+        );
+
+        // What Lambda would refuse, the local stack refuses too, saying why.
+        let with = |properties: &str| {
+            let text = format!(
+                "Resources:\n  T: {{ Type: AWS::DynamoDB::Table, Properties: {{ StreamSpecification: {{ StreamViewType: KEYS_ONLY }} }} }}\n  Plain: {{ Type: AWS::DynamoDB::Table }}\n  Fn:\n    Type: AWS::Serverless::Function\n    Metadata: {{ BuildProperties: {{ Binary: b }} }}\n    Properties:\n      CodeUri: somewhere\n      Events:\n        E: {{ Type: DynamoDB, Properties: {properties} }}\n"
+            );
+            let t = Template::parse(&text, Path::new("/nowhere")).expect("parses");
+            let err = t.functions(&Resources::planned(&t)).expect_err(properties);
+            format!("{err:#}")
+        };
+        for (properties, says) in [
+            ("{ Stream: !GetAtt T.StreamArn }", "StartingPosition"),
+            ("{ Stream: !GetAtt T.StreamArn, StartingPosition: AT_TIMESTAMP }", "AT_TIMESTAMP"),
+            ("{ Stream: !GetAtt T.StreamArn, StartingPosition: LATEST, BatchSize: 0 }", "BatchSize"),
+            ("{ Stream: !GetAtt T.StreamArn, StartingPosition: LATEST, BatchSize: 10001 }", "BatchSize"),
+            ("{ Stream: !GetAtt T.StreamArn, StartingPosition: LATEST, MaximumBatchingWindowInSeconds: 301 }", "MaximumBatchingWindowInSeconds"),
+            ("{ Stream: !GetAtt T.StreamArn, StartingPosition: LATEST, MaximumRetryAttempts: -2 }", "MaximumRetryAttempts"),
+            ("{ Stream: !GetAtt Plain.StreamArn, StartingPosition: LATEST }", "no StreamSpecification"),
+            ("{ Stream: arn:aws:dynamodb:us-east-1:1:table/X/stream/y, StartingPosition: LATEST }", "not the stream of a table"),
+            ("{ StartingPosition: LATEST }", "needs Stream"),
+        ] {
+            let err = with(properties);
+            assert!(err.contains(says), "{properties}: {err}");
+        }
     }
 
     #[test]

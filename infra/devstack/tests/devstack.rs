@@ -35,6 +35,8 @@ mod auth;
 mod devices;
 #[path = "devstack/inventory.rs"]
 mod inventory;
+#[path = "devstack/live.rs"]
+mod live;
 #[path = "devstack/presence.rs"]
 mod presence;
 #[path = "devstack/providers.rs"]
@@ -66,6 +68,7 @@ fn valid_request() -> Value {
 async fn start(log_dir: &std::path::Path) -> Result<Devstack> {
     let mut opts = DevstackOptions::new(devstack::tools::workspace_root());
     opts.api_port = 0;
+    opts.live_port = 0;
     opts.mqtt_port = 0;
     opts.log_dir = log_dir.to_path_buf();
     // A presence write interval longer than the whole run: the presence scenario's "no write
@@ -112,6 +115,9 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(presence::heartbeats_reach_presence_in_batches_and_cost_no_write),
         scenario!(providers::service_providers_keep_their_credentials_to_themselves),
         scenario!(inventory::the_carrier_sync_keeps_the_inventory_true),
+        scenario!(live::bulk_changes_and_devices_show_up_live_in_order),
+        scenario!(live::tenants_never_see_each_others_events),
+        scenario!(live::the_stream_refuses_resets_and_prunes),
         scenario!(secrets_stay_out_of_logs_and_audit),
     ]
 }

@@ -92,6 +92,11 @@ fn carrier_ref(carrier_request_id: &str, iccid: &str) -> String {
     format!("{carrier_request_id}#{iccid}")
 }
 
+/// A bulk change as an item of the bulk changes table (a stream record's image) holds it.
+pub fn bulk_change_from_image(item: Item) -> Result<BulkChange, StoreError> {
+    from_item(item)
+}
+
 impl DynamoStore {
     /// True when the device change was written, false when it already existed.
     async fn insert_device_change(

@@ -44,6 +44,7 @@ pub use cellbridge_core as common;
 pub use cellbridge_core::composite_config;
 pub use cellbridge_devices as devices;
 pub use cellbridge_edge as edge;
+pub use cellbridge_events as events;
 pub use cellbridge_identity as identity;
 pub use cellbridge_sims as sims;
 

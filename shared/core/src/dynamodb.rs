@@ -6,6 +6,7 @@ use crate::aws::sdk_failure;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::de::value::{MapAccessDeserializer, StrDeserializer};
@@ -117,6 +118,18 @@ where
         Ok(_) => Ok(true),
         Err(error) if error.as_service_error().is_some_and(&condition_failed) => Ok(false),
         Err(error) => Err(backend(error)),
+    }
+}
+
+/// Whether a `TransactWriteItems` was cancelled because a condition of one of its items did not
+/// hold (another writer came first), rather than for a reason trying again cannot mend.
+pub fn transaction_cancelled_on_condition(error: &TransactWriteItemsError) -> bool {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
+        _ => false,
     }
 }
 

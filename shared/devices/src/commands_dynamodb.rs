@@ -195,6 +195,11 @@ pub(crate) fn command_item(command: &Command) -> Result<Item, StoreError> {
     to_item(&CommandItem::new(command)?)
 }
 
+/// A command as an item of the commands table (a stream record's image) holds it.
+pub fn command_from_image(item: Item) -> Result<Command, StoreError> {
+    command_from(item)
+}
+
 pub(crate) fn command_from(item: Item) -> Result<Command, StoreError> {
     from_item_named::<CommandItem>(COMMAND_ITEM, item)?.command()
 }

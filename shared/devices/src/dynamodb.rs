@@ -114,6 +114,11 @@ impl DeviceItem {
 
 const DEVICE_ITEM: &str = "device item";
 
+/// A device as an item of the devices table (a stream record's image) holds it.
+pub fn device_from_image(item: Item) -> Result<DeviceRecord, StoreError> {
+    device_from(item)
+}
+
 fn device_from(item: Item) -> Result<DeviceRecord, StoreError> {
     from_item_named::<DeviceItem>(DEVICE_ITEM, item)?.record()
 }

@@ -3,6 +3,13 @@
 //! subscriptions a connection holds, and the frames of the WebSocket stream, with the rule that
 //! decides whether a client resuming after `lastSeq` can be replayed or must reload.
 
+pub mod apigateway;
+pub mod dynamodb;
 pub mod event;
+pub mod fanout;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
+pub mod ports;
 pub mod protocol;
 pub mod subscription;
+pub mod wiring;

@@ -20,6 +20,8 @@ pub enum KeyLoadError {
     ShortSecret(String),
     #[error("fetching the identity provider's keys from {url} failed: {detail}")]
     Jwks { url: String, detail: String },
+    #[error("building the HTTP client for the identity provider's keys failed: {0}")]
+    Client(String),
 }
 
 /// Which tokens the API accepts (`AUTH_MODE`).

@@ -2,6 +2,7 @@
 //! rule. Pure logic: the secret and the JWKS arrive as values, loaded by adapters at cold start.
 
 pub mod admin;
+pub mod authenticator;
 pub mod caller;
 pub mod dynamodb;
 pub mod keys;

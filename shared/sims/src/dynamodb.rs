@@ -11,12 +11,13 @@ use crate::sync::{DetailsState, SyncState, UsageState};
 use crate::usage::{DailyUsage, UsageRecord, UsageRequest};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use cellbridge_core::cursor::{self, AfterId};
-use cellbridge_core::dynamodb::{backend, from_item_named, n, s, to_item, unbuildable, Item};
+use cellbridge_core::dynamodb::{
+    backend, from_item_named, n, s, to_item, transaction_cancelled_on_condition, unbuildable, Item,
+};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
 use cellbridge_core::tenant::TenantId;
 use std::collections::HashMap;
@@ -145,6 +146,16 @@ impl DynamoSims {
             }
         }
         Ok(item)
+    }
+
+    /// A SIM and its tenant as an item of the SIMs table (a stream record's image) holds them.
+    pub fn sim_from_image(item: Item) -> Result<(TenantId, Sim), StoreError> {
+        let tenant = match item.get("tenantId") {
+            Some(AttributeValue::S(text)) => TenantId::parse(text),
+            _ => None,
+        }
+        .ok_or_else(|| StoreError::Corrupt("SIM item: tenantId".into()))?;
+        Ok((tenant, Self::sim_of(item)?))
     }
 
     fn sim_of(mut item: Item) -> Result<Sim, StoreError> {
@@ -387,16 +398,6 @@ fn filter_expression(
     (!conditions.is_empty()).then(|| conditions.join(" AND "))
 }
 
-fn cancelled_on_condition(error: &TransactWriteItemsError) -> bool {
-    match error {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
-            .cancellation_reasons()
-            .iter()
-            .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
-        _ => false,
-    }
-}
-
 #[async_trait]
 impl SimStore for DynamoSims {
     async fn get_sim(&self, tenant: &TenantId, iccid: &str) -> Result<Option<Sim>, StoreError> {
@@ -618,7 +619,11 @@ impl SimStore for DynamoSims {
         let result = write.send().await;
         match result {
             Ok(_) => Ok(Written::Written),
-            Err(error) if error.as_service_error().is_some_and(cancelled_on_condition) => {
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(transaction_cancelled_on_condition) =>
+            {
                 Ok(Written::Conflict)
             }
             Err(error) => Err(backend(error)),
@@ -954,7 +959,10 @@ impl UsageStore for DynamoSims {
             match writes.send().await {
                 Ok(_) => {}
                 // Not in the inventory (yet): its usage waits for the sync to import it.
-                Err(error) if error.as_service_error().is_some_and(cancelled_on_condition) => {}
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(transaction_cancelled_on_condition) => {}
                 Err(error) => return Err(backend(error)),
             }
         }

@@ -1,0 +1,435 @@
+//! The event recorder: the change streams of the devices, commands, bulk changes and SIMs
+//! tables, read as each tenant's live events and written to its stream (`EventsTable`), from
+//! where the fan-out sends them. No handler publishes events itself: whatever writes these
+//! tables is seen here.
+//!
+//! What each change means:
+//! - a device item created: `device.registered`; its online state (connected and not timed
+//!   out) changed: `device.presence`;
+//! - a command created or its status changed: `command.status`;
+//! - a bulk change's counts or status changed: `bulkChange.progress`, and on reaching a final
+//!   status `bulkChange.completed`;
+//! - a SIM's status changed: `sim.status` (a SIM's first import is no status change).
+//!
+//! Telemetry and progress are coalesced within a batch (the last of each subject in each
+//! second). A tenant whose events could not be written fails from its first record on; the
+//! stream hands the batch again from there.
+
+use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use cellbridge_bulk_changes::bulk_change::BulkChange;
+use cellbridge_core::config::{required, ConfigError, Environment, FromEnvironment};
+use cellbridge_core::dynamodb::Item;
+use cellbridge_core::store::StoreError;
+use cellbridge_core::tenant::TenantId;
+use cellbridge_devices::ports::DeviceRecord;
+use cellbridge_events::event::{coalesce, Change, EventType};
+use cellbridge_events::ports::EventLog;
+use serde_json::json;
+use time::OffsetDateTime;
+
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start.
+    pub struct Config {
+        pub tables: cellbridge_events::wiring::LiveTables,
+        pub sources: SourceTables,
+        pub window: cellbridge_events::wiring::ReplayWindow,
+    }
+}
+
+/// The tables whose streams this function reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTables {
+    pub devices: String,
+    pub commands: String,
+    pub bulk_changes: String,
+    pub sims: String,
+}
+
+impl FromEnvironment for SourceTables {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            devices: required(env, "DEVICES_TABLE")?,
+            commands: required(env, "COMMANDS_TABLE")?,
+            bulk_changes: required(env, "BULK_CHANGES_TABLE")?,
+            sims: required(env, "SIMS_TABLE")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Devices,
+    Commands,
+    BulkChanges,
+    Sims,
+}
+
+impl SourceTables {
+    /// Which table a stream ARN (`arn:...:table/<name>/stream/<label>`) belongs to.
+    pub fn source_of(&self, stream_arn: &str) -> Option<Source> {
+        let name = stream_arn.split("table/").nth(1)?.split("/stream").next()?;
+        [
+            (&self.devices, Source::Devices),
+            (&self.commands, Source::Commands),
+            (&self.bulk_changes, Source::BulkChanges),
+            (&self.sims, Source::Sims),
+        ]
+        .into_iter()
+        .find(|(table, _)| table.as_str() == name)
+        .map(|(_, source)| source)
+    }
+}
+
+fn image(item: &serde_dynamo::Item) -> Option<Item> {
+    (!item.is_empty()).then(|| item.clone().into())
+}
+
+/// Reads both images of a record with `read`; an absent image is `None`.
+fn images<T>(
+    record: &EventRecord,
+    read: fn(Item) -> Result<T, StoreError>,
+) -> Result<(Option<T>, Option<T>), StoreError> {
+    let old = image(&record.change.old_image).map(read).transpose()?;
+    let new = image(&record.change.new_image).map(read).transpose()?;
+    Ok((old, new))
+}
+
+fn change(
+    tenant: &TenantId,
+    kind: EventType,
+    subject: &str,
+    at: OffsetDateTime,
+    data: serde_json::Value,
+) -> Change {
+    Change {
+        tenant: tenant.clone(),
+        kind,
+        subject: subject.to_owned(),
+        at,
+        data,
+    }
+}
+
+fn online(device: &DeviceRecord) -> bool {
+    device.presence.connected && !device.presence.timed_out
+}
+
+fn device_changes(
+    old: Option<DeviceRecord>,
+    new: Option<DeviceRecord>,
+    at: OffsetDateTime,
+) -> Vec<Change> {
+    let Some(new) = new else { return Vec::new() };
+    let thing = new.thing_name.as_str();
+    let mut changes = Vec::new();
+    if old.is_none() {
+        changes.push(change(
+            &new.tenant,
+            EventType::DeviceRegistered,
+            thing,
+            at,
+            json!({"iccid": new.iccid, "model": new.model, "firmware": new.firmware}),
+        ));
+    }
+    if old.as_ref().map(online).unwrap_or(false) != online(&new) {
+        let last_seen = new.presence.last_seen.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+        changes.push(change(
+            &new.tenant,
+            EventType::DevicePresence,
+            thing,
+            at,
+            json!({"online": online(&new), "lastSeen": last_seen, "timedOut": new.presence.timed_out}),
+        ));
+    }
+    changes
+}
+
+fn command_changes(
+    old: Option<cellbridge_devices::command::Command>,
+    new: Option<cellbridge_devices::command::Command>,
+    at: OffsetDateTime,
+) -> Vec<Change> {
+    let Some(new) = new else { return Vec::new() };
+    if old.as_ref().is_some_and(|old| old.status == new.status) {
+        return Vec::new();
+    }
+    vec![change(
+        &new.tenant,
+        EventType::CommandStatus,
+        new.thing.as_str(),
+        at,
+        json!({"commandId": new.id.to_string(), "name": new.name, "status": new.status.as_str()}),
+    )]
+}
+
+fn bulk_change_changes(
+    old: Option<BulkChange>,
+    new: Option<BulkChange>,
+    at: OffsetDateTime,
+) -> Vec<Change> {
+    let Some(new) = new else { return Vec::new() };
+    let moved = old
+        .as_ref()
+        .is_none_or(|old| old.status != new.status || old.counts != new.counts);
+    if !moved {
+        return Vec::new();
+    }
+    let data = json!({
+        "status": new.status.as_str(),
+        "carrier": new.carrier.as_str(),
+        "total": new.counts.total,
+        "succeeded": new.counts.succeeded,
+        "failed": new.counts.failed,
+        "pending": new.counts.pending(),
+    });
+    let finished_now =
+        new.status.is_final() && !old.as_ref().is_some_and(|old| old.status.is_final());
+    let kind = if finished_now {
+        EventType::BulkChangeCompleted
+    } else {
+        EventType::BulkChangeProgress
+    };
+    vec![change(&new.tenant_id, kind, &new.bulk_change_id, at, data)]
+}
+
+fn sim_changes(
+    old: Option<(TenantId, cellbridge_sims::sim::Sim)>,
+    new: Option<(TenantId, cellbridge_sims::sim::Sim)>,
+    at: OffsetDateTime,
+) -> Vec<Change> {
+    let (Some((_, old)), Some((tenant, new))) = (old, new) else {
+        return Vec::new();
+    };
+    if old.status == new.status {
+        return Vec::new();
+    }
+    vec![change(
+        &tenant,
+        EventType::SimStatusChanged,
+        &new.iccid,
+        at,
+        json!({"from": old.status.as_str(), "to": new.status.as_str(), "carrier": new.carrier.as_str(), "carrierStatus": new.carrier_status}),
+    )]
+}
+
+/// What one stream record means, as changes of its tenant's stream.
+pub fn changes_of(source: Source, record: &EventRecord) -> Result<Vec<Change>, StoreError> {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+        record
+            .change
+            .approximate_creation_date_time
+            .timestamp_nanos_opt()
+            .unwrap_or(0),
+    ))
+    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    Ok(match source {
+        Source::Devices => {
+            let (old, new) = images(record, cellbridge_devices::dynamodb::device_from_image)?;
+            device_changes(old, new, at)
+        }
+        Source::Commands => {
+            let (old, new) = images(
+                record,
+                cellbridge_devices::commands_dynamodb::command_from_image,
+            )?;
+            command_changes(old, new, at)
+        }
+        Source::BulkChanges => {
+            let (old, new) = images(
+                record,
+                cellbridge_bulk_changes::dynamodb::bulk_change_from_image,
+            )?;
+            bulk_change_changes(old, new, at)
+        }
+        Source::Sims => {
+            let (old, new) = images(
+                record,
+                cellbridge_sims::dynamodb::DynamoSims::sim_from_image,
+            )?;
+            sim_changes(old, new, at)
+        }
+    })
+}
+
+/// A tenant's changes in the batch, and the sequence number of its first record.
+struct TenantChanges {
+    tenant: TenantId,
+    first_record: String,
+    changes: Vec<Change>,
+}
+
+pub async fn handle(
+    event: &StreamEvent,
+    sources: &SourceTables,
+    log: &dyn EventLog,
+    window: time::Duration,
+    now: OffsetDateTime,
+) -> DynamoDbEventResponse {
+    let mut tenants: Vec<TenantChanges> = Vec::new();
+    for record in &event.records {
+        let arn = record.event_source_arn.as_deref().unwrap_or_default();
+        let Some(source) = sources.source_of(arn) else {
+            tracing::error!(
+                arn,
+                "a stream record of a table this function does not read; skipped"
+            );
+            continue;
+        };
+        let changes = match changes_of(source, record) {
+            Ok(changes) => changes,
+            Err(error) => {
+                // Items of other kinds share some tables; what cannot be read tells nothing.
+                tracing::warn!(?source, %error, "a changed item could not be read; skipped");
+                continue;
+            }
+        };
+        for change in changes {
+            let index = match tenants.iter().position(|t| t.tenant == change.tenant) {
+                Some(index) => index,
+                None => {
+                    tenants.push(TenantChanges {
+                        tenant: change.tenant.clone(),
+                        first_record: record.change.sequence_number.clone().unwrap_or_default(),
+                        changes: Vec::new(),
+                    });
+                    tenants.len() - 1
+                }
+            };
+            tenants[index].changes.push(change);
+        }
+    }
+    let mut response = DynamoDbEventResponse::default();
+    let mut recorded = 0;
+    for tenant in tenants {
+        let changes = coalesce(tenant.changes);
+        match log.append(&tenant.tenant, changes, now + window).await {
+            Ok(events) => recorded += events.len(),
+            Err(error) => {
+                tracing::error!(tenant = %tenant.tenant, %error, "events could not be recorded; the stream hands them again");
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(tenant.first_record);
+                response.batch_item_failures.push(failure);
+            }
+        }
+    }
+    tracing::info!(
+        records = event.records.len(),
+        recorded,
+        failed = response.batch_item_failures.len(),
+        "recorded"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge_events::memory::{MemoryEventLog, StreamRecord};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
+
+    fn sources() -> SourceTables {
+        SourceTables {
+            devices: "cellbridge-DevicesTable".into(),
+            commands: "cellbridge-CommandsTable".into(),
+            bulk_changes: "cellbridge-BulkChangesTable".into(),
+            sims: "cellbridge-SimsTable".into(),
+        }
+    }
+
+    fn sample(name: &str) -> StreamEvent {
+        let text = match name {
+            "devices" => include_str!("../../../events/event-recorder/devices.json"),
+            _ => include_str!("../../../events/event-recorder/bulk-changes.json"),
+        };
+        serde_json::from_str(text).expect("sample")
+    }
+
+    fn recorded(log: &MemoryEventLog) -> Vec<(String, String, String, serde_json::Value)> {
+        log.stream_since(0)
+            .0
+            .into_iter()
+            .filter_map(|r| match r {
+                StreamRecord::Appended(e) => Some((
+                    e.tenant.to_string(),
+                    e.kind.as_str().to_owned(),
+                    e.subject,
+                    e.data,
+                )),
+                StreamRecord::Woken { .. } => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_device_registering_then_dropping_off_is_told_as_such() {
+        let log = MemoryEventLog::default();
+        let response = handle(
+            &sample("devices"),
+            &sources(),
+            &log,
+            time::Duration::minutes(15),
+            NOW,
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        let events = recorded(&log);
+        let kinds: Vec<(&str, &str)> = events
+            .iter()
+            .map(|(_, k, s, _)| (k.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("device.registered", "trk-0001"),
+                ("device.presence", "trk-0001"),
+                ("device.presence", "trk-0001"),
+            ]
+        );
+        assert_eq!(events[1].3["online"], true);
+        assert_eq!(events[2].3["online"], false);
+        assert!(events.iter().all(|(t, ..)| t == "acme"));
+    }
+
+    #[tokio::test]
+    async fn a_bulk_change_progresses_coalesced_then_completes() {
+        let log = MemoryEventLog::default();
+        handle(
+            &sample("bulk"),
+            &sources(),
+            &log,
+            time::Duration::minutes(15),
+            NOW,
+        )
+        .await;
+        let events = recorded(&log);
+        let told: Vec<(&str, u64)> = events
+            .iter()
+            .map(|(_, k, _, d)| (k.as_str(), d["succeeded"].as_u64().unwrap_or(99)))
+            .collect();
+        // Two progress records in the same second: the later one is told.
+        assert_eq!(
+            told,
+            [("bulkChange.progress", 2), ("bulkChange.completed", 3)]
+        );
+        assert_eq!(events[1].3["status"], "completed");
+    }
+
+    #[test]
+    fn stream_arns_name_their_table() {
+        let sources = sources();
+        assert_eq!(
+            sources.source_of("arn:aws:dynamodb:us-east-1:123456789012:table/cellbridge-SimsTable/stream/2026-12-06T00:00:00.000"),
+            Some(Source::Sims)
+        );
+        assert_eq!(
+            sources.source_of("arn:aws:dynamodb:us-east-1:1:table/Other/stream/x"),
+            None
+        );
+    }
+}

@@ -1,0 +1,24 @@
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<event_recorder::Config>().await?;
+    let log = cellbridge_events::wiring::event_log(&sdk, &config.tables);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| {
+        let (log, config) = (&log, &config);
+        async move {
+            Ok::<_, Error>(
+                event_recorder::handle(
+                    &event.payload,
+                    &config.sources,
+                    log,
+                    config.window.0,
+                    time::OffsetDateTime::now_utc(),
+                )
+                .await,
+            )
+        }
+    }))
+    .await
+}

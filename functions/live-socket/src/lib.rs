@@ -1,0 +1,405 @@
+//! The live event stream's WebSocket routes (API Gateway WebSocket API, proxy integration).
+//!
+//! - `$connect`: the token is checked before the connection opens. A browser cannot set headers
+//!   on a WebSocket, so it offers two subprotocols: [`SUBPROTOCOL`] and the token itself
+//!   (`new WebSocket(url, ["cellbridge.events.v1", token])`); the answer selects the first.
+//!   Other clients may send `Authorization: Bearer <token>` instead. No token, a bad one, or an
+//!   expired one: `401`, and the connection never opens. The token is never logged.
+//! - `subscribe` (`filter`, `lastSeq`): `subscribed` with the stream's place, then (sent by the
+//!   fan-out) every event after `lastSeq` that is still kept, then live ones; a `lastSeq` older
+//!   than the replay window gets `reset` instead. `unsubscribe` stops the events; `ping` gets
+//!   `pong` (API Gateway cuts a connection idle for 10 minutes; a ping resets that).
+//! - Anything else (`$default`): an `error` frame naming what is wrong; the connection stays.
+//! - `$disconnect`: the connection is forgotten.
+
+use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::http::{HeaderMap, HeaderValue};
+use cellbridge_core::store::StoreError;
+use cellbridge_events::ports::{Connection, ConnectionPoster, Connections, EventLog};
+use cellbridge_events::protocol::{parse_client_frame, resume, ClientFrame, Resume, ServerFrame};
+use cellbridge_identity::authenticator::Authenticator;
+use cellbridge_identity::token::TokenError;
+use time::OffsetDateTime;
+
+cellbridge_core::composite_config! {
+    /// This function's configuration, read once at cold start.
+    pub struct Config {
+        pub tables: cellbridge_events::wiring::LiveTables,
+        pub endpoint: cellbridge_events::wiring::LiveEndpoint,
+        pub auth: cellbridge_identity::keys::AuthMode,
+    }
+}
+
+/// The subprotocol a client offers beside its token, and that the answer selects.
+pub const SUBPROTOCOL: &str = "cellbridge.events.v1";
+/// Longer offers are no token of ours; refusing them early bounds the work per connection.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// API Gateway closes every connection after two hours; the table's TTL removes what a lost
+/// `$disconnect` left a little after that.
+pub const CONNECTION_LIFETIME: time::Duration = time::Duration::minutes(125);
+
+pub struct SocketPorts<'a> {
+    pub log: &'a dyn EventLog,
+    pub connections: &'a dyn Connections,
+    pub poster: &'a dyn ConnectionPoster,
+    pub authenticator: &'a Authenticator,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("the request has no connection id: not an API Gateway WebSocket event")]
+    NoConnection,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn respond(status: i64) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response
+}
+
+/// What the client offered: whether it speaks [`SUBPROTOCOL`], and its token.
+fn offered_token(headers: &HeaderMap) -> (bool, Result<String, TokenError>) {
+    let offered: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let speaks = offered.iter().any(|p| p == SUBPROTOCOL);
+    let from_protocols = offered.into_iter().find(|p| p != SUBPROTOCOL);
+    let from_header = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let token = match from_protocols.or(from_header) {
+        Some(token) if token.len() > MAX_TOKEN_BYTES => Err(TokenError::Malformed),
+        Some(token) => Ok(token),
+        None => Err(TokenError::Missing),
+    };
+    (speaks, token)
+}
+
+async fn connect(
+    request: &ApiGatewayWebsocketProxyRequest,
+    id: &str,
+    ports: &SocketPorts<'_>,
+    now: OffsetDateTime,
+) -> Result<ApiGatewayProxyResponse, SocketError> {
+    let (speaks, token) = offered_token(&request.headers);
+    let identity = match token {
+        Ok(token) => ports.authenticator.identify(&token, now).await,
+        Err(missing) => Err(missing),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(reason) => {
+            // The reason, never the token: it is a credential.
+            tracing::warn!(%reason, "live connection refused");
+            return Ok(respond(401));
+        }
+    };
+    ports
+        .connections
+        .put(&Connection {
+            id: id.to_owned(),
+            tenant: identity.tenant.clone(),
+            subject: identity.subject.clone(),
+            connected_at: now,
+            expires_at: now + CONNECTION_LIFETIME,
+            subscription: None,
+            after: 0,
+            catching_up: false,
+        })
+        .await?;
+    tracing::info!(tenant = %identity.tenant, subject = %identity.subject, "live connection opened");
+    let mut response = respond(200);
+    if speaks {
+        response.headers.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(response)
+}
+
+async fn post(ports: &SocketPorts<'_>, id: &str, frame: &ServerFrame) {
+    // A frame is plain data: serializing it cannot fail.
+    let bytes = serde_json::to_vec(frame).unwrap_or_default();
+    if let Err(error) = ports.poster.post(id, &bytes).await {
+        // The client is gone or unreachable: its `$disconnect` (or the TTL) tidies up.
+        tracing::warn!(%error, "a reply did not reach its connection");
+    }
+}
+
+async fn message(
+    body: &str,
+    id: &str,
+    ports: &SocketPorts<'_>,
+    now: OffsetDateTime,
+) -> Result<(), SocketError> {
+    let frame = match parse_client_frame(body) {
+        Ok(frame) => frame,
+        Err(error) => {
+            post(ports, id, &error.frame()).await;
+            return Ok(());
+        }
+    };
+    let Some(connection) = ports.connections.get(id).await? else {
+        tracing::warn!("a frame from a connection that is not recorded; ignored");
+        return Ok(());
+    };
+    let tenant = &connection.tenant;
+    match frame {
+        ClientFrame::Ping => post(ports, id, &ServerFrame::Pong).await,
+        ClientFrame::Unsubscribe => {
+            let newest = ports.log.newest(tenant).await?;
+            ports.connections.subscribe(id, None, newest).await?;
+        }
+        ClientFrame::Subscribe { filter, last_seq } => {
+            let newest = ports.log.newest(tenant).await?;
+            let after = match last_seq {
+                None => newest,
+                Some(last_seq) => {
+                    let next_kept =
+                        last_seq < newest && ports.log.is_kept(tenant, last_seq + 1, now).await?;
+                    match resume(last_seq, next_kept.then_some(last_seq + 1), newest) {
+                        Resume::Reset => {
+                            let reason = if last_seq > newest {
+                                format!("lastSeq {last_seq} is ahead of the stream ({newest}): reload, then subscribe without lastSeq")
+                            } else {
+                                format!("events after lastSeq {last_seq} are no longer kept: reload, then subscribe without lastSeq")
+                            };
+                            post(ports, id, &ServerFrame::Reset { reason }).await;
+                            return Ok(());
+                        }
+                        Resume::UpToDate | Resume::Replay { .. } => last_seq,
+                    }
+                }
+            };
+            // `subscribed` goes first: what the fan-out replays and sends follows it.
+            post(ports, id, &ServerFrame::Subscribed { last_seq: newest }).await;
+            if ports.connections.subscribe(id, Some(filter), after).await? {
+                ports.log.wake(tenant).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn handle(
+    request: &ApiGatewayWebsocketProxyRequest,
+    ports: &SocketPorts<'_>,
+    now: OffsetDateTime,
+) -> Result<ApiGatewayProxyResponse, SocketError> {
+    let context = &request.request_context;
+    let id = context
+        .connection_id
+        .as_deref()
+        .ok_or(SocketError::NoConnection)?;
+    match context.event_type.as_deref() {
+        Some("CONNECT") => connect(request, id, ports, now).await,
+        Some("DISCONNECT") => {
+            ports.connections.remove(id).await?;
+            Ok(respond(200))
+        }
+        _ => {
+            message(request.body.as_deref().unwrap_or_default(), id, ports, now).await?;
+            Ok(respond(200))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellbridge_core::tenant::TenantId;
+    use cellbridge_events::event::{Change, EventType};
+    use cellbridge_events::memory::{MemoryConnections, MemoryEventLog, RecordingPoster};
+    use cellbridge_identity::principal::Identity;
+    use cellbridge_identity::role::Roles;
+    use cellbridge_identity::token::{
+        SigningSecret, TokenAudience, TokenSigner, TokenVerifier, DEFAULT_LIFETIME,
+    };
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
+    const CONNECT: &str = include_str!("../../../events/live-socket/connect.json");
+    const SUBSCRIBE: &str = include_str!("../../../events/live-socket/subscribe.json");
+    const DISCONNECT: &str = include_str!("../../../events/live-socket/disconnect.json");
+
+    fn secret() -> SigningSecret {
+        SigningSecret::new(vec![7; 32]).expect("secret")
+    }
+
+    fn token(tenant: &str) -> String {
+        let identity = Identity {
+            subject: "ops@acme.example".into(),
+            tenant: TenantId::parse(tenant).expect("tenant"),
+            roles: Roles::default(),
+        };
+        TokenSigner::new(&secret(), TokenAudience::default(), DEFAULT_LIFETIME)
+            .issue(&identity, NOW)
+            .expect("token")
+            .token
+    }
+
+    struct World {
+        log: MemoryEventLog,
+        connections: MemoryConnections,
+        poster: RecordingPoster,
+        authenticator: Authenticator,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                log: MemoryEventLog::default(),
+                connections: MemoryConnections::default(),
+                poster: RecordingPoster::default(),
+                authenticator: Authenticator::new(
+                    TokenVerifier::shared_secret(&secret(), TokenAudience::default()),
+                    None,
+                ),
+            }
+        }
+
+        fn ports(&self) -> SocketPorts<'_> {
+            SocketPorts {
+                log: &self.log,
+                connections: &self.connections,
+                poster: &self.poster,
+                authenticator: &self.authenticator,
+            }
+        }
+
+        async fn send(
+            &self,
+            sample: &str,
+            edit: impl FnOnce(&mut serde_json::Value),
+        ) -> ApiGatewayProxyResponse {
+            let mut event: serde_json::Value = serde_json::from_str(sample).expect("sample");
+            edit(&mut event);
+            let request: ApiGatewayWebsocketProxyRequest =
+                serde_json::from_value(event).expect("request");
+            handle(&request, &self.ports(), NOW).await.expect("handled")
+        }
+
+        async fn say(&self, body: &str) {
+            self.send(SUBSCRIBE, |e| e["body"] = body.into()).await;
+        }
+    }
+
+    const ID: &str = "L0SM9cOFvHcCIhw=";
+
+    #[tokio::test]
+    async fn a_connection_without_a_valid_token_is_refused_at_connect() {
+        let world = World::new();
+        let no_token = world
+            .send(CONNECT, |e| {
+                e["headers"]["Sec-WebSocket-Protocol"] = SUBPROTOCOL.into()
+            })
+            .await;
+        assert_eq!(no_token.status_code, 401);
+        let forged = world
+            .send(CONNECT, |e| {
+                e["headers"]["Sec-WebSocket-Protocol"] =
+                    format!("{SUBPROTOCOL}, {}x", token("acme")).into()
+            })
+            .await;
+        assert_eq!(forged.status_code, 401);
+        assert_eq!(world.connections.get(ID).await.expect("get"), None);
+
+        let good = world
+            .send(CONNECT, |e| {
+                e["headers"]["Sec-WebSocket-Protocol"] =
+                    format!("{SUBPROTOCOL}, {}", token("acme")).into()
+            })
+            .await;
+        assert_eq!(good.status_code, 200);
+        assert_eq!(good.headers["sec-websocket-protocol"], SUBPROTOCOL);
+        let connection = world
+            .connections
+            .get(ID)
+            .await
+            .expect("get")
+            .expect("recorded");
+        assert_eq!(connection.tenant.as_str(), "acme");
+        world.send(DISCONNECT, |_| {}).await;
+        assert_eq!(world.connections.get(ID).await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn subscribing_resumes_resets_or_names_what_is_wrong() {
+        let world = World::new();
+        world
+            .send(CONNECT, |e| {
+                e["headers"]["Sec-WebSocket-Protocol"] =
+                    format!("{SUBPROTOCOL}, {}", token("acme")).into()
+            })
+            .await;
+        let acme = TenantId::parse("acme").expect("tenant");
+        let changes = (0..4)
+            .map(|i| Change {
+                tenant: acme.clone(),
+                kind: EventType::DevicePresence,
+                subject: format!("d{i}"),
+                at: NOW,
+                data: serde_json::json!({}),
+            })
+            .collect();
+        world
+            .log
+            .append(&acme, changes, NOW + time::Duration::minutes(15))
+            .await
+            .expect("append");
+
+        world.say(r#"{"action": "subscribe", "lastSeq": 2}"#).await;
+        let connection = world
+            .connections
+            .get(ID)
+            .await
+            .expect("get")
+            .expect("recorded");
+        assert!(
+            connection.catching_up && connection.after == 2 && connection.subscription.is_some()
+        );
+        world.say(r#"{"action": "ping"}"#).await;
+        world.say(r#"{"action": "dance"}"#).await;
+        world.log.expire(&acme, 2);
+        world.say(r#"{"action": "subscribe", "lastSeq": 1}"#).await;
+        world.say(r#"{"action": "subscribe", "lastSeq": 9}"#).await;
+        let kinds: Vec<String> = world
+            .poster
+            .frames(ID)
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f["kind"].as_str().unwrap_or("?"),
+                    f["field"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["subscribed:", "pong:", "error:action", "reset:", "reset:"]
+        );
+        assert_eq!(world.poster.frames(ID)[0]["lastSeq"], 4);
+        let still = world
+            .connections
+            .get(ID)
+            .await
+            .expect("get")
+            .expect("recorded");
+        assert_eq!(
+            still.after, 2,
+            "a refused resume leaves the subscription as it was"
+        );
+    }
+}

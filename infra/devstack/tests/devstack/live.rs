@@ -1,0 +1,326 @@
+//! The live event stream end to end with real WebSocket clients: the template's WebSocket API
+//! served by the devstack, `$connect` and the routes through cargo lambda watch, the recorder and
+//! the fan-out fed by the tables' streams, frames posted through the `@connections` endpoint.
+
+use super::{seed_devices, signed_in, until, valid_request, OPERATOR};
+use anyhow::{bail, ensure, Context, Result};
+use cellbridge::common::tenant::TenantId;
+use cellbridge::events::event::{Event, EventType};
+use cellbridge::events::subscription::Subscription;
+use cellbridge::sims::ports::SimStore;
+use cellbridge::sims::sim::SimStatus;
+use device_sim::{Fleet, FleetOptions};
+use devstack::Devstack;
+use live_client::{LiveClient, LiveError, LiveOptions};
+use serde_json::json;
+use std::time::Duration;
+
+const OTHER_TENANT_OPERATOR: &str = "ops@globex.example";
+
+async fn token(stack: &Devstack, username: &str) -> Result<String> {
+    let client = signed_in(stack, username).await?;
+    client
+        .token()
+        .map(str::to_owned)
+        .context("a signed-in client has a token")
+}
+
+async fn client(stack: &Devstack, username: &str, filter: Subscription) -> Result<LiveClient> {
+    let token = token(stack, username).await?;
+    Ok(LiveClient::connect(&stack.live_url(), &token, filter, LiveOptions::default()).await?)
+}
+
+/// Events until `done` holds for one, which is the last returned.
+async fn events_until(
+    live: &mut LiveClient,
+    within: Duration,
+    mut done: impl FnMut(&Event) -> bool,
+    mut each: impl FnMut(&Event, &mut LiveClient),
+) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    loop {
+        let event = live.next(within).await.context("waiting for live events")?;
+        each(&event, live);
+        let finished = done(&event);
+        events.push(event);
+        if finished {
+            return Ok(events);
+        }
+    }
+}
+
+fn consecutive(events: &[Event]) -> bool {
+    events.windows(2).all(|w| w[1].seq == w[0].seq + 1)
+}
+
+/// A bulk change's progress and completion, and a device coming and going, arrive in order on
+/// an unfiltered stream, across a cut in the middle; the other tenant's stream stays silent
+/// about them.
+pub async fn bulk_changes_and_devices_show_up_live_in_order(stack: &Devstack) -> Result<()> {
+    let mut demo = client(stack, OPERATOR, Subscription::default()).await?;
+    let mut other = client(stack, OTHER_TENANT_OPERATOR, Subscription::default()).await?;
+
+    seed_devices(stack)?;
+    let api = signed_in(stack, OPERATOR).await?;
+    let mut request = valid_request();
+    request["carrier"] = json!("telegence");
+    let created = api.create_bulk_change(&request, None).await?;
+    let id = created.id.to_string();
+    let mut cut = false;
+    let events = events_until(
+        &mut demo,
+        Duration::from_secs(240),
+        |e| e.kind == EventType::BulkChangeCompleted && e.subject == id,
+        |e, live| {
+            // Cut once, right after the first progress: what follows comes through a resume.
+            if !cut && e.kind == EventType::BulkChangeProgress && e.subject == id {
+                live.cut();
+                cut = true;
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        consecutive(&events),
+        "seq with gaps or repeats: {:?}",
+        events.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    let ours: Vec<&Event> = events.iter().filter(|e| e.subject == id).collect();
+    let done: Vec<u64> = ours
+        .iter()
+        .map(|e| e.data["succeeded"].as_u64().unwrap_or(0) + e.data["failed"].as_u64().unwrap_or(0))
+        .collect();
+    ensure!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "progress went back: {done:?}"
+    );
+    let last = ours.last().context("the bulk change's events")?;
+    ensure!(
+        last.data["status"] == "completed" && last.data["succeeded"] == super::DEVICES,
+        "completion {last:?}"
+    );
+    ensure!(cut, "the stream was cut once");
+    let stats = demo.stats();
+    ensure!(
+        stats.connections == 2 && stats.duplicates + stats.events >= events.len() as u64,
+        "{stats:?}"
+    );
+
+    // A device registering, online, then offline.
+    let mut options = FleetOptions::new(stack.mqtt_address());
+    options.devices = 1;
+    options.prefix = "live".to_owned();
+    options.tenant = "demo".to_owned();
+    let fleet = Fleet::start(options)?;
+    let thing = fleet.things().next().context("one device")?.to_owned();
+    let outcome = async {
+        let online = |e: &Event| {
+            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == true
+        };
+        events_until(&mut demo, Duration::from_secs(120), online, |_, _| {}).await?;
+        fleet.disconnect(&thing)?;
+        let offline = |e: &Event| {
+            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == false
+        };
+        events_until(&mut demo, Duration::from_secs(120), offline, |_, _| {}).await
+    }
+    .await;
+    let _ = fleet.shutdown().await;
+    outcome?;
+
+    // Whatever the other tenant's stream carried, none of it was the demo tenant's.
+    loop {
+        match other.next(Duration::from_secs(2)).await {
+            Ok(event) => ensure!(event.tenant.as_str() == "globex", "globex saw {event:?}"),
+            Err(LiveError::Timeout(_)) => break,
+            Err(error) => bail!("the other tenant's stream: {error}"),
+        }
+    }
+    Ok(())
+}
+
+/// Flips the status of `count` SIMs of `tenant` (written first, a first write tells nothing):
+/// one `sim.status` event each.
+async fn flip_sims(stack: &Devstack, tenant: &str, first: u32, count: u32) -> Result<()> {
+    let store = devstack::ports::sim_store(stack)?;
+    let tenant = TenantId::parse(tenant).context("tenant")?;
+    for n in first..first + count {
+        let mut sim = cellbridge::testing::sample_sim(n);
+        sim.status = SimStatus::Active;
+        sim.version = 1;
+        store.put_sim(&tenant, &sim, None, None).await?;
+        let stored = sim.version;
+        sim.status = SimStatus::Suspended;
+        sim.version += 1;
+        store.put_sim(&tenant, &sim, Some(stored), None).await?;
+    }
+    Ok(())
+}
+
+/// Thousands of events of two tenants, interleaved: each stream carries its own tenant's only,
+/// every one of them, in order.
+pub async fn tenants_never_see_each_others_events(stack: &Devstack) -> Result<()> {
+    const PER_TENANT: u32 = 1_000;
+    let sims_only = Subscription {
+        types: [EventType::SimStatusChanged].into(),
+        ..Subscription::default()
+    };
+    let mut demo = client(stack, OPERATOR, sims_only.clone()).await?;
+    let mut globex = client(stack, OTHER_TENANT_OPERATOR, sims_only).await?;
+    let (demo_written, globex_written) = tokio::join!(
+        flip_sims(stack, "demo", 700_000, PER_TENANT),
+        flip_sims(stack, "globex", 800_000, PER_TENANT)
+    );
+    demo_written?;
+    globex_written?;
+    for (live, tenant, first) in [
+        (&mut demo, "demo", 700_000),
+        (&mut globex, "globex", 800_000),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < PER_TENANT as usize {
+            let event = live
+                .next(Duration::from_secs(180))
+                .await
+                .with_context(|| format!("{tenant}'s events, {} so far", seen.len()))?;
+            ensure!(
+                event.tenant.as_str() == tenant,
+                "{tenant} received {event:?}"
+            );
+            if event.data["to"] == "suspended" {
+                seen.insert(event.subject.clone());
+            }
+        }
+        let expected: std::collections::BTreeSet<String> = (first..first + PER_TENANT)
+            .map(cellbridge::testing::iccid)
+            .collect();
+        ensure!(seen == expected, "{tenant}: not every flipped SIM was told");
+        ensure!(live.stats().duplicates == 0, "{:?}", live.stats());
+    }
+    Ok(())
+}
+
+/// Bad tokens are refused at `$connect`; a stale `lastSeq` gets `reset`; malformed frames get
+/// an error frame and the other connections go on; a connection API Gateway no longer has is
+/// removed on the first 410.
+pub async fn the_stream_refuses_resets_and_prunes(stack: &Devstack) -> Result<()> {
+    let url = stack.live_url();
+    for bad in ["not.a.token", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"] {
+        match LiveClient::connect(&url, bad, Subscription::default(), LiveOptions::default()).await
+        {
+            Err(LiveError::Refused(401)) => {}
+            other => bail!("a bad token got {:?}", other.map(|c| c.stats())),
+        }
+    }
+
+    let token = token(stack, OPERATOR).await?;
+    let mut watcher = LiveClient::connect(
+        &url,
+        &token,
+        Subscription::default(),
+        LiveOptions::default(),
+    )
+    .await?;
+    let mut rude = LiveClient::connect(
+        &url,
+        &token,
+        Subscription::default(),
+        LiveOptions::default(),
+    )
+    .await?;
+    rude.send_raw("{not json").await?;
+    let error = rude.frame(Duration::from_secs(30)).await?;
+    ensure!(error["kind"] == "error", "{error}");
+    rude.send_raw(r#"{"action": "dance"}"#).await?;
+    let error = rude.frame(Duration::from_secs(30)).await?;
+    ensure!(
+        error["kind"] == "error" && error["field"] == "action",
+        "{error}"
+    );
+
+    // A connection record of a client API Gateway no longer has.
+    let connections = devstack::ports::live_connections(stack)?;
+    let ghost = "R2hvc3RDb25uZWN0aW9uPQ==";
+    let now = time::OffsetDateTime::now_utc();
+    use cellbridge::events::ports::Connections;
+    connections
+        .put(&cellbridge::events::ports::Connection {
+            id: ghost.into(),
+            tenant: TenantId::parse("demo").context("tenant")?,
+            subject: "ghost@demo.example".into(),
+            connected_at: now,
+            expires_at: now + time::Duration::hours(2),
+            subscription: Some(Subscription::default()),
+            after: 0,
+            catching_up: false,
+        })
+        .await?;
+    flip_sims(stack, "demo", 900_000, 1).await?;
+    let told = watcher.next(Duration::from_secs(60)).await?;
+    ensure!(told.kind == EventType::SimStatusChanged, "{told:?}");
+    until(
+        "the dead connection removed",
+        Duration::from_secs(30),
+        || async { Ok(connections.get(ghost).await?.is_none()) },
+    )
+    .await?;
+    // The rude client's connection still works.
+    rude.send_raw(r#"{"action": "ping"}"#).await?;
+    loop {
+        let frame = rude.frame(Duration::from_secs(30)).await?;
+        if frame["kind"] == "pong" {
+            break;
+        }
+    }
+
+    let newest = told.seq;
+    match LiveClient::resume(
+        &url,
+        &token,
+        Subscription::default(),
+        newest + 1_000,
+        LiveOptions::default(),
+    )
+    .await
+    {
+        Err(LiveError::Reset(_)) => {}
+        other => bail!(
+            "a lastSeq ahead of the stream got {:?}",
+            other.map(|c| c.stats())
+        ),
+    }
+    // The event after `newest - 1` gone, as the TTL removes it after the window.
+    let events_table = stack
+        .resources()
+        .table_name("EventsTable")
+        .context("EventsTable")?;
+    aws_sdk_dynamodb::Client::new(stack.sdk_config())
+        .delete_item()
+        .table_name(events_table)
+        .key(
+            "tenantId",
+            aws_sdk_dynamodb::types::AttributeValue::S("demo".into()),
+        )
+        .key(
+            "seq",
+            aws_sdk_dynamodb::types::AttributeValue::N(newest.to_string()),
+        )
+        .send()
+        .await?;
+    match LiveClient::resume(
+        &url,
+        &token,
+        Subscription::default(),
+        newest - 1,
+        LiveOptions::default(),
+    )
+    .await
+    {
+        Err(LiveError::Reset(reason)) => ensure!(reason.contains("no longer kept"), "{reason}"),
+        other => bail!(
+            "a lastSeq before the window got {:?}",
+            other.map(|c| c.stats())
+        ),
+    }
+    Ok(())
+}

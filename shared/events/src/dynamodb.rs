@@ -1,0 +1,511 @@
+//! The live-event tables in DynamoDB.
+//!
+//! `EventsTable`: each tenant's events under `tenantId`, by `seq`, with their TTL (`expiresAt`,
+//! seconds). The item `seq = 0` is the tenant's counter (`newest`): events are put in the same
+//! transaction that moves it, so every place up to `newest` holds an event, and the table's
+//! stream carries them in the order they were given out. `wakes` on the counter is bumped by a
+//! subscriber waiting for its replay.
+//!
+//! `LiveConnectionsTable`: one item per connection (`connectionId`), its tenant (`ByTenant`), its
+//! subscription as JSON text, its place (`after`) and whether it is catching up.
+
+use crate::event::{Event, EventType};
+use crate::ports::{Connection, Connections, EventLog};
+use crate::subscription::Subscription;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use cellbridge_core::dynamodb::{
+    backend, n, s, transaction_cancelled_on_condition, unbuildable,
+    updated_unless_condition_failed, Item,
+};
+use cellbridge_core::store::StoreError;
+use cellbridge_core::tenant::TenantId;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The counter's place: events start at 1.
+const COUNTER_SEQ: u64 = 0;
+/// A transaction holds at most 100 items: the counter and this many events.
+const EVENTS_PER_TRANSACTION: usize = 99;
+/// Writers of one tenant racing for its counter: each lost race reads it again.
+const APPEND_ATTEMPTS: u32 = 30;
+
+#[derive(Debug, Clone)]
+pub struct DynamoEventLog {
+    client: Client,
+    table: String,
+}
+
+impl DynamoEventLog {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(tenant: &TenantId, seq: u64) -> [(String, AttributeValue); 2] {
+        [
+            ("tenantId".to_owned(), s(tenant.as_str())),
+            ("seq".to_owned(), n(seq)),
+        ]
+    }
+
+    fn event_put(
+        &self,
+        event: &Event,
+        keep_until: OffsetDateTime,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let data = serde_json::to_string(&event.data)
+            .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?;
+        let at = event
+            .at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Corrupt(format!("event time: {e}")))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                [
+                    ("tenantId", s(event.tenant.as_str())),
+                    ("seq", n(event.seq)),
+                    ("type", s(event.kind.as_str())),
+                    ("subject", s(&event.subject)),
+                    ("at", s(at)),
+                    ("data", s(data)),
+                    ("expiresAt", n(keep_until.unix_timestamp())),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ))
+            .build()
+            .map_err(unbuildable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn counter_update(
+        &self,
+        tenant: &TenantId,
+        stored: u64,
+        newest: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
+            .update_expression("SET newest = :newest")
+            .expression_attribute_values(":newest", n(newest));
+        update = if stored == 0 {
+            update.condition_expression("attribute_not_exists(newest)")
+        } else {
+            update
+                .condition_expression("newest = :stored")
+                .expression_attribute_values(":stored", n(stored))
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(unbuildable)?)
+            .build())
+    }
+
+    /// One transaction: the counter from `stored` on, and `changes` after it. `None` when
+    /// another writer moved the counter first.
+    async fn append_chunk(
+        &self,
+        tenant: &TenantId,
+        stored: u64,
+        changes: &[crate::event::Change],
+        keep_until: OffsetDateTime,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        let events: Vec<Event> = changes
+            .iter()
+            .zip(stored + 1..)
+            .map(|(change, seq)| change.clone().at_seq(seq))
+            .collect();
+        let newest = stored + events.len() as u64;
+        let mut write = self
+            .client
+            .transact_write_items()
+            .transact_items(self.counter_update(tenant, stored, newest)?);
+        for event in &events {
+            write = write.transact_items(self.event_put(event, keep_until)?);
+        }
+        match write.send().await {
+            Ok(_) => Ok(Some(events)),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(transaction_cancelled_on_condition) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+}
+
+fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(text)) => text
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("event item: {name} {text:?}"))),
+        _ => Err(StoreError::Corrupt(format!("event item: no number {name}"))),
+    }
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(text)) => Ok(text),
+        _ => Err(StoreError::Corrupt(format!("event item: no text {name}"))),
+    }
+}
+
+/// What an item of the events table is, as its stream shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventsTableItem {
+    Event(Event),
+    /// The tenant's counter: the last place given out.
+    Counter {
+        tenant: TenantId,
+        newest: u64,
+    },
+}
+
+/// Reads an item of the events table (a stream record's new image).
+pub fn events_table_item(item: &Item) -> Result<EventsTableItem, StoreError> {
+    let tenant_text = text(item, "tenantId")?;
+    let tenant = TenantId::parse(tenant_text)
+        .ok_or_else(|| StoreError::Corrupt(format!("event item: tenant {tenant_text:?}")))?;
+    let seq = number(item, "seq")?;
+    if seq == COUNTER_SEQ {
+        let newest = if item.contains_key("newest") {
+            number(item, "newest")?
+        } else {
+            0
+        };
+        return Ok(EventsTableItem::Counter { tenant, newest });
+    }
+    let kind_text = text(item, "type")?;
+    let kind = EventType::parse(kind_text)
+        .ok_or_else(|| StoreError::Corrupt(format!("event item: type {kind_text:?}")))?;
+    let at = OffsetDateTime::parse(
+        text(item, "at")?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|e| StoreError::Corrupt(format!("event item: at: {e}")))?;
+    let data = serde_json::from_str(text(item, "data")?)
+        .map_err(|e| StoreError::Corrupt(format!("event item: data: {e}")))?;
+    Ok(EventsTableItem::Event(Event {
+        seq,
+        tenant,
+        kind,
+        subject: text(item, "subject")?.to_owned(),
+        at,
+        data,
+    }))
+}
+
+#[async_trait]
+impl EventLog for DynamoEventLog {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        changes: Vec<crate::event::Change>,
+        keep_until: OffsetDateTime,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut appended = Vec::with_capacity(changes.len());
+        for chunk in changes.chunks(EVENTS_PER_TRANSACTION) {
+            let mut attempt = 0;
+            loop {
+                let stored = self.newest(tenant).await?;
+                if let Some(events) = self.append_chunk(tenant, stored, chunk, keep_until).await? {
+                    appended.extend(events);
+                    break;
+                }
+                attempt += 1;
+                if attempt >= APPEND_ATTEMPTS {
+                    return Err(StoreError::Unavailable(format!(
+                        "the event counter of {tenant} kept moving under {APPEND_ATTEMPTS} attempts"
+                    )));
+                }
+                // Another writer of the tenant won: step aside a little, longer each time.
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+        }
+        Ok(appended)
+    }
+
+    async fn read(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+        through: u64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, StoreError> {
+        let from = from.max(1);
+        if from > through {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("tenantId = :tenant AND seq BETWEEN :from AND :through")
+                .expression_attribute_values(":tenant", s(tenant.as_str()))
+                .expression_attribute_values(":from", n(from))
+                .expression_attribute_values(":through", n(through))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in output.items() {
+                // The TTL removes expired items late; past the window they count as gone.
+                if number(item, "expiresAt")? as i64 <= now.unix_timestamp() {
+                    continue;
+                }
+                if let EventsTableItem::Event(event) = events_table_item(item)? {
+                    events.push(event);
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(events),
+            }
+        }
+    }
+
+    async fn newest(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        match output.item {
+            Some(item) if item.contains_key("newest") => number(&item, "newest"),
+            _ => Ok(0),
+        }
+    }
+
+    async fn is_kept(
+        &self,
+        tenant: &TenantId,
+        seq: u64,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, seq).into_iter().collect()))
+            .consistent_read(true)
+            .projection_expression("expiresAt")
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(match output.item {
+            Some(item) => number(&item, "expiresAt")? as i64 > now.unix_timestamp(),
+            None => false,
+        })
+    }
+
+    async fn wake(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
+            .update_expression("ADD wakes :one")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoConnections {
+    client: Client,
+    table: String,
+}
+
+impl DynamoConnections {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn item(connection: &Connection) -> Result<Item, StoreError> {
+        let mut item: Item = [
+            ("connectionId", s(&connection.id)),
+            ("tenantId", s(connection.tenant.as_str())),
+            ("subject", s(&connection.subject)),
+            ("connectedAt", n(connection.connected_at.unix_timestamp())),
+            ("expiresAt", n(connection.expires_at.unix_timestamp())),
+            ("after", n(connection.after)),
+            ("catchingUp", AttributeValue::Bool(connection.catching_up)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(subscription) = &connection.subscription {
+            item.insert("subscription".into(), s(subscription_text(subscription)?));
+        }
+        Ok(item)
+    }
+
+    fn connection_of(item: &Item) -> Result<Connection, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("connection item: {what}"));
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(text)) => Ok(text.as_str()),
+            _ => Err(corrupt(name)),
+        };
+        let number = |name: &str| match item.get(name) {
+            Some(AttributeValue::N(text)) => text.parse::<i64>().map_err(|_| corrupt(name)),
+            _ => Err(corrupt(name)),
+        };
+        let time = |name: &str| {
+            OffsetDateTime::from_unix_timestamp(number(name)?).map_err(|_| corrupt(name))
+        };
+        let subscription = match item.get("subscription") {
+            Some(AttributeValue::S(text)) => {
+                Some(serde_json::from_str(text).map_err(|_| corrupt("subscription"))?)
+            }
+            _ => None,
+        };
+        Ok(Connection {
+            id: text("connectionId")?.to_owned(),
+            tenant: TenantId::parse(text("tenantId")?).ok_or_else(|| corrupt("tenantId"))?,
+            subject: text("subject")?.to_owned(),
+            connected_at: time("connectedAt")?,
+            expires_at: time("expiresAt")?,
+            subscription,
+            after: u64::try_from(number("after")?).map_err(|_| corrupt("after"))?,
+            catching_up: matches!(item.get("catchingUp"), Some(AttributeValue::Bool(true))),
+        })
+    }
+}
+
+fn subscription_text(subscription: &Subscription) -> Result<String, StoreError> {
+    serde_json::to_string(subscription)
+        .map_err(|e| StoreError::Corrupt(format!("subscription: {e}")))
+}
+
+#[async_trait]
+impl Connections for DynamoConnections {
+    async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(connection)?))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("connectionId", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        output.item.as_ref().map(Self::connection_of).transpose()
+    }
+
+    async fn subscribe(
+        &self,
+        id: &str,
+        subscription: Option<Subscription>,
+        after: u64,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connectionId", s(id))
+            .condition_expression("attribute_exists(connectionId)")
+            .expression_attribute_values(":after", n(after))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true));
+        update = match &subscription {
+            Some(subscription) => update
+                .update_expression(
+                    "SET subscription = :subscription, #after = :after, catchingUp = :yes",
+                )
+                .expression_attribute_values(":subscription", s(subscription_text(subscription)?)),
+            None => update
+                .update_expression("SET #after = :after, catchingUp = :yes REMOVE subscription"),
+        };
+        let result = update
+            .expression_attribute_names("#after", "after")
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
+    async fn caught_up(&self, id: &str, after: u64, through: u64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connectionId", s(id))
+            .condition_expression("catchingUp = :yes AND #after = :after")
+            .update_expression("SET #after = :through, catchingUp = :no")
+            .expression_attribute_names("#after", "after")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":after", n(after))
+            .expression_attribute_values(":through", n(through))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("connectionId", s(id))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn of_tenant(&self, tenant: &TenantId) -> Result<Vec<Connection>, StoreError> {
+        let mut connections = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("ByTenant")
+                .key_condition_expression("tenantId = :tenant")
+                .expression_attribute_values(":tenant", s(tenant.as_str()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in output.items() {
+                connections.push(Self::connection_of(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(connections),
+            }
+        }
+    }
+}
