@@ -6,7 +6,7 @@ use anyhow::Result;
 use cellbridge::common::tenant::TenantId;
 use cellbridge::events::dynamodb::{DynamoConnections, DynamoEventLog};
 use cellbridge::events::event::{Change, EventType};
-use cellbridge::events::ports::{Connection, Connections, EventLog};
+use cellbridge::events::ports::{Connection, Connections, EventLog, Standing};
 use cellbridge::events::subscription::Subscription;
 use cellbridge_tests::LocalAwsStack;
 use serde_json::json;
@@ -25,6 +25,7 @@ fn changes(of: &str, writer: usize, count: usize, at: OffsetDateTime) -> Vec<Cha
             subject: format!("w{writer}"),
             at,
             data: json!({"writer": writer, "n": i}),
+            source: Some(format!("{of}-w{writer}-{i}")),
         })
         .collect()
 }
@@ -88,12 +89,22 @@ async fn racing_writers_get_every_place_once_in_order() -> Result<()> {
     assert!(log.is_kept(&tenant("acme"), 250, now).await?);
     assert!(!log.is_kept(&tenant("acme"), 250, keep).await?);
     assert!(!log.is_kept(&tenant("acme"), 251, now).await?);
-    log.wake(&tenant("acme")).await?;
+    log.wake(&tenant("acme"), "c-1").await?;
     assert_eq!(
         log.newest(&tenant("acme")).await?,
         250,
         "a wake adds no event"
     );
+
+    // A batch handed again: what was recorded is not told twice, what was not is.
+    let mut again = changes("acme", 0, 60, now);
+    again.extend(changes("acme", 7, 3, now));
+    let told = log.append(&tenant("acme"), again, keep).await?;
+    assert_eq!(
+        told.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [251, 252, 253]
+    );
+    assert!(told.iter().all(|e| e.subject == "w7"));
     Ok(())
 }
 
@@ -113,6 +124,7 @@ async fn catching_up_is_recorded_for_the_subscription_it_was_made_for() -> Resul
                 subscription: None,
                 after: 0,
                 catching_up: false,
+                generation: 0,
             })
             .await?;
     }
@@ -121,30 +133,45 @@ async fn catching_up_is_recorded_for_the_subscription_it_was_made_for() -> Resul
         devices: ["trk-1".to_owned()].into(),
         ..Subscription::default()
     };
-    assert!(
+    let first = connections
+        .subscribe("c-1", Some(presence.clone()), 7)
+        .await?
+        .expect("open");
+    assert_eq!(
         connections
-            .subscribe("c-1", Some(presence.clone()), 7)
-            .await?
-    );
-    assert!(
-        !connections
             .subscribe("gone", Some(presence.clone()), 7)
-            .await?
+            .await?,
+        None
     );
     // The client subscribed again (from 9) before the fan-out replayed from 7.
+    let second = connections
+        .subscribe("c-1", Some(presence.clone()), 9)
+        .await?
+        .expect("open");
+    assert!(second > first);
     assert!(
-        connections
-            .subscribe("c-1", Some(presence.clone()), 9)
-            .await?
-    );
-    assert!(
-        !connections.caught_up("c-1", 7, 12).await?,
+        !connections.settle("c-1", first, 12, Standing::Live).await?,
         "made for the earlier subscription"
     );
-    assert!(connections.caught_up("c-1", 9, 12).await?);
+    assert!(
+        connections
+            .settle("c-1", second, 12, Standing::Live)
+            .await?
+    );
     let c1 = connections.get("c-1").await?.expect("kept");
     assert_eq!((c1.after, c1.catching_up), (12, false));
     assert_eq!(c1.subscription, Some(presence));
+    assert_eq!(c1.generation, second);
+    assert!(
+        connections
+            .settle("c-1", second, 14, Standing::Unsubscribed)
+            .await?
+    );
+    let c1 = connections.get("c-1").await?.expect("kept");
+    assert_eq!(
+        (c1.after, c1.catching_up, c1.subscription),
+        (14, false, None)
+    );
     assert_eq!(c1.connected_at, now);
 
     let mut acme: Vec<String> = connections

@@ -33,13 +33,18 @@ fn parts(event: &StreamEvent) -> Vec<Part> {
         let Some(item) = new_item(record) else {
             continue;
         };
-        let (tenant, event, place) = match events_table_item(&item) {
+        let (tenant, event, place, woke) = match events_table_item(&item) {
             Ok(EventsTableItem::Event(event)) => {
-                (event.tenant.clone(), Some(event.clone()), event.seq)
+                (event.tenant.clone(), Some(event.clone()), event.seq, None)
             }
-            Ok(EventsTableItem::Counter { tenant, newest }) => (tenant, None, newest),
+            Ok(EventsTableItem::Counter {
+                tenant,
+                newest,
+                woke,
+            }) => (tenant, None, newest, woke),
+            Ok(EventsTableItem::Marker) => continue,
             Err(error) => {
-                // Only this function's own writer puts items there: nothing to send.
+                // Only the recorder and the socket function write there: nothing to send.
                 tracing::error!(%error, "an events table item could not be read; skipped");
                 continue;
             }
@@ -52,6 +57,7 @@ fn parts(event: &StreamEvent) -> Vec<Part> {
                         tenant,
                         events: Vec::new(),
                         through: 0,
+                        woken: Vec::new(),
                     },
                     first_record: record.change.sequence_number.clone().unwrap_or_default(),
                 });
@@ -60,6 +66,10 @@ fn parts(event: &StreamEvent) -> Vec<Part> {
             }
         };
         part.batch.events.extend(event);
+        // A record that only bumped the wakes names the connection again: replay it once.
+        if let Some(id) = woke.filter(|id| !part.batch.woken.contains(id)) {
+            part.batch.woken.push(id);
+        }
         part.batch.through = part.batch.through.max(place);
     }
     parts
@@ -83,13 +93,7 @@ pub async fn handle(
     for part in parts(event) {
         let span = tracing::info_span!("tenant", tenant = %part.batch.tenant, events = part.batch.events.len());
         match fan_out(&part.batch, ports, now).instrument(span).await {
-            Ok(delivery) => {
-                total.posted += delivery.posted;
-                total.replayed += delivery.replayed;
-                total.reset += delivery.reset;
-                total.pruned += delivery.pruned;
-                total.failed += delivery.failed;
-            }
+            Ok(delivery) => total.add(delivery),
             Err(error) => {
                 tracing::error!(tenant = %part.batch.tenant, %error, "fan-out failed; the stream hands the tenant's events again");
                 let mut failure = DynamoDbBatchItemFailure::default();
@@ -104,7 +108,8 @@ pub async fn handle(
         replayed = total.replayed,
         reset = total.reset,
         pruned = total.pruned,
-        failed = total.failed,
+        deferred = total.deferred,
+        refused = total.refused,
         "fanned out"
     );
     response
@@ -141,6 +146,7 @@ mod tests {
                     subscription: Some(Subscription::default()),
                     after: 0,
                     catching_up: false,
+                    generation: 0,
                 })
                 .await
                 .expect("put");

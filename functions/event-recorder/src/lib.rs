@@ -108,6 +108,7 @@ fn change(
         subject: subject.to_owned(),
         at,
         data,
+        source: None,
     }
 }
 
@@ -216,17 +217,20 @@ fn sim_changes(
     )]
 }
 
-/// What one stream record means, as changes of its tenant's stream.
-pub fn changes_of(source: Source, record: &EventRecord) -> Result<Vec<Change>, StoreError> {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-        record
-            .change
-            .approximate_creation_date_time
-            .timestamp_nanos_opt()
-            .unwrap_or(0),
-    ))
-    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    Ok(match source {
+/// What one stream record means, as changes of its tenant's stream; `now` stands in for a
+/// record time out of range.
+pub fn changes_of(
+    source: Source,
+    record: &EventRecord,
+    now: OffsetDateTime,
+) -> Result<Vec<Change>, StoreError> {
+    let at = record
+        .change
+        .approximate_creation_date_time
+        .timestamp_nanos_opt()
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok())
+        .unwrap_or(now);
+    let changes = match source {
         Source::Devices => {
             let (old, new) = images(record, cellbridge_devices::dynamodb::device_from_image)?;
             device_changes(old, new, at)
@@ -252,7 +256,17 @@ pub fn changes_of(source: Source, record: &EventRecord) -> Result<Vec<Change>, S
             )?;
             sim_changes(old, new, at)
         }
-    })
+    };
+    // The record's id (unique in its stream) and the change's place among the record's: a
+    // batch handed again does not tell it twice.
+    Ok(changes
+        .into_iter()
+        .enumerate()
+        .map(|(index, change)| Change {
+            source: Some(format!("{}#{index}", record.event_id)),
+            ..change
+        })
+        .collect())
 }
 
 /// A tenant's changes in the batch, and the sequence number of its first record.
@@ -279,11 +293,12 @@ pub async fn handle(
             );
             continue;
         };
-        let changes = match changes_of(source, record) {
+        let changes = match changes_of(source, record, now) {
             Ok(changes) => changes,
             Err(error) => {
-                // Items of other kinds share some tables; what cannot be read tells nothing.
-                tracing::warn!(?source, %error, "a changed item could not be read; skipped");
+                // Each of these tables holds one kind of item: one that cannot be read is a
+                // schema drift to fix, though retrying it cannot help.
+                tracing::error!(?source, %error, "a changed item could not be read; skipped");
                 continue;
             }
         };

@@ -9,6 +9,8 @@
 //!   fan-out) every event after `lastSeq` that is still kept, then live ones; a `lastSeq` older
 //!   than the replay window gets `reset` instead. `unsubscribe` stops the events; `ping` gets
 //!   `pong` (API Gateway cuts a connection idle for 10 minutes; a ping resets that).
+//! - A connection stays open after its token expires (API Gateway keeps it up to two hours): the
+//!   token is checked once, when it connects.
 //! - Anything else (`$default`): an `error` frame naming what is wrong; the connection stays.
 //! - `$disconnect`: the connection is forgotten.
 
@@ -115,6 +117,7 @@ async fn connect(
             subscription: None,
             after: 0,
             catching_up: false,
+            generation: 0,
         })
         .await?;
     tracing::info!(tenant = %identity.tenant, subject = %identity.subject, "live connection opened");
@@ -129,8 +132,14 @@ async fn connect(
 }
 
 async fn post(ports: &SocketPorts<'_>, id: &str, frame: &ServerFrame) {
-    // A frame is plain data: serializing it cannot fail.
-    let bytes = serde_json::to_vec(frame).unwrap_or_default();
+    let bytes = match serde_json::to_vec(frame) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // Plain data always serializes; were it ever not to, nothing is sent.
+            tracing::error!(%error, "a reply could not be serialized");
+            return;
+        }
+    };
     if let Err(error) = ports.poster.post(id, &bytes).await {
         // The client is gone or unreachable: its `$disconnect` (or the TTL) tidies up.
         tracing::warn!(%error, "a reply did not reach its connection");
@@ -160,6 +169,7 @@ async fn message(
         ClientFrame::Unsubscribe => {
             let newest = ports.log.newest(tenant).await?;
             ports.connections.subscribe(id, None, newest).await?;
+            post(ports, id, &ServerFrame::Unsubscribed).await;
         }
         ClientFrame::Subscribe { filter, last_seq } => {
             let newest = ports.log.newest(tenant).await?;
@@ -184,8 +194,13 @@ async fn message(
             };
             // `subscribed` goes first: what the fan-out replays and sends follows it.
             post(ports, id, &ServerFrame::Subscribed { last_seq: newest }).await;
-            if ports.connections.subscribe(id, Some(filter), after).await? {
-                ports.log.wake(tenant).await?;
+            if ports
+                .connections
+                .subscribe(id, Some(filter), after)
+                .await?
+                .is_some()
+            {
+                ports.log.wake(tenant, id).await?;
             }
         }
     }
@@ -351,6 +366,7 @@ mod tests {
                 subject: format!("d{i}"),
                 at: NOW,
                 data: serde_json::json!({}),
+                source: None,
             })
             .collect();
         world

@@ -20,6 +20,7 @@ mod cost;
 mod cpu_profile;
 mod devices;
 mod fleet_cost;
+mod live;
 mod local_aws;
 mod selection;
 mod sims;
@@ -82,6 +83,10 @@ pub enum BenchCommand {
     /// A bulk change from a 10,000-SIM selection: preview, acceptance and planning through the
     /// handlers on the in-memory stores.
     Selection(selection::SelectionArgs),
+    /// 1,000 WebSocket clients on the live event stream: write-to-receipt p50/p95, fan-out CPU
+    /// per event per connection, the connections table against open connections, and a soak
+    /// with forced disconnects (events missed or repeated).
+    Live(live::LiveArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -117,6 +122,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Sims(args) => sims::run(args).await,
         BenchCommand::Selection(args) => selection::run(args).await,
+        BenchCommand::Live(args) => live::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }

@@ -161,7 +161,7 @@ async fn demonstrate_fleet(
     let tally = watcher.tally();
     let told = |kind: &str| tally.by_type.get(kind).copied().unwrap_or(0);
     println!(
-        "  live stream         {} device.registered and {} device.presence events, {} command.status (the ping's queued, sent, delivered...)",
+        "  live stream         {} device.registered and {} device.presence events, {} command.status (the ping's, to its acknowledgement)",
         told("device.registered"),
         told("device.presence"),
         told("command.status")
@@ -350,15 +350,16 @@ async fn demonstrate(stack: &Devstack, watcher: &crate::live::LiveWatcher) -> Re
         tokio::time::sleep(Duration::from_millis(200)).await;
         told = watcher.tally();
     }
+    let progress = told
+        .by_type
+        .get("bulkChange.progress")
+        .copied()
+        .unwrap_or(0);
+    println!("  live stream         {progress} bulkChange.progress events for the three; the last each told:");
     for ((carrier, id), view) in changes.iter().zip(&views) {
-        let progress = told
-            .by_type
-            .get("bulkChange.progress")
-            .copied()
-            .unwrap_or(0);
         let last = told.bulk_changes.get(id);
         println!(
-            "  live stream         {carrier:<10} last told {} ({} succeeded, {} failed; the API says {} / {})  [{progress} progress events in all]",
+            "                      {carrier:<10} {} ({} succeeded, {} failed; the API says {} / {})",
             last.map_or("nothing".to_owned(), |d| d["status"].as_str().unwrap_or("?").to_owned()),
             last.map_or(0, |d| d["succeeded"].as_u64().unwrap_or(0)),
             last.map_or(0, |d| d["failed"].as_u64().unwrap_or(0)),

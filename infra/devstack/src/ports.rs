@@ -99,3 +99,13 @@ pub fn live_connections(
         &tables,
     ))
 }
+
+/// The events table, configured as the fan-out reads it.
+pub fn event_log(stack: &crate::Devstack) -> Result<cellbridge::events::dynamodb::DynamoEventLog> {
+    let tables: cellbridge::events::wiring::LiveTables =
+        function_config(stack.template(), stack.resources(), "EventFanoutFunction")?;
+    Ok(cellbridge::events::wiring::event_log(
+        stack.sdk_config(),
+        &tables,
+    ))
+}

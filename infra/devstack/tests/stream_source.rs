@@ -41,16 +41,12 @@ fn options() -> StreamSourceOptions {
     }
 }
 
-/// MiniStack's DynamoDB (with Streams), or `None`, said loudly, when the tools are missing.
-async fn ministack() -> Result<Option<PythonServer>> {
+/// MiniStack's DynamoDB (with Streams). `cargo xtask test` installs it; run alone without it,
+/// the error says what to run.
+async fn ministack() -> Result<PythonServer> {
     let tools = Tools::at(&workspace_root());
-    if let Err(e) = tools.require() {
-        eprintln!("SKIPPED: the DynamoDB stream tests need MiniStack: {e:#}");
-        return Ok(None);
-    }
-    Ok(Some(
-        ministack::start(&tools, MiniStackServices::DynamoDb, 0).await?,
-    ))
+    tools.require()?;
+    ministack::start(&tools, MiniStackServices::DynamoDb, 0).await
 }
 
 async fn sdk_config(server: &PythonServer) -> SdkConfig {
@@ -264,14 +260,8 @@ impl Running {
 
 /// MiniStack, the template provisioned in it, `before` written, then the pollers started with
 /// `fake`; `None` when MiniStack is not installed.
-async fn run(
-    properties: &str,
-    before: &[&str],
-    fake: Arc<FakeFunction>,
-) -> Result<Option<Running>> {
-    let Some(server) = ministack().await? else {
-        return Ok(None);
-    };
+async fn run(properties: &str, before: &[&str], fake: Arc<FakeFunction>) -> Result<Running> {
+    let server = ministack().await?;
     let sdk = sdk_config(&server).await;
     let template = template(properties)?;
     let resources = devstack::provision::provision(&template, &sdk).await?;
@@ -294,13 +284,13 @@ async fn run(
         Arc::new(Shared(fake.clone())),
         &options(),
     )?;
-    Ok(Some(Running {
+    Ok(Running {
         server,
         dynamodb,
         resources,
         pollers,
         fake,
-    }))
+    })
 }
 
 fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -315,9 +305,7 @@ fn strs(ids: &[String]) -> Vec<&str> {
 /// Lambda sends, for inserts, updates and deletes with every kind of attribute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_records_output_becomes_lambdas_event() -> Result<()> {
-    let Some(server) = ministack().await? else {
-        return Ok(());
-    };
+    let server = ministack().await?;
     let outcome = conversion(&server).await;
     server.stop().await;
     outcome
@@ -520,15 +508,12 @@ async fn records_arrive_in_order_and_partial_failures_resume_from_the_failed_rec
         Ok(json!({ "batchItemFailures": failed }))
     });
     let first = ids("k", 0..10);
-    let Some(running) = run(
+    let running = run(
         "StartingPosition: TRIM_HORIZON\n            BatchSize: 100\n            FunctionResponseTypes: [ReportBatchItemFailures]",
         &strs(&first),
         fake.clone(),
     )
-    .await?
-    else {
-        return Ok(());
-    };
+    .await?;
     let outcome = async {
         running
             .wait_for("the first ten records", |s| s.records_delivered >= 10)
@@ -585,15 +570,12 @@ async fn function_errors_retry_the_whole_batch_then_skip_it() -> Result<()> {
             Ok(Json::Null)
         }
     });
-    let Some(running) = run(
+    let running = run(
         "StartingPosition: TRIM_HORIZON\n            FunctionResponseTypes: [ReportBatchItemFailures]\n            MaximumRetryAttempts: 2",
         &["a01", "poison", "a02"],
         fake.clone(),
     )
-    .await?
-    else {
-        return Ok(());
-    };
+    .await?;
     let outcome = async {
         running
             .wait_for("the batch skipped", |s| s.records_skipped >= 3)
@@ -641,15 +623,12 @@ async fn bisection_isolates_the_failing_record() -> Result<()> {
             Ok(Json::Null)
         }
     });
-    let Some(running) = run(
+    let running = run(
         "StartingPosition: TRIM_HORIZON\n            BisectBatchOnFunctionError: true\n            MaximumRetryAttempts: 1",
         &["a01", "a02", "poison", "a03"],
         fake.clone(),
     )
-    .await?
-    else {
-        return Ok(());
-    };
+    .await?;
     let outcome = async {
         running
             .wait_for("the records around the poison", |s| {
@@ -690,9 +669,7 @@ async fn bisection_isolates_the_failing_record() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_delivers_only_what_comes_after_the_poller_is_reading() -> Result<()> {
     let fake = FakeFunction::new(|_, _| Ok(Json::Null));
-    let Some(server) = ministack().await? else {
-        return Ok(());
-    };
+    let server = ministack().await?;
     let sdk = sdk_config(&server).await;
     let template = template("StartingPosition: LATEST")?;
     let resources = devstack::provision::provision(&template, &sdk).await?;
@@ -750,9 +727,7 @@ async fn latest_delivers_only_what_comes_after_the_poller_is_reading() -> Result
 /// it a stream) turns its stream on; provisioning again keeps that stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_turns_on_a_missing_stream_and_keeps_an_existing_one() -> Result<()> {
-    let Some(server) = ministack().await? else {
-        return Ok(());
-    };
+    let server = ministack().await?;
     let outcome = async {
         let sdk = sdk_config(&server).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);

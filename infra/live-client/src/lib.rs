@@ -19,6 +19,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// Events dropped while waiting for a replay before asking for it again.
+pub const HEALING_PATIENCE: u32 = 200;
+
 /// The subprotocol the stream speaks; the token is offered beside it.
 pub const SUBPROTOCOL: &str = "cellbridge.events.v1";
 
@@ -74,6 +77,8 @@ pub struct LiveStats {
     pub duplicates: u64,
     /// Gaps in `seq` (unfiltered only), each healed by resubscribing.
     pub gaps: u64,
+    /// Events dropped while a replay was awaited (they come again with it).
+    pub dropped_while_healing: u64,
     pub resets: u64,
 }
 
@@ -85,9 +90,9 @@ pub struct LiveClient {
     socket: Option<Socket>,
     /// The last event handed out; `None` before the first (or after a reset).
     last_seq: Option<u64>,
-    /// Resubscribed after a gap: what arrives before the replay starts is dropped, not taken
-    /// for another gap.
-    healing: bool,
+    /// Resubscribed after a gap: what arrives before the replay starts is dropped (and counted
+    /// here), not taken for another gap; after [`HEALING_PATIENCE`] of them it resubscribes again.
+    healing: Option<u32>,
     stats: LiveStats,
 }
 
@@ -127,7 +132,7 @@ impl LiveClient {
             opts,
             socket: None,
             last_seq,
-            healing: false,
+            healing: None,
             stats: LiveStats::default(),
         };
         client.open().await?;
@@ -201,6 +206,7 @@ impl LiveClient {
             Err(e) => return Err(LiveError::Unreachable(e.to_string())),
         };
         self.socket = Some(socket);
+        self.healing = None;
         self.stats.connections += 1;
         self.subscribe().await
     }
@@ -224,6 +230,9 @@ impl LiveClient {
                 Some("reset") => {
                     self.stats.resets += 1;
                     self.last_seq = None;
+                    // The server holds no subscription now: the next call connects and
+                    // subscribes afresh.
+                    self.socket = None;
                     return Err(LiveError::Reset(
                         frame["reason"].as_str().unwrap_or_default().to_owned(),
                     ));
@@ -303,6 +312,9 @@ impl LiveClient {
                 Some("reset") => {
                     self.stats.resets += 1;
                     self.last_seq = None;
+                    // The server holds no subscription now: the next call connects and
+                    // subscribes afresh.
+                    self.socket = None;
                     return Err(LiveError::Reset(
                         frame["reason"].as_str().unwrap_or_default().to_owned(),
                     ));
@@ -326,21 +338,32 @@ impl LiveClient {
             return Ok(None);
         }
         let unfiltered = self.filter == Subscription::default();
-        if unfiltered && event.seq != last + 1 && self.healing {
-            return Ok(None);
-        }
         if unfiltered && event.seq != last + 1 {
-            self.stats.gaps += 1;
-            self.healing = true;
+            match self.healing {
+                Some(waited) if waited < HEALING_PATIENCE => {
+                    self.healing = Some(waited + 1);
+                    self.stats.dropped_while_healing += 1;
+                    return Ok(None);
+                }
+                Some(_) => {}
+                None => self.stats.gaps += 1,
+            }
+            self.healing = Some(0);
             tracing::warn!(
                 expected = last + 1,
                 got = event.seq,
                 "a gap in the stream; resubscribing from the last event"
             );
-            self.subscribe().await?;
+            if let Err(error) = self.subscribe().await {
+                match error {
+                    // The connection went while asking: the next call reconnects and resumes.
+                    LiveError::Unreachable(_) | LiveError::Timeout(_) => self.socket = None,
+                    other => return Err(other),
+                }
+            }
             return Ok(None);
         }
-        self.healing = false;
+        self.healing = None;
         self.last_seq = Some(event.seq);
         self.stats.events += 1;
         Ok(Some(event))

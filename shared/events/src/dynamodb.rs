@@ -3,31 +3,39 @@
 //! `EventsTable`: each tenant's events under `tenantId`, by `seq`, with their TTL (`expiresAt`,
 //! seconds). The item `seq = 0` is the tenant's counter (`newest`): events are put in the same
 //! transaction that moves it, so every place up to `newest` holds an event, and the table's
-//! stream carries them in the order they were given out. `wakes` on the counter is bumped by a
-//! subscriber waiting for its replay.
+//! stream carries them in the order they were given out. A subscriber waiting for its replay
+//! names itself on the counter (`woke`). Beside each event, in the same transaction, a marker
+//! item (`tenantId` = `recorded#<stream record>`) remembers which change-stream record it came
+//! from for a day, so a batch the recorder is handed again does not tell a change twice.
 //!
 //! `LiveConnectionsTable`: one item per connection (`connectionId`), its tenant (`ByTenant`), its
 //! subscription as JSON text, its place (`after`) and whether it is catching up.
 
-use crate::event::{Event, EventType};
-use crate::ports::{Connection, Connections, EventLog};
+use crate::event::{Change, Event, EventType};
+use crate::ports::{Connection, Connections, EventLog, Standing};
 use crate::subscription::Subscription;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use cellbridge_core::dynamodb::{
-    backend, n, s, transaction_cancelled_on_condition, unbuildable,
-    updated_unless_condition_failed, Item,
+    backend, n, s, unbuildable, updated_unless_condition_failed, Item,
 };
 use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
+use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The counter's place: events start at 1.
 const COUNTER_SEQ: u64 = 0;
-/// A transaction holds at most 100 items: the counter and this many events.
-const EVENTS_PER_TRANSACTION: usize = 99;
+/// A transaction holds at most 100 items: the counter and this many events with their markers.
+const EVENTS_PER_TRANSACTION: usize = 49;
+/// Marker items' key prefix: no tenant id contains `#`.
+const MARKER_PREFIX: &str = "recorded#";
+/// Lambda hands a failed stream batch again for up to a day (the stream's retention).
+const MARKER_LIFETIME: time::Duration = time::Duration::hours(25);
 /// Writers of one tenant racing for its counter: each lost race reads it again.
 const APPEND_ATTEMPTS: u32 = 30;
 
@@ -93,7 +101,8 @@ impl DynamoEventLog {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
-            .update_expression("SET newest = :newest")
+            // A wake's name is for the wake's own stream record only.
+            .update_expression("SET newest = :newest REMOVE woke")
             .expression_attribute_values(":newest", n(newest));
         update = if stored == 0 {
             update.condition_expression("attribute_not_exists(newest)")
@@ -107,15 +116,31 @@ impl DynamoEventLog {
             .build())
     }
 
-    /// One transaction: the counter from `stored` on, and `changes` after it. `None` when
-    /// another writer moved the counter first.
+    fn marker_put(
+        &self,
+        source: &str,
+        now: OffsetDateTime,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("tenantId", s(format!("{MARKER_PREFIX}{source}")))
+            .item("seq", n(COUNTER_SEQ))
+            .item("expiresAt", n((now + MARKER_LIFETIME).unix_timestamp()))
+            .condition_expression("attribute_not_exists(tenantId)")
+            .build()
+            .map_err(unbuildable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// One transaction: the counter from `stored` on, and `changes` after it, each with its
+    /// marker.
     async fn append_chunk(
         &self,
         tenant: &TenantId,
         stored: u64,
-        changes: &[crate::event::Change],
+        changes: &[Change],
         keep_until: OffsetDateTime,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let events: Vec<Event> = changes
             .iter()
             .zip(stored + 1..)
@@ -126,21 +151,62 @@ impl DynamoEventLog {
             .client
             .transact_write_items()
             .transact_items(self.counter_update(tenant, stored, newest)?);
-        for event in &events {
+        // Which change each marker item (by its place in the transaction) stands for.
+        let mut markers: Vec<(usize, usize)> = Vec::new();
+        let mut items = 1;
+        for (index, (event, change)) in events.iter().zip(changes).enumerate() {
             write = write.transact_items(self.event_put(event, keep_until)?);
-        }
-        match write.send().await {
-            Ok(_) => Ok(Some(events)),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(transaction_cancelled_on_condition) =>
-            {
-                Ok(None)
+            items += 1;
+            if let Some(source) = &change.source {
+                write = write.transact_items(self.marker_put(source, change.at.max(keep_until))?);
+                markers.push((items, index));
+                items += 1;
             }
-            Err(error) => Err(backend(error)),
+        }
+        let error = match write.send().await {
+            Ok(_) => return Ok(Appended::Written(events)),
+            Err(error) => error,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        else {
+            return Err(backend(error));
+        };
+        let reasons: Vec<Option<&str>> = cancelled
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code())
+            .collect();
+        let recorded: Vec<usize> = markers
+            .iter()
+            .filter(|(item, _)| {
+                reasons.get(*item).copied().flatten() == Some("ConditionalCheckFailed")
+            })
+            .map(|(_, change)| *change)
+            .collect();
+        if !recorded.is_empty() {
+            return Ok(Appended::AlreadyRecorded(recorded));
+        }
+        // The counter moved, or DynamoDB cancelled for a write racing on the same items: both a
+        // lost race to run again.
+        let raced = reasons
+            .iter()
+            .any(|code| matches!(code, Some("ConditionalCheckFailed" | "TransactionConflict")));
+        if raced {
+            Ok(Appended::Raced)
+        } else {
+            Err(backend(error))
         }
     }
+}
+
+/// How one transaction of an append ended.
+enum Appended {
+    Written(Vec<Event>),
+    /// Another writer moved the counter first.
+    Raced,
+    /// These changes (by index) were recorded before, by an earlier hand of the same batch.
+    AlreadyRecorded(Vec<usize>),
 }
 
 fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
@@ -163,16 +229,22 @@ fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventsTableItem {
     Event(Event),
-    /// The tenant's counter: the last place given out.
+    /// The tenant's counter: the last place given out, and the connection that last woke it.
     Counter {
         tenant: TenantId,
         newest: u64,
+        woke: Option<String>,
     },
+    /// Which change-stream record was recorded: nothing to send.
+    Marker,
 }
 
 /// Reads an item of the events table (a stream record's new image).
 pub fn events_table_item(item: &Item) -> Result<EventsTableItem, StoreError> {
     let tenant_text = text(item, "tenantId")?;
+    if tenant_text.starts_with(MARKER_PREFIX) {
+        return Ok(EventsTableItem::Marker);
+    }
     let tenant = TenantId::parse(tenant_text)
         .ok_or_else(|| StoreError::Corrupt(format!("event item: tenant {tenant_text:?}")))?;
     let seq = number(item, "seq")?;
@@ -182,7 +254,15 @@ pub fn events_table_item(item: &Item) -> Result<EventsTableItem, StoreError> {
         } else {
             0
         };
-        return Ok(EventsTableItem::Counter { tenant, newest });
+        let woke = match item.get("woke") {
+            Some(AttributeValue::S(id)) => Some(id.clone()),
+            _ => None,
+        };
+        return Ok(EventsTableItem::Counter {
+            tenant,
+            newest,
+            woke,
+        });
     }
     let kind_text = text(item, "type")?;
     let kind = EventType::parse(kind_text)
@@ -209,27 +289,44 @@ impl EventLog for DynamoEventLog {
     async fn append(
         &self,
         tenant: &TenantId,
-        changes: Vec<crate::event::Change>,
+        changes: Vec<Change>,
         keep_until: OffsetDateTime,
     ) -> Result<Vec<Event>, StoreError> {
         let mut appended = Vec::with_capacity(changes.len());
-        for chunk in changes.chunks(EVENTS_PER_TRANSACTION) {
-            let mut attempt = 0;
-            loop {
-                let stored = self.newest(tenant).await?;
-                if let Some(events) = self.append_chunk(tenant, stored, chunk, keep_until).await? {
+        let mut pending: Vec<Change> = changes;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let take = pending.len().min(EVENTS_PER_TRANSACTION);
+            let stored = self.newest(tenant).await?;
+            match self
+                .append_chunk(tenant, stored, &pending[..take], keep_until)
+                .await?
+            {
+                Appended::Written(events) => {
                     appended.extend(events);
-                    break;
+                    pending.drain(..take);
+                    attempt = 0;
+                    continue;
                 }
-                attempt += 1;
-                if attempt >= APPEND_ATTEMPTS {
-                    return Err(StoreError::Unavailable(format!(
-                        "the event counter of {tenant} kept moving under {APPEND_ATTEMPTS} attempts"
-                    )));
+                Appended::AlreadyRecorded(indexes) => {
+                    let mut index = 0;
+                    pending.retain(|_| {
+                        let keep = index >= take || !indexes.contains(&index);
+                        index += 1;
+                        keep
+                    });
+                    continue;
                 }
-                // Another writer of the tenant won: step aside a little, longer each time.
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                Appended::Raced => {}
             }
+            attempt += 1;
+            if attempt >= APPEND_ATTEMPTS {
+                return Err(StoreError::Unavailable(format!(
+                    "the event counter of {tenant} kept moving under {APPEND_ATTEMPTS} attempts"
+                )));
+            }
+            // Another writer of the tenant won: step aside a little, longer each time.
+            tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
         }
         Ok(appended)
     }
@@ -315,17 +412,35 @@ impl EventLog for DynamoEventLog {
         })
     }
 
-    async fn wake(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
-            .update_expression("ADD wakes :one")
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+    async fn wake(&self, tenant: &TenantId, connection: &str) -> Result<(), StoreError> {
+        let mut attempt: u64 = 0;
+        loop {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant, COUNTER_SEQ).into_iter().collect()))
+                .update_expression("SET woke = :connection ADD wakes :one")
+                .expression_attribute_values(":connection", s(connection))
+                .expression_attribute_values(":one", n(1))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // An append's transaction on the counter at this moment: try again.
+                Err(error)
+                    if attempt < 5
+                        && matches!(
+                            error.as_service_error(),
+                            Some(UpdateItemError::TransactionConflictException(_))
+                        ) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                }
+                Err(error) => return Err(backend(error)),
+            }
+        }
     }
 }
 
@@ -352,6 +467,7 @@ impl DynamoConnections {
             ("expiresAt", n(connection.expires_at.unix_timestamp())),
             ("after", n(connection.after)),
             ("catchingUp", AttributeValue::Bool(connection.catching_up)),
+            ("generation", n(connection.generation)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -390,6 +506,12 @@ impl DynamoConnections {
             subscription,
             after: u64::try_from(number("after")?).map_err(|_| corrupt("after"))?,
             catching_up: matches!(item.get("catchingUp"), Some(AttributeValue::Bool(true))),
+            generation: match item.get("generation") {
+                Some(AttributeValue::N(_)) => {
+                    u64::try_from(number("generation")?).map_err(|_| corrupt("generation"))?
+                }
+                _ => 0,
+            },
         })
     }
 }
@@ -430,47 +552,86 @@ impl Connections for DynamoConnections {
         id: &str,
         subscription: Option<Subscription>,
         after: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("connectionId", s(id))
             .condition_expression("attribute_exists(connectionId)")
+            .expression_attribute_names("#after", "after")
             .expression_attribute_values(":after", n(after))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true));
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew);
         update = match &subscription {
             Some(subscription) => update
                 .update_expression(
-                    "SET subscription = :subscription, #after = :after, catchingUp = :yes",
+                    "SET subscription = :subscription, #after = :after, catchingUp = :yes ADD generation :one",
                 )
-                .expression_attribute_values(":subscription", s(subscription_text(subscription)?)),
+                .expression_attribute_values(":subscription", s(subscription_text(subscription)?))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true)),
             None => update
-                .update_expression("SET #after = :after, catchingUp = :yes REMOVE subscription"),
+                .update_expression("SET #after = :after, catchingUp = :no REMOVE subscription ADD generation :one")
+                .expression_attribute_values(":no", AttributeValue::Bool(false)),
         };
-        let result = update
-            .expression_attribute_names("#after", "after")
-            .send()
-            .await;
-        updated_unless_condition_failed(result)
+        match update.send().await {
+            Ok(output) => {
+                let generation = output
+                    .attributes()
+                    .and_then(|a| a.get("generation"))
+                    .map(|g| {
+                        number(
+                            &HashMap::from([("generation".to_owned(), g.clone())]),
+                            "generation",
+                        )
+                    })
+                    .transpose()?
+                    .unwrap_or(0);
+                Ok(Some(generation))
+            }
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(backend(error)),
+        }
     }
 
-    async fn caught_up(&self, id: &str, after: u64, through: u64) -> Result<bool, StoreError> {
-        let result = self
+    async fn settle(
+        &self,
+        id: &str,
+        generation: u64,
+        after: u64,
+        standing: Standing,
+    ) -> Result<bool, StoreError> {
+        let expression = match standing {
+            Standing::Live => "SET #after = :after, catchingUp = :no",
+            Standing::CatchingUp => "SET #after = :after, catchingUp = :yes",
+            Standing::Unsubscribed => "SET #after = :after, catchingUp = :no REMOVE subscription",
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("connectionId", s(id))
-            .condition_expression("catchingUp = :yes AND #after = :after")
-            .update_expression("SET #after = :through, catchingUp = :no")
+            .condition_expression("generation = :generation")
+            .update_expression(expression)
             .expression_attribute_names("#after", "after")
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .expression_attribute_values(":after", n(after))
-            .expression_attribute_values(":through", n(through))
-            .send()
-            .await;
-        updated_unless_condition_failed(result)
+            .expression_attribute_values(":generation", n(generation))
+            .expression_attribute_values(":after", n(after));
+        update = match standing {
+            Standing::CatchingUp => {
+                update.expression_attribute_values(":yes", AttributeValue::Bool(true))
+            }
+            Standing::Live | Standing::Unsubscribed => {
+                update.expression_attribute_values(":no", AttributeValue::Bool(false))
+            }
+        };
+        updated_unless_condition_failed(update.send().await)
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
@@ -500,7 +661,13 @@ impl Connections for DynamoConnections {
                 .await
                 .map_err(backend)?;
             for item in output.items() {
-                connections.push(Self::connection_of(item)?);
+                match Self::connection_of(item) {
+                    Ok(connection) => connections.push(connection),
+                    // One unreadable record must not stop the tenant's other connections.
+                    Err(error) => {
+                        tracing::error!(%error, "a connection record could not be read; skipped")
+                    }
+                }
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),

@@ -101,6 +101,9 @@ pub struct Change {
     pub subject: String,
     pub at: OffsetDateTime,
     pub data: Value,
+    /// The change-stream record it was read from: a batch handed again after a failure does not
+    /// tell it twice.
+    pub source: Option<String>,
 }
 
 /// One event of a tenant's stream, as every client receives it.
@@ -164,6 +167,7 @@ mod tests {
             subject: subject.into(),
             at: OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms),
             data: json!({"ms": ms}),
+            source: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! In-memory adapters, for tests and local tools.
 
 use crate::event::{Change, Event};
-use crate::ports::{Connection, ConnectionPoster, Connections, EventLog, PostError};
+use crate::ports::{Connection, ConnectionPoster, Connections, EventLog, PostError, Standing};
 use crate::subscription::Subscription;
 use async_trait::async_trait;
 use cellbridge_core::store::StoreError;
@@ -21,13 +21,18 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamRecord {
     Appended(Event),
-    Woken { tenant: TenantId, newest: u64 },
+    Woken {
+        tenant: TenantId,
+        newest: u64,
+        connection: String,
+    },
 }
 
 #[derive(Default)]
 struct Log {
     events: BTreeMap<(String, u64), (Event, OffsetDateTime)>,
     newest: HashMap<String, u64>,
+    recorded_sources: BTreeSet<String>,
     stream: Vec<StreamRecord>,
 }
 
@@ -64,6 +69,11 @@ impl EventLog for MemoryEventLog {
         let mut newest = log.newest.get(tenant.as_str()).copied().unwrap_or(0);
         let mut events = Vec::with_capacity(changes.len());
         for change in changes {
+            if let Some(source) = &change.source {
+                if !log.recorded_sources.insert(source.clone()) {
+                    continue;
+                }
+            }
             newest += 1;
             let event = change.at_seq(newest);
             log.events.insert(
@@ -117,12 +127,13 @@ impl EventLog for MemoryEventLog {
             .is_some_and(|(_, keep_until)| *keep_until > now))
     }
 
-    async fn wake(&self, tenant: &TenantId) -> Result<(), StoreError> {
+    async fn wake(&self, tenant: &TenantId, connection: &str) -> Result<(), StoreError> {
         let mut log = locked(&self.log);
         let newest = log.newest.get(tenant.as_str()).copied().unwrap_or(0);
         log.stream.push(StreamRecord::Woken {
             tenant: tenant.clone(),
             newest,
+            connection: connection.to_owned(),
         });
         Ok(())
     }
@@ -149,23 +160,33 @@ impl Connections for MemoryConnections {
         id: &str,
         subscription: Option<Subscription>,
         after: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut connections = locked(&self.connections);
         let Some(connection) = connections.get_mut(id) else {
-            return Ok(false);
+            return Ok(None);
         };
+        connection.catching_up = subscription.is_some();
         connection.subscription = subscription;
         connection.after = after;
-        connection.catching_up = true;
-        Ok(true)
+        connection.generation += 1;
+        Ok(Some(connection.generation))
     }
 
-    async fn caught_up(&self, id: &str, after: u64, through: u64) -> Result<bool, StoreError> {
+    async fn settle(
+        &self,
+        id: &str,
+        generation: u64,
+        after: u64,
+        standing: Standing,
+    ) -> Result<bool, StoreError> {
         let mut connections = locked(&self.connections);
         match connections.get_mut(id) {
-            Some(connection) if connection.catching_up && connection.after == after => {
-                connection.after = through;
-                connection.catching_up = false;
+            Some(connection) if connection.generation == generation => {
+                connection.after = after;
+                connection.catching_up = standing == Standing::CatchingUp;
+                if standing == Standing::Unsubscribed {
+                    connection.subscription = None;
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -186,14 +207,21 @@ impl Connections for MemoryConnections {
     }
 }
 
-/// Keeps what was posted to each connection; connections marked gone answer `410`.
+/// Keeps what was posted to each connection; connections marked gone answer `410`, and the
+/// next posts asked to fail answer `503`.
 #[derive(Default)]
 pub struct RecordingPoster {
     posted: Mutex<BTreeMap<String, Vec<String>>>,
     gone: Mutex<BTreeSet<String>>,
+    failing: Mutex<BTreeMap<String, usize>>,
 }
 
 impl RecordingPoster {
+    /// The next `posts` to `connection_id` fail as a throttled API would.
+    pub fn fail_next(&self, connection_id: &str, posts: usize) {
+        locked(&self.failing).insert(connection_id.to_owned(), posts);
+    }
+
     pub fn close(&self, connection_id: &str) {
         locked(&self.gone).insert(connection_id.to_owned());
     }
@@ -226,6 +254,13 @@ impl ConnectionPoster for RecordingPoster {
     async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
         if locked(&self.gone).contains(connection_id) {
             return Err(PostError::Gone);
+        }
+        if let Some(left) = locked(&self.failing)
+            .get_mut(connection_id)
+            .filter(|n| **n > 0)
+        {
+            *left -= 1;
+            return Err(PostError::Unavailable("throttled".into()));
         }
         locked(&self.posted)
             .entry(connection_id.to_owned())

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Gives `changes` (all of `tenant`, in order) the next places of its stream, keeps them
-    /// until `keep_until`, and returns them as events.
+    /// until `keep_until`, and returns them as events. A change whose `source` was recorded
+    /// before (a batch handed again) is left out.
     async fn append(
         &self,
         tenant: &TenantId,
@@ -42,9 +43,9 @@ pub trait EventLog: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// Touches the tenant's stream without adding an event, so the fan-out looks at its
-    /// connections (one waits for its replay).
-    async fn wake(&self, tenant: &TenantId) -> Result<(), StoreError>;
+    /// Touches the tenant's stream without adding an event, naming `connection`, so the fan-out
+    /// replays to it in order with the tenant's events.
+    async fn wake(&self, tenant: &TenantId, connection: &str) -> Result<(), StoreError>;
 }
 
 /// An open WebSocket connection.
@@ -64,6 +65,20 @@ pub struct Connection {
     /// The events from `after + 1` up to the stream's place are to be replayed to it before
     /// anything live (set by a subscribe, cleared by the fan-out once it replayed them).
     pub catching_up: bool,
+    /// Counts its subscribes: the fan-out's updates apply only to the subscription they were
+    /// made for.
+    pub generation: u64,
+}
+
+/// Where the fan-out leaves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Sent everything through its place; events after it go out as they come.
+    Live,
+    /// Still owed the events after its place (a post failed): the next batch replays them.
+    CatchingUp,
+    /// Told to reload (`reset`): it receives nothing until it subscribes again.
+    Unsubscribed,
 }
 
 /// The open connections of every tenant.
@@ -73,19 +88,25 @@ pub trait Connections: Send + Sync {
 
     async fn get(&self, id: &str) -> Result<Option<Connection>, StoreError>;
 
-    /// Sets what `id` receives from after `after` on (`None`: nothing), to be replayed first.
-    /// False when the connection is gone.
+    /// Sets what `id` receives from after `after` on, to be replayed first (`None`: nothing,
+    /// nothing owed). Returns the subscription's generation; `None` when the connection is gone.
     async fn subscribe(
         &self,
         id: &str,
         subscription: Option<Subscription>,
         after: u64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<u64>, StoreError>;
 
-    /// Records that `id` was replayed everything from `after + 1` through `through`, unless it
-    /// subscribed again meanwhile (then its new subscription's replay is still to come). False
-    /// when nothing was recorded.
-    async fn caught_up(&self, id: &str, after: u64, through: u64) -> Result<bool, StoreError>;
+    /// Moves `id` to `after`, standing as `standing`, unless it subscribed again since
+    /// `generation` (its new subscription's replay is still to come). False when nothing was
+    /// recorded.
+    async fn settle(
+        &self,
+        id: &str,
+        generation: u64,
+        after: u64,
+        standing: Standing,
+    ) -> Result<bool, StoreError>;
 
     async fn remove(&self, id: &str) -> Result<(), StoreError>;
 

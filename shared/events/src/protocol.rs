@@ -1,10 +1,10 @@
 //! The frames of the WebSocket stream. A client sends `subscribe` (a filter, and `lastSeq` when
-//! it resumes), `unsubscribe` or `ping`; the server sends `event`s, `subscribed`, `reset` (the
+//! it resumes), `unsubscribe` or `ping`; the server sends `event`s, `subscribed`, `unsubscribed`, `reset` (the
 //! client asked to resume from before the replay window: reload, then subscribe afresh),
 //! `error` (a frame it could not take, naming the field; the connection stays open) and `pong`.
 
 use crate::event::Event;
-use crate::subscription::{Subscription, MAX_SUBJECTS};
+use crate::subscription::{Subscription, MAX_SUBJECTS, MAX_SUBJECT_LENGTH};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -31,6 +31,8 @@ pub enum ServerFrame {
         /// The newest event of the tenant's stream when the subscription began.
         last_seq: u64,
     },
+    /// No more events until the next `subscribe`.
+    Unsubscribed,
     Reset {
         reason: String,
     },
@@ -71,13 +73,24 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         FrameError { message, field }
     })?;
     if let ClientFrame::Subscribe { filter, .. } = &frame {
-        for (field, count) in [
-            ("filter.devices", filter.devices.len()),
-            ("filter.bulkChanges", filter.bulk_changes.len()),
+        for (field, names) in [
+            ("filter.devices", &filter.devices),
+            ("filter.bulkChanges", &filter.bulk_changes),
         ] {
+            let count = names.len();
             if count > MAX_SUBJECTS {
                 return Err(FrameError {
                     message: format!("at most {MAX_SUBJECTS} a filter, not {count}"),
+                    field: Some(field.to_owned()),
+                });
+            }
+            // Every batch of the fan-out reads every subscription: names stay short.
+            if let Some(long) = names.iter().find(|n| n.len() > MAX_SUBJECT_LENGTH) {
+                return Err(FrameError {
+                    message: format!(
+                        "names are at most {MAX_SUBJECT_LENGTH} characters; one has {}",
+                        long.len()
+                    ),
                     field: Some(field.to_owned()),
                 });
             }
@@ -188,6 +201,11 @@ mod tests {
         let many: Vec<String> = (0..=MAX_SUBJECTS).map(|n| format!("trk-{n}")).collect();
         let text = json!({"action": "subscribe", "filter": {"devices": many}}).to_string();
         assert_eq!(field(&text).as_deref(), Some("filter.devices"));
+        let long = json!({"action": "subscribe", "filter": {"bulkChanges": ["b".repeat(129)]}});
+        assert_eq!(
+            field(&long.to_string()).as_deref(),
+            Some("filter.bulkChanges")
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 /// At most this many devices or bulk changes in one filter: a connection that follows more
 /// follows them all.
 pub const MAX_SUBJECTS: usize = 1_000;
+/// The longest device or bulk change name a filter takes (thing names are at most 128).
+pub const MAX_SUBJECT_LENGTH: usize = 128;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
