@@ -88,6 +88,17 @@ pub(crate) async fn start_stack(
     log_name: &str,
     with_carriers: bool,
 ) -> Result<(Devstack, PathBuf)> {
+    // The ingest queue's MaximumConcurrency; more instances only cost memory here.
+    start_stack_with(root, log_name, with_carriers, 4).await
+}
+
+/// [`start_stack`] with `instances` of each function (`cargo lambda watch --concurrency`).
+pub(crate) async fn start_stack_with(
+    root: &Path,
+    log_name: &str,
+    with_carriers: bool,
+    instances: usize,
+) -> Result<(Devstack, PathBuf)> {
     local_tools::ensure_installed(root)?;
     let log = root.join(".devstack").join(log_name);
     let _ = std::fs::remove_file(&log);
@@ -98,8 +109,7 @@ pub(crate) async fn start_stack(
         options.carriers = None;
     }
     options.function_output = Some(ChildOutput::LogFile(log.clone()));
-    // The ingest queue's MaximumConcurrency; more instances only cost memory here.
-    options.lambda_concurrency = Some(4);
+    options.lambda_concurrency = Some(instances);
     // The functions run optimised, as in AWS, so their CPU is what a deployment would spend.
     options.function_profile = Some(local_tools::BENCH_PROFILE.to_owned());
     let spinner = ProgressBar::new_spinner()

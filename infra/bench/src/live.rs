@@ -11,7 +11,7 @@
 //!   repeated (goal 0).
 
 use super::cpu_profile;
-use super::devices::{percentile, start_stack};
+use super::devices::{percentile, start_stack_with};
 use super::{publish, DocSection, Machine};
 use anyhow::{bail, ensure, Context, Result};
 use cellbridge::common::tenant::TenantId;
@@ -56,6 +56,9 @@ pub struct LiveArgs {
     /// Share of the clients cut every second of the soak (percent).
     #[arg(long, default_value_t = 2)]
     pub cut_percent: u32,
+    /// Clients connecting at once.
+    #[arg(long, default_value_t = 5)]
+    pub wave: usize,
     /// Print the results only; leave docs/benchmarks.md untouched.
     #[arg(long)]
     pub no_write: bool,
@@ -98,7 +101,10 @@ struct Results {
 
 pub async fn run(args: LiveArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
-    let (stack, _log) = start_stack(&root, "bench-live.log", false).await?;
+    // One instance of each function: the fan-out and the recorder read one shard each (one
+    // invocation at a time), and cargo-lambda starting more instances under load (`cargo run`
+    // each, on a machine the clients keep busy) stalls invocations for minutes.
+    let (stack, _log) = start_stack_with(&root, "bench-live.log", false, 1).await?;
     let outcome = measure(&stack, &args).await;
     stack.shutdown().await;
     let results = outcome?;
@@ -221,20 +227,60 @@ async fn measure(stack: &Devstack, args: &LiveArgs) -> Result<Results> {
     let tenant = TenantId::parse("demo").context("tenant")?;
     let functions = stack.template().function_binaries()?;
 
-    // Connect, 50 at a time ($connect runs through cargo lambda watch).
+    // Connect, `wave` at a time ($connect runs through cargo lambda watch). cargo-lambda starts a
+    // function's instances on its first requests (`cargo run` each, minutes on a busy machine):
+    // the first clients connect one by one, with time to spare, so that is done before measuring.
     let bar = ProgressBar::new(args.clients as u64).with_style(ProgressStyle::with_template(
         "  {bar:40} {pos}/{len} clients connected {elapsed}",
     )?);
-    let connecting = Instant::now();
+    let options = LiveOptions {
+        subscribe_timeout: Duration::from_secs(300),
+        ..LiveOptions::default()
+    };
     let mut clients = Vec::with_capacity(args.clients);
-    for wave in (0..args.clients).collect::<Vec<_>>().chunks(50) {
+    let warm = args.clients.min(8);
+    // Side by side, so every instance cargo-lambda will run is started now; one still starting
+    // answers 504 (its `cargo run` outlasts the route's timeout): try again.
+    let warming = futures::future::join_all((0..warm).map(|_| async {
+        let mut attempt = 0;
+        loop {
+            match LiveClient::connect(&url, &token, Subscription::default(), options.clone()).await
+            {
+                Err(LiveError::Refused(status)) if status >= 500 && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                other => return other,
+            }
+        }
+    }))
+    .await;
+    for live in warming {
+        clients.push(spawn_client(live?));
+        bar.inc(1);
+    }
+    // The recorder's and the fan-out's instances too: a first change, told to every client.
+    let (iccid, _) = write_change(&store, &tenant, args.events + 1_000_000).await?;
+    let warmed = Instant::now();
+    while clients.iter().any(|c| {
+        !c.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|(_, subject, _)| *subject == iccid)
+    }) {
+        if warmed.elapsed() > Duration::from_secs(600) {
+            bail!("the first change did not reach the first clients within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let connecting = Instant::now();
+    for wave in (warm..args.clients)
+        .collect::<Vec<_>>()
+        .chunks(args.wave.max(1))
+    {
         let joined = futures::future::join_all(wave.iter().map(|_| {
-            LiveClient::connect(
-                &url,
-                &token,
-                Subscription::default(),
-                LiveOptions::default(),
-            )
+            LiveClient::connect(&url, &token, Subscription::default(), options.clone())
         }))
         .await;
         for live in joined {
@@ -300,10 +346,11 @@ async fn measure(stack: &Devstack, args: &LiveArgs) -> Result<Results> {
     }
     results.latency_ms.sort_by(f64::total_cmp);
     let deliveries = (sent.len() * clients.len()).max(1) as f64;
-    results.fanout_cpu_us_per_delivery =
-        cpu_profile::seconds_between(&cpu_before, &cpu_after, FANOUT_BINARY) * 1e6 / deliveries;
-    results.recorder_cpu_us_per_event =
-        cpu_profile::seconds_between(&cpu_before, &cpu_after, RECORDER_BINARY) * 1e6
+    let cpu_of = |binary: &str| {
+        cpu_profile::seconds_between(&cpu_before, &cpu_after, &format!("function {binary}"))
+    };
+    results.fanout_cpu_us_per_delivery = cpu_of(FANOUT_BINARY) * 1e6 / deliveries;
+    results.recorder_cpu_us_per_event = cpu_of(RECORDER_BINARY) * 1e6
             / sent.len().max(1) as f64;
 
     // The soak: changes go on while clients are cut from either side every second.
@@ -404,9 +451,10 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "{} clients of the demo tenant, each subscribed to its whole stream (connected in {:.1} s). A change is a SIM's status written to `SimsTable`: its stream feeds `event-recorder`, which writes the event to `EventsTable`, whose stream feeds `event-fanout`, which posts it to every connection. {} changes at {} a second for the latency, then a {} s soak at the same rate with {} % of the clients cut every second.\n",
+            "{} clients of the demo tenant, each subscribed to its whole stream (all but the first 8 connected in {:.1} s, {} at a time). A change is a SIM's status written to `SimsTable`: its stream feeds `event-recorder`, which writes the event to `EventsTable`, whose stream feeds `event-fanout`, which posts it to every connection. {} changes at {} a second for the latency, then a {} s soak at the same rate with {} % of the clients cut every second.\n",
             self.clients,
             self.connect_time.as_secs_f64(),
+            args.wave,
             self.latency_events,
             args.rate,
             self.soak_seconds,

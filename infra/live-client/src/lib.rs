@@ -55,6 +55,8 @@ pub struct LiveOptions {
     pub reconnect_attempts: u32,
     /// The first wait between attempts, doubled each time up to 5 s.
     pub reconnect_backoff: Duration,
+    /// How long a subscribe waits for `subscribed`.
+    pub subscribe_timeout: Duration,
 }
 
 impl Default for LiveOptions {
@@ -63,6 +65,7 @@ impl Default for LiveOptions {
             ping_after: Duration::from_secs(5 * 60),
             reconnect_attempts: 20,
             reconnect_backoff: Duration::from_millis(100),
+            subscribe_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -219,7 +222,7 @@ impl LiveClient {
         self.send_raw(&frame.to_string()).await?;
         // Events of a subscription made before this one may still arrive first.
         loop {
-            let frame = self.frame(Duration::from_secs(30)).await?;
+            let frame = self.frame(self.opts.subscribe_timeout).await?;
             match frame["kind"].as_str() {
                 Some("subscribed") => {
                     if self.last_seq.is_none() {
