@@ -104,6 +104,7 @@ pub(crate) async fn start_stack_with(
     let _ = std::fs::remove_file(&log);
     let mut options = DevstackOptions::new(root);
     options.api_port = 0;
+    options.live_port = 0;
     options.mqtt_port = 0;
     if !with_carriers {
         options.carriers = None;

@@ -279,10 +279,11 @@ async fn measure(stack: &Devstack, args: &LiveArgs) -> Result<Results> {
         .collect::<Vec<_>>()
         .chunks(args.wave.max(1))
     {
-        let joined = futures::future::join_all(wave.iter().map(|_| {
-            LiveClient::connect(&url, &token, Subscription::default(), options.clone())
-        }))
-        .await;
+        let joined =
+            futures::future::join_all(wave.iter().map(|_| {
+                LiveClient::connect(&url, &token, Subscription::default(), options.clone())
+            }))
+            .await;
         for live in joined {
             clients.push(spawn_client(live?));
             bar.inc(1);
@@ -350,8 +351,7 @@ async fn measure(stack: &Devstack, args: &LiveArgs) -> Result<Results> {
         cpu_profile::seconds_between(&cpu_before, &cpu_after, &format!("function {binary}"))
     };
     results.fanout_cpu_us_per_delivery = cpu_of(FANOUT_BINARY) * 1e6 / deliveries;
-    results.recorder_cpu_us_per_event = cpu_of(RECORDER_BINARY) * 1e6
-            / sent.len().max(1) as f64;
+    results.recorder_cpu_us_per_event = cpu_of(RECORDER_BINARY) * 1e6 / sent.len().max(1) as f64;
 
     // The soak: changes go on while clients are cut from either side every second.
     let bar = ProgressBar::new(args.soak_seconds).with_style(ProgressStyle::with_template(

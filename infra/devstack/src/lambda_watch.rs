@@ -20,7 +20,7 @@ use crate::children;
 use crate::python_server::free_port;
 use anyhow::{bail, Context, Result};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -140,6 +140,11 @@ struct WatchState {
     ready: bool,
 }
 
+/// cargo-lambda 1.9.2 queues up to 100 invocations per function, and with 100 queued it stops
+/// altogether (it waits for room in the full queue while holding the lock that taking from the
+/// queue needs): more wait here instead.
+const QUEUED_PER_FUNCTION: usize = 64;
+
 struct Shared {
     /// Changes only when the port picked was taken before cargo-lambda could listen on it.
     port: AtomicU16,
@@ -155,6 +160,8 @@ struct Shared {
     pid: AtomicI32,
     /// Invocations and their durations, for the cost benchmark.
     meter: LambdaMeter,
+    /// Invocations of each binary handed to cargo-lambda at once (see [`QUEUED_PER_FUNCTION`]).
+    queued: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Shared {
@@ -222,6 +229,19 @@ impl Invoker {
                 })
             }
         };
+        let queue = {
+            let mut queued = self
+                .shared
+                .queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queued
+                .entry(function.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(QUEUED_PER_FUNCTION)))
+                .clone()
+        };
+        // Held until the answer is read; never closed, so acquiring only waits.
+        let _slot = queue.acquire_owned().await;
         let request = self
             .shared
             .client
@@ -338,6 +358,7 @@ impl LambdaWatch {
             warm: Mutex::new(HashSet::new()),
             tail: Mutex::new(VecDeque::new()),
             pid: AtomicI32::new(0),
+            queued: Mutex::new(HashMap::new()),
             meter: LambdaMeter::default(),
         });
         let sink = Sink::open(&opts.output).await?;

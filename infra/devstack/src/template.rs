@@ -2111,7 +2111,18 @@ mod tests {
             );
             assert_eq!(source.starting_position, StartingPosition::Latest);
             assert_eq!(source.batch_size, 100);
-            assert_eq!(source.maximum_batching_window, Duration::ZERO);
+            // A second of a bulk change's updates per batch coalesces its progress; the rest
+            // go out at once.
+            let window = if source.table_logical_id == "BulkChangesTable" {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            assert_eq!(
+                source.maximum_batching_window, window,
+                "{}",
+                source.event_id
+            );
             assert!(source.report_batch_item_failures, "{}", source.event_id);
             assert_eq!(source.maximum_retry_attempts, Some(20));
             assert!(source.enabled);

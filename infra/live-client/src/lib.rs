@@ -93,6 +93,8 @@ pub struct LiveClient {
     socket: Option<Socket>,
     /// The last event handed out; `None` before the first (or after a reset).
     last_seq: Option<u64>,
+    /// When this client last sent a frame: a ping goes after `ping_after` without one.
+    last_sent: tokio::time::Instant,
     /// Resubscribed after a gap: what arrives before the replay starts is dropped (and counted
     /// here), not taken for another gap; after [`HEALING_PATIENCE`] of them it resubscribes again.
     healing: Option<u32>,
@@ -136,6 +138,7 @@ impl LiveClient {
             socket: None,
             last_seq,
             healing: None,
+            last_sent: tokio::time::Instant::now(),
             stats: LiveStats::default(),
         };
         client.open().await?;
@@ -161,6 +164,7 @@ impl LiveClient {
             .socket
             .as_mut()
             .ok_or_else(|| LiveError::Unreachable("not connected".into()))?;
+        self.last_sent = tokio::time::Instant::now();
         socket
             .send(Message::text(text))
             .await
@@ -274,14 +278,11 @@ impl LiveClient {
             if now >= deadline {
                 return Err(LiveError::Timeout(within));
             }
-            let wait = (deadline - now).min(self.opts.ping_after);
-            let Some(socket) = self.socket.as_mut() else {
-                continue;
-            };
-            let message = match tokio::time::timeout(wait, socket.next()).await {
-                Ok(message) => message,
-                Err(_) => {
-                    // Quiet for a while: a ping keeps API Gateway from counting us idle.
+            // API Gateway closes a connection whose client sent nothing for 10 minutes.
+            let ping_at = self.last_sent + self.opts.ping_after;
+            if now >= ping_at {
+                self.last_sent = now;
+                if let Some(socket) = self.socket.as_mut() {
                     if socket
                         .send(Message::text(r#"{"action":"ping"}"#))
                         .await
@@ -289,8 +290,15 @@ impl LiveClient {
                     {
                         self.socket = None;
                     }
-                    continue;
                 }
+                continue;
+            }
+            let wait = deadline.min(ping_at) - now;
+            let Some(socket) = self.socket.as_mut() else {
+                continue;
+            };
+            let Ok(message) = tokio::time::timeout(wait, socket.next()).await else {
+                continue;
             };
             let text = match message {
                 Some(Ok(Message::Text(text))) => text,
