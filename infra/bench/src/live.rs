@@ -102,8 +102,7 @@ struct Results {
 pub async fn run(args: LiveArgs) -> Result<()> {
     let root = devstack::tools::workspace_root();
     // One instance of each function: the fan-out and the recorder read one shard each (one
-    // invocation at a time), and cargo-lambda starting more instances under load (`cargo run`
-    // each, on a machine the clients keep busy) stalls invocations for minutes.
+    // invocation at a time), and the clients' process and the stack share two cores.
     let (stack, _log) = start_stack_with(&root, "bench-live.log", false, 1).await?;
     let outcome = measure(&stack, &args).await;
     stack.shutdown().await;
