@@ -177,7 +177,14 @@ async fn run_queue(
         for (event, receipts, failed) in handled {
             for (record, receipt) in event.records.iter().zip(receipts) {
                 if !failed.contains(record.message_id.as_ref().unwrap_or(&String::new())) {
-                    rig.stack.delete(QUEUE, &receipt).await?;
+                    match rig.stack.delete(QUEUE, &receipt).await {
+                        Ok(()) => {}
+                        // Its visibility timeout ran out while it was handled (a busy machine):
+                        // SQS hands it out again, as it would to Lambda, and the worker's
+                        // idempotence is what the test checks.
+                        Err(error) if format!("{error:#}").contains("ReceiptHandleIsInvalid") => {}
+                        Err(error) => return Err(error),
+                    }
                 }
             }
         }
