@@ -305,6 +305,14 @@ mod tests {
             handle(&request, &self.ports(), NOW).await.expect("handled")
         }
 
+        /// `$connect` offering `protocols` as the browser would.
+        async fn connect(&self, protocols: String) -> ApiGatewayProxyResponse {
+            self.send(CONNECT, |e| {
+                e["headers"]["Sec-WebSocket-Protocol"] = protocols.into()
+            })
+            .await
+        }
+
         async fn say(&self, body: &str) {
             self.send(SUBSCRIBE, |e| e["body"] = body.into()).await;
         }
@@ -315,26 +323,16 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_a_valid_token_is_refused_at_connect() {
         let world = World::new();
-        let no_token = world
-            .send(CONNECT, |e| {
-                e["headers"]["Sec-WebSocket-Protocol"] = SUBPROTOCOL.into()
-            })
-            .await;
+        let no_token = world.connect(SUBPROTOCOL.to_owned()).await;
         assert_eq!(no_token.status_code, 401);
         let forged = world
-            .send(CONNECT, |e| {
-                e["headers"]["Sec-WebSocket-Protocol"] =
-                    format!("{SUBPROTOCOL}, {}x", token("acme")).into()
-            })
+            .connect(format!("{SUBPROTOCOL}, {}x", token("acme")))
             .await;
         assert_eq!(forged.status_code, 401);
         assert_eq!(world.connections.get(ID).await.expect("get"), None);
 
         let good = world
-            .send(CONNECT, |e| {
-                e["headers"]["Sec-WebSocket-Protocol"] =
-                    format!("{SUBPROTOCOL}, {}", token("acme")).into()
-            })
+            .connect(format!("{SUBPROTOCOL}, {}", token("acme")))
             .await;
         assert_eq!(good.status_code, 200);
         assert_eq!(good.headers["sec-websocket-protocol"], SUBPROTOCOL);
@@ -353,10 +351,7 @@ mod tests {
     async fn subscribing_resumes_resets_or_names_what_is_wrong() {
         let world = World::new();
         world
-            .send(CONNECT, |e| {
-                e["headers"]["Sec-WebSocket-Protocol"] =
-                    format!("{SUBPROTOCOL}, {}", token("acme")).into()
-            })
+            .connect(format!("{SUBPROTOCOL}, {}", token("acme")))
             .await;
         let acme = TenantId::parse("acme").expect("tenant");
         let changes = (0..4)
