@@ -7,7 +7,7 @@ use cellbridge::common::store::PageRequest;
 use cellbridge::common::tenant::TenantId;
 use cellbridge::devices::activity::ActivityRecorder;
 use cellbridge::devices::dynamodb::DynamoDevices;
-use cellbridge::devices::ports::{DeviceStore, Registration};
+use cellbridge::devices::ports::{DeviceStore, LiveFollowing, Registration};
 use cellbridge::devices::presence::{
     LifecycleEvent, LifecycleKind, DEFAULT_PRESENCE_TIMEOUT, DEFAULT_WRITE_INTERVAL,
 };
@@ -474,6 +474,71 @@ async fn the_write_gate_reads_many_devices_at_once_and_writes_only_when_due() ->
         devices.get_device(&unknown).await?.is_none(),
         "no item made"
     );
+    Ok(())
+}
+
+/// Followers of a device share one live window: of followers racing, one renews it (so one
+/// `live` command goes out); it outlives a re-announcement; the recorder reads it with the
+/// device's tenant, many devices at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_a_device_share_one_live_window() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let devices = store(&stack)?;
+    let t0 = OffsetDateTime::from_unix_timestamp(1_796_547_600)?;
+    let thing = ThingName::parse("trk-live").expect("name");
+    devices
+        .register(&announce("trk-live", "acme", "1.0"), t0)
+        .await?;
+    devices
+        .register(&announce("trk-other", "globex", "1.0"), t0)
+        .await?;
+
+    let until = t0 + Duration::minutes(3);
+    let renew_from = t0 + Duration::seconds(90);
+    let racing =
+        futures::future::join_all((0..4).map(|_| devices.extend_live(&thing, until, renew_from)))
+            .await;
+    let renewed = racing
+        .into_iter()
+        .collect::<Result<Vec<bool>, _>>()?
+        .into_iter()
+        .filter(|won| *won)
+        .count();
+    assert_eq!(renewed, 1, "one of four racing followers renews");
+    // Re-announcing (new firmware) keeps the window.
+    devices
+        .register(&announce("trk-live", "acme", "1.1"), t0)
+        .await?;
+    let later = t0 + Duration::minutes(2);
+    assert!(
+        devices
+            .extend_live(
+                &thing,
+                later + Duration::minutes(3),
+                later + Duration::seconds(90)
+            )
+            .await?,
+        "a minute left: renewed"
+    );
+
+    let unknown = ThingName::parse("never-registered").expect("name");
+    assert!(!devices.extend_live(&unknown, until, renew_from).await?);
+    assert!(
+        devices.get_device(&unknown).await?.is_none(),
+        "no item made"
+    );
+    let other = ThingName::parse("trk-other").expect("name");
+    let followed = devices
+        .followed(&[thing.clone(), other.clone(), unknown.clone(), thing.clone()])
+        .await?;
+    assert_eq!(followed.len(), 2, "the registered ones, once each");
+    assert_eq!(followed[&thing].tenant.as_str(), "acme");
+    assert_eq!(
+        followed[&thing].live_until,
+        Some(later + Duration::minutes(3))
+    );
+    assert_eq!(followed[&other].tenant.as_str(), "globex");
+    assert_eq!(followed[&other].live_until, None, "no one follows it");
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! The event recorder: the change streams of the devices, commands, bulk changes and SIMs
-//! tables, read as each tenant's live events and written to its stream (`EventsTable`), from
+//! The event recorder: the change streams of the devices, commands, bulk changes, SIMs and
+//! telemetry tables, read as each tenant's live events and written to its stream (`EventsTable`), from
 //! where the fan-out sends them. No handler publishes events itself: whatever writes these
 //! tables is seen here.
 //!
@@ -9,7 +9,11 @@
 //! - a command created or its status changed: `command.status`;
 //! - a bulk change's counts or status changed: `bulkChange.progress`, and on reaching a final
 //!   status `bulkChange.completed`;
-//! - a SIM's status changed: `sim.status` (a SIM's first import is no status change).
+//! - a SIM's status changed: `sim.status` (a SIM's first import is no status change);
+//! - a chunk of telemetry written for a device someone follows (its live window is open,
+//!   `cellbridge_devices::live`): `telemetry.latest`, the chunk's newest sample. The telemetry
+//!   of devices no one follows is read and left: telling every sample of every device would
+//!   put a whole fleet's telemetry on its tenant's one stream.
 //!
 //! Telemetry and progress are coalesced within a batch (the last of each subject in each
 //! second). A tenant whose events could not be written fails from its first record on; the
@@ -22,10 +26,13 @@ use cellbridge_core::config::{required, ConfigError, Environment, FromEnvironmen
 use cellbridge_core::dynamodb::Item;
 use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
-use cellbridge_devices::ports::DeviceRecord;
+use cellbridge_devices::ports::{DeviceRecord, Followed, LiveFollowing, StoredPoint};
+use cellbridge_devices::registration::ThingName;
 use cellbridge_events::event::{coalesce, Change, EventType};
 use cellbridge_events::ports::EventLog;
 use serde_json::json;
+use std::collections::HashMap;
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 cellbridge_core::composite_config! {
@@ -33,6 +40,8 @@ cellbridge_core::composite_config! {
     pub struct Config {
         pub tables: cellbridge_events::wiring::LiveTables,
         pub sources: SourceTables,
+        /// The devices table: who a telemetry chunk's device is, and whether someone follows it.
+        pub devices: cellbridge_devices::wiring::DeviceTables,
         pub window: cellbridge_events::wiring::ReplayWindow,
     }
 }
@@ -44,6 +53,7 @@ pub struct SourceTables {
     pub commands: String,
     pub bulk_changes: String,
     pub sims: String,
+    pub telemetry: String,
 }
 
 impl FromEnvironment for SourceTables {
@@ -53,6 +63,7 @@ impl FromEnvironment for SourceTables {
             commands: required(env, "COMMANDS_TABLE")?,
             bulk_changes: required(env, "BULK_CHANGES_TABLE")?,
             sims: required(env, "SIMS_TABLE")?,
+            telemetry: required(env, "TELEMETRY_TABLE")?,
         })
     }
 }
@@ -63,6 +74,7 @@ pub enum Source {
     Commands,
     BulkChanges,
     Sims,
+    Telemetry,
 }
 
 impl SourceTables {
@@ -74,6 +86,7 @@ impl SourceTables {
             (&self.commands, Source::Commands),
             (&self.bulk_changes, Source::BulkChanges),
             (&self.sims, Source::Sims),
+            (&self.telemetry, Source::Telemetry),
         ]
         .into_iter()
         .find(|(table, _)| table.as_str() == name)
@@ -134,10 +147,7 @@ fn device_changes(
         ));
     }
     if old.as_ref().map(online).unwrap_or(false) != online(&new) {
-        let last_seen = new.presence.last_seen.and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
+        let last_seen = new.presence.last_seen.and_then(|t| t.format(&Rfc3339).ok());
         changes.push(change(
             &new.tenant,
             EventType::DevicePresence,
@@ -217,11 +227,44 @@ fn sim_changes(
     )]
 }
 
+fn telemetry_changes(
+    newest: Option<(ThingName, Option<StoredPoint>)>,
+    followed: &HashMap<ThingName, Followed>,
+    at: OffsetDateTime,
+) -> Vec<Change> {
+    let Some((thing, Some(point))) = newest else {
+        return Vec::new();
+    };
+    let Some(device) = followed.get(&thing).filter(|f| f.is_followed(at)) else {
+        return Vec::new();
+    };
+    let received_at = point.received_at.format(&Rfc3339).ok();
+    // The sample's own time: telemetry is coalesced by it, one a second per device.
+    vec![change(
+        &device.tenant,
+        EventType::TelemetryLatest,
+        thing.as_str(),
+        point.at,
+        json!({"metrics": point.metrics, "receivedAt": received_at}),
+    )]
+}
+
+/// The device and newest sample of a telemetry record; `None` for one without a new image (a
+/// chunk expiring).
+fn newest_sample(
+    record: &EventRecord,
+) -> Result<Option<(ThingName, Option<StoredPoint>)>, StoreError> {
+    image(&record.change.new_image)
+        .map(cellbridge_devices::dynamodb::newest_sample_from_image)
+        .transpose()
+}
+
 /// What one stream record means, as changes of its tenant's stream; `now` stands in for a
-/// record time out of range.
+/// record time out of range. `followed` holds the devices of the batch's telemetry records.
 pub fn changes_of(
     source: Source,
     record: &EventRecord,
+    followed: &HashMap<ThingName, Followed>,
     now: OffsetDateTime,
 ) -> Result<Vec<Change>, StoreError> {
     let at = record
@@ -256,6 +299,7 @@ pub fn changes_of(
             )?;
             sim_changes(old, new, at)
         }
+        Source::Telemetry => telemetry_changes(newest_sample(record)?, followed, at),
     };
     // The record's id (unique in its stream) and the change's place among the record's: a
     // batch handed again does not tell it twice.
@@ -276,13 +320,66 @@ struct TenantChanges {
     changes: Vec<Change>,
 }
 
+/// Who the devices of the batch's telemetry records are (tenant, live window): one read for
+/// the batch. An error fails the batch from its first telemetry record on.
+async fn followed_in(
+    event: &StreamEvent,
+    sources: &SourceTables,
+    following: &dyn LiveFollowing,
+) -> Result<HashMap<ThingName, Followed>, DynamoDbBatchItemFailure> {
+    let telemetry: Vec<&EventRecord> = event
+        .records
+        .iter()
+        .filter(|r| {
+            sources.source_of(r.event_source_arn.as_deref().unwrap_or_default())
+                == Some(Source::Telemetry)
+        })
+        .collect();
+    let things: Vec<ThingName> = telemetry
+        .iter()
+        .filter_map(|record| {
+            let key = record.change.keys.get("thingName")?;
+            let serde_dynamo::AttributeValue::S(name) = key else {
+                return None;
+            };
+            ThingName::parse(name)
+        })
+        .collect();
+    if things.is_empty() {
+        return Ok(HashMap::new());
+    }
+    following.followed(&things).await.map_err(|error| {
+        tracing::error!(%error, "the followed devices could not be read; the stream hands the batch again");
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = telemetry
+            .first()
+            .and_then(|r| r.change.sequence_number.clone());
+        failure
+    })
+}
+
+/// What the recorder reads and writes.
+#[derive(Clone, Copy)]
+pub struct RecorderPorts<'a> {
+    pub log: &'a dyn EventLog,
+    pub following: &'a dyn LiveFollowing,
+}
+
 pub async fn handle(
     event: &StreamEvent,
     sources: &SourceTables,
-    log: &dyn EventLog,
+    ports: RecorderPorts<'_>,
     window: time::Duration,
     now: OffsetDateTime,
 ) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    let followed = match followed_in(event, sources, ports.following).await {
+        Ok(followed) => followed,
+        Err(failure) => {
+            response.batch_item_failures.push(failure);
+            return response;
+        }
+    };
     let mut tenants: Vec<TenantChanges> = Vec::new();
     for record in &event.records {
         let arn = record.event_source_arn.as_deref().unwrap_or_default();
@@ -293,7 +390,7 @@ pub async fn handle(
             );
             continue;
         };
-        let changes = match changes_of(source, record, now) {
+        let changes = match changes_of(source, record, &followed, now) {
             Ok(changes) => changes,
             Err(error) => {
                 // Each of these tables holds one kind of item: one that cannot be read is a
@@ -317,11 +414,14 @@ pub async fn handle(
             tenants[index].changes.push(change);
         }
     }
-    let mut response = DynamoDbEventResponse::default();
     let mut recorded = 0;
     for tenant in tenants {
         let changes = coalesce(tenant.changes);
-        match log.append(&tenant.tenant, changes, now + window).await {
+        match ports
+            .log
+            .append(&tenant.tenant, changes, now + window)
+            .await
+        {
             Ok(events) => recorded += events.len(),
             Err(error) => {
                 tracing::error!(tenant = %tenant.tenant, %error, "events could not be recorded; the stream hands them again");
@@ -343,6 +443,8 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::testing::{online_device, thing};
     use cellbridge_events::memory::{MemoryEventLog, StreamRecord};
     use time::macros::datetime;
 
@@ -354,15 +456,29 @@ mod tests {
             commands: "cellbridge-CommandsTable".into(),
             bulk_changes: "cellbridge-BulkChangesTable".into(),
             sims: "cellbridge-SimsTable".into(),
+            telemetry: "cellbridge-TelemetryTable".into(),
         }
     }
 
     fn sample(name: &str) -> StreamEvent {
         let text = match name {
             "devices" => include_str!("../../../events/event-recorder/devices.json"),
+            "telemetry" => include_str!("../../../events/event-recorder/telemetry.json"),
             _ => include_str!("../../../events/event-recorder/bulk-changes.json"),
         };
         serde_json::from_str(text).expect("sample")
+    }
+
+    async fn record(
+        event: &StreamEvent,
+        log: &MemoryEventLog,
+        devices: &MemoryDevices,
+    ) -> DynamoDbEventResponse {
+        let ports = RecorderPorts {
+            log,
+            following: devices,
+        };
+        handle(event, &sources(), ports, time::Duration::minutes(15), NOW).await
     }
 
     fn recorded(log: &MemoryEventLog) -> Vec<(String, String, String, serde_json::Value)> {
@@ -384,14 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_device_registering_then_dropping_off_is_told_as_such() {
         let log = MemoryEventLog::default();
-        let response = handle(
-            &sample("devices"),
-            &sources(),
-            &log,
-            time::Duration::minutes(15),
-            NOW,
-        )
-        .await;
+        let response = record(&sample("devices"), &log, &MemoryDevices::default()).await;
         assert!(response.batch_item_failures.is_empty());
         let events = recorded(&log);
         let kinds: Vec<(&str, &str)> = events
@@ -414,14 +523,7 @@ mod tests {
     #[tokio::test]
     async fn a_bulk_change_progresses_coalesced_then_completes() {
         let log = MemoryEventLog::default();
-        handle(
-            &sample("bulk"),
-            &sources(),
-            &log,
-            time::Duration::minutes(15),
-            NOW,
-        )
-        .await;
+        record(&sample("bulk"), &log, &MemoryDevices::default()).await;
         let events = recorded(&log);
         let told: Vec<(&str, u64)> = events
             .iter()
@@ -433,6 +535,78 @@ mod tests {
             [("bulkChange.progress", 2), ("bulkChange.completed", 3)]
         );
         assert_eq!(events[1].3["status"], "completed");
+    }
+
+    #[tokio::test]
+    async fn the_telemetry_of_a_followed_device_is_told_a_sample_a_second() {
+        let devices = MemoryDevices::default();
+        // The sample's records were made at 08:59:03 and 08:59:04.
+        let at = datetime!(2026-12-06 08:59 UTC);
+        online_device(&devices, "trk-0001", "acme", at).await;
+        online_device(&devices, "trk-0002", "acme", at).await;
+        devices
+            .extend_live(&thing("trk-0001"), at + time::Duration::minutes(3), at)
+            .await
+            .expect("followed");
+        let log = MemoryEventLog::default();
+        let response = record(&sample("telemetry"), &log, &devices).await;
+        assert!(response.batch_item_failures.is_empty());
+        let told: Vec<(String, String, serde_json::Value)> = recorded(&log)
+            .into_iter()
+            .map(|(tenant, kind, subject, data)| {
+                assert_eq!(
+                    (tenant.as_str(), kind.as_str()),
+                    ("acme", "telemetry.latest")
+                );
+                (
+                    subject,
+                    data["receivedAt"].to_string(),
+                    data["metrics"].clone(),
+                )
+            })
+            .collect();
+        // The newest of the first chunk; of two in the next second, the later; nothing of
+        // trk-0002 (no one follows it) or of the chunk expiring.
+        assert_eq!(
+            told,
+            [
+                (
+                    "trk-0001".to_owned(),
+                    "\"2026-12-06T08:59:03Z\"".to_owned(),
+                    serde_json::json!({"temp": 21.7, "battery": 87})
+                ),
+                (
+                    "trk-0001".to_owned(),
+                    "\"2026-12-06T08:59:04Z\"".to_owned(),
+                    serde_json::json!({"temp": 21.9, "battery": 87})
+                ),
+            ]
+        );
+        let seconds: Vec<i64> = log
+            .stream_since(0)
+            .0
+            .into_iter()
+            .filter_map(|r| match r {
+                StreamRecord::Appended(e) => Some(e.at.unix_timestamp()),
+                StreamRecord::Woken { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            seconds,
+            [1_796_547_542, 1_796_547_543],
+            "the samples' own times"
+        );
+
+        // Once the window has run out, the same telemetry is not told.
+        let later = MemoryEventLog::default();
+        let lapsed = MemoryDevices::default();
+        online_device(&lapsed, "trk-0001", "acme", at).await;
+        lapsed
+            .extend_live(&thing("trk-0001"), at, at)
+            .await
+            .expect("followed");
+        record(&sample("telemetry"), &later, &lapsed).await;
+        assert!(recorded(&later).is_empty());
     }
 
     #[test]

@@ -5,14 +5,19 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     let (config, sdk) = cellbridge_edge::lambda::cold_start::<event_recorder::Config>().await?;
     let log = cellbridge_events::wiring::event_log(&sdk, &config.tables);
+    let devices = cellbridge_devices::wiring::device_store(&sdk, &config.devices);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| {
-        let (log, config) = (&log, &config);
+        let ports = event_recorder::RecorderPorts {
+            log: &log,
+            following: &devices,
+        };
+        let config = &config;
         async move {
             Ok::<_, Error>(
                 event_recorder::handle(
                     &event.payload,
                     &config.sources,
-                    log,
+                    ports,
                     config.window.0,
                     time::OffsetDateTime::now_utc(),
                 )

@@ -9,6 +9,11 @@
 //!   fan-out) every event after `lastSeq` that is still kept, then live ones; a `lastSeq` older
 //!   than the replay window gets `reset` instead. `unsubscribe` stops the events; `ping` gets
 //!   `pong` (API Gateway cuts a connection idle for 10 minutes; a ping resets that).
+//! - Following devices: a subscription that names devices and wants their telemetry (its
+//!   types empty or holding `telemetry.latest`) makes the first [`MAX_FOLLOWED`] of them
+//!   stream every sample while it lasts (`cellbridge_devices::live`): subscribing sends each
+//!   one a `live` command unless it streams already, and a `ping` every minute
+//!   (`FOLLOWER_PING_INTERVAL`) renews them; once no one renews, they go back to batches within three minutes.
 //! - A connection stays open after its token expires (API Gateway keeps it up to two hours): the
 //!   token is checked once, when it connects.
 //! - Anything else (`$default`): an `error` frame naming what is wrong; the connection stays.
@@ -17,8 +22,12 @@
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use cellbridge_core::store::StoreError;
+use cellbridge_core::tenant::TenantId;
+use cellbridge_devices::live::{follow, FollowPorts, Following, MAX_FOLLOWED};
+use cellbridge_devices::registration::ThingName;
 use cellbridge_events::ports::{Connection, ConnectionPoster, Connections, EventLog};
 use cellbridge_events::protocol::{parse_client_frame, resume, ClientFrame, Resume, ServerFrame};
+use cellbridge_events::subscription::Subscription;
 use cellbridge_identity::authenticator::Authenticator;
 use cellbridge_identity::token::TokenError;
 use time::OffsetDateTime;
@@ -29,11 +38,19 @@ cellbridge_core::composite_config! {
         pub tables: cellbridge_events::wiring::LiveTables,
         pub endpoint: cellbridge_events::wiring::LiveEndpoint,
         pub auth: cellbridge_identity::keys::AuthMode,
+        /// The devices a subscription follows, and the path of their `live` commands.
+        pub commands: cellbridge_devices::wiring::CommandDelivery,
     }
 }
 
 /// The subprotocol a client offers beside its token, and that the answer selects.
 pub const SUBPROTOCOL: &str = "cellbridge.events.v1";
+// A follower's pings renew its devices' live windows before they run out.
+const _: () = assert!(
+    cellbridge_events::protocol::FOLLOWER_PING_INTERVAL.as_secs()
+        < cellbridge_devices::live::RENEW_WITHIN.whole_seconds() as u64
+);
+
 /// Longer offers are no token of ours; refusing them early bounds the work per connection.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// API Gateway closes every connection after two hours; the table's TTL removes what a lost
@@ -45,6 +62,7 @@ pub struct SocketPorts<'a> {
     pub connections: &'a dyn Connections,
     pub poster: &'a dyn ConnectionPoster,
     pub authenticator: &'a Authenticator,
+    pub follow: FollowPorts<'a>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +183,12 @@ async fn message(
     };
     let tenant = &connection.tenant;
     match frame {
-        ClientFrame::Ping => post(ports, id, &ServerFrame::Pong).await,
+        ClientFrame::Ping => {
+            post(ports, id, &ServerFrame::Pong).await;
+            if let Some(subscription) = &connection.subscription {
+                follow_devices(ports, tenant, subscription, now).await;
+            }
+        }
         ClientFrame::Unsubscribe => {
             let newest = ports.log.newest(tenant).await?;
             ports.connections.subscribe(id, None, newest).await?;
@@ -194,6 +217,7 @@ async fn message(
             };
             // `subscribed` goes first: what the fan-out replays and sends follows it.
             post(ports, id, &ServerFrame::Subscribed { last_seq: newest }).await;
+            follow_devices(ports, tenant, &filter, now).await;
             if ports
                 .connections
                 .subscribe(id, Some(filter), after)
@@ -205,6 +229,34 @@ async fn message(
         }
     }
     Ok(())
+}
+
+/// Keeps the devices `subscription` follows streaming (see the module's notes). A device that
+/// cannot be asked now is logged and left: the follower's next ping tries again.
+async fn follow_devices(
+    ports: &SocketPorts<'_>,
+    tenant: &TenantId,
+    subscription: &Subscription,
+    now: OffsetDateTime,
+) {
+    for name in subscription.followed_devices().take(MAX_FOLLOWED) {
+        // A name that cannot be a thing's is no device of anyone's.
+        let Some(thing) = ThingName::parse(name) else {
+            continue;
+        };
+        match follow(ports.follow, tenant, &thing, now).await {
+            Ok(Following::Started(command)) => {
+                tracing::info!(%thing, %command, "a followed device was asked to stream");
+            }
+            Ok(Following::AlreadyLive | Following::Offline | Following::Unknown) => {}
+            Ok(Following::NotPublished(reason)) => {
+                tracing::warn!(%thing, %reason, "the live command waits for the device's next connection");
+            }
+            Err(error) => {
+                tracing::warn!(%thing, %error, "a followed device could not be asked to stream");
+            }
+        }
+    }
 }
 
 pub async fn handle(
@@ -233,7 +285,10 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge_core::tenant::TenantId;
+    use cellbridge_devices::commands_memory::MemoryCommands;
+    use cellbridge_devices::iot_memory::RecordingPublisher;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::testing::online_device;
     use cellbridge_events::event::{Change, EventType};
     use cellbridge_events::memory::{MemoryConnections, MemoryEventLog, RecordingPoster};
     use cellbridge_identity::principal::Identity;
@@ -269,6 +324,9 @@ mod tests {
         connections: MemoryConnections,
         poster: RecordingPoster,
         authenticator: Authenticator,
+        devices: MemoryDevices,
+        commands: MemoryCommands,
+        publisher: RecordingPublisher,
     }
 
     impl World {
@@ -281,6 +339,9 @@ mod tests {
                     TokenVerifier::shared_secret(&secret(), TokenAudience::default()),
                     None,
                 ),
+                devices: MemoryDevices::default(),
+                commands: MemoryCommands::default(),
+                publisher: RecordingPublisher::default(),
             }
         }
 
@@ -290,6 +351,13 @@ mod tests {
                 connections: &self.connections,
                 poster: &self.poster,
                 authenticator: &self.authenticator,
+                follow: FollowPorts {
+                    devices: &self.devices,
+                    following: &self.devices,
+                    commands: &self.commands,
+                    publisher: &self.publisher,
+                    presence_timeout: time::Duration::minutes(15),
+                },
             }
         }
 
@@ -298,11 +366,29 @@ mod tests {
             sample: &str,
             edit: impl FnOnce(&mut serde_json::Value),
         ) -> ApiGatewayProxyResponse {
+            self.send_at(sample, edit, NOW).await
+        }
+
+        async fn send_at(
+            &self,
+            sample: &str,
+            edit: impl FnOnce(&mut serde_json::Value),
+            now: OffsetDateTime,
+        ) -> ApiGatewayProxyResponse {
             let mut event: serde_json::Value = serde_json::from_str(sample).expect("sample");
             edit(&mut event);
             let request: ApiGatewayWebsocketProxyRequest =
                 serde_json::from_value(event).expect("request");
-            handle(&request, &self.ports(), NOW).await.expect("handled")
+            handle(&request, &self.ports(), now).await.expect("handled")
+        }
+
+        /// The `live` commands published to `thing`.
+        fn live_commands(&self, thing: &str) -> usize {
+            self.publisher
+                .published_to(&cellbridge_devices::topics::commands(thing))
+                .iter()
+                .filter(|command| command["name"] == "live")
+                .count()
         }
 
         /// `$connect` offering `protocols` as the browser would.
@@ -314,7 +400,12 @@ mod tests {
         }
 
         async fn say(&self, body: &str) {
-            self.send(SUBSCRIBE, |e| e["body"] = body.into()).await;
+            self.say_at(body, NOW).await;
+        }
+
+        async fn say_at(&self, body: &str, now: OffsetDateTime) {
+            self.send_at(SUBSCRIBE, |e| e["body"] = body.into(), now)
+                .await;
         }
     }
 
@@ -412,5 +503,50 @@ mod tests {
             still.after, 2,
             "a refused resume leaves the subscription as it was"
         );
+    }
+
+    #[tokio::test]
+    async fn following_a_devices_telemetry_makes_it_stream_while_pings_renew_it() {
+        let world = World::new();
+        online_device(&world.devices, "trk-1", "acme", NOW).await;
+        online_device(&world.devices, "trk-2", "acme", NOW).await;
+        online_device(&world.devices, "gx-1", "globex", NOW).await;
+        world
+            .connect(format!("{SUBPROTOCOL}, {}", token("acme")))
+            .await;
+
+        // Presence only, or every device: nothing streams.
+        world
+            .say(r#"{"action": "subscribe", "filter": {"types": ["device.presence"], "devices": ["trk-1"]}}"#)
+            .await;
+        world.say(r#"{"action": "subscribe"}"#).await;
+        assert_eq!(world.live_commands("trk-1"), 0);
+
+        // trk-1's telemetry by name: it is asked to stream; another tenant's device is not.
+        world
+            .say(r#"{"action": "subscribe", "filter": {"types": ["telemetry.latest"], "devices": ["trk-1", "gx-1"]}}"#)
+            .await;
+        assert_eq!(world.live_commands("trk-1"), 1);
+        assert_eq!(world.live_commands("gx-1"), 0, "not this tenant's");
+        assert_eq!(world.live_commands("trk-2"), 0, "not named");
+
+        // A ping a minute on renews it once less than 90 s of its window is left.
+        let ping = r#"{"action": "ping"}"#;
+        world.say_at(ping, NOW + time::Duration::minutes(1)).await;
+        assert_eq!(world.live_commands("trk-1"), 1, "two minutes left");
+        world.say_at(ping, NOW + time::Duration::minutes(2)).await;
+        assert_eq!(world.live_commands("trk-1"), 2, "one minute left: renewed");
+
+        // Unsubscribed, pings renew nothing: the window runs out by itself.
+        world.say(r#"{"action": "unsubscribe"}"#).await;
+        world.say_at(ping, NOW + time::Duration::minutes(4)).await;
+        assert_eq!(world.live_commands("trk-1"), 2);
+        let pongs = world
+            .poster
+            .frames(ID)
+            .iter()
+            .filter(|f| f["kind"] == "pong")
+            .count();
+        assert_eq!(pongs, 3, "every ping is answered");
     }
 }

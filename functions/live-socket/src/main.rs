@@ -1,4 +1,6 @@
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
+use cellbridge_devices::live::FollowPorts;
+use cellbridge_devices::wiring as devices;
 use cellbridge_events::wiring;
 use cellbridge_identity::authenticator::Authenticator;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -12,11 +14,21 @@ async fn main() -> Result<(), Error> {
     let log = wiring::event_log(&sdk, &config.tables);
     let connections = wiring::connections(&sdk, &config.tables);
     let poster = wiring::poster(&sdk, &config.endpoint);
+    let devices = devices::device_store(&sdk, &config.commands.devices);
+    let commands = devices::command_store(&sdk, &config.commands.commands);
+    let publisher = devices::device_publisher(&sdk, &config.commands.iot_data).await?;
     let ports = SocketPorts {
         log: &log,
         connections: &connections,
         poster: &poster,
         authenticator: &authenticator,
+        follow: FollowPorts {
+            devices: &devices,
+            following: &devices,
+            commands: &commands,
+            publisher: &publisher,
+            presence_timeout: config.commands.presence.timeout,
+        },
     };
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {

@@ -20,8 +20,10 @@
 //!
 //! A retried batch holds exactly the records still to process of the batch that failed, so the
 //! retry count belongs to something fixed; Lambda may add newer records when it reads again from
-//! its checkpoint. `FilterCriteria`, `ParallelizationFactor`, `MaximumRecordAgeInSeconds`,
-//! tumbling windows and on-failure destinations are not emulated (the template parser warns).
+//! its checkpoint. A `FilterCriteria` on `eventName` leaves the other records out, as Lambda's
+//! filter does (they are passed, not handed over); other filters, `ParallelizationFactor`,
+//! `MaximumRecordAgeInSeconds`, tumbling windows and on-failure destinations are not emulated
+//! (the template parser warns).
 //!
 //! MiniStack's DynamoDB Streams (1.5.33) serve DescribeStream, GetShardIterator (all four
 //! iterator types) and GetRecords with AWS's shapes and errors, but each stream has exactly one
@@ -278,6 +280,9 @@ fn summary_line(source: &StreamSource, binary: &str) -> String {
     }
     if let Some(n) = source.maximum_retry_attempts {
         details.push(format!("{n} retries"));
+    }
+    if let Some(names) = &source.event_names {
+        details.push(format!("only {}", names.join("/")));
     }
     format!(
         "{} stream -> {binary} ({})",
@@ -628,7 +633,7 @@ impl ShardReader {
                 }
             };
             let nothing_new = got.is_empty();
-            batch.extend(got);
+            batch.extend(got.into_iter().filter(|r| passes_filter(&m.source, r)));
             if batch.len() >= wanted || self.ended {
                 return batch;
             }
@@ -657,6 +662,16 @@ impl ShardReader {
         }
         self.failing = true;
     }
+}
+
+/// Whether the source's filter (on `eventName`) lets `record` through.
+fn passes_filter(source: &StreamSource, record: &Record) -> bool {
+    source.event_names.as_ref().is_none_or(|names| {
+        record
+            .event_name
+            .as_ref()
+            .is_some_and(|kind| names.iter().any(|name| name == kind.as_str()))
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1134,10 +1149,27 @@ mod tests {
             maximum_retry_attempts: Some(20),
             bisect_batch_on_function_error: false,
             enabled: true,
+            event_names: None,
         };
         assert_eq!(
             summary_line(&source, "event-recorder"),
             "DevicesTable stream -> event-recorder (batch 100, partial batch failures, 20 retries)"
+        );
+        let filtered = StreamSource {
+            event_names: Some(vec!["INSERT".into(), "MODIFY".into()]),
+            ..source.clone()
+        };
+        assert!(summary_line(&filtered, "event-recorder").ends_with(", only INSERT/MODIFY)"));
+        let of_kind = |kind: OperationType| Record::builder().event_name(kind).build();
+        assert!(passes_filter(&filtered, &of_kind(OperationType::Insert)));
+        assert!(passes_filter(&filtered, &of_kind(OperationType::Modify)));
+        assert!(
+            !passes_filter(&filtered, &of_kind(OperationType::Remove)),
+            "an expiring item is left out"
+        );
+        assert!(
+            passes_filter(&source, &of_kind(OperationType::Remove)),
+            "no filter"
         );
     }
 }

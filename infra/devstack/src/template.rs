@@ -509,6 +509,35 @@ pub struct StreamSource {
     pub maximum_retry_attempts: Option<u32>,
     pub bisect_batch_on_function_error: bool,
     pub enabled: bool,
+    /// The record kinds (`INSERT`, `MODIFY`, `REMOVE`) its `FilterCriteria` lets through, when
+    /// every pattern of it names `eventName` alone: the one filter the local stack applies.
+    /// `None`: every record.
+    pub event_names: Option<Vec<String>>,
+}
+
+/// What a stream source's `FilterCriteria` lets through, if it filters on `eventName` alone;
+/// any other filter is said to be unemulated and lets everything through (the function sees
+/// more than it would in AWS, never less).
+fn event_name_filter(what: &str, criteria: Option<&Json>) -> Option<Vec<String>> {
+    let filters = criteria.filter(|c| !c.is_null())?;
+    let names = filters
+        .get("Filters")
+        .and_then(Json::as_array)
+        .and_then(|filters| {
+            let mut names = Vec::new();
+            for filter in filters {
+                let pattern: Json = serde_json::from_str(filter.get("Pattern")?.as_str()?).ok()?;
+                let fields = pattern.as_object().filter(|fields| fields.len() == 1)?;
+                for name in fields.get("eventName")?.as_array()? {
+                    names.push(name.as_str()?.to_owned());
+                }
+            }
+            Some(names)
+        });
+    if names.is_none() {
+        tracing::warn!("{what}: FilterCriteria other than on eventName is not emulated by the local stack; every record is handed over");
+    }
+    names
 }
 
 /// A `Schedule` or `ScheduleV2` event of a function: EventBridge invoking it on a timer.
@@ -1563,7 +1592,6 @@ impl Template {
             .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures"));
         // Said once, here, rather than silently doing more than the deployed mapping would.
         for key in [
-            "FilterCriteria",
             "ParallelizationFactor",
             "MaximumRecordAgeInSeconds",
             "TumblingWindowInSeconds",
@@ -1587,6 +1615,7 @@ impl Template {
                 None | Some(Json::Null) => true,
                 Some(v) => json_bool(v).with_context(|| format!("{what}: Enabled"))?,
             },
+            event_names: event_name_filter(&what, ep.get("FilterCriteria")),
         })
     }
 }
@@ -2086,7 +2115,7 @@ mod tests {
         assert_eq!(plan.maximum_concurrency, Some(10));
         assert!(plan.enabled);
 
-        // The live events: the recorder follows four tables' streams, the fan-out the events'.
+        // The live events: the recorder follows five tables' streams, the fan-out the events'.
         let tables_of = |id: &str| -> Vec<&str> {
             by_id[id]
                 .stream_sources
@@ -2100,8 +2129,15 @@ mod tests {
                 "DevicesTable",
                 "CommandsTable",
                 "BulkChangesTable",
-                "SimsTable"
+                "SimsTable",
+                "TelemetryTable"
             ]
+        );
+        let telemetry = &by_id["EventRecorderFunction"].stream_sources[4];
+        assert_eq!(
+            telemetry.event_names,
+            Some(vec!["INSERT".to_owned(), "MODIFY".to_owned()]),
+            "expiring chunks are left out"
         );
         assert_eq!(tables_of("EventFanoutFunction"), ["EventsTable"]);
         for source in functions.iter().flat_map(|f| &f.stream_sources) {
@@ -2110,7 +2146,13 @@ mod tests {
                 Some(source.stream_arn.as_str())
             );
             assert_eq!(source.starting_position, StartingPosition::Latest);
-            assert_eq!(source.batch_size, 100);
+            // Telemetry comes in large batches: most of it is read and left.
+            let batch = if source.table_logical_id == "TelemetryTable" {
+                1000
+            } else {
+                100
+            };
+            assert_eq!(source.batch_size, batch, "{}", source.event_id);
             // A second of a bulk change's updates per batch coalesces its progress; the rest
             // go out at once.
             let window = if source.table_logical_id == "BulkChangesTable" {
@@ -2124,7 +2166,13 @@ mod tests {
                 source.event_id
             );
             assert!(source.report_batch_item_failures, "{}", source.event_id);
-            assert_eq!(source.maximum_retry_attempts, Some(20));
+            // A live sample is soon stale: it is given up sooner than the rest.
+            let retries = if source.table_logical_id == "TelemetryTable" {
+                5
+            } else {
+                20
+            };
+            assert_eq!(source.maximum_retry_attempts, Some(retries));
             assert!(source.enabled);
         }
     }
@@ -2301,6 +2349,10 @@ Resources:
             MaximumRetryAttempts: 3
             BisectBatchOnFunctionError: true
             Enabled: false
+            FilterCriteria:
+              Filters:
+                - Pattern: '{"eventName": ["INSERT"]}'
+                - Pattern: '{"eventName": ["MODIFY"]}'
 "#;
         let t = Template::parse(text, Path::new("/nowhere")).expect("parses");
         let mut res = Resources::planned(&t);
@@ -2335,6 +2387,7 @@ Resources:
                 maximum_retry_attempts: None,
                 bisect_batch_on_function_error: false,
                 enabled: true,
+                event_names: None,
             }
         );
         assert_eq!(
@@ -2350,6 +2403,7 @@ Resources:
                 maximum_retry_attempts: Some(3),
                 bisect_batch_on_function_error: true,
                 enabled: false,
+                event_names: Some(vec!["INSERT".into(), "MODIFY".into()]),
             }
         );
 

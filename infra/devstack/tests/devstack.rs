@@ -118,6 +118,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(live::bulk_changes_and_devices_show_up_live_in_order),
         scenario!(live::tenants_never_see_each_others_events),
         scenario!(live::the_stream_refuses_resets_and_prunes),
+        scenario!(live::a_followed_device_streams_its_telemetry_live),
         scenario!(secrets_stay_out_of_logs_and_audit),
     ]
 }

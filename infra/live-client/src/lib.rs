@@ -7,9 +7,11 @@
 //! before: a gap means a frame was lost, and the client resubscribes from its last event to have
 //! it replayed. A `reset` (what was missed is no longer kept) is returned as
 //! [`LiveError::Reset`]: reload whatever the events were keeping current, then call `next`
-//! again, which subscribes afresh. An idle connection is pinged so it is not cut.
+//! again, which subscribes afresh. An idle connection is pinged so it is not cut; one that
+//! follows devices' telemetry by name pings every minute, which keeps them streaming.
 
 use cellbridge_events::event::Event;
+use cellbridge_events::protocol::FOLLOWER_PING_INTERVAL;
 use cellbridge_events::subscription::Subscription;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -267,6 +269,14 @@ impl LiveClient {
         Err(last_error)
     }
 
+    fn ping_period(&self) -> Duration {
+        if self.filter.followed_devices().next().is_some() {
+            self.opts.ping_after.min(FOLLOWER_PING_INTERVAL)
+        } else {
+            self.opts.ping_after
+        }
+    }
+
     /// The next event, in order and once, waiting at most `within` for it.
     pub async fn next(&mut self, within: Duration) -> Result<Event, LiveError> {
         let deadline = tokio::time::Instant::now() + within;
@@ -278,8 +288,9 @@ impl LiveClient {
             if now >= deadline {
                 return Err(LiveError::Timeout(within));
             }
-            // API Gateway closes a connection whose client sent nothing for 10 minutes.
-            let ping_at = self.last_sent + self.opts.ping_after;
+            // API Gateway closes a connection whose client sent nothing for 10 minutes; a
+            // follower of devices' telemetry pings more often, to keep them streaming.
+            let ping_at = self.last_sent + self.ping_period();
             if now >= ping_at {
                 self.last_sent = now;
                 if let Some(socket) = self.socket.as_mut() {

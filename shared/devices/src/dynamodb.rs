@@ -2,14 +2,16 @@
 //!
 //! - devices: `thingName` (thing names are unique in an AWS account), GSI `ByTenant` on
 //!   `tenantId` / `thingName`; presence as `connected`, `presenceVersion`, `presenceRank`,
-//!   `lastSeen` (ms)
+//!   `lastSeen` (ms); the end of its live window as `liveUntil` (ms, [`crate::live`])
 //! - telemetry: one item per chunk of a device's samples ([`crate::series`]): `thingName` /
 //!   `at` (the first sample's time, ms), `last` (ms), `count`, `receivedAt` (ms), `samples` (the
 //!   columns, JSON text), expiring through `expiresAt`. Items written before batching hold one
 //!   sample as a `metrics` map and read back alike. A device's latest state is its newest sample
 //!   here (one `Query`, newest first, `Limit` 2)
 
-use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint, TelemetryWritten};
+use crate::ports::{
+    DeviceRecord, DeviceStore, Followed, LiveFollowing, Registration, StoredPoint, TelemetryWritten,
+};
 use crate::presence::{LastSeen, LifecycleEvent, LifecycleKind, Presence};
 use crate::registration::{Announcement, ThingName};
 use crate::series::{self, Chunk, RangeCollector};
@@ -172,6 +174,20 @@ fn chunk_from(item: Item) -> Result<(i64, DecodedChunk), StoreError> {
         (None, metrics) => vec![(chunk.at, metrics.unwrap_or_default())],
     };
     Ok((chunk.at, (samples, chunk.received_at)))
+}
+
+/// The device a telemetry item (a stream record's image) is of, and its newest sample; `None`
+/// for an item without samples.
+pub fn newest_sample_from_image(
+    item: Item,
+) -> Result<(ThingName, Option<StoredPoint>), StoreError> {
+    let thing = item
+        .get("thingName")
+        .and_then(|name| name.as_s().ok())
+        .and_then(|name| ThingName::parse(name))
+        .ok_or_else(|| StoreError::Corrupt("telemetry item: no valid thingName".into()))?;
+    let (_, chunk) = chunk_from(item)?;
+    Ok((thing, series::newest([chunk])))
 }
 
 /// Telemetry cursors carry the last point's time (ms).
@@ -456,17 +472,8 @@ impl DeviceStore for DynamoDevices {
         &self,
         things: &[ThingName],
     ) -> Result<std::collections::HashMap<ThingName, LastSeen>, StoreError> {
-        // BatchGetItem refuses a key twice in one request.
-        let unique: Vec<&ThingName> = things
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut found = std::collections::HashMap::new();
-        for chunk in unique.chunks(BATCH_GET) {
-            self.read_last_seen(chunk, &mut found).await?;
-        }
-        Ok(found)
+        self.read_devices(things, "thingName, lastSeen, timedOutAt", last_seen_from)
+            .await
     }
 
     async fn record_activity_if_due(
@@ -685,61 +692,131 @@ fn last_seen_from(item: Item) -> Result<(ThingName, LastSeen), StoreError> {
 }
 
 impl DynamoDevices {
-    /// One `BatchGetItem` of at most [`BATCH_GET`] devices, eventually consistent (half a read
-    /// unit each), asking again for what DynamoDB left unprocessed (throttled partitions) with
-    /// growing waits.
-    async fn read_last_seen(
+    /// `projection` of each of `things` that is registered, many at once: `BatchGetItem`s of
+    /// at most [`BATCH_GET`] devices, eventually consistent (half a read unit each), asking
+    /// again for what DynamoDB left unprocessed (throttled partitions) with growing waits.
+    async fn read_devices<T>(
         &self,
-        things: &[&ThingName],
-        found: &mut std::collections::HashMap<ThingName, LastSeen>,
-    ) -> Result<(), StoreError> {
-        let keys: Vec<Item> = things
+        things: &[ThingName],
+        projection: &str,
+        read: fn(Item) -> Result<(ThingName, T), StoreError>,
+    ) -> Result<std::collections::HashMap<ThingName, T>, StoreError> {
+        // BatchGetItem refuses a key twice in one request.
+        let unique: Vec<&ThingName> = things
             .iter()
-            .map(|thing| Item::from([("thingName".to_owned(), s(thing.as_str()))]))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let mut pending = Some(
-            aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression("thingName, lastSeen, timedOutAt")
-                .build()
-                .map_err(cellbridge_core::dynamodb::unbuildable)?,
-        );
-        let mut wait = std::time::Duration::from_millis(50);
-        let mut retries = 0;
-        while let Some(request) = pending.take() {
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.devices_table, request)
-                .send()
-                .await
-                .map_err(backend)?;
-            let items = out
-                .responses
-                .and_then(|mut tables| tables.remove(&self.devices_table))
-                .unwrap_or_default();
-            for item in items {
-                let (thing, last_seen) = last_seen_from(item)?;
-                found.insert(thing, last_seen);
-            }
-            let left = out
-                .unprocessed_keys
-                .and_then(|mut tables| tables.remove(&self.devices_table))
-                .filter(|left| !left.keys().is_empty());
-            if let Some(left) = left {
-                if retries == BATCH_RETRIES {
-                    return Err(StoreError::Unavailable(format!(
-                        "{} presence reads stayed unprocessed after {BATCH_RETRIES} retries",
-                        left.keys().len()
-                    )));
+        let mut found = std::collections::HashMap::new();
+        for chunk in unique.chunks(BATCH_GET) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|thing| Item::from([("thingName".to_owned(), s(thing.as_str()))]))
+                .collect();
+            let mut pending = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression(projection)
+                    .build()
+                    .map_err(cellbridge_core::dynamodb::unbuildable)?,
+            );
+            let mut wait = std::time::Duration::from_millis(50);
+            let mut retries = 0;
+            while let Some(request) = pending.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.devices_table, request)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                let items = out
+                    .responses
+                    .and_then(|mut tables| tables.remove(&self.devices_table))
+                    .unwrap_or_default();
+                for item in items {
+                    let (thing, value) = read(item)?;
+                    found.insert(thing, value);
                 }
-                retries += 1;
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                pending = Some(left);
+                let left = out
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.devices_table))
+                    .filter(|left| !left.keys().is_empty());
+                if let Some(left) = left {
+                    if retries == BATCH_RETRIES {
+                        return Err(StoreError::Unavailable(format!(
+                            "{} device reads stayed unprocessed after {BATCH_RETRIES} retries",
+                            left.keys().len()
+                        )));
+                    }
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    pending = Some(left);
+                }
             }
         }
-        Ok(())
+        Ok(found)
+    }
+}
+
+/// What the telemetry of a device needs to become its tenant's live events.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FollowedItem {
+    thing_name: String,
+    tenant_id: String,
+    #[serde(default, with = "time::serde::timestamp::milliseconds_i64::option")]
+    live_until: Option<OffsetDateTime>,
+}
+
+fn followed_from(item: Item) -> Result<(ThingName, Followed), StoreError> {
+    let read: FollowedItem = from_item_named(DEVICE_ITEM, item)?;
+    let thing = ThingName::parse(&read.thing_name).ok_or_else(|| {
+        StoreError::Corrupt(format!("{DEVICE_ITEM}: thing name {:?}", read.thing_name))
+    })?;
+    let tenant = TenantId::parse(&read.tenant_id).ok_or_else(|| {
+        StoreError::Corrupt(format!("{DEVICE_ITEM}: tenant {:?}", read.tenant_id))
+    })?;
+    Ok((
+        thing,
+        Followed {
+            tenant,
+            live_until: read.live_until,
+        },
+    ))
+}
+
+#[async_trait]
+impl LiveFollowing for DynamoDevices {
+    async fn extend_live(
+        &self,
+        thing_name: &ThingName,
+        until: OffsetDateTime,
+        renew_from: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .update_expression("SET liveUntil = :until")
+            .condition_expression(
+                "attribute_exists(thingName) AND (attribute_not_exists(liveUntil) OR liveUntil < :renew)",
+            )
+            .expression_attribute_values(":until", n(epoch_ms(until)))
+            .expression_attribute_values(":renew", n(epoch_ms(renew_from)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result)
+    }
+
+    async fn followed(
+        &self,
+        things: &[ThingName],
+    ) -> Result<std::collections::HashMap<ThingName, Followed>, StoreError> {
+        self.read_devices(things, "thingName, tenantId, liveUntil", followed_from)
+            .await
     }
 }
 

@@ -11,6 +11,7 @@ pub mod dynamodb;
 pub mod iot;
 #[cfg(any(test, feature = "test-util"))]
 pub mod iot_memory;
+pub mod live;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod ports;

@@ -1,7 +1,9 @@
 //! The device registry and telemetry in memory, for unit tests.
 
 use crate::dynamodb::{decode_after_ms, encode_after_ms, unique_chunks, written};
-use crate::ports::{DeviceRecord, DeviceStore, Registration, StoredPoint, TelemetryWritten};
+use crate::ports::{
+    DeviceRecord, DeviceStore, Followed, LiveFollowing, Registration, StoredPoint, TelemetryWritten,
+};
 use crate::presence::{LastSeen, LifecycleEvent, Presence};
 use crate::registration::{Announcement, ThingName};
 use crate::series::{self, Chunk, RangeCollector};
@@ -30,6 +32,8 @@ pub struct MemoryDevices {
     presence_unavailable: std::sync::atomic::AtomicBool,
     /// Chunks by device and first sample time, as the telemetry table keys them.
     telemetry: Mutex<BTreeMap<(ThingName, i64), Chunk>>,
+    /// The end of each followed device's live window.
+    live_until: Mutex<HashMap<ThingName, OffsetDateTime>>,
 }
 
 impl MemoryDevices {
@@ -292,6 +296,48 @@ impl DeviceStore for MemoryDevices {
 
 fn decoded(chunk: &Chunk) -> Result<series::Samples, StoreError> {
     series::decode(chunk.first_ms, &chunk.encoded).map_err(StoreError::Corrupt)
+}
+
+#[async_trait]
+impl LiveFollowing for MemoryDevices {
+    async fn extend_live(
+        &self,
+        thing_name: &ThingName,
+        until: OffsetDateTime,
+        renew_from: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        if !locked(&self.devices).contains_key(thing_name) {
+            return Ok(false);
+        }
+        let mut windows = locked(&self.live_until);
+        if windows
+            .get(thing_name)
+            .is_some_and(|end| *end >= renew_from)
+        {
+            return Ok(false);
+        }
+        windows.insert(thing_name.clone(), until);
+        Ok(true)
+    }
+
+    async fn followed(
+        &self,
+        things: &[ThingName],
+    ) -> Result<HashMap<ThingName, Followed>, StoreError> {
+        let devices = locked(&self.devices);
+        let windows = locked(&self.live_until);
+        Ok(things
+            .iter()
+            .filter_map(|thing| {
+                let device = devices.get(thing)?;
+                let followed = Followed {
+                    tenant: device.tenant.clone(),
+                    live_until: windows.get(thing).copied(),
+                };
+                Some((thing.clone(), followed))
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -173,6 +173,44 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<Vec<crate::registration::ThingName>, StoreError>;
 }
 
+/// Whose a device is, and until when it streams for its followers ([`crate::live`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followed {
+    pub tenant: TenantId,
+    /// `None` when no one asked it to stream, or not since it registered.
+    pub live_until: Option<OffsetDateTime>,
+}
+
+impl Followed {
+    /// Whether someone follows the device at `at`.
+    pub fn is_followed(&self, at: OffsetDateTime) -> bool {
+        self.live_until.is_some_and(|until| at <= until)
+    }
+}
+
+/// Who follows which device live: kept on the device's record, as the one place the telemetry
+/// of a device (which names no tenant) is tied to its tenant.
+#[async_trait]
+pub trait LiveFollowing: Send + Sync {
+    /// Moves the device's live window to end at `until`, unless it already ends at
+    /// `renew_from` or later; false then, or when the device is not registered. One
+    /// conditional write: of followers racing, one renews, so one `live` command goes out.
+    async fn extend_live(
+        &self,
+        thing_name: &crate::registration::ThingName,
+        until: OffsetDateTime,
+        renew_from: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// The tenant and live window of each of `things` that is registered; the others are left
+    /// out. Many per call (on DynamoDB `BatchGetItem`, eventually consistent: a window renewed a
+    /// moment ago may be read a moment late).
+    async fn followed(
+        &self,
+        things: &[crate::registration::ThingName],
+    ) -> Result<std::collections::HashMap<crate::registration::ThingName, Followed>, StoreError>;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Devices on AWS IoT Core: the thing registry and publishing to device topics.
 

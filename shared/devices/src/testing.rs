@@ -24,3 +24,39 @@ pub fn queued_command(on: &str, at: OffsetDateTime, expires_in: i64) -> crate::c
         at,
     )
 }
+
+/// Registers `name` for `tenant` a day before `at` (a TRK-200 on a sample SIM).
+pub async fn register_device(
+    devices: &dyn crate::ports::DeviceStore,
+    name: &str,
+    tenant: &str,
+    at: OffsetDateTime,
+) {
+    let body = serde_json::json!({"tenant": tenant, "iccid": cellbridge_core::testing::iccid(1),
+        "model": "TRK-200", "firmware": "2.4.1"});
+    let announcement = crate::registration::parse_announcement(name, body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("sample announcement invalid: {e:?}"));
+    devices
+        .register(&announcement, at - time::Duration::days(1))
+        .await
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+}
+
+/// Registers `name` for `tenant` (see [`register_device`]), connected at `at`.
+pub async fn online_device(
+    devices: &dyn crate::ports::DeviceStore,
+    name: &str,
+    tenant: &str,
+    at: OffsetDateTime,
+) {
+    register_device(devices, name, tenant, at).await;
+    let connected = crate::presence::LifecycleEvent {
+        kind: crate::presence::LifecycleKind::Connected,
+        version: 1,
+        at,
+    };
+    devices
+        .apply_presence(&thing(name), &connected)
+        .await
+        .unwrap_or_else(|e| panic!("connecting {name}: {e}"));
+}

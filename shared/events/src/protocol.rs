@@ -7,6 +7,11 @@ use crate::event::Event;
 use crate::subscription::{Subscription, MAX_SUBJECTS, MAX_SUBJECT_LENGTH};
 use serde::{Deserialize, Serialize};
 
+/// How often a connection whose subscription follows devices' telemetry by name pings: each
+/// ping keeps those devices streaming every sample (their live window is renewed once it runs
+/// low), and without pings they go back to batches within minutes.
+pub const FOLLOWER_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientFrame {
@@ -172,7 +177,7 @@ mod tests {
         };
         assert_eq!(last_seq, Some(7));
         assert!(filter.types.contains(&EventType::DevicePresence));
-        assert!(!filter.follows_telemetry_of("trk-1"), "presence only");
+        assert_eq!(filter.followed_devices().count(), 0, "presence only");
         assert_eq!(
             parse_client_frame(r#"{"action": "ping"}"#),
             Ok(ClientFrame::Ping)

@@ -37,10 +37,18 @@ impl Subscription {
         of_type && of_subject
     }
 
-    /// Whether it asks for `device`'s telemetry by name: while one does, the device streams
-    /// every second rather than in batches.
-    pub fn follows_telemetry_of(&self, device: &str) -> bool {
-        let telemetry = self.types.is_empty() || self.types.contains(&EventType::TelemetryLatest);
-        telemetry && self.devices.contains(device)
+    /// The devices whose telemetry it asks for by name, in name order: while one does, a device
+    /// streams every sample rather than send batches. None for a filter on every device: a
+    /// fleet's worth of devices does not stream.
+    pub fn followed_devices(&self) -> impl Iterator<Item = &str> {
+        let telemetry = self.wants_telemetry();
+        self.devices
+            .iter()
+            .map(String::as_str)
+            .filter(move |_| telemetry)
+    }
+
+    fn wants_telemetry(&self) -> bool {
+        self.types.is_empty() || self.types.contains(&EventType::TelemetryLatest)
     }
 }

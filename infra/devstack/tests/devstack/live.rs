@@ -158,6 +158,77 @@ async fn flip_sims(stack: &Devstack, tenant: &str, first: u32, count: u32) -> Re
     Ok(())
 }
 
+/// A device page's subscription (one device by name, its telemetry) makes the device stream:
+/// the `live` command goes out and is answered, and the device's samples then arrive about one
+/// a second rather than a minute's batch at a time.
+pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> Result<()> {
+    let mut options = FleetOptions::new(stack.mqtt_address());
+    options.devices = 1;
+    options.prefix = "follow".to_owned();
+    options.tenant = "demo".to_owned();
+    let fleet = Fleet::start(options)?;
+    let thing = fleet.things().next().context("one device")?.to_owned();
+    let outcome = async {
+        let mut presence = client(stack, OPERATOR, Subscription::default()).await?;
+        let online = |e: &Event| {
+            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == true
+        };
+        events_until(&mut presence, Duration::from_secs(120), online, |_, _| {}).await?;
+
+        let page = Subscription {
+            devices: [thing.clone()].into(),
+            ..Subscription::default()
+        };
+        let mut follower = client(stack, OPERATOR, page).await?;
+        let mut samples = Vec::new();
+        let mut live_answered = false;
+        // Batched, the device's samples would come a minute apart: eight within two minutes
+        // can only be a device streaming.
+        let events = events_until(
+            &mut follower,
+            Duration::from_secs(120),
+            |e| {
+                if e.kind == EventType::TelemetryLatest {
+                    samples.push(e.at);
+                }
+                samples.len() >= 8
+            },
+            |_, _| {},
+        )
+        .await?;
+        for event in &events {
+            ensure!(event.subject == thing, "another device's event: {event:?}");
+            if event.kind == EventType::CommandStatus
+                && event.data["name"] == "live"
+                && event.data["status"] == "SUCCESSFUL"
+            {
+                live_answered = true;
+            }
+        }
+        ensure!(
+            live_answered,
+            "the device answered its live command: {events:?}"
+        );
+        ensure!(
+            samples.windows(2).all(|w| w[0] < w[1]),
+            "each newer than the one before: {samples:?}"
+        );
+        // The samples' own times (taken a second apart on the device), not when they arrived.
+        let spacing: Vec<i64> = samples[samples.len() - 5..]
+            .windows(2)
+            .map(|w| (w[1] - w[0]).whole_milliseconds() as i64)
+            .collect();
+        ensure!(
+            spacing.iter().all(|ms| *ms <= 2_000),
+            "streamed a sample a second, not in batches: {spacing:?} ms apart"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = fleet.shutdown().await;
+    outcome
+}
+
 /// Thousands of events of two tenants, interleaved: each stream carries its own tenant's only,
 /// every one of them, in order.
 pub async fn tenants_never_see_each_others_events(stack: &Devstack) -> Result<()> {
