@@ -479,7 +479,7 @@ async fn the_write_gate_reads_many_devices_at_once_and_writes_only_when_due() ->
 
 /// Followers of a device share one live window: of followers racing, one renews it (so one
 /// `live` command goes out); it outlives a re-announcement; the recorder reads it with the
-/// device's tenant, many devices at once.
+/// device's tenant, many devices at once; a window whose command failed is taken back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_of_a_device_share_one_live_window() -> Result<()> {
     let stack = LocalAwsStack::start().await?;
@@ -539,6 +539,24 @@ async fn followers_of_a_device_share_one_live_window() -> Result<()> {
     );
     assert_eq!(followed[&other].tenant.as_str(), "globex");
     assert_eq!(followed[&other].live_until, None, "no one follows it");
+
+    // A window whose command did not go out is taken back, unless it moved on meanwhile.
+    devices.retract_live(&thing, until).await?;
+    let kept = devices.followed(std::slice::from_ref(&thing)).await?;
+    assert_eq!(
+        kept[&thing].live_until,
+        Some(later + Duration::minutes(3)),
+        "moved on"
+    );
+    devices
+        .retract_live(&thing, later + Duration::minutes(3))
+        .await?;
+    let taken = devices.followed(std::slice::from_ref(&thing)).await?;
+    assert_eq!(taken[&thing].live_until, None);
+    assert!(
+        devices.extend_live(&thing, until, renew_from).await?,
+        "the next follower renews at once"
+    );
     Ok(())
 }
 

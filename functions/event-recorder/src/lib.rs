@@ -11,7 +11,8 @@
 //!   status `bulkChange.completed`;
 //! - a SIM's status changed: `sim.status` (a SIM's first import is no status change);
 //! - a chunk of telemetry written for a device someone follows (its live window is open,
-//!   `cellbridge_devices::live`): `telemetry.latest`, the chunk's newest sample. The telemetry
+//!   `cellbridge_devices::live`): `telemetry.latest`, the chunk's newest sample, unless the
+//!   batch told a newer one of the device already (chunks are written out of sample order). The telemetry
 //!   of devices no one follows is read and left: telling every sample of every device would
 //!   put a whole fleet's telemetry on its tenant's one stream.
 //!
@@ -313,6 +314,28 @@ pub fn changes_of(
         .collect())
 }
 
+/// Drops a device's `telemetry.latest` whose sample is not newer than one before it in the
+/// batch: telemetry is written in whatever order its queue hands it over, not the samples'.
+fn newest_telemetry_only(changes: Vec<Change>) -> Vec<Change> {
+    let mut newest: HashMap<(TenantId, String), OffsetDateTime> = HashMap::new();
+    changes
+        .into_iter()
+        .filter(|change| {
+            if change.kind != EventType::TelemetryLatest {
+                return true;
+            }
+            let key = (change.tenant.clone(), change.subject.clone());
+            match newest.get(&key) {
+                Some(seen) if *seen >= change.at => false,
+                _ => {
+                    newest.insert(key, change.at);
+                    true
+                }
+            }
+        })
+        .collect()
+}
+
 /// A tenant's changes in the batch, and the sequence number of its first record.
 struct TenantChanges {
     tenant: TenantId,
@@ -416,7 +439,7 @@ pub async fn handle(
     }
     let mut recorded = 0;
     for tenant in tenants {
-        let changes = coalesce(tenant.changes);
+        let changes = coalesce(newest_telemetry_only(tenant.changes));
         match ports
             .log
             .append(&tenant.tenant, changes, now + window)
@@ -566,7 +589,8 @@ mod tests {
             })
             .collect();
         // The newest of the first chunk; of two in the next second, the later; nothing of
-        // trk-0002 (no one follows it) or of the chunk expiring.
+        // trk-0002 (no one follows it), of a sample older than one told (written late), or of
+        // the chunk expiring.
         assert_eq!(
             told,
             [

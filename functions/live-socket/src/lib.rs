@@ -30,6 +30,7 @@ use cellbridge_events::protocol::{parse_client_frame, resume, ClientFrame, Resum
 use cellbridge_events::subscription::Subscription;
 use cellbridge_identity::authenticator::Authenticator;
 use cellbridge_identity::token::TokenError;
+use futures::StreamExt as _;
 use time::OffsetDateTime;
 
 cellbridge_core::composite_config! {
@@ -217,15 +218,16 @@ async fn message(
             };
             // `subscribed` goes first: what the fan-out replays and sends follows it.
             post(ports, id, &ServerFrame::Subscribed { last_seq: newest }).await;
-            follow_devices(ports, tenant, &filter, now).await;
             if ports
                 .connections
-                .subscribe(id, Some(filter), after)
+                .subscribe(id, Some(filter.clone()), after)
                 .await?
                 .is_some()
             {
                 ports.log.wake(tenant, id).await?;
             }
+            // After the subscription is in place: following is a nicety the events do not wait on.
+            follow_devices(ports, tenant, &filter, now).await;
         }
     }
     Ok(())
@@ -239,22 +241,37 @@ async fn follow_devices(
     subscription: &Subscription,
     now: OffsetDateTime,
 ) {
-    for name in subscription.followed_devices().take(MAX_FOLLOWED) {
-        // A name that cannot be a thing's is no device of anyone's.
-        let Some(thing) = ThingName::parse(name) else {
-            continue;
-        };
-        match follow(ports.follow, tenant, &thing, now).await {
-            Ok(Following::Started(command)) => {
-                tracing::info!(%thing, %command, "a followed device was asked to stream");
-            }
-            Ok(Following::AlreadyLive | Following::Offline | Following::Unknown) => {}
-            Ok(Following::NotPublished(reason)) => {
-                tracing::warn!(%thing, %reason, "the live command waits for the device's next connection");
-            }
-            Err(error) => {
-                tracing::warn!(%thing, %error, "a followed device could not be asked to stream");
-            }
+    // A name that cannot be a thing's is no device of anyone's.
+    let things = subscription
+        .followed_devices()
+        .take(MAX_FOLLOWED)
+        .filter_map(ThingName::parse);
+    futures::stream::iter(things)
+        .for_each_concurrent(FOLLOWS_IN_FLIGHT, |thing| async move {
+            follow_device(ports, tenant, thing, now).await;
+        })
+        .await;
+}
+
+/// A few devices asked at once: a subscription to twenty is answered within the route's timeout.
+const FOLLOWS_IN_FLIGHT: usize = 5;
+
+async fn follow_device(
+    ports: &SocketPorts<'_>,
+    tenant: &TenantId,
+    thing: ThingName,
+    now: OffsetDateTime,
+) {
+    match follow(ports.follow, tenant, &thing, now).await {
+        Ok(Following::Started(command)) => {
+            tracing::info!(%thing, %command, "a followed device was asked to stream");
+        }
+        Ok(Following::AlreadyLive | Following::Offline | Following::Unknown) => {}
+        Ok(Following::NotPublished(reason)) => {
+            tracing::warn!(%thing, %reason, "the live command could not be published; the next ping tries again");
+        }
+        Err(error) => {
+            tracing::warn!(%thing, %error, "a followed device could not be asked to stream");
         }
     }
 }

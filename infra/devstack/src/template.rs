@@ -532,7 +532,8 @@ fn event_name_filter(what: &str, criteria: Option<&Json>) -> Option<Vec<String>>
                     names.push(name.as_str()?.to_owned());
                 }
             }
-            Some(names)
+            // No filter at all lets everything through in AWS too.
+            (!names.is_empty()).then_some(names)
         });
     if names.is_none() {
         tracing::warn!("{what}: FilterCriteria other than on eventName is not emulated by the local stack; every record is handed over");
@@ -2136,8 +2137,8 @@ mod tests {
         let telemetry = &by_id["EventRecorderFunction"].stream_sources[4];
         assert_eq!(
             telemetry.event_names,
-            Some(vec!["INSERT".to_owned(), "MODIFY".to_owned()]),
-            "expiring chunks are left out"
+            Some(vec!["INSERT".to_owned()]),
+            "rewritten and expiring chunks are left out"
         );
         assert_eq!(tables_of("EventFanoutFunction"), ["EventsTable"]);
         for source in functions.iter().flat_map(|f| &f.stream_sources) {

@@ -764,27 +764,28 @@ impl DynamoDevices {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FollowedItem {
-    thing_name: String,
     tenant_id: String,
     #[serde(default, with = "time::serde::timestamp::milliseconds_i64::option")]
     live_until: Option<OffsetDateTime>,
 }
 
-fn followed_from(item: Item) -> Result<(ThingName, Followed), StoreError> {
-    let read: FollowedItem = from_item_named(DEVICE_ITEM, item)?;
-    let thing = ThingName::parse(&read.thing_name).ok_or_else(|| {
-        StoreError::Corrupt(format!("{DEVICE_ITEM}: thing name {:?}", read.thing_name))
-    })?;
-    let tenant = TenantId::parse(&read.tenant_id).ok_or_else(|| {
-        StoreError::Corrupt(format!("{DEVICE_ITEM}: tenant {:?}", read.tenant_id))
-    })?;
-    Ok((
-        thing,
-        Followed {
-            tenant,
-            live_until: read.live_until,
-        },
-    ))
+/// `None` for an item that cannot be read: one device's bad item must not hold up the live
+/// telemetry of every other device in the batch.
+fn followed_from(item: Item) -> Result<(ThingName, Option<Followed>), StoreError> {
+    let thing = item
+        .get("thingName")
+        .and_then(|name| name.as_s().ok())
+        .and_then(|name| ThingName::parse(name))
+        .ok_or_else(|| StoreError::Corrupt(format!("{DEVICE_ITEM}: no valid thingName")))?;
+    let followed = from_item_named::<FollowedItem>(DEVICE_ITEM, item)
+        .ok()
+        .and_then(|read| {
+            Some(Followed {
+                tenant: TenantId::parse(&read.tenant_id)?,
+                live_until: read.live_until,
+            })
+        });
+    Ok((thing, followed))
 }
 
 #[async_trait]
@@ -815,8 +816,31 @@ impl LiveFollowing for DynamoDevices {
         &self,
         things: &[ThingName],
     ) -> Result<std::collections::HashMap<ThingName, Followed>, StoreError> {
-        self.read_devices(things, "thingName, tenantId, liveUntil", followed_from)
-            .await
+        let read = self
+            .read_devices(things, "thingName, tenantId, liveUntil", followed_from)
+            .await?;
+        Ok(read
+            .into_iter()
+            .filter_map(|(thing, followed)| Some((thing, followed?)))
+            .collect())
+    }
+
+    async fn retract_live(
+        &self,
+        thing_name: &ThingName,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.devices_table)
+            .key("thingName", s(thing_name.as_str()))
+            .update_expression("REMOVE liveUntil")
+            .condition_expression("liveUntil = :until")
+            .expression_attribute_values(":until", n(epoch_ms(until)))
+            .send()
+            .await;
+        updated_unless_condition_failed(result).map(|_| ())
     }
 }
 

@@ -40,8 +40,8 @@ pub enum Following {
     Offline,
     /// Not a device of the follower's tenant.
     Unknown,
-    /// The command was stored but publishing failed (why): it waits for the device's next
-    /// connection, or runs out.
+    /// The command was stored but publishing failed (why): the window is taken back, so the
+    /// follower's next renewal sends another (this one runs out in a minute).
     NotPublished(String),
 }
 
@@ -87,13 +87,28 @@ pub async fn follow(
     if !device.presence.is_online(now, ports.presence_timeout) {
         return Ok(Following::Offline);
     }
+    let until = now + LIVE_WINDOW;
     if !ports
         .following
-        .extend_live(thing, now + LIVE_WINDOW, now + RENEW_WITHIN)
+        .extend_live(thing, until, now + RENEW_WITHIN)
         .await?
     {
         return Ok(Following::AlreadyLive);
     }
+    let sent = send_live_command(ports, tenant, thing, now).await;
+    if !matches!(sent, Ok(Following::Started(_))) {
+        // Not sent: the window goes, so the next renewal (a moment later) sends it.
+        ports.following.retract_live(thing, until).await?;
+    }
+    sent
+}
+
+async fn send_live_command(
+    ports: FollowPorts<'_>,
+    tenant: &TenantId,
+    thing: &ThingName,
+    now: OffsetDateTime,
+) -> Result<Following, StoreError> {
     let command = Command::queued(
         thing.clone(),
         tenant.clone(),
@@ -209,6 +224,36 @@ mod tests {
             "with no one renewing, the window ends"
         );
         assert!(!followed.contains_key(&thing("trk-9")), "not registered");
+    }
+
+    #[tokio::test]
+    async fn a_live_command_that_could_not_be_published_is_sent_again_at_the_next_renewal() {
+        let world = World::new().await;
+        world
+            .publisher
+            .fail_topic(&crate::topics::commands("trk-1"));
+        assert!(matches!(
+            world.follow("acme", "trk-1", T0).await,
+            Following::NotPublished(_)
+        ));
+        let followed = world
+            .devices
+            .followed(&[thing("trk-1")])
+            .await
+            .expect("read");
+        assert_eq!(followed[&thing("trk-1")].live_until, None, "taken back");
+        // Publishing works again: the next follower's renewal sends it, well within the window
+        // the failed attempt would have held.
+        let world_again = World {
+            publisher: RecordingPublisher::default(),
+            ..world
+        };
+        assert!(matches!(
+            world_again
+                .follow("acme", "trk-1", T0 + Duration::seconds(10))
+                .await,
+            Following::Started(_)
+        ));
     }
 
     #[tokio::test]

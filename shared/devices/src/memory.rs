@@ -320,6 +320,18 @@ impl LiveFollowing for MemoryDevices {
         Ok(true)
     }
 
+    async fn retract_live(
+        &self,
+        thing_name: &ThingName,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut windows = locked(&self.live_until);
+        if windows.get(thing_name) == Some(&until) {
+            windows.remove(thing_name);
+        }
+        Ok(())
+    }
+
     async fn followed(
         &self,
         things: &[ThingName],

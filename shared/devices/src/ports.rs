@@ -202,7 +202,17 @@ pub trait LiveFollowing: Send + Sync {
         renew_from: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// The tenant and live window of each of `things` that is registered; the others are left
+    /// Takes back a window [`LiveFollowing::extend_live`] set to `until` when its `live`
+    /// command did not go out, so the follower's next renewal tries again; a window moved on
+    /// since is left alone.
+    async fn retract_live(
+        &self,
+        thing_name: &crate::registration::ThingName,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The tenant and live window of each of `things` that is registered (one whose item cannot
+    /// be read is left out too); the others are left
     /// out. Many per call (on DynamoDB `BatchGetItem`, eventually consistent: a window renewed a
     /// moment ago may be read a moment late).
     async fn followed(
