@@ -175,7 +175,10 @@ pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> R
         };
         events_until(&mut presence, Duration::from_secs(120), online, |_, _| {}).await?;
 
+        // What a device page asks for. (Without types, SIM events would come too: a device
+        // list narrows only the events about devices.)
         let page = Subscription {
+            types: [EventType::TelemetryLatest, EventType::CommandStatus].into(),
             devices: [thing.clone()].into(),
             ..Subscription::default()
         };
