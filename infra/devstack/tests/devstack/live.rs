@@ -162,6 +162,12 @@ async fn flip_sims(stack: &Devstack, tenant: &str, first: u32, count: u32) -> Re
 /// the `live` command goes out and is answered, and the device's samples then arrive about one
 /// a second rather than a minute's batch at a time.
 pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> Result<()> {
+    // Listening before the device starts: its coming online is not missed.
+    let presence_only = Subscription {
+        types: [EventType::DevicePresence].into(),
+        ..Subscription::default()
+    };
+    let mut presence = client(stack, OPERATOR, presence_only).await?;
     let mut options = FleetOptions::new(stack.mqtt_address());
     options.devices = 1;
     options.prefix = "follow".to_owned();
@@ -169,7 +175,6 @@ pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> R
     let fleet = Fleet::start(options)?;
     let thing = fleet.things().next().context("one device")?.to_owned();
     let outcome = async {
-        let mut presence = client(stack, OPERATOR, Subscription::default()).await?;
         let online = |e: &Event| {
             e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == true
         };
@@ -229,8 +234,15 @@ pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> R
             "streamed a sample a second, not in batches: {spacing:?} ms apart"
         );
         anyhow::Ok(())
-    }
-    .await;
+    };
+    // Each wait above is for the next event; this bounds them all.
+    let outcome = tokio::time::timeout(Duration::from_secs(300), outcome)
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the device did not stream within 5 minutes"
+            ))
+        });
     let _ = fleet.shutdown().await;
     outcome
 }
