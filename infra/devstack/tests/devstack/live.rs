@@ -49,6 +49,24 @@ async fn events_until(
     }
 }
 
+/// One simulated device of the demo tenant, named from `prefix`, and its thing name.
+fn one_device(stack: &Devstack, prefix: &str) -> Result<(Fleet, String)> {
+    let mut options = FleetOptions::new(stack.mqtt_address());
+    options.devices = 1;
+    options.prefix = prefix.to_owned();
+    options.tenant = "demo".to_owned();
+    let fleet = Fleet::start(options)?;
+    let thing = fleet.things().next().context("one device")?.to_owned();
+    Ok((fleet, thing))
+}
+
+/// Whether an event tells that `thing` went online (or offline).
+fn presence_is(thing: &str, online: bool) -> impl Fn(&Event) -> bool + '_ {
+    move |e: &Event| {
+        e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == online
+    }
+}
+
 fn consecutive(events: &[Event]) -> bool {
     events.windows(2).all(|w| w[1].seq == w[0].seq + 1)
 }
@@ -108,21 +126,12 @@ pub async fn bulk_changes_and_devices_show_up_live_in_order(stack: &Devstack) ->
     );
 
     // A device registering, online, then offline.
-    let mut options = FleetOptions::new(stack.mqtt_address());
-    options.devices = 1;
-    options.prefix = "live".to_owned();
-    options.tenant = "demo".to_owned();
-    let fleet = Fleet::start(options)?;
-    let thing = fleet.things().next().context("one device")?.to_owned();
+    let (fleet, thing) = one_device(stack, "live")?;
     let outcome = async {
-        let online = |e: &Event| {
-            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == true
-        };
+        let online = presence_is(&thing, true);
         events_until(&mut demo, Duration::from_secs(120), online, |_, _| {}).await?;
         fleet.disconnect(&thing)?;
-        let offline = |e: &Event| {
-            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == false
-        };
+        let offline = presence_is(&thing, false);
         events_until(&mut demo, Duration::from_secs(120), offline, |_, _| {}).await
     }
     .await;
@@ -168,16 +177,9 @@ pub async fn a_followed_device_streams_its_telemetry_live(stack: &Devstack) -> R
         ..Subscription::default()
     };
     let mut presence = client(stack, OPERATOR, presence_only).await?;
-    let mut options = FleetOptions::new(stack.mqtt_address());
-    options.devices = 1;
-    options.prefix = "follow".to_owned();
-    options.tenant = "demo".to_owned();
-    let fleet = Fleet::start(options)?;
-    let thing = fleet.things().next().context("one device")?.to_owned();
+    let (fleet, thing) = one_device(stack, "follow")?;
     let outcome = async {
-        let online = |e: &Event| {
-            e.kind == EventType::DevicePresence && e.subject == thing && e.data["online"] == true
-        };
+        let online = presence_is(&thing, true);
         events_until(&mut presence, Duration::from_secs(120), online, |_, _| {}).await?;
 
         // What a device page asks for. (Without types, SIM events would come too: a device
