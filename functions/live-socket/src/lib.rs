@@ -29,6 +29,7 @@ use cellbridge_events::ports::{Connection, ConnectionPoster, Connections, EventL
 use cellbridge_events::protocol::{parse_client_frame, resume, ClientFrame, Resume, ServerFrame};
 use cellbridge_events::subscription::Subscription;
 use cellbridge_identity::authenticator::Authenticator;
+use cellbridge_identity::live_ticket::LiveTickets;
 use cellbridge_identity::token::TokenError;
 use futures::StreamExt as _;
 use time::OffsetDateTime;
@@ -39,6 +40,8 @@ cellbridge_core::composite_config! {
         pub tables: cellbridge_events::wiring::LiveTables,
         pub endpoint: cellbridge_events::wiring::LiveEndpoint,
         pub auth: cellbridge_identity::keys::AuthMode,
+        /// Live tickets (the console's pages offer one in place of the token).
+        pub tickets: cellbridge_identity::wiring::LiveTicketsConfig,
         /// The devices a subscription follows, and the path of their `live` commands.
         pub commands: cellbridge_devices::wiring::CommandDelivery,
     }
@@ -63,6 +66,8 @@ pub struct SocketPorts<'a> {
     pub connections: &'a dyn Connections,
     pub poster: &'a dyn ConnectionPoster,
     pub authenticator: &'a Authenticator,
+    /// A page of the console offers a live ticket: its script cannot read the user's token.
+    pub tickets: &'a LiveTickets,
     pub follow: FollowPorts<'a>,
 }
 
@@ -114,7 +119,14 @@ async fn connect(
 ) -> Result<ApiGatewayProxyResponse, SocketError> {
     let (speaks, token) = offered_token(&request.headers);
     let identity = match token {
-        Ok(token) => ports.authenticator.identify(&token, now).await,
+        Ok(token) => match ports.tickets.verify(&token, now) {
+            Ok(identity) => Ok(identity),
+            // Not a ticket (another audience): an API token, as before.
+            Err(TokenError::Audience | TokenError::Malformed | TokenError::Algorithm(_)) => {
+                ports.authenticator.identify(&token, now).await
+            }
+            Err(ticket_refused) => Err(ticket_refused),
+        },
         Err(missing) => Err(missing),
     };
     let identity = match identity {
@@ -341,6 +353,7 @@ mod tests {
         connections: MemoryConnections,
         poster: RecordingPoster,
         authenticator: Authenticator,
+        tickets: LiveTickets,
         devices: MemoryDevices,
         commands: MemoryCommands,
         publisher: RecordingPublisher,
@@ -356,6 +369,7 @@ mod tests {
                     TokenVerifier::shared_secret(&secret(), TokenAudience::default()),
                     None,
                 ),
+                tickets: LiveTickets::new(&secret()),
                 devices: MemoryDevices::default(),
                 commands: MemoryCommands::default(),
                 publisher: RecordingPublisher::default(),
@@ -368,6 +382,7 @@ mod tests {
                 connections: &self.connections,
                 poster: &self.poster,
                 authenticator: &self.authenticator,
+                tickets: &self.tickets,
                 follow: FollowPorts {
                     devices: &self.devices,
                     following: &self.devices,
@@ -427,6 +442,34 @@ mod tests {
     }
 
     const ID: &str = "L0SM9cOFvHcCIhw=";
+
+    #[tokio::test]
+    async fn a_console_page_connects_with_a_live_ticket_while_it_is_fresh() {
+        let world = World::new();
+        let identity = Identity {
+            subject: "ops@acme.example".into(),
+            tenant: TenantId::parse("acme").expect("tenant"),
+            roles: Roles::default(),
+        };
+        let ticket = world.tickets.issue(&identity, NOW).expect("ticket").token;
+        let fresh = world.connect(format!("{SUBPROTOCOL}, {ticket}")).await;
+        assert_eq!(fresh.status_code, 200);
+        let connection = world.connections.get(ID).await.expect("get");
+        assert_eq!(connection.map(|c| c.tenant), Some(identity.tenant));
+
+        let stale = world
+            .send_at(
+                CONNECT,
+                |e| {
+                    e["headers"]["Sec-WebSocket-Protocol"] =
+                        format!("{SUBPROTOCOL}, {ticket}").into()
+                },
+                NOW + cellbridge_identity::live_ticket::LIVE_TICKET_LIFETIME
+                    + time::Duration::minutes(1),
+            )
+            .await;
+        assert_eq!(stale.status_code, 401);
+    }
 
     #[tokio::test]
     async fn a_connection_without_a_valid_token_is_refused_at_connect() {

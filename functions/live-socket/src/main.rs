@@ -11,6 +11,7 @@ async fn main() -> Result<(), Error> {
     let (config, sdk) = cellbridge_edge::lambda::cold_start::<live_socket::Config>().await?;
     let authenticator =
         Authenticator::for_mode(&config.auth, &cellbridge_core::aws::secrets_manager(&sdk)).await?;
+    let tickets = cellbridge_identity::wiring::live_tickets(&sdk, &config.tickets).await?;
     let log = wiring::event_log(&sdk, &config.tables);
     let connections = wiring::connections(&sdk, &config.tables);
     let poster = wiring::poster(&sdk, &config.endpoint);
@@ -22,6 +23,7 @@ async fn main() -> Result<(), Error> {
         connections: &connections,
         poster: &poster,
         authenticator: &authenticator,
+        tickets: &tickets,
         follow: FollowPorts {
             devices: &devices,
             following: &devices,

@@ -84,6 +84,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         None
     };
     print_live(&stack, &watcher);
+    println!(
+        "\nConsole: {}/console  (sign in as ops@demo.example, password {:?}; docs/console.md)",
+        stack.api_url(),
+        devstack::demo_accounts::DEMO_PASSWORD
+    );
     println!("\nServing on {}. Press Ctrl-C to stop.", stack.api_url());
     tokio::signal::ctrl_c().await?;
     println!("stopping...");

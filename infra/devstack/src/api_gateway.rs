@@ -90,10 +90,20 @@ pub fn routes_of(functions: &[FunctionSpec], auth: &ApiAuth) -> Result<Vec<ApiRo
     Ok(routes)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiGatewayOptions {
     /// 0 picks a free port.
     pub port: u16,
+    /// Files served beside the routes, as CloudFront serves them from S3 in AWS.
+    pub static_files: Vec<StaticFiles>,
+}
+
+/// A folder served under a path: `GET <url_path>/<file>` answers `<dir>/<file>`.
+#[derive(Debug, Clone)]
+pub struct StaticFiles {
+    /// Starts with `/`, no trailing slash (`/console/assets`).
+    pub url_path: String,
+    pub dir: std::path::PathBuf,
 }
 
 struct ApiState {
@@ -107,21 +117,32 @@ pub struct ApiGateway {
     state: Arc<ApiState>,
 }
 
-impl ApiGateway {
-    pub async fn start(
-        routes: Vec<ApiRoute>,
-        invoker: Invoker,
-        opts: ApiGatewayOptions,
-    ) -> Result<Self> {
+/// The API's port, taken before the functions start so their environment can name it.
+pub struct BoundApiGateway {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    opts: ApiGatewayOptions,
+}
+
+impl BoundApiGateway {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts serving `routes` on `invoker`; requests that arrived meanwhile waited in the
+    /// listen queue.
+    pub fn serve(self, routes: Vec<ApiRoute>, invoker: Invoker) -> Result<ApiGateway> {
         let state = Arc::new(ApiState {
             invoker,
             meter: ApiMeter::default(),
         });
-        let router = build_router(&routes, &state)?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await.with_context(|| {
-            format!("the API cannot listen on 127.0.0.1:{}; is it in use? Choose another port (0 = any free one)", opts.port)
-        })?;
-        let addr = listener.local_addr()?;
+        let router = build_router(&routes, &state, &self.opts.static_files)?;
+        let listener = self.listener;
         let server = ServerTask::spawn("the local API", |stopped| async move {
             axum::serve(
                 listener,
@@ -130,11 +151,34 @@ impl ApiGateway {
             .with_graceful_shutdown(stopped)
             .await
         });
-        Ok(Self {
-            addr,
+        Ok(ApiGateway {
+            addr: self.addr,
             server,
             state,
         })
+    }
+}
+
+impl ApiGateway {
+    /// Takes the port; [`BoundApiGateway::serve`] starts answering.
+    pub async fn bind(opts: ApiGatewayOptions) -> Result<BoundApiGateway> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await.with_context(|| {
+            format!("the API cannot listen on 127.0.0.1:{}; is it in use? Choose another port (0 = any free one)", opts.port)
+        })?;
+        let addr = listener.local_addr()?;
+        Ok(BoundApiGateway {
+            listener,
+            addr,
+            opts,
+        })
+    }
+
+    pub async fn start(
+        routes: Vec<ApiRoute>,
+        invoker: Invoker,
+        opts: ApiGatewayOptions,
+    ) -> Result<Self> {
+        Self::bind(opts).await?.serve(routes, invoker)
     }
 
     /// The requests served so far, per route, as AWS bills them.
@@ -157,7 +201,11 @@ impl ApiGateway {
     }
 }
 
-fn build_router(routes: &[ApiRoute], state: &Arc<ApiState>) -> Result<Router> {
+fn build_router(
+    routes: &[ApiRoute],
+    state: &Arc<ApiState>,
+    static_files: &[StaticFiles],
+) -> Result<Router> {
     let mut by_path: BTreeMap<&str, Vec<&ApiRoute>> = BTreeMap::new();
     let mut default_route = None;
     for r in routes {
@@ -202,11 +250,61 @@ fn build_router(routes: &[ApiRoute], state: &Arc<ApiState>) -> Result<Router> {
             anyhow::anyhow!("route {path} conflicts with another route of the template")
         })?;
     }
+    for files in static_files {
+        let dir = Arc::new(files.dir.clone());
+        let path = format!("{}/{{file}}", files.url_path);
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            router.clone().route(
+                &path,
+                axum::routing::get(
+                    move |axum::extract::Path(file): axum::extract::Path<String>| {
+                        let dir = dir.clone();
+                        async move { static_file(&dir, &file).await }
+                    },
+                ),
+            )
+        }));
+        router = attempt.map_err(|_| {
+            anyhow::anyhow!("the static files at {path} conflict with a route of the template")
+        })?;
+    }
     router = match default_route {
         Some(r) => router.fallback(route_handler(r, state)),
         None => router.fallback(|req: Request| async move { not_found(&req) }),
     };
     Ok(router)
+}
+
+/// One file of a static folder, cached for a year: its name changes with its content.
+async fn static_file(dir: &std::path::Path, file: &str) -> Response {
+    let plain_name = !file.is_empty()
+        && !file.starts_with('.')
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !plain_name {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(dir.join(file)).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => message(StatusCode::NOT_FOUND, "Not Found"),
+    }
 }
 
 /// `{proxy+}` (API Gateway's greedy parameter) is `{*proxy}` for axum.

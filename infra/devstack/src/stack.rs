@@ -3,7 +3,7 @@
 //! the IoT rules engine and the API.
 
 use crate::api_client::ApiClient;
-use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute};
+use crate::api_gateway::{routes_of, ApiGateway, ApiGatewayOptions, ApiRoute, StaticFiles};
 use crate::billing::ApiUsage;
 use crate::carriers::LocalCarriers;
 use crate::iot::{
@@ -125,6 +125,11 @@ impl Default for DevstackOptions {
         Self::new(crate::tools::workspace_root())
     }
 }
+
+/// Where the console's pages link their bundled script and styles, and where the bundle is
+/// built (`cargo xtask web`); in AWS, CloudFront serves that path from S3.
+pub const CONSOLE_ASSETS_PATH: &str = "/console/assets";
+pub const CONSOLE_ASSETS_DIR: &str = "functions/console/web/dist";
 
 /// The template's table of tenants and users.
 pub const ACCOUNTS_TABLE: &str = "AccountsTable";
@@ -271,12 +276,23 @@ impl Devstack {
                 .get(live.api_logical_id())
                 .map(|r| r.name.clone())
                 .unwrap_or_default();
-            env.extend(stage_urls_pointed_at(
-                &functions,
-                &api_id,
-                &live.management_endpoint(),
-            ));
+            env.extend(urls_pointed_at(&functions, &api_id, live.addr()));
         }
+        // Bound before cargo-lambda too: the console calls the API at its address.
+        let api = ApiGateway::bind(ApiGatewayOptions {
+            port: opts.api_port,
+            static_files: vec![StaticFiles {
+                url_path: CONSOLE_ASSETS_PATH.to_owned(),
+                dir: opts.root.join(CONSOLE_ASSETS_DIR),
+            }],
+        })
+        .await?;
+        let api_id = resources
+            .of_kind(ResourceKind::HttpApi)
+            .next()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        env.extend(urls_pointed_at(&functions, &api_id, api.addr()));
         let mut lambda_opts = LambdaWatchOptions::new(&opts.root, opts.log_dir.join("lambda.env"));
         lambda_opts.port = opts.lambda_port;
         lambda_opts.env = env;
@@ -340,10 +356,7 @@ impl Devstack {
         )
         .context("starting the IoT rules engine")?;
         let routes = routes_of(&functions, &template.api_auth(&resources)?)?;
-        let api_opts = ApiGatewayOptions {
-            port: opts.api_port,
-        };
-        let api = ApiGateway::start(routes.clone(), lambda.invoker(), api_opts).await?;
+        let api = api.serve(routes.clone(), lambda.invoker())?;
         let live = live.map(|bound| bound.serve(lambda.invoker()));
         if let Some(carriers) = &carriers {
             carriers.register_callbacks(&api.url()).await?;
@@ -703,26 +716,27 @@ impl Devstack {
 
 /// The variables whose template value is a URL of the WebSocket API's stage in AWS
 /// (`https://<api id>.execute-api.<region>.<suffix>/<stage>...`), pointed at the local one.
-fn stage_urls_pointed_at(
+fn urls_pointed_at(
     functions: &[FunctionSpec],
     api_id: &str,
-    local_endpoint: &str,
+    local: SocketAddr,
 ) -> BTreeMap<String, String> {
-    let local_host = local_endpoint
-        .rsplit_once('/')
-        .map_or(local_endpoint, |(host, _stage)| host);
-    let prefix = format!("https://{api_id}.execute-api.");
     functions
         .iter()
         .flat_map(|f| &f.environment)
-        .filter(|(_, value)| !api_id.is_empty() && value.starts_with(&prefix))
+        .filter(|_| !api_id.is_empty())
         .filter_map(|(name, value)| {
+            let (local_scheme, rest) = if let Some(rest) = value.strip_prefix("https://") {
+                ("http", rest)
+            } else {
+                ("ws", value.strip_prefix("wss://")?)
+            };
+            if !rest.starts_with(&format!("{api_id}.execute-api.")) {
+                return None;
+            }
             // What follows the host (`/live`) stays as it is.
-            let path = value
-                .strip_prefix("https://")?
-                .split_once('/')
-                .map_or("", |(_, p)| p);
-            Some((name.clone(), format!("{local_host}/{path}")))
+            let path = rest.split_once('/').map_or("", |(_, p)| p);
+            Some((name.clone(), format!("{local_scheme}://{local}/{path}")))
         })
         .collect()
 }

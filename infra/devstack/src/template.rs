@@ -2056,7 +2056,8 @@ mod tests {
         assert!(keys.contains("GET /bulk-changes/{id}"), "{keys:?}");
         assert!(keys.contains("GET /bulk-changes"), "{keys:?}");
 
-        // Every route is behind the token authorizer but the login and the carrier callbacks.
+        // Every route is behind the token authorizer but the login, the carrier callbacks and
+        // the console's pages (whose session cookie the console checks itself).
         let auth = t.api_auth(&res).expect("the API's Auth");
         assert_eq!(auth.default_authorizer.as_deref(), Some("TokenAuthorizer"));
         let [authorizer] = auth.authorizers.as_slice() else {
@@ -2072,6 +2073,8 @@ mod tests {
                     "POST /auth/login"
                         | "POST /carriers/thingspace/callbacks"
                         | "POST /carriers/thingspace/usage-callbacks"
+                        | "GET /console"
+                        | "ANY /console/{proxy+}"
                 );
                 assert_eq!(
                     auth.for_route(&route.auth).is_none(),

@@ -31,6 +31,8 @@ const DEVICES: u32 = 25;
 
 #[path = "devstack/auth.rs"]
 mod auth;
+#[path = "devstack/console.rs"]
+mod console;
 #[path = "devstack/devices.rs"]
 mod devices;
 #[path = "devstack/inventory.rs"]
@@ -115,6 +117,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(presence::heartbeats_reach_presence_in_batches_and_cost_no_write),
         scenario!(providers::service_providers_keep_their_credentials_to_themselves),
         scenario!(inventory::the_carrier_sync_keeps_the_inventory_true),
+        scenario!(console::the_console_works_in_a_real_browser),
         scenario!(live::bulk_changes_and_devices_show_up_live_in_order),
         scenario!(live::tenants_never_see_each_others_events),
         scenario!(live::the_stream_refuses_resets_and_prunes),

@@ -35,7 +35,17 @@ fn template_routes() -> Result<Vec<devstack::api_gateway::ApiRoute>> {
         resources.set_queue(&id, format!("http://localhost:5000/000000000000/{id}"), arn);
     }
     let functions = template.functions(&resources)?;
-    routes_of(&functions, &template.api_auth(&resources)?)
+    let routes = routes_of(&functions, &template.api_auth(&resources)?)?;
+    // The console's pages share the HTTP API but are a web app (HTML, docs/console.md), not
+    // part of the API's contract.
+    Ok(routes
+        .into_iter()
+        .filter(|r| {
+            !r.path
+                .as_deref()
+                .is_some_and(|p| p == "/console" || p.starts_with("/console/"))
+        })
+        .collect())
 }
 
 fn enum_of(spec: &Value, schema: &str) -> BTreeSet<String> {

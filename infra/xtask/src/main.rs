@@ -9,6 +9,7 @@ mod cargo_tools;
 mod forward;
 mod setup;
 mod test;
+mod web;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     /// Tenants and users of a stack's accounts table (`cargo xtask admin --help`).
     #[command(disable_help_flag = true)]
     Admin(Forwarded),
+    /// Bundle the console's script and styles (npm packages pinned by the lockfile, esbuild).
+    Web,
     /// Benchmarks; numbers go to docs/benchmarks.md (`cargo xtask bench --help`).
     #[command(disable_help_flag = true)]
     Bench(Forwarded),
@@ -52,13 +55,16 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(args),
+        Command::Web => web::build(&local_tools::workspace_root()),
         Command::Dev(Forwarded { args }) => {
+            web::build(&local_tools::workspace_root())?;
             forward::run("devstack-cli", "devstack", Profile::Dev, "dev", &args)
         }
         Command::Admin(Forwarded { args }) => {
             forward::run("devstack-cli", "devstack", Profile::Dev, "admin", &args)
         }
         Command::Bench(Forwarded { args }) => {
+            web::build(&local_tools::workspace_root())?;
             forward::run("bench", "bench", Profile::BenchOptimized, "", &args)
         }
     }

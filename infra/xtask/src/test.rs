@@ -57,6 +57,9 @@ pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
     let root = local_tools::workspace_root();
     let tools = local_tools::ensure_installed(&root)?;
+    // Before anything compiles: the console function embeds the bundle's file names.
+    crate::web::build(&root)?;
+    crate::web::prepare_browser_tests(&root)?;
 
     let mut steps = Vec::new();
     if !args.no_lint {
@@ -91,6 +94,10 @@ pub fn run(args: TestArgs) -> Result<()> {
         steps.push(Step {
             name: "cfn-lint template.yaml",
             action: Action::Run(lint),
+        });
+        steps.push(Step {
+            name: "tsc --noEmit (the console's TypeScript)",
+            action: Action::Run(crate::web::type_check_command(&root)),
         });
         steps.push(Step {
             name: "cargo clippy",

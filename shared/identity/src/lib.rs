@@ -6,6 +6,7 @@ pub mod authenticator;
 pub mod caller;
 pub mod dynamodb;
 pub mod keys;
+pub mod live_ticket;
 pub mod lockout;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;

@@ -53,3 +53,27 @@ impl FromEnvironment for TokenIssuing {
         })
     }
 }
+
+/// The secret live tickets are signed with: the deployment's signing secret, in either auth mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTicketsConfig {
+    pub signing_secret_id: String,
+}
+
+impl FromEnvironment for LiveTicketsConfig {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            signing_secret_id: required(env, SIGNING_SECRET_ENV)?,
+        })
+    }
+}
+
+/// Live tickets signed with the secret `config` names (read at cold start).
+pub async fn live_tickets(
+    sdk: &SdkConfig,
+    config: &LiveTicketsConfig,
+) -> Result<crate::live_ticket::LiveTickets, crate::keys::KeyLoadError> {
+    let secret =
+        crate::keys::signing_secret(&aws::secrets_manager(sdk), &config.signing_secret_id).await?;
+    Ok(crate::live_ticket::LiveTickets::new(&secret))
+}

@@ -1,0 +1,26 @@
+use cellbridge_identity::authenticator::Authenticator;
+use console::api::HttpPortalApi;
+use console::ConsolePorts;
+use lambda_http::{service_fn, Error, Request};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<console::Config>().await?;
+    let authenticator =
+        Authenticator::for_mode(&config.auth, &cellbridge_core::aws::secrets_manager(&sdk)).await?;
+    let tickets = cellbridge_identity::wiring::live_tickets(&sdk, &config.tickets).await?;
+    let ports = ConsolePorts {
+        api: Arc::new(HttpPortalApi::new(&config.endpoints.api_url)?),
+        authenticator: Arc::new(authenticator),
+        tickets: Arc::new(tickets),
+        live_url: config.endpoints.live_url,
+    };
+    lambda_http::run(service_fn(|request: Request| {
+        let ports = &ports;
+        async move {
+            Ok::<_, Error>(console::handle(ports, request, time::OffsetDateTime::now_utc()).await)
+        }
+    }))
+    .await
+}

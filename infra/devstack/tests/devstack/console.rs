@@ -1,0 +1,96 @@
+//! The console in a real browser: `tests/browser` (Playwright driving Debian's Chromium) against
+//! this stack, after a carrier sync has given the demo tenant an inventory to page through.
+
+use super::{signed_in, until, OPERATOR};
+use anyhow::{bail, Context, Result};
+use devstack::demo_accounts::DEMO_PASSWORD;
+use devstack::Devstack;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The scenario's SIMs, `iccid(700_000..700_120)`: more than two pages of the SIM table.
+const FIRST: u32 = 700_000;
+const COUNT: u32 = 120;
+const PREFIX: &str = "890126000000700";
+
+/// Where `cargo xtask test` installs Debian's `chromium`; `CHROMIUM` names another.
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+pub async fn the_console_works_in_a_real_browser(stack: &Devstack) -> Result<()> {
+    let browser = chromium();
+    if !browser.exists() {
+        let rule = "!".repeat(100);
+        eprintln!("{rule}\n!! SKIPPED the console's browser tests: no Chromium at {}.\n!! Install Debian's package (`apt-get install chromium`, as root), or set CHROMIUM to\n!! a Chromium binary; `cargo xtask test` installs it when it runs as root.\n{rule}", browser.display());
+        return Ok(());
+    }
+    let tests = devstack::tools::workspace_root().join("tests/browser");
+    if !tests.join("node_modules/playwright-core").exists() {
+        bail!(
+            "the browser tests' packages are not installed: run `npm ci` in {} (cargo xtask test does)",
+            tests.display()
+        );
+    }
+
+    let iccids: Vec<String> = (FIRST..FIRST + COUNT)
+        .map(cellbridge::testing::iccid)
+        .collect();
+    stack
+        .carriers()
+        .context("carriers")?
+        .seed_inventory(&iccids);
+    stack.sync_inventory_now().await?;
+    let client = signed_in(stack, OPERATOR).await?;
+    until(
+        "the sync imports the scenario's SIMs",
+        Duration::from_secs(240),
+        || async {
+            let sims = client
+                .all_pages::<Value>(&format!("/sims?iccidPrefix={PREFIX}"))
+                .await?;
+            Ok(sims.len() == COUNT as usize)
+        },
+    )
+    .await?;
+    // Something of the demo tenant's that the other tenant must not see.
+    client
+        .create_bulk_change(&cellbridge::testing::suspend_request(3, false), None)
+        .await?;
+    // The stack starts each function on its first request: start those the pages use now,
+    // so the browser's waits measure the console, not a cold start.
+    reqwest::get(format!("{}/console/sign-in", stack.api_url()))
+        .await?
+        .error_for_status()?;
+    for path in ["/bulk-changes", "/devices"] {
+        client.get::<Value>(path).await?;
+    }
+
+    let mut node = tokio::process::Command::new("node");
+    node.args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+        .arg(tests.join("console.test.mjs"))
+        .env("CONSOLE_URL", stack.api_url())
+        .env("CONSOLE_PASSWORD", DEMO_PASSWORD)
+        .env("CHROMIUM", &browser)
+        // A bulk change the live test makes through the API while a page watches.
+        .env(
+            "CONSOLE_BULK_CHANGE",
+            cellbridge::testing::suspend_request(5, true).to_string(),
+        )
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(Duration::from_secs(300), node.output())
+        .await
+        .context("the browser tests did not finish within 5 minutes")?
+        .context("could not run node; install Node.js 20 or newer")?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    if !run.status.success() {
+        bail!("the browser tests failed ({}):\n{report}", run.status);
+    }
+    eprintln!("{report}");
+    Ok(())
+}

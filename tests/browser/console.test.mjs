@@ -1,0 +1,287 @@
+// The console in a real browser: Debian's Chromium, driven by Playwright, against the local
+// stack the devstack scenario `console` started (it sets CONSOLE_URL and CONSOLE_PASSWORD).
+//
+//   CONSOLE_URL=http://127.0.0.1:3000 CONSOLE_PASSWORD=demo-password-1234 node --test tests/browser/
+//
+// SCREENSHOTS_DIR, when set, receives a screenshot of every page (docs/console.md shows them).
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const consoleUrl = process.env.CONSOLE_URL;
+const password = process.env.CONSOLE_PASSWORD;
+if (!consoleUrl || !password) {
+  throw new Error("set CONSOLE_URL and CONSOLE_PASSWORD (the devstack scenario `console` does)");
+}
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const screenshots = process.env.SCREENSHOTS_DIR;
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+const OPERATOR = "ops@demo.example";
+const VIEWER = "viewer@demo.example";
+const OTHER_TENANT = "ops@globex.example";
+const SESSION_COOKIE = "__Host-cellbridge-session";
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath,
+    // This machine's network is closed: Chromium's own background connections would fail.
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** A page in a browser context of its own (its own cookies). `inspect` lets the accessibility
+ * checker's script in past the console's Content Security Policy. */
+async function newPage({ inspect = false } = {}) {
+  const context = await browser.newContext({
+    baseURL: consoleUrl,
+    viewport: { width: 1366, height: 860 },
+    bypassCSP: inspect,
+  });
+  // The local stack starts a function's first instance on its first request.
+  context.setDefaultTimeout(60_000);
+  return context.newPage();
+}
+
+async function signIn(page, username) {
+  await page.goto("/console/sign-in");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await Promise.all([page.waitForURL(/\/console(\?|$)/), page.getByRole("button", { name: "Sign in" }).click()]);
+}
+
+/** axe-core's serious and critical findings on the page as it is now. */
+async function seriousViolations(page) {
+  await page.addScriptTag({ content: axeSource });
+  const results = await page.evaluate(async () => window.axe.run(document, { resultTypes: ["violations"] }));
+  return results.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+}
+
+async function screenshot(page, name) {
+  if (!screenshots) return;
+  mkdirSync(screenshots, { recursive: true });
+  await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: false });
+}
+
+describe("signing in and out", () => {
+  test("a page asked for before sign-in comes back after it", async () => {
+    const page = await newPage({ inspect: true });
+    await page.goto("/console/sims?status=active");
+    assert.match(page.url(), /\/console\/sign-in\?next=/);
+    assert.deepEqual(await seriousViolations(page), []);
+    await screenshot(page, "sign-in");
+    await page.getByLabel("Username").fill(OPERATOR);
+    await page.getByLabel("Password").fill(password);
+    await Promise.all([page.waitForURL(/\/console\/sims\?status=active$/), page.getByRole("button", { name: "Sign in" }).click()]);
+    await page.getByRole("heading", { name: "SIMs" }).waitFor();
+    await page.context().close();
+  });
+
+  test("the token is in an HttpOnly, Secure, SameSite cookie no script can read", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    const cookies = await page.context().cookies();
+    const session = cookies.find((c) => c.name === SESSION_COOKIE);
+    assert.ok(session, `a session cookie among ${cookies.map((c) => c.name)}`);
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.secure, true);
+    assert.equal(session.sameSite, "Lax");
+    assert.equal(await page.evaluate(() => document.cookie.includes("cellbridge-session")), false);
+    assert.equal(
+      await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage })),
+      "{}{}",
+    );
+    await page.context().close();
+  });
+
+  test("signing out ends the session and returns to sign-in", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await expectText(page, "[data-testid=signed-in-user]", OPERATOR);
+    await Promise.all([page.waitForURL(/sign-in\?signed-out=1/), page.getByRole("button", { name: "Sign out" }).click()]);
+    await page.getByText("You have signed out.").waitFor();
+    const cookies = await page.context().cookies();
+    assert.equal(cookies.find((c) => c.name === SESSION_COOKIE), undefined);
+    await page.goto("/console");
+    assert.match(page.url(), /\/console\/sign-in/);
+    await page.context().close();
+  });
+
+  test("a wrong password is told on the form, with the username kept", async () => {
+    const page = await newPage();
+    await page.goto("/console/sign-in");
+    await page.getByLabel("Username").fill(VIEWER);
+    await page.getByLabel("Password").fill("not the password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "username or password is wrong" }).waitFor();
+    assert.equal(await page.getByLabel("Username").inputValue(), VIEWER);
+    await page.context().close();
+  });
+});
+
+describe("CSRF", () => {
+  test("a form post without the page's token changes nothing", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    const status = await page.evaluate(async () => {
+      const response = await fetch("/console/sign-out", {
+        method: "POST",
+        body: new URLSearchParams({ csrf: "forged" }),
+        redirect: "manual",
+      });
+      return response.status;
+    });
+    assert.equal(status, 403);
+    await page.goto("/console");
+    await expectText(page, "[data-testid=signed-in-user]", OPERATOR);
+    await page.context().close();
+  });
+
+  test("a sign-in post without the form's own cookie is refused", async () => {
+    const page = await newPage();
+    const response = await page.request.post("/console/sign-in", {
+      form: { csrf: "guessed", username: OPERATOR, password },
+      maxRedirects: 0,
+    });
+    assert.equal(response.status(), 403);
+    assert.equal(response.headers()["set-cookie"]?.includes(SESSION_COOKIE) ?? false, false);
+    await page.context().close();
+  });
+});
+
+describe("pages", () => {
+  test("every page renders, is reachable by keyboard and has no serious accessibility violation", async () => {
+    const page = await newPage({ inspect: true });
+    await signIn(page, OPERATOR);
+    for (const [name, path, heading] of [
+      ["overview", "/console", "Overview"],
+      ["sims", "/console/sims", "SIMs"],
+      ["bulk-changes", "/console/bulk-changes", "Bulk changes"],
+      ["devices", "/console/devices", "Devices"],
+    ]) {
+      await page.goto(path);
+      await page.getByRole("heading", { level: 1, name: heading }).waitFor();
+      assert.deepEqual(await seriousViolations(page), [], `${path}`);
+      await screenshot(page, name);
+    }
+    // The first Tab reaches the skip link, which moves focus to the content.
+    await page.goto("/console/sims");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Skip to content");
+    await page.context().close();
+  });
+
+  test("the SIM table filters, searches by prefix and pages with a cursor", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto("/console/sims");
+    const rows = page.locator("table tbody tr");
+    assert.equal(await rows.count(), 50, "a full first page");
+    const first = (await rows.first().locator("td").nth(1).innerText()).trim();
+
+    await page.getByRole("link", { name: "Next page" }).click();
+    await page.waitForURL(/cursor=/);
+    const second = (await rows.first().locator("td").nth(1).innerText()).trim();
+    assert.notEqual(second, first, "the next page starts elsewhere");
+
+    // "/" jumps to the search box; a prefix narrows the table to the SIMs it starts.
+    await page.goto("/console/sims");
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "q");
+    await page.keyboard.type(first.slice(0, 18));
+    await Promise.all([page.waitForURL(/q=/), page.keyboard.press("Enter")]);
+    const found = await page.locator("table tbody tr td:nth-child(2)").allInnerTexts();
+    assert.ok(found.length > 0 && found.every((iccid) => iccid.trim().startsWith(first.slice(0, 18))), `${found}`);
+
+    await page.getByLabel("Status").selectOption("suspended");
+    await Promise.all([page.waitForURL(/status=suspended/), page.getByRole("button", { name: "Show" }).click()]);
+    const statuses = await page.locator("table tbody tr .badge").allInnerTexts();
+    assert.ok(statuses.every((s) => s === "suspended"), `${statuses}`);
+    await page.context().close();
+  });
+
+  test("the API's complaint about a search is shown next to the search box", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto("/console/sims?q=89x");
+    const search = page.getByRole("searchbox");
+    assert.equal(await search.getAttribute("aria-invalid"), "true");
+    const message = await page.locator("#q-error").innerText();
+    assert.ok(message.length > 0, "the API's message");
+    assert.equal(await search.getAttribute("aria-describedby"), "q-error");
+    await page.context().close();
+  });
+
+  test("a tenant sees only its own bulk changes", async () => {
+    const demo = await newPage();
+    await signIn(demo, OPERATOR);
+    await demo.goto("/console/bulk-changes");
+    const demoChanges = await demo.locator("tr[data-bulk-change]").evaluateAll((rows) => rows.map((r) => r.dataset.bulkChange));
+    assert.ok(demoChanges.length > 0, "the scenario made the demo tenant a bulk change");
+    const other = await newPage();
+    await signIn(other, OTHER_TENANT);
+    await expectText(other, "[data-testid=signed-in-user]", OTHER_TENANT);
+    await other.goto("/console/bulk-changes");
+    const otherChanges = await other.locator("tr[data-bulk-change]").evaluateAll((rows) => rows.map((r) => r.dataset.bulkChange));
+    assert.deepEqual(otherChanges.filter((id) => demoChanges.includes(id)), []);
+    // Asking for the other tenant's bulk change by its address shows nothing of it either.
+    const response = await other.goto(`/console/bulk-changes/${demoChanges[0]}`);
+    assert.notEqual(response.status(), 200);
+    await demo.context().close();
+    await other.context().close();
+  });
+});
+
+describe("live updates", () => {
+  test("a bulk change made elsewhere appears and advances without a reload", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto("/console/bulk-changes");
+    await page.locator("#live-status[data-state=live]").waitFor();
+    const navigations = [];
+    page.on("framenavigated", (frame) => frame === page.mainFrame() && navigations.push(frame.url()));
+
+    const login = await page.request.post("/auth/login", { data: { username: OPERATOR, password } });
+    const { token } = await login.json();
+    const created = await page.request.post("/bulk-changes", {
+      headers: { authorization: `Bearer ${token}` },
+      data: JSON.parse(process.env.CONSOLE_BULK_CHANGE ?? "{}"),
+    });
+    assert.equal(created.status(), 202, await created.text());
+    const { id } = await created.json();
+
+    const row = page.locator(`tr[data-bulk-change="${id}"]`);
+    await row.waitFor();
+    await row.locator(".badge[data-status=completed], .badge[data-status=completedWithErrors]").waitFor();
+    assert.deepEqual(navigations, [], "the page was never reloaded");
+
+    // The overview's timeline tells it too, from the stream's recent events.
+    await page.goto("/console");
+    await page.locator(`ol[data-timeline] li[data-type="bulkChange.completed"]`).first().waitFor();
+    await page.context().close();
+  });
+});
+
+async function expectText(page, selector, text) {
+  const actual = (await page.locator(selector).innerText()).trim();
+  assert.equal(actual, text);
+}
