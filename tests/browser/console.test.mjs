@@ -6,7 +6,7 @@
 // SCREENSHOTS_DIR, when set, receives a screenshot of every page (docs/console.md shows them).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -22,8 +22,11 @@ const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/
 
 const OPERATOR = "ops@demo.example";
 const VIEWER = "viewer@demo.example";
+const ADMIN = "admin@demo.example";
 const OTHER_TENANT = "ops@globex.example";
 const SESSION_COOKIE = "__Host-cellbridge-session";
+/** The SIMs the devstack scenario seeded for these tests (ICCIDs starting so). */
+const SCENARIO_PREFIX = "890126000000700";
 
 let browser;
 
@@ -174,6 +177,7 @@ describe("pages", () => {
     await signIn(page, OPERATOR);
     for (const [name, path, heading] of [
       ["overview", "/console", "Overview"],
+      ["admin-as-operator", "/console/admin", "Admin"],
       ["sims", "/console/sims", "SIMs"],
       ["bulk-changes", "/console/bulk-changes", "Bulk changes"],
       ["devices", "/console/devices", "Devices"],
@@ -248,6 +252,124 @@ describe("pages", () => {
     assert.notEqual(response.status(), 200);
     await demo.context().close();
     await other.context().close();
+  });
+});
+
+describe("changing SIMs", () => {
+  test("a bulk change goes from a selection through the preview to live completion", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto(`/console/sims?q=${SCENARIO_PREFIX}&in=iccid&status=active&carrier=jasper`);
+    const boxes = page.locator("tbody input[name=iccid]");
+    for (const n of [0, 1, 2]) await boxes.nth(n).check();
+    await page.locator("[data-selection-count]").filter({ hasText: "3 selected" }).waitFor();
+    await page.getByLabel("Change").selectOption("suspend");
+    await page.getByRole("button", { name: "Preview for the selected SIMs" }).click();
+    await page.getByRole("heading", { name: "Suspend the 3 selected SIMs?" }).waitFor();
+    assert.equal(await page.getByTestId("accepted").innerText(), "3 SIMs");
+    await screenshot(page, "change-preview");
+
+    await Promise.all([page.waitForURL(/\/console\/bulk-changes\/[0-9a-f-]+$/), page.getByRole("button", { name: "Suspend 3 SIMs" }).click()]);
+    const landed = page.url();
+    await page.locator("#live-status[data-state=live]").waitFor();
+    const panel = page.locator("section.panel[data-bulk-change]");
+    await panel.locator(".badge[data-status=completed]").waitFor();
+    assert.equal(await panel.locator("[data-progress-figures]").innerText(), "3/3");
+    assert.equal(page.url(), landed, "completion arrived without leaving the page");
+    await page.reload();
+    await page.locator("table tbody tr .badge[data-status=succeeded]").nth(2).waitFor();
+    await screenshot(page, "bulk-change");
+    await page.context().close();
+  });
+
+  test("a viewer is offered no change, and one asked for anyway is refused by the API", async () => {
+    const page = await newPage();
+    await signIn(page, VIEWER);
+    await page.goto("/console/sims");
+    await page.getByRole("heading", { name: "SIMs" }).waitFor();
+    assert.equal(await page.locator("input[name=iccid]").count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Preview/ }).count(), 0);
+    const [status, text] = await page.evaluate(async () => {
+      const body = new URLSearchParams({ csrf: document.body.dataset.csrf ?? "", action: "suspend", scope: "filter", status: "active" });
+      const response = await fetch("/console/bulk-changes/preview", { method: "POST", body });
+      return [response.status, await response.text()];
+    });
+    assert.equal(status, 403);
+    assert.match(text, /operator role/);
+    // Admin is not offered either, and asked for, the API's refusal is what the page says.
+    assert.equal(await page.getByRole("link", { name: "Admin" }).count(), 0);
+    await page.goto("/console/admin");
+    await page.getByRole("alert").filter({ hasText: "admin role" }).first().waitFor();
+    await page.context().close();
+  });
+});
+
+describe("admin", () => {
+  test("an admin adds and removes a user, the API's complaint shown at the field it names", async () => {
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole("link", { name: "Admin" }).click();
+    await page.getByRole("heading", { level: 1, name: "Admin" }).waitFor();
+    const username = "night-shift@demo.example";
+    await page.getByLabel("Username").fill(username);
+    await page.getByLabel(/^Password/).fill("short");
+    await page.getByRole("button", { name: "Add user" }).click();
+    const password = page.getByLabel(/^Password/);
+    assert.equal(await password.getAttribute("aria-invalid"), "true");
+    assert.ok((await page.locator("#new-password-error").innerText()).length > 0);
+    assert.equal(await password.inputValue(), "", "a password is never sent back into the page");
+    assert.equal(await page.getByLabel("Username").inputValue(), username);
+
+    await page.getByLabel(/^Password/).fill("a-long-enough-password");
+    await page.getByLabel("Role").selectOption("operator");
+    await page.getByRole("button", { name: "Add user" }).click();
+    const row = page.locator(`tr[data-user="${username}"]`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /operator/);
+    await screenshot(page, "admin");
+    await row.getByRole("button", { name: `Delete ${username}` }).click();
+    await page.getByRole("heading", { level: 1, name: "Admin" }).waitFor();
+    assert.equal(await page.locator(`tr[data-user="${username}"]`).count(), 0);
+    await page.context().close();
+  });
+});
+
+describe("a device's page", () => {
+  const device = process.env.CONSOLE_DEVICE;
+  const control = process.env.CONSOLE_CONTROL_DIR;
+
+  test("a command goes live through to the device's answer", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto(`/console/devices/${device}`);
+    await page.locator("#live-status[data-state=live]").waitFor();
+    // The API's complaint is shown at the field it names.
+    await page.getByLabel("Command", { exact: true }).fill("Not A Name!");
+    await page.getByRole("button", { name: "Send" }).click();
+    assert.equal(await page.getByLabel("Command", { exact: true }).getAttribute("aria-invalid"), "true");
+    assert.ok((await page.locator("#command-name-error").innerText()).length > 0);
+
+    await page.getByLabel("Command", { exact: true }).fill("ping");
+    await Promise.all([page.waitForURL(/#commands-heading$/), page.getByRole("button", { name: "Send" }).click()]);
+    const row = page.locator("tr[data-command]").filter({ hasText: "ping" }).first();
+    await row.waitFor();
+    await row.locator(".badge[data-status=SUCCESSFUL]").waitFor();
+    await screenshot(page, "device");
+    await page.context().close();
+  });
+
+  test("a device dropping off while its page is open shows offline without a reload", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto(`/console/devices/${device}`);
+    await page.locator("#live-status[data-state=live]").waitFor();
+    const presence = page.locator("section.panel[data-device] [data-presence] .badge");
+    assert.equal(await presence.innerText(), "online");
+    const landed = page.url();
+    writeFileSync(join(control, "disconnect-device"), "");
+    await page.locator("section.panel[data-device] [data-presence] .badge[data-status=offline]").waitFor();
+    assert.equal(page.url(), landed);
+    await page.context().close();
   });
 });
 

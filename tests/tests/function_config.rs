@@ -26,6 +26,8 @@ const FUNCTIONS: &[(&str, Reader)] = &[
     ("carrier-worker", reads::<carrier_worker::Config>),
     ("command-ack", reads::<command_ack::Config>),
     ("command-sweep", reads::<command_sweep::Config>),
+    ("web-console", reads::<web_console::Config>),
+    ("console-assets", reads::<console_assets::Config>),
     ("device-api", reads::<device_api::Config>),
     ("device-commands", reads::<device_commands::Config>),
     ("device-presence", reads::<device_presence::Config>),

@@ -11,7 +11,9 @@ use cellbridge_bulk_changes::inventory::{addresses_lines_by_number, fill_known_m
 use cellbridge_bulk_changes::messages::PlanMessage;
 use cellbridge_bulk_changes::ports::{BulkChangePorts, CreateOutcome};
 use cellbridge_bulk_changes::request::{BulkChangeRequest, ProviderRef, RequestDocument};
-use cellbridge_bulk_changes::selection::{parse_selection, selectable, Reviewed, MAX_SELECTION};
+use cellbridge_bulk_changes::selection::{
+    parse_selection, selectable, Reviewed, Selection, MAX_SELECTION,
+};
 use cellbridge_bulk_changes::tenant::TenantStore;
 use cellbridge_bulk_changes::views::{bulk_change_location, BulkChangeView};
 use cellbridge_carriers::provider_ports::ProviderStore;
@@ -92,29 +94,47 @@ async fn selection(
         return Ok(None);
     };
     let rejected = rejected(caller);
-    let mut filter = parse_selection(filter).map_err(&rejected)?;
+    let selection = parse_selection(filter).map_err(&rejected)?;
     // A named provider narrows the selection to its SIMs (and must be the tenant's).
-    if let Some(id) = document.service_provider_id() {
+    let provider = document.service_provider_id();
+    if let Some(id) = provider {
         lookups
             .providers
             .get_provider(caller.tenant(), id)
             .await?
             .ok_or_else(|| Problem::not_found("this service provider"))?;
-        if filter
-            .service_provider_id
-            .as_deref()
-            .is_some_and(|f| f != id)
-        {
-            return Err(rejected(ValidationErrors::single(
-                "filter.serviceProviderId",
-                "differs from the request's serviceProviderId",
-            )));
-        }
-        filter.service_provider_id = Some(id.to_owned());
     }
     let change = document.change().map_err(&rejected)?;
     selectable(&change).map_err(&rejected)?;
-    let (matched, sims) = read_selection(lookups.sims, caller, filter).await?;
+    let (matched, sims) = match selection {
+        Selection::Matching(mut filter) => {
+            if let Some(id) = provider {
+                if filter
+                    .service_provider_id
+                    .as_deref()
+                    .is_some_and(|f| f != id)
+                {
+                    return Err(rejected(ValidationErrors::single(
+                        "filter.serviceProviderId",
+                        "differs from the request's serviceProviderId",
+                    )));
+                }
+                filter.service_provider_id = Some(id.to_owned());
+            }
+            read_selection(lookups.sims, caller, filter).await?
+        }
+        // The SIMs named that are the caller's (and on the named provider): one that is not
+        // in the inventory is not matched.
+        Selection::Listed(iccids) => {
+            let mut sims = lookups.sims.get_sims(caller.tenant(), &iccids).await?;
+            if let Some(id) = provider {
+                sims.retain(|sim| sim.service_provider_id.as_deref() == Some(id));
+            }
+            // A batch read answers in any order; the bulk change keeps the order given.
+            sims.sort_by_key(|sim| iccids.iter().position(|i| *i == sim.iccid));
+            (sims.len(), sims)
+        }
+    };
     Ok(Some(Reviewed::review(&change, matched, sims)))
 }
 
@@ -832,14 +852,11 @@ mod tests {
             .unwrap()
             .expect("stored");
         assert_eq!(stored.service_provider_id.as_deref(), Some("sp-jasper"));
-        let payload: Vec<Value> =
-            serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap())
-                .unwrap();
-        let carried: Vec<&str> = payload
-            .iter()
-            .filter_map(|d| d["device"]["iccid"].as_str())
-            .collect();
-        assert_eq!(carried, expected, "exactly the previewed SIMs");
+        assert_eq!(
+            carried_iccids(&memory, &id).await,
+            expected,
+            "exactly the previewed SIMs"
+        );
 
         // Suspended or deactivated SIMs are refused by name when the filter takes them in.
         let every_jasper = serde_json::json!({"change": {"type": "statusUpdate", "action": "suspend"},
@@ -861,6 +878,70 @@ mod tests {
         assert_eq!(
             preview["refused"]["reasons"][0]["reason"],
             "already DEACTIVATED"
+        );
+    }
+
+    /// The ICCIDs the stored bulk change `id` carries, in its device list's order.
+    async fn carried_iccids(memory: &MemoryPorts, id: &str) -> Vec<String> {
+        let stored = memory
+            .store
+            .get_bulk_change(&demo(), id)
+            .await
+            .unwrap()
+            .expect("stored");
+        let payload: Vec<Value> =
+            serde_json::from_slice(&memory.payloads.get(&stored.payload_key).await.unwrap())
+                .unwrap();
+        payload
+            .iter()
+            .filter_map(|d| d["device"]["iccid"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sims_ticked_by_hand_are_previewed_and_carried_like_a_filters() {
+        let memory = MemoryPorts::default();
+        let sims = inventory().await;
+        let providers = jasper_provider().await;
+        let lookups = Lookups {
+            providers: &providers,
+            sims: &sims,
+        };
+        let now = OffsetDateTime::now_utc();
+        // Jasper SIMs 0, 3 and 6 are active, 9 is not (n % 10 > 6): it is refused by name; the
+        // ICCID of another tenant's or no SIM is not matched.
+        let ticked: Vec<String> = [0u32, 3, 6, 9, 500]
+            .into_iter()
+            .map(cellbridge_core::testing::iccid)
+            .collect();
+        let body = serde_json::json!({"change": {"type": "statusUpdate", "action": "suspend"},
+            "filter": {"iccids": ticked}});
+        let preview = json(
+            &handle(
+                &memory.ports(),
+                &lookups,
+                tenant_event(PREVIEW, "demo", Some(body.clone())),
+                now,
+            )
+            .await,
+        );
+        assert_eq!(preview["matched"], 4, "{preview}");
+        assert_eq!(preview["accepted"], 3, "{preview}");
+        assert_eq!(preview["refused"]["sample"][0]["iccid"], ticked[3]);
+
+        let created = handle(
+            &memory.ports(),
+            &lookups,
+            tenant_event(SELECT, "demo", Some(body)),
+            now,
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::ACCEPTED, "{}", json(&created));
+        let id = json(&created)["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            carried_iccids(&memory, &id).await,
+            ticked[..3].to_vec(),
+            "the accepted SIMs, in the order ticked"
         );
     }
 

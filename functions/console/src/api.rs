@@ -60,6 +60,20 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ApiError::Unavailable(_))
     }
+
+    /// What a form shows for this failure: the API's problem, or one saying the API could not be
+    /// reached (502). `None` when the session ended, which no form can show.
+    pub fn into_form_problem(self) -> Option<ApiProblem> {
+        match self {
+            ApiError::Unauthorized(_) => None,
+            ApiError::Refused(problem) => Some(problem),
+            other => Some(ApiProblem {
+                status: 502,
+                detail: other.to_string(),
+                ..ApiProblem::default()
+            }),
+        }
+    }
 }
 
 /// A request to the API: the path with its query, the user's token, and a JSON body.
@@ -69,6 +83,8 @@ pub struct ApiRequest {
     pub path_and_query: String,
     pub token: Option<String>,
     pub body: Option<Value>,
+    /// Makes a create safe to send twice (a double click, a resent form).
+    pub idempotency_key: Option<String>,
 }
 
 impl ApiRequest {
@@ -78,6 +94,17 @@ impl ApiRequest {
             path_and_query: path_and_query.into(),
             token: Some(token.to_owned()),
             body: None,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn post(path: impl Into<String>, token: Option<&str>, body: Value) -> Self {
+        Self {
+            method: Method::POST,
+            path_and_query: path.into(),
+            token: token.map(str::to_owned),
+            body: Some(body),
+            idempotency_key: None,
         }
     }
 }
@@ -145,6 +172,9 @@ impl PortalApi for HttpPortalApi {
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);
+        }
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header("idempotency-key", key);
         }
         let what = format!("{} {}", request.method, request.path_and_query);
         let response = builder

@@ -102,6 +102,32 @@ async fn route(ports: &ConsolePorts, request: Request, now: OffsetDateTime) -> R
                 _ => pages::sign_in::signed_out(),
             }
         }
+        (Method::POST, page) => {
+            let session = match session_of(ports, &request, now).await {
+                Ok(session) => session,
+                Err(why) => return back_to_sign_in(&request, why),
+            };
+            match page {
+                "/bulk-changes" => pages::change::create(ports, &session, &request).await,
+                "/bulk-changes/preview" => pages::change::preview(ports, &session, &request).await,
+                _ if page.starts_with("/admin/") => {
+                    let action = page.trim_start_matches("/admin/");
+                    match pages::admin::submit(ports, &session, &request, action).await {
+                        Some(response) => response,
+                        None => respond::not_found(&session),
+                    }
+                }
+                _ => match page
+                    .strip_prefix("/devices/")
+                    .and_then(|rest| rest.strip_suffix("/commands"))
+                {
+                    Some(id) => {
+                        pages::device::send_command(ports, &session, &request, id, now).await
+                    }
+                    None => respond::not_found(&session),
+                },
+            }
+        }
         (Method::GET, page) => {
             let session = match session_of(ports, &request, now).await {
                 Ok(session) => session,
@@ -112,6 +138,11 @@ async fn route(ports: &ConsolePorts, request: Request, now: OffsetDateTime) -> R
                 "/sims" => pages::sims::page(ports, &session, &request).await,
                 "/bulk-changes" => pages::bulk_changes::page(ports, &session, &request).await,
                 "/devices" => pages::devices::page(ports, &session, &request).await,
+                "/admin" => pages::admin::page(ports, &session).await,
+                _ if page.starts_with("/devices/") => {
+                    let id = page.trim_start_matches("/devices/");
+                    pages::device::page(ports, &session, &request, id, now).await
+                }
                 _ => match page.strip_prefix("/bulk-changes/") {
                     Some(rest) => match rest.split_once('/') {
                         None => pages::bulk_change::page(ports, &session, rest).await,

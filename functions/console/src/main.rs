@@ -1,12 +1,12 @@
 use cellbridge_identity::authenticator::Authenticator;
-use console::api::HttpPortalApi;
-use console::ConsolePorts;
 use lambda_http::{service_fn, Error, Request};
 use std::sync::Arc;
+use web_console::api::HttpPortalApi;
+use web_console::ConsolePorts;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, sdk) = cellbridge_edge::lambda::cold_start::<console::Config>().await?;
+    let (config, sdk) = cellbridge_edge::lambda::cold_start::<web_console::Config>().await?;
     let authenticator =
         Authenticator::for_mode(&config.auth, &cellbridge_core::aws::secrets_manager(&sdk)).await?;
     let tickets = cellbridge_identity::wiring::live_tickets(&sdk, &config.tickets).await?;
@@ -19,7 +19,9 @@ async fn main() -> Result<(), Error> {
     lambda_http::run(service_fn(|request: Request| {
         let ports = &ports;
         async move {
-            Ok::<_, Error>(console::handle(ports, request, time::OffsetDateTime::now_utc()).await)
+            Ok::<_, Error>(
+                web_console::handle(ports, request, time::OffsetDateTime::now_utc()).await,
+            )
         }
     }))
     .await

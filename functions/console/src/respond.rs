@@ -169,6 +169,15 @@ impl Form {
         }
     }
 
+    /// Every value of `name` (a column of checkboxes), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()

@@ -127,3 +127,59 @@ pub struct DeviceChange {
     #[serde(default)]
     pub updated_at: String,
 }
+
+/// A device with its SIM, as `GET /devices/{id}` answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: Device,
+    #[serde(default)]
+    pub registered_at: Option<String>,
+    #[serde(default)]
+    pub sim: Option<Sim>,
+}
+
+/// A command to a device with every status it went through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub params: Value,
+    pub status: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// A user of the tenant, as `GET /users` lists them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub username: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub locked: bool,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// One of the tenant's carrier accounts; its credentials are names only, never values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProvider {
+    pub id: String,
+    pub name: String,
+    pub carrier: String,
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    #[serde(default)]
+    pub credentials_updated_at: Option<String>,
+    #[serde(default)]
+    pub last_test: Option<Value>,
+}

@@ -16,6 +16,7 @@
 
 mod activity_cost;
 mod bulk_change;
+mod console;
 mod cost;
 mod cpu_profile;
 mod devices;
@@ -87,6 +88,10 @@ pub enum BenchCommand {
     /// per event per connection, the connections table against open connections, and a soak
     /// with forced disconnects (events missed or repeated).
     Live(live::LiveArgs),
+    /// The web console with 100,000 SIMs and 1,000 live devices: each page's server render
+    /// p50/p95, the bundle's gzipped size, interaction to next paint on the SIM table and from
+    /// an event's write to the open page showing it (in Chromium).
+    Console(console::ConsoleArgs),
     /// The AWS prices the cost model uses (infra/bench/aws-prices.yaml): each with its source,
     /// and the date they were checked.
     Prices(PricesArgs),
@@ -123,6 +128,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Sims(args) => sims::run(args).await,
         BenchCommand::Selection(args) => selection::run(args).await,
         BenchCommand::Live(args) => live::run(args).await,
+        BenchCommand::Console(args) => console::run(args).await,
         BenchCommand::Prices(args) => print_prices(&args),
     }
 }

@@ -200,7 +200,7 @@ pub async fn run(args: SimsArgs) -> Result<()> {
 }
 
 /// Writes `count` sample SIMs into `table` with BatchWriteItem, 25 a request, 8 at a time.
-async fn load(
+pub(crate) async fn load(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     tenant: &TenantId,

@@ -2252,10 +2252,16 @@ mod tests {
 
         assert_eq!(
             t.buckets(&res),
-            vec![BucketSpec {
-                logical_id: "PayloadBucket".into(),
-                name: "payloadbucket".into()
-            }]
+            vec![
+                BucketSpec {
+                    logical_id: "ConsoleAssetsBucket".into(),
+                    name: "consoleassetsbucket".into()
+                },
+                BucketSpec {
+                    logical_id: "PayloadBucket".into(),
+                    name: "payloadbucket".into()
+                }
+            ]
         );
     }
 

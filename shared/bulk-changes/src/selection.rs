@@ -20,9 +20,71 @@ pub const MAX_SELECTION: usize = MAX_DEVICES;
 /// Refused SIMs a preview names one by one; the rest are counted by reason.
 pub const REFUSED_SAMPLE: usize = 20;
 
+/// The filter that names the SIMs one by one instead of describing them: a selection made by
+/// hand (ticked in the console's SIM table).
+pub const LISTED: &str = "iccids";
+/// SIMs a listed selection may name; each is read from the inventory.
+pub const MAX_LISTED: usize = 1000;
+
+/// What a request's `filter` selects from the inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Every SIM the inventory filters match.
+    Matching(SimFilter),
+    /// The SIMs named, in the order given, once each.
+    Listed(Vec<String>),
+}
+
+/// `{"iccids": [...]}`, alone.
+fn parse_listed(
+    object: &serde_json::Map<String, Value>,
+    listed: &Value,
+) -> Result<Vec<String>, ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if object.len() > 1 {
+        errors.push(
+            format!("filter.{LISTED}"),
+            "names the SIMs itself: it takes no other filter",
+        );
+    }
+    let Some(items) = listed.as_array() else {
+        errors.push(format!("filter.{LISTED}"), "must be an array of ICCIDs");
+        return Err(errors);
+    };
+    if items.is_empty() || items.len() > MAX_LISTED {
+        errors.push(
+            format!("filter.{LISTED}"),
+            format!("must name 1 to {MAX_LISTED} SIMs"),
+        );
+    }
+    let mut iccids: Vec<String> = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        match item.as_str().map(cellbridge_core::ids::Iccid::parse) {
+            Some(Ok(iccid)) => {
+                let iccid = iccid.as_str().to_owned();
+                if !iccids.contains(&iccid) {
+                    iccids.push(iccid);
+                }
+            }
+            Some(Err(e)) => errors.push(format!("filter.{LISTED}[{n}]"), e.to_string()),
+            None => errors.push(format!("filter.{LISTED}[{n}]"), "must be a string"),
+        }
+    }
+    errors.into_result(iccids)
+}
+
 /// A request's `filter`: the inventory's filters by their API names, each a string (`linked` a
-/// boolean). Problems are named `filter.<name>`.
-pub fn parse_selection(value: &Value) -> Result<SimFilter, ValidationErrors> {
+/// boolean), or the SIMs listed one by one (`iccids`). Problems are named `filter.<name>`.
+pub fn parse_selection(value: &Value) -> Result<Selection, ValidationErrors> {
+    if let Some(object) = value.as_object() {
+        if let Some(listed) = object.get(LISTED) {
+            return parse_listed(object, listed).map(Selection::Listed);
+        }
+    }
+    parse_filter_selection(value).map(Selection::Matching)
+}
+
+fn parse_filter_selection(value: &Value) -> Result<SimFilter, ValidationErrors> {
     let Some(object) = value.as_object() else {
         return Err(ValidationErrors::single(
             "filter",
@@ -303,13 +365,36 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_selection_names_each_sim_once_and_nothing_else() {
+        let a = cellbridge_core::testing::iccid(1);
+        let b = cellbridge_core::testing::iccid(2);
+        assert_eq!(
+            parse_selection(&json!({"iccids": [a, b, a]})),
+            Ok(Selection::Listed(vec![a.clone(), b.clone()]))
+        );
+        let errors = parse_selection(&json!({"iccids": [a, "8901x", 7], "status": "active"}))
+            .expect_err("invalid");
+        let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["filter.iccids", "filter.iccids[1]", "filter.iccids[2]"]
+        );
+        assert!(parse_selection(&json!({"iccids": []})).is_err());
+        assert!(matches!(
+            parse_selection(&json!({"status": "active"})),
+            Ok(Selection::Matching(_))
+        ));
+    }
+
+    #[test]
     fn a_filter_reads_the_inventory_names_and_names_what_is_wrong() {
-        let filter =
-            parse_selection(&json!({"status": "active", "ratePlan": "IOT-1GB", "linked": false}))
-                .expect("valid");
+        let filter = parse_filter_selection(
+            &json!({"status": "active", "ratePlan": "IOT-1GB", "linked": false}),
+        )
+        .expect("valid");
         assert_eq!(filter.status, Some(SimStatus::Active));
         assert_eq!(filter.linked, Some(false));
-        let errors = parse_selection(&json!({"plan": "x", "status": "on", "carrier": 3}))
+        let errors = parse_filter_selection(&json!({"plan": "x", "status": "on", "carrier": 3}))
             .expect_err("invalid");
         let mut fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
         fields.sort_unstable();

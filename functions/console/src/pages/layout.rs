@@ -15,18 +15,27 @@ pub enum Section {
     Sims,
     BulkChanges,
     Devices,
+    Admin,
     None,
 }
 
-const SECTIONS: [(Section, &str, &str); 4] = [
-    (Section::Overview, "/console", "Overview"),
-    (Section::Sims, "/console/sims", "SIMs"),
+/// The navigation: section, address, label, and the role it needs (the API refuses the rest).
+const SECTIONS: [(Section, &str, &str, Role); 5] = [
+    (Section::Overview, "/console", "Overview", Role::Viewer),
+    (Section::Sims, "/console/sims", "SIMs", Role::Viewer),
     (
         Section::BulkChanges,
         "/console/bulk-changes",
         "Bulk changes",
+        Role::Viewer,
     ),
-    (Section::Devices, "/console/devices", "Devices"),
+    (
+        Section::Devices,
+        "/console/devices",
+        "Devices",
+        Role::Viewer,
+    ),
+    (Section::Admin, "/console/admin", "Admin", Role::Admin),
 ];
 
 fn head(title: &str) -> Markup {
@@ -104,13 +113,15 @@ pub fn frame(
                     div.product { "cellbridge" }
                     nav aria-label="Console" {
                         ul {
-                            @for (entry, href, label) in SECTIONS {
+                            @for (entry, href, label, needs) in SECTIONS {
+                                @if identity.roles.allows(needs) {
                                 li {
                                     @if entry == section {
                                         a href=(href) aria-current="page" { (label) }
                                     } @else {
                                         a href=(href) { (label) }
                                     }
+                                }
                                 }
                             }
                         }

@@ -9,7 +9,7 @@ use crate::session::{
     SIGN_IN_COOKIE,
 };
 use crate::ConsolePorts;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use maud::html;
 use serde::Deserialize;
@@ -142,15 +142,14 @@ pub async fn submit(
             StatusCode::FORBIDDEN,
         );
     }
-    let request = ApiRequest {
-        method: Method::POST,
-        path_and_query: "/auth/login".to_owned(),
-        token: None,
-        body: Some(serde_json::json!({
+    let request = ApiRequest::post(
+        "/auth/login",
+        None,
+        serde_json::json!({
             "username": username,
             "password": form.get("password").unwrap_or(""),
-        })),
-    };
+        }),
+    );
     let answer = ports.api.call(request).await.and_then(|value| {
         serde_json::from_value::<Login>(value)
             .map_err(|e| ApiError::Unexpected(format!("the login answer: {e}")))

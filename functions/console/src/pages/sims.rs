@@ -5,10 +5,12 @@ use crate::api::{get, with_query, ApiError, ApiProblem};
 use crate::pages::layout::{
     api_error, badge, empty, field_error, frame, select, when, LiveFilter, Section,
 };
+use crate::respond::Form;
 use crate::respond::{html_page, session_ended};
-use crate::session::Session;
+use crate::session::{Session, CSRF_FIELD};
 use crate::views::{Listing, Sim};
 use crate::ConsolePorts;
+use cellbridge_identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use maud::{html, Markup};
@@ -58,7 +60,16 @@ pub struct SimFilters {
 impl SimFilters {
     pub fn from_request(request: &Request) -> Self {
         let query = request.query_string_parameters();
-        let value = |name: &str| query.first(name).unwrap_or("").trim().to_owned();
+        Self::from_fields(|name| query.first(name).map(str::to_owned))
+    }
+
+    /// The filters a form carried along (the SIM table's action form).
+    pub fn from_form(form: &Form) -> Self {
+        Self::from_fields(|name| form.get(name).map(str::to_owned))
+    }
+
+    fn from_fields(field: impl Fn(&str) -> Option<String>) -> Self {
+        let value = |name: &str| field(name).unwrap_or_default().trim().to_owned();
         let search_in = value("in");
         Self {
             status: value("status"),
@@ -95,6 +106,49 @@ impl SimFilters {
         )
     }
 
+    /// The filters as a bulk change's `filter` selects by them (`GET /sims`'s names).
+    pub fn selection(&self) -> serde_json::Value {
+        let mut filter = serde_json::Map::new();
+        for (name, value) in [
+            ("status", &self.status),
+            ("carrier", &self.carrier),
+            (&self.prefix_parameter() as &str, &self.search),
+        ] {
+            if !value.is_empty() {
+                filter.insert(name.to_owned(), serde_json::Value::String(value.clone()));
+            }
+        }
+        serde_json::Value::Object(filter)
+    }
+
+    /// The filters as hidden fields, carried from the table to the preview to the confirmation.
+    pub fn hidden_fields(&self) -> Markup {
+        html! {
+            @for (name, value) in [("status", &self.status), ("carrier", &self.carrier), ("q", &self.search), ("in", &self.search_in)] {
+                @if !value.is_empty() { input type="hidden" name=(name) value=(value); }
+            }
+        }
+    }
+
+    /// In words, for the preview: "status active, carrier jasper, ICCID starting 8901".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.status.is_empty() {
+            parts.push(format!("status {}", self.status));
+        }
+        if !self.carrier.is_empty() {
+            parts.push(format!("carrier {}", self.carrier));
+        }
+        if !self.search.is_empty() {
+            parts.push(format!(
+                "{} starting {}",
+                self.search_in.to_uppercase(),
+                self.search
+            ));
+        }
+        parts.join(", ")
+    }
+
     /// This page with these filters and another cursor.
     pub fn page_path(&self, cursor: &str) -> String {
         let search_in = if self.search.is_empty() {
@@ -116,14 +170,16 @@ impl SimFilters {
     }
 }
 
-fn sim_table(items: &[Sim]) -> Markup {
+fn sim_table(items: &[Sim], selectable: bool) -> Markup {
     html! {
         div.table-wrap {
             table data-rows {
                 caption.visually-hidden { "SIMs" }
                 thead { tr {
-                    th scope="col" {
-                        input type="checkbox" data-select-all="iccid" aria-label="Select every SIM on this page";
+                    @if selectable {
+                        th scope="col" {
+                            input type="checkbox" data-select-all="iccid" aria-label="Select every SIM on this page";
+                        }
                     }
                     th scope="col" { "ICCID" }
                     th scope="col" { "MSISDN" }
@@ -138,7 +194,9 @@ fn sim_table(items: &[Sim]) -> Markup {
                 tbody {
                     @for sim in items {
                         tr data-sim=(sim.iccid) {
-                            td { input type="checkbox" name="iccid" value=(sim.iccid) aria-label={ "Select SIM " (sim.iccid) }; }
+                            @if selectable {
+                                td { input type="checkbox" name="iccid" value=(sim.iccid) aria-label={ "Select SIM " (sim.iccid) }; }
+                            }
                             td.mono { a data-row-link href={ "/console/sims/" (sim.iccid) } { (sim.iccid) } }
                             td.mono { (sim.msisdn.as_deref().unwrap_or("")) }
                             td.mono { (sim.imei.as_deref().unwrap_or("")) }
@@ -198,6 +256,19 @@ fn filters_form(filters: &SimFilters, problem: Option<&ApiProblem>) -> Markup {
     }
 }
 
+fn pager(filters: &SimFilters, next_cursor: Option<&str>) -> Markup {
+    html! {
+        nav.pager aria-label="Pages" {
+            @if !filters.cursor.is_empty() {
+                a href=(filters.page_path("")) { "First page" }
+            }
+            @if let Some(next) = next_cursor {
+                a rel="next" href=(filters.page_path(next)) { "Next page" }
+            }
+        }
+    }
+}
+
 /// `GET /console/sims?status=&carrier=&q=&in=&sort=&cursor=`
 pub async fn page(ports: &ConsolePorts, session: &Session, request: &Request) -> Response<Body> {
     let filters = SimFilters::from_request(request);
@@ -210,6 +281,9 @@ pub async fn page(ports: &ConsolePorts, session: &Session, request: &Request) ->
     };
     // A refusal that names a field is shown next to it; any other, above the table.
     let shown_at_field = problem.is_some_and(|p| !p.errors.is_empty());
+    // Changing SIMs needs the operator role; the API refuses it anyway, so a viewer is not
+    // offered what would be refused.
+    let may_change = session.identity.roles.allows(Role::Operator);
     let body = html! {
         header { h1 { "SIMs" } }
         (filters_form(&filters, problem))
@@ -217,19 +291,27 @@ pub async fn page(ports: &ConsolePorts, session: &Session, request: &Request) ->
             Ok(listing) if listing.items.is_empty() => {
                 (empty("No SIM matches these filters.", html! { a href="/console/sims" { "Show every SIM" } }))
             }
+            Ok(listing) if may_change => {
+                form method="post" action="/console/bulk-changes/preview" {
+                    input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
+                    (filters.hidden_fields())
+                    fieldset.actions {
+                        legend.visually-hidden { "Change SIMs" }
+                        div.field {
+                            label for="action" { "Change" }
+                            (select("action", &crate::pages::change::ACTIONS, "suspend", false))
+                        }
+                        button type="submit" name="scope" value="selected" { "Preview for the selected SIMs" }
+                        button.secondary type="submit" name="scope" value="filter" { "Preview for every SIM these filters match" }
+                        span.muted data-selection-count { "0 selected" }
+                    }
+                    (sim_table(&listing.items, true))
+                }
+                (pager(&filters, listing.next_cursor.as_deref()))
+            }
             Ok(listing) => {
-                form method="get" action="/console/sims" {
-                    p.muted { span data-selection-count { "0 selected" } }
-                    (sim_table(&listing.items))
-                }
-                nav.pager aria-label="Pages" {
-                    @if !filters.cursor.is_empty() {
-                        a href=(filters.page_path("")) { "First page" }
-                    }
-                    @if let Some(next) = &listing.next_cursor {
-                        a rel="next" href=(filters.page_path(next)) { "Next page" }
-                    }
-                }
+                (sim_table(&listing.items, false))
+                (pager(&filters, listing.next_cursor.as_deref()))
             }
             Err(error) if !shown_at_field => (api_error(error)),
             Err(_) => {}

@@ -11,7 +11,15 @@ enhanceTimes(document);
 enhanceSelection(document);
 enhanceKeyboard(document);
 
+let caughtUp = false;
+
 function showState(state: LiveState, retryInSeconds?: number): void {
+  // What changed between the server rendering the page and the stream starting is not replayed:
+  // regions that must not miss it are fetched again once, as soon as the page is live.
+  if (state === "live" && !caughtUp) {
+    caughtUp = true;
+    if (document.querySelector("[data-live-region][data-catch-up]")) refreshRegions();
+  }
   const status = document.getElementById("live-status");
   if (!status) return;
   status.hidden = false;

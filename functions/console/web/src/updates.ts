@@ -35,7 +35,9 @@ function updateBulkChange(event: LiveEvent): boolean {
       failures.hidden = failed === 0;
       failures.textContent = `${failed} failed`;
     }
-    if (typeof event.data.status === "string") setBadge(row.querySelector(".badge[data-status]"), event.data.status);
+    if (typeof event.data.status === "string") {
+      setBadge(row.querySelector(".badge[data-status]:not([data-progress-failed])"), event.data.status);
+    }
   }
   return rows.length > 0;
 }

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use devstack::demo_accounts::DEMO_PASSWORD;
 use devstack::Devstack;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use std::time::Duration;
 const FIRST: u32 = 700_000;
 const COUNT: u32 = 120;
 const PREFIX: &str = "890126000000700";
+
+/// The file the browser tests write in `CONSOLE_CONTROL_DIR` when the device should drop off.
+const DISCONNECT_DEVICE: &str = "disconnect-device";
 
 /// Where `cargo xtask test` installs Debian's `chromium`; `CHROMIUM` names another.
 fn chromium() -> PathBuf {
@@ -67,6 +71,28 @@ pub async fn the_console_works_in_a_real_browser(stack: &Devstack) -> Result<()>
         client.get::<Value>(path).await?;
     }
 
+    // A device for the device page: it registers, reports every 5 s, and answers commands;
+    // the browser asks (through a file) for it to drop off while its page is open.
+    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
+    options.devices = 1;
+    options.prefix = "console-tracker".to_owned();
+    options.tenant = "demo".to_owned();
+    options.batch_every = Some(Duration::from_secs(5));
+    let fleet = device_sim::Fleet::start(options)?;
+    let thing = fleet.things().next().context("one device")?.to_owned();
+    let online = client
+        .wait_online(
+            &HashSet::from([thing.clone()]),
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await?;
+    if online != 1 {
+        bail!("the console's device {thing} did not come online");
+    }
+    let control = tempfile::tempdir()?;
+    let disconnect_asked = control.path().join(DISCONNECT_DEVICE);
+
     let mut node = tokio::process::Command::new("node");
     node.args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
         .arg(tests.join("console.test.mjs"))
@@ -78,11 +104,34 @@ pub async fn the_console_works_in_a_real_browser(stack: &Devstack) -> Result<()>
             "CONSOLE_BULK_CHANGE",
             cellbridge::testing::suspend_request(5, true).to_string(),
         )
+        .env("CONSOLE_DEVICE", &thing)
+        .env("CONSOLE_CONTROL_DIR", control.path())
         .kill_on_drop(true);
-    let run = tokio::time::timeout(Duration::from_secs(300), node.output())
-        .await
-        .context("the browser tests did not finish within 5 minutes")?
-        .context("could not run node; install Node.js 20 or newer")?;
+    let run = {
+        let output = node.output();
+        tokio::pin!(output);
+        let watch_control = async {
+            while !disconnect_asked.exists() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            fleet.disconnect(&thing)
+        };
+        tokio::pin!(watch_control);
+        let mut disconnected = false;
+        let deadline = tokio::time::sleep(Duration::from_secs(300));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                run = &mut output => break run.context("could not run node; install Node.js 20 or newer")?,
+                asked = &mut watch_control, if !disconnected => {
+                    asked?;
+                    disconnected = true;
+                }
+                () = &mut deadline => bail!("the browser tests did not finish within 5 minutes"),
+            }
+        }
+    };
+    fleet.shutdown().await?;
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&run.stdout),

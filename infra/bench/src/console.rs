@@ -1,0 +1,288 @@
+//! `cargo xtask bench console`: the web console on the local stack with 100,000 SIMs and 1,000
+//! live devices in the tenant. Each page is asked for many times as a signed-in operator (the
+//! console function renders it, reading the API); a real browser (tests/browser/bench.mjs)
+//! measures interaction to next paint on the SIM table and how long a bulk change takes from
+//! its write to showing on the open bulk-changes page; the bundle's size is its gzipped files.
+//!
+//! The times are this machine's local stack (emulators, `cargo lambda watch`), not AWS's.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cellbridge::common::tenant::TenantId;
+use clap::Args;
+use devstack::demo_accounts::DEMO_PASSWORD;
+use devstack::Devstack;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::Value;
+
+use super::devices::start_stack;
+use super::{publish, DocSection, Machine};
+
+const SECTION: DocSection = DocSection {
+    name: "console",
+    heading: "The console",
+    begin: "<!-- console:begin (written by `cargo xtask bench console`) -->",
+    end: "<!-- console:end -->",
+};
+
+#[derive(Args, Clone, Debug)]
+pub struct ConsoleArgs {
+    /// SIMs loaded into the demo tenant's inventory.
+    #[arg(long, default_value_t = 100_000)]
+    pub sims: u32,
+    /// Simulated devices connected for the whole run.
+    #[arg(long, default_value_t = 1_000)]
+    pub devices: usize,
+    /// Times each page is asked for.
+    #[arg(long, default_value_t = 30)]
+    pub requests: usize,
+    /// Print the table only; leave docs/benchmarks.md untouched.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+/// The pages measured: name and address (`{device}` is one of the fleet's).
+const PAGES: &[(&str, &str)] = &[
+    ("overview", "/console"),
+    ("SIMs, first page", "/console/sims"),
+    (
+        "SIMs, active at Jasper",
+        "/console/sims?status=active&carrier=jasper",
+    ),
+    (
+        "SIMs, ICCID prefix search",
+        "/console/sims?q=8901000000000005&in=iccid",
+    ),
+    ("bulk changes", "/console/bulk-changes"),
+    ("devices", "/console/devices"),
+    (
+        "a device (15 minutes of telemetry)",
+        "/console/devices/{device}",
+    ),
+];
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The value of cookie `name` among a response's `Set-Cookie` headers.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Signs in through the console's own form, as a browser does; the session cookie.
+async fn sign_in(http: &reqwest::Client, base: &str) -> Result<String> {
+    let form = http.get(format!("{base}/console/sign-in")).send().await?;
+    let nonce = set_cookie(&form, "__Host-cellbridge-sign-in")
+        .context("the sign-in form set no cookie of its own")?;
+    let signed_in = http
+        .post(format!("{base}/console/sign-in"))
+        .header(COOKIE, format!("__Host-cellbridge-sign-in={nonce}"))
+        .form(&[
+            ("csrf", nonce.as_str()),
+            ("username", "ops@demo.example"),
+            ("password", DEMO_PASSWORD),
+            ("next", "/console"),
+        ])
+        .send()
+        .await?;
+    set_cookie(&signed_in, "__Host-cellbridge-session")
+        .with_context(|| format!("signing in answered {}", signed_in.status()))
+}
+
+struct PageTimes {
+    name: &'static str,
+    p50: Duration,
+    p95: Duration,
+    bytes: usize,
+}
+
+async fn time_pages(stack: &Devstack, device: &str, requests: usize) -> Result<Vec<PageTimes>> {
+    let base = stack.api_url();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let session = sign_in(&http, &base).await?;
+    let mut rows = Vec::new();
+    for (name, path) in PAGES {
+        let url = format!("{base}{}", path.replace("{device}", device));
+        // The first request starts the functions' instances: not what a user waits for.
+        let warm = http
+            .get(&url)
+            .header(COOKIE, format!("__Host-cellbridge-session={session}"))
+            .send()
+            .await?;
+        if !warm.status().is_success() {
+            bail!("{url} answered {}", warm.status());
+        }
+        let mut times = Vec::with_capacity(requests);
+        let mut bytes = 0;
+        for _ in 0..requests {
+            let started = Instant::now();
+            let response = http
+                .get(&url)
+                .header(COOKIE, format!("__Host-cellbridge-session={session}"))
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            times.push(started.elapsed());
+            if !status.is_success() {
+                bail!("{url} answered {status}");
+            }
+            bytes = body.len();
+        }
+        times.sort();
+        rows.push(PageTimes {
+            name,
+            p50: percentile(&times, 50.0),
+            p95: percentile(&times, 95.0),
+            bytes,
+        });
+        println!(
+            "  {name}: p50 {:?}, p95 {:?}",
+            rows[rows.len() - 1].p50,
+            rows[rows.len() - 1].p95
+        );
+    }
+    Ok(rows)
+}
+
+/// What tests/browser/bench.mjs prints.
+async fn browser_numbers(stack: &Devstack) -> Result<Value> {
+    let root = devstack::tools::workspace_root();
+    let mut node = tokio::process::Command::new("node");
+    node.arg(root.join("tests/browser/bench.mjs"))
+        .env("CONSOLE_URL", stack.api_url())
+        .env("CONSOLE_PASSWORD", DEMO_PASSWORD)
+        .env(
+            "CONSOLE_BULK_CHANGE",
+            cellbridge::testing::suspend_request(1, false).to_string(),
+        )
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(Duration::from_secs(600), node.output())
+        .await
+        .context("the browser measurements did not finish within 10 minutes")?
+        .context("could not run node; install Node.js 20 or newer")?;
+    if !run.status.success() {
+        bail!(
+            "the browser measurements failed ({}): {}{}",
+            run.status,
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("the browser measurements printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+pub async fn run(args: ConsoleArgs) -> Result<()> {
+    let root = devstack::tools::workspace_root();
+    let (stack, _log) = start_stack(&root, "bench-console.log", true).await?;
+    let outcome = measure(&stack, &args).await;
+    stack.shutdown().await;
+    let markdown = outcome?;
+    publish(&root, &SECTION, &markdown, args.no_write)
+}
+
+async fn measure(stack: &Devstack, args: &ConsoleArgs) -> Result<String> {
+    println!("loading {} SIMs into the demo tenant", args.sims);
+    let sims_table = stack
+        .resources()
+        .table_name("SimsTable")
+        .context("template.yaml has no SimsTable")?
+        .to_owned();
+    let client = aws_sdk_dynamodb::Client::new(stack.sdk_config());
+    let tenant = TenantId::parse("demo").context("tenant")?;
+    super::sims::load(&client, &sims_table, &tenant, args.sims).await?;
+
+    println!("connecting {} simulated devices", args.devices);
+    let mut options = device_sim::FleetOptions::new(stack.mqtt_address());
+    options.devices = args.devices;
+    options.prefix = "bench-console".to_owned();
+    options.tenant = "demo".to_owned();
+    let fleet = device_sim::Fleet::start(options)?;
+    let things: HashSet<String> = fleet.things().map(str::to_owned).collect();
+    let device = things.iter().min().cloned().context("a device")?;
+    let api = stack.sign_in("ops@demo.example", DEMO_PASSWORD).await?;
+    let online = api
+        .wait_online(&things, Duration::from_secs(600), |_| {})
+        .await?;
+    println!("  {online} of {} online", things.len());
+
+    println!("asking for each page {} times", args.requests);
+    let pages = time_pages(stack, &device, args.requests).await?;
+    println!("measuring in Chromium (interactions on the SIM table, bulk changes shown live)");
+    let browser = browser_numbers(stack).await?;
+    fleet.shutdown().await?;
+
+    let machine = Machine::detect(&devstack::tools::workspace_root()).await;
+    let ms = |v: &Value, key: &str| {
+        v[key]
+            .as_f64()
+            .map_or("n/a".to_owned(), |x| format!("{x:.0} ms"))
+    };
+    let mut md = String::new();
+    writeln!(
+        md,
+        "{}: the console on the local stack with {} SIMs loaded into the demo tenant and {} simulated devices connected ({online} online), signed in as its operator.\n",
+        machine.measured_with("console"),
+        args.sims,
+        args.devices
+    )?;
+    writeln!(md, "**Server render** (each page {} times after one warm-up request; the console function's answer including its API requests, on this machine's local stack):\n", args.requests)?;
+    writeln!(md, "| page | p50 | p95 | HTML |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for row in &pages {
+        writeln!(
+            md,
+            "| {} | {:.0} ms | {:.0} ms | {:.1} KB |",
+            row.name,
+            row.p50.as_secs_f64() * 1000.0,
+            row.p95.as_secs_f64() * 1000.0,
+            row.bytes as f64 / 1024.0
+        )?;
+    }
+    let kb = |key: &str| {
+        browser[key]
+            .as_f64()
+            .map_or("n/a".to_owned(), |b| format!("{:.1} KB", b / 1024.0))
+    };
+    writeln!(
+        md,
+        "\n**Script and styles** (the bundle's files, gzipped as a browser downloads them): {} in all (goal: under 100 KB), of which the script {}.\n",
+        kb("bundleGzip"),
+        kb("scriptGzip")
+    )?;
+    writeln!(
+        md,
+        "**Interaction to next paint on the SIM table** ({} interactions: ticking a SIM, `j`/`k`, select all; Chrome's Event Timing reports those of 16 ms or more, {} were): p50 {}, p95 {} (goal: under 100 ms), longest {}.\n",
+        browser["interactions"], browser["inpReported"], ms(&browser, "inpP50"), ms(&browser, "inpP95"), ms(&browser, "inpMax")
+    )?;
+    writeln!(
+        md,
+        "**From an event's write to the page showing it** ({} bulk changes created through the API while the bulk-changes page is open; from each change's `createdAt` to its row painted): p50 {}, p95 {} (goal: under 1 s), longest {}.\n",
+        browser["changes"], ms(&browser, "eventToPaintP50"), ms(&browser, "eventToPaintP95"), ms(&browser, "eventToPaintMax")
+    )?;
+    writeln!(md, "**A 90-day telemetry chart** is not measured yet: the telemetry API reads one-second samples (at most 31 days, a page of 1,000 at a time), so the device page offers up to 6 hours; long ranges need summaries kept at ingest.")?;
+    Ok(md)
+}
