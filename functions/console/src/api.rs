@@ -116,6 +116,61 @@ pub trait PortalApi: Send + Sync {
     async fn call(&self, request: ApiRequest) -> Result<Value, ApiError>;
 }
 
+/// The API as one request's pages call it, timing the calls: how long the page waited on the
+/// API (overlapping calls counted once), for the `Server-Timing` header.
+pub struct TimedApi {
+    inner: std::sync::Arc<dyn PortalApi>,
+    calls: std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
+}
+
+impl TimedApi {
+    pub fn new(inner: std::sync::Arc<dyn PortalApi>) -> Self {
+        Self {
+            inner,
+            calls: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The time during which at least one call was waiting.
+    pub fn waited(&self) -> Duration {
+        let mut calls = self
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        calls.sort();
+        let mut total = Duration::ZERO;
+        let mut current: Option<(std::time::Instant, std::time::Instant)> = None;
+        for (start, end) in calls {
+            current = match current {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    total += e - s;
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((s, e)) = current {
+            total += e - s;
+        }
+        total
+    }
+}
+
+#[async_trait]
+impl PortalApi for TimedApi {
+    async fn call(&self, request: ApiRequest) -> Result<Value, ApiError> {
+        let started = std::time::Instant::now();
+        let answer = self.inner.call(request).await;
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((started, std::time::Instant::now()));
+        answer
+    }
+}
+
 /// `GET` a path with the user's token, read into `T`.
 pub async fn get<T: DeserializeOwned>(
     api: &dyn PortalApi,
@@ -249,6 +304,25 @@ mod tests {
         let down = read_answer(503, b"Service Unavailable");
         assert!(down.as_ref().is_err_and(ApiError::is_retryable));
         assert!(!forbidden.is_err_and(|e| e.is_retryable()));
+    }
+
+    #[test]
+    fn overlapping_calls_are_waited_on_once() {
+        let timed = TimedApi::new(std::sync::Arc::new(
+            HttpPortalApi::new("http://127.0.0.1:9").expect("client"),
+        ));
+        let base = std::time::Instant::now();
+        let at = |ms: u64| base + Duration::from_millis(ms);
+        *timed.calls.lock().expect("calls") =
+            vec![(at(20), at(25)), (at(0), at(10)), (at(5), at(15))];
+        assert_eq!(timed.waited(), Duration::from_millis(20));
+        assert_eq!(
+            TimedApi::new(std::sync::Arc::new(
+                HttpPortalApi::new("http://127.0.0.1:9").expect("client")
+            ))
+            .waited(),
+            Duration::ZERO
+        );
     }
 
     #[test]

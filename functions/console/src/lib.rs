@@ -73,8 +73,18 @@ pub const BASE_PATH: &str = "/console";
 pub async fn handle(ports: &ConsolePorts, request: Request, now: OffsetDateTime) -> Response<Body> {
     let span =
         tracing::info_span!("console", method = %request.method(), path = %request.uri().path());
-    let mut response = route(ports, request, now).instrument(span).await;
+    let started = std::time::Instant::now();
+    // This request's API calls are timed, to tell the console's own time from the API's.
+    let timed = Arc::new(api::TimedApi::new(ports.api.clone()));
+    let request_ports = ConsolePorts {
+        api: timed.clone(),
+        authenticator: ports.authenticator.clone(),
+        tickets: ports.tickets.clone(),
+        live_url: ports.live_url.clone(),
+    };
+    let mut response = route(&request_ports, request, now).instrument(span).await;
     respond::secure(&mut response, &ports.live_url);
+    respond::server_timing(&mut response, timed.waited(), started.elapsed());
     response
 }
 

@@ -48,6 +48,24 @@ pub fn json(
     response
 }
 
+/// `Server-Timing`: how long the answer waited on the API, and the console's own time (total
+/// less that), as browsers' developer tools and the benchmark read them.
+pub fn server_timing(
+    response: &mut Response<Body>,
+    api: std::time::Duration,
+    total: std::time::Duration,
+) {
+    let own = total.saturating_sub(api);
+    let value = format!(
+        "api;dur={:.1}, console;dur={:.1}",
+        api.as_secs_f64() * 1000.0,
+        own.as_secs_f64() * 1000.0
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", value);
+    }
+}
+
 /// An RFC 9457 problem, for the console's few JSON answers.
 pub fn json_problem(status: StatusCode, detail: &str) -> Response<Body> {
     let problem = serde_json::json!({

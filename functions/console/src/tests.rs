@@ -315,6 +315,11 @@ async fn the_sim_table_asks_the_api_with_the_users_token_and_pages_on() {
     assert_eq!(calls[0].token.as_deref(), Some(token.as_str()));
     let headers = response.headers();
     assert_eq!(headers["cache-control"], "no-store");
+    let timing = headers["server-timing"].to_str().expect("server-timing");
+    assert!(
+        timing.starts_with("api;dur=") && timing.contains(", console;dur="),
+        "{timing}"
+    );
     assert!(headers["content-security-policy"]
         .to_str()
         .is_ok_and(

@@ -197,7 +197,7 @@ fn sim_table(items: &[Sim], selectable: bool) -> Markup {
                             @if selectable {
                                 td { input type="checkbox" name="iccid" value=(sim.iccid) aria-label={ "Select SIM " (sim.iccid) }; }
                             }
-                            td.mono { a data-row-link href={ "/console/sims/" (sim.iccid) } { (sim.iccid) } }
+                            td.mono { a data-row-link href={ "/console/sims?in=iccid&q=" (sim.iccid) } { (sim.iccid) } }
                             td.mono { (sim.msisdn.as_deref().unwrap_or("")) }
                             td.mono { (sim.imei.as_deref().unwrap_or("")) }
                             td { (sim.carrier) }

@@ -135,7 +135,7 @@ export function refreshRegions(): void {
     } finally {
       refreshing = undefined;
     }
-  }, 400);
+  }, 100);
 }
 
 export function apply(event: LiveEvent): void {
