@@ -26,7 +26,7 @@ const ADMIN = "admin@demo.example";
 const OTHER_TENANT = "ops@globex.example";
 const SESSION_COOKIE = "__Host-cellbridge-session";
 /** The SIMs the devstack scenario seeded for these tests (ICCIDs starting so). */
-const SCENARIO_PREFIX = "890126000000700";
+const SCENARIO_PREFIX = "890126000000600";
 
 let browser;
 

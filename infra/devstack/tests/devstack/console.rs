@@ -10,10 +10,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The scenario's SIMs, `iccid(700_000..700_120)`: more than two pages of the SIM table.
-const FIRST: u32 = 700_000;
+/// The scenario's SIMs, `iccid(600_000..600_120)`: more than two pages of the SIM table, in a range
+/// no other scenario touches (the live scenarios flip 700,000 on).
+const FIRST: u32 = 600_000;
 const COUNT: u32 = 120;
-const PREFIX: &str = "890126000000700";
+const PREFIX: &str = "890126000000600";
 
 /// The file the browser tests write in `CONSOLE_CONTROL_DIR` when the device should drop off.
 const DISCONNECT_DEVICE: &str = "disconnect-device";
