@@ -404,6 +404,43 @@ describe("live updates", () => {
   });
 });
 
+describe("the overview", () => {
+  test("the fleet's numbers follow a change without a reload", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    const login = await page.request.post("/auth/login", { data: { username: OPERATOR, password } });
+    const headers = { authorization: `Bearer ${(await login.json()).token}` };
+    const api = async (path) => (await page.request.get(path, { headers })).json();
+    await page.goto("/console");
+    await page.locator("#live-status[data-state=live]").waitFor();
+    const navigations = [];
+    page.on("framenavigated", (frame) => frame === page.mainFrame() && navigations.push(frame.url()));
+    // Jasper has one state for suspended and deactivated SIMs: what the change moves for sure is
+    // Jasper's active count.
+    const shown = async (cell) => Number(await page.locator(`[data-count=${cell}]`).innerText());
+    const before = (await api("/fleet/summary")).sims.byCarrier.jasper.active;
+    assert.equal(await shown("sims-jasper-active"), before, "the page shows the API's numbers");
+    assert.ok((await shown("sims-total")) >= 120, "the scenario's SIMs are counted");
+
+    const active = await api(`/sims?iccidPrefix=${SCENARIO_PREFIX}&status=active&carrier=jasper&limit=2`);
+    const iccids = active.items.map((sim) => sim.iccid);
+    assert.equal(iccids.length, 2);
+    const created = await page.request.post("/bulk-changes", {
+      headers,
+      data: { change: { type: "statusUpdate", action: "suspend" }, filter: { iccids } },
+    });
+    assert.equal(created.status(), 202, await created.text());
+
+    await page.waitForFunction(
+      (most) => Number(document.querySelector("[data-count=sims-jasper-active]")?.textContent ?? Infinity) <= most,
+      before - 2,
+      { timeout: 60_000 },
+    );
+    assert.deepEqual(navigations, [], "the page was never reloaded");
+    await page.context().close();
+  });
+});
+
 async function expectText(page, selector, text) {
   const actual = (await page.locator(selector).innerText()).trim();
   assert.equal(actual, text);

@@ -668,3 +668,61 @@ async fn a_missing_table_or_queue_is_a_refusal_no_retry_can_cure() -> Result<()>
     assert!(!error.is_retryable());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_pages_in_order_and_filters_by_device() -> Result<()> {
+    use cellbridge::bulk_changes::bulk_change::AuditEntry;
+    use cellbridge::common::store::PageRequest;
+    use cellbridge::common::tenant::TenantId;
+    let stack = LocalAwsStack::start().await?;
+    let ports = stack.ports()?;
+    let store = ports.store.as_ref();
+    let tenant = TenantId::parse("tenant-a").expect("tenant");
+    let entry = |n: u32, device: Option<u32>| AuditEntry {
+        bulk_change_id: "b-1".into(),
+        device_seq: device,
+        description: format!("entry {n}"),
+        processed_by: "carrier-worker".into(),
+        request_text: None,
+        response_text: None,
+        has_errors: false,
+        http_status: device.map(|_| 200),
+        duration_ms: None,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    for n in 0..7 {
+        let device = (n > 0).then_some(n % 2);
+        store.append_audit(&tenant, &entry(n, device)).await?;
+    }
+    // Another tenant's entries under the same id are not this one's.
+    let other = TenantId::parse("tenant-b").expect("tenant");
+    store.append_audit(&other, &entry(99, Some(1))).await?;
+
+    let read_all = |device: Option<u32>| {
+        let tenant = tenant.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .audit_page(&tenant, "b-1", device, &PageRequest { limit: 3, cursor })
+                    .await?;
+                assert!(page.items.len() <= 3);
+                seen.extend(page.items.into_iter().map(|r| r.entry.description));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            anyhow::Ok(seen)
+        }
+    };
+    let all = read_all(None).await?;
+    assert_eq!(
+        all,
+        (0..7).map(|n| format!("entry {n}")).collect::<Vec<_>>(),
+        "in the order written"
+    );
+    assert_eq!(read_all(Some(1)).await?, ["entry 1", "entry 3", "entry 5"]);
+    Ok(())
+}

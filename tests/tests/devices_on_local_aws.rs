@@ -256,7 +256,8 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
             .samples,
         60
     );
-    assert_eq!(stack.item_count("TelemetryTable").await?, 60);
+    // Sixty points and the summary of the hour they fall in.
+    assert_eq!(stack.item_count("TelemetryTable").await?, 61);
     assert_eq!(
         devices
             .write_telemetry(&points[..5], Duration::days(30))
@@ -266,7 +267,7 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
     );
     assert_eq!(
         stack.item_count("TelemetryTable").await?,
-        60,
+        61,
         "rewriting a point adds nothing"
     );
 
@@ -319,7 +320,7 @@ async fn telemetry_is_written_in_batches_and_duplicates_are_one_point() -> Resul
         .write_telemetry(&[batch.clone(), batch], Duration::days(30))
         .await?;
     assert_eq!((written.samples, written.items), (60, 1));
-    assert_eq!(stack.item_count("TelemetryTable").await?, 61);
+    assert_eq!(stack.item_count("TelemetryTable").await?, 63);
     let trk2 = ThingName::parse("trk-2").expect("name");
     let mut temps = Vec::new();
     let mut cursor = None;
@@ -673,6 +674,58 @@ async fn heartbeats_of_a_device_within_the_interval_are_one_stored_write() -> Re
     assert!(
         seen.unix_timestamp() >= t0.unix_timestamp() && seen <= t0 + Duration::seconds(238),
         "{seen}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hour_summaries_count_every_chunk_once_across_writers() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let devices = std::sync::Arc::new(store(&stack)?);
+    let hour = 1_795_338_000_000_i64; // on the hour
+    let message = |first: i64, count: i64| {
+        let samples: Vec<_> = (first..first + count)
+            .map(|i| json!({"ts": hour + i * 1000, "rssi": -(i % 50), "state": "ok"}))
+            .collect();
+        let body = json!({"deviceId": "trk-h", "receivedAt": hour + (first + count) * 1000, "samples": samples});
+        parse_telemetry(body.to_string().as_bytes()).expect("valid")
+    };
+    // Ten one-minute messages written at once by five writers (instances racing for the hour),
+    // the last two minutes crossing into the next hour, and two messages delivered twice.
+    let messages: Vec<_> = (0..10).map(|m| message(3_480 + m * 60, 60)).collect();
+    let mut writers = Vec::new();
+    for pair in messages.chunks(2) {
+        let (devices, pair) = (devices.clone(), pair.to_vec());
+        writers.push(tokio::spawn(async move {
+            devices.write_telemetry(&pair, Duration::days(30)).await
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    devices
+        .write_telemetry(&messages[3..5], Duration::days(30))
+        .await?;
+
+    let thing = ThingName::parse("trk-h").expect("name");
+    let from = OffsetDateTime::from_unix_timestamp(hour / 1000 + 1_800)?;
+    let to = OffsetDateTime::from_unix_timestamp(hour / 1000 + 7_199)?;
+    let hours = devices.telemetry_hours(&thing, from, to).await?;
+    let counts: Vec<(i64, u64)> = hours
+        .iter()
+        .map(|h| (h.hour_ms, h.metrics["rssi"].count))
+        .collect();
+    // 3,480 s to 3,599 s in the first hour, 3,600 s to 4,079 s in the second.
+    assert_eq!(counts, [(hour, 120), (hour + 3_600_000, 480)]);
+    let first = hours[0].metrics["rssi"];
+    assert_eq!((first.min, first.max), (-49.0, 0.0));
+    assert!(
+        !hours[0].metrics.contains_key("state"),
+        "text has no summary"
+    );
+    assert!(
+        hours.iter().all(|h| h.chunks.is_empty()),
+        "a chart's read leaves the folded chunks out"
     );
     Ok(())
 }

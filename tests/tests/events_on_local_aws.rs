@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 use cellbridge::common::tenant::TenantId;
-use cellbridge::events::dynamodb::{DynamoConnections, DynamoEventLog};
+use cellbridge::events::counts::{CountDeltas, Counted, FleetCounts, Tally};
+use cellbridge::events::dynamodb::{DynamoConnections, DynamoEventLog, DynamoFleetCounts};
 use cellbridge::events::event::{Change, EventType};
 use cellbridge::events::ports::{Connection, Connections, EventLog, Standing};
 use cellbridge::events::subscription::Subscription;
@@ -185,5 +186,73 @@ async fn catching_up_is_recorded_for_the_subscription_it_was_made_for() -> Resul
     connections.remove("c-1").await?;
     assert_eq!(connections.get("c-1").await?, None);
     assert_eq!(connections.of_tenant(&tenant("bolt")).await?.len(), 1);
+    Ok(())
+}
+
+fn sims_counted(source: &str, carrier: &str, status: &str, by: i64) -> Counted {
+    let mut deltas = CountDeltas::default();
+    deltas.add(
+        Tally::Sims {
+            carrier: carrier.into(),
+            status: status.into(),
+        },
+        by,
+    );
+    Counted {
+        source: source.into(),
+        deltas,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_numbers_count_each_record_once_across_transactions_and_writers() -> Result<()> {
+    let stack = LocalAwsStack::start().await?;
+    let counts = Arc::new(DynamoFleetCounts::new(
+        stack.dynamodb(),
+        stack.name("EventsTable")?,
+    ));
+    let fresh = tenant("numbers");
+    // More records than one transaction holds, from two writers at once (two shards).
+    let first: Vec<Counted> = (0..150)
+        .map(|i| sims_counted(&format!("a{i}"), "jasper", "active", 1))
+        .collect();
+    let second: Vec<Counted> = (0..40)
+        .map(|i| sims_counted(&format!("b{i}"), "telegence", "inventory", 1))
+        .collect();
+    let (one, two) = {
+        let (a, b) = (counts.clone(), counts.clone());
+        let (t1, t2) = (fresh.clone(), fresh.clone());
+        let (f, s) = (first.clone(), second.clone());
+        tokio::join!(
+            tokio::spawn(async move { a.add(&t1, f).await }),
+            tokio::spawn(async move { b.add(&t2, s).await })
+        )
+    };
+    one??;
+    two??;
+    // A batch handed again, partly counted before, with a new record: only that one adds.
+    let mut again = first[..120].to_vec();
+    again.push(sims_counted("a-moved", "jasper", "active", -1));
+    let mut moved = again.pop().expect("moved");
+    moved.deltas.add(
+        Tally::Sims {
+            carrier: "jasper".into(),
+            status: "suspended".into(),
+        },
+        1,
+    );
+    again.push(moved);
+    counts.add(&fresh, again).await?;
+
+    let summary = counts.summary(&fresh).await?;
+    assert_eq!(summary.sims.total, 190);
+    assert_eq!(summary.sims.by_carrier["jasper"]["active"], 149);
+    assert_eq!(summary.sims.by_carrier["jasper"]["suspended"], 1);
+    assert_eq!(summary.sims.by_status["inventory"], 40);
+    assert_eq!(
+        counts.summary(&tenant("nobody")).await?,
+        Default::default(),
+        "a tenant with nothing counted has nothing"
+    );
     Ok(())
 }

@@ -1,13 +1,13 @@
-//! Read side of bulk changes: `GET /bulk-changes`, `GET /bulk-changes/{id}` and
-//! `GET /bulk-changes/{id}/devices`, and what each carrier can do (`GET /carriers`). Every read
-//! is scoped to the caller's tenant; another tenant's bulk change is indistinguishable from one
-//! that does not exist.
+//! Read side of bulk changes: `GET /bulk-changes`, `GET /bulk-changes/{id}`,
+//! `GET /bulk-changes/{id}/devices` and its audit trail (`GET /bulk-changes/{id}/audit`), and what
+//! each carrier can do (`GET /carriers`). Every read is scoped to the caller's tenant; another
+//! tenant's bulk change is indistinguishable from one that does not exist.
 
 use cellbridge_bulk_changes::bulk_change::{BulkChange, BulkChangeStatus};
 use cellbridge_bulk_changes::capabilities::{self, CarrierCapabilities};
 use cellbridge_bulk_changes::ports::BulkChangeStore;
 use cellbridge_bulk_changes::tenant::TenantStore;
-use cellbridge_bulk_changes::views::{BulkChangeView, DeviceChangeView};
+use cellbridge_bulk_changes::views::{AuditEntryView, BulkChangeView, DeviceChangeView};
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
@@ -26,6 +26,7 @@ enum Route {
     List,
     Get,
     Devices,
+    Audit,
     Carriers,
 }
 
@@ -99,6 +100,19 @@ async fn respond(
                 &PageView::from_page(&page, DeviceChangeView::from),
             ))
         }
+        Route::Audit => {
+            allow_query(request, &["limit", "cursor", "device"])?;
+            let device = device_filter(request)?;
+            let page_request = page_request(request)?;
+            let change = find(&store, request).await?;
+            let page = store
+                .audit_page(&change.bulk_change_id, device, &page_request)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView::from_page(&page, AuditEntryView::from),
+            ))
+        }
     }
 }
 
@@ -113,10 +127,12 @@ fn route(request: &Request) -> Result<Route, Problem> {
     };
     let key = route_key.unwrap_or_else(|| {
         let path = request.uri().path();
-        let shape = match path.trim_end_matches('/').split('/').skip(1).count() {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let shape = match segments.as_slice() {
             _ if path.starts_with("/carriers") => "/carriers",
-            1 => "/bulk-changes",
-            2 => "/bulk-changes/{id}",
+            [_] => "/bulk-changes",
+            [_, _] => "/bulk-changes/{id}",
+            [_, _, "audit"] => "/bulk-changes/{id}/audit",
             _ => "/bulk-changes/{id}/devices",
         };
         format!("{} {shape}", request.method())
@@ -125,9 +141,26 @@ fn route(request: &Request) -> Result<Route, Problem> {
         "GET /bulk-changes" => Ok(Route::List),
         "GET /bulk-changes/{id}" => Ok(Route::Get),
         "GET /bulk-changes/{id}/devices" => Ok(Route::Devices),
+        "GET /bulk-changes/{id}/audit" => Ok(Route::Audit),
         "GET /carriers" => Ok(Route::Carriers),
         _ => Err(Problem::not_found("this route")),
     }
+}
+
+/// `device=<seq>`: only that device change's entries.
+fn device_filter(request: &Request) -> Result<Option<u32>, Problem> {
+    let query = request.query_string_parameters();
+    query
+        .first("device")
+        .map(|raw| {
+            raw.parse::<u32>().map_err(|_| {
+                Problem::bad_parameter(
+                    "device",
+                    "must be a device's seq in the bulk change, a whole number from 0",
+                )
+            })
+        })
+        .transpose()
 }
 
 async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, Problem> {
@@ -146,9 +179,10 @@ async fn find(store: &TenantStore<'_>, request: &Request) -> Result<BulkChange, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellbridge_bulk_changes::bulk_change::DeviceChange;
+    use cellbridge_bulk_changes::bulk_change::{AuditEntry, DeviceChange};
     use cellbridge_bulk_changes::memory::MemoryStore;
     use cellbridge_bulk_changes::testing::sample_bulk_change;
+    use cellbridge_core::tenant::TenantId;
     use lambda_http::request::from_str;
     use serde_json::Value;
     use time::OffsetDateTime;
@@ -157,6 +191,7 @@ mod tests {
     const LIST: &str = include_str!("../../../events/bulk-status/list-bulk-changes.json");
     const DEVICES: &str = include_str!("../../../events/bulk-status/list-device-changes.json");
     const CARRIERS: &str = include_str!("../../../events/bulk-status/list-carriers.json");
+    const AUDIT: &str = include_str!("../../../events/bulk-status/list-audit-entries.json");
     const SAMPLE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
 
     async fn store_with(
@@ -301,6 +336,110 @@ mod tests {
         );
     }
 
+    /// The trail of a bulk change: accepted, then a carrier call per device of `devices`.
+    async fn audit_trail(store: &MemoryStore, tenant: &str, id: &str, devices: u32) {
+        let tenant = TenantId::parse(tenant).unwrap();
+        let entry = |device_seq: Option<u32>, description: String| AuditEntry {
+            bulk_change_id: id.to_owned(),
+            device_seq,
+            description,
+            processed_by: "carrier-worker".into(),
+            request_text: device_seq.map(|seq| format!("{{\"iccid\":\"{seq}\"}}")),
+            response_text: device_seq.map(|_| "<error>&</error>".to_owned()),
+            has_errors: device_seq.is_some(),
+            http_status: device_seq.map(|_| 500),
+            duration_ms: device_seq.map(|_| 120),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        store
+            .append_audit(&tenant, &entry(None, "accepted".into()))
+            .await
+            .unwrap();
+        for seq in 0..devices {
+            let call = entry(Some(seq), format!("jasper PUT /devices/{seq}: 500"));
+            store.append_audit(&tenant, &call).await.unwrap();
+        }
+    }
+
+    fn descriptions(body: &Value) -> Vec<&str> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["description"].as_str().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_reads_in_order_a_page_at_a_time() {
+        let store = store_with("demo", SAMPLE_ID, 3, BulkChangeStatus::Processing).await;
+        audit_trail(&store, "demo", SAMPLE_ID, 3).await;
+        let (status, whole) = call(&store, from_str(AUDIT).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            descriptions(&whole),
+            [
+                "accepted",
+                "jasper PUT /devices/0: 500",
+                "jasper PUT /devices/1: 500",
+                "jasper PUT /devices/2: 500"
+            ]
+        );
+        assert!(whole.get("nextCursor").is_none(), "{whole}");
+        let call_entry = &whole["items"][1];
+        assert_eq!(call_entry["deviceSeq"], 0);
+        assert_eq!(call_entry["httpStatus"], 500);
+        assert_eq!(call_entry["durationMs"], 120);
+        assert_eq!(call_entry["hasErrors"], true);
+        assert_eq!(call_entry["requestText"], r#"{"iccid":"0"}"#);
+        assert_eq!(call_entry["responseText"], "<error>&</error>");
+        assert_eq!(call_entry["bulkChangeId"], SAMPLE_ID);
+        assert!(call_entry["entryId"].is_string(), "{call_entry}");
+
+        let mut paged = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "3")];
+            if let Some(c) = cursor.as_deref() {
+                query.push(("cursor", c));
+            }
+            let (status, body) = call(&store, event(AUDIT, "demo", &query)).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body["items"].as_array().unwrap().len() <= 3);
+            paged.extend(body["items"].as_array().unwrap().iter().cloned());
+            match body["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(&Value::from(paged), &whole["items"]);
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_of_one_device_holds_only_its_entries() {
+        let store = store_with("demo", SAMPLE_ID, 3, BulkChangeStatus::Processing).await;
+        audit_trail(&store, "demo", SAMPLE_ID, 3).await;
+        let (status, body) = call(&store, event(AUDIT, "demo", &[("device", "1")])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(descriptions(&body), ["jasper PUT /devices/1: 500"]);
+        let (_, none) = call(&store, event(AUDIT, "demo", &[("device", "7")])).await;
+        assert_eq!(none["items"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn another_tenants_audit_trail_does_not_exist() {
+        let store = store_with("other", SAMPLE_ID, 2, BulkChangeStatus::Processing).await;
+        audit_trail(&store, "other", SAMPLE_ID, 2).await;
+        let (status, body) = call(&store, event(AUDIT, "demo", &[])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["status"], 404);
+        let mut value: Value = serde_json::from_str(AUDIT).unwrap();
+        cellbridge_core::testing::authorize_event(&mut value, "demo", "viewer");
+        value["pathParameters"]["id"] = "not-a-uuid".into();
+        let (status, _) = call(&store, from_str(&value.to_string()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
     #[tokio::test]
     async fn listing_filters_by_status() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
@@ -329,12 +468,18 @@ mod tests {
     async fn bad_parameters_are_named() {
         let store = store_with("demo", SAMPLE_ID, 1, BulkChangeStatus::Processing).await;
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case; 5] = [
+        let cases: [Case; 10] = [
             (LIST, &[("status", "done")], "status"),
             (LIST, &[("limit", "0")], "limit"),
             (LIST, &[("limit", "many")], "limit"),
             (DEVICES, &[("cursor", "bm90IGEgY3Vyc29y")], "cursor"),
             (GET, &[("expand", "devices")], "expand"),
+            (AUDIT, &[("limit", "1001")], "limit"),
+            (AUDIT, &[("cursor", "bm90IGEgY3Vyc29y")], "cursor"),
+            // A device-change cursor is not an audit cursor.
+            (AUDIT, &[("cursor", "eyJhZnRlciI6Mn0")], "cursor"),
+            (AUDIT, &[("device", "-1")], "device"),
+            (AUDIT, &[("since", "2026-01-01")], "since"),
         ];
         for (sample, query, field) in cases {
             let (status, body) = call(&store, event(sample, "demo", query)).await;

@@ -127,22 +127,27 @@ pub async fn handle(
     files: &[(&'static str, &'static [u8])],
 ) -> Result<(), AssetsError> {
     let ours = build_id(files);
-    let (outcome, url, stack, request_id, logical, physical) = match request {
+    // Where the answer goes and what it answers: the same fields in each kind of request.
+    macro_rules! addressed {
+        ($r:expr) => {
+            (
+                &$r.response_url,
+                &$r.stack_id,
+                &$r.request_id,
+                &$r.logical_resource_id,
+            )
+        };
+    }
+    let (outcome, physical, (url, stack, request_id, logical)) = match request {
         CloudFormationCustomResourceRequest::Create(r) => (
             upload(bucket, &r.resource_properties, files).await,
-            &r.response_url,
-            &r.stack_id,
-            &r.request_id,
-            &r.logical_resource_id,
-            ours.clone(),
+            ours,
+            addressed!(r),
         ),
         CloudFormationCustomResourceRequest::Update(r) => (
             upload(bucket, &r.resource_properties, files).await,
-            &r.response_url,
-            &r.stack_id,
-            &r.request_id,
-            &r.logical_resource_id,
-            ours.clone(),
+            ours,
+            addressed!(r),
         ),
         CloudFormationCustomResourceRequest::Delete(r) => {
             // An update that changed the files deletes the old resource afterwards: the old
@@ -153,14 +158,7 @@ pub async fn handle(
             } else {
                 Ok(())
             };
-            (
-                outcome,
-                &r.response_url,
-                &r.stack_id,
-                &r.request_id,
-                &r.logical_resource_id,
-                r.physical_resource_id.clone(),
-            )
+            (outcome, r.physical_resource_id.clone(), addressed!(r))
         }
         // Create, Update and Delete are all there is; the enum is open for the library's sake.
         _ => return Err(AssetsError::UnknownRequest),

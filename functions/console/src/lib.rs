@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod oidc;
 pub mod pages;
 pub mod respond;
 pub mod session;
@@ -53,6 +54,7 @@ cellbridge_core::composite_config! {
         pub auth: cellbridge_identity::keys::AuthMode,
         pub tickets: cellbridge_identity::wiring::LiveTicketsConfig,
         pub endpoints: ConsoleEndpoints,
+        pub oidc: oidc::OidcSettings,
     }
 }
 
@@ -65,6 +67,9 @@ pub struct ConsolePorts {
     pub tickets: Arc<LiveTickets>,
     /// The live event stream pages connect to.
     pub live_url: String,
+    /// Signing in through the identity provider, in OIDC mode; `None` in cellbridge mode, where
+    /// users sign in with cellbridge's own passwords.
+    pub oidc: Option<oidc::OidcSignIn>,
 }
 
 /// Every console path starts with this.
@@ -81,6 +86,7 @@ pub async fn handle(ports: &ConsolePorts, request: Request, now: OffsetDateTime)
         authenticator: ports.authenticator.clone(),
         tickets: ports.tickets.clone(),
         live_url: ports.live_url.clone(),
+        oidc: ports.oidc.clone(),
     };
     let mut response = route(&request_ports, request, now).instrument(span).await;
     respond::secure(&mut response, &ports.live_url);
@@ -95,7 +101,14 @@ async fn route(ports: &ConsolePorts, request: Request, now: OffsetDateTime) -> R
     };
     let method = request.method().clone();
     match (method, page) {
-        (Method::GET, "/sign-in") => pages::sign_in::form(&request),
+        (Method::GET, "/sign-in") => pages::sign_in::form(ports, &request),
+        // Only in OIDC mode; in cellbridge mode these are pages like any other (sign-in first).
+        (Method::GET, "/sign-in/start") if ports.oidc.is_some() => {
+            pages::sign_in::start(ports, &request)
+        }
+        (Method::GET, "/sign-in/callback") if ports.oidc.is_some() => {
+            pages::sign_in::callback(ports, &request, now).await
+        }
         (Method::POST, "/sign-in") => pages::sign_in::submit(ports, &request, now).await,
         (Method::POST, "/live-ticket") => match session_of(ports, &request, now).await {
             Ok(session) => pages::live::ticket(ports, &session, &request, now),
@@ -159,6 +172,9 @@ async fn route(ports: &ConsolePorts, request: Request, now: OffsetDateTime) -> R
                         Some((id, "outcomes.csv")) => {
                             pages::bulk_change::outcomes_csv(ports, &session, id).await
                         }
+                        Some((id, "audit")) => {
+                            pages::audit::page(ports, &session, &request, id).await
+                        }
                         Some(_) => respond::not_found(&session),
                     },
                     None => respond::not_found(&session),
@@ -219,5 +235,7 @@ fn back_to_sign_in(request: &Request, why: NoSession) -> Response<Body> {
     response
 }
 
+#[cfg(test)]
+mod oidc_tests;
 #[cfg(test)]
 mod tests;

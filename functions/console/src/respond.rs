@@ -92,7 +92,7 @@ pub fn html_page(status: StatusCode, markup: Markup) -> Response<Body> {
     response
 }
 
-/// `303 See Other` to `location` (a path of this console).
+/// `303 See Other` to `location`: a path of this console, or the identity provider's sign-in.
 pub fn redirect(location: &str) -> Response<Body> {
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = StatusCode::SEE_OTHER;

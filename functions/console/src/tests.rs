@@ -85,6 +85,7 @@ fn ports(api: Arc<RecordedApi>) -> ConsolePorts {
         authenticator: Arc::new(Authenticator::new(verifier, None)),
         tickets: Arc::new(LiveTickets::new(&secret())),
         live_url: LIVE_URL.to_owned(),
+        oidc: None,
     }
 }
 
@@ -365,7 +366,8 @@ async fn the_apis_complaint_about_a_filter_is_shown_next_to_it() {
 #[tokio::test]
 async fn the_api_ending_the_session_sends_the_user_to_sign_in() {
     let api = Arc::new(RecordedApi::answering(vec![(
-        "/bulk-changes",
+        // Every call the overview makes.
+        "/",
         Err(ApiError::Unauthorized(ApiProblem::default())),
     )]));
     let response = handle(
@@ -381,7 +383,8 @@ async fn the_api_ending_the_session_sends_the_user_to_sign_in() {
 #[tokio::test]
 async fn an_unavailable_api_is_shown_in_place_with_what_to_do() {
     let api = Arc::new(RecordedApi::answering(vec![(
-        "/bulk-changes",
+        // Every call the overview makes.
+        "/",
         Err(ApiError::Unavailable("the API answered 503".into())),
     )]));
     let response = handle(
@@ -393,6 +396,114 @@ async fn an_unavailable_api_is_shown_in_place_with_what_to_do() {
     assert_eq!(response.status(), StatusCode::OK);
     let page = text(&response);
     assert!(page.contains(r#"role="alert""#) && page.contains("Reload the page to try again"));
+}
+
+#[tokio::test]
+async fn the_overview_shows_the_fleets_numbers_with_links_to_their_sims() {
+    let summary = json!({
+        "sims": {"total": 12, "byStatus": {"active": 9, "suspended": 3},
+                 "byCarrier": {"jasper": {"active": 7, "suspended": 3}, "thingSpace": {"active": 2}}},
+        "devices": {"registered": 5, "online": 4, "offline": 1}
+    });
+    let api = Arc::new(RecordedApi::answering(vec![
+        ("/fleet/summary", Ok(summary)),
+        ("/bulk-changes", Ok(json!({"items": []}))),
+    ]));
+    let response = handle(
+        &ports(api.clone()),
+        event(OVERVIEW, &[session_cookie(&valid_token())]),
+        NOW,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = text(&response);
+    assert!(
+        page.contains(r#"<strong data-count="devices-online">4</strong> online"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<caption>SIMs by carrier and status</caption>"#));
+    assert!(page.contains(r#"<a href="/console/sims?carrier=jasper&amp;status=suspended">3</a>"#));
+    assert!(page.contains(r#"<th scope="row">ThingSpace</th>"#));
+    assert!(page.contains(r#"<td class="numeric" data-count="sims-suspended"><a href="/console/sims?status=suspended">3</a></td>"#));
+    assert!(page.contains(r#"data-refresh-on="sim.status device.presence device.registered""#));
+    let asked: Vec<String> = api
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(asked.contains(&"/fleet/summary".to_owned()), "{asked:?}");
+}
+
+#[tokio::test]
+async fn the_overview_keeps_its_bulk_changes_when_the_numbers_fail() {
+    let api = Arc::new(RecordedApi::answering(vec![
+        (
+            "/fleet/summary",
+            Err(ApiError::Unavailable("the API answered 503".into())),
+        ),
+        ("/bulk-changes", Ok(json!({"items": []}))),
+    ]));
+    let response = handle(
+        &ports(api),
+        event(OVERVIEW, &[session_cookie(&valid_token())]),
+        NOW,
+    )
+    .await;
+    let page = text(&response);
+    assert!(
+        page.contains(r#"role="alert""#),
+        "the numbers' error in place"
+    );
+    assert!(
+        page.contains("No bulk change is running."),
+        "the rest still shown"
+    );
+}
+
+#[tokio::test]
+async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
+    let sample = include_str!("../../../events/console/device-90-days.json");
+    let hours: Vec<Value> = (0..3)
+        .map(|h| {
+            json!({"at": format!("2026-12-0{}T08:00:00Z", h + 3),
+                   "metrics": {"temp": {"min": 18.0 + h as f64, "max": 25.5, "mean": 21.0, "count": 3600}}})
+        })
+        .collect();
+    let api = Arc::new(RecordedApi::answering(vec![
+        ("/devices/tracker-12/telemetry", Ok(json!({"items": hours}))),
+        ("/devices/tracker-12/commands", Ok(json!({"items": []}))),
+        (
+            "/devices/tracker-12",
+            Ok(
+                json!({"id": "tracker-12", "tenant": "demo", "iccid": "89010000000000000012",
+                      "model": "TRK-200", "firmware": "2.4.1", "status": "online",
+                      "registeredAt": "2026-09-01T00:00:00Z"}),
+            ),
+        ),
+    ]));
+    let response = handle(
+        &ports(api.clone()),
+        event(sample, &[session_cookie(&valid_token())]),
+        NOW,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = text(&response);
+    assert!(
+        page.contains("temp: from 18 to 25.5 in this range, drawn from 3 hourly summaries"),
+        "{page}"
+    );
+    let asked: Vec<String> = api
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(
+        asked.iter().any(|path| path.starts_with(
+            "/devices/tracker-12/telemetry?resolution=hour&from=2026-09-07T09%3A00%3A00Z&to=2026-12-06T09%3A00%3A00Z"
+        )),
+        "{asked:?}"
+    );
 }
 
 #[tokio::test]
@@ -480,4 +591,146 @@ async fn pages_tell_their_script_where_the_live_stream_is_and_what_to_follow() {
         csp.contains("connect-src 'self' wss://live.cellbridge.local;"),
         "{csp}"
     );
+}
+
+const BULK_CHANGE: &str = include_str!("../../../events/console/bulk-change.json");
+const AUDIT: &str = include_str!("../../../events/console/bulk-change-audit.json");
+const BULK_CHANGE_ID: &str = "019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80";
+/// The cursor the sample audit event pages on from.
+const AUDIT_CURSOR: &str = "eyJhZnRlciI6IjAxOWFhOGU1LTFjMDAtNzAwMC04MDAwLTAwMDAwMDAwMDAxMCJ9";
+
+fn audit_page() -> Value {
+    json!({
+        "items": [
+            {"entryId": "019aa8e5-1c00-7000-8000-000000000011", "bulkChangeId": BULK_CHANGE_ID, "deviceSeq": 2,
+             "description": "jasper PUT https://jasper.example/api/v1/devices/89010000000000000013: 400",
+             "processedBy": "carrier-worker", "requestText": "{\"status\":\"<script>alert(1)</script>\"}",
+             "responseText": "x".repeat(9000), "hasErrors": true, "httpStatus": 400, "durationMs": 184,
+             "createdAt": "2026-12-06T08:59:00Z"}
+        ],
+        "nextCursor": "bmV4dC1hdWRpdC1wYWdl"
+    })
+}
+
+#[tokio::test]
+async fn the_audit_page_asks_the_api_for_the_devices_entries_from_the_cursor_on() {
+    let token = valid_token();
+    let api = Arc::new(RecordedApi::answering(vec![(
+        "/bulk-changes/",
+        Ok(audit_page()),
+    )]));
+    let response = handle(
+        &ports(api.clone()),
+        event(AUDIT, &[session_cookie(&token)]),
+        NOW,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let calls = api.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].path_and_query,
+        format!("/bulk-changes/{BULK_CHANGE_ID}/audit?device=2&limit=50&cursor={AUDIT_CURSOR}")
+    );
+    assert_eq!(calls[0].token.as_deref(), Some(token.as_str()));
+    let page = text(&response);
+    assert!(
+        page.contains(
+            "<pre>{&quot;status&quot;:&quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;}</pre>"
+        ),
+        "the request text, escaped: {page}"
+    );
+    assert!(!page.contains("<script>alert(1)"));
+    assert!(page.contains("<details class=\"exchange\"><summary>Response"));
+    assert!(
+        page.contains(&format!("<pre>{}</pre>", "x".repeat(8 * 1024))),
+        "8 KB of the response"
+    );
+    assert!(!page.contains(&"x".repeat(8 * 1024 + 1)));
+    assert!(page.contains("Only the first 8 KB of 9000 bytes are shown."));
+    assert!(page.contains(r#"<span class="badge" data-status="failed">400 error</span>"#));
+    assert!(page.contains(&format!(
+        r##"href="/console/bulk-changes/{BULK_CHANGE_ID}#device-2""##
+    )));
+    assert!(page.contains("<caption"), "{page}");
+    assert!(
+        page.contains(&format!(
+            r#"href="/console/bulk-changes/{BULK_CHANGE_ID}/audit?device=2&amp;cursor=bmV4dC1hdWRpdC1wYWdl""#
+        )),
+        "the next page keeps the device: {page}"
+    );
+}
+
+#[tokio::test]
+async fn an_audit_trail_the_api_does_not_know_is_not_found_and_an_empty_one_says_so() {
+    let token = valid_token();
+    let missing = ApiProblem {
+        title: "Not found".into(),
+        status: 404,
+        detail: "this bulk change does not exist".into(),
+        errors: vec![],
+    };
+    let api = Arc::new(RecordedApi::answering(vec![(
+        "/bulk-changes/",
+        Err(ApiError::Refused(missing)),
+    )]));
+    let response = handle(&ports(api), event(AUDIT, &[session_cookie(&token)]), NOW).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(text(&response).contains("There is no such page in the console."));
+
+    let api = Arc::new(RecordedApi::answering(vec![(
+        "/bulk-changes/",
+        Ok(json!({"items": []})),
+    )]));
+    let mut request = event(AUDIT, &[session_cookie(&token)]);
+    *request.uri_mut() = format!("/console/bulk-changes/{BULK_CHANGE_ID}/audit")
+        .parse()
+        .expect("uri");
+    let request =
+        request.with_query_string_parameters(std::collections::HashMap::<String, String>::new());
+    let response = handle(&ports(api.clone()), request, NOW).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(text(&response).contains("No audit entries yet."));
+    assert_eq!(
+        api.requests()[0].path_and_query,
+        format!("/bulk-changes/{BULK_CHANGE_ID}/audit?limit=50")
+    );
+}
+
+#[tokio::test]
+async fn each_device_outcome_leads_to_its_carrier_calls() {
+    let api = Arc::new(RecordedApi::answering(vec![
+        (
+            "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80/devices",
+            Ok(json!({"items": [
+                {"seq": 0, "iccid": "89010000000000000011", "status": "failed", "statusReason": "invalid transition",
+                 "attempts": 1, "updatedAt": "2026-12-06T08:59:00Z"}
+            ]})),
+        ),
+        (
+            "/bulk-changes/019aa8e4-6f2a-7c3d-9b1e-2f4a5c6d7e80",
+            Ok(json!({"id": BULK_CHANGE_ID, "carrier": "jasper",
+                      "change": {"type": "statusUpdate", "action": "suspend"}, "status": "completedWithErrors",
+                      "counts": {"total": 1, "pending": 0, "succeeded": 0, "failed": 1},
+                      "createdBy": "user:ops@demo.example", "createdAt": "2026-12-06T08:58:00Z"})),
+        ),
+    ]));
+    let response = handle(
+        &ports(api),
+        event(BULK_CHANGE, &[session_cookie(&valid_token())]),
+        NOW,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = text(&response);
+    assert!(
+        page.contains(&format!(
+            r#"href="/console/bulk-changes/{BULK_CHANGE_ID}/audit?device=0">Calls<span class="visually-hidden"> of device 0</span></a>"#
+        )),
+        "{page}"
+    );
+    assert!(page.contains(r#"<tr id="device-0">"#));
+    assert!(page.contains(&format!(
+        r#"href="/console/bulk-changes/{BULK_CHANGE_ID}/audit">Audit trail</a>"#
+    )));
 }

@@ -128,6 +128,30 @@ pub struct DeviceChange {
     pub updated_at: String,
 }
 
+/// One entry of a bulk change's audit trail, as `GET /bulk-changes/{id}/audit` lists them: a step
+/// of the change, or a carrier call with what was sent and answered (credentials removed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub entry_id: String,
+    #[serde(default)]
+    pub device_seq: Option<u64>,
+    pub description: String,
+    #[serde(default)]
+    pub processed_by: String,
+    #[serde(default)]
+    pub request_text: Option<String>,
+    #[serde(default)]
+    pub response_text: Option<String>,
+    #[serde(default)]
+    pub has_errors: bool,
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    pub created_at: String,
+}
+
 /// A device with its SIM, as `GET /devices/{id}` answers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -5,7 +5,7 @@
 use cellbridge_devices::ports::DeviceStore;
 use cellbridge_devices::registration::ThingName;
 use cellbridge_devices::tenant::TenantDevices;
-use cellbridge_devices::views::{DeviceView, TelemetryView};
+use cellbridge_devices::views::{DeviceView, HourView, TelemetryView};
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
@@ -43,6 +43,8 @@ pub struct DeviceDetail<'a> {
 pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
 /// A longer range is several requests: it bounds what one query may read.
 pub const MAX_WINDOW: Duration = Duration::days(31);
+/// Hourly summaries are kept this long; a year of them is 8,760 in one answer.
+pub const MAX_HOURLY_WINDOW: Duration = cellbridge_devices::summary::SUMMARY_RETENTION;
 
 pub async fn handle(
     devices: &dyn DeviceStore,
@@ -106,10 +108,26 @@ async fn respond(
                 },
             ))
         }
-        "GET /devices/{id}/telemetry" => {
-            allow_query(request, &["from", "to", "limit", "cursor"])?;
+        "GET /devices/{id}/telemetry" if hourly(request)? => {
+            allow_query(request, &["from", "to", "resolution"])?;
             let thing = thing_name(request)?;
-            let (from, to) = window(request, now)?;
+            let (from, to) = window(request, now, MAX_HOURLY_WINDOW)?;
+            let hours = devices
+                .telemetry_hours(&thing, from, to)
+                .await?
+                .ok_or_else(|| Problem::not_found("this device"))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &PageView {
+                    items: hours.iter().map(HourView::from).collect(),
+                    next_cursor: None,
+                },
+            ))
+        }
+        "GET /devices/{id}/telemetry" => {
+            allow_query(request, &["from", "to", "limit", "cursor", "resolution"])?;
+            let thing = thing_name(request)?;
+            let (from, to) = window(request, now, MAX_WINDOW)?;
             let page = devices
                 .telemetry(&thing, from, to, &page_request(request)?)
                 .await?
@@ -132,9 +150,23 @@ fn thing_name(request: &Request) -> Result<ThingName, Problem> {
         .ok_or_else(|| Problem::not_found("this device"))
 }
 
+/// `resolution=hour`: hourly summaries (in one page) rather than the samples;
+/// `resolution=sample`, the default, the samples.
+fn hourly(request: &Request) -> Result<bool, Problem> {
+    match request.query_string_parameters().first("resolution") {
+        None | Some("sample") => Ok(false),
+        Some("hour") => Ok(true),
+        Some(_) => Err(Problem::bad_parameter(
+            "resolution",
+            "must be sample (the default) or hour",
+        )),
+    }
+}
+
 fn window(
     request: &Request,
     now: OffsetDateTime,
+    longest: Duration,
 ) -> Result<(OffsetDateTime, OffsetDateTime), Problem> {
     let query = request.query_string_parameters();
     let time = |name: &str| -> Result<Option<OffsetDateTime>, Problem> {
@@ -155,11 +187,13 @@ fn window(
     if from > to {
         return Err(Problem::bad_parameter("from", "must not be after to"));
     }
-    if to - from > MAX_WINDOW {
-        return Err(Problem::bad_parameter(
-            "from",
-            "a range is at most 31 days; ask for longer ones in parts",
-        ));
+    if to - from > longest {
+        let message = if longest == MAX_WINDOW {
+            "a range of samples is at most 31 days; ask for longer ones in parts, or for resolution=hour"
+        } else {
+            "a range of hours is at most 400 days, as long as they are kept"
+        };
+        return Err(Problem::bad_parameter("from", message));
     }
     Ok((from, to))
 }
@@ -299,6 +333,40 @@ mod tests {
             [21, 22, 23],
             "from 09:00:10 to 09:00:30, oldest first"
         );
+    }
+
+    #[tokio::test]
+    async fn long_ranges_read_hourly_summaries() {
+        let store = store().await;
+        let day = [
+            ("resolution", "hour"),
+            ("from", "2026-11-22T00:00:00Z"),
+            ("to", "2026-11-22T23:59:59Z"),
+        ];
+        let (status, hours) = call(&store, event(TELEMETRY, "demo", Some("trk-1"), &day)).await;
+        assert_eq!(status, StatusCode::OK, "{hours}");
+        assert_eq!(
+            hours,
+            json!({"items": [{"at": "2026-11-22T09:00:00Z",
+                "metrics": {"temp": {"min": 20.0, "max": 24.0, "mean": 22.0, "count": 5}}}]})
+        );
+        let (status, _) = call(&store, event(TELEMETRY, "demo", Some("gx-1"), &day)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's device");
+
+        let year_and_more = [
+            ("resolution", "hour"),
+            ("from", "2025-01-01T00:00:00Z"),
+            ("to", "2026-11-22T00:00:00Z"),
+        ];
+        for query in [
+            &[("resolution", "minute")][..],
+            &[("resolution", "hour"), ("limit", "10")][..],
+            &year_and_more[..],
+        ] {
+            let (status, problem) =
+                call(&store, event(TELEMETRY, "demo", Some("trk-1"), query)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {problem}");
+        }
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use cellbridge_core::store::StoreError;
 use cellbridge_core::tenant::TenantId;
 use cellbridge_devices::ports::{DeviceRecord, Followed, LiveFollowing, StoredPoint};
 use cellbridge_devices::registration::ThingName;
+use cellbridge_events::counts::{CountDeltas, Counted, FleetCounts, Tally};
 use cellbridge_events::event::{coalesce, Change, EventType};
 use cellbridge_events::ports::EventLog;
 use serde_json::json;
@@ -256,6 +257,8 @@ fn newest_sample(
     record: &EventRecord,
 ) -> Result<Option<(ThingName, Option<StoredPoint>)>, StoreError> {
     image(&record.change.new_image)
+        // A device's hour summary beside its samples: no sample of its own.
+        .filter(|item| !cellbridge_devices::dynamodb::is_hour_summary(item))
         .map(cellbridge_devices::dynamodb::newest_sample_from_image)
         .transpose()
 }
@@ -314,6 +317,58 @@ pub fn changes_of(
         .collect())
 }
 
+fn sim_tally(sim: &cellbridge_sims::sim::Sim) -> Tally {
+    Tally::Sims {
+        carrier: sim.carrier.as_str().to_owned(),
+        status: sim.status.as_str().to_owned(),
+    }
+}
+
+/// How one stream record moves its tenant's fleet numbers: a SIM added, gone or moved between
+/// carriers and statuses; a device registered, gone, or going online or offline. `None` for a
+/// record that moves none.
+pub fn deltas_of(
+    source: Source,
+    record: &EventRecord,
+) -> Result<Option<(TenantId, Counted)>, StoreError> {
+    let mut deltas = CountDeltas::default();
+    let tenant = match source {
+        Source::Sims => {
+            let (old, new) = images(
+                record,
+                cellbridge_sims::dynamodb::DynamoSims::sim_from_image,
+            )?;
+            if let Some((_, old)) = &old {
+                deltas.add(sim_tally(old), -1);
+            }
+            if let Some((_, new)) = &new {
+                deltas.add(sim_tally(new), 1);
+            }
+            new.or(old).map(|(tenant, _)| tenant)
+        }
+        Source::Devices => {
+            let (old, new) = images(record, cellbridge_devices::dynamodb::device_from_image)?;
+            for (device, by) in [(&old, -1), (&new, 1)] {
+                if let Some(device) = device {
+                    deltas.add(Tally::DevicesRegistered, by);
+                    if online(device) {
+                        deltas.add(Tally::DevicesOnline, by);
+                    }
+                }
+            }
+            new.or(old).map(|device| device.tenant)
+        }
+        Source::Commands | Source::BulkChanges | Source::Telemetry => None,
+    };
+    Ok(tenant.filter(|_| !deltas.is_empty()).map(|tenant| {
+        let counted = Counted {
+            source: record.event_id.clone(),
+            deltas,
+        };
+        (tenant, counted)
+    }))
+}
+
 /// Drops a device's `telemetry.latest` whose sample is not newer than one before it in the
 /// batch: telemetry is written in whatever order its queue hands it over, not the samples'.
 fn newest_telemetry_only(changes: Vec<Change>) -> Vec<Change> {
@@ -336,11 +391,36 @@ fn newest_telemetry_only(changes: Vec<Change>) -> Vec<Change> {
         .collect()
 }
 
-/// A tenant's changes in the batch, and the sequence number of its first record.
+/// A tenant's changes in the batch, how they move its numbers, and the sequence number of its
+/// first record.
 struct TenantChanges {
     tenant: TenantId,
     first_record: String,
     changes: Vec<Change>,
+    counted: Vec<Counted>,
+}
+
+impl TenantChanges {
+    /// The tenant's entry among `tenants`, made at `record` when it is the tenant's first.
+    fn of<'t>(
+        tenants: &'t mut Vec<TenantChanges>,
+        tenant: &TenantId,
+        record: &EventRecord,
+    ) -> &'t mut TenantChanges {
+        let index = match tenants.iter().position(|t| &t.tenant == tenant) {
+            Some(index) => index,
+            None => {
+                tenants.push(TenantChanges {
+                    tenant: tenant.clone(),
+                    first_record: record.change.sequence_number.clone().unwrap_or_default(),
+                    changes: Vec::new(),
+                    counted: Vec::new(),
+                });
+                tenants.len() - 1
+            }
+        };
+        &mut tenants[index]
+    }
 }
 
 /// Who the devices of the batch's telemetry records are (tenant, live window): one read for
@@ -385,6 +465,7 @@ async fn followed_in(
 #[derive(Clone, Copy)]
 pub struct RecorderPorts<'a> {
     pub log: &'a dyn EventLog,
+    pub counts: &'a dyn FleetCounts,
     pub following: &'a dyn LiveFollowing,
 }
 
@@ -413,8 +494,10 @@ pub async fn handle(
             );
             continue;
         };
-        let changes = match changes_of(source, record, &followed, now) {
-            Ok(changes) => changes,
+        let read = changes_of(source, record, &followed, now)
+            .and_then(|changes| Ok((changes, deltas_of(source, record)?)));
+        let (changes, counted) = match read {
+            Ok(read) => read,
             Err(error) => {
                 // Each of these tables holds one kind of item: one that cannot be read is a
                 // schema drift to fix, though retrying it cannot help.
@@ -422,32 +505,34 @@ pub async fn handle(
                 continue;
             }
         };
+        if let Some((tenant, counted)) = counted {
+            TenantChanges::of(&mut tenants, &tenant, record)
+                .counted
+                .push(counted);
+        }
         for change in changes {
-            let index = match tenants.iter().position(|t| t.tenant == change.tenant) {
-                Some(index) => index,
-                None => {
-                    tenants.push(TenantChanges {
-                        tenant: change.tenant.clone(),
-                        first_record: record.change.sequence_number.clone().unwrap_or_default(),
-                        changes: Vec::new(),
-                    });
-                    tenants.len() - 1
-                }
-            };
-            tenants[index].changes.push(change);
+            TenantChanges::of(&mut tenants, &change.tenant, record)
+                .changes
+                .push(change);
         }
     }
     let mut recorded = 0;
     for tenant in tenants {
         let changes = coalesce(newest_telemetry_only(tenant.changes));
-        match ports
-            .log
-            .append(&tenant.tenant, changes, now + window)
-            .await
-        {
+        // The numbers first: a page that reads them again on an event then finds it counted.
+        let written = match ports.counts.add(&tenant.tenant, tenant.counted).await {
+            Ok(()) => {
+                ports
+                    .log
+                    .append(&tenant.tenant, changes, now + window)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match written {
             Ok(events) => recorded += events.len(),
             Err(error) => {
-                tracing::error!(tenant = %tenant.tenant, %error, "events could not be recorded; the stream hands them again");
+                tracing::error!(tenant = %tenant.tenant, %error, "events or numbers could not be recorded; the stream hands them again");
                 let mut failure = DynamoDbBatchItemFailure::default();
                 failure.item_identifier = Some(tenant.first_record);
                 response.batch_item_failures.push(failure);
@@ -468,7 +553,8 @@ mod tests {
     use super::*;
     use cellbridge_devices::memory::MemoryDevices;
     use cellbridge_devices::testing::{online_device, thing};
-    use cellbridge_events::memory::{MemoryEventLog, StreamRecord};
+    use cellbridge_events::memory::{MemoryEventLog, MemoryFleetCounts, StreamRecord};
+    use std::collections::BTreeMap;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
@@ -487,6 +573,7 @@ mod tests {
         let text = match name {
             "devices" => include_str!("../../../events/event-recorder/devices.json"),
             "telemetry" => include_str!("../../../events/event-recorder/telemetry.json"),
+            "sims" => include_str!("../../../events/event-recorder/sims.json"),
             _ => include_str!("../../../events/event-recorder/bulk-changes.json"),
         };
         serde_json::from_str(text).expect("sample")
@@ -497,11 +584,74 @@ mod tests {
         log: &MemoryEventLog,
         devices: &MemoryDevices,
     ) -> DynamoDbEventResponse {
+        record_counting(event, log, &MemoryFleetCounts::default(), devices).await
+    }
+
+    async fn record_counting(
+        event: &StreamEvent,
+        log: &MemoryEventLog,
+        counts: &MemoryFleetCounts,
+        devices: &MemoryDevices,
+    ) -> DynamoDbEventResponse {
         let ports = RecorderPorts {
             log,
+            counts,
             following: devices,
         };
         handle(event, &sources(), ports, time::Duration::minutes(15), NOW).await
+    }
+
+    fn acme() -> TenantId {
+        TenantId::parse("acme").expect("tenant")
+    }
+
+    #[tokio::test]
+    async fn sims_added_changed_and_gone_are_counted_once_each() {
+        let (log, counts) = (MemoryEventLog::default(), MemoryFleetCounts::default());
+        let devices = MemoryDevices::default();
+        let batch = sample("sims");
+        let response = record_counting(&batch, &log, &counts, &devices).await;
+        assert!(response.batch_item_failures.is_empty());
+        // Handed again (a later tenant of the batch failed): nothing counted twice.
+        record_counting(&batch, &log, &counts, &devices).await;
+        let summary = counts.summary(&acme()).await.expect("summary");
+        assert_eq!(summary.sims.total, 2);
+        assert_eq!(
+            summary.sims.by_carrier["jasper"],
+            BTreeMap::from([("active".to_owned(), 1), ("suspended".to_owned(), 1)])
+        );
+        assert!(
+            !summary.sims.by_carrier.contains_key("telegence"),
+            "the telegence SIM was added, then went"
+        );
+        let told: Vec<(String, serde_json::Value)> = recorded(&log)
+            .into_iter()
+            .map(|(_, kind, subject, data)| (format!("{kind} {subject}"), data["to"].clone()))
+            .collect();
+        assert_eq!(
+            told,
+            [(
+                "sim.status 8901260000000000001".to_owned(),
+                serde_json::json!("suspended")
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn devices_are_counted_registered_and_online() {
+        let (log, counts) = (MemoryEventLog::default(), MemoryFleetCounts::default());
+        let devices = MemoryDevices::default();
+        record_counting(&sample("devices"), &log, &counts, &devices).await;
+        let summary = counts.summary(&acme()).await.expect("summary");
+        // Registered offline, came online, dropped off.
+        assert_eq!(
+            (
+                summary.devices.registered,
+                summary.devices.online,
+                summary.devices.offline
+            ),
+            (1, 0, 1)
+        );
     }
 
     fn recorded(log: &MemoryEventLog) -> Vec<(String, String, String, serde_json::Value)> {

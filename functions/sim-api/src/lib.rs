@@ -1,12 +1,14 @@
 //! The SIM inventory over HTTP, for viewers and up: `GET /sims` (filters, one prefix search, an
 //! order, cursor pages), `GET /sims/{iccid}` (the SIM and a page of its history, newest first)
 //! and `GET /sims/{iccid}/usage` (its daily usage over a range of days, with the cycle-to-date
-//! total). Another tenant's SIM does not exist here (404).
+//! total). Another tenant's SIM does not exist here (404). `GET /fleet/summary`: the tenant's
+//! SIMs by carrier and status and its devices registered and online, kept as they change.
 
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::http::{caller, json_response, route_key};
+use cellbridge_events::counts::FleetCounts;
 use cellbridge_identity::role::Role;
 use cellbridge_sims::ports::{SimStore, UsageStore};
 use cellbridge_sims::query::{parse_filter, parse_order, SimQuery, FILTER_NAMES};
@@ -23,6 +25,8 @@ cellbridge_core::composite_config! {
     #[derive(Debug, Clone)]
     pub struct Config {
         pub sims: cellbridge_sims::wiring::SimTables,
+        /// Where the event recorder keeps each tenant's fleet numbers.
+        pub events: cellbridge_events::wiring::EventsTable,
     }
 }
 
@@ -68,6 +72,7 @@ pub struct UsageTotal {
 pub struct Stores<'a> {
     pub sims: &'a dyn SimStore,
     pub usage: &'a dyn UsageStore,
+    pub counts: &'a dyn FleetCounts,
 }
 
 pub async fn handle(stores: &Stores<'_>, request: Request, now: OffsetDateTime) -> Response<Body> {
@@ -111,6 +116,11 @@ async fn respond(
                     history: PageView::from_page(&history, |event| event),
                 },
             ))
+        }
+        "GET /fleet/summary" => {
+            allow_query(request, &[])?;
+            let summary = stores.counts.summary(caller.tenant()).await?;
+            Ok(json_response(StatusCode::OK, &summary))
         }
         "GET /sims/{iccid}/usage" => {
             allow_query(request, &["from", "to"])?;
@@ -206,6 +216,8 @@ fn iccid(request: &Request) -> Result<&str, Problem> {
 mod tests {
     use super::*;
     use cellbridge_core::tenant::TenantId;
+    use cellbridge_events::counts::{CountDeltas, Counted, Tally};
+    use cellbridge_events::memory::MemoryFleetCounts;
     use cellbridge_sims::memory::MemorySims;
     use cellbridge_sims::testing::{imported, sample_sim};
     use lambda_http::request::from_str;
@@ -324,9 +336,18 @@ mod tests {
     }
 
     async fn call(store: &MemorySims, request: Request) -> (StatusCode, Value) {
+        call_counting(store, &MemoryFleetCounts::default(), request).await
+    }
+
+    async fn call_counting(
+        store: &MemorySims,
+        counts: &MemoryFleetCounts,
+        request: Request,
+    ) -> (StatusCode, Value) {
         let stores = Stores {
             sims: store,
             usage: store,
+            counts,
         };
         let response = handle(&stores, request, test_now()).await;
         let status = response.status();
@@ -445,5 +466,59 @@ mod tests {
         let (status, problem) =
             call(&store, event(LIST, "demo", None, &[("cursor", "garbage")])).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    }
+
+    #[tokio::test]
+    async fn the_fleet_summary_is_the_callers_tenants_numbers() {
+        let counts = MemoryFleetCounts::default();
+        let mut deltas = CountDeltas::default();
+        deltas.add(
+            Tally::Sims {
+                carrier: "jasper".into(),
+                status: "active".into(),
+            },
+            3,
+        );
+        deltas.add(Tally::DevicesRegistered, 2);
+        deltas.add(Tally::DevicesOnline, 1);
+        let acme = TenantId::parse("acme").expect("tenant");
+        counts
+            .add(
+                &acme,
+                vec![Counted {
+                    source: "r1".into(),
+                    deltas,
+                }],
+            )
+            .await
+            .expect("counted");
+        let store = MemorySims::default();
+        let sample = include_str!("../../../events/sim-api/get-fleet-summary.json");
+        let (status, summary) =
+            call_counting(&store, &counts, event(sample, "acme", None, &[])).await;
+        assert_eq!(status, StatusCode::OK, "{summary}");
+        assert_eq!(
+            summary,
+            json!({
+                "sims": {"total": 3, "byStatus": {"active": 3}, "byCarrier": {"jasper": {"active": 3}}},
+                "devices": {"registered": 2, "online": 1, "offline": 1}
+            })
+        );
+        let (_, other) = call_counting(&store, &counts, event(sample, "bolt", None, &[])).await;
+        assert_eq!(
+            other["sims"]["total"], 0,
+            "another tenant sees its own numbers"
+        );
+        let (status, _) = call_counting(
+            &store,
+            &counts,
+            event(sample, "acme", None, &[("limit", "5")]),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "the summary takes no query"
+        );
     }
 }

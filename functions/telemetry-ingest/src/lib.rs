@@ -1,9 +1,11 @@
 //! Telemetry ingest: the telemetry topic rule (`devices/+/telemetry`) sends each message, with
 //! the device id and receive time it adds, to an SQS queue; this function takes them in batches
 //! and writes each message's samples as a time series in chunks (a minute of one device's
-//! samples is one item; `BatchWriteItem`, 25 items a request). That is its only write: a device's
-//! latest state is its newest sample, read from the series (`latest_telemetry`), so the messages
-//! of a thousand devices are 40 requests, not 40 plus a thousand updates.
+//! samples is one item; `BatchWriteItem`, 25 items a request). A device's latest state is its
+//! newest sample, read from the series (`latest_telemetry`), so no device item is updated per
+//! message. The chunks are then folded into each device's hourly summary (one read and one
+//! conditional write per device and hour in the batch), which long-range charts read instead of
+//! every sample.
 //!
 //! A message is also the device's sign of life: it moves the device's `lastSeen` (what the
 //! presence sweep judges silence by) through the instance's write gate, at most once per
@@ -555,6 +557,14 @@ mod tests {
             at: OffsetDateTime,
         ) -> Result<bool, StoreError> {
             self.inner.record_activity(thing, at).await
+        }
+        async fn telemetry_hours(
+            &self,
+            thing: &ThingName,
+            from: OffsetDateTime,
+            to: OffsetDateTime,
+        ) -> Result<Vec<cellbridge_devices::summary::HourSummary>, StoreError> {
+            self.inner.telemetry_hours(thing, from, to).await
         }
         async fn write_telemetry(
             &self,

@@ -153,9 +153,14 @@ pub async fn run(args: SimsArgs) -> Result<()> {
             table("SimHistoryTable")?,
         )
         .with_usage_table(table("SimUsageTable")?);
+        let counts = cellbridge::events::dynamodb::DynamoFleetCounts::new(
+            client.clone(),
+            table("EventsTable")?,
+        );
         let stores = sim_api::Stores {
             sims: &store,
             usage: &store,
+            counts: &counts,
         };
         let mut rows = Vec::new();
         for (name, query) in QUERIES {

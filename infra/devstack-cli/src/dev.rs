@@ -68,8 +68,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
     .context("following the live event stream")?;
 
     if !args.no_demo {
-        if let Err(error) = demonstrate(&stack, &watcher).await {
-            eprintln!("demonstration failed: {error:#}");
+        match demonstrate(&stack, &watcher).await {
+            Ok(()) => {
+                if let Err(error) = leave_one_running(&stack).await {
+                    eprintln!("the running bulk change could not be started: {error:#}");
+                }
+            }
+            Err(error) => eprintln!("demonstration failed: {error:#}"),
         }
     }
     let fleet = if args.fleet > 0 {
@@ -424,6 +429,36 @@ async fn demonstrate(stack: &Devstack, watcher: &crate::live::LiveWatcher) -> Re
         iccids[0]
     );
     println!("  curl -s {}/_sim/requests | head -c 600", carriers.url());
+    Ok(())
+}
+
+/// A bulk change left running while the stack serves, so the console has one in flight to
+/// watch beside the finished ones: every active SIM at the demo's Jasper account, at Jasper's
+/// pace of 5 calls a second (about ten minutes).
+async fn leave_one_running(stack: &Devstack) -> Result<()> {
+    let client = stack
+        .sign_in("ops@demo.example", devstack::demo_accounts::DEMO_PASSWORD)
+        .await?;
+    let providers = client.service_providers().await?;
+    let jasper = providers
+        .iter()
+        .find(|p| p.carrier.as_str() == "jasper")
+        .context("the demo tenant has no Jasper service provider")?;
+    let body = serde_json::json!({
+        "serviceProviderId": jasper.id,
+        "change": {"type": "statusUpdate", "action": "suspend"},
+        "filter": {"status": "active"},
+    });
+    let created = client.create_bulk_change(&body, Some(&uuid_like())).await?;
+    println!(
+        "
+Left running: bulk change {} suspends the {} active SIMs at \"{}\", at Jasper's pace; watch it at {}/console/bulk-changes/{}",
+        created.id,
+        created.counts.total,
+        jasper.name,
+        stack.api_url(),
+        created.id
+    );
     Ok(())
 }
 

@@ -322,6 +322,22 @@ impl ApiClient {
         Ok(page.items)
     }
 
+    /// The hourly summaries of `id`'s telemetry from `from` on.
+    pub async fn telemetry_hours_since(
+        &self,
+        id: &str,
+        from: OffsetDateTime,
+    ) -> ApiResult<Vec<cellbridge::devices::views::HourView>> {
+        let from = from.format(&Rfc3339).unwrap_or_default();
+        let page: PageView<cellbridge::devices::views::HourView> = self
+            .get(&format!(
+                "/devices/{id}/telemetry?resolution=hour&from={}",
+                from.replace('+', "%2B")
+            ))
+            .await?;
+        Ok(page.items)
+    }
+
     /// How many of `things` the API shows online.
     pub async fn online_among(
         &self,

@@ -368,3 +368,66 @@ fn the_schemas_match_what_the_views_serialize() -> Result<()> {
     check_schema(&spec, "CommandHistoryEntry", history, &["detail"]);
     Ok(())
 }
+
+#[test]
+fn the_fleet_summary_and_hourly_telemetry_are_documented_as_served() -> Result<()> {
+    use cellbridge::devices::summary::summarise;
+    use cellbridge::devices::views::HourView;
+    use cellbridge::events::counts::{FleetSummary, Tally};
+    let spec = spec()?;
+    let summary = serde_json::to_value(FleetSummary::of([
+        (
+            Tally::Sims {
+                carrier: "jasper".into(),
+                status: "active".into(),
+            },
+            3,
+        ),
+        (Tally::DevicesRegistered, 2),
+        (Tally::DevicesOnline, 1),
+    ]))?;
+    check_schema(&spec, "FleetSummary", &summary, &[]);
+    let fleet = &spec["components"]["schemas"]["FleetSummary"]["properties"];
+    for (part, schema) in [("sims", &fleet["sims"]), ("devices", &fleet["devices"])] {
+        let documented: BTreeSet<String> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let served: BTreeSet<String> = summary[part]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(documented, served, "FleetSummary.{part}");
+    }
+    let samples = vec![(
+        1_796_547_600_000,
+        serde_json::json!({"temp": 21.5})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    )];
+    let hour = serde_json::to_value(HourView::from(&summarise(1_796_547_600_000, &samples)[0]))?;
+    check_schema(&spec, "TelemetryHour", &hour, &[]);
+    let metric: BTreeSet<String> = spec["components"]["schemas"]["TelemetryHour"]["properties"]
+        ["metrics"]["additionalProperties"]["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        metric,
+        names(
+            hour["metrics"]["temp"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+        )
+    );
+    Ok(())
+}

@@ -188,6 +188,14 @@ pub struct AuditEntry {
     pub created_at: OffsetDateTime,
 }
 
+/// An audit entry as stored, with the id that places it in the trail: a UUIDv7 given when it was
+/// written, so the trail reads in order of its ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub entry_id: String,
+    pub entry: AuditEntry,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

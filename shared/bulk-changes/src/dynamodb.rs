@@ -9,16 +9,18 @@
 //! - idempotency keys: `idempotencyKey` (`tenant#key`), expiring through the `expiresAt` TTL attribute;
 //!   worker claims live there too, as `tenant#work#bulkChangeId#unit`
 
-use crate::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange};
+use crate::bulk_change::{AuditEntry, AuditRecord, BulkChange, BulkChangeStatus, DeviceChange};
 use crate::ports::{BulkChangeStore, Claim, CreateOutcome, DeviceOutcome, SubmittedRef};
 use crate::stalled_intake::INTAKE_TIMEOUT;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 use cellbridge_core::cursor;
@@ -217,6 +219,39 @@ impl DynamoStore {
                 }
             })
             .collect()
+    }
+
+    /// One query page of a bulk change's items in `table` (device changes and audit entries are
+    /// both kept under `bulkChangeKey`, ordered by `sort_key`): at most `limit` items read, in
+    /// sort-key order, after the sort-key value `after`. `refine` may add a filter, which drops
+    /// items after they were read and counted. Returns the items kept and, when more follow, the
+    /// sort-key value of the last item read, which the next page starts after.
+    async fn bulk_change_page(
+        &self,
+        table: &str,
+        key: &str,
+        sort_key: &str,
+        after: Option<AttributeValue>,
+        limit: u32,
+        refine: impl FnOnce(QueryFluentBuilder) -> QueryFluentBuilder + Send,
+    ) -> Result<(Vec<Item>, Option<AttributeValue>), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("bulkChangeKey = :pk")
+            .expression_attribute_values(":pk", s(key))
+            .limit(limit as i32);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key("bulkChangeKey", s(key))
+                .exclusive_start_key(sort_key, after);
+        }
+        let output = refine(query).send().await.map_err(backend)?;
+        let resume_after = output
+            .last_evaluated_key
+            .and_then(|mut last| last.remove(sort_key));
+        Ok((output.items.unwrap_or_default(), resume_after))
     }
 
     async fn read_claim(
@@ -528,28 +563,19 @@ impl BulkChangeStore for DynamoStore {
             .as_deref()
             .map(cursor::decode::<AfterSeq>)
             .transpose()?;
-        let key = bulk_change_key(tenant, bulk_change_id);
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.tables.device_changes)
-            .key_condition_expression("bulkChangeKey = :pk")
-            .expression_attribute_values(":pk", s(&key))
-            .limit(page.limit as i32);
-        if let Some(after) = after {
-            query = query
-                .exclusive_start_key("bulkChangeKey", s(&key))
-                .exclusive_start_key("seq", n(after.after));
-        }
-        let output = query.send().await.map_err(backend)?;
-        let items: Vec<DeviceChange> = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<_, _>>()?;
-        let next_cursor = output
-            .last_evaluated_key
+        let (items, resume_after) = self
+            .bulk_change_page(
+                &self.tables.device_changes,
+                &bulk_change_key(tenant, bulk_change_id),
+                "seq",
+                after.map(|a| n(a.after)),
+                page.limit,
+                |query| query,
+            )
+            .await?;
+        let items: Vec<DeviceChange> =
+            items.into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let next_cursor = resume_after
             .and(items.last())
             .map(|last| cursor::encode(&AfterSeq { after: last.seq }));
         Ok(Page { items, next_cursor })
@@ -839,4 +865,62 @@ impl BulkChangeStore for DynamoStore {
         }
         Ok(entries)
     }
+
+    async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        device: Option<u32>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_id)
+            .transpose()?;
+        let (items, resume_after) = self
+            .bulk_change_page(
+                &self.tables.audit_log,
+                &bulk_change_key(tenant, bulk_change_id),
+                "entryId",
+                after.map(|a| s(a.after)),
+                page.limit,
+                // A filter rather than an index on the device: looked for now and then, it is not
+                // worth an index write for every entry of every bulk change.
+                |query| match device {
+                    Some(seq) => query
+                        .filter_expression("deviceSeq = :device")
+                        .expression_attribute_values(":device", n(seq)),
+                    None => query,
+                },
+            )
+            .await?;
+        let items = items
+            .into_iter()
+            .map(audit_record)
+            .collect::<Result<_, _>>()?;
+        // The cursor is the last entry read, not the last kept: with a filter, entries read past
+        // the last one kept must not be read again.
+        let next_cursor = resume_after
+            .map(|last| match last {
+                AttributeValue::S(after) => Ok(cursor::encode(&AfterId { after })),
+                _ => Err(StoreError::Corrupt(
+                    "an audit entry id is not a string".into(),
+                )),
+            })
+            .transpose()?;
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// An audit log item as its record: the entry and the id it was written under.
+fn audit_record(mut item: Item) -> Result<AuditRecord, StoreError> {
+    let entry_id = match item.remove("entryId") {
+        Some(AttributeValue::S(id)) => id,
+        _ => return Err(StoreError::Corrupt("audit entry without entryId".into())),
+    };
+    Ok(AuditRecord {
+        entry_id,
+        entry: from_item(item)?,
+    })
 }

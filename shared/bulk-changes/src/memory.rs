@@ -1,7 +1,7 @@
 //! In-memory ports for unit tests of handlers: same contracts as the AWS adapters, no network.
 
 use crate::bulk_change::{
-    AuditEntry, BulkChange, BulkChangeStatus, DeviceChange, DeviceChangeStatus,
+    AuditEntry, AuditRecord, BulkChange, BulkChangeStatus, DeviceChange, DeviceChangeStatus,
 };
 use crate::change::Carrier;
 use crate::messages::{PlanMessage, WorkMessage};
@@ -9,7 +9,7 @@ use crate::ports::*;
 use async_trait::async_trait;
 use cellbridge_core::cursor;
 use cellbridge_core::cursor::{AfterId, AfterSeq};
-use cellbridge_core::memory::locked;
+use cellbridge_core::memory::{locked, page_of};
 use cellbridge_core::store::*;
 use cellbridge_core::tenant::TenantId;
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +24,8 @@ pub struct MemoryStore {
     bulk_changes: Mutex<BTreeMap<(TenantId, String), BulkChange>>,
     claims: Mutex<HashMap<(TenantId, String), (String, String)>>,
     device_changes: Mutex<BTreeMap<(TenantId, String, u32), DeviceChange>>,
-    audit: Mutex<Vec<(TenantId, AuditEntry)>>,
+    /// In the order written, which is also the order of their ids (UUIDv7).
+    audit: Mutex<Vec<(TenantId, AuditRecord)>>,
     /// (tenant, bulk change, unit) to (retry claimed, lease end).
     work_claims: Mutex<HashMap<WorkUnit, (u32, OffsetDateTime)>>,
     submitted: Mutex<HashMap<(String, String), SubmittedRef>>,
@@ -412,7 +413,11 @@ impl BulkChangeStore for MemoryStore {
     }
 
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError> {
-        locked(&self.audit).push((tenant.clone(), entry.clone()));
+        let record = AuditRecord {
+            entry_id: uuid::Uuid::now_v7().to_string(),
+            entry: entry.clone(),
+        };
+        locked(&self.audit).push((tenant.clone(), record));
         Ok(())
     }
 
@@ -423,9 +428,35 @@ impl BulkChangeStore for MemoryStore {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(locked(&self.audit)
             .iter()
-            .filter(|(t, e)| t == tenant && e.bulk_change_id == bulk_change_id)
-            .map(|(_, e)| e.clone())
+            .filter(|(t, r)| t == tenant && r.entry.bulk_change_id == bulk_change_id)
+            .map(|(_, r)| r.entry.clone())
             .collect())
+    }
+
+    async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        device: Option<u32>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(cursor::decode_after_id)
+            .transpose()?;
+        let matching: Vec<AuditRecord> = locked(&self.audit)
+            .iter()
+            .filter(|(t, r)| t == tenant && r.entry.bulk_change_id == bulk_change_id)
+            .filter(|(_, r)| after.as_ref().is_none_or(|a| r.entry_id > a.after))
+            .filter(|(_, r)| device.is_none_or(|seq| r.entry.device_seq == Some(seq)))
+            .map(|(_, r)| r.clone())
+            .collect();
+        Ok(page_of(matching, page.limit, |last| {
+            cursor::encode(&AfterId {
+                after: last.entry_id.clone(),
+            })
+        }))
     }
 }
 

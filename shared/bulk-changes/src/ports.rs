@@ -1,6 +1,6 @@
 //! The ports of the bulk-change flows: the store, the work queues and the payload store.
 
-use crate::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange};
+use crate::bulk_change::{AuditEntry, AuditRecord, BulkChange, BulkChangeStatus, DeviceChange};
 use crate::change::Carrier;
 use crate::messages::{PlanMessage, WorkMessage};
 use async_trait::async_trait;
@@ -221,11 +221,24 @@ pub trait BulkChangeStore: Send + Sync {
 
     async fn append_audit(&self, tenant: &TenantId, entry: &AuditEntry) -> Result<(), StoreError>;
 
+    /// The whole audit trail of a bulk change, for tests and tools; the API pages with
+    /// [`BulkChangeStore::audit_page`].
     async fn list_audit(
         &self,
         tenant: &TenantId,
         bulk_change_id: &str,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// A page of a bulk change's audit trail, oldest first. `device` keeps only the entries
+    /// naming that device change; with it a page may hold fewer than `page.limit` entries, even
+    /// none, while a cursor still follows (the limit bounds the entries read, not those kept).
+    async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        bulk_change_id: &str,
+        device: Option<u32>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError>;
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 //! view, made from the verified caller: every key and query carries that tenant, so another
 //! tenant's record is simply not found (404), and no handler can forget the scope.
 
-use crate::bulk_change::{AuditEntry, BulkChange, BulkChangeStatus, DeviceChange};
+use crate::bulk_change::{AuditEntry, AuditRecord, BulkChange, BulkChangeStatus, DeviceChange};
 use crate::ports::{BulkChangeStore, CreateOutcome};
 use cellbridge_core::store::IdempotencyClaim;
 use cellbridge_core::store::{Page, PageRequest, StoreError};
@@ -61,6 +61,17 @@ impl<'a> TenantStore<'a> {
     ) -> Result<Page<DeviceChange>, StoreError> {
         self.store
             .list_device_changes(&self.tenant, bulk_change_id, page)
+            .await
+    }
+
+    pub async fn audit_page(
+        &self,
+        bulk_change_id: &str,
+        device: Option<u32>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        self.store
+            .audit_page(&self.tenant, bulk_change_id, device, page)
             .await
     }
 

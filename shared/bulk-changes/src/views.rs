@@ -1,10 +1,12 @@
-//! Response bodies: what a caller sees of a bulk change and its device changes.
+//! Response bodies: what a caller sees of a bulk change, its device changes and its audit trail.
 //!
 //! The handlers serialize views that borrow from the record; API clients deserialize the same
 //! types as owned values (`BulkChangeView<'static>`), so the server and its clients cannot
 //! disagree on a field.
 
-use crate::bulk_change::{BulkChange, BulkChangeStatus, DeviceChange, DeviceChangeStatus};
+use crate::bulk_change::{
+    AuditEntry, AuditRecord, BulkChange, BulkChangeStatus, DeviceChange, DeviceChangeStatus,
+};
 use crate::change::{Carrier, ChangeSpec, DeviceEdit, DeviceRef};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -113,6 +115,24 @@ impl<'a> From<&'a DeviceChange> for DeviceChangeView<'a> {
             status_reason: change.status_reason.as_deref().map(Cow::Borrowed),
             attempts: change.attempts,
             updated_at: change.updated_at,
+        }
+    }
+}
+
+/// One entry of a bulk change's audit trail: the entry as written, and the id that orders it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntryView<'a> {
+    pub entry_id: Cow<'a, str>,
+    #[serde(flatten)]
+    pub entry: Cow<'a, AuditEntry>,
+}
+
+impl<'a> From<&'a AuditRecord> for AuditEntryView<'a> {
+    fn from(record: &'a AuditRecord) -> Self {
+        Self {
+            entry_id: Cow::Borrowed(&record.entry_id),
+            entry: Cow::Borrowed(&record.entry),
         }
     }
 }

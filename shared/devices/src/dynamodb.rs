@@ -15,8 +15,10 @@ use crate::ports::{
 use crate::presence::{LastSeen, LifecycleEvent, LifecycleKind, Presence};
 use crate::registration::{Announcement, ThingName};
 use crate::series::{self, Chunk, RangeCollector};
+use crate::summary::{parts_of, HourSummary, MetricSummary, SUMMARY_RETENTION};
 use crate::telemetry::TelemetryBatch;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use backon::{ExponentialBuilder, Retryable};
@@ -24,6 +26,7 @@ use cellbridge_core::cursor;
 use cellbridge_core::cursor::{AfterId, AfterMs};
 use cellbridge_core::dynamodb::{
     backend, from_item_named, to_item, updated_unless_condition_failed,
+    written_unless_condition_failed,
 };
 use cellbridge_core::dynamodb::{epoch_ms, n, s, Item};
 use cellbridge_core::store::{Page, PageRequest, StoreError};
@@ -190,6 +193,54 @@ pub fn newest_sample_from_image(
     Ok((thing, series::newest([chunk])))
 }
 
+/// Hour summaries share the telemetry table under a partition of their own per device. No
+/// thing name holds a `#` (AWS IoT allows letters, digits, `:`, `_` and `-`).
+const HOURS_SUFFIX: &str = "#hours";
+/// Writers folding into one device's hour at once: each lost race reads it again.
+const FOLD_ATTEMPTS: u32 = 10;
+
+fn hours_key(device: &ThingName) -> String {
+    format!("{device}{HOURS_SUFFIX}")
+}
+
+/// Whether a telemetry item (a stream record's image) is an hour summary, not samples.
+pub fn is_hour_summary(item: &Item) -> bool {
+    item.get("thingName")
+        .and_then(|name| name.as_s().ok())
+        .is_some_and(|name| name.ends_with(HOURS_SUFFIX))
+}
+
+/// An hour summary as the telemetry table holds it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HourItem {
+    /// The partition key (`<thing>#hours`): written, not needed to read it back.
+    #[serde(skip_deserializing)]
+    thing_name: String,
+    /// The hour's start, ms.
+    at: i64,
+    metrics: BTreeMap<String, MetricSummary>,
+    /// The chunks folded in; left out of reads for charts.
+    #[serde(default)]
+    chunks: Vec<i64>,
+    /// Counts the writes: each is conditional on the one it read.
+    #[serde(default)]
+    version: u64,
+    /// The TTL, in seconds: written, never read back.
+    #[serde(skip_deserializing)]
+    expires_at: i64,
+}
+
+impl HourItem {
+    fn summary(self) -> HourSummary {
+        HourSummary {
+            hour_ms: self.at,
+            metrics: self.metrics,
+            chunks: self.chunks.into_iter().collect(),
+        }
+    }
+}
+
 /// Telemetry cursors carry the last point's time (ms).
 pub(crate) fn encode_after_ms(at: i64) -> String {
     cursor::encode(&AfterMs { after: at })
@@ -245,6 +296,83 @@ impl DynamoDevices {
             devices_table: devices_table.into(),
             telemetry_table: telemetry_table.into(),
         }
+    }
+
+    /// Folds `parts` (of one device and hour) into the stored summary: read, fold, and write
+    /// back on the condition that no one else wrote it meanwhile. Ingest's path; benchmarks lay
+    /// down months of history through it too.
+    pub async fn fold_hour(
+        &self,
+        device: ThingName,
+        hour_ms: i64,
+        parts: Vec<HourSummary>,
+    ) -> Result<(), StoreError> {
+        let key = [
+            ("thingName".to_owned(), s(hours_key(&device))),
+            ("at".to_owned(), n(hour_ms)),
+        ];
+        for attempt in 0..FOLD_ATTEMPTS {
+            let read = self
+                .client
+                .get_item()
+                .table_name(&self.telemetry_table)
+                .set_key(Some(key.clone().into_iter().collect()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(backend)?;
+            let (mut summary, version) = match read.item {
+                Some(item) => {
+                    let stored: HourItem = from_item_named("hour summary", item)?;
+                    let version = stored.version;
+                    (stored.summary(), Some(version))
+                }
+                None => (
+                    HourSummary {
+                        hour_ms,
+                        ..HourSummary::default()
+                    },
+                    None,
+                ),
+            };
+            let mut changed = false;
+            for part in &parts {
+                changed |= summary.fold(part);
+            }
+            if !changed {
+                return Ok(());
+            }
+            let item = to_item(&HourItem {
+                thing_name: hours_key(&device),
+                at: hour_ms,
+                metrics: summary.metrics,
+                chunks: summary.chunks.into_iter().collect(),
+                version: version.map_or(1, |v| v + 1),
+                expires_at: (cellbridge_core::clock::from_epoch_ms(hour_ms) + SUMMARY_RETENTION)
+                    .unix_timestamp(),
+            })?;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.telemetry_table)
+                .set_item(Some(item));
+            let put = match version {
+                Some(version) => put
+                    .condition_expression("version = :read")
+                    .expression_attribute_values(":read", n(version)),
+                None => put.condition_expression("attribute_not_exists(thingName)"),
+            };
+            if written_unless_condition_failed(put.send().await, |e| {
+                matches!(e, PutItemError::ConditionalCheckFailedException(_))
+            })? {
+                return Ok(());
+            }
+            // Another instance folded into this hour first.
+            tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt + 1))).await;
+        }
+        Err(StoreError::Unavailable(format!(
+            "the summary of {device} at {hour_ms} kept changing under {FOLD_ATTEMPTS} attempts"
+        )))
     }
 
     /// Writes one batch, resending what DynamoDB left unprocessed (throttled partitions) with
@@ -525,7 +653,48 @@ impl DeviceStore for DynamoDevices {
         while let Some(done) = writes.next().await {
             done?;
         }
+        // After the chunks: a summary never counts a chunk that is not stored, and a failure
+        // here has the messages delivered again, whose chunks are then folded in once.
+        let parts = parts_of(unique.iter().map(|((device, _), chunk)| (device, chunk)));
+        let mut folds = futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|((device, hour_ms), parts)| self.fold_hour(device, hour_ms, parts)),
+        )
+        .buffer_unordered(WRITES_IN_FLIGHT);
+        while let Some(done) = folds.next().await {
+            done?;
+        }
         Ok(written)
+    }
+
+    async fn telemetry_hours(
+        &self,
+        thing_name: &ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<HourSummary>, StoreError> {
+        let mut hours = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.telemetry_table)
+            .key_condition_expression("thingName = :thing AND #at BETWEEN :from AND :to")
+            // The folded chunks' keys are for writers only.
+            .projection_expression("#at, #metrics")
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_names("#metrics", "metrics")
+            .expression_attribute_values(":thing", s(hours_key(thing_name)))
+            .expression_attribute_values(":from", n(crate::summary::hour_of(epoch_ms(from))))
+            .expression_attribute_values(":to", n(epoch_ms(to)))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.try_next().await.map_err(backend)? {
+            let stored: HourItem = from_item_named("hour summary", item)?;
+            hours.push(stored.summary());
+        }
+        Ok(hours)
     }
 
     async fn query_telemetry(

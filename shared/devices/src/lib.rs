@@ -18,6 +18,7 @@ pub mod ports;
 pub mod presence;
 pub mod registration;
 pub mod series;
+pub mod summary;
 pub mod telemetry;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]

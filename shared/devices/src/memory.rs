@@ -7,8 +7,10 @@ use crate::ports::{
 use crate::presence::{LastSeen, LifecycleEvent, Presence};
 use crate::registration::{Announcement, ThingName};
 use crate::series::{self, Chunk, RangeCollector};
+use crate::summary::{hour_of, parts_of, HourSummary};
 use crate::telemetry::TelemetryBatch;
 use async_trait::async_trait;
+use cellbridge_core::clock::epoch_ms;
 use cellbridge_core::cursor;
 use cellbridge_core::cursor::AfterId;
 use cellbridge_core::memory::{locked, page_of};
@@ -32,6 +34,8 @@ pub struct MemoryDevices {
     presence_unavailable: std::sync::atomic::AtomicBool,
     /// Chunks by device and first sample time, as the telemetry table keys them.
     telemetry: Mutex<BTreeMap<(ThingName, i64), Chunk>>,
+    /// Hour summaries by device and hour.
+    hours: Mutex<BTreeMap<(ThingName, i64), HourSummary>>,
     /// The end of each followed device's live window.
     live_until: Mutex<HashMap<ThingName, OffsetDateTime>>,
 }
@@ -234,8 +238,35 @@ impl DeviceStore for MemoryDevices {
     ) -> Result<TelemetryWritten, StoreError> {
         let unique = unique_chunks(batches);
         let written = written(&unique);
+        let parts = parts_of(unique.iter().map(|((device, _), chunk)| (device, chunk)));
         locked(&self.telemetry).extend(unique);
+        let mut hours = locked(&self.hours);
+        for ((device, hour_ms), parts) in parts {
+            let summary = hours
+                .entry((device, hour_ms))
+                .or_insert_with(|| HourSummary {
+                    hour_ms,
+                    ..HourSummary::default()
+                });
+            for part in &parts {
+                summary.fold(part);
+            }
+        }
         Ok(written)
+    }
+
+    async fn telemetry_hours(
+        &self,
+        thing_name: &ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<HourSummary>, StoreError> {
+        let first = hour_of(epoch_ms(from));
+        let hours = locked(&self.hours);
+        Ok(hours
+            .range((thing_name.clone(), first)..=(thing_name.clone(), epoch_ms(to)))
+            .map(|(_, summary)| summary.clone())
+            .collect())
     }
 
     async fn query_telemetry(

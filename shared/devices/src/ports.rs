@@ -138,13 +138,24 @@ pub trait DeviceStore: Send + Sync {
     }
 
     /// Writes telemetry messages, many per call, each as its chunks ([`crate::series`];
-    /// BatchWriteItem, 25 items a request, unprocessed items retried). A chunk is keyed by device
-    /// and first sample time, so writing a message again changes nothing.
+    /// BatchWriteItem, 25 items a request, unprocessed items retried), then folds the chunks into
+    /// the hourly summaries of their devices. A chunk is keyed by device and first sample time,
+    /// and a summary remembers the chunks in it, so writing a message again changes nothing.
     async fn write_telemetry(
         &self,
         batches: &[crate::telemetry::TelemetryBatch],
         retention: time::Duration,
     ) -> Result<TelemetryWritten, StoreError>;
+
+    /// The device's hourly summaries ([`crate::summary`]) of the hours from the one `from`
+    /// falls in through the one `to` falls in, oldest first. [`DeviceStore::write_telemetry`]
+    /// keeps them: a chart of a long range reads these rather than every sample.
+    async fn telemetry_hours(
+        &self,
+        thing_name: &crate::registration::ThingName,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::summary::HourSummary>, StoreError>;
 
     /// The device's samples with `from <= at <= to`, oldest first, one per time.
     async fn query_telemetry(

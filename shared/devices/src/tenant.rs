@@ -99,4 +99,19 @@ impl<'a> TenantDevices<'a> {
                 .await?,
         ))
     }
+
+    /// The device's hourly summaries; `None` when it is not this tenant's device.
+    pub async fn telemetry_hours(
+        &self,
+        thing_name: &crate::registration::ThingName,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+    ) -> Result<Option<Vec<crate::summary::HourSummary>>, StoreError> {
+        if self.get_device(thing_name).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.store.telemetry_hours(thing_name, from, to).await?,
+        ))
+    }
 }

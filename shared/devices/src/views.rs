@@ -106,6 +106,46 @@ impl<'a> From<&'a crate::ports::StoredPoint> for TelemetryView<'a> {
     }
 }
 
+/// An hour of a device's numeric telemetry: each metric's lowest, highest and mean, and how
+/// many samples it had.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HourView {
+    /// The hour's start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub metrics: std::collections::BTreeMap<String, HourMetricView>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HourMetricView {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub count: u64,
+}
+
+impl From<&crate::summary::HourSummary> for HourView {
+    fn from(hour: &crate::summary::HourSummary) -> Self {
+        Self {
+            at: cellbridge_core::clock::from_epoch_ms(hour.hour_ms),
+            metrics: hour
+                .metrics
+                .iter()
+                .map(|(name, summary)| {
+                    let view = HourMetricView {
+                        min: summary.min,
+                        max: summary.max,
+                        mean: summary.mean(),
+                        count: summary.count,
+                    };
+                    (name.clone(), view)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A command as its sender sees it, with every status it went through.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -11,6 +11,7 @@
 //! `LiveConnectionsTable`: one item per connection (`connectionId`), its tenant (`ByTenant`), its
 //! subscription as JSON text, its place (`after`) and whether it is catching up.
 
+use crate::counts::{CountDeltas, Counted, FleetCounts, FleetSummary, Tally};
 use crate::event::{Change, Event, EventType};
 use crate::ports::{Connection, Connections, EventLog, Standing};
 use crate::subscription::Subscription;
@@ -34,6 +35,10 @@ const COUNTER_SEQ: u64 = 0;
 const EVENTS_PER_TRANSACTION: usize = 49;
 /// Marker items' key prefix: no tenant id contains `#`.
 const MARKER_PREFIX: &str = "recorded#";
+/// The key prefix of each tenant's fleet numbers (`counts#<tenant>`, at the counter's place).
+const COUNTS_PREFIX: &str = "counts#";
+/// A transaction holds at most 100 items: the numbers and this many records' markers.
+const COUNTED_PER_TRANSACTION: usize = 99;
 /// Lambda hands a failed stream batch again for up to a day (the stream's retention).
 const MARKER_LIFETIME: time::Duration = time::Duration::hours(25);
 /// Writers of one tenant racing for its counter: each lost race reads it again.
@@ -121,15 +126,7 @@ impl DynamoEventLog {
         source: &str,
         now: OffsetDateTime,
     ) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .item("tenantId", s(format!("{MARKER_PREFIX}{source}")))
-            .item("seq", n(COUNTER_SEQ))
-            .item("expiresAt", n((now + MARKER_LIFETIME).unix_timestamp()))
-            .condition_expression("attribute_not_exists(tenantId)")
-            .build()
-            .map_err(unbuildable)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        marker_put(&self.table, source, now)
     }
 
     /// One transaction: the counter from `stored` on, and `changes` after it, each with its
@@ -209,6 +206,24 @@ enum Appended {
     AlreadyRecorded(Vec<usize>),
 }
 
+/// The item remembering that the change-stream record `source` was taken in, put only if it
+/// was not before.
+fn marker_put(
+    table: &str,
+    source: &str,
+    now: OffsetDateTime,
+) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .item("tenantId", s(format!("{MARKER_PREFIX}{source}")))
+        .item("seq", n(COUNTER_SEQ))
+        .item("expiresAt", n((now + MARKER_LIFETIME).unix_timestamp()))
+        .condition_expression("attribute_not_exists(tenantId)")
+        .build()
+        .map_err(unbuildable)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
 fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(text)) => text
@@ -235,14 +250,14 @@ pub enum EventsTableItem {
         newest: u64,
         woke: Option<String>,
     },
-    /// Which change-stream record was recorded: nothing to send.
+    /// Which change-stream record was recorded, or a tenant's fleet numbers: nothing to send.
     Marker,
 }
 
 /// Reads an item of the events table (a stream record's new image).
 pub fn events_table_item(item: &Item) -> Result<EventsTableItem, StoreError> {
     let tenant_text = text(item, "tenantId")?;
-    if tenant_text.starts_with(MARKER_PREFIX) {
+    if tenant_text.starts_with(MARKER_PREFIX) || tenant_text.starts_with(COUNTS_PREFIX) {
         return Ok(EventsTableItem::Marker);
     }
     let tenant = TenantId::parse(tenant_text)
@@ -674,5 +689,162 @@ impl Connections for DynamoConnections {
                 _ => return Ok(connections),
             }
         }
+    }
+}
+
+/// Each tenant's fleet numbers in the events table: one item per tenant, `counts#<tenant>`,
+/// whose attributes are the tallies' names. A batch's records are added in transactions that
+/// also put each record's marker, so a record handed again adds nothing.
+#[derive(Debug, Clone)]
+pub struct DynamoFleetCounts {
+    client: Client,
+    table: String,
+}
+
+impl DynamoFleetCounts {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(tenant: &TenantId) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("tenantId".to_owned(), s(format!("{COUNTS_PREFIX}{tenant}"))),
+            ("seq".to_owned(), n(COUNTER_SEQ)),
+        ])
+    }
+
+    /// One transaction: the records' markers and their deltas added up. `Err` holds the
+    /// records (by index) counted before, when that is why it was cancelled; none when it
+    /// collided with another writer of the numbers (another shard's batch).
+    async fn add_chunk(
+        &self,
+        tenant: &TenantId,
+        records: &[Counted],
+    ) -> Result<Result<(), Vec<usize>>, StoreError> {
+        let mut total = CountDeltas::default();
+        for record in records {
+            total.merge(&record.deltas);
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut write = self.client.transact_write_items();
+        for record in records {
+            write = write.transact_items(marker_put(
+                &self.table,
+                &format!("{COUNTS_PREFIX}{}", record.source),
+                now,
+            )?);
+        }
+        if !total.is_empty() {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant)));
+            let mut adds = Vec::new();
+            for (index, (tally, by)) in total.iter().enumerate() {
+                adds.push(format!("#t{index} :t{index}"));
+                update = update
+                    .expression_attribute_names(format!("#t{index}"), tally.name())
+                    .expression_attribute_values(format!(":t{index}"), n(by));
+            }
+            update = update.update_expression(format!("ADD {}", adds.join(", ")));
+            write = write.transact_items(
+                TransactWriteItem::builder()
+                    .update(update.build().map_err(unbuildable)?)
+                    .build(),
+            );
+        }
+        let error = match write.send().await {
+            Ok(_) => return Ok(Ok(())),
+            Err(error) => error,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        else {
+            return Err(backend(error));
+        };
+        let counted_before: Vec<usize> = cancelled
+            .cancellation_reasons()
+            .iter()
+            .take(records.len())
+            .enumerate()
+            .filter(|(_, reason)| reason.code() == Some("ConditionalCheckFailed"))
+            .map(|(index, _)| index)
+            .collect();
+        if !counted_before.is_empty() {
+            return Ok(Err(counted_before));
+        }
+        let conflicted = cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|reason| reason.code() == Some("TransactionConflict"));
+        if conflicted {
+            Ok(Err(Vec::new()))
+        } else {
+            Err(backend(error))
+        }
+    }
+}
+
+#[async_trait]
+impl FleetCounts for DynamoFleetCounts {
+    async fn add(&self, tenant: &TenantId, records: Vec<Counted>) -> Result<(), StoreError> {
+        let mut pending: Vec<Counted> = records
+            .into_iter()
+            .filter(|r| !r.deltas.is_empty())
+            .collect();
+        let mut collisions = 0;
+        while !pending.is_empty() {
+            let take = pending.len().min(COUNTED_PER_TRANSACTION);
+            match self.add_chunk(tenant, &pending[..take]).await? {
+                Ok(()) => {
+                    pending.drain(..take);
+                }
+                Err(counted_before) if counted_before.is_empty() => {
+                    collisions += 1;
+                    if collisions >= APPEND_ATTEMPTS {
+                        return Err(StoreError::Unavailable(format!(
+                            "the numbers of {tenant} kept colliding under {APPEND_ATTEMPTS} attempts"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(collisions))).await;
+                }
+                Err(counted_before) => {
+                    let mut index = 0;
+                    pending.retain(|_| {
+                        let keep = index >= take || !counted_before.contains(&index);
+                        index += 1;
+                        keep
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn summary(&self, tenant: &TenantId) -> Result<FleetSummary, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant)))
+            // A page reads the numbers again on an event: they must include it.
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let tallies = output
+            .item
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let tally = Tally::from_name(&name)?;
+                match value {
+                    AttributeValue::N(text) => text.parse::<i64>().ok().map(|value| (tally, value)),
+                    _ => None,
+                }
+            });
+        Ok(FleetSummary::of(tallies))
     }
 }

@@ -4,6 +4,7 @@
 //! decides whether a client resuming after `lastSeq` can be replayed or must reload.
 
 pub mod apigateway;
+pub mod counts;
 pub mod dynamodb;
 pub mod event;
 pub mod fanout;

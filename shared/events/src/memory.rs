@@ -1,5 +1,6 @@
 //! In-memory adapters, for tests and local tools.
 
+use crate::counts::{Counted, FleetCounts, FleetSummary, Tally};
 use crate::event::{Change, Event};
 use crate::ports::{Connection, ConnectionPoster, Connections, EventLog, PostError, Standing};
 use crate::subscription::Subscription;
@@ -267,5 +268,46 @@ impl ConnectionPoster for RecordingPoster {
             .or_default()
             .push(String::from_utf8_lossy(frame).into_owned());
         Ok(())
+    }
+}
+
+/// Each tenant's fleet numbers, counting each record once.
+#[derive(Default)]
+pub struct MemoryFleetCounts {
+    state: Mutex<Tallies>,
+}
+
+/// Each tenant's tallies, and the records counted.
+#[derive(Default)]
+struct Tallies {
+    by_tenant: HashMap<String, BTreeMap<Tally, i64>>,
+    counted: BTreeSet<String>,
+}
+
+#[async_trait]
+impl FleetCounts for MemoryFleetCounts {
+    async fn add(&self, tenant: &TenantId, records: Vec<Counted>) -> Result<(), StoreError> {
+        let mut state = locked(&self.state);
+        let Tallies { by_tenant, counted } = &mut *state;
+        for record in records {
+            if !counted.insert(record.source) {
+                continue;
+            }
+            let of_tenant = by_tenant.entry(tenant.as_str().to_owned()).or_default();
+            for (tally, by) in record.deltas.iter() {
+                *of_tenant.entry(tally.clone()).or_insert(0) += by;
+            }
+        }
+        Ok(())
+    }
+
+    async fn summary(&self, tenant: &TenantId) -> Result<FleetSummary, StoreError> {
+        let state = locked(&self.state);
+        let tallies = state
+            .by_tenant
+            .get(tenant.as_str())
+            .cloned()
+            .unwrap_or_default();
+        Ok(FleetSummary::of(tallies))
     }
 }

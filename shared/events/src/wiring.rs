@@ -18,6 +18,16 @@ impl FromEnvironment for LiveTables {
     }
 }
 
+/// The events table alone, for a function that reads the fleet numbers kept there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsTable(pub String);
+
+impl FromEnvironment for EventsTable {
+    fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        required(env, "EVENTS_TABLE").map(Self)
+    }
+}
+
 /// The WebSocket API stage's URL, where the management API takes frames for connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEndpoint(pub String);
@@ -60,4 +70,11 @@ pub fn poster(
     endpoint: &LiveEndpoint,
 ) -> crate::apigateway::ApiGatewayPoster {
     crate::apigateway::ApiGatewayPoster::new(sdk, &endpoint.0)
+}
+
+pub fn fleet_counts(
+    sdk: &aws_config::SdkConfig,
+    events_table: &str,
+) -> crate::dynamodb::DynamoFleetCounts {
+    crate::dynamodb::DynamoFleetCounts::new(aws_sdk_dynamodb::Client::new(sdk), events_table)
 }

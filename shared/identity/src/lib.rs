@@ -15,6 +15,8 @@ pub mod ports;
 pub mod principal;
 pub mod role;
 pub mod tenant;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_provider;
 pub mod token;
 pub mod username;
 pub mod views;

@@ -1,4 +1,5 @@
-//! One bulk change: its progress (live), and each device's outcome with the carrier's reason.
+//! One bulk change: its progress (live), and each device's outcome with the carrier's reason and
+//! a way to its carrier calls in the audit trail ([`super::audit`]).
 
 use crate::api::{get, with_query, ApiError};
 use crate::pages::layout::{api_error, badge, empty, frame, progress, when, LiveFilter, Section};
@@ -14,11 +15,11 @@ use maud::{html, Markup};
 const DEVICES_SHOWN: &str = "200";
 
 /// A bulk change id as the API writes them (a UUID); anything else is no page of ours.
-fn plausible_id(id: &str) -> bool {
+pub(crate) fn plausible_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
-fn outcomes_table(items: &[DeviceChange]) -> Markup {
+fn outcomes_table(bulk_change_id: &str, items: &[DeviceChange]) -> Markup {
     html! {
         div.table-wrap {
             table data-rows {
@@ -31,10 +32,11 @@ fn outcomes_table(items: &[DeviceChange]) -> Markup {
                     th scope="col" { "Reason" }
                     th scope="col" class="numeric" { "Attempts" }
                     th scope="col" { "Updated" }
+                    th scope="col" { "Carrier calls" }
                 } }
                 tbody {
                     @for device in items {
-                        tr {
+                        tr id={ "device-" (device.seq) } {
                             td.numeric { (device.seq) }
                             td.mono { a data-row-link href={ "/console/sims?q=" (device.iccid) } { (device.iccid) } }
                             td.mono { (device.msisdn.as_deref().unwrap_or("")) }
@@ -42,6 +44,11 @@ fn outcomes_table(items: &[DeviceChange]) -> Markup {
                             td { (device.status_reason.as_deref().unwrap_or("")) }
                             td.numeric { (device.attempts) }
                             td { @if !device.updated_at.is_empty() { (when(&device.updated_at)) } }
+                            td {
+                                a href=(super::audit::device_path(bulk_change_id, device.seq)) {
+                                    "Calls" span.visually-hidden { " of device " (device.seq) }
+                                }
+                            }
                         }
                     }
                 }
@@ -52,7 +59,7 @@ fn outcomes_table(items: &[DeviceChange]) -> Markup {
 
 /// The answer when the API would not give the bulk change: sign-in again, not found (another
 /// tenant's bulk change is as absent as one that never was), or the API's error in place.
-fn failed(session: &Session, error: &ApiError, title: &str) -> Response<Body> {
+pub(crate) fn failed(session: &Session, error: &ApiError, title: &str) -> Response<Body> {
     match error {
         ApiError::Unauthorized(_) => session_ended(),
         ApiError::Refused(problem) if problem.status == 404 => crate::respond::not_found(session),
@@ -99,7 +106,11 @@ pub async fn page(ports: &ConsolePorts, session: &Session, id: &str) -> Response
     let body = html! {
         header {
             h1 { (title) }
-            a.button.secondary href={ "/console/bulk-changes/" (change.id) "/outcomes.csv" } download { "Download outcomes (CSV)" }
+            div {
+                a.button.secondary href={ "/console/bulk-changes/" (change.id) "/audit" } { "Audit trail" }
+                " "
+                a.button.secondary href={ "/console/bulk-changes/" (change.id) "/outcomes.csv" } download { "Download outcomes (CSV)" }
+            }
         }
         section.panel data-bulk-change=(change.id) aria-labelledby="progress-heading" {
             h2 id="progress-heading" { "Progress" }
@@ -122,7 +133,7 @@ pub async fn page(ports: &ConsolePorts, session: &Session, id: &str) -> Response
                     (empty("The devices have not been planned yet; they appear here once the planner has read the request.", html! {}))
                 }
                 Ok(listing) => {
-                    (outcomes_table(&listing.items))
+                    (outcomes_table(&change.id, &listing.items))
                     @if listing.next_cursor.is_some() {
                         p.muted { "The first " (DEVICES_SHOWN) " devices are shown; the CSV has every device." }
                     }

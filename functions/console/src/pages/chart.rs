@@ -49,8 +49,15 @@ pub fn downsample(series: &[(i64, f64)], from_ms: i64, to_ms: i64, buckets: usiz
     out
 }
 
-/// A line chart of `series` between `from_ms` and `to_ms`, described for screen readers.
-pub fn line_chart(metric: &str, series: &[(i64, f64)], from_ms: i64, to_ms: i64) -> Markup {
+/// A line chart of `series` between `from_ms` and `to_ms`, described for screen readers;
+/// `drawn_from` says what the series was made of ("3,600 samples").
+pub fn line_chart(
+    metric: &str,
+    series: &[(i64, f64)],
+    from_ms: i64,
+    to_ms: i64,
+    drawn_from: &str,
+) -> Markup {
     let points = downsample(series, from_ms, to_ms, BUCKETS);
     let (low, high) = points
         .iter()
@@ -71,10 +78,7 @@ pub fn line_chart(metric: &str, series: &[(i64, f64)], from_ms: i64, to_ms: i64)
     let label = if points.is_empty() {
         format!("{metric}: no samples in this range")
     } else {
-        format!(
-            "{metric}: from {low} to {high} in this range, {} samples",
-            series.len()
-        )
+        format!("{metric}: from {low} to {high} in this range, drawn from {drawn_from}")
     };
     html! {
         figure.chart data-metric=(metric) {

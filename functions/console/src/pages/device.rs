@@ -16,16 +16,40 @@ use cellbridge_identity::role::Role;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use maud::{html, Markup};
+use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-/// The ranges a chart offers: `(value, label, length)`. Longer ranges need the API to keep
-/// coarser summaries than its one-second samples.
-const RANGES: [(&str, &str, Duration); 3] = [
-    ("15m", "Last 15 minutes", Duration::minutes(15)),
-    ("1h", "Last hour", Duration::hours(1)),
-    ("6h", "Last 6 hours", Duration::hours(6)),
+/// What a chart is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    /// Every sample (up to 6 hours of one a second).
+    Sample,
+    /// The API's hourly summaries: 90 days are 2,160 of them.
+    Hour,
+}
+
+/// The ranges a chart offers: `(value, label, length, what it is drawn from)`.
+const RANGES: [(&str, &str, Duration, Resolution); 7] = [
+    (
+        "15m",
+        "Last 15 minutes",
+        Duration::minutes(15),
+        Resolution::Sample,
+    ),
+    ("1h", "Last hour", Duration::hours(1), Resolution::Sample),
+    ("6h", "Last 6 hours", Duration::hours(6), Resolution::Sample),
+    (
+        "24h",
+        "Last 24 hours",
+        Duration::hours(24),
+        Resolution::Hour,
+    ),
+    ("7d", "Last 7 days", Duration::days(7), Resolution::Hour),
+    ("30d", "Last 30 days", Duration::days(30), Resolution::Hour),
+    ("90d", "Last 90 days", Duration::days(90), Resolution::Hour),
 ];
 /// The API's largest page, and the most pages one chart reads (6 hours of 1-second samples).
 const TELEMETRY_PAGE: &str = "1000";
@@ -79,6 +103,77 @@ async fn telemetry(
 }
 
 /// The numeric metrics of `points`, each as a series, in the order first seen.
+/// An hour of a metric as the API summarises it.
+#[derive(Debug, Deserialize)]
+struct HourMetric {
+    min: f64,
+    max: f64,
+}
+
+/// `GET /devices/{id}/telemetry?resolution=hour`: one item per hour with samples.
+#[derive(Debug, Deserialize)]
+struct TelemetryHour {
+    at: String,
+    metrics: BTreeMap<String, HourMetric>,
+}
+
+/// The charts' series and what they were drawn from, in words.
+type Charts = (Vec<(String, Series)>, String);
+
+/// The range's hourly summaries as series: each hour its lowest and highest, so the chart's
+/// buckets keep an hour's extremes as they keep samples'.
+fn hourly_series(hours: &[TelemetryHour]) -> Charts {
+    let mut series: Vec<(String, Series)> = Vec::new();
+    for hour in hours {
+        let Ok(at) = OffsetDateTime::parse(&hour.at, &Rfc3339) else {
+            continue;
+        };
+        let ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        for (name, metric) in &hour.metrics {
+            let points = [(ms, metric.min), (ms + HALF_HOUR_MS, metric.max)];
+            match series.iter().position(|(known, _)| known == name) {
+                Some(index) => series[index].1.extend(points),
+                None if series.len() < MAX_CHARTS => series.push((name.clone(), points.to_vec())),
+                None => {}
+            }
+        }
+    }
+    (series, format!("{} hourly summaries", hours.len()))
+}
+
+const HALF_HOUR_MS: i64 = 1_800_000;
+
+/// The charts of a range: its samples, or its hours for the long ranges.
+async fn charts(
+    ports: &ConsolePorts,
+    session: &Session,
+    id: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    resolution: Resolution,
+) -> Result<Charts, ApiError> {
+    match resolution {
+        Resolution::Sample => {
+            let points = telemetry(ports, session, id, from, to).await?;
+            let described = format!("{} samples", points.len());
+            Ok((series_of(&points), described))
+        }
+        Resolution::Hour => {
+            let path = with_query(
+                &format!("/devices/{id}/telemetry"),
+                &[
+                    ("resolution", "hour"),
+                    ("from", &rfc3339(from)),
+                    ("to", &rfc3339(to)),
+                ],
+            );
+            let hours: Listing<TelemetryHour> =
+                get(ports.api.as_ref(), &session.token, &path).await?;
+            Ok(hourly_series(&hours.items))
+        }
+    }
+}
+
 fn series_of(points: &[TelemetryPoint]) -> Vec<(String, Series)> {
     let mut series: Vec<(String, Series)> = Vec::new();
     for point in points {
@@ -214,7 +309,7 @@ async fn render(
     let query = request.query_string_parameters();
     let range = query
         .first("range")
-        .and_then(|r| RANGES.iter().find(|(value, _, _)| *value == r))
+        .and_then(|r| RANGES.iter().find(|(value, ..)| *value == r))
         .unwrap_or(&RANGES[0]);
     let from = now - range.2;
     let api = ports.api.as_ref();
@@ -223,10 +318,10 @@ async fn render(
         &[("limit", COMMANDS_SHOWN)],
     );
     let device_path = format!("/devices/{id}");
-    let (device, commands, points) = tokio::join!(
+    let (device, commands, charts) = tokio::join!(
         get::<DeviceDetail>(api, &session.token, &device_path),
         get::<Listing<Command>>(api, &session.token, &commands_path),
-        telemetry(ports, session, id, from, now),
+        charts(ports, session, id, from, now, range.3),
     );
     let device = match device {
         Ok(device) => device,
@@ -268,18 +363,18 @@ async fn render(
                     form.filters method="get" action={ "/console/devices/" (info.id) } {
                         div.field {
                             label for="range" { "Range" }
-                            (select("range", &RANGES.map(|(value, label, _)| (value, label)), range.0, false))
+                            (select("range", &RANGES.map(|(value, label, ..)| (value, label)), range.0, false))
                         }
                         button.secondary type="submit" { "Show" }
                     }
-                    @match &points {
-                        Ok(points) if points.is_empty() => {
-                            (empty("No telemetry in this range.", html! {}))
+                    @match &charts {
+                        Ok((series, _)) if series.is_empty() => {
+                            (empty("No numeric telemetry in this range.", html! {}))
                         }
-                        Ok(points) => {
+                        Ok((series, drawn_from)) => {
                             div.charts {
-                                @for (metric, series) in series_of(points) {
-                                    (line_chart(&metric, &series, from_ms, to_ms))
+                                @for (metric, points) in series {
+                                    (line_chart(metric, points, from_ms, to_ms, drawn_from))
                                 }
                             }
                         }

@@ -1,6 +1,7 @@
 //! One module per page; [`layout`] is the frame around them.
 
 pub mod admin;
+pub mod audit;
 pub mod bulk_change;
 pub mod bulk_changes;
 pub mod change;

@@ -17,7 +17,7 @@ use maud::{html, Markup};
 
 const PAGE_SIZE: &str = "50";
 
-const STATUSES: [(&str, &str); 7] = [
+pub(crate) const STATUSES: [(&str, &str); 7] = [
     ("", "Any status"),
     ("active", "Active"),
     ("inventory", "Inventory"),
@@ -27,7 +27,7 @@ const STATUSES: [(&str, &str); 7] = [
     ("unknown", "Unknown"),
 ];
 
-const CARRIERS: [(&str, &str); 4] = [
+pub(crate) const CARRIERS: [(&str, &str); 4] = [
     ("", "Any carrier"),
     ("jasper", "Jasper"),
     ("thingSpace", "ThingSpace"),

@@ -119,11 +119,17 @@ function addToTimeline(event: LiveEvent): void {
 }
 
 let refreshing: number | undefined;
+/** Asked for while a fetch was under way, which may have been answered before the change. */
+let refreshAgain = false;
 
 /** Fetches this page again and swaps in its live regions (debounced: a burst is one fetch). */
 export function refreshRegions(): void {
-  if (refreshing !== undefined) return;
+  if (refreshing !== undefined) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = window.setTimeout(async () => {
+    refreshAgain = false;
     try {
       const response = await fetch(location.href, { credentials: "same-origin" });
       if (!response.ok) return;
@@ -134,6 +140,7 @@ export function refreshRegions(): void {
       }
     } finally {
       refreshing = undefined;
+      if (refreshAgain) refreshRegions();
     }
   }, 100);
 }

@@ -98,6 +98,23 @@ async fn exercise(stack: &Devstack, fleet: &Fleet, strangers: &Fleet) -> Result<
         Ok(points_last_hour(&api, &first).await? >= 2)
     })
     .await?;
+    // Ingest folded the same points into the device's hourly summary, which long charts read.
+    // The hours are read first: every sample they count is stored before they are, so never
+    // more than the samples read after them, unless one was counted twice.
+    let since = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let hours = api.telemetry_hours_since(&first, since).await?;
+    let points = api.telemetry_since(&first, since).await?;
+    let summarised: u64 = hours
+        .iter()
+        .filter_map(|hour| hour.metrics.get("battery"))
+        .map(|battery| battery.count)
+        .sum();
+    ensure!(
+        // (A full page of 1,000 samples may not be all of them.)
+        summarised >= 2 && (summarised as usize <= points.len() || points.len() >= 1_000),
+        "hourly summaries {hours:?} for {} points",
+        points.len()
+    );
     // Its latest state is its newest point, read from the series for the device list.
     let listed = api.devices().await?;
     let shown = listed
