@@ -125,20 +125,35 @@ type Charts = (Vec<(String, Series)>, String);
 fn hourly_series(hours: &[TelemetryHour]) -> Charts {
     let mut series: Vec<(String, Series)> = Vec::new();
     for hour in hours {
-        let Ok(at) = OffsetDateTime::parse(&hour.at, &Rfc3339) else {
+        let Some(ms) = epoch_ms(&hour.at) else {
             continue;
         };
-        let ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         for (name, metric) in &hour.metrics {
-            let points = [(ms, metric.min), (ms + HALF_HOUR_MS, metric.max)];
-            match series.iter().position(|(known, _)| known == name) {
-                Some(index) => series[index].1.extend(points),
-                None if series.len() < MAX_CHARTS => series.push((name.clone(), points.to_vec())),
-                None => {}
-            }
+            add_points(
+                &mut series,
+                name,
+                &[(ms, metric.min), (ms + HALF_HOUR_MS, metric.max)],
+            );
         }
     }
     (series, format!("{} hourly summaries", hours.len()))
+}
+
+/// An API time (RFC 3339) as unix milliseconds.
+fn epoch_ms(at: &str) -> Option<i64> {
+    OffsetDateTime::parse(at, &Rfc3339)
+        .ok()
+        .map(cellbridge_core::clock::epoch_ms)
+}
+
+/// Adds `points` to the series of `name`, starting it while there are fewer than
+/// [`MAX_CHARTS`]; a metric beyond those is not charted.
+fn add_points(series: &mut Vec<(String, Series)>, name: &str, points: &[(i64, f64)]) {
+    match series.iter().position(|(known, _)| known == name) {
+        Some(index) => series[index].1.extend_from_slice(points),
+        None if series.len() < MAX_CHARTS => series.push((name.to_owned(), points.to_vec())),
+        None => {}
+    }
 }
 
 const HALF_HOUR_MS: i64 = 1_800_000;
@@ -177,20 +192,12 @@ async fn charts(
 fn series_of(points: &[TelemetryPoint]) -> Vec<(String, Series)> {
     let mut series: Vec<(String, Series)> = Vec::new();
     for point in points {
-        let Ok(at) = OffsetDateTime::parse(&point.at, &Rfc3339) else {
+        let Some(ms) = epoch_ms(&point.at) else {
             continue;
         };
-        let ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         for (name, value) in &point.metrics {
-            let Some(value) = value.as_f64() else {
-                continue;
-            };
-            match series.iter().position(|(metric, _)| metric == name) {
-                Some(index) => series[index].1.push((ms, value)),
-                None if series.len() < MAX_CHARTS => {
-                    series.push((name.clone(), vec![(ms, value)]));
-                }
-                None => {}
+            if let Some(value) = value.as_f64() {
+                add_points(&mut series, name, &[(ms, value)]);
             }
         }
     }
@@ -336,8 +343,8 @@ async fn render(
         }
     };
     let may_command = session.identity.roles.allows(Role::Operator);
-    let from_ms = i64::try_from(from.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let to_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let from_ms = cellbridge_core::clock::epoch_ms(from);
+    let to_ms = cellbridge_core::clock::epoch_ms(now);
     let info = &device.device;
     let body = html! {
         header { h1 { (info.id) } }
