@@ -324,7 +324,7 @@ async fn orchestrate(args: &BulkChangeArgs) -> Result<()> {
 /// Builds the runner (this `bench` binary) and the simulators in release: the worker code is measured as
 /// Lambda runs it, and the simulators take as little CPU from the machine as they can.
 async fn build_release(workspace: &Workspace) -> Result<(PathBuf, PathBuf)> {
-    let mut child = Command::new(cargo())
+    let mut child = cargo()
         .current_dir(&workspace.root)
         .args([
             "build",

@@ -255,9 +255,10 @@ struct Target {
     bin: String,
 }
 
-fn cargo() -> String {
-    // Under `cargo run` this is the cargo (and so the toolchain) that is running us.
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// The cargo running us (under `cargo run`), without this crate's variables: the builds it runs
+/// then share what a shell's builds compiled (see `local_tools::cargo`).
+fn cargo() -> Command {
+    Command::from(local_tools::cargo())
 }
 
 impl Workspace {
@@ -265,7 +266,7 @@ impl Workspace {
         // `cargo metadata` blocks: keep it off the async workers.
         let metadata = tokio::task::spawn_blocking(|| {
             cargo_metadata::MetadataCommand::new()
-                .cargo_path(cargo())
+                .cargo_path(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
                 .no_deps()
                 .exec()
         })
@@ -360,7 +361,7 @@ async fn build(
     targets: &[Target],
     skipped: &mut Vec<(String, String)>,
 ) -> Result<BTreeMap<String, PathBuf>> {
-    let mut command = Command::new(cargo());
+    let mut command = cargo();
     command.current_dir(&workspace.root).args([
         "build",
         "--release",

@@ -160,6 +160,17 @@ fn run(command: &mut Command) -> Result<()> {
 /// what they measure is the product rather than unoptimised code.
 pub const BENCH_PROFILE: &str = "bench-optimized";
 
+/// `cargo` (the one running this process when there is one) with the variables cargo set for
+/// this crate removed (see [`crate_build_variables`]), so the builds it runs share what a
+/// shell's builds compiled.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for key in crate_build_variables() {
+        command.env_remove(key);
+    }
+    command
+}
+
 /// The variables of this process's environment that cargo set for the crate it builds or runs
 /// (see [`is_crate_build_variable`]). A `cargo` started from a process that `cargo run` or
 /// `cargo test` started removes them: build scripts (ring's, for one) rerun when they change,

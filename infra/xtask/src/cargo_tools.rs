@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 pub struct CargoTool {
@@ -76,7 +76,7 @@ impl CargoTool {
         )?);
         spinner.set_prefix(format!("cargo install {}", self.name));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let mut child = Command::new(cargo())
+        let mut child = local_tools::cargo()
             .args(["install", "--locked", "--version", self.version, "--root"])
             .arg(&root)
             .arg(self.name)
@@ -137,8 +137,4 @@ pub fn path_with_tools() -> Result<OsString> {
         dirs.extend(std::env::split_paths(&path));
     }
     std::env::join_paths(dirs).context("a tool directory holds a character PATH cannot")
-}
-
-pub fn cargo() -> OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }

@@ -47,17 +47,14 @@ pub fn run(
              takes several minutes once, then seconds"
         );
     }
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // Without the xtask crate's variables (`local_tools::cargo`): inherited, the build below
+    // would recompile dependencies a plain `cargo build` had just compiled.
+    let mut command = local_tools::cargo();
     // Not `--quiet`: it would hide cargo's progress bar too, and the first build is long.
     command
         .current_dir(&root)
         .args(["run", "--profile", profile.name()])
         .args(["--package", package, "--bin", bin, "--"]);
-    // This process runs under `cargo run`; with the xtask crate's variables inherited, the
-    // build below would recompile dependencies a plain `cargo build` had just compiled.
-    for key in local_tools::crate_build_variables() {
-        command.env_remove(key);
-    }
     if !subcommand.is_empty() {
         command.arg(subcommand);
     }

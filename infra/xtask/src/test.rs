@@ -2,7 +2,7 @@
 //! (cargo-deny, cargo-machete), lints and the template, builds the function binaries the
 //! end-to-end test runs through `cargo lambda watch`, then runs every test of the workspace.
 
-use crate::cargo_tools::{self, cargo};
+use crate::cargo_tools;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -35,8 +35,12 @@ struct Step {
     action: Action,
 }
 
+/// `cargo <args>` as a user's shell would run it: `cargo xtask` runs under `cargo run`, and the
+/// xtask crate's variables would rebuild ring and all that depends on it (rustls, the AWS SDK)
+/// in every clone at a new path, and again when the devstack builds the functions without
+/// them. cargo-machete would take them for paths to analyse.
 fn cargo_command(args: &[&str]) -> Command {
-    let mut command = Command::new(cargo());
+    let mut command = local_tools::cargo();
     command.args(args);
     command
 }
@@ -45,11 +49,6 @@ fn cargo_command(args: &[&str]) -> Command {
 fn cargo_tool(args: &[&str]) -> Result<Command> {
     let mut command = cargo_command(args);
     command.env("PATH", cargo_tools::path_with_tools()?);
-    // `cargo xtask` runs under `cargo run`, which sets the xtask crate's own variables; with
-    // `CARGO_PKG_NAME` set, cargo-machete takes its arguments as paths to analyse.
-    for key in local_tools::crate_build_variables() {
-        command.env_remove(key);
-    }
     Ok(command)
 }
 
