@@ -359,6 +359,32 @@ describe("a device's page", () => {
     await page.context().close();
   });
 
+  test("the chart follows the device's samples without a reload", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    await page.goto(`/console/devices/${device}?range=15m`);
+    await page.locator("#live-status[data-state=live]").waitFor();
+    const navigations = [];
+    page.on("framenavigated", (frame) => frame === page.mainFrame() && navigations.push(frame.url()));
+    // How many samples the first chart was drawn from, as its label tells screen readers.
+    const drawnFrom = () => {
+      const label = document.querySelector("#telemetry-region svg")?.getAttribute("aria-label") ?? "";
+      return Number(/drawn from (\d+) samples/.exec(label)?.[1] ?? 0);
+    };
+    const grows = async () => {
+      const known = await page.evaluate(drawnFrom);
+      for (let tries = 0; (await page.evaluate(drawnFrom)) <= known; tries++) {
+        assert.ok(tries < 120, `the chart stayed at ${known} samples for a minute`);
+        await page.waitForTimeout(500);
+      }
+    };
+    // The page catches up once when it goes live; growing twice takes redraws as samples arrive.
+    await grows();
+    await grows();
+    assert.deepEqual(navigations, [], "the page was never reloaded");
+    await page.context().close();
+  });
+
   test("a device dropping off while its page is open shows offline without a reload", async () => {
     const page = await newPage();
     await signIn(page, OPERATOR);

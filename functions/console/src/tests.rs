@@ -493,6 +493,10 @@ async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
         page.contains("temp: from 18 to 25.5 in this range, drawn from 3 hourly summaries"),
         "{page}"
     );
+    assert!(
+        !page.contains("data-redraw-on"),
+        "90 days are not drawn again on every sample"
+    );
     let asked: Vec<String> = api
         .requests()
         .into_iter()
@@ -504,6 +508,43 @@ async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
         )),
         "{asked:?}"
     );
+}
+
+#[tokio::test]
+async fn a_short_range_is_drawn_again_as_samples_arrive() {
+    let sample = include_str!("../../../events/console/device-90-days.json").replace("90d", "15m");
+    let samples: Vec<Value> = (0..5)
+        .map(|s| json!({"at": format!("2026-12-06T08:5{s}:00Z"), "metrics": {"temp": 20 + s}}))
+        .collect();
+    let api = Arc::new(RecordedApi::answering(vec![
+        (
+            "/devices/tracker-12/telemetry",
+            Ok(json!({"items": samples})),
+        ),
+        ("/devices/tracker-12/commands", Ok(json!({"items": []}))),
+        (
+            "/devices/tracker-12",
+            Ok(
+                json!({"id": "tracker-12", "tenant": "demo", "iccid": "89010000000000000012",
+                      "model": "TRK-200", "firmware": "2.4.1", "status": "online",
+                      "registeredAt": "2026-09-01T00:00:00Z"}),
+            ),
+        ),
+    ]));
+    let response = handle(
+        &ports(api),
+        event(&sample, &[session_cookie(&valid_token())]),
+        NOW,
+    )
+    .await;
+    let page = text(&response);
+    assert!(
+        page.contains(
+            r#"<div id="telemetry-region" data-live-region data-redraw-on="telemetry.latest">"#
+        ),
+        "{page}"
+    );
+    assert!(page.contains("drawn from 5 samples"), "{page}");
 }
 
 #[tokio::test]

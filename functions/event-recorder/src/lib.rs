@@ -263,76 +263,58 @@ fn newest_sample(
         .transpose()
 }
 
-/// What one stream record means, as changes of its tenant's stream; `now` stands in for a
-/// record time out of range. `followed` holds the devices of the batch's telemetry records.
-pub fn changes_of(
+/// What one stream record means: the changes it tells its tenant's stream, and how it moves
+/// the tenant's fleet numbers (see [`RecordRead::counted`]).
+pub struct RecordRead {
+    pub changes: Vec<Change>,
+    /// A SIM added, gone or moved between carriers and statuses; a device registered, gone, or
+    /// going online or offline. `None` for a record that moves no number.
+    pub counted: Option<(TenantId, Counted)>,
+}
+
+/// Reads one stream record, each image once; `now` stands in for a record time out of range.
+/// `followed` holds the devices of the batch's telemetry records.
+pub fn read_record(
     source: Source,
     record: &EventRecord,
     followed: &HashMap<ThingName, Followed>,
     now: OffsetDateTime,
-) -> Result<Vec<Change>, StoreError> {
+) -> Result<RecordRead, StoreError> {
     let at = record
         .change
         .approximate_creation_date_time
         .timestamp_nanos_opt()
         .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok())
         .unwrap_or(now);
-    let changes = match source {
+    let mut deltas = CountDeltas::default();
+    let (changes, counted_tenant) = match source {
         Source::Devices => {
             let (old, new) = images(record, cellbridge_devices::dynamodb::device_from_image)?;
-            device_changes(old, new, at)
+            for (device, by) in [(&old, -1), (&new, 1)] {
+                if let Some(device) = device {
+                    deltas.add(Tally::DevicesRegistered, by);
+                    if online(device) {
+                        deltas.add(Tally::DevicesOnline, by);
+                    }
+                }
+            }
+            let tenant = new.as_ref().or(old.as_ref()).map(|d| d.tenant.clone());
+            (device_changes(old, new, at), tenant)
         }
         Source::Commands => {
             let (old, new) = images(
                 record,
                 cellbridge_devices::commands_dynamodb::command_from_image,
             )?;
-            command_changes(old, new, at)
+            (command_changes(old, new, at), None)
         }
         Source::BulkChanges => {
             let (old, new) = images(
                 record,
                 cellbridge_bulk_changes::dynamodb::bulk_change_from_image,
             )?;
-            bulk_change_changes(old, new, at)
+            (bulk_change_changes(old, new, at), None)
         }
-        Source::Sims => {
-            let (old, new) = images(
-                record,
-                cellbridge_sims::dynamodb::DynamoSims::sim_from_image,
-            )?;
-            sim_changes(old, new, at)
-        }
-        Source::Telemetry => telemetry_changes(newest_sample(record)?, followed, at),
-    };
-    // The record's id (unique in its stream) and the change's place among the record's: a
-    // batch handed again does not tell it twice.
-    Ok(changes
-        .into_iter()
-        .enumerate()
-        .map(|(index, change)| Change {
-            source: Some(format!("{}#{index}", record.event_id)),
-            ..change
-        })
-        .collect())
-}
-
-fn sim_tally(sim: &cellbridge_sims::sim::Sim) -> Tally {
-    Tally::Sims {
-        carrier: sim.carrier.as_str().to_owned(),
-        status: sim.status.as_str().to_owned(),
-    }
-}
-
-/// How one stream record moves its tenant's fleet numbers: a SIM added, gone or moved between
-/// carriers and statuses; a device registered, gone, or going online or offline. `None` for a
-/// record that moves none.
-pub fn deltas_of(
-    source: Source,
-    record: &EventRecord,
-) -> Result<Option<(TenantId, Counted)>, StoreError> {
-    let mut deltas = CountDeltas::default();
-    let tenant = match source {
         Source::Sims => {
             let (old, new) = images(
                 record,
@@ -344,29 +326,39 @@ pub fn deltas_of(
             if let Some((_, new)) = &new {
                 deltas.add(sim_tally(new), 1);
             }
-            new.or(old).map(|(tenant, _)| tenant)
+            let tenant = new.as_ref().or(old.as_ref()).map(|(t, _)| t.clone());
+            (sim_changes(old, new, at), tenant)
         }
-        Source::Devices => {
-            let (old, new) = images(record, cellbridge_devices::dynamodb::device_from_image)?;
-            for (device, by) in [(&old, -1), (&new, 1)] {
-                if let Some(device) = device {
-                    deltas.add(Tally::DevicesRegistered, by);
-                    if online(device) {
-                        deltas.add(Tally::DevicesOnline, by);
-                    }
-                }
-            }
-            new.or(old).map(|device| device.tenant)
-        }
-        Source::Commands | Source::BulkChanges | Source::Telemetry => None,
+        Source::Telemetry => (
+            telemetry_changes(newest_sample(record)?, followed, at),
+            None,
+        ),
     };
-    Ok(tenant.filter(|_| !deltas.is_empty()).map(|tenant| {
+    // The record's id (unique in its stream) and the change's place among the record's: a
+    // batch handed again does not tell it twice.
+    let changes = changes
+        .into_iter()
+        .enumerate()
+        .map(|(index, change)| Change {
+            source: Some(format!("{}#{index}", record.event_id)),
+            ..change
+        })
+        .collect();
+    let counted = counted_tenant.filter(|_| !deltas.is_empty()).map(|tenant| {
         let counted = Counted {
             source: record.event_id.clone(),
             deltas,
         };
         (tenant, counted)
-    }))
+    });
+    Ok(RecordRead { changes, counted })
+}
+
+fn sim_tally(sim: &cellbridge_sims::sim::Sim) -> Tally {
+    Tally::Sims {
+        carrier: sim.carrier.as_str().to_owned(),
+        status: sim.status.as_str().to_owned(),
+    }
 }
 
 /// Drops a device's `telemetry.latest` whose sample is not newer than one before it in the
@@ -494,9 +486,7 @@ pub async fn handle(
             );
             continue;
         };
-        let read = changes_of(source, record, &followed, now)
-            .and_then(|changes| Ok((changes, deltas_of(source, record)?)));
-        let (changes, counted) = match read {
+        let RecordRead { changes, counted } = match read_record(source, record, &followed, now) {
             Ok(read) => read,
             Err(error) => {
                 // Each of these tables holds one kind of item: one that cannot be read is a

@@ -54,6 +54,9 @@ const RANGES: [(&str, &str, Duration, Resolution); 7] = [
 /// The API's largest page, and the most pages one chart reads (6 hours of 1-second samples).
 const TELEMETRY_PAGE: &str = "1000";
 const MAX_TELEMETRY_PAGES: usize = 25;
+/// The longest range whose charts are drawn again as samples arrive. Longer ranges would read
+/// up to 25 pages of samples for each redraw and barely move.
+const LIVE_CHART_LONGEST: Duration = Duration::hours(1);
 /// Charts drawn: the first numeric metrics.
 const MAX_CHARTS: usize = 4;
 /// Commands listed. The `live` commands a followed device is sent every couple of minutes while
@@ -346,6 +349,7 @@ async fn render(
     let from_ms = cellbridge_core::clock::epoch_ms(from);
     let to_ms = cellbridge_core::clock::epoch_ms(now);
     let info = &device.device;
+    let live_chart = range.2 <= LIVE_CHART_LONGEST;
     let body = html! {
         header { h1 { (info.id) } }
         div.columns {
@@ -374,18 +378,22 @@ async fn render(
                         }
                         button.secondary type="submit" { "Show" }
                     }
-                    @match &charts {
-                        Ok((series, _)) if series.is_empty() => {
-                            (empty("No numeric telemetry in this range.", html! {}))
-                        }
-                        Ok((series, drawn_from)) => {
-                            div.charts {
-                                @for (metric, points) in series {
-                                    (line_chart(metric, points, from_ms, to_ms, drawn_from))
+                    // Short ranges are drawn again from the server as the device's samples
+                    // arrive (at most every few seconds), so the chart moves with them.
+                    div id="telemetry-region" data-live-region[live_chart] data-redraw-on=[live_chart.then_some("telemetry.latest")] {
+                        @match &charts {
+                            Ok((series, _)) if series.is_empty() => {
+                                (empty("No numeric telemetry in this range.", html! {}))
+                            }
+                            Ok((series, drawn_from)) => {
+                                div.charts {
+                                    @for (metric, points) in series {
+                                        (line_chart(metric, points, from_ms, to_ms, drawn_from))
+                                    }
                                 }
                             }
+                            Err(error) => (api_error(error)),
                         }
-                        Err(error) => (api_error(error)),
                     }
                 }
                 section id="commands-region" data-live-region data-catch-up aria-labelledby="commands-heading" {

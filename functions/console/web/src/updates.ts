@@ -145,6 +145,19 @@ export function refreshRegions(): void {
   }, 100);
 }
 
+/** The shortest time between two redraws of regions that follow a frequent event (charts). */
+const REDRAW_INTERVAL_MS = 5_000;
+let redrawing: number | undefined;
+
+/** Refreshes the live regions within a few seconds: a stream of samples is one fetch per interval. */
+function redrawSoon(): void {
+  if (redrawing !== undefined) return;
+  redrawing = window.setTimeout(() => {
+    redrawing = undefined;
+    refreshRegions();
+  }, REDRAW_INTERVAL_MS);
+}
+
 export function apply(event: LiveEvent): void {
   let shown = false;
   if (event.type.startsWith("bulkChange.")) shown = updateBulkChange(event);
@@ -155,5 +168,7 @@ export function apply(event: LiveEvent): void {
   // Something this page lists as a whole changed and its row is not here yet.
   const region = document.querySelector<HTMLElement>(`[data-live-region][data-refresh-on~="${CSS.escape(event.type)}"]`);
   if (!shown && region) refreshRegions();
+  // Something drawn from many events (a chart) that a row update cannot extend.
+  if (document.querySelector(`[data-live-region][data-redraw-on~="${CSS.escape(event.type)}"]`)) redrawSoon();
   document.dispatchEvent(new CustomEvent("cellbridge:event", { detail: event }));
 }
