@@ -254,5 +254,25 @@ async fn fleet_numbers_count_each_record_once_across_transactions_and_writers() 
         Default::default(),
         "a tenant with nothing counted has nothing"
     );
+
+    // A recount replaces every tally (those it did not find go), and counting goes on from it.
+    let mut recounted = CountDeltas::default();
+    recounted.add(Tally::sims("thingspace", "active"), 7);
+    recounted.add(Tally::DevicesRegistered, 3);
+    recounted.add(Tally::DevicesOnline, 2);
+    counts.replace(&fresh, &recounted).await?;
+    counts
+        .add(
+            &fresh,
+            vec![sims_counted("after", "thingspace", "active", 1)],
+        )
+        .await?;
+    let summary = counts.summary(&fresh).await?;
+    assert_eq!(summary.sims.total, 8);
+    assert_eq!(
+        summary.sims.by_carrier.keys().collect::<Vec<_>>(),
+        ["thingspace"]
+    );
+    assert_eq!((summary.devices.online, summary.devices.offline), (2, 1));
     Ok(())
 }

@@ -128,7 +128,7 @@ fn change(
 }
 
 fn online(device: &DeviceRecord) -> bool {
-    device.presence.connected && !device.presence.timed_out
+    device.presence.is_marked_online()
 }
 
 fn device_changes(
@@ -355,10 +355,7 @@ pub fn read_record(
 }
 
 fn sim_tally(sim: &cellbridge_sims::sim::Sim) -> Tally {
-    Tally::Sims {
-        carrier: sim.carrier.as_str().to_owned(),
-        status: sim.status.as_str().to_owned(),
-    }
+    Tally::sims(sim.carrier.as_str(), sim.status.as_str())
 }
 
 /// Drops a device's `telemetry.latest` whose sample is not newer than one before it in the

@@ -2,13 +2,17 @@
 //! order, cursor pages), `GET /sims/{iccid}` (the SIM and a page of its history, newest first)
 //! and `GET /sims/{iccid}/usage` (its daily usage over a range of days, with the cycle-to-date
 //! total). Another tenant's SIM does not exist here (404). `GET /fleet/summary`: the tenant's
-//! SIMs by carrier and status and its devices registered and online, kept as they change.
+//! SIMs by carrier and status and its devices registered and online, kept as they change;
+//! `POST /fleet/summary/recount` (admins) counts them afresh from the tables.
 
+use cellbridge_core::store::{PageRequest, StoreError};
+use cellbridge_core::tenant::TenantId;
+use cellbridge_devices::ports::DeviceStore;
 use cellbridge_edge::http::page_view::PageView;
 use cellbridge_edge::http::paging::{allow_query, page_request};
 use cellbridge_edge::http::problem::Problem;
 use cellbridge_edge::http::{caller, json_response, route_key};
-use cellbridge_events::counts::FleetCounts;
+use cellbridge_events::counts::{CountDeltas, FleetCounts, FleetSummary, Tally};
 use cellbridge_identity::role::Role;
 use cellbridge_sims::ports::{SimStore, UsageStore};
 use cellbridge_sims::query::{parse_filter, parse_order, SimQuery, FILTER_NAMES};
@@ -27,6 +31,8 @@ cellbridge_core::composite_config! {
         pub sims: cellbridge_sims::wiring::SimTables,
         /// Where the event recorder keeps each tenant's fleet numbers.
         pub events: cellbridge_events::wiring::EventsTable,
+        /// The devices a recount counts.
+        pub devices: cellbridge_devices::wiring::DeviceTables,
     }
 }
 
@@ -73,6 +79,48 @@ pub struct Stores<'a> {
     pub sims: &'a dyn SimStore,
     pub usage: &'a dyn UsageStore,
     pub counts: &'a dyn FleetCounts,
+    pub devices: &'a dyn DeviceStore,
+}
+
+/// The most SIMs or devices a recount reads a page.
+const RECOUNT_PAGE: u32 = 1000;
+
+/// Counts `tenant`'s SIMs and devices from the tables and makes that its numbers.
+async fn recount(stores: &Stores<'_>, tenant: &TenantId) -> Result<FleetSummary, StoreError> {
+    let mut counted = CountDeltas::default();
+    let mut page = PageRequest {
+        limit: RECOUNT_PAGE,
+        cursor: None,
+    };
+    loop {
+        let sims = stores
+            .sims
+            .list_sims(tenant, &SimQuery::default(), &page)
+            .await?;
+        for sim in &sims.items {
+            counted.add(Tally::sims(sim.carrier.as_str(), sim.status.as_str()), 1);
+        }
+        match sims.next_cursor {
+            Some(next) => page.cursor = Some(next),
+            None => break,
+        }
+    }
+    page.cursor = None;
+    loop {
+        let devices = stores.devices.list_devices(tenant, &page).await?;
+        for device in &devices.items {
+            counted.add(Tally::DevicesRegistered, 1);
+            if device.presence.is_marked_online() {
+                counted.add(Tally::DevicesOnline, 1);
+            }
+        }
+        match devices.next_cursor {
+            Some(next) => page.cursor = Some(next),
+            None => break,
+        }
+    }
+    stores.counts.replace(tenant, &counted).await?;
+    stores.counts.summary(tenant).await
 }
 
 pub async fn handle(stores: &Stores<'_>, request: Request, now: OffsetDateTime) -> Response<Body> {
@@ -120,6 +168,12 @@ async fn respond(
         "GET /fleet/summary" => {
             allow_query(request, &[])?;
             let summary = stores.counts.summary(caller.tenant()).await?;
+            Ok(json_response(StatusCode::OK, &summary))
+        }
+        "POST /fleet/summary/recount" => {
+            caller.require(Role::Admin)?;
+            allow_query(request, &[])?;
+            let summary = recount(stores, caller.tenant()).await?;
             Ok(json_response(StatusCode::OK, &summary))
         }
         "GET /sims/{iccid}/usage" => {
@@ -216,6 +270,9 @@ fn iccid(request: &Request) -> Result<&str, Problem> {
 mod tests {
     use super::*;
     use cellbridge_core::tenant::TenantId;
+    use cellbridge_devices::memory::MemoryDevices;
+    use cellbridge_devices::presence::{LifecycleEvent, LifecycleKind};
+    use cellbridge_devices::testing::{online_device, thing};
     use cellbridge_events::counts::{CountDeltas, Counted, Tally};
     use cellbridge_events::memory::MemoryFleetCounts;
     use cellbridge_sims::memory::MemorySims;
@@ -344,10 +401,12 @@ mod tests {
         counts: &MemoryFleetCounts,
         request: Request,
     ) -> (StatusCode, Value) {
+        let devices = MemoryDevices::default();
         let stores = Stores {
             sims: store,
             usage: store,
             counts,
+            devices: &devices,
         };
         let response = handle(&stores, request, test_now()).await;
         let status = response.status();
@@ -466,6 +525,74 @@ mod tests {
         let (status, problem) =
             call(&store, event(LIST, "demo", None, &[("cursor", "garbage")])).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    }
+
+    #[tokio::test]
+    async fn a_recount_makes_the_numbers_those_of_the_tables_for_admins_only() {
+        let store = store().await;
+        let devices = MemoryDevices::default();
+        online_device(&devices, "tracker-1", "demo", test_now()).await;
+        online_device(&devices, "tracker-2", "demo", test_now()).await;
+        let gone = LifecycleEvent {
+            kind: LifecycleKind::Disconnected,
+            version: 2,
+            at: test_now(),
+        };
+        devices
+            .apply_presence(&thing("tracker-2"), &gone)
+            .await
+            .expect("disconnected");
+        online_device(&devices, "other-1", "globex", test_now()).await;
+        let counts = MemoryFleetCounts::default();
+        // Numbers that drifted: a tally no SIM has any more, and too few devices.
+        let mut drifted = CountDeltas::default();
+        drifted.add(Tally::sims("jasper", "purged"), 4);
+        drifted.add(Tally::DevicesRegistered, 1);
+        let demo = TenantId::parse("demo").expect("tenant");
+        counts.replace(&demo, &drifted).await.expect("drifted");
+        let stores = Stores {
+            sims: &store,
+            usage: &store,
+            counts: &counts,
+            devices: &devices,
+        };
+        let sample = include_str!("../../../events/sim-api/recount-fleet-summary.json");
+        let as_role = |role: &str| {
+            let mut value: Value = serde_json::from_str(sample).expect("sample");
+            cellbridge_core::testing::authorize_event(&mut value, "demo", role);
+            from_str(&value.to_string()).expect("event")
+        };
+        for role in ["viewer", "operator"] {
+            let response = handle(&stores, as_role(role), test_now()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{role}");
+        }
+        let response = handle(&stores, as_role("admin"), test_now()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let summary: Value = serde_json::from_slice(response.body().as_ref()).expect("json");
+        assert_eq!(summary["sims"]["total"], 30, "{summary}");
+        assert!(
+            summary["sims"]["byStatus"].get("purged").is_none(),
+            "{summary}"
+        );
+        let by_carrier = summary["sims"]["byCarrier"].as_object().expect("carriers");
+        let added: u64 = by_carrier
+            .values()
+            .flat_map(|statuses| statuses.as_object().expect("statuses").values())
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(added, 30, "{summary}");
+        assert_eq!(
+            summary["devices"],
+            json!({"registered": 2, "online": 1, "offline": 1})
+        );
+        let kept = counts.summary(&demo).await.expect("summary");
+        assert_eq!(kept.sims.total, 30, "the recount is kept");
+        let globex = TenantId::parse("globex").expect("tenant");
+        assert_eq!(
+            counts.summary(&globex).await.expect("summary").sims.total,
+            0,
+            "another tenant's numbers are its own"
+        );
     }
 
     #[tokio::test]

@@ -157,10 +157,16 @@ pub async fn run(args: SimsArgs) -> Result<()> {
             client.clone(),
             table("EventsTable")?,
         );
+        let devices = cellbridge::devices::dynamodb::DynamoDevices::new(
+            client.clone(),
+            table("DevicesTable")?,
+            table("TelemetryTable")?,
+        );
         let stores = sim_api::Stores {
             sims: &store,
             usage: &store,
             counts: &counts,
+            devices: &devices,
         };
         let mut rows = Vec::new();
         for (name, query) in QUERIES {

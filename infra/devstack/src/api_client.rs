@@ -419,6 +419,17 @@ impl ApiClient {
         }
     }
 
+    /// `POST /fleet/summary/recount` (admins): the tenant's numbers counted afresh.
+    pub async fn recount_fleet_summary(&self) -> ApiResult<Value> {
+        self.call(
+            Method::POST,
+            "/fleet/summary/recount",
+            |r| r,
+            StatusCode::OK,
+        )
+        .await
+    }
+
     // ---------------------------------------------------------------------------------------
     // The calls underneath
 

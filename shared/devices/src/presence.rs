@@ -115,11 +115,16 @@ impl Presence {
         self.connected && !self.timed_out && self.last_seen.is_none_or(|seen| now - seen > timeout)
     }
 
+    /// Online as stored: connected and not marked timed out (what the fleet's numbers count).
+    pub fn is_marked_online(&self) -> bool {
+        self.connected && !self.timed_out
+    }
+
     /// Online: connected, and not timed out, whether the sweep has marked it yet or not (so a
     /// reader does not wait for the sweep's next run). `timeout` is the presence timeout, minutes
     /// long: keep-alive decides online and offline, and this only catches what it cannot.
     pub fn is_online(&self, now: OffsetDateTime, timeout: Duration) -> bool {
-        self.connected && !self.timed_out && !self.is_silent(now, timeout)
+        self.is_marked_online() && !self.is_silent(now, timeout)
     }
 
     /// What the write gate decides on.

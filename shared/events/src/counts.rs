@@ -26,6 +26,14 @@ pub enum Tally {
 const SEPARATOR: char = '#';
 
 impl Tally {
+    /// SIMs on `carrier` whose status is `status` (both as the API names them).
+    pub fn sims(carrier: &str, status: &str) -> Self {
+        Self::Sims {
+            carrier: carrier.to_owned(),
+            status: status.to_owned(),
+        }
+    }
+
     /// The tally's name where it is stored, and back with [`Tally::from_name`].
     pub fn name(&self) -> String {
         match self {
@@ -153,6 +161,12 @@ pub trait FleetCounts: Send + Sync {
     async fn add(&self, tenant: &TenantId, records: Vec<Counted>) -> Result<(), StoreError>;
 
     async fn summary(&self, tenant: &TenantId) -> Result<FleetSummary, StoreError>;
+
+    /// Sets `tenant`'s numbers to `counted`: every SIM and device counted from nothing (a
+    /// recount, for a fleet that existed before its numbers were kept, or numbers that drifted).
+    /// A change the recorder adds while the tables are being read may end up counted twice or
+    /// not at all, so a recount is exact on a fleet at rest.
+    async fn replace(&self, tenant: &TenantId, counted: &CountDeltas) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -847,4 +847,21 @@ impl FleetCounts for DynamoFleetCounts {
             });
         Ok(FleetSummary::of(tallies))
     }
+
+    async fn replace(&self, tenant: &TenantId, counted: &CountDeltas) -> Result<(), StoreError> {
+        // One put: the item is the tallies and nothing else, so tallies the recount did not
+        // find go with it.
+        let mut item = Self::key(tenant);
+        for (tally, value) in counted.iter() {
+            item.insert(tally.name(), n(value));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
 }

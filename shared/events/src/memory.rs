@@ -1,6 +1,6 @@
 //! In-memory adapters, for tests and local tools.
 
-use crate::counts::{Counted, FleetCounts, FleetSummary, Tally};
+use crate::counts::{CountDeltas, Counted, FleetCounts, FleetSummary, Tally};
 use crate::event::{Change, Event};
 use crate::ports::{Connection, ConnectionPoster, Connections, EventLog, PostError, Standing};
 use crate::subscription::Subscription;
@@ -309,5 +309,16 @@ impl FleetCounts for MemoryFleetCounts {
             .cloned()
             .unwrap_or_default();
         Ok(FleetSummary::of(tallies))
+    }
+
+    async fn replace(&self, tenant: &TenantId, counted: &CountDeltas) -> Result<(), StoreError> {
+        let tallies = counted
+            .iter()
+            .map(|(tally, value)| (tally.clone(), value))
+            .collect();
+        locked(&self.state)
+            .by_tenant
+            .insert(tenant.as_str().to_owned(), tallies);
+        Ok(())
     }
 }

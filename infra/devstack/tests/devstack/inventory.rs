@@ -6,7 +6,7 @@ use super::{signed_in, until, OPERATOR};
 use anyhow::{Context, Result};
 use devstack::Devstack;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The scenario's SIMs: ICCIDs `iccid(500_000..500_300)`, found by this prefix and no others.
@@ -37,6 +37,40 @@ pub async fn the_carrier_sync_keeps_the_inventory_true(stack: &Devstack) -> Resu
     let seeded: BTreeSet<&str> = iccids.iter().map(String::as_str).collect();
     let found: BTreeSet<&str> = all.iter().filter_map(|s| s["iccid"].as_str()).collect();
     assert_eq!(found, seeded);
+
+    // The fleet's numbers, kept from the SIMs table's stream, are those of the whole inventory,
+    // and an admin's recount of the tables finds the same.
+    let inventory = || async {
+        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for sim in client.all_pages::<Value>("/sims").await? {
+            let name = |field: &str| sim[field].as_str().unwrap_or_default().to_owned();
+            *counts
+                .entry(name("carrier"))
+                .or_default()
+                .entry(name("status"))
+                .or_default() += 1;
+        }
+        Ok::<_, anyhow::Error>(json!(counts))
+    };
+    until(
+        "the fleet's numbers count every SIM of the inventory",
+        Duration::from_secs(120),
+        || async {
+            let summary: Value = client.get("/fleet/summary").await?;
+            Ok(summary["sims"]["byCarrier"] == inventory().await?)
+        },
+    )
+    .await?;
+    let admin = signed_in(stack, "admin@demo.example").await?;
+    until(
+        "a recount finds the inventory's numbers",
+        Duration::from_secs(60),
+        || async {
+            let recounted = admin.recount_fleet_summary().await?;
+            Ok(recounted["sims"]["byCarrier"] == inventory().await?)
+        },
+    )
+    .await?;
     for (carrier, sims) in &by_carrier {
         let of_carrier = listed(format!("iccidPrefix={PREFIX}&carrier={carrier}")).await?;
         assert_eq!(of_carrier.len(), sims.len(), "{carrier}");
