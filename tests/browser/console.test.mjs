@@ -331,6 +331,10 @@ describe("admin", () => {
     await row.getByRole("button", { name: `Delete ${username}` }).click();
     await page.getByRole("heading", { level: 1, name: "Admin" }).waitFor();
     assert.equal(await page.locator(`tr[data-user="${username}"]`).count(), 0);
+
+    // A recount of the fleet's numbers lands on the overview, which shows them.
+    await Promise.all([page.waitForURL(/\/console$/), page.getByRole("button", { name: "Recount" }).click()]);
+    assert.ok(Number(await page.locator("[data-count=sims-total]").innerText()) > 0);
     await page.context().close();
   });
 });

@@ -9,6 +9,7 @@ use cellbridge_identity::principal::Identity;
 use cellbridge_identity::role::{Role, Roles};
 use cellbridge_identity::token::{SigningSecret, TokenAudience, TokenSigner, TokenVerifier};
 use lambda_http::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use lambda_http::http::Method;
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::request::from_str;
 use lambda_http::RequestExt;
@@ -571,6 +572,36 @@ async fn signing_out_needs_the_pages_csrf_token() {
         .iter()
         .any(|c| c.starts_with(&format!("{SESSION_COOKIE}=;"))));
     assert!(api.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_admins_recount_asks_the_api_and_shows_the_overview() {
+    let token = token_for(Role::Admin, NOW, Duration::hours(1));
+    let recount = SIGN_OUT.replace("/console/sign-out", "/console/admin/recount");
+    let api = Arc::new(RecordedApi::answering(vec![(
+        "/fleet/summary/recount",
+        Ok(json!({"sims": {"total": 0}})),
+    )]));
+    let forged = handle(
+        &ports(api.clone()),
+        event(&recount, &[session_cookie(&token)]),
+        NOW,
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    assert!(api.requests().is_empty());
+
+    let request = with_body(
+        event(&recount, &[session_cookie(&token)]),
+        &format!("csrf={}", csrf_for(&token)),
+    );
+    let response = handle(&ports(api.clone()), request, NOW).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/console");
+    let asked = api.requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].method, Method::POST);
+    assert_eq!(asked[0].path_and_query, "/fleet/summary/recount");
 }
 
 #[tokio::test]

@@ -243,6 +243,20 @@ fn providers_section(
     }
 }
 
+fn numbers_section(session: &Session, attempt: &Attempt<'_>) -> Markup {
+    html! {
+        section aria-labelledby="numbers-heading" {
+            h2 id="numbers-heading" { "The fleet's numbers" }
+            form.panel method="post" action="/console/admin/recount" {
+                p.muted { "The overview's numbers are counted as SIMs and devices change. Recount them from the inventory after upgrading from a version that did not keep them, or when they look wrong; a change made while the recount reads is best recounted again." }
+                (general_error(attempt.general("recount")))
+                input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
+                button.secondary type="submit" { "Recount" }
+            }
+        }
+    }
+}
+
 async fn render(
     ports: &ConsolePorts,
     session: &Session,
@@ -261,6 +275,7 @@ async fn render(
         header { h1 { "Admin" } }
         (users_section(session, &users, attempt))
         (providers_section(session, &providers, attempt))
+        (numbers_section(session, attempt))
     };
     html_page(
         status,
@@ -273,14 +288,15 @@ pub async fn page(ports: &ConsolePorts, session: &Session) -> Response<Body> {
     render(ports, session, &Attempt::default(), StatusCode::OK).await
 }
 
-/// Sends `call`; on success back to the admin page, on refusal the page with the complaint at
-/// the form `form`.
+/// Sends `call`; on success on to `done`, on refusal the page with the complaint at the form
+/// `form`.
 async fn act(
     ports: &ConsolePorts,
     session: &Session,
     form_name: &str,
     form: &Form,
     call: ApiRequest,
+    done: &str,
 ) -> Response<Body> {
     let problem = match ports
         .api
@@ -288,7 +304,7 @@ async fn act(
         .await
         .map_err(ApiError::into_form_problem)
     {
-        Ok(_) => return redirect("/console/admin"),
+        Ok(_) => return redirect(done),
         Err(Some(problem)) => problem,
         Err(None) => return session_ended(),
     };
@@ -301,7 +317,11 @@ async fn act(
     render(ports, session, &attempt, status).await
 }
 
-/// `POST /console/admin/...`: add or delete a user, add or test a carrier account.
+/// Where an admin's action returns to.
+const ADMIN_PAGE: &str = "/console/admin";
+
+/// `POST /console/admin/...`: add or delete a user, add or test a carrier account, recount the
+/// fleet's numbers.
 pub async fn submit(
     ports: &ConsolePorts,
     session: &Session,
@@ -326,6 +346,7 @@ pub async fn submit(
                 "user",
                 &form,
                 ApiRequest::post("/users", token, body),
+                ADMIN_PAGE,
             )
             .await
         }
@@ -334,7 +355,7 @@ pub async fn submit(
                 method: Method::DELETE,
                 ..ApiRequest::get(format!("/users/{}", encode(username)), &session.token)
             };
-            act(ports, session, "users", &form, call).await
+            act(ports, session, "users", &form, call, ADMIN_PAGE).await
         }
         ["providers"] => {
             let mut credentials = Map::new();
@@ -362,6 +383,7 @@ pub async fn submit(
                 "provider",
                 &form,
                 ApiRequest::post("/service-providers", token, body),
+                ADMIN_PAGE,
             )
             .await
         }
@@ -371,7 +393,12 @@ pub async fn submit(
                 token,
                 json!({}),
             );
-            act(ports, session, "providers", &form, call).await
+            act(ports, session, "providers", &form, call, ADMIN_PAGE).await
+        }
+        // The overview then shows the numbers as recounted.
+        ["recount"] => {
+            let call = ApiRequest::post("/fleet/summary/recount", token, json!({}));
+            act(ports, session, "recount", &form, call, "/console").await
         }
         _ => return None,
     };
