@@ -264,7 +264,7 @@ describe("changing SIMs", () => {
     const boxes = page.locator("tbody input[name=iccid]");
     for (const n of [0, 1, 2]) await boxes.nth(n).check();
     await page.locator("[data-selection-count]").filter({ hasText: "3 selected" }).waitFor();
-    await page.getByLabel("Change").selectOption("suspend");
+    await page.getByLabel("Change", { exact: true }).selectOption("suspend");
     await page.getByRole("button", { name: "Preview for the selected SIMs" }).click();
     await page.getByRole("heading", { name: "Suspend the 3 selected SIMs?" }).waitFor();
     assert.equal(await page.getByTestId("accepted").innerText(), "3 SIMs");
@@ -280,6 +280,33 @@ describe("changing SIMs", () => {
     await page.reload();
     await page.locator("table tbody tr .badge[data-status=succeeded]").nth(2).waitFor();
     await screenshot(page, "bulk-change");
+    await page.context().close();
+  });
+
+  test("a rate plan change moves the selected SIMs, and the table shows their new plan", async () => {
+    const page = await newPage();
+    await signIn(page, OPERATOR);
+    const listing = `/console/sims?q=${SCENARIO_PREFIX}&in=iccid&status=active&carrier=jasper`;
+    await page.goto(listing);
+    const boxes = page.locator("tbody input[name=iccid]");
+    const iccids = [await boxes.nth(0).inputValue(), await boxes.nth(1).inputValue()];
+    for (const n of [0, 1]) await boxes.nth(n).check();
+    await page.getByLabel("Change", { exact: true }).selectOption("ratePlan");
+    // A plan none of the simulator's SIMs is on: the preview refuses SIMs already on the plan.
+    await page.getByLabel("New rate plan (to change it)").fill("RP-10GB");
+    await page.getByRole("button", { name: "Preview for the selected SIMs" }).click();
+    await page.getByRole("heading", { name: "Move the 2 selected SIMs to rate plan RP-10GB?" }).waitFor();
+    assert.equal(await page.getByTestId("accepted").innerText(), "2 SIMs");
+    await Promise.all([page.waitForURL(/\/console\/bulk-changes\/[0-9a-f-]+$/), page.getByRole("button", { name: "Move 2 SIMs to RP-10GB" }).click()]);
+    await page.locator("section.panel[data-bulk-change] .badge[data-status=completed]").waitFor();
+    for (const iccid of iccids) {
+      for (let tries = 0; ; tries++) {
+        await page.goto(`/console/sims?q=${iccid}&in=iccid`);
+        if ((await page.locator(`tr[data-sim="${iccid}"]`).innerText()).includes("RP-10GB")) break;
+        assert.ok(tries < 30, `${iccid} never showed its new rate plan`);
+        await page.waitForTimeout(1_000);
+      }
+    }
     await page.context().close();
   });
 

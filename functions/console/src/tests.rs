@@ -605,6 +605,52 @@ async fn an_admins_recount_asks_the_api_and_shows_the_overview() {
 }
 
 #[tokio::test]
+async fn a_rate_plan_change_is_previewed_with_the_plan_named_and_carried_to_the_confirmation() {
+    let token = valid_token();
+    let preview = SIGN_OUT.replace("/console/sign-out", "/console/bulk-changes/preview");
+    let api = Arc::new(RecordedApi::answering(vec![(
+        "/bulk-changes/preview",
+        Ok(
+            json!({"matched": 2, "accepted": 2, "accounts": [{"carrier": "jasper", "sims": 2}],
+                  "refused": {"count": 0}}),
+        ),
+    )]));
+    let form = |plan: &str| {
+        format!(
+            "csrf={}&action=ratePlan&ratePlan={plan}&scope=selected&iccid=8901260000000000001&iccid=8901260000000000002",
+            csrf_for(&token)
+        )
+    };
+    let unnamed = with_body(event(&preview, &[session_cookie(&token)]), &form("+"));
+    let response = handle(&ports(api.clone()), unnamed, NOW).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text(&response).contains("Name the rate plan"));
+    assert!(api.requests().is_empty(), "nothing asked of the API");
+
+    let named = with_body(event(&preview, &[session_cookie(&token)]), &form("IOT-5GB"));
+    let response = handle(&ports(api.clone()), named, NOW).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = text(&response);
+    assert!(
+        page.contains("Move the 2 selected SIMs to rate plan IOT-5GB?"),
+        "{page}"
+    );
+    assert!(page.contains("Move 2 SIMs to IOT-5GB"), "{page}");
+    assert!(
+        page.contains(r#"<input type="hidden" name="ratePlan" value="IOT-5GB">"#),
+        "the confirmation carries the plan: {page}"
+    );
+    let asked = api.requests();
+    assert_eq!(
+        asked[0].body,
+        Some(json!({
+            "change": {"type": "carrierRatePlanChange", "ratePlan": "IOT-5GB"},
+            "filter": {"iccids": ["8901260000000000001", "8901260000000000002"]}
+        }))
+    );
+}
+
+#[tokio::test]
 async fn a_page_gets_a_live_ticket_with_its_csrf_token_only() {
     let token = valid_token();
     let api = Arc::new(RecordedApi::default());

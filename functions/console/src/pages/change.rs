@@ -16,13 +16,80 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// The status changes the SIM table offers (the API's `statusUpdate` actions).
-pub const ACTIONS: [(&str, &str); 4] = [
+/// The changes the SIM table offers: the API's `statusUpdate` actions, and a move to another
+/// of the carrier's rate plans (`carrierRatePlanChange`, the plan named in [`RATE_PLAN_FIELD`]).
+pub const ACTIONS: [(&str, &str); 5] = [
     ("suspend", "Suspend"),
     ("restore", "Restore"),
     ("activate", "Activate"),
     ("deactivate", "Deactivate"),
+    (RATE_PLAN_ACTION, "Change rate plan"),
 ];
+
+const RATE_PLAN_ACTION: &str = "ratePlan";
+/// The form field naming the rate plan a rate plan change moves SIMs to.
+pub const RATE_PLAN_FIELD: &str = "ratePlan";
+
+/// What a proposal does to each SIM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// A `statusUpdate` action, with the word for it.
+    Status {
+        action: &'static str,
+        label: &'static str,
+    },
+    /// A move to the carrier's rate plan of this name.
+    RatePlan(String),
+}
+
+impl Change {
+    fn read(form: &Form) -> Result<Self, String> {
+        let requested = form.get("action").unwrap_or("");
+        let (action, label) = ACTIONS
+            .iter()
+            .find(|(action, _)| *action == requested)
+            .copied()
+            .ok_or_else(|| format!("{requested:?} is not a change the SIM table offers"))?;
+        if action != RATE_PLAN_ACTION {
+            return Ok(Self::Status { action, label });
+        }
+        match form.get(RATE_PLAN_FIELD).map(str::trim) {
+            Some(plan) if !plan.is_empty() => Ok(Self::RatePlan(plan.to_owned())),
+            _ => Err("Name the rate plan to move the SIMs to (the carrier's name for it, as the SIM table shows).".to_owned()),
+        }
+    }
+
+    fn body(&self) -> Value {
+        match self {
+            Self::Status { action, .. } => json!({"type": "statusUpdate", "action": action}),
+            Self::RatePlan(plan) => json!({"type": "carrierRatePlanChange", "ratePlan": plan}),
+        }
+    }
+
+    /// The question the preview asks, about `sims` ("the 3 selected SIMs").
+    fn question(&self, sims: &str) -> String {
+        match self {
+            Self::Status { label, .. } => format!("{label} {sims}?"),
+            Self::RatePlan(plan) => format!("Move {sims} to rate plan {plan}?"),
+        }
+    }
+
+    /// What confirming does, to `count` SIMs.
+    fn confirmation(&self, count: u64) -> String {
+        match self {
+            Self::Status { label, .. } => format!("{label} {count} SIMs"),
+            Self::RatePlan(plan) => format!("Move {count} SIMs to {plan}"),
+        }
+    }
+
+    /// The page's title.
+    fn title(&self) -> String {
+        match self {
+            Self::Status { label, .. } => format!("{label} SIMs"),
+            Self::RatePlan(_) => "Change the rate plan of SIMs".to_owned(),
+        }
+    }
+}
 
 /// Which SIMs a proposal changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +103,7 @@ enum Scope {
 /// A change being previewed or confirmed, as the forms carry it from page to page.
 #[derive(Debug, Clone)]
 struct Proposal {
-    action: &'static str,
-    label: &'static str,
+    change: Change,
     scope: Scope,
     filters: SimFilters,
     /// Chosen at the preview, so confirming twice makes one bulk change.
@@ -46,12 +112,7 @@ struct Proposal {
 
 impl Proposal {
     fn read(form: &Form) -> Result<Self, String> {
-        let requested = form.get("action").unwrap_or("");
-        let (action, label) = ACTIONS
-            .iter()
-            .find(|(action, _)| *action == requested)
-            .copied()
-            .ok_or_else(|| format!("{requested:?} is not a change the SIM table offers"))?;
+        let change = Change::read(form)?;
         let scope = match form.get("scope") {
             Some("filter") => Scope::Filter,
             _ => {
@@ -68,8 +129,7 @@ impl Proposal {
             .filter(|key| !key.is_empty() && key.len() <= 64)
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         Ok(Self {
-            action,
-            label,
+            change,
             scope,
             filters: SimFilters::from_form(form),
             idempotency_key,
@@ -82,7 +142,7 @@ impl Proposal {
             Scope::Filter => self.filters.selection(),
         };
         json!({
-            "change": {"type": "statusUpdate", "action": self.action},
+            "change": self.change.body(),
             "filter": filter,
         })
     }
@@ -99,7 +159,13 @@ impl Proposal {
     fn hidden_fields(&self, session: &Session) -> Markup {
         html! {
             input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
-            input type="hidden" name="action" value=(self.action);
+            @match &self.change {
+                Change::Status { action, .. } => { input type="hidden" name="action" value=(action); }
+                Change::RatePlan(plan) => {
+                    input type="hidden" name="action" value=(RATE_PLAN_ACTION);
+                    input type="hidden" name=(RATE_PLAN_FIELD) value=(plan);
+                }
+            }
             input type="hidden" name="idempotency-key" value=(self.idempotency_key);
             @match &self.scope {
                 Scope::Selected(iccids) => {
@@ -181,9 +247,8 @@ fn back_to_sims(proposal: &Proposal) -> Markup {
 }
 
 fn preview_markup(session: &Session, proposal: &Proposal, preview: &Preview) -> Markup {
-    let action = proposal.label;
     html! {
-        header { h1 { (action) " " (proposal.describe()) "?" } }
+        header { h1 { (proposal.change.question(&proposal.describe())) } }
         section.panel aria-labelledby="preview-heading" {
             h2 id="preview-heading" { "What the change would do" }
             dl.facts {
@@ -222,7 +287,7 @@ fn preview_markup(session: &Session, proposal: &Proposal, preview: &Preview) -> 
             (proposal.hidden_fields(session))
             p.pager {
                 @if preview.accepted > 0 {
-                    button type="submit" { (action) " " (preview.accepted) " SIMs" }
+                    button type="submit" { (proposal.change.confirmation(preview.accepted)) }
                 } @else {
                     span.notice.info { "Nothing to change: the carrier would refuse every selected SIM." }
                 }
@@ -272,7 +337,7 @@ pub async fn preview(ports: &ConsolePorts, session: &Session, request: &Request)
             serde_json::from_value::<Preview>(value)
                 .map_err(|e| ApiError::Unexpected(format!("the preview: {e}")))
         });
-    let title = format!("{} SIMs", proposal.label);
+    let title = proposal.change.title();
     match answer {
         Ok(preview) => page(
             session,
@@ -303,7 +368,7 @@ fn refused(
         ),
     };
     let body = html! {
-        header { h1 { (proposal.label) " " (proposal.describe()) } }
+        header { h1 { (proposal.change.question(&proposal.describe())) } }
         (notice)
         (back_to_sims(proposal))
     };
@@ -334,11 +399,6 @@ pub async fn create(ports: &ConsolePorts, session: &Session, request: &Request) 
     });
     match answer {
         Ok(created) => redirect(&format!("/console/bulk-changes/{}", created.id)),
-        Err(error) => refused(
-            session,
-            &proposal,
-            &format!("{} SIMs", proposal.label),
-            &error,
-        ),
+        Err(error) => refused(session, &proposal, &proposal.change.title(), &error),
     }
 }

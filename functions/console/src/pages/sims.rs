@@ -301,6 +301,10 @@ pub async fn page(ports: &ConsolePorts, session: &Session, request: &Request) ->
                             label for="action" { "Change" }
                             (select("action", &crate::pages::change::ACTIONS, "suspend", false))
                         }
+                        div.field {
+                            label for="rate-plan" { "New rate plan (to change it)" }
+                            input type="text" id="rate-plan" name=(crate::pages::change::RATE_PLAN_FIELD) autocomplete="off";
+                        }
                         button type="submit" name="scope" value="selected" { "Preview for the selected SIMs" }
                         button.secondary type="submit" name="scope" value="filter" { "Preview for every SIM these filters match" }
                         span.muted data-selection-count { "0 selected" }
