@@ -106,6 +106,11 @@ fn with_body(mut request: Request, body: &str) -> Request {
     request
 }
 
+/// The sign-out sample (a form post) sent to `path` instead.
+fn post_sample(path: &str) -> String {
+    SIGN_OUT.replace("/console/sign-out", path)
+}
+
 fn session_cookie(token: &str) -> String {
     format!("{SESSION_COOKIE}={token}")
 }
@@ -461,17 +466,13 @@ async fn the_overview_keeps_its_bulk_changes_when_the_numbers_fail() {
     );
 }
 
-#[tokio::test]
-async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
-    let sample = include_str!("../../../events/console/device-90-days.json");
-    let hours: Vec<Value> = (0..3)
-        .map(|h| {
-            json!({"at": format!("2026-12-0{}T08:00:00Z", h + 3),
-                   "metrics": {"temp": {"min": 18.0 + h as f64, "max": 25.5, "mean": 21.0, "count": 3600}}})
-        })
-        .collect();
-    let api = Arc::new(RecordedApi::answering(vec![
-        ("/devices/tracker-12/telemetry", Ok(json!({"items": hours}))),
+/// The API as the device page of `tracker-12` asks it: the device, no commands, and `telemetry`.
+fn device_page_api(telemetry: Vec<Value>) -> Arc<RecordedApi> {
+    Arc::new(RecordedApi::answering(vec![
+        (
+            "/devices/tracker-12/telemetry",
+            Ok(json!({"items": telemetry})),
+        ),
         ("/devices/tracker-12/commands", Ok(json!({"items": []}))),
         (
             "/devices/tracker-12",
@@ -481,7 +482,19 @@ async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
                       "registeredAt": "2026-09-01T00:00:00Z"}),
             ),
         ),
-    ]));
+    ]))
+}
+
+#[tokio::test]
+async fn a_90_day_chart_is_drawn_from_the_apis_hourly_summaries() {
+    let sample = include_str!("../../../events/console/device-90-days.json");
+    let hours: Vec<Value> = (0..3)
+        .map(|h| {
+            json!({"at": format!("2026-12-0{}T08:00:00Z", h + 3),
+                   "metrics": {"temp": {"min": 18.0 + h as f64, "max": 25.5, "mean": 21.0, "count": 3600}}})
+        })
+        .collect();
+    let api = device_page_api(hours);
     let response = handle(
         &ports(api.clone()),
         event(sample, &[session_cookie(&valid_token())]),
@@ -517,21 +530,7 @@ async fn a_short_range_is_drawn_again_as_samples_arrive() {
     let samples: Vec<Value> = (0..5)
         .map(|s| json!({"at": format!("2026-12-06T08:5{s}:00Z"), "metrics": {"temp": 20 + s}}))
         .collect();
-    let api = Arc::new(RecordedApi::answering(vec![
-        (
-            "/devices/tracker-12/telemetry",
-            Ok(json!({"items": samples})),
-        ),
-        ("/devices/tracker-12/commands", Ok(json!({"items": []}))),
-        (
-            "/devices/tracker-12",
-            Ok(
-                json!({"id": "tracker-12", "tenant": "demo", "iccid": "89010000000000000012",
-                      "model": "TRK-200", "firmware": "2.4.1", "status": "online",
-                      "registeredAt": "2026-09-01T00:00:00Z"}),
-            ),
-        ),
-    ]));
+    let api = device_page_api(samples);
     let response = handle(
         &ports(api),
         event(&sample, &[session_cookie(&valid_token())]),
@@ -577,7 +576,7 @@ async fn signing_out_needs_the_pages_csrf_token() {
 #[tokio::test]
 async fn an_admins_recount_asks_the_api_and_shows_the_overview() {
     let token = token_for(Role::Admin, NOW, Duration::hours(1));
-    let recount = SIGN_OUT.replace("/console/sign-out", "/console/admin/recount");
+    let recount = post_sample("/console/admin/recount");
     let api = Arc::new(RecordedApi::answering(vec![(
         "/fleet/summary/recount",
         Ok(json!({"sims": {"total": 0}})),
@@ -607,7 +606,7 @@ async fn an_admins_recount_asks_the_api_and_shows_the_overview() {
 #[tokio::test]
 async fn a_rate_plan_change_is_previewed_with_the_plan_named_and_carried_to_the_confirmation() {
     let token = valid_token();
-    let preview = SIGN_OUT.replace("/console/sign-out", "/console/bulk-changes/preview");
+    let preview = post_sample("/console/bulk-changes/preview");
     let api = Arc::new(RecordedApi::answering(vec![(
         "/bulk-changes/preview",
         Ok(
